@@ -1,0 +1,226 @@
+using System.Text.Json.Serialization;
+
+namespace SandboxVM.Protocol;
+
+/// <summary>Version of the wire protocol. Bump on any incompatible change; the hello exchange checks it.</summary>
+public static class ProtocolInfo
+{
+    public const int Version = 1;
+}
+
+/// <summary>Host to agent, first frame on a connection.</summary>
+public sealed class Hello
+{
+    public int ProtocolVersion { get; set; } = ProtocolInfo.Version;
+}
+
+/// <summary>Agent to host: who it is and what it can do.</summary>
+public sealed class HelloReply
+{
+    public int ProtocolVersion { get; set; }
+    public string AgentVersion { get; set; } = "";
+    /// <summary>Operation names the agent serves (see <see cref="Ops"/>).</summary>
+    public List<string> Capabilities { get; set; } = [];
+    /// <summary>Process id of the agent inside the guest.</summary>
+    public int Pid { get; set; }
+}
+
+/// <summary>Operation names carried in <see cref="AgentRequest.Op"/>.</summary>
+public static class Ops
+{
+    public const string Ping = "ping";
+    public const string Exec = "exec";
+    public const string FileWrite = "file_write";
+    public const string FileRead = "file_read";
+    public const string FileList = "file_list";
+    public const string FileStat = "file_stat";
+    public const string FileRemove = "file_remove";
+    public const string FileMkdir = "file_mkdir";
+    public const string ArtifactsList = "artifacts_list";
+    /// <summary>Fresh identity after a snapshot restore: clock, entropy, sandbox id.</summary>
+    public const string Reinit = "reinit";
+}
+
+/// <summary>
+/// Opens operation <c>id</c>. <see cref="Op"/> names it; the member for that op carries its arguments.
+/// file_write: the host then sends Data frames and a DataEnd; the agent replies with <see cref="FileInfoBody"/>.
+/// file_read: the agent sends Data frames, a DataEnd, then a Response with <see cref="FileInfoBody"/>.
+/// </summary>
+public sealed class AgentRequest
+{
+    public string Op { get; set; } = "";
+    public ExecRequest? Exec { get; set; }
+    public FileRequest? File { get; set; }
+    public ReinitRequest? Reinit { get; set; }
+}
+
+/// <summary>Run a program: write sources, compile (optional), run. Output is streamed as Stdout/Stderr frames.</summary>
+public sealed class ExecRequest
+{
+    /// <summary>Working directory (created if missing). Relative source paths are under it.</summary>
+    public string Cwd { get; set; } = "/home/sandbox";
+    /// <summary>Files written before anything runs: path (relative to <see cref="Cwd"/> or absolute) to UTF-8 content.</summary>
+    public Dictionary<string, string> Files { get; set; } = [];
+    /// <summary>Compile step argv, or null when the language is interpreted.</summary>
+    public List<string>? Compile { get; set; }
+    /// <summary>Run step argv.</summary>
+    public List<string> Run { get; set; } = [];
+    /// <summary>Environment of both steps (nothing is inherited from the agent but PATH when unset here).</summary>
+    public Dictionary<string, string> Env { get; set; } = [];
+    /// <summary>Bytes given to the run step's stdin (UTF-8 text); null means an empty stdin.</summary>
+    public string? Stdin { get; set; }
+    public int CompileTimeoutMs { get; set; } = 30_000;
+    public int RunTimeoutMs { get; set; } = 10_000;
+    /// <summary>Cap on stdout plus stderr bytes of one step; past it the step is killed with <see cref="TerminationReason.OutputLimit"/>.</summary>
+    public long OutputLimitBytes { get; set; } = 1 << 20;
+    /// <summary>Directory whose files are the run's artifacts; emptied and created before the run.</summary>
+    public string OutputsDir { get; set; } = "/tmp/outputs";
+}
+
+/// <summary>How a step ended.</summary>
+[JsonConverter(typeof(JsonStringEnumConverter<TerminationReason>))]
+public enum TerminationReason
+{
+    [JsonStringEnumMemberName("exited")] Exited,
+    [JsonStringEnumMemberName("signal")] Signal,
+    [JsonStringEnumMemberName("timeout")] Timeout,
+    [JsonStringEnumMemberName("oom")] Oom,
+    [JsonStringEnumMemberName("output_limit")] OutputLimit,
+    [JsonStringEnumMemberName("cancelled")] Cancelled,
+}
+
+/// <summary>Outcome of one step (compile or run).</summary>
+public sealed class StepResult
+{
+    public TerminationReason Reason { get; set; }
+    /// <summary>Exit code when <see cref="Reason"/> is exited, else -1.</summary>
+    public int ExitCode { get; set; } = -1;
+    /// <summary>Signal number when the process was killed by a signal (also on timeout/output_limit: 9).</summary>
+    public int? Signal { get; set; }
+    public long DurationMs { get; set; }
+    public long StdoutBytes { get; set; }
+    public long StderrBytes { get; set; }
+}
+
+/// <summary>Response of exec.</summary>
+public sealed class ExecResult
+{
+    /// <summary>Null when there was no compile step.</summary>
+    public StepResult? Compile { get; set; }
+    /// <summary>Null when the compile step failed and nothing ran.</summary>
+    public StepResult? Run { get; set; }
+    /// <summary>Files under the outputs directory after the run.</summary>
+    public List<ArtifactInfo> Artifacts { get; set; } = [];
+}
+
+/// <summary>Progress of an exec, sent as Event frames.</summary>
+public sealed class ExecEvent
+{
+    /// <summary>"compile_started", "run_started".</summary>
+    public string Kind { get; set; } = "";
+}
+
+public sealed class ArtifactInfo
+{
+    /// <summary>Absolute path inside the guest.</summary>
+    public string Path { get; set; } = "";
+    public long Size { get; set; }
+    /// <summary>Lower-case hex SHA-256 of the content.</summary>
+    public string Sha256 { get; set; } = "";
+}
+
+/// <summary>Arguments of the file_* ops.</summary>
+public sealed class FileRequest
+{
+    /// <summary>Absolute, or relative to the agent's working directory (/home/sandbox).</summary>
+    public string Path { get; set; } = "";
+    /// <summary>file_remove: remove a directory and everything under it. file_mkdir: create parents.</summary>
+    public bool Recursive { get; set; }
+    /// <summary>file_write: Unix permission bits of a new file.</summary>
+    public int Mode { get; set; } = 0b110_100_100; // 0644
+}
+
+[JsonConverter(typeof(JsonStringEnumConverter<FileKind>))]
+public enum FileKind
+{
+    [JsonStringEnumMemberName("file")] File,
+    [JsonStringEnumMemberName("directory")] Directory,
+    [JsonStringEnumMemberName("symlink")] Symlink,
+    [JsonStringEnumMemberName("other")] Other,
+}
+
+/// <summary>Response of file_stat, file_write, file_read, file_mkdir.</summary>
+public sealed class FileInfoBody
+{
+    public string Path { get; set; } = "";
+    public string Name { get; set; } = "";
+    public FileKind Kind { get; set; }
+    public long Size { get; set; }
+    /// <summary>Modification time, Unix milliseconds.</summary>
+    public long MtimeMs { get; set; }
+}
+
+/// <summary>Response of file_list.</summary>
+public sealed class FileListBody
+{
+    public string Path { get; set; } = "";
+    public List<FileInfoBody> Entries { get; set; } = [];
+}
+
+/// <summary>Response of artifacts_list.</summary>
+public sealed class ArtifactListBody
+{
+    public List<ArtifactInfo> Artifacts { get; set; } = [];
+}
+
+public sealed class ReinitRequest
+{
+    public long UnixTimeMs { get; set; }
+    /// <summary>Host entropy mixed into the guest RNG.</summary>
+    public byte[] Entropy { get; set; } = [];
+    public string SandboxId { get; set; } = "";
+}
+
+/// <summary>Empty response (ping, file_remove, reinit).</summary>
+public sealed class OkBody
+{
+    public bool Ok { get; set; } = true;
+}
+
+/// <summary>Payload of an Error frame.</summary>
+public sealed class ErrorBody
+{
+    /// <summary>Stable machine code, see <see cref="ErrorCodes"/>.</summary>
+    public string Code { get; set; } = "";
+    public string Message { get; set; } = "";
+}
+
+public static class ErrorCodes
+{
+    public const string BadFrame = "bad_frame";
+    public const string FrameTooLarge = "frame_too_large";
+    public const string BadRequest = "bad_request";
+    public const string UnknownOp = "unknown_op";
+    public const string DuplicateId = "duplicate_id";
+    public const string NotFound = "not_found";
+    public const string IoError = "io_error";
+    public const string VersionMismatch = "version_mismatch";
+    public const string Internal = "internal";
+}
+
+/// <summary>Source-generated JSON for every message (the agent is NativeAOT: no reflection).</summary>
+[JsonSourceGenerationOptions(
+    PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    UnmappedMemberHandling = JsonUnmappedMemberHandling.Skip)]
+[JsonSerializable(typeof(Hello))]
+[JsonSerializable(typeof(HelloReply))]
+[JsonSerializable(typeof(AgentRequest))]
+[JsonSerializable(typeof(ExecResult))]
+[JsonSerializable(typeof(ExecEvent))]
+[JsonSerializable(typeof(FileInfoBody))]
+[JsonSerializable(typeof(FileListBody))]
+[JsonSerializable(typeof(ArtifactListBody))]
+[JsonSerializable(typeof(OkBody))]
+[JsonSerializable(typeof(ErrorBody))]
+public sealed partial class ProtocolJson : JsonSerializerContext;
