@@ -1,0 +1,95 @@
+namespace SandboxVM.Runtime.Cgroups;
+
+/// <summary>Which cgroup hierarchy this host has.</summary>
+public enum CgroupVersion
+{
+    None,
+    V1,
+    V2,
+}
+
+/// <summary>Creates sandbox cgroups on either hierarchy and sweeps those left by a dead server.</summary>
+public sealed class CgroupManager
+{
+    private readonly string _root;
+
+    public CgroupVersion Version { get; }
+
+    public CgroupManager(string root = "/sys/fs/cgroup")
+    {
+        _root = root;
+        Version = File.Exists(Path.Combine(root, "cgroup.controllers")) ? CgroupVersion.V2
+            : Directory.Exists(Path.Combine(root, "memory")) ? CgroupVersion.V1
+            : CgroupVersion.None;
+    }
+
+    /// <summary>True when this process can create cgroups (root, writable hierarchy).</summary>
+    public bool IsUsable
+    {
+        get
+        {
+            if (Version == CgroupVersion.None)
+            {
+                return false;
+            }
+            try
+            {
+                EnsureParents();
+                return true;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                return false;
+            }
+        }
+    }
+
+    public Cgroup Create(string name, CgroupLimits limits) => Version switch
+    {
+        CgroupVersion.V1 => CgroupV1.Create(_root, name, limits),
+        CgroupVersion.V2 => CgroupV2.Create(_root, name, limits),
+        _ => throw new InvalidOperationException("this host has no usable cgroup hierarchy"),
+    };
+
+    /// <summary>Kills and removes every sandbox cgroup under our parent (left by a server that died).</summary>
+    public async Task<int> SweepAsync(CancellationToken cancellationToken = default)
+    {
+        var names = new HashSet<string>();
+        foreach (string parent in ParentDirectories())
+        {
+            if (Directory.Exists(parent))
+            {
+                foreach (string d in Directory.GetDirectories(parent))
+                {
+                    names.Add(Path.GetFileName(d));
+                }
+            }
+        }
+        foreach (string name in names)
+        {
+            Cgroup group = Version == CgroupVersion.V1 ? CgroupV1.Open(_root, name) : CgroupV2.Open(_root, name);
+            await group.DestroyAsync(cancellationToken);
+        }
+        return names.Count;
+    }
+
+    private IEnumerable<string> ParentDirectories() => Version switch
+    {
+        CgroupVersion.V1 => CgroupV1.Controllers.Select(c => Path.Combine(_root, c, Cgroup.ParentName)),
+        CgroupVersion.V2 => [Path.Combine(_root, Cgroup.ParentName)],
+        _ => [],
+    };
+
+    private void EnsureParents()
+    {
+        if (Version == CgroupVersion.V2)
+        {
+            CgroupV2.EnsureParent(_root);
+            return;
+        }
+        foreach (string dir in ParentDirectories())
+        {
+            Directory.CreateDirectory(dir);
+        }
+    }
+}

@@ -1,0 +1,77 @@
+using SandboxVM.Runtime.Agent;
+
+namespace SandboxVM.Runtime;
+
+/// <summary>How strongly a runtime separates sandboxed code from the host.</summary>
+public enum IsolationLevel
+{
+    /// <summary>Namespaces and cgroups on the host kernel (bubblewrap): for development and fast tests.</summary>
+    SharedKernel,
+    /// <summary>A virtual machine with its own kernel.</summary>
+    Vm,
+}
+
+/// <summary>How a VM was obtained for a request; reported in run metrics.</summary>
+public enum VmSource
+{
+    Pool,
+    Restore,
+    Boot,
+    Singleton,
+    Process,
+}
+
+public sealed record RuntimeCapabilities(IsolationLevel Isolation, bool Snapshots, bool Networking, bool OwnKernel);
+
+/// <summary>What a runtime needs to start one sandbox of a template.</summary>
+public sealed record VmSpec
+{
+    public required string TemplateName { get; init; }
+    /// <summary>Unpacked root filesystem (process runtime), mounted read-only.</summary>
+    public required string RootfsDir { get; init; }
+    /// <summary>ext4 image of the same tree (VM runtimes).</summary>
+    public string? RootfsImage { get; init; }
+    public int Vcpus { get; init; } = 1;
+    public int MemoryMib { get; init; } = 512;
+    public int MaxProcesses { get; init; } = 128;
+    /// <summary>Cap on each writable filesystem (work dir, /tmp).</summary>
+    public long WritableBytes { get; init; } = 256L << 20;
+}
+
+/// <summary>
+/// One backend that runs sandboxes: process (bubblewrap), qemu, firecracker. The seam between
+/// everything above (pools, runs, HTTP) and the machinery that isolates code.
+/// </summary>
+public interface IVmRuntime
+{
+    /// <summary>"process", "qemu" or "firecracker".</summary>
+    string Name { get; }
+
+    RuntimeCapabilities Capabilities { get; }
+
+    /// <summary>Hardware acceleration in use ("kvm", "tcg"), or null where it does not apply.</summary>
+    string? Accel { get; }
+
+    /// <summary>Starts a sandbox and returns once its agent has answered hello.</summary>
+    Task<IVm> StartAsync(VmSpec spec, CancellationToken cancellationToken);
+
+    /// <summary>Ends sandboxes left behind by an earlier server process that died. Returns how many.</summary>
+    Task<int> CleanupLeftoversAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>Host-side resource facts about a sandbox, read from the host (never trusted from the guest).</summary>
+public sealed record VmUsage(long OomKills, long? PeakMemoryBytes);
+
+/// <summary>A running sandbox. Disposing it kills every process it has; calling it twice is safe.</summary>
+public interface IVm : IAsyncDisposable
+{
+    string Id { get; }
+    string TemplateName { get; }
+    VmSource Source { get; }
+    AgentClient Agent { get; }
+    /// <summary>Time from the start request to the agent's hello.</summary>
+    TimeSpan StartupTime { get; }
+    /// <summary>Completes when the sandbox has died (or been disposed).</summary>
+    Task Exited { get; }
+    VmUsage ReadUsage();
+}

@@ -1,0 +1,120 @@
+using System.Text;
+using Microsoft.Extensions.Logging;
+using SandboxVM.Runtime.Agent;
+using SandboxVM.Runtime.Cgroups;
+
+namespace SandboxVM.Runtime.Process;
+
+internal sealed class ProcessVm : IVm
+{
+    private const int StderrKeep = 8 * 1024;
+
+    private readonly System.Diagnostics.Process _process;
+    private readonly Cgroup? _cgroup;
+    private readonly ILogger _logger;
+    private readonly StringBuilder _stderr = new();
+    private readonly Task _stderrPump;
+    private int _disposed;
+
+    public ProcessVm(string id, string templateName, System.Diagnostics.Process process, Cgroup? cgroup, ILogger logger)
+    {
+        Id = id;
+        TemplateName = templateName;
+        _process = process;
+        _cgroup = cgroup;
+        _logger = logger;
+        Agent = new AgentClient(process.StandardOutput.BaseStream, process.StandardInput.BaseStream);
+        Exited = process.WaitForExitAsync();
+        _stderrPump = PumpStderrAsync();
+    }
+
+    public string Id { get; }
+    public string TemplateName { get; }
+    public VmSource Source => VmSource.Process;
+    public AgentClient Agent { get; }
+    public TimeSpan StartupTime { get; internal set; }
+    public Task Exited { get; }
+
+    public VmUsage ReadUsage() => new(_cgroup?.OomKillCount() ?? 0, _cgroup?.PeakMemoryBytes());
+
+    /// <summary>Agent diagnostics (its stderr, bounded), for error reports.</summary>
+    public string Diagnostics
+    {
+        get
+        {
+            lock (_stderr)
+            {
+                return _stderr.ToString();
+            }
+        }
+    }
+
+    private async Task PumpStderrAsync()
+    {
+        // Keep only the tail: a misbehaving agent must not grow host memory.
+        char[] buffer = new char[4096];
+        try
+        {
+            int n;
+            while ((n = await _process.StandardError.ReadAsync(buffer)) > 0)
+            {
+                lock (_stderr)
+                {
+                    _stderr.Append(buffer, 0, n);
+                    if (_stderr.Length > StderrKeep)
+                    {
+                        _stderr.Remove(0, _stderr.Length - StderrKeep);
+                    }
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+        }
+    }
+
+    internal async Task<string> StopAndGetDiagnosticsAsync()
+    {
+        await DisposeAsync();
+        await _stderrPump.WaitAsync(TimeSpan.FromSeconds(1)).ContinueWith(_ => { }, TaskScheduler.Default);
+        return Diagnostics.Trim();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        // Kill the whole cgroup first (every process the sandbox made), then bubblewrap itself.
+        if (_cgroup is not null)
+        {
+            await _cgroup.DestroyAsync(CancellationToken.None);
+        }
+        try
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: true);
+            }
+            await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(5));
+        }
+        catch (Exception e) when (e is InvalidOperationException or TimeoutException or System.ComponentModel.Win32Exception)
+        {
+            Log.KillFailed(_logger, Id, e.Message);
+        }
+        if (_cgroup is not null)
+        {
+            // bubblewrap was in the group too; now that it is gone the directories can go.
+            await _cgroup.DestroyAsync(CancellationToken.None);
+        }
+        await Agent.DisposeAsync();
+        _process.Dispose();
+    }
+}
+
+internal static partial class Log
+{
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {Id}: could not kill its process: {Reason}")]
+    internal static partial void KillFailed(ILogger logger, string id, string reason);
+}

@@ -1,0 +1,115 @@
+using SandboxVM.Runtime.Cgroups;
+
+namespace SandboxVM.Runtime;
+
+/// <summary>What this host offers to the runtimes, probed once at start and shown by `sandboxvm doctor`.</summary>
+public sealed record HostFacts(
+    bool KvmPresent,
+    bool KvmUsable,
+    string? FirecrackerPath,
+    string? QemuPath,
+    string? BwrapPath,
+    string? MmdebstrapPath,
+    CgroupVersion Cgroups,
+    bool IsRoot)
+{
+    public static HostFacts Probe()
+    {
+        bool kvm = File.Exists("/dev/kvm");
+        return new HostFacts(
+            KvmPresent: kvm,
+            KvmUsable: kvm && CanOpenReadWrite("/dev/kvm"),
+            FirecrackerPath: FindOnPath("firecracker"),
+            QemuPath: FindOnPath("qemu-system-x86_64"),
+            BwrapPath: FindOnPath("bwrap"),
+            MmdebstrapPath: FindOnPath("mmdebstrap"),
+            Cgroups: new CgroupManager().Version,
+            IsRoot: Environment.UserName == "root");
+    }
+
+    public static string? FindOnPath(string name)
+    {
+        var dirs = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
+            .Concat(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]);
+        return dirs.Select(d => Path.Combine(d, name)).FirstOrDefault(File.Exists);
+    }
+
+    private static bool CanOpenReadWrite(string path)
+    {
+        try
+        {
+            using var f = new FileStream(path, FileMode.Open, FileAccess.ReadWrite);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+}
+
+/// <summary>The runtime a server will use and why.</summary>
+public sealed record RuntimeChoice(string Runtime, string? Accel, string Reason);
+
+/// <summary>
+/// Picks a runtime. `auto` prefers firecracker (KVM and a firecracker binary), then qemu with KVM,
+/// then qemu with TCG; runtimes this build does not implement yet are passed over with the reason.
+/// </summary>
+public static class RuntimeSelector
+{
+    /// <summary>Runtimes implemented in this build.</summary>
+    public static IReadOnlySet<string> Implemented { get; } = new HashSet<string> { "process" };
+
+    public static RuntimeChoice Choose(string requested, HostFacts host)
+    {
+        var notes = new List<string>();
+        switch (requested)
+        {
+            case "process":
+                return host.BwrapPath is null
+                    ? throw new InvalidOperationException("runtime 'process' needs bubblewrap (apt-get install bubblewrap)")
+                    : new RuntimeChoice("process", null, "requested explicitly; shared-kernel isolation (bubblewrap)");
+            case "qemu" or "firecracker":
+                if (!Implemented.Contains(requested))
+                {
+                    throw new InvalidOperationException($"runtime '{requested}' is not implemented in this build yet");
+                }
+                break;
+            case "auto":
+                break;
+            default:
+                throw new ArgumentException($"unknown runtime '{requested}' (expected auto, firecracker, qemu or process)", nameof(requested));
+        }
+
+        if (host.KvmUsable && host.FirecrackerPath is not null)
+        {
+            if (Implemented.Contains("firecracker"))
+            {
+                return new RuntimeChoice("firecracker", "kvm", "/dev/kvm is usable and firecracker is installed");
+            }
+            notes.Add("firecracker would fit (KVM + binary) but is not implemented yet");
+        }
+        else
+        {
+            notes.Add(host.KvmUsable ? "no firecracker binary" : host.KvmPresent ? "/dev/kvm is not usable" : "no /dev/kvm");
+        }
+        string accel = host.KvmUsable ? "kvm" : "tcg";
+        if (host.QemuPath is not null)
+        {
+            if (Implemented.Contains("qemu"))
+            {
+                return new RuntimeChoice("qemu", accel, string.Join("; ", notes.Append($"qemu with {accel}")));
+            }
+            notes.Add($"qemu ({accel}) is installed but the qemu runtime is not implemented yet");
+        }
+        else
+        {
+            notes.Add("qemu-system-x86_64 is not installed");
+        }
+        if (host.BwrapPath is not null)
+        {
+            return new RuntimeChoice("process", null, string.Join("; ", notes.Append("falling back to process (bubblewrap, shared kernel)")));
+        }
+        throw new InvalidOperationException("no runtime is usable: " + string.Join("; ", notes.Append("bubblewrap is not installed")));
+    }
+}
