@@ -1,0 +1,120 @@
+using System.Net;
+
+namespace SandboxVM.Client;
+
+/// <summary>Base of every error the SDK throws for a failed call to SandboxVM.</summary>
+public class SandboxException : Exception
+{
+    /// <summary>Creates the exception with a message and an optional cause.</summary>
+    /// <param name="message">What went wrong.</param>
+    /// <param name="innerException">The underlying error, if any.</param>
+    public SandboxException(string message, Exception? innerException = null)
+        : base(message, innerException)
+    {
+    }
+}
+
+/// <summary>
+/// The server answered with an error (RFC 7807 problem details, or any other non-success response).
+/// Catch a subclass for the common cases, or this to handle every API error.
+/// </summary>
+public class SandboxApiException : SandboxException
+{
+    internal SandboxApiException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field, Exception? innerException = null)
+        : base(FormatMessage(statusCode, title, detail, code, field), innerException)
+    {
+        StatusCode = statusCode;
+        Title = title;
+        Detail = detail;
+        Code = code;
+        Field = field;
+    }
+
+    /// <summary>HTTP status of the response.</summary>
+    public HttpStatusCode StatusCode { get; }
+
+    /// <summary>Stable machine-readable error code, e.g. <c>unknown_template</c>, <c>empty_code</c>; null when the server sent none.</summary>
+    public string? Code { get; }
+
+    /// <summary>The request field the error is about, e.g. <c>template</c>; null when not about one field.</summary>
+    public string? Field { get; }
+
+    /// <summary>Human-readable explanation of this occurrence.</summary>
+    public string? Detail { get; }
+
+    /// <summary>Short summary of the kind of error.</summary>
+    public string? Title { get; }
+
+    private static string FormatMessage(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field)
+    {
+        var head = string.IsNullOrWhiteSpace(title) ? $"SandboxVM request failed" : title.TrimEnd('.');
+        var message = string.IsNullOrWhiteSpace(detail) ? head : $"{head}: {detail}";
+        var facts = $"HTTP {(int)statusCode}";
+        if (!string.IsNullOrEmpty(code))
+        {
+            facts += $", code {code}";
+        }
+
+        if (!string.IsNullOrEmpty(field))
+        {
+            facts += $", field {field}";
+        }
+
+        return $"{message} ({facts})";
+    }
+}
+
+/// <summary>The request was rejected as invalid (HTTP 400, 413, 422): unknown template, empty or too large code, timeout out of range…</summary>
+public sealed class SandboxBadRequestException : SandboxApiException
+{
+    internal SandboxBadRequestException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field)
+        : base(statusCode, title, detail, code, field)
+    {
+    }
+}
+
+/// <summary>What was asked for does not exist (HTTP 404), e.g. a template name the server does not know.</summary>
+public sealed class SandboxNotFoundException : SandboxApiException
+{
+    internal SandboxNotFoundException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field)
+        : base(statusCode, title, detail, code, field)
+    {
+    }
+}
+
+/// <summary>The API key is missing, wrong or not allowed to do this (HTTP 401, 403); see <see cref="SandboxClientOptions.ApiKey"/>.</summary>
+public sealed class SandboxAuthException : SandboxApiException
+{
+    internal SandboxAuthException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field)
+        : base(statusCode, title, detail, code, field)
+    {
+    }
+}
+
+/// <summary>
+/// The server cannot serve the request right now (HTTP 409, 429, 503): template unavailable or not built,
+/// too many requests, shutting down. Retrying later may succeed; <see cref="RetryAfter"/> says when, if the server said.
+/// </summary>
+public sealed class SandboxUnavailableException : SandboxApiException
+{
+    internal SandboxUnavailableException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field, TimeSpan? retryAfter)
+        : base(statusCode, title, detail, code, field)
+    {
+        RetryAfter = retryAfter;
+    }
+
+    /// <summary>How long to wait before retrying, from the <c>Retry-After</c> header; null when absent.</summary>
+    public TimeSpan? RetryAfter { get; }
+}
+
+/// <summary>
+/// The server could not be reached or did not answer in time (connection refused, DNS failure, reset, HTTP timeout).
+/// The message names the base URL; <see cref="Exception.InnerException"/> holds the transport error.
+/// </summary>
+public sealed class SandboxConnectionException : SandboxException
+{
+    internal SandboxConnectionException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}
