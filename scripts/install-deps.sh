@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the system packages SandboxVM needs on Debian 12 (run as root). Idempotent: installs only what is missing.
+set -euo pipefail
+
+packages=(
+  bubblewrap      # process runtime
+  util-linux      # setpriv, setsid
+  mmdebstrap      # template rootfs builds
+  e2fsprogs       # mkfs.ext4 -d for VM root disks
+  clang zlib1g-dev  # NativeAOT link of the guest agent
+  python3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing packages (${missing[*]}); run as root" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v dotnet >/dev/null; then
+  echo "install-deps: the .NET 10 SDK (dotnet) is required and was not found on PATH" >&2
+  exit 1
+fi

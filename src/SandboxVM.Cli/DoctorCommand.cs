@@ -1,0 +1,47 @@
+using System.CommandLine;
+using SandboxVM.Runtime;
+
+namespace SandboxVM.Cli;
+
+internal static class DoctorCommand
+{
+    public static Command Create()
+    {
+        var command = new Command("doctor", "Check this host and say which runtime `auto` would pick");
+        command.SetAction(_ =>
+        {
+            var h = HostFacts.Probe();
+            Line("/dev/kvm", h.KvmUsable ? "usable" : h.KvmPresent ? "present but not usable (permissions?)" : "missing (no hardware virtualization here)");
+            Line("firecracker", h.FirecrackerPath ?? "not installed");
+            Line("qemu-system-x86_64", h.QemuPath ?? "not installed (apt-get install qemu-system-x86)");
+            Line("bubblewrap", h.BwrapPath ?? "not installed (apt-get install bubblewrap)");
+            Line("mmdebstrap", h.MmdebstrapPath ?? "not installed (apt-get install mmdebstrap): templates cannot be built");
+            Line("cgroups", h.Cgroups switch
+            {
+                Runtime.Cgroups.CgroupVersion.V1 => "v1 (memory, pids, cpu controllers)",
+                Runtime.Cgroups.CgroupVersion.V2 => "v2 (unified)",
+                _ => "none found: memory and process limits cannot be enforced",
+            });
+            Line("running as root", h.IsRoot ? "yes" : "no (the process runtime needs root for cgroups)");
+            try
+            {
+                var choice = RuntimeSelector.Choose("auto", h);
+                Line("auto picks", choice.Runtime + (choice.Accel is null ? "" : $" ({choice.Accel})"));
+                Line("because", choice.Reason);
+                if (choice.Runtime == "process")
+                {
+                    Line("isolation", "shared-kernel: bubblewrap namespaces and cgroups on the host kernel, weaker than a VM");
+                }
+                return 0;
+            }
+            catch (InvalidOperationException e)
+            {
+                Line("auto picks", "nothing: " + e.Message);
+                return 1;
+            }
+        });
+        return command;
+    }
+
+    private static void Line(string what, string value) => Console.WriteLine($"{what,-20} {value}");
+}

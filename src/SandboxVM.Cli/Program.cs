@@ -1,0 +1,12 @@
+using System.CommandLine;
+using SandboxVM.Cli;
+
+var root = new RootCommand("SandboxVM: run AI-generated code in sandboxes")
+{
+    ServeCommand.Create(),
+    RunCommand.Create(),
+    TemplatesCommand.Create(),
+    DoctorCommand.Create(),
+};
+// Signals are left to the commands (serve stops its sandboxes on SIGTERM) instead of a forced exit.
+return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });

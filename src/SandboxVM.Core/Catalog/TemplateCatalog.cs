@@ -1,0 +1,89 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using SandboxVM.Core.Templates;
+using SandboxVM.Images;
+
+namespace SandboxVM.Core.Catalog;
+
+/// <summary>
+/// The templates this server offers, whether each is usable, and their built images. Concurrent callers
+/// that need the same image share one build; a failed build is retried by the next caller.
+/// </summary>
+public sealed partial class TemplateCatalog
+{
+    private readonly TemplateRegistry _registry;
+    private readonly ImageBuilder _builder;
+    private readonly SandboxVmOptions _options;
+    private readonly ILogger<TemplateCatalog> _logger;
+    private readonly ConcurrentDictionary<string, Lazy<Task<BuiltImage>>> _builds = new();
+
+    public TemplateCatalog(TemplateRegistry registry, ImageBuilder builder, SandboxVmOptions options, ILogger<TemplateCatalog> logger)
+    {
+        _registry = registry;
+        _builder = builder;
+        _options = options;
+        _logger = logger;
+    }
+
+    public IReadOnlyList<TemplateDefinition> All => _registry.All;
+
+    public TemplateDefinition? Find(string name) => _registry.TryGet(name, out var t) ? t : null;
+
+    /// <summary>Why a template cannot run in this build, or null when it can.</summary>
+    public static string? UnavailableReason(TemplateDefinition t)
+    {
+        if (t.Network.Mode != NetworkMode.None)
+        {
+            return "needs network access through the egress proxy, which this build does not have yet";
+        }
+        if (t.Source.Type != TemplateSource.DebianType)
+        {
+            return $"source type '{t.Source.Type}' is not supported yet (only debian package sets are)";
+        }
+        return null;
+    }
+
+    public string AgentPath => _options.AgentPath is { Length: > 0 } p && File.Exists(p)
+        ? p
+        : throw new InvalidOperationException(
+            $"the guest agent binary was not found at '{_options.AgentPath}'; publish it (scripts/build.sh) or set SandboxVM:AgentPath");
+
+    /// <summary>The built rootfs directory, or null when it has not been built for the current inputs.</summary>
+    public string? TryGetBuilt(TemplateDefinition t)
+    {
+        if (_options.AgentPath is not { Length: > 0 } agent || !File.Exists(agent))
+        {
+            return null;
+        }
+        return _builder.TryGetBuilt(t.ToImageSpec(agent));
+    }
+
+    /// <summary>Builds the template's image if needed and returns it.</summary>
+    public async Task<BuiltImage> EnsureBuiltAsync(TemplateDefinition t, IProgress<string>? progress, CancellationToken cancellationToken)
+    {
+        var spec = t.ToImageSpec(AgentPath);
+        // Keyed by template and agent hash, so a new agent or changed template starts a new build.
+        string key = t.Name + "/" + t.ContentHash + "/" + File.GetLastWriteTimeUtc(spec.AgentPath).Ticks;
+        var lazy = _builds.GetOrAdd(key, _ => new Lazy<Task<BuiltImage>>(() => BuildAsync(spec, progress)));
+        try
+        {
+            return await lazy.Value.WaitAsync(cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _builds.TryRemove(new KeyValuePair<string, Lazy<Task<BuiltImage>>>(key, lazy));
+            throw;
+        }
+    }
+
+    private async Task<BuiltImage> BuildAsync(ImageSpec spec, IProgress<string>? progress)
+    {
+        // Not tied to any one caller's cancellation: others may be waiting on the same build.
+        var image = await _builder.BuildRootfsAsync(spec, progress, CancellationToken.None);
+        LogBuilt(_logger, spec.Name, image.WasCached, (long)image.Elapsed.TotalMilliseconds);
+        return image;
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "template {Name} image ready (cached: {Cached}, {Ms} ms)")]
+    private static partial void LogBuilt(ILogger logger, string name, bool cached, long ms);
+}

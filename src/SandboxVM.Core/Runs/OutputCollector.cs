@@ -1,0 +1,77 @@
+using System.Text;
+using SandboxVM.Protocol;
+using SandboxVM.Runtime.Agent;
+
+namespace SandboxVM.Core.Runs;
+
+/// <summary>
+/// Gathers a run's stdout and stderr on the host, each capped at the template's output limit. The agent
+/// enforces the same cap in the guest; if a guest ignores it and keeps sending, <see cref="Runaway"/>
+/// fires so the host can kill the sandbox: the limit never depends on the guest behaving.
+/// </summary>
+internal sealed class OutputCollector : IExecObserver
+{
+    // What the host tolerates past the cap before it stops trusting the guest (frames already in flight).
+    private const long RunawaySlack = 256 * 1024;
+
+    private readonly long _limit;
+    private readonly MemoryStream _stdout = new();
+    private readonly MemoryStream _stderr = new();
+    private readonly MemoryStream _combined = new();
+    private readonly TaskCompletionSource _runaway = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _received;
+
+    public OutputCollector(long limit) => _limit = limit;
+
+    public Task Runaway => _runaway.Task;
+
+    public bool Truncated { get; private set; }
+
+    public Action<string, ReadOnlyMemory<byte>>? OnChunk { get; set; }
+
+    public void OnStdout(ReadOnlySpan<byte> data) => Append(_stdout, data, "stdout");
+
+    public void OnStderr(ReadOnlySpan<byte> data) => Append(_stderr, data, "stderr");
+
+    public void OnEvent(ExecEvent e)
+    {
+        if (e.Kind == "run_started")
+        {
+            // Compiler output of a successful build is not part of the program's output.
+            _stdout.SetLength(0);
+            _stderr.SetLength(0);
+            _combined.SetLength(0);
+            _received = 0;
+        }
+    }
+
+    private void Append(MemoryStream target, ReadOnlySpan<byte> data, string stream)
+    {
+        _received += data.Length;
+        if (_received > _limit + RunawaySlack)
+        {
+            _runaway.TrySetResult();
+        }
+        long room = _limit - _combined.Length;
+        if (room <= 0)
+        {
+            Truncated = true;
+            return;
+        }
+        var kept = data[..(int)Math.Min(room, data.Length)];
+        if (kept.Length < data.Length)
+        {
+            Truncated = true;
+        }
+        target.Write(kept);
+        _combined.Write(kept);
+        OnChunk?.Invoke(stream, kept.ToArray());
+    }
+
+    public string Stdout => Decode(_stdout);
+    public string Stderr => Decode(_stderr);
+    public string Combined => Decode(_combined);
+
+    // Decoded once at the end: a chunk boundary may split a multi-byte character.
+    private static string Decode(MemoryStream s) => Encoding.UTF8.GetString(s.GetBuffer(), 0, (int)s.Length);
+}

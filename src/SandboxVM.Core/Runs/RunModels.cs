@@ -1,0 +1,86 @@
+namespace SandboxVM.Core.Runs;
+
+/// <summary>One-shot run request (POST /v1/run).</summary>
+public sealed class RunRequest
+{
+    public string? Template { get; set; }
+    public string? Code { get; set; }
+    public string? Stdin { get; set; }
+    public Dictionary<string, string>? Env { get; set; }
+    public double? TimeoutS { get; set; }
+    public double? CompileTimeoutS { get; set; }
+}
+
+public enum RunStatus
+{
+    Ok,
+    Error,
+    CompileError,
+    Timeout,
+    Oom,
+    OutputLimit,
+    SandboxError,
+}
+
+public sealed class RunArtifact
+{
+    public string Path { get; set; } = "";
+    public string Mime { get; set; } = "";
+    public long Size { get; set; }
+    public string Sha256 { get; set; } = "";
+    /// <summary>The bytes, base64, when within the inline caps; null otherwise.</summary>
+    public string? ContentBase64 { get; set; }
+}
+
+public sealed class RunMetrics
+{
+    public double QueueMs { get; set; }
+    public double StartupMs { get; set; }
+    public double CompileMs { get; set; }
+    public double RunMs { get; set; }
+    /// <summary>Time the host spent on this run outside the queue, VM startup and the guest's own steps.</summary>
+    public double HostMs { get; set; }
+    public double TotalMs { get; set; }
+    /// <summary>pool, restore, boot, singleton or process.</summary>
+    public string VmSource { get; set; } = "";
+}
+
+/// <summary>What a caller gets back from a run.</summary>
+public sealed class RunResult
+{
+    public string Stdout { get; set; } = "";
+    public string Stderr { get; set; } = "";
+    /// <summary>stdout and stderr interleaved in the order they were written: what a caller shows.</summary>
+    public string Output { get; set; } = "";
+    public int? ExitCode { get; set; }
+    public RunStatus Status { get; set; }
+    /// <summary>True when output was cut at the template's output cap.</summary>
+    public bool Truncated { get; set; }
+    /// <summary>Why the sandbox failed, for status sandbox_error; why the run ended, for timeout/oom.</summary>
+    public string? Error { get; set; }
+    public List<RunArtifact> Artifacts { get; set; } = [];
+    public RunMetrics Metrics { get; set; } = new();
+}
+
+/// <summary>A request the server refuses: a stable code and the field at fault.</summary>
+public sealed class RunRequestException(string code, string? field, string message, int status = 400) : Exception(message)
+{
+    public string Code { get; } = code;
+    public string? Field { get; } = field;
+    public int Status { get; } = status;
+}
+
+public static class ProblemCodes
+{
+    public const string UnknownTemplate = "unknown_template";
+    public const string TemplateUnavailable = "template_unavailable";
+    public const string MissingField = "missing_field";
+    public const string EmptyCode = "empty_code";
+    public const string CodeTooLarge = "code_too_large";
+    public const string StdinTooLarge = "stdin_too_large";
+    public const string TimeoutOutOfRange = "timeout_out_of_range";
+    public const string InvalidEnv = "invalid_env";
+    public const string MalformedJson = "malformed_json";
+    public const string Overloaded = "overloaded";
+    public const string Unauthorized = "unauthorized";
+}

@@ -1,0 +1,309 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Logging;
+using SandboxVM.Core.Catalog;
+using SandboxVM.Core.Templates;
+using SandboxVM.Protocol;
+using SandboxVM.Runtime;
+using SandboxVM.Runtime.Agent;
+
+namespace SandboxVM.Core.Runs;
+
+/// <summary>
+/// Executes one-shot runs: validate, wait for a slot, start a sandbox, exec the template's recipe,
+/// collect output and artifacts, hand the sandbox back for teardown. Every limit the guest enforces is
+/// enforced here too (wall clock, output bytes, memory via the runtime's cgroup).
+/// </summary>
+public sealed partial class RunService
+{
+    private const string Home = "/home/sandbox";
+    private const string OutputsDir = "/tmp/outputs";
+
+    private readonly TemplateCatalog _catalog;
+    private readonly IVmRuntime _runtime;
+    private readonly VmTracker _tracker;
+    private readonly SandboxVmOptions _options;
+    private readonly ILogger<RunService> _logger;
+    private readonly SemaphoreSlim _slots;
+    private int _waiting;
+
+    public RunService(TemplateCatalog catalog, IVmRuntime runtime, VmTracker tracker, SandboxVmOptions options, ILogger<RunService> logger)
+    {
+        _catalog = catalog;
+        _runtime = runtime;
+        _tracker = tracker;
+        _options = options;
+        _logger = logger;
+        _slots = new SemaphoreSlim(options.MaxConcurrentRuns, options.MaxConcurrentRuns);
+    }
+
+    public async Task<RunResult> RunAsync(RunRequest request, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        var (template, exec) = Validate(request);
+        var image = await _catalog.EnsureBuiltAsync(template, null, cancellationToken);
+
+        if (Interlocked.Increment(ref _waiting) > _options.MaxQueuedRuns)
+        {
+            Interlocked.Decrement(ref _waiting);
+            throw new RunRequestException(ProblemCodes.Overloaded, null, $"more than {_options.MaxQueuedRuns} runs are waiting; try again later", 429);
+        }
+        try
+        {
+            await _slots.WaitAsync(cancellationToken);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _waiting);
+        }
+        double queueMs = clock.Elapsed.TotalMilliseconds;
+        try
+        {
+            RunResult result;
+            IVm? vm = null;
+            try
+            {
+                vm = await _runtime.StartAsync(ToVmSpec(template, image.RootfsDir), cancellationToken);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                LogSandboxFailed(_logger, template.Name, e);
+                result = new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started: " + e.Message };
+            }
+            if (vm is not null)
+            {
+                _tracker.Add(vm);
+                try
+                {
+                    result = await ExecuteAsync(vm, template, exec, cancellationToken);
+                    result.Metrics.StartupMs = vm.StartupTime.TotalMilliseconds;
+                    result.Metrics.VmSource = vm.Source.ToString().ToLowerInvariant();
+                }
+                finally
+                {
+                    _tracker.Release(vm);
+                }
+            }
+            else
+            {
+                result = new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started" };
+            }
+            var m = result.Metrics;
+            m.QueueMs = queueMs;
+            m.TotalMs = clock.Elapsed.TotalMilliseconds;
+            m.HostMs = Math.Max(0, m.TotalMs - m.QueueMs - m.StartupMs - m.CompileMs - m.RunMs);
+            return result;
+        }
+        finally
+        {
+            _slots.Release();
+        }
+    }
+
+    private async Task<RunResult> ExecuteAsync(IVm vm, TemplateDefinition template, ExecRequest exec, CancellationToken cancellationToken)
+    {
+        var output = new OutputCollector(exec.OutputLimitBytes);
+        long oomBefore = vm.ReadUsage().OomKills;
+        double guestBudgetS = (exec.Compile is null ? 0 : exec.CompileTimeoutMs / 1000.0) + exec.RunTimeoutMs / 1000.0;
+        var hostDeadline = TimeSpan.FromSeconds(guestBudgetS + _options.HostTimeoutMarginS);
+
+        using var cancelExec = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        Task<ExecResult> execTask = vm.Agent.ExecAsync(exec, output, cancelExec.Token);
+        Task deadline = Task.Delay(hostDeadline, cancellationToken);
+        Task first = await Task.WhenAny(execTask, output.Runaway, deadline);
+
+        if (first == execTask && execTask.IsCompletedSuccessfully)
+        {
+            var result = Map(execTask.Result, output, vm.ReadUsage().OomKills > oomBefore);
+            await CollectArtifactsAsync(vm, execTask.Result.Artifacts, result, cancellationToken);
+            return result;
+        }
+
+        // From here on the guest did not finish on its own terms: the host decides.
+        cancellationToken.ThrowIfCancellationRequested();
+        await cancelExec.CancelAsync();
+        await _tracker.KillAsync(vm);
+        bool oom = vm.ReadUsage().OomKills > oomBefore;
+        var failed = new RunResult { Stdout = output.Stdout, Stderr = output.Stderr, Output = output.Combined, Truncated = output.Truncated };
+        if (first == output.Runaway)
+        {
+            failed.Status = RunStatus.OutputLimit;
+            failed.Truncated = true;
+            failed.Error = $"output exceeded {exec.OutputLimitBytes} bytes; the host stopped the sandbox";
+        }
+        else if (first == deadline)
+        {
+            failed.Status = RunStatus.Timeout;
+            failed.Error = $"no answer from the sandbox within {hostDeadline.TotalSeconds:0.#} s; the host stopped it";
+        }
+        else if (oom)
+        {
+            failed.Status = RunStatus.Oom;
+            failed.Error = $"the sandbox ran out of memory ({template.MemoryMib} MiB)";
+        }
+        else
+        {
+            Exception? e = execTask.Exception?.GetBaseException();
+            LogSandboxFailed(_logger, template.Name, e);
+            failed.Status = RunStatus.SandboxError;
+            failed.Error = "the sandbox failed: " + (e?.Message ?? "unknown error");
+        }
+        return failed;
+    }
+
+    private static RunResult Map(ExecResult r, OutputCollector output, bool hostSawOom)
+    {
+        var result = new RunResult
+        {
+            Stdout = output.Stdout,
+            Stderr = output.Stderr,
+            Output = output.Combined,
+            Truncated = output.Truncated,
+        };
+        result.Metrics.CompileMs = r.Compile?.DurationMs ?? 0;
+        result.Metrics.RunMs = r.Run?.DurationMs ?? 0;
+        bool compileFailed = r.Compile is { } c && (c.Reason != TerminationReason.Exited || c.ExitCode != 0);
+        StepResult? step = compileFailed ? r.Compile : r.Run;
+        if (step is null)
+        {
+            result.Status = RunStatus.SandboxError;
+            result.Error = "the agent reported neither a compile nor a run step";
+            return result;
+        }
+        result.ExitCode = step.Reason switch
+        {
+            TerminationReason.Exited => step.ExitCode,
+            // Shell convention, so callers see 139 for a segfault as they would in a terminal.
+            TerminationReason.Signal when step.Signal is int s => 128 + s,
+            _ => null,
+        };
+        result.Status = step.Reason switch
+        {
+            TerminationReason.Timeout or TerminationReason.Cancelled => RunStatus.Timeout,
+            TerminationReason.OutputLimit => RunStatus.OutputLimit,
+            TerminationReason.Oom => RunStatus.Oom,
+            // A SIGKILL nobody asked for, while the cgroup counted an OOM kill, is the OOM killer.
+            TerminationReason.Signal when hostSawOom && step.Signal == 9 => RunStatus.Oom,
+            _ when compileFailed => RunStatus.CompileError,
+            TerminationReason.Exited when step.ExitCode == 0 => RunStatus.Ok,
+            _ => RunStatus.Error,
+        };
+        if (result.Status == RunStatus.OutputLimit)
+        {
+            result.Truncated = true;
+        }
+        if (result.Status == RunStatus.Oom)
+        {
+            result.ExitCode = null;
+        }
+        return result;
+    }
+
+    private async Task CollectArtifactsAsync(IVm vm, List<ArtifactInfo> artifacts, RunResult result, CancellationToken cancellationToken)
+    {
+        long inlineBudget = _options.ArtifactInlineTotalBytes;
+        foreach (var a in artifacts.OrderBy(a => a.Path, StringComparer.Ordinal))
+        {
+            string relative = a.Path.StartsWith(OutputsDir + "/", StringComparison.Ordinal) ? a.Path[(OutputsDir.Length + 1)..] : a.Path;
+            var artifact = new RunArtifact { Path = relative, Mime = MimeTypes.For(relative), Size = a.Size, Sha256 = a.Sha256 };
+            if (a.Size <= _options.ArtifactInlineMaxBytes && a.Size <= inlineBudget)
+            {
+                using var bytes = new MemoryStream();
+                await vm.Agent.ReadFileAsync(a.Path, bytes, cancellationToken);
+                // Sizes and hashes the caller sees are the host's, computed on the bytes it got.
+                artifact.Size = bytes.Length;
+                artifact.Sha256 = Convert.ToHexStringLower(SHA256.HashData(bytes.GetBuffer().AsSpan(0, (int)bytes.Length)));
+                artifact.ContentBase64 = Convert.ToBase64String(bytes.GetBuffer(), 0, (int)bytes.Length);
+                inlineBudget -= bytes.Length;
+            }
+            result.Artifacts.Add(artifact);
+        }
+    }
+
+    private static VmSpec ToVmSpec(TemplateDefinition t, string rootfs) => new()
+    {
+        TemplateName = t.Name,
+        RootfsDir = rootfs,
+        Vcpus = t.Vcpus,
+        MemoryMib = t.MemoryMib,
+        MaxProcesses = t.Limits.Processes,
+        WritableBytes = t.Limits.FileBytes,
+    };
+
+    [GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]*$")]
+    private static partial Regex EnvName();
+
+    internal (TemplateDefinition Template, ExecRequest Exec) Validate(RunRequest request)
+    {
+        if (string.IsNullOrEmpty(request.Template))
+        {
+            throw new RunRequestException(ProblemCodes.MissingField, "template", "field 'template' is required");
+        }
+        var template = _catalog.Find(request.Template)
+            ?? throw new RunRequestException(ProblemCodes.UnknownTemplate, "template",
+                $"unknown template '{request.Template}'; available: {string.Join(", ", _catalog.All.Select(t => t.Name))}");
+        if (TemplateCatalog.UnavailableReason(template) is { } why)
+        {
+            throw new RunRequestException(ProblemCodes.TemplateUnavailable, "template", $"template '{template.Name}' is unavailable: {why}", 409);
+        }
+        if (request.Code is null)
+        {
+            throw new RunRequestException(ProblemCodes.MissingField, "code", "field 'code' is required");
+        }
+        if (string.IsNullOrWhiteSpace(request.Code))
+        {
+            throw new RunRequestException(ProblemCodes.EmptyCode, "code", "field 'code' is empty");
+        }
+        int codeBytes = System.Text.Encoding.UTF8.GetByteCount(request.Code);
+        if (codeBytes > _options.MaxCodeBytes)
+        {
+            throw new RunRequestException(ProblemCodes.CodeTooLarge, "code", $"code is {codeBytes} bytes; the limit is {_options.MaxCodeBytes}");
+        }
+        if (request.Stdin is { } stdin && System.Text.Encoding.UTF8.GetByteCount(stdin) > _options.MaxStdinBytes)
+        {
+            throw new RunRequestException(ProblemCodes.StdinTooLarge, "stdin", $"stdin is over the limit of {_options.MaxStdinBytes} bytes");
+        }
+        double runTimeout = CheckTimeout(request.TimeoutS, "timeout_s", template.Limits.RunTimeoutS, template.Limits.MaxTimeoutS);
+        double compileTimeout = CheckTimeout(request.CompileTimeoutS, "compile_timeout_s", template.Limits.CompileTimeoutS, template.Limits.MaxTimeoutS);
+        var env = new Dictionary<string, string>(template.Language.Env, StringComparer.Ordinal);
+        foreach (var (key, value) in request.Env ?? [])
+        {
+            if (!EnvName().IsMatch(key) || value is null || value.Contains('\0'))
+            {
+                throw new RunRequestException(ProblemCodes.InvalidEnv, $"env.{key}", $"environment variable '{key}' has an invalid name or value");
+            }
+            env[key] = value;
+        }
+        var exec = new ExecRequest
+        {
+            Cwd = Home,
+            Files = new() { [template.Language.SourceFile] = request.Code },
+            Compile = template.Language.Compile,
+            Run = template.Language.Run,
+            Env = env,
+            Stdin = request.Stdin,
+            CompileTimeoutMs = (int)(compileTimeout * 1000),
+            RunTimeoutMs = (int)(runTimeout * 1000),
+            OutputLimitBytes = template.Limits.OutputBytes,
+            OutputsDir = OutputsDir,
+        };
+        return (template, exec);
+    }
+
+    private static double CheckTimeout(double? requested, string field, double fallback, double max)
+    {
+        if (requested is not { } v)
+        {
+            return fallback;
+        }
+        if (double.IsNaN(v) || v <= 0 || v > max)
+        {
+            throw new RunRequestException(ProblemCodes.TimeoutOutOfRange, field, $"{field} must be greater than 0 and at most {max} seconds (got {v})");
+        }
+        return v;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox for template {Template} failed")]
+    private static partial void LogSandboxFailed(ILogger logger, string template, Exception? e);
+}

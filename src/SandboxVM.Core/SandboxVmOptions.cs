@@ -1,0 +1,39 @@
+namespace SandboxVM.Core;
+
+/// <summary>Server-wide settings (section "SandboxVM" of the configuration).</summary>
+public sealed class SandboxVmOptions
+{
+    /// <summary>Directories of template YAML files; the built-in `templates/` first, then the user's.</summary>
+    public List<string> TemplateDirectories { get; set; } = [];
+
+    /// <summary>Where built images live, keyed by content hash. Outside any checkout so it survives clones.</summary>
+    public string CacheDir { get; set; } = "/var/cache/sandboxvm";
+
+    /// <summary>auto, process, qemu or firecracker.</summary>
+    public string Runtime { get; set; } = "auto";
+
+    /// <summary>Host path of the published NativeAOT agent binary injected into every rootfs.</summary>
+    public string? AgentPath { get; set; }
+
+    /// <summary>Runs executing at once; the rest wait in order (queue_ms).</summary>
+    public int MaxConcurrentRuns { get; set; } = 4;
+
+    /// <summary>Runs allowed to wait; past that a run is refused with 429 rather than queued without bound.</summary>
+    public int MaxQueuedRuns { get; set; } = 256;
+
+    public int MaxCodeBytes { get; set; } = 1 << 20;
+
+    public int MaxStdinBytes { get; set; } = 1 << 20;
+
+    /// <summary>An artifact up to this size comes back inline (base64) in the RunResult.</summary>
+    public long ArtifactInlineMaxBytes { get; set; } = 8L << 20;
+
+    /// <summary>Inline artifact bytes per run, all artifacts together.</summary>
+    public long ArtifactInlineTotalBytes { get; set; } = 32L << 20;
+
+    /// <summary>Slack the host grants past the guest's own timeouts before it kills the sandbox itself.</summary>
+    public double HostTimeoutMarginS { get; set; } = 3;
+
+    /// <summary>Build every available template in the background when the server starts.</summary>
+    public bool BuildTemplatesOnStart { get; set; } = true;
+}

@@ -1,0 +1,167 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using SandboxVM.Core.Catalog;
+using SandboxVM.Core.Runs;
+using SandboxVM.Core.Templates;
+using SandboxVM.Runtime;
+
+namespace SandboxVM.Server;
+
+internal static partial class Endpoints
+{
+    public static void Map(IEndpointRouteBuilder app)
+    {
+        app.MapGet("/healthz", () => Results.Json(new { status = "ok" }));
+        app.MapGet("/readyz", (IVmRuntime runtime) => Results.Json(new { status = "ready", runtime = runtime.Name }));
+        app.MapGet("/v1/templates", (TemplateCatalog catalog, IVmRuntime runtime) =>
+            Results.Json(new { templates = catalog.All.Select(t => Describe(t, catalog, runtime)).ToList() }));
+        app.MapGet("/v1/templates/{name}", (string name, TemplateCatalog catalog, IVmRuntime runtime) =>
+            catalog.Find(name) is { } t
+                ? Results.Json(Describe(t, catalog, runtime))
+                : ProblemResult(404, ProblemCodes.UnknownTemplate, "name", $"unknown template '{name}'"));
+        app.MapPost("/v1/run", RunAsync);
+    }
+
+    private static async Task RunAsync(HttpContext context, RunService runs, IOptions<JsonOptions> json)
+    {
+        RunRequest? request;
+        try
+        {
+            request = await JsonSerializer.DeserializeAsync<RunRequest>(context.Request.Body, json.Value.SerializerOptions, context.RequestAborted);
+        }
+        catch (JsonException e)
+        {
+            string where = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? "" : $" at {e.Path}";
+            await Problems.Write(context, 400, ProblemCodes.MalformedJson, FieldOf(e.Path), $"the request body is not a valid run request{where}: {FirstSentence(e.Message)}");
+            return;
+        }
+        if (request is null)
+        {
+            await Problems.Write(context, 400, ProblemCodes.MalformedJson, null, "the request body must be a JSON object");
+            return;
+        }
+        try
+        {
+            var result = await runs.RunAsync(request, context.RequestAborted);
+            await context.Response.WriteAsJsonAsync(result, json.Value.SerializerOptions, context.RequestAborted);
+        }
+        catch (RunRequestException e)
+        {
+            TimeSpan? retry = e.Status == 429 ? TimeSpan.FromSeconds(1) : null;
+            await Problems.Write(context, e.Status, e.Code, e.Field, e.Message, retry);
+        }
+    }
+
+    private static string? FieldOf(string? jsonPath) =>
+        jsonPath is null || jsonPath == "$" ? null : jsonPath.TrimStart('$', '.').Split('.', '[')[0];
+
+    private static string FirstSentence(string message)
+    {
+        int end = message.IndexOf(". ", StringComparison.Ordinal);
+        return end > 0 ? message[..end] : message;
+    }
+
+    private static IResult ProblemResult(int status, string code, string? field, string detail) =>
+        new ProblemWriter(status, code, field, detail);
+
+    private sealed class ProblemWriter(int status, string code, string? field, string detail) : IResult
+    {
+        public Task ExecuteAsync(HttpContext httpContext) => Problems.Write(httpContext, status, code, field, detail);
+    }
+
+    private static TemplateInfo Describe(TemplateDefinition t, TemplateCatalog catalog, IVmRuntime runtime)
+    {
+        string? unavailable = TemplateCatalog.UnavailableReason(t);
+        return new TemplateInfo
+        {
+            Name = t.Name,
+            Description = t.Description,
+            Language = t.Language.Name,
+            Runtime = runtime.Name,
+            Isolation = runtime.Capabilities.Isolation == IsolationLevel.Vm ? "vm" : "shared-kernel",
+            Accel = runtime.Accel,
+            Available = unavailable is null,
+            UnavailableReason = unavailable,
+            Built = catalog.TryGetBuilt(t) is not null,
+            Output = t.Output == OutputMode.TextAndImages ? "text+images" : "text",
+            Network = t.Network.Mode == NetworkMode.Proxy ? "proxy" : "none",
+            Warmup = t.Warmup.Strategy.ToString().ToLowerInvariant(),
+            // Pools of warm VMs come with the VM runtimes; the process runtime starts one per run.
+            Pool = null,
+            Limits = new TemplateLimitsInfo
+            {
+                CompileTimeoutS = t.Limits.CompileTimeoutS,
+                RunTimeoutS = t.Limits.RunTimeoutS,
+                MaxTimeoutS = t.Limits.MaxTimeoutS,
+                OutputBytes = t.Limits.OutputBytes,
+                Processes = t.Limits.Processes,
+                FileBytes = t.Limits.FileBytes,
+            },
+            Vcpus = t.Vcpus,
+            MemoryMib = t.MemoryMib,
+        };
+    }
+
+    /// <summary>Last line of defence: an unexpected exception becomes a 500 problem without a stack trace.</summary>
+    public static async Task HandleUnexpectedAsync(HttpContext context)
+    {
+        var error = context.Features.Get<IExceptionHandlerFeature>()?.Error;
+        var logger = context.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger("SandboxVM.Server");
+        if (error is not null)
+        {
+            LogUnhandled(logger, context.Request.Path, error);
+        }
+        if (error is BadHttpRequestException bad)
+        {
+            await Problems.Write(context, bad.StatusCode, "bad_request", null, bad.Message);
+            return;
+        }
+        await Problems.Write(context, 500, "internal", null, "the server failed to handle this request; the error is in its log");
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "unhandled error on {Path}")]
+    private static partial void LogUnhandled(ILogger logger, string path, Exception e);
+}
+
+internal sealed class TemplateInfo
+{
+    public string Name { get; set; } = "";
+    public string Description { get; set; } = "";
+    public string Language { get; set; } = "";
+    public string Runtime { get; set; } = "";
+    public string Isolation { get; set; } = "";
+    public string? Accel { get; set; }
+    public bool Available { get; set; }
+    public string? UnavailableReason { get; set; }
+    public bool Built { get; set; }
+    public string Output { get; set; } = "";
+    public string Network { get; set; } = "";
+    public string Warmup { get; set; } = "";
+    public PoolInfo? Pool { get; set; }
+    public TemplateLimitsInfo Limits { get; set; } = new();
+    public int Vcpus { get; set; }
+    public int MemoryMib { get; set; }
+}
+
+internal sealed class PoolInfo
+{
+    public int Ready { get; set; }
+    public int Target { get; set; }
+}
+
+internal sealed class TemplateLimitsInfo
+{
+    public double CompileTimeoutS { get; set; }
+    public double RunTimeoutS { get; set; }
+    public double MaxTimeoutS { get; set; }
+    public long OutputBytes { get; set; }
+    public int Processes { get; set; }
+    public long FileBytes { get; set; }
+}

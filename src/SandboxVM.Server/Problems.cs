@@ -1,0 +1,40 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+
+namespace SandboxVM.Server;
+
+/// <summary>RFC 7807 problem+json with the stable <c>code</c> and the offending <c>field</c>.</summary>
+internal static class Problems
+{
+    public static async Task Write(HttpContext context, int status, string code, string? field, string detail, TimeSpan? retryAfter = null)
+    {
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "application/problem+json";
+        if (retryAfter is { } r)
+        {
+            context.Response.Headers.RetryAfter = ((int)Math.Ceiling(r.TotalSeconds)).ToString();
+        }
+        var body = new Dictionary<string, object?>
+        {
+            ["type"] = "urn:sandboxvm:problem:" + code,
+            ["title"] = Title(status),
+            ["status"] = status,
+            ["detail"] = detail,
+            ["code"] = code,
+            ["field"] = field,
+        };
+        await JsonSerializer.SerializeAsync(context.Response.Body, body, cancellationToken: context.RequestAborted);
+    }
+
+    private static string Title(int status) => status switch
+    {
+        400 => "Bad request",
+        401 => "Unauthorized",
+        404 => "Not found",
+        409 => "Conflict",
+        413 => "Payload too large",
+        429 => "Too many requests",
+        503 => "Service unavailable",
+        _ => "Internal error",
+    };
+}

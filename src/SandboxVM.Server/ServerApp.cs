@@ -1,0 +1,140 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using SandboxVM.Core;
+using SandboxVM.Core.Catalog;
+using SandboxVM.Core.Runs;
+using SandboxVM.Core.Templates;
+using SandboxVM.Images;
+using SandboxVM.Runtime;
+using SandboxVM.Runtime.Cgroups;
+using SandboxVM.Runtime.Process;
+
+namespace SandboxVM.Server;
+
+/// <summary>Builds and runs the HTTP server. The CLI's `serve` and the functional tests both start it here.</summary>
+public static class ServerApp
+{
+    public const string DefaultUrl = "http://127.0.0.1:8000";
+
+    /// <summary>JSON on the wire: snake_case names and enum values, nulls kept so fields are always present.</summary>
+    public static void ConfigureJson(JsonSerializerOptions o)
+    {
+        o.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
+        o.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower, allowIntegerValues: false));
+        o.UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow;
+        o.NumberHandling = JsonNumberHandling.Strict;
+    }
+
+    /// <summary>
+    /// Creates the application. Settings come from (later wins) defaults, environment variables
+    /// SANDBOXVM_* (AGENT, CACHE, RUNTIME, TEMPLATES, API_KEY), configuration section "SandboxVM", and <paramref name="configure"/>.
+    /// </summary>
+    public static WebApplication Build(string[] args, Action<SandboxVmOptions>? configure = null, string? url = null)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ApplicationName = "SandboxVM.Server" });
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss.fff ";
+        });
+        var options = LoadOptions(builder.Configuration);
+        configure?.Invoke(options);
+        builder.WebHost.UseUrls(url ?? builder.Configuration["urls"] ?? DefaultUrl);
+        builder.Services.Configure<JsonOptions>(o => ConfigureJson(o.SerializerOptions));
+        builder.Services.AddProblemDetails();
+        AddSandboxVm(builder.Services, options, builder.Configuration["SandboxVM:ApiKey"] ?? Environment.GetEnvironmentVariable("SANDBOXVM_API_KEY"));
+
+        var app = builder.Build();
+        app.UseExceptionHandler(new ExceptionHandlerOptions { ExceptionHandler = Endpoints.HandleUnexpectedAsync });
+        app.UseMiddleware<ApiKeyMiddleware>();
+        Endpoints.Map(app);
+        return app;
+    }
+
+    public static SandboxVmOptions LoadOptions(IConfiguration configuration)
+    {
+        var options = new SandboxVmOptions
+        {
+            AgentPath = Environment.GetEnvironmentVariable("SANDBOXVM_AGENT") ?? DefaultAgentPath(),
+            CacheDir = Environment.GetEnvironmentVariable("SANDBOXVM_CACHE") ?? "/var/cache/sandboxvm",
+            Runtime = Environment.GetEnvironmentVariable("SANDBOXVM_RUNTIME") ?? "auto",
+        };
+        string? builtIn = FindBuiltInTemplates();
+        if (builtIn is not null)
+        {
+            options.TemplateDirectories.Add(builtIn);
+        }
+        foreach (string dir in (Environment.GetEnvironmentVariable("SANDBOXVM_TEMPLATES") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
+        {
+            options.TemplateDirectories.Add(dir);
+        }
+        configuration.GetSection("SandboxVM").Bind(options);
+        return options;
+    }
+
+    /// <summary>The agent published next to the server binaries, or in the checkout's artifacts/ folder.</summary>
+    private static string DefaultAgentPath()
+    {
+        string beside = Path.Combine(AppContext.BaseDirectory, "agent", "sandboxvm-agent");
+        if (File.Exists(beside))
+        {
+            return beside;
+        }
+        return FindUp("SandboxVM.slnx") is { } root ? Path.Combine(root, "artifacts", "agent", "sandboxvm-agent") : beside;
+    }
+
+    private static string? FindBuiltInTemplates()
+    {
+        string beside = Path.Combine(AppContext.BaseDirectory, "templates");
+        if (Directory.Exists(beside))
+        {
+            return beside;
+        }
+        return FindUp("SandboxVM.slnx") is { } root ? Path.Combine(root, "templates") : null;
+    }
+
+    private static string? FindUp(string marker)
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, marker)))
+            {
+                return dir.FullName;
+            }
+        }
+        return null;
+    }
+
+    internal static void AddSandboxVm(IServiceCollection services, SandboxVmOptions options, string? apiKey)
+    {
+        services.AddSingleton(options);
+        services.AddSingleton(new ApiKeyOptions(apiKey));
+        services.AddSingleton(TimeProvider.System);
+        // A bad template file stops the server here, naming the file and the field.
+        services.AddSingleton(_ => TemplateRegistry.Load(options.TemplateDirectories));
+        services.AddSingleton(sp => new ImageBuilder(new ImageBuilderOptions { CacheRoot = options.CacheDir }, sp.GetRequiredService<ILogger<ImageBuilder>>()));
+        services.AddSingleton<TemplateCatalog>();
+        services.AddSingleton(HostFacts.Probe());
+        services.AddSingleton(sp => RuntimeSelector.Choose(options.Runtime, sp.GetRequiredService<HostFacts>()));
+        services.AddSingleton<CgroupManager>();
+        services.AddSingleton<IVmRuntime>(sp =>
+        {
+            var choice = sp.GetRequiredService<RuntimeChoice>();
+            return choice.Runtime switch
+            {
+                "process" => new ProcessRuntime(new ProcessRuntimeOptions(), sp.GetRequiredService<CgroupManager>(), sp.GetRequiredService<ILogger<ProcessRuntime>>()),
+                _ => throw new InvalidOperationException($"runtime '{choice.Runtime}' is not implemented"),
+            };
+        });
+        services.AddSingleton<VmTracker>();
+        services.AddSingleton<RunService>();
+        services.AddHostedService<StartupService>();
+    }
+}

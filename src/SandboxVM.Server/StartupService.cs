@@ -1,0 +1,73 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using SandboxVM.Core;
+using SandboxVM.Core.Catalog;
+using SandboxVM.Core.Runs;
+using SandboxVM.Runtime;
+
+namespace SandboxVM.Server;
+
+/// <summary>
+/// Start: pick the runtime (failing loudly if none works), end sandboxes a crashed server left behind,
+/// and build missing template images in the background. Stop: end every sandbox this server owns.
+/// </summary>
+internal sealed partial class StartupService(
+    RuntimeChoice choice,
+    IVmRuntime runtime,
+    TemplateCatalog catalog,
+    VmTracker tracker,
+    SandboxVmOptions options,
+    ILogger<StartupService> logger) : IHostedService
+{
+    private readonly CancellationTokenSource _stopping = new();
+    private Task _builds = Task.CompletedTask;
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        LogRuntime(logger, choice.Runtime, choice.Accel ?? "-", choice.Reason);
+        int swept = await runtime.CleanupLeftoversAsync(cancellationToken);
+        if (swept > 0)
+        {
+            LogSwept(logger, swept);
+        }
+        if (options.BuildTemplatesOnStart)
+        {
+            _builds = Task.Run(() => BuildAllAsync(_stopping.Token), CancellationToken.None);
+        }
+    }
+
+    private async Task BuildAllAsync(CancellationToken cancellationToken)
+    {
+        foreach (var t in catalog.All.Where(t => TemplateCatalog.UnavailableReason(t) is null))
+        {
+            try
+            {
+                await catalog.EnsureBuiltAsync(t, null, cancellationToken);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                LogBuildFailed(logger, t.Name, e);
+            }
+        }
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stopping.CancelAsync();
+        await tracker.DisposeAsync();
+        await _builds.WaitAsync(TimeSpan.FromSeconds(1), CancellationToken.None).ContinueWith(_ => { }, TaskScheduler.Default);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "runtime {Runtime} (accel {Accel}): {Reason}")]
+    private static partial void LogRuntime(ILogger logger, string runtime, string accel, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "ended {Count} sandbox(es) left behind by an earlier server")]
+    private static partial void LogSwept(ILogger logger, int count);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "building template {Name} failed")]
+    private static partial void LogBuildFailed(ILogger logger, string name, Exception e);
+}

@@ -1,0 +1,120 @@
+using System.Net.Http.Json;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using SandboxVM.Core.Catalog;
+using SandboxVM.Core.Runs;
+
+[assembly: AssemblyFixture(typeof(SandboxVM.Functional.Tests.ServerFixture))]
+
+namespace SandboxVM.Functional.Tests;
+
+/// <summary>
+/// One real server on a loopback port, on the process runtime, with the built-in templates built
+/// (from the cache when unchanged), shared by every functional test. Stopping it ends every sandbox.
+/// </summary>
+public sealed class ServerFixture : IAsyncLifetime
+{
+    private WebApplication? _app;
+
+    public HttpClient Http { get; private set; } = null!;
+    public string BaseUrl { get; private set; } = "";
+    public IServiceProvider Services => _app!.Services;
+
+    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+    };
+
+    public async ValueTask InitializeAsync()
+    {
+        string agent = Environment.GetEnvironmentVariable("SANDBOXVM_AGENT") ?? Path.Combine(RepoRoot(), "artifacts", "agent", "sandboxvm-agent");
+        if (!File.Exists(agent))
+        {
+            throw new InvalidOperationException($"the guest agent is not published at {agent}: run scripts/test.sh (or scripts/build.sh) first");
+        }
+        _app = SandboxVM.Server.ServerApp.Build([], o =>
+        {
+            o.Runtime = "process";
+            o.AgentPath = agent;
+            o.BuildTemplatesOnStart = false;
+            o.TemplateDirectories = [Path.Combine(RepoRoot(), "templates")];
+        }, "http://127.0.0.1:0");
+        await _app.StartAsync();
+        var catalog = _app.Services.GetRequiredService<TemplateCatalog>();
+        foreach (var t in catalog.All.Where(t => TemplateCatalog.UnavailableReason(t) is null))
+        {
+            await catalog.EnsureBuiltAsync(t, null, CancellationToken.None);
+        }
+        BaseUrl = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        Http = new HttpClient { BaseAddress = new Uri(BaseUrl), Timeout = TimeSpan.FromMinutes(3) };
+    }
+
+    public async Task<RunResultDto> RunAsync(object request, CancellationToken cancellationToken)
+    {
+        using var response = await Http.PostAsJsonAsync("/v1/run", request, Json, cancellationToken);
+        string body = await response.Content.ReadAsStringAsync(cancellationToken);
+        Assert.True(response.IsSuccessStatusCode, $"POST /v1/run answered {(int)response.StatusCode}: {body}");
+        return JsonSerializer.Deserialize<RunResultDto>(body, Json)!;
+    }
+
+    /// <summary>Waits until every sandbox the server started has been torn down.</summary>
+    public async Task WaitForNoLiveSandboxesAsync(TimeSpan timeout)
+    {
+        var tracker = Services.GetRequiredService<VmTracker>();
+        var deadline = DateTime.UtcNow + timeout;
+        while (tracker.LiveCount > 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+    }
+
+    public static string RepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "SandboxVM.slnx")))
+            {
+                return dir.FullName;
+            }
+        }
+        throw new InvalidOperationException("repository root (SandboxVM.slnx) not found above " + AppContext.BaseDirectory);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Http?.Dispose();
+        if (_app is not null)
+        {
+            await _app.StopAsync();
+            await _app.DisposeAsync();
+        }
+    }
+}
+
+/// <summary>The RunResult as a caller reads it off the wire (deliberately not the server's own type).</summary>
+public sealed class RunResultDto
+{
+    public string Stdout { get; set; } = "";
+    public string Stderr { get; set; } = "";
+    public string Output { get; set; } = "";
+    public int? ExitCode { get; set; }
+    public string Status { get; set; } = "";
+    public bool Truncated { get; set; }
+    public string? Error { get; set; }
+    public List<ArtifactDto> Artifacts { get; set; } = [];
+    public Dictionary<string, JsonElement> Metrics { get; set; } = [];
+
+    public override string ToString() => $"status={Status} exit={ExitCode} error={Error}\nstdout={Stdout}\nstderr={Stderr}";
+}
+
+public sealed class ArtifactDto
+{
+    public string Path { get; set; } = "";
+    public string Mime { get; set; } = "";
+    public long Size { get; set; }
+    public string Sha256 { get; set; } = "";
+    public string? ContentBase64 { get; set; }
+}
