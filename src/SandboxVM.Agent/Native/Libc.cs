@@ -1,0 +1,449 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace SandboxVM.Agent.Native;
+
+/// <summary>Metadata of one path as <c>statx</c> reports it (symlinks not followed).</summary>
+internal readonly record struct FileStatus(FileKindBits Kind, long Size, long MtimeMs, int Mode);
+
+/// <summary>File type bits of <c>st_mode</c>.</summary>
+internal enum FileKindBits
+{
+    Other,
+    Regular,
+    Directory,
+    Symlink,
+}
+
+/// <summary>posix_spawn failed; <see cref="Errno"/> says why (ENOENT, EACCES, ENOEXEC...).</summary>
+internal sealed class SpawnException(int errno, string message) : Exception(message)
+{
+    public int Errno { get; } = errno;
+}
+
+/// <summary>
+/// Every libc call the agent makes, and nothing else: raw imports are private, callers get safe
+/// wrappers that take <see cref="SafeFileHandle"/>s and return typed results. Linux only (x64 and
+/// arm64 share the constants used here); the published binary binds them at link time.
+/// </summary>
+internal static unsafe partial class Libc
+{
+    private const string LibName = "libc";
+
+    public const int SigKill = 9;
+    public const int EAccess = 13;
+    public const int ENoExec = 8;
+    private const int ENoEnt = 2;
+    private const int EIntr = 4;
+    private const int EAgain = 11;
+    private const int EPipe = 32;
+    private const int ENotDir = 20;
+
+    private const int OCloExec = 0x80000;
+    private const int ONonBlock = 0x800;
+    private const int FGetFl = 3;
+    private const int FSetFl = 4;
+
+    public const short PollIn = 0x1;
+    public const short PollOut = 0x4;
+    public const short PollErr = 0x8;
+    public const short PollHup = 0x10;
+    public const short PollNval = 0x20;
+
+    private const int PrSetChildSubreaper = 36;
+    private const short PosixSpawnSetSigDef = 0x04;
+    private const short PosixSpawnSetSigMask = 0x08;
+    private const short PosixSpawnSetSid = 0x80;
+
+    private const int AtFdCwd = -100;
+    private const int AtSymlinkNoFollow = 0x100;
+    private const uint StatxBasicStats = 0x7ff;
+    private const int ClockRealtime = 0;
+
+    // Opaque libc objects are allocated with room to spare: glibc's are 80 (file actions),
+    // 336 (spawnattr) and 128 (sigset_t) bytes; musl's are smaller.
+    private const int OpaqueSize = 1024;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short REvents;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct TimeSpec
+    {
+        public long Seconds;
+        public long Nanoseconds;
+    }
+
+    [LibraryImport(LibName, EntryPoint = "kill", SetLastError = true)]
+    private static partial int SysKill(int pid, int sig);
+
+    [LibraryImport(LibName, EntryPoint = "getpgid", SetLastError = true)]
+    private static partial int SysGetPgid(int pid);
+
+    [LibraryImport(LibName, EntryPoint = "geteuid")]
+    private static partial uint SysGetEuid();
+
+    [LibraryImport(LibName, EntryPoint = "prctl", SetLastError = true)]
+    private static partial int SysPrctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
+
+    [LibraryImport(LibName, EntryPoint = "pipe2", SetLastError = true)]
+    private static partial int SysPipe2(int* fds, int flags);
+
+    [LibraryImport(LibName, EntryPoint = "close", SetLastError = true)]
+    private static partial int SysClose(int fd);
+
+    [LibraryImport(LibName, EntryPoint = "fcntl", SetLastError = true)]
+    private static partial int SysFcntl(int fd, int cmd, int arg);
+
+    [LibraryImport(LibName, EntryPoint = "poll", SetLastError = true)]
+    private static partial int SysPoll(PollFd* fds, nuint count, int timeoutMs);
+
+    [LibraryImport(LibName, EntryPoint = "read", SetLastError = true)]
+    private static partial nint SysRead(int fd, byte* buffer, nuint count);
+
+    [LibraryImport(LibName, EntryPoint = "write", SetLastError = true)]
+    private static partial nint SysWrite(int fd, byte* buffer, nuint count);
+
+    [LibraryImport(LibName, EntryPoint = "waitpid", SetLastError = true)]
+    private static partial int SysWaitPid(int pid, int* status, int options);
+
+    [LibraryImport(LibName, EntryPoint = "posix_spawn", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int SysPosixSpawn(int* pid, string path, void* fileActions, void* attr, byte** argv, byte** envp);
+
+    [LibraryImport(LibName, EntryPoint = "posix_spawn_file_actions_init")]
+    private static partial int SysFileActionsInit(void* fileActions);
+
+    [LibraryImport(LibName, EntryPoint = "posix_spawn_file_actions_destroy")]
+    private static partial int SysFileActionsDestroy(void* fileActions);
+
+    [LibraryImport(LibName, EntryPoint = "posix_spawn_file_actions_adddup2")]
+    private static partial int SysFileActionsAddDup2(void* fileActions, int fd, int newFd);
+
+    [LibraryImport(LibName, EntryPoint = "posix_spawn_file_actions_addchdir_np", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int SysFileActionsAddChdir(void* fileActions, string path);
+
+    [LibraryImport(LibName, EntryPoint = "posix_spawnattr_init")]
+    private static partial int SysSpawnAttrInit(void* attr);
+
+    [LibraryImport(LibName, EntryPoint = "posix_spawnattr_destroy")]
+    private static partial int SysSpawnAttrDestroy(void* attr);
+
+    [LibraryImport(LibName, EntryPoint = "posix_spawnattr_setflags")]
+    private static partial int SysSpawnAttrSetFlags(void* attr, short flags);
+
+    [LibraryImport(LibName, EntryPoint = "posix_spawnattr_setsigdefault")]
+    private static partial int SysSpawnAttrSetSigDefault(void* attr, void* sigset);
+
+    [LibraryImport(LibName, EntryPoint = "posix_spawnattr_setsigmask")]
+    private static partial int SysSpawnAttrSetSigMask(void* attr, void* sigset);
+
+    [LibraryImport(LibName, EntryPoint = "sigfillset")]
+    private static partial int SysSigFillSet(void* sigset);
+
+    [LibraryImport(LibName, EntryPoint = "sigemptyset")]
+    private static partial int SysSigEmptySet(void* sigset);
+
+    [LibraryImport(LibName, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int SysStatx(int dirFd, string path, int flags, uint mask, byte* buffer);
+
+    [LibraryImport(LibName, EntryPoint = "clock_settime", SetLastError = true)]
+    private static partial int SysClockSetTime(int clockId, TimeSpec* time);
+
+    public static bool IsRoot => SysGetEuid() == 0;
+
+    /// <summary>SIGKILL to every process of group <paramref name="pgid"/>. False when the group is gone.</summary>
+    public static bool KillGroup(int pgid) => pgid > 1 && SysKill(-pgid, SigKill) == 0;
+
+    /// <summary>SIGKILL to one process. Only call while the pid is known not to be reaped yet.</summary>
+    public static bool KillProcess(int pid) => pid > 1 && SysKill(pid, SigKill) == 0;
+
+    /// <summary>Process group of <paramref name="pid"/>, or -1 when there is no such process.</summary>
+    public static int GetProcessGroup(int pid) => SysGetPgid(pid);
+
+    /// <summary>
+    /// Makes orphaned descendants re-parent to the agent instead of init, so it can reap them
+    /// (and they do not outlive the agent's bookkeeping). Best effort.
+    /// </summary>
+    public static bool TrySetChildSubreaper() => SysPrctl(PrSetChildSubreaper, 1, 0, 0, 0) == 0;
+
+    /// <summary>
+    /// Blocks until any child changes state. Returns its pid and raw wait status, or -1 with the errno
+    /// (ECHILD when there are no children, EINTR).
+    /// </summary>
+    public static int WaitAnyChild(out int status, out int errno)
+    {
+        int raw;
+        int pid = SysWaitPid(-1, &raw, 0);
+        status = raw;
+        errno = pid < 0 ? Marshal.GetLastPInvokeError() : 0;
+        return pid;
+    }
+
+    public static bool IsInterrupted(int errno) => errno == EIntr;
+
+    /// <summary>Waits up to <paramref name="timeoutMs"/> for <paramref name="events"/>; returns revents (0 on timeout or EINTR).</summary>
+    public static short Poll(SafeFileHandle handle, short events, int timeoutMs)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            var pfd = new PollFd { Fd = (int)handle.DangerousGetHandle(), Events = events };
+            int n = SysPoll(&pfd, 1, timeoutMs);
+            if (n < 0)
+            {
+                int errno = Marshal.GetLastPInvokeError();
+                return errno == EIntr ? (short)0 : throw new IOException($"poll failed: errno {errno}");
+            }
+            return n == 0 ? (short)0 : pfd.REvents;
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>One read(2): bytes read, 0 at end of file, -1 when it should be retried (EINTR/EAGAIN).</summary>
+    public static int Read(SafeFileHandle handle, Span<byte> buffer)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            fixed (byte* p = buffer)
+            {
+                nint n = SysRead((int)handle.DangerousGetHandle(), p, (nuint)buffer.Length);
+                if (n >= 0)
+                {
+                    return (int)n;
+                }
+                int errno = Marshal.GetLastPInvokeError();
+                return errno is EIntr or EAgain ? -1 : throw new IOException($"read failed: errno {errno}");
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>One write(2) on a non-blocking fd: bytes written, 0 to retry later, -1 when the reader is gone (EPIPE).</summary>
+    public static int Write(SafeFileHandle handle, ReadOnlySpan<byte> buffer)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            fixed (byte* p = buffer)
+            {
+                nint n = SysWrite((int)handle.DangerousGetHandle(), p, (nuint)buffer.Length);
+                if (n >= 0)
+                {
+                    return (int)n;
+                }
+                int errno = Marshal.GetLastPInvokeError();
+                return errno switch
+                {
+                    EIntr or EAgain => 0,
+                    EPipe => -1,
+                    _ => throw new IOException($"write failed: errno {errno}"),
+                };
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Starts <paramref name="path"/> in a new session (so its pid is its process group id), in
+    /// <paramref name="cwd"/>, with exactly <paramref name="environment"/>, every signal at its default
+    /// disposition and none blocked (the runtime ignores SIGPIPE; children must not inherit that), and
+    /// stdin/stdout/stderr on fresh pipes. Returns the pid and the agent's ends of the pipes; the stdin
+    /// end is non-blocking so a child that never reads cannot wedge its writer.
+    /// </summary>
+    public static int Spawn(string path, IReadOnlyList<string> argv, IReadOnlyList<string> environment, string cwd,
+        out SafeFileHandle stdinWrite, out SafeFileHandle stdoutRead, out SafeFileHandle stderrRead)
+    {
+        int* fds = stackalloc int[6];
+        for (int i = 0; i < 6; i++)
+        {
+            fds[i] = -1;
+        }
+        void* fileActions = null;
+        void* attr = null;
+        void* sigset = null;
+        byte** argvPtr = null;
+        byte** envPtr = null;
+        bool fileActionsReady = false;
+        bool attrReady = false;
+        bool ok = false;
+        try
+        {
+            for (int i = 0; i < 3; i++)
+            {
+                if (SysPipe2(fds + 2 * i, OCloExec) != 0)
+                {
+                    throw new IOException($"pipe2 failed: errno {Marshal.GetLastPInvokeError()}");
+                }
+            }
+            // fds: [0]=stdin read (child), [1]=stdin write (agent), [2]=stdout read (agent),
+            // [3]=stdout write (child), [4]=stderr read (agent), [5]=stderr write (child).
+            int flags = SysFcntl(fds[1], FGetFl, 0);
+            if (flags < 0 || SysFcntl(fds[1], FSetFl, flags | ONonBlock) != 0)
+            {
+                throw new IOException($"fcntl failed: errno {Marshal.GetLastPInvokeError()}");
+            }
+
+            fileActions = NativeMemory.AllocZeroed(OpaqueSize);
+            attr = NativeMemory.AllocZeroed(OpaqueSize);
+            sigset = NativeMemory.AllocZeroed(OpaqueSize);
+            Check(SysFileActionsInit(fileActions), "posix_spawn_file_actions_init");
+            fileActionsReady = true;
+            Check(SysFileActionsAddDup2(fileActions, fds[0], 0), "adddup2");
+            Check(SysFileActionsAddDup2(fileActions, fds[3], 1), "adddup2");
+            Check(SysFileActionsAddDup2(fileActions, fds[5], 2), "adddup2");
+            Check(SysFileActionsAddChdir(fileActions, cwd), "addchdir_np");
+            Check(SysSpawnAttrInit(attr), "posix_spawnattr_init");
+            attrReady = true;
+            Check(SysSpawnAttrSetFlags(attr, PosixSpawnSetSid | PosixSpawnSetSigDef | PosixSpawnSetSigMask), "setflags");
+            SysSigFillSet(sigset);
+            Check(SysSpawnAttrSetSigDefault(attr, sigset), "setsigdefault");
+            SysSigEmptySet(sigset);
+            Check(SysSpawnAttrSetSigMask(attr, sigset), "setsigmask");
+
+            argvPtr = AllocStringArray(argv);
+            envPtr = AllocStringArray(environment);
+            int pid;
+            int rc = SysPosixSpawn(&pid, path, fileActions, attr, argvPtr, envPtr);
+            if (rc != 0)
+            {
+                throw new SpawnException(rc, $"cannot start {path}: {DescribeErrno(rc)}");
+            }
+
+            stdinWrite = new SafeFileHandle(fds[1], ownsHandle: true);
+            stdoutRead = new SafeFileHandle(fds[2], ownsHandle: true);
+            stderrRead = new SafeFileHandle(fds[4], ownsHandle: true);
+            fds[1] = fds[2] = fds[4] = -1;
+            ok = true;
+            return pid;
+        }
+        finally
+        {
+            // The child's ends always close here: the child holds its own copies after the spawn.
+            for (int i = 0; i < 6; i++)
+            {
+                if (fds[i] >= 0)
+                {
+                    SysClose(fds[i]);
+                }
+            }
+            if (fileActionsReady)
+            {
+                SysFileActionsDestroy(fileActions);
+            }
+            if (attrReady)
+            {
+                SysSpawnAttrDestroy(attr);
+            }
+            NativeMemory.Free(fileActions);
+            NativeMemory.Free(attr);
+            NativeMemory.Free(sigset);
+            FreeStringArray(argvPtr, argv.Count);
+            FreeStringArray(envPtr, environment.Count);
+            if (!ok)
+            {
+                stdinWrite = stdoutRead = stderrRead = null!;
+            }
+        }
+    }
+
+    /// <summary>lstat-like metadata through statx (one layout on every architecture). Returns 0 or the errno.</summary>
+    public static int Stat(string path, out FileStatus status)
+    {
+        // struct statx: stx_mode u16 at 28, stx_size u64 at 40, stx_mtime {s64 sec; u32 nsec} at 112.
+        byte* buffer = stackalloc byte[256];
+        if (SysStatx(AtFdCwd, path, AtSymlinkNoFollow, StatxBasicStats, buffer) != 0)
+        {
+            status = default;
+            return Marshal.GetLastPInvokeError();
+        }
+        int mode = *(ushort*)(buffer + 28);
+        long size = *(long*)(buffer + 40);
+        long seconds = *(long*)(buffer + 112);
+        uint nanos = *(uint*)(buffer + 120);
+        var kind = (mode & 0xF000) switch
+        {
+            0x8000 => FileKindBits.Regular,
+            0x4000 => FileKindBits.Directory,
+            0xA000 => FileKindBits.Symlink,
+            _ => FileKindBits.Other,
+        };
+        status = new FileStatus(kind, size, seconds * 1000 + nanos / 1_000_000, mode & 0xFFF);
+        return 0;
+    }
+
+    public static bool IsNotFound(int errno) => errno is ENoEnt or ENotDir;
+
+    /// <summary>Sets CLOCK_REALTIME. Returns 0 or the errno (EPERM without CAP_SYS_TIME).</summary>
+    public static int SetRealtimeClock(long unixTimeMs)
+    {
+        var ts = new TimeSpec { Seconds = unixTimeMs / 1000, Nanoseconds = unixTimeMs % 1000 * 1_000_000 };
+        return SysClockSetTime(ClockRealtime, &ts) == 0 ? 0 : Marshal.GetLastPInvokeError();
+    }
+
+    public static string DescribeErrno(int errno) => errno switch
+    {
+        ENoEnt => "no such file or directory",
+        EAccess => "permission denied",
+        ENoExec => "exec format error",
+        ENotDir => "not a directory",
+        _ => $"errno {errno}",
+    };
+
+    private static void Check(int rc, string what)
+    {
+        if (rc != 0)
+        {
+            throw new SpawnException(rc, $"{what} failed: {DescribeErrno(rc)}");
+        }
+    }
+
+    private static byte** AllocStringArray(IReadOnlyList<string> values)
+    {
+        var array = (byte**)NativeMemory.AllocZeroed((nuint)(values.Count + 1), (nuint)sizeof(byte*));
+        for (int i = 0; i < values.Count; i++)
+        {
+            array[i] = (byte*)Marshal.StringToCoTaskMemUTF8(values[i]);
+        }
+        return array;
+    }
+
+    private static void FreeStringArray(byte** array, int count)
+    {
+        if (array == null)
+        {
+            return;
+        }
+        for (int i = 0; i < count; i++)
+        {
+            Marshal.FreeCoTaskMem((nint)array[i]);
+        }
+        NativeMemory.Free(array);
+    }
+}

@@ -1,0 +1,23 @@
+using SandboxVM.Agent.Processes;
+
+namespace SandboxVM.Agent.Operations;
+
+/// <summary>What operations share for the life of the agent process.</summary>
+internal sealed class AgentState(AgentOptions options, ProcessSupervisor supervisor)
+{
+    public AgentOptions Options { get; } = options;
+    public ProcessSupervisor Supervisor { get; } = supervisor;
+
+    /// <summary>Identity given by the last reinit (empty before).</summary>
+    public string SandboxId { get; set; } = "";
+
+    /// <summary>A request path: absolute, or relative to the home directory.</summary>
+    public string ResolvePath(string path)
+    {
+        if (string.IsNullOrEmpty(path) || path.Contains('\0', StringComparison.Ordinal))
+        {
+            throw AgentException.BadRequest("path is missing or invalid");
+        }
+        return Path.GetFullPath(path, Options.Home);
+    }
+}

@@ -1,0 +1,150 @@
+using Microsoft.Win32.SafeHandles;
+using SandboxVM.Agent.Native;
+
+namespace SandboxVM.Agent.Processes;
+
+/// <summary>A child started by <see cref="ProcessSupervisor.Start"/>: its pid (= its process group id) and pipes.</summary>
+internal sealed class ChildProcess(int pid, SafeFileHandle stdin, SafeFileHandle stdout, SafeFileHandle stderr, Task<WaitStatus> exited)
+{
+    public int Pid { get; } = pid;
+    public SafeFileHandle Stdin { get; } = stdin;
+    public SafeFileHandle Stdout { get; } = stdout;
+    public SafeFileHandle Stderr { get; } = stderr;
+    /// <summary>Completes when the child has been reaped.</summary>
+    public Task<WaitStatus> Exited { get; } = exited;
+}
+
+/// <summary>
+/// Starts children and reaps every child of the agent (including orphans re-parented to it) on one
+/// thread blocked in waitpid(-1). Statuses of the children it started go to their <see cref="ChildProcess.Exited"/>;
+/// others are discarded. Also keeps the set of live process groups so that all of them can be killed
+/// when the connection ends.
+/// </summary>
+internal sealed class ProcessSupervisor
+{
+    // A plain monitor (not System.Threading.Lock): the reaper sleeps on it with Monitor.Wait.
+    private readonly object _gate = new();
+    private readonly Dictionary<int, TaskCompletionSource<WaitStatus>> _waiting = [];
+    private readonly HashSet<int> _groups = [];
+    private long _spawnCount;
+    private Thread? _reaper;
+
+    public ChildProcess Start(string path, IReadOnlyList<string> argv, IReadOnlyList<string> environment, string cwd)
+    {
+        // Spawn and register under the lock the reaper takes before it looks a pid up, so a child that
+        // exits at once is never reaped before it is known.
+        lock (_gate)
+        {
+            int pid = Libc.Spawn(path, argv, environment, cwd, out var stdin, out var stdout, out var stderr);
+            var exited = new TaskCompletionSource<WaitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
+            _waiting[pid] = exited;
+            _groups.Add(pid);
+            _spawnCount++;
+            Monitor.PulseAll(_gate);
+            if (_reaper is null)
+            {
+                _reaper = new Thread(ReapLoop) { IsBackground = true, Name = "reaper" };
+                _reaper.Start();
+            }
+            return new ChildProcess(pid, stdin, stdout, stderr, exited.Task);
+        }
+    }
+
+    /// <summary>SIGKILL to the child's group, and to the child itself in case it has not called setsid yet.</summary>
+    public void Kill(ChildProcess child)
+    {
+        Libc.KillGroup(child.Pid);
+        lock (_gate)
+        {
+            // Only while unreaped: afterwards the pid may belong to someone else.
+            if (_waiting.ContainsKey(child.Pid))
+            {
+                Libc.KillProcess(child.Pid);
+            }
+        }
+    }
+
+    /// <summary>Kills what is left of the group and forgets it.</summary>
+    public void KillAndForgetGroup(int pgid)
+    {
+        Libc.KillGroup(pgid);
+        lock (_gate)
+        {
+            _groups.Remove(pgid);
+        }
+    }
+
+    /// <summary>SIGKILL to every group started and not yet forgotten (connection ended).</summary>
+    public void KillAll()
+    {
+        int[] groups;
+        lock (_gate)
+        {
+            groups = [.. _groups];
+        }
+        foreach (int pgid in groups)
+        {
+            Libc.KillGroup(pgid);
+        }
+    }
+
+    /// <summary>Waits until the children it started have all been reaped, or the deadline passes.</summary>
+    public async Task WaitForChildrenAsync(TimeSpan deadline, CancellationToken cancellationToken)
+    {
+        Task[] pending;
+        lock (_gate)
+        {
+            pending = [.. _waiting.Values.Select(t => (Task)t.Task)];
+        }
+        if (pending.Length > 0)
+        {
+            await Task.WhenAny(Task.WhenAll(pending), Task.Delay(deadline, cancellationToken));
+        }
+    }
+
+    private void ReapLoop()
+    {
+        while (true)
+        {
+            long seen;
+            lock (_gate)
+            {
+                seen = _spawnCount;
+            }
+            int pid = Libc.WaitAnyChild(out int status, out int errno);
+            if (pid > 0)
+            {
+                TaskCompletionSource<WaitStatus>? waiter;
+                lock (_gate)
+                {
+                    _waiting.Remove(pid, out waiter);
+                }
+                waiter?.TrySetResult(new WaitStatus(status));
+                continue;
+            }
+            if (Libc.IsInterrupted(errno))
+            {
+                continue;
+            }
+            // ECHILD: no children at all. Anything still waited for was spawned before the call and
+            // reaped elsewhere; then sleep until the next spawn.
+            lock (_gate)
+            {
+                if (_spawnCount != seen)
+                {
+                    continue;
+                }
+                foreach (var (lostPid, waiter) in _waiting)
+                {
+                    AgentLog.Write($"exit status of pid {lostPid} was lost (reaped by someone else)");
+                    waiter.TrySetResult(WaitStatus.Unknown);
+                }
+                _waiting.Clear();
+                while (_spawnCount == seen)
+                {
+                    Monitor.Wait(_gate);
+                }
+            }
+        }
+    }
+}
