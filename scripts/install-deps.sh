@@ -7,7 +7,7 @@ packages=(
   util-linux      # setpriv, setsid
   mmdebstrap      # template rootfs builds
   e2fsprogs       # mkfs.ext4 -d for VM root disks
-  clang zlib1g-dev  # NativeAOT link of the guest agent
+  gcc binutils libc6-dev  # NativeAOT link of the guest agent (clang is used instead when present)
   python3
 )
 

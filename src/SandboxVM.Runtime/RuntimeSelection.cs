@@ -18,7 +18,7 @@ public sealed record HostFacts(
         bool kvm = File.Exists("/dev/kvm");
         return new HostFacts(
             KvmPresent: kvm,
-            KvmUsable: kvm && CanOpenReadWrite("/dev/kvm"),
+            KvmUsable: kvm && Native.KvmCanCreateVm(),
             FirecrackerPath: FindOnPath("firecracker"),
             QemuPath: FindOnPath("qemu-system-x86_64"),
             BwrapPath: FindOnPath("bwrap"),
@@ -32,19 +32,6 @@ public sealed record HostFacts(
         var dirs = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
             .Concat(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]);
         return dirs.Select(d => Path.Combine(d, name)).FirstOrDefault(File.Exists);
-    }
-
-    private static bool CanOpenReadWrite(string path)
-    {
-        try
-        {
-            using var f = new FileStream(path, FileMode.Open, FileAccess.ReadWrite);
-            return true;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return false;
-        }
     }
 }
 
