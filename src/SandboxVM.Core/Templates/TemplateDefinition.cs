@@ -1,0 +1,191 @@
+using System.Security.Cryptography;
+using System.Text;
+using SandboxVM.Images;
+
+namespace SandboxVM.Core.Templates;
+
+/// <summary>One template, as read from <c>templates/NAME.yaml</c>.</summary>
+public sealed class TemplateDefinition
+{
+    public required string Name { get; init; }
+
+    public string Description { get; init; } = "";
+
+    /// <summary>The YAML file this definition came from; empty for definitions made in code.</summary>
+    public string FilePath { get; init; } = "";
+
+    public required TemplateSource Source { get; init; }
+
+    /// <summary>Shell commands (YAML <c>build:</c>) run inside the rootfs at build time, in order.</summary>
+    public List<string> BuildSteps { get; init; } = [];
+
+    public required LanguageRecipe Language { get; init; }
+
+    public int Vcpus { get; init; } = 1;
+
+    public int MemoryMib { get; init; } = 512;
+
+    public int DiskMib { get; init; } = 2048;
+
+    public TemplateLimits Limits { get; init; } = new();
+
+    public OutputMode Output { get; init; } = OutputMode.Text;
+
+    public NetworkPolicy Network { get; init; } = new();
+
+    public WarmupPolicy Warmup { get; init; } = new();
+
+    /// <summary>
+    /// SHA-256 (lowercase hex) over everything that changes the built image: the source and the
+    /// build steps. Description, limits, recipe and policies do not change the image, so editing
+    /// them never triggers a rebuild.
+    /// </summary>
+    public string ContentHash
+    {
+        get
+        {
+            // Length-prefixed fields so that no two different inputs share an encoding.
+            var sb = new StringBuilder("sandboxvm-template-image/1\n");
+            Append(sb, "type", Source.Type);
+            switch (Source.Type)
+            {
+                case TemplateSource.DebianType:
+                    Append(sb, "suite", Source.Suite);
+                    foreach (var p in Source.Packages.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal))
+                        Append(sb, "package", p);
+                    break;
+                case TemplateSource.OciType:
+                    Append(sb, "reference", Source.Reference ?? "");
+                    break;
+                case TemplateSource.OciLayoutType:
+                    Append(sb, "path", Source.Path ?? "");
+                    break;
+            }
+
+            foreach (var step in BuildSteps)
+                Append(sb, "build", step);
+            return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString())));
+
+            static void Append(StringBuilder sb, string name, string value) =>
+                sb.Append(name).Append(' ').Append(Encoding.UTF8.GetByteCount(value)).Append(':').Append(value).Append('\n');
+        }
+    }
+
+    /// <summary>The image builder's input for this template.</summary>
+    /// <param name="agentPath">The guest agent binary to put into the rootfs.</param>
+    public ImageSpec ToImageSpec(string agentPath) =>
+        new(Name, Source.Type, Source.Suite, Source.Packages.ToArray(), BuildSteps.ToArray(), agentPath);
+
+    public override string ToString() => Name;
+}
+
+/// <summary>Where the rootfs comes from.</summary>
+public sealed class TemplateSource
+{
+    public const string DebianType = "debian";
+    public const string OciType = "oci";
+    public const string OciLayoutType = "oci-layout";
+
+    /// <summary><c>debian</c>, <c>oci</c> or <c>oci-layout</c>.</summary>
+    public string Type { get; init; } = DebianType;
+
+    /// <summary>Debian suite (type <c>debian</c>).</summary>
+    public string Suite { get; init; } = "bookworm";
+
+    /// <summary>Packages installed on top of the minbase variant (type <c>debian</c>).</summary>
+    public List<string> Packages { get; init; } = [];
+
+    /// <summary>Image reference such as <c>docker.io/library/python:3.12-slim</c> (type <c>oci</c>).</summary>
+    public string? Reference { get; init; }
+
+    /// <summary>Absolute path of an OCI image layout or docker-archive (type <c>oci-layout</c>).</summary>
+    public string? Path { get; init; }
+}
+
+/// <summary>How the guest agent turns submitted code into a running program.</summary>
+public sealed class LanguageRecipe
+{
+    /// <summary>Language name for display and metrics, e.g. <c>cpp</c>.</summary>
+    public required string Name { get; init; }
+
+    /// <summary>File name the submitted code is written to, relative to the working directory.</summary>
+    public required string SourceFile { get; init; }
+
+    /// <summary>Compile argv; null for interpreted languages.</summary>
+    public List<string>? Compile { get; init; }
+
+    /// <summary>Run argv.</summary>
+    public required List<string> Run { get; init; }
+
+    /// <summary>Environment for both compile and run.</summary>
+    public Dictionary<string, string> Env { get; init; } = new(StringComparer.Ordinal);
+}
+
+public sealed class TemplateLimits
+{
+    public double CompileTimeoutS { get; init; } = 30;
+
+    public double RunTimeoutS { get; init; } = 10;
+
+    /// <summary>The highest <c>timeout_s</c> a caller may ask for.</summary>
+    public double MaxTimeoutS { get; init; } = 300;
+
+    /// <summary>Cap on captured stdout plus stderr.</summary>
+    public long OutputBytes { get; init; } = 1024 * 1024;
+
+    public int Processes { get; init; } = 128;
+
+    /// <summary>Cap on the writable space (home, /tmp, outputs).</summary>
+    public long FileBytes { get; init; } = 256L * 1024 * 1024;
+}
+
+public enum OutputMode
+{
+    /// <summary>YAML <c>text</c>: stdout and stderr only.</summary>
+    Text,
+
+    /// <summary>YAML <c>text+images</c>: also images written to <c>/tmp/outputs</c>.</summary>
+    TextAndImages,
+}
+
+public enum NetworkMode
+{
+    /// <summary>No network device at all.</summary>
+    None,
+
+    /// <summary>HTTP(S) through the host's egress proxy, filtered by the allow and deny rules.</summary>
+    Proxy,
+}
+
+public sealed class NetworkPolicy
+{
+    public NetworkMode Mode { get; init; } = NetworkMode.None;
+
+    /// <summary>Host names (<c>example.com</c>, <c>*.example.com</c>), IP addresses or CIDR ranges.</summary>
+    public List<string> Allow { get; init; } = [];
+
+    /// <summary>Same forms as <see cref="Allow"/>; deny wins over allow.</summary>
+    public List<string> Deny { get; init; } = [];
+}
+
+public enum WarmupStrategy
+{
+    /// <summary>Keep <see cref="WarmupPolicy.PoolSize"/> warm VMs cloned from a snapshot.</summary>
+    Pool,
+
+    /// <summary>Boot a VM per request.</summary>
+    Cold,
+
+    /// <summary>One long-lived VM shared by all requests.</summary>
+    Singleton,
+}
+
+public sealed class WarmupPolicy
+{
+    public WarmupStrategy Strategy { get; init; } = WarmupStrategy.Pool;
+
+    public int PoolSize { get; init; } = 2;
+
+    /// <summary>Code in the template's language run once before the snapshot is taken.</summary>
+    public string? Script { get; init; }
+}

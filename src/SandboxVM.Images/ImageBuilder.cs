@@ -1,0 +1,320 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.Logging;
+
+namespace SandboxVM.Images;
+
+/// <summary>
+/// Builds template images in content-hashed phases under <see cref="ImageBuilderOptions.CacheRoot"/>:
+/// <c>base/KEY/rootfs</c> (Debian package set plus build steps), <c>rootfs/KEY/rootfs</c> (base plus
+/// the agent, hard-linked) and <c>ext4/KEY.img</c>. Each phase is built into <c>KEY.tmp-RANDOM</c> and
+/// renamed into place, so a directory named by its bare key is always complete; an unchanged input is
+/// never rebuilt. Safe for concurrent callers in this and other processes (per-key lock).
+/// </summary>
+public sealed partial class ImageBuilder
+{
+    private const string TmpMarker = ".tmp-";
+
+    private readonly ImageBuilderOptions _options;
+    private readonly ILogger<ImageBuilder> _logger;
+    private readonly ConcurrentDictionary<string, (long Length, DateTime WriteTime, string Hash)> _agentHashes = new(StringComparer.Ordinal);
+
+    public ImageBuilder(ImageBuilderOptions options, ILogger<ImageBuilder> logger)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(logger);
+        ArgumentException.ThrowIfNullOrWhiteSpace(options.CacheRoot);
+        _options = options;
+        _logger = logger;
+        CacheRoot = Path.GetFullPath(options.CacheRoot);
+    }
+
+    public string CacheRoot { get; }
+
+    [GeneratedRegex("^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$")]
+    private static partial Regex PackageRegex();
+
+    [GeneratedRegex("^[a-z][a-z0-9.-]*$")]
+    private static partial Regex SuiteRegex();
+
+    /// <summary>Returns the rootfs directory for <paramref name="spec"/>, building whatever phases are missing.</summary>
+    /// <param name="spec">What to build.</param>
+    /// <param name="progress">Receives phase changes and the output lines of mmdebstrap and the build steps.</param>
+    /// <param name="cancellationToken">Kills the running tool; the half-built directory is removed.</param>
+    /// <exception cref="NotSupportedException">The source type is not <c>debian</c>.</exception>
+    /// <exception cref="ExternalCommandException">mmdebstrap, a build step or another tool failed.</exception>
+    public async Task<BuiltImage> BuildRootfsAsync(ImageSpec spec, IProgress<string>? progress, CancellationToken cancellationToken)
+    {
+        var stopwatch = Stopwatch.StartNew();
+        Validate(spec);
+        var baseKey = ImageKeys.Base(spec);
+        var agentHash = await AgentHashAsync(spec.AgentPath, cancellationToken).ConfigureAwait(false);
+        var rootfsKey = ImageKeys.Rootfs(baseKey, agentHash);
+        var rootfsTree = Path.Combine(PhaseDir("rootfs"), rootfsKey, "rootfs");
+
+        if (Directory.Exists(rootfsTree))
+        {
+            LogCached(spec.Name, "rootfs", rootfsKey);
+            progress?.Report($"[rootfs] {spec.Name}: cached ({Short(rootfsKey)})");
+            return new BuiltImage(rootfsTree, rootfsKey, true, stopwatch.Elapsed);
+        }
+
+        var builtBase = await EnsurePhaseAsync(spec.Name, "base", baseKey, Path.Combine(PhaseDir("base"), baseKey), progress,
+            tmp => BuildBaseAsync(spec, baseKey, tmp, progress, cancellationToken), cancellationToken).ConfigureAwait(false);
+        var baseTree = Path.Combine(PhaseDir("base"), baseKey, "rootfs");
+
+        var builtRootfs = await EnsurePhaseAsync(spec.Name, "rootfs", rootfsKey, Path.Combine(PhaseDir("rootfs"), rootfsKey), progress,
+            tmp => BuildRootfsTreeAsync(spec, baseKey, baseTree, agentHash, rootfsKey, tmp, cancellationToken), cancellationToken).ConfigureAwait(false);
+
+        return new BuiltImage(rootfsTree, rootfsKey, !builtBase && !builtRootfs, stopwatch.Elapsed);
+    }
+
+    /// <summary>Returns the path of an ext4 image of <paramref name="image"/> of <paramref name="diskMib"/> MiB,
+    /// making it with <c>mkfs.ext4 -d</c> unless it exists.</summary>
+    /// <exception cref="ExternalCommandException">mkfs.ext4 failed, e.g. the tree does not fit.</exception>
+    public async Task<string> BuildExt4Async(BuiltImage image, int diskMib, IProgress<string>? progress, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        ArgumentOutOfRangeException.ThrowIfLessThan(diskMib, 1);
+        if (!Directory.Exists(image.RootfsDir))
+            throw new DirectoryNotFoundException($"Rootfs directory {image.RootfsDir} does not exist.");
+
+        var key = ImageKeys.Ext4(image.Key, diskMib);
+        var path = Ext4Path(key);
+        await EnsurePhaseAsync($"rootfs {Short(image.Key)}", "ext4", key, path, progress, async tmp =>
+        {
+            var mkfs = TreeOps.FindExecutable("mkfs.ext4") ?? throw new InvalidOperationException("mkfs.ext4 not found in PATH (install e2fsprogs).");
+            progress?.Report($"[ext4] mkfs.ext4 {diskMib} MiB from {image.RootfsDir}");
+            await ExternalCommand.RunAsync(mkfs,
+                ["-F", "-q", "-L", "root", "-d", image.RootfsDir, tmp, $"{diskMib}M"],
+                line => progress?.Report(line), null, cancellationToken).ConfigureAwait(false);
+        }, cancellationToken).ConfigureAwait(false);
+        return path;
+    }
+
+    /// <summary>True when the rootfs for <paramref name="spec"/> is in the cache. Never builds.</summary>
+    public bool IsBuilt(ImageSpec spec) => TryGetBuilt(spec) is not null;
+
+    /// <summary>The cached rootfs directory for <paramref name="spec"/>, or null when it is not built
+    /// (or the agent file is missing). Never builds.</summary>
+    public string? TryGetBuilt(ImageSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        if (!File.Exists(spec.AgentPath))
+            return null;
+        var key = ImageKeys.Rootfs(ImageKeys.Base(spec), AgentHash(spec.AgentPath));
+        var tree = Path.Combine(PhaseDir("rootfs"), key, "rootfs");
+        return Directory.Exists(tree) ? tree : null;
+    }
+
+    /// <summary>The cached ext4 image of <paramref name="image"/> at <paramref name="diskMib"/>, or null. Never builds.</summary>
+    public string? TryGetBuiltExt4(BuiltImage image, int diskMib)
+    {
+        ArgumentNullException.ThrowIfNull(image);
+        var path = Ext4Path(ImageKeys.Ext4(image.Key, diskMib));
+        return File.Exists(path) ? path : null;
+    }
+
+    private string PhaseDir(string phase) => Path.Combine(CacheRoot, phase);
+
+    private string Ext4Path(string key) => Path.Combine(PhaseDir("ext4"), key + ".img");
+
+    private static string Short(string key) => key[..12];
+
+    /// <summary>Runs <paramref name="build"/> into a temp path next to <paramref name="finalPath"/> and renames
+    /// it into place, under the key's lock. Returns false when the result already existed.</summary>
+    private async Task<bool> EnsurePhaseAsync(string template, string phase, string key, string finalPath, IProgress<string>? progress,
+        Func<string, Task> build, CancellationToken cancellationToken)
+    {
+        if (Path.Exists(finalPath))
+        {
+            LogCached(template, phase, key);
+            progress?.Report($"[{phase}] {template}: cached ({Short(key)})");
+            return false;
+        }
+
+        var phaseDir = Path.GetDirectoryName(finalPath)!;
+        Directory.CreateDirectory(phaseDir);
+        var locks = Path.Combine(CacheRoot, "locks");
+        Directory.CreateDirectory(locks);
+        var lockPath = Path.Combine(locks, $"{phase}-{key}.lock");
+
+        await using var held = await CacheLock.AcquireAsync(lockPath, () =>
+        {
+            LogWaitingForLock(phase, key);
+            progress?.Report($"[{phase}] waiting for another build of {Short(key)}");
+        }, cancellationToken).ConfigureAwait(false);
+
+        if (Path.Exists(finalPath))
+        {
+            // Someone else finished it while we waited.
+            LogCached(template, phase, key);
+            progress?.Report($"[{phase}] {template}: cached ({Short(key)})");
+            return false;
+        }
+
+        await RemoveStaleAsync(phase, phaseDir, key).ConfigureAwait(false);
+
+        var tmp = finalPath + TmpMarker + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
+        var stopwatch = Stopwatch.StartNew();
+        LogBuilding(template, phase, key);
+        progress?.Report($"[{phase}] {template}: building {Short(key)}");
+        try
+        {
+            await build(tmp).ConfigureAwait(false);
+            cancellationToken.ThrowIfCancellationRequested();
+            if (Directory.Exists(tmp))
+                Directory.Move(tmp, finalPath);
+            else
+                File.Move(tmp, finalPath);
+        }
+        catch (Exception e)
+        {
+            LogBuildFailed(e, template, phase, key);
+            await DeleteQuietlyAsync(tmp).ConfigureAwait(false);
+            throw;
+        }
+
+        LogBuilt(template, phase, key, stopwatch.Elapsed.TotalSeconds);
+        progress?.Report($"[{phase}] {template}: built {Short(key)} in {stopwatch.Elapsed.TotalSeconds:F1} s");
+        return true;
+    }
+
+    /// <summary>Removes leftovers of interrupted builds: those of <paramref name="heldKey"/> (whose lock we
+    /// hold) and those of other keys whose lock is free, i.e. nobody is building them.</summary>
+    private async Task RemoveStaleAsync(string phase, string phaseDir, string heldKey)
+    {
+        foreach (var entry in Directory.EnumerateFileSystemEntries(phaseDir, "*" + TmpMarker + "*"))
+        {
+            var name = Path.GetFileName(entry);
+            var key = name[..name.IndexOf(TmpMarker, StringComparison.Ordinal)];
+            if (key.EndsWith(".img", StringComparison.Ordinal))
+                key = key[..^4];
+            if (key == heldKey)
+            {
+                await DeleteStaleAsync(entry).ConfigureAwait(false);
+                continue;
+            }
+
+            var other = CacheLock.TryAcquire(Path.Combine(CacheRoot, "locks", $"{phase}-{key}.lock"));
+            if (other is null)
+                continue;
+            await using (other.ConfigureAwait(false))
+                await DeleteStaleAsync(entry).ConfigureAwait(false);
+        }
+    }
+
+    private async Task DeleteStaleAsync(string path)
+    {
+        LogRemovingStale(path);
+        await DeleteQuietlyAsync(path).ConfigureAwait(false);
+    }
+
+    private async Task DeleteQuietlyAsync(string path)
+    {
+        try
+        {
+            await TreeOps.DeleteAsync(path).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException or UnauthorizedAccessException or ExternalCommandException)
+        {
+            // Left for the next build of this key to retry; it is never used because of its name.
+            LogDeleteFailed(e, path);
+        }
+    }
+
+    /// <summary>base + agent: a hard-link copy of the base tree with the agent file replaced.</summary>
+    private async Task BuildRootfsTreeAsync(ImageSpec spec, string baseKey, string baseTree, string agentHash, string rootfsKey, string tmp,
+        CancellationToken cancellationToken)
+    {
+        if (OperatingSystem.IsWindows())
+            throw new PlatformNotSupportedException("Images are built on Linux only.");
+        Directory.CreateDirectory(tmp);
+        var tree = Path.Combine(tmp, "rootfs");
+        // Hard links make this cheap (no data copied); the tree is only ever mounted read-only.
+        await ExternalCommand.RunAsync("cp", ["-a", "-l", "--", baseTree, tree], null, null, cancellationToken).ConfigureAwait(false);
+
+        TreeOps.EnsureRealDirectories(tree, "opt", "opt/sandboxvm", "opt/sandboxvm/bin");
+        var agent = Path.Combine(tree, ImageLayout.AgentPath.TrimStart('/'));
+        // Unlink first: writing into the existing name would modify the base's inode through the hard link.
+        File.Delete(agent);
+        File.Copy(spec.AgentPath, agent);
+        File.SetUnixFileMode(agent, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute
+            | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+
+        await WriteManifestAsync(Path.Combine(tmp, "image.json"), w =>
+        {
+            w.WriteString("phase", "rootfs");
+            w.WriteString("key", rootfsKey);
+            w.WriteString("name", spec.Name);
+            w.WriteString("base_key", baseKey);
+            w.WriteString("agent_source", Path.GetFullPath(spec.AgentPath));
+            w.WriteString("agent_sha256", agentHash);
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    private static async Task WriteManifestAsync(string path, Action<Utf8JsonWriter> fields, CancellationToken cancellationToken)
+    {
+        var stream = File.Create(path);
+        await using (stream.ConfigureAwait(false))
+        {
+            var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+            await using (writer.ConfigureAwait(false))
+            {
+                writer.WriteStartObject();
+                writer.WriteNumber("builder_version", ImageKeys.BuilderVersion);
+                writer.WriteString("built_at", DateTimeOffset.UtcNow);
+                fields(writer);
+                writer.WriteEndObject();
+                await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private static void Validate(ImageSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        ArgumentNullException.ThrowIfNull(spec.Packages);
+        ArgumentNullException.ThrowIfNull(spec.BuildSteps);
+        ArgumentException.ThrowIfNullOrWhiteSpace(spec.AgentPath);
+        if (spec.SourceType != "debian")
+            throw new NotSupportedException($"Template '{spec.Name}': source type '{spec.SourceType}' is not supported yet by the image builder (only 'debian').");
+        if (!SuiteRegex().IsMatch(spec.Suite))
+            throw new ArgumentException($"'{spec.Suite}' is not a Debian suite name.", nameof(spec));
+        foreach (var p in spec.Packages)
+        {
+            // Also keeps a package from being read as an mmdebstrap option or splitting --include.
+            if (!PackageRegex().IsMatch(p))
+                throw new ArgumentException($"'{p}' is not a Debian package name.", nameof(spec));
+        }
+
+        if (!File.Exists(spec.AgentPath))
+            throw new FileNotFoundException($"Agent binary {spec.AgentPath} does not exist.", spec.AgentPath);
+    }
+
+    private async Task<string> AgentHashAsync(string path, CancellationToken cancellationToken)
+    {
+        var info = new FileInfo(path);
+        var full = info.FullName;
+        if (_agentHashes.TryGetValue(full, out var cached) && cached.Length == info.Length && cached.WriteTime == info.LastWriteTimeUtc)
+            return cached.Hash;
+        var hash = await ImageKeys.HashFileAsync(full, cancellationToken).ConfigureAwait(false);
+        _agentHashes[full] = (info.Length, info.LastWriteTimeUtc, hash);
+        return hash;
+    }
+
+    private string AgentHash(string path)
+    {
+        var info = new FileInfo(path);
+        var full = info.FullName;
+        if (_agentHashes.TryGetValue(full, out var cached) && cached.Length == info.Length && cached.WriteTime == info.LastWriteTimeUtc)
+            return cached.Hash;
+        using var stream = File.OpenRead(full);
+        var hash = Convert.ToHexStringLower(SHA256.HashData(stream));
+        _agentHashes[full] = (info.Length, info.LastWriteTimeUtc, hash);
+        return hash;
+    }
+}

@@ -1,0 +1,66 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace SandboxVM.Images;
+
+/// <summary>Cache keys of the build phases: lowercase hex SHA-256 over a canonical encoding of each
+/// phase's inputs, so an unchanged input always maps to the same directory.</summary>
+public static class ImageKeys
+{
+    /// <summary>Bump when the builder's output for the same inputs changes (layout, users, dpkg filters):
+    /// every image is then rebuilt once.</summary>
+    public const int BuilderVersion = 1;
+
+    /// <summary>Key of the <c>base</c> phase: suite, packages (order and duplicates do not matter),
+    /// build steps (order matters) and <see cref="BuilderVersion"/>.</summary>
+    public static string Base(ImageSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        var sb = new StringBuilder();
+        Field(sb, "phase", "base");
+        Field(sb, "builder", BuilderVersion.ToString(CultureInfo.InvariantCulture));
+        Field(sb, "source", spec.SourceType);
+        Field(sb, "suite", spec.Suite);
+        foreach (var p in spec.Packages.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal))
+            Field(sb, "package", p);
+        foreach (var step in spec.BuildSteps)
+            Field(sb, "step", step);
+        return Hash(sb);
+    }
+
+    /// <summary>Key of the <c>rootfs</c> phase: the base key and the agent binary's SHA-256.</summary>
+    public static string Rootfs(string baseKey, string agentSha256)
+    {
+        var sb = new StringBuilder();
+        Field(sb, "phase", "rootfs");
+        Field(sb, "base", baseKey);
+        Field(sb, "agent", agentSha256);
+        return Hash(sb);
+    }
+
+    /// <summary>Key of the <c>ext4</c> phase: the rootfs key and the disk size.</summary>
+    public static string Ext4(string rootfsKey, int diskMib)
+    {
+        var sb = new StringBuilder();
+        Field(sb, "phase", "ext4");
+        Field(sb, "builder", BuilderVersion.ToString(CultureInfo.InvariantCulture));
+        Field(sb, "rootfs", rootfsKey);
+        Field(sb, "disk_mib", diskMib.ToString(CultureInfo.InvariantCulture));
+        return Hash(sb);
+    }
+
+    /// <summary>SHA-256 of a file's bytes, lowercase hex.</summary>
+    public static async Task<string> HashFileAsync(string path, CancellationToken cancellationToken)
+    {
+        await using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16, FileOptions.Asynchronous | FileOptions.SequentialScan);
+        return Convert.ToHexStringLower(await SHA256.HashDataAsync(stream, cancellationToken).ConfigureAwait(false));
+    }
+
+    // Length-prefixed so that e.g. packages [a,bc] and [ab,c] never encode the same.
+    private static void Field(StringBuilder sb, string name, string value) =>
+        sb.Append(name).Append(' ').Append(Encoding.UTF8.GetByteCount(value)).Append(':').Append(value).Append('\n');
+
+    private static string Hash(StringBuilder sb) =>
+        Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString())));
+}
