@@ -34,6 +34,12 @@ public sealed partial class ProcessRuntime : IVmRuntime
         }
     }
 
+    /// <summary>
+    /// Pids the cgroup allows beyond the template's process limit (which applies to the code itself,
+    /// via RLIMIT_NPROC): bubblewrap and the agent's threads must still run when the code hits its cap.
+    /// </summary>
+    private const int AgentPidHeadroom = 64;
+
     public string Name => "process";
 
     public RuntimeCapabilities Capabilities { get; } = new(IsolationLevel.SharedKernel, Snapshots: false, Networking: false, OwnKernel: false);
@@ -54,7 +60,7 @@ public sealed partial class ProcessRuntime : IVmRuntime
         var started = Stopwatch.StartNew();
         string id = "sbx-" + Guid.NewGuid().ToString("N")[..12];
         Cgroup? cgroup = _useCgroups
-            ? _cgroups.Create(id, new CgroupLimits((long)spec.MemoryMib << 20, spec.MaxProcesses, spec.Vcpus))
+            ? _cgroups.Create(id, new CgroupLimits((long)spec.MemoryMib << 20, spec.MaxProcesses + AgentPidHeadroom, spec.Vcpus))
             : null;
         System.Diagnostics.Process? process = null;
         try
