@@ -34,6 +34,9 @@ public sealed class SandboxVmOptions
     /// <summary>Slack the host grants past the guest's own timeouts before it kills the sandbox itself.</summary>
     public double HostTimeoutMarginS { get; set; } = 3;
 
+    /// <summary>Keep warm sandboxes for templates whose warm-up strategy is <c>pool</c>.</summary>
+    public bool Pools { get; set; } = true;
+
     /// <summary>Build every available template in the background when the server starts.</summary>
     public bool BuildTemplatesOnStart { get; set; } = true;
 }

@@ -8,6 +8,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using SandboxVM.Core.Catalog;
+using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Templates;
 using SandboxVM.Runtime;
@@ -20,11 +21,11 @@ internal static partial class Endpoints
     {
         app.MapGet("/healthz", () => Results.Json(new { status = "ok" }));
         app.MapGet("/readyz", (IVmRuntime runtime) => Results.Json(new { status = "ready", runtime = runtime.Name }));
-        app.MapGet("/v1/templates", (TemplateCatalog catalog, IVmRuntime runtime) =>
-            Results.Json(new { templates = catalog.All.Select(t => Describe(t, catalog, runtime)).ToList() }));
-        app.MapGet("/v1/templates/{name}", (string name, TemplateCatalog catalog, IVmRuntime runtime) =>
+        app.MapGet("/v1/templates", (TemplateCatalog catalog, IVmRuntime runtime, PoolManager pools) =>
+            Results.Json(new { templates = catalog.All.Select(t => Describe(t, catalog, runtime, pools)).ToList() }));
+        app.MapGet("/v1/templates/{name}", (string name, TemplateCatalog catalog, IVmRuntime runtime, PoolManager pools) =>
             catalog.Find(name) is { } t
-                ? Results.Json(Describe(t, catalog, runtime))
+                ? Results.Json(Describe(t, catalog, runtime, pools))
                 : ProblemResult(404, ProblemCodes.UnknownTemplate, "name", $"unknown template '{name}'"));
         app.MapPost("/v1/run", RunAsync);
     }
@@ -76,7 +77,7 @@ internal static partial class Endpoints
         public Task ExecuteAsync(HttpContext httpContext) => Problems.Write(httpContext, status, code, field, detail);
     }
 
-    private static TemplateInfo Describe(TemplateDefinition t, TemplateCatalog catalog, IVmRuntime runtime)
+    private static TemplateInfo Describe(TemplateDefinition t, TemplateCatalog catalog, IVmRuntime runtime, PoolManager pools)
     {
         string? unavailable = TemplateCatalog.UnavailableReason(t);
         return new TemplateInfo
@@ -93,8 +94,7 @@ internal static partial class Endpoints
             Output = t.Output == OutputMode.TextAndImages ? "text+images" : "text",
             Network = t.Network.Mode == NetworkMode.Proxy ? "proxy" : "none",
             Warmup = t.Warmup.Strategy.ToString().ToLowerInvariant(),
-            // Pools of warm VMs come with the VM runtimes; the process runtime starts one per run.
-            Pool = null,
+            Pool = pools.Status(t.Name) is { } p ? new PoolInfo { Ready = p.Ready, Target = p.Target, Starting = p.Starting, LastError = p.LastError } : null,
             Limits = new TemplateLimitsInfo
             {
                 CompileTimeoutS = t.Limits.CompileTimeoutS,
@@ -154,6 +154,8 @@ internal sealed class PoolInfo
 {
     public int Ready { get; set; }
     public int Target { get; set; }
+    public int Starting { get; set; }
+    public string? LastError { get; set; }
 }
 
 internal sealed class TemplateLimitsInfo

@@ -9,6 +9,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using SandboxVM.Core;
 using SandboxVM.Core.Catalog;
+using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Templates;
 using SandboxVM.Images;
@@ -134,6 +135,9 @@ public static class ServerApp
             };
         });
         services.AddSingleton<VmTracker>();
+        services.AddSingleton(sp => new PoolManager(
+            sp.GetRequiredService<IVmRuntime>(), sp.GetRequiredService<TemplateCatalog>(),
+            sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>()));
         services.AddSingleton<RunService>();
         services.AddHostedService<StartupService>();
     }

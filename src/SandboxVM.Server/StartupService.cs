@@ -2,6 +2,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using SandboxVM.Core;
 using SandboxVM.Core.Catalog;
+using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Runtime;
 
@@ -15,6 +16,7 @@ internal sealed partial class StartupService(
     RuntimeChoice choice,
     IVmRuntime runtime,
     TemplateCatalog catalog,
+    PoolManager pools,
     VmTracker tracker,
     SandboxVmOptions options,
     ILogger<StartupService> logger) : IHostedService
@@ -33,6 +35,11 @@ internal sealed partial class StartupService(
         if (options.BuildTemplatesOnStart)
         {
             _builds = Task.Run(() => BuildAllAsync(_stopping.Token), CancellationToken.None);
+        }
+        if (options.Pools)
+        {
+            // Pools wait for their template's image themselves, so this does not delay start-up.
+            pools.Start(catalog.All.Where(t => TemplateCatalog.UnavailableReason(t) is null));
         }
     }
 
@@ -58,6 +65,7 @@ internal sealed partial class StartupService(
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         await _stopping.CancelAsync();
+        await pools.DisposeAsync();
         await tracker.DisposeAsync();
         await _builds.WaitAsync(TimeSpan.FromSeconds(1), CancellationToken.None).ContinueWith(_ => { }, TaskScheduler.Default);
     }

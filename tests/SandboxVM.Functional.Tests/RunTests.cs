@@ -17,7 +17,7 @@ public class RunTests(ServerFixture server)
         Assert.True(r.Status == "ok", r.ToString());
         Assert.Equal("45\n", r.Output);
         Assert.Equal(0, r.ExitCode);
-        Assert.Equal("process", r.Metrics["vm_source"].GetString());
+        Assert.Contains(r.Metrics["vm_source"].GetString(), new[] { "pool", "process" });
         Assert.True(r.Metrics["total_ms"].GetDouble() >= r.Metrics["run_ms"].GetDouble());
     }
 
@@ -197,6 +197,8 @@ public class RunTests(ServerFixture server)
                 print("stopped", n < 100000)
             """;
         var r = await server.RunAsync(new { template = "python-data-analysis", code, timeout_s = 10 }, Ct);
-        Assert.Contains("stopped True", r.Stdout);
+        Assert.True(r.Stdout.Contains("stopped True"), r.ToString());
+        // The sandbox itself (agent included) survived the bomb and reported normally.
+        Assert.Equal("ok", r.Status);
     }
 }

@@ -1,7 +1,9 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
+using SandboxVM.Core.Pools;
 using SandboxVM.Core.Templates;
 using SandboxVM.Images;
+using SandboxVM.Runtime;
 
 namespace SandboxVM.Core.Catalog;
 
@@ -9,7 +11,7 @@ namespace SandboxVM.Core.Catalog;
 /// The templates this server offers, whether each is usable, and their built images. Concurrent callers
 /// that need the same image share one build; a failed build is retried by the next caller.
 /// </summary>
-public sealed partial class TemplateCatalog
+public sealed partial class TemplateCatalog : IVmSpecProvider
 {
     private readonly TemplateRegistry _registry;
     private readonly ImageBuilder _builder;
@@ -74,6 +76,21 @@ public sealed partial class TemplateCatalog
             _builds.TryRemove(new KeyValuePair<string, Lazy<Task<BuiltImage>>>(key, lazy));
             throw;
         }
+    }
+
+    /// <summary>What the runtime needs to start a sandbox of <paramref name="t"/>, building its image first if needed.</summary>
+    public async Task<VmSpec> GetSpecAsync(TemplateDefinition t, CancellationToken cancellationToken)
+    {
+        var image = await EnsureBuiltAsync(t, null, cancellationToken);
+        return new VmSpec
+        {
+            TemplateName = t.Name,
+            RootfsDir = image.RootfsDir,
+            Vcpus = t.Vcpus,
+            MemoryMib = t.MemoryMib,
+            MaxProcesses = t.Limits.Processes,
+            WritableBytes = t.Limits.FileBytes,
+        };
     }
 
     private async Task<BuiltImage> BuildAsync(ImageSpec spec, IProgress<string>? progress)

@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 using SandboxVM.Core.Catalog;
+using SandboxVM.Core.Pools;
 using SandboxVM.Core.Templates;
 using SandboxVM.Protocol;
 using SandboxVM.Runtime;
@@ -21,17 +22,17 @@ public sealed partial class RunService
     private const string OutputsDir = "/tmp/outputs";
 
     private readonly TemplateCatalog _catalog;
-    private readonly IVmRuntime _runtime;
+    private readonly PoolManager _pools;
     private readonly VmTracker _tracker;
     private readonly SandboxVmOptions _options;
     private readonly ILogger<RunService> _logger;
     private readonly SemaphoreSlim _slots;
     private int _waiting;
 
-    public RunService(TemplateCatalog catalog, IVmRuntime runtime, VmTracker tracker, SandboxVmOptions options, ILogger<RunService> logger)
+    public RunService(TemplateCatalog catalog, PoolManager pools, VmTracker tracker, SandboxVmOptions options, ILogger<RunService> logger)
     {
         _catalog = catalog;
-        _runtime = runtime;
+        _pools = pools;
         _tracker = tracker;
         _options = options;
         _logger = logger;
@@ -42,7 +43,6 @@ public sealed partial class RunService
     {
         var clock = Stopwatch.StartNew();
         var (template, exec) = Validate(request);
-        var image = await _catalog.EnsureBuiltAsync(template, null, cancellationToken);
 
         if (Interlocked.Increment(ref _waiting) > _options.MaxQueuedRuns)
         {
@@ -60,35 +60,32 @@ public sealed partial class RunService
         double queueMs = clock.Elapsed.TotalMilliseconds;
         try
         {
-            RunResult result;
-            IVm? vm = null;
+            RunResult? result = null;
+            LeasedVm? lease = null;
             try
             {
-                vm = await _runtime.StartAsync(ToVmSpec(template, image.RootfsDir), cancellationToken);
+                lease = await _pools.AcquireAsync(template, cancellationToken);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 LogSandboxFailed(_logger, template.Name, e);
                 result = new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started: " + e.Message };
             }
-            if (vm is not null)
+            if (lease is not null)
             {
-                _tracker.Add(vm);
                 try
                 {
-                    result = await ExecuteAsync(vm, template, exec, cancellationToken);
-                    result.Metrics.StartupMs = vm.StartupTime.TotalMilliseconds;
-                    result.Metrics.VmSource = vm.Source.ToString().ToLowerInvariant();
+                    result = await ExecuteAsync(lease.Vm, template, exec, cancellationToken);
+                    // What obtaining the sandbox cost this request: near zero from the pool.
+                    result.Metrics.StartupMs = lease.AcquireTime.TotalMilliseconds;
+                    result.Metrics.VmSource = lease.Source.ToString().ToLowerInvariant();
                 }
                 finally
                 {
-                    _tracker.Release(vm);
+                    _tracker.Release(lease.Vm);
                 }
             }
-            else
-            {
-                result = new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started" };
-            }
+            result ??= new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started" };
             var m = result.Metrics;
             m.QueueMs = queueMs;
             m.TotalMs = clock.Elapsed.TotalMilliseconds;
@@ -221,16 +218,6 @@ public sealed partial class RunService
         }
     }
 
-    private static VmSpec ToVmSpec(TemplateDefinition t, string rootfs) => new()
-    {
-        TemplateName = t.Name,
-        RootfsDir = rootfs,
-        Vcpus = t.Vcpus,
-        MemoryMib = t.MemoryMib,
-        MaxProcesses = t.Limits.Processes,
-        WritableBytes = t.Limits.FileBytes,
-    };
-
     [GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]*$")]
     private static partial Regex EnvName();
 
@@ -279,8 +266,8 @@ public sealed partial class RunService
         {
             Cwd = Home,
             Files = new() { [template.Language.SourceFile] = request.Code },
-            Compile = template.Language.Compile,
-            Run = template.Language.Run,
+            Compile = WithProcessLimit(template.Language.Compile, template.Limits.Processes),
+            Run = WithProcessLimit(template.Language.Run, template.Limits.Processes)!,
             Env = env,
             Stdin = request.Stdin,
             CompileTimeoutMs = (int)(compileTimeout * 1000),
@@ -290,6 +277,13 @@ public sealed partial class RunService
         };
         return (template, exec);
     }
+
+    /// <summary>
+    /// Caps the processes a step may create below the sandbox's own cgroup cap, so a fork bomb meets
+    /// its limit while the agent, which shares the sandbox, still has room to report it.
+    /// </summary>
+    private static List<string>? WithProcessLimit(List<string>? argv, int processes) =>
+        argv is null ? null : ["/usr/bin/prlimit", $"--nproc={processes}", "--", .. argv];
 
     private static double CheckTimeout(double? requested, string field, double fallback, double max)
     {

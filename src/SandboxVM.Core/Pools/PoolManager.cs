@@ -1,0 +1,258 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using SandboxVM.Core.Runs;
+using SandboxVM.Core.Templates;
+using SandboxVM.Runtime;
+
+namespace SandboxVM.Core.Pools;
+
+/// <summary>A VM handed to one caller, and how it was obtained.</summary>
+public sealed record LeasedVm(IVm Vm, VmSource Source, TimeSpan AcquireTime);
+
+/// <summary>What /v1/templates shows about a template's pool.</summary>
+public sealed record PoolStatus(int Ready, int Target, int Starting, string? LastError);
+
+/// <summary>Turns a template into what the runtime needs to start it (building images on first use).</summary>
+public interface IVmSpecProvider
+{
+    Task<VmSpec> GetSpecAsync(TemplateDefinition template, CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// Keeps every <c>pool</c> template at its target number of started, healthy sandboxes and refills in
+/// the background as they are taken, so a request finds one ready. A sandbox is handed to exactly one
+/// caller; one found dead or unresponsive is discarded and replaced. Templates that are not pooled, or
+/// a pool that is empty at the moment, get a sandbox started on demand.
+/// </summary>
+public sealed partial class PoolManager : IAsyncDisposable
+{
+    private readonly IVmRuntime _runtime;
+    private readonly IVmSpecProvider _specs;
+    private readonly VmTracker _tracker;
+    private readonly ILogger<PoolManager> _logger;
+    private readonly ConcurrentDictionary<string, TemplatePool> _pools = new();
+    private readonly CancellationTokenSource _stopping = new();
+    private int _disposed;
+
+    public PoolManager(IVmRuntime runtime, IVmSpecProvider specs, VmTracker tracker, ILogger<PoolManager> logger)
+    {
+        _runtime = runtime;
+        _specs = specs;
+        _tracker = tracker;
+        _logger = logger;
+    }
+
+    /// <summary>Health check a pooled sandbox must pass before it is handed out.</summary>
+    public TimeSpan HealthCheckTimeout { get; init; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Longest wait between attempts when starting sandboxes keeps failing.</summary>
+    public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Starts filling the pool of every template whose warm-up strategy is <c>pool</c>.</summary>
+    public void Start(IEnumerable<TemplateDefinition> templates)
+    {
+        foreach (var t in templates.Where(t => t.Warmup.Strategy == WarmupStrategy.Pool && t.Warmup.PoolSize > 0))
+        {
+            _pools.GetOrAdd(t.Name, _ => new TemplatePool(this, t)).Start(_stopping.Token);
+        }
+    }
+
+    public PoolStatus? Status(string template) => _pools.TryGetValue(template, out var p) ? p.Status : null;
+
+    /// <summary>A sandbox for one caller: from the pool when one is ready, else started now.</summary>
+    public async Task<LeasedVm> AcquireAsync(TemplateDefinition template, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        if (_pools.TryGetValue(template.Name, out var pool))
+        {
+            while (pool.TryTake(out IVm? vm))
+            {
+                if (await IsHealthyAsync(vm, cancellationToken))
+                {
+                    return new LeasedVm(vm, VmSource.Pool, clock.Elapsed);
+                }
+                LogDiscarded(_logger, vm.Id, template.Name);
+                await _tracker.KillAsync(vm);
+            }
+        }
+        IVm fresh = await StartAsync(template, cancellationToken);
+        return new LeasedVm(fresh, fresh.Source, clock.Elapsed);
+    }
+
+    private async Task<IVm> StartAsync(TemplateDefinition template, CancellationToken cancellationToken)
+    {
+        VmSpec spec = await _specs.GetSpecAsync(template, cancellationToken);
+        IVm vm = await _runtime.StartAsync(spec, cancellationToken);
+        _tracker.Add(vm);
+        return vm;
+    }
+
+    private async Task<bool> IsHealthyAsync(IVm vm, CancellationToken cancellationToken)
+    {
+        if (vm.Exited.IsCompleted)
+        {
+            return false;
+        }
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(HealthCheckTimeout);
+            await vm.Agent.PingAsync(timeout.Token);
+            return true;
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Stops refilling and ends every pooled sandbox. Safe to call more than once.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        await _stopping.CancelAsync();
+        await Task.WhenAll(_pools.Values.Select(p => p.StopAsync()));
+    }
+
+    /// <summary>One template's ready sandboxes and the loop that refills them.</summary>
+    private sealed class TemplatePool(PoolManager owner, TemplateDefinition template)
+    {
+        private readonly Queue<IVm> _ready = new();
+        private readonly SemaphoreSlim _wake = new(0);
+        private Task _loop = Task.CompletedTask;
+        private int _starting;
+        private string? _lastError;
+
+        public PoolStatus Status
+        {
+            get
+            {
+                lock (_ready)
+                {
+                    return new PoolStatus(_ready.Count(v => !v.Exited.IsCompleted), template.Warmup.PoolSize, _starting, _lastError);
+                }
+            }
+        }
+
+        public void Start(CancellationToken stopping) => _loop = Task.Run(() => RefillLoopAsync(stopping), CancellationToken.None);
+
+        public bool TryTake([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out IVm? vm)
+        {
+            lock (_ready)
+            {
+                _ready.TryDequeue(out vm);
+            }
+            _wake.Release();
+            return vm is not null;
+        }
+
+        private int ReadyOrStarting()
+        {
+            lock (_ready)
+            {
+                return _ready.Count(v => !v.Exited.IsCompleted) + _starting;
+            }
+        }
+
+        private async Task RefillLoopAsync(CancellationToken stopping)
+        {
+            var backoff = TimeSpan.FromMilliseconds(250);
+            while (!stopping.IsCancellationRequested)
+            {
+                if (ReadyOrStarting() >= template.Warmup.PoolSize)
+                {
+                    try
+                    {
+                        // Woken by a take, or periodically to notice sandboxes that died while waiting.
+                        await _wake.WaitAsync(TimeSpan.FromSeconds(5), stopping);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        break;
+                    }
+                    DropDead();
+                    continue;
+                }
+                Interlocked.Increment(ref _starting);
+                try
+                {
+                    IVm vm = await owner.StartAsync(template, stopping);
+                    lock (_ready)
+                    {
+                        _ready.Enqueue(vm);
+                        _lastError = null;
+                    }
+                    _ = vm.Exited.ContinueWith(_ => _wake.Release(), TaskScheduler.Default);
+                    backoff = TimeSpan.FromMilliseconds(250);
+                }
+                catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+                {
+                    break;
+                }
+                catch (Exception e)
+                {
+                    _lastError = e.Message;
+                    LogRefillFailed(owner._logger, template.Name, backoff.TotalSeconds, e);
+                    try
+                    {
+                        await Task.Delay(backoff, stopping);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        break;
+                    }
+                    backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, owner.MaxBackoff.Ticks));
+                }
+                finally
+                {
+                    Interlocked.Decrement(ref _starting);
+                }
+            }
+        }
+
+        private void DropDead()
+        {
+            List<IVm> dead;
+            lock (_ready)
+            {
+                dead = _ready.Where(v => v.Exited.IsCompleted).ToList();
+                if (dead.Count == 0)
+                {
+                    return;
+                }
+                var alive = _ready.Where(v => !v.Exited.IsCompleted).ToList();
+                _ready.Clear();
+                alive.ForEach(_ready.Enqueue);
+            }
+            foreach (var vm in dead)
+            {
+                owner._tracker.Release(vm);
+            }
+        }
+
+        public async Task StopAsync()
+        {
+            await _loop;
+            List<IVm> left;
+            lock (_ready)
+            {
+                left = [.. _ready];
+                _ready.Clear();
+            }
+            foreach (var vm in left)
+            {
+                await owner._tracker.KillAsync(vm);
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "pooled sandbox {Id} of {Template} failed its health check; discarded")]
+    private static partial void LogDiscarded(ILogger logger, string id, string template);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "refilling the pool of {Template} failed; retrying in {Seconds} s")]
+    private static partial void LogRefillFailed(ILogger logger, string template, double seconds, Exception e);
+}

@@ -1,0 +1,111 @@
+using System.IO.Pipes;
+using SandboxVM.Protocol;
+using SandboxVM.Runtime;
+using SandboxVM.Runtime.Agent;
+
+namespace SandboxVM.Core.Tests.Pools;
+
+/// <summary>A runtime whose sandboxes are in-process fake agents that answer hello and ping.</summary>
+internal sealed class FakeRuntime : IVmRuntime
+{
+    private int _started;
+
+    public string Name => "fake";
+    public RuntimeCapabilities Capabilities { get; } = new(IsolationLevel.Vm, true, false, true);
+    public string? Accel => null;
+    public int Started => _started;
+    public List<FakeVm> Vms { get; } = [];
+    public Func<int, Exception?> FailStart { get; set; } = _ => null;
+
+    public async Task<IVm> StartAsync(VmSpec spec, CancellationToken cancellationToken)
+    {
+        int n = Interlocked.Increment(ref _started);
+        if (FailStart(n) is { } e)
+        {
+            throw e;
+        }
+        var vm = new FakeVm($"fake-{n}", spec.TemplateName);
+        await vm.Agent.HelloAsync(cancellationToken);
+        lock (Vms)
+        {
+            Vms.Add(vm);
+        }
+        return vm;
+    }
+
+    public Task<int> CleanupLeftoversAsync(CancellationToken cancellationToken) => Task.FromResult(0);
+}
+
+internal sealed class FakeVm : IVm
+{
+    private readonly AnonymousPipeServerStream _toAgent = new(PipeDirection.Out);
+    private readonly AnonymousPipeServerStream _fromAgent = new(PipeDirection.In);
+    private readonly AnonymousPipeClientStream _agentIn;
+    private readonly AnonymousPipeClientStream _agentOut;
+    private readonly TaskCompletionSource _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Task _agentLoop;
+
+    public FakeVm(string id, string template)
+    {
+        Id = id;
+        TemplateName = template;
+        _agentIn = new AnonymousPipeClientStream(PipeDirection.In, _toAgent.ClientSafePipeHandle);
+        _agentOut = new AnonymousPipeClientStream(PipeDirection.Out, _fromAgent.ClientSafePipeHandle);
+        Agent = new AgentClient(_fromAgent, _toAgent);
+        _agentLoop = Task.Run(ServeAsync);
+    }
+
+    public string Id { get; }
+    public string TemplateName { get; }
+    public VmSource Source => VmSource.Restore;
+    public AgentClient Agent { get; }
+    public TimeSpan StartupTime => TimeSpan.Zero;
+    public Task Exited => _exited.Task;
+    public bool Disposed { get; private set; }
+    /// <summary>When set, the fake agent stops answering pings (a hung guest).</summary>
+    public volatile bool Hung;
+
+    public VmUsage ReadUsage() => new(0, null);
+
+    public void Die() => _exited.TrySetResult();
+
+    private async Task ServeAsync()
+    {
+        var reader = new FrameReader(_agentIn);
+        var writer = new FrameWriter(_agentOut);
+        try
+        {
+            while (true)
+            {
+                var r = await reader.ReadAsync();
+                if (r.Outcome == ReadOutcome.EndOfStream)
+                {
+                    return;
+                }
+                if (r.Frame.Type == FrameType.Hello)
+                {
+                    await writer.WriteJsonAsync(FrameType.HelloReply, 0, new HelloReply { ProtocolVersion = ProtocolInfo.Version }, ProtocolJson.Default.HelloReply);
+                }
+                else if (r.Frame.Type == FrameType.Request && !Hung)
+                {
+                    await writer.WriteJsonAsync(FrameType.Response, r.Frame.Id, new OkBody(), ProtocolJson.Default.OkBody);
+                }
+            }
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Disposed = true;
+        _exited.TrySetResult();
+        _toAgent.Dispose();
+        _agentOut.Dispose();
+        await Agent.DisposeAsync();
+        _agentIn.Dispose();
+        _fromAgent.Dispose();
+        await _agentLoop.WaitAsync(TimeSpan.FromSeconds(2)).ContinueWith(_ => { }, TaskScheduler.Default);
+    }
+}

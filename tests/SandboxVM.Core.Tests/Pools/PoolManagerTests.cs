@@ -1,0 +1,143 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using SandboxVM.Core.Pools;
+using SandboxVM.Core.Runs;
+using SandboxVM.Core.Templates;
+using SandboxVM.Runtime;
+
+namespace SandboxVM.Core.Tests.Pools;
+
+public class PoolManagerTests : IAsyncLifetime
+{
+    private readonly FakeRuntime _runtime = new();
+    private readonly VmTracker _tracker = new(NullLogger<VmTracker>.Instance);
+    private PoolManager _pools = null!;
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private sealed class Specs : IVmSpecProvider
+    {
+        public Task<VmSpec> GetSpecAsync(TemplateDefinition template, CancellationToken cancellationToken) =>
+            Task.FromResult(new VmSpec { TemplateName = template.Name, RootfsDir = "/nonexistent" });
+    }
+
+    private static TemplateDefinition Template(string name, WarmupStrategy strategy, int size) => new()
+    {
+        Name = name,
+        Source = new TemplateSource(),
+        Language = new LanguageRecipe { Name = "x", SourceFile = "x", Run = ["x"] },
+        Warmup = new WarmupPolicy { Strategy = strategy, PoolSize = size },
+    };
+
+    public ValueTask InitializeAsync()
+    {
+        _pools = new PoolManager(_runtime, new Specs(), _tracker, NullLogger<PoolManager>.Instance)
+        {
+            MaxBackoff = TimeSpan.FromMilliseconds(50),
+            HealthCheckTimeout = TimeSpan.FromMilliseconds(300),
+        };
+        return ValueTask.CompletedTask;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _pools.DisposeAsync();
+        await _tracker.DisposeAsync();
+    }
+
+    private async Task WaitForReadyAsync(string template, int ready)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (_pools.Status(template)!.Ready != ready)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"pool of {template} has {_pools.Status(template)} and not {ready} ready");
+            await Task.Delay(10, Ct);
+        }
+    }
+
+    [Fact]
+    public async Task Pool_FillsToItsTarget_AndRefillsAfterATake()
+    {
+        var t = Template("py", WarmupStrategy.Pool, 3);
+        _pools.Start([t]);
+        await WaitForReadyAsync("py", 3);
+
+        var lease = await _pools.AcquireAsync(t, Ct);
+        Assert.Equal(VmSource.Pool, lease.Source);
+        await WaitForReadyAsync("py", 3);
+        Assert.Equal(4, _runtime.Started);
+        _tracker.Release(lease.Vm);
+    }
+
+    [Fact]
+    public async Task ConcurrentTakes_NeverHandOneVmToTwoCallers()
+    {
+        var t = Template("py", WarmupStrategy.Pool, 4);
+        _pools.Start([t]);
+        await WaitForReadyAsync("py", 4);
+
+        var leases = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => _pools.AcquireAsync(t, Ct)));
+        Assert.Equal(8, leases.Select(l => l.Vm.Id).Distinct().Count());
+        Assert.Equal(4, leases.Count(l => l.Source == VmSource.Pool));
+        foreach (var l in leases)
+        {
+            _tracker.Release(l.Vm);
+        }
+    }
+
+    [Fact]
+    public async Task DeadOrHungVm_IsDiscarded_AndReplaced()
+    {
+        var t = Template("py", WarmupStrategy.Pool, 2);
+        _pools.Start([t]);
+        await WaitForReadyAsync("py", 2);
+        FakeVm first, second;
+        lock (_runtime.Vms)
+        {
+            (first, second) = (_runtime.Vms[0], _runtime.Vms[1]);
+        }
+        first.Die();
+        second.Hung = true;
+
+        var lease = await _pools.AcquireAsync(t, Ct);
+        Assert.NotEqual(first.Id, lease.Vm.Id);
+        Assert.NotEqual(second.Id, lease.Vm.Id);
+        Assert.True(second.Disposed, "the hung VM was not ended");
+        await WaitForReadyAsync("py", 2);
+        _tracker.Release(lease.Vm);
+    }
+
+    [Fact]
+    public async Task ColdTemplate_IsStartedOnDemand_AndNotPooled()
+    {
+        var t = Template("c", WarmupStrategy.Cold, 2);
+        _pools.Start([t]);
+        Assert.Null(_pools.Status("c"));
+        var lease = await _pools.AcquireAsync(t, Ct);
+        Assert.Equal(VmSource.Restore, lease.Source);
+        Assert.Equal(1, _runtime.Started);
+        _tracker.Release(lease.Vm);
+    }
+
+    [Fact]
+    public async Task FailingStarts_AreRetried_AndReportedInTheStatus()
+    {
+        _runtime.FailStart = n => n <= 3 ? new InvalidOperationException("boom " + n) : null;
+        var t = Template("py", WarmupStrategy.Pool, 1);
+        _pools.Start([t]);
+        await WaitForReadyAsync("py", 1);
+        Assert.Null(_pools.Status("py")!.LastError);
+        Assert.Equal(4, _runtime.Started);
+    }
+
+    [Fact]
+    public async Task Dispose_EndsEveryPooledVm()
+    {
+        var t = Template("py", WarmupStrategy.Pool, 2);
+        _pools.Start([t]);
+        await WaitForReadyAsync("py", 2);
+        await _pools.DisposeAsync();
+        lock (_runtime.Vms)
+        {
+            Assert.All(_runtime.Vms, v => Assert.True(v.Disposed));
+        }
+    }
+}
