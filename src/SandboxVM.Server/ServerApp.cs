@@ -45,6 +45,8 @@ public static class ServerApp
             o.SingleLine = true;
             o.TimestampFormat = "HH:mm:ss.fff ";
         });
+        // Per-request framework logs drown the sandbox events; raise them with Logging__LogLevel__Microsoft.AspNetCore.
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         var options = LoadOptions(builder.Configuration);
         configure?.Invoke(options);
         builder.WebHost.UseUrls(url ?? builder.Configuration["urls"] ?? DefaultUrl);
