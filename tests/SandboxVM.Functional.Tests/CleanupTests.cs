@@ -1,7 +1,8 @@
 namespace SandboxVM.Functional.Tests;
 
 /// <summary>Whatever a program leaves running is gone once its run is over: nothing leaks onto the host.</summary>
-public class CleanupTests(ServerFixture server)
+[Collection(ProcessServer.Collection)]
+public class CleanupTests(ProcessServer server)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 

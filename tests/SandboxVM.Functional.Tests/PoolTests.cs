@@ -3,7 +3,7 @@ using System.Text.Json;
 namespace SandboxVM.Functional.Tests;
 
 /// <summary>Warm sandboxes wait for requests; /v1/templates shows the pool and runs say where their sandbox came from.</summary>
-public class PoolTests(ServerFixture server)
+public abstract class PoolScenarios(ServerFixture server)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
@@ -39,3 +39,6 @@ public class PoolTests(ServerFixture server)
         await WaitForFullPoolAsync("cpp-algorithm");
     }
 }
+
+[Collection(ProcessServer.Collection)]
+public sealed class ProcessPoolTests(ProcessServer server) : PoolScenarios(server);

@@ -6,7 +6,7 @@ using System.Security.Cryptography;
 namespace SandboxVM.Functional.Tests;
 
 /// <summary>What a user does with POST /v1/run, through the real server and real sandboxes (process runtime).</summary>
-public class RunTests(ServerFixture server)
+public abstract class RunScenarios(ServerFixture server)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
@@ -202,3 +202,6 @@ public class RunTests(ServerFixture server)
         Assert.Equal("ok", r.Status);
     }
 }
+
+[Collection(ProcessServer.Collection)]
+public sealed class ProcessRunTests(ProcessServer server) : RunScenarios(server);

@@ -7,17 +7,18 @@ using Microsoft.Extensions.DependencyInjection;
 using SandboxVM.Core.Catalog;
 using SandboxVM.Core.Runs;
 
-[assembly: AssemblyFixture(typeof(SandboxVM.Functional.Tests.ServerFixture))]
-
 namespace SandboxVM.Functional.Tests;
 
 /// <summary>
-/// One real server on a loopback port, on the process runtime, with the built-in templates built
-/// (from the cache when unchanged), shared by every functional test. Stopping it ends every sandbox.
+/// One real server on a loopback port with the built-in templates built (from the cache when
+/// unchanged), shared by the tests of one runtime's collection. Stopping it ends every sandbox.
 /// </summary>
-public sealed class ServerFixture : IAsyncLifetime
+public abstract class ServerFixture : IAsyncLifetime
 {
     private WebApplication? _app;
+
+    /// <summary>The runtime every sandbox of this server uses.</summary>
+    public abstract string Runtime { get; }
 
     public HttpClient Http { get; private set; } = null!;
     public string BaseUrl { get; private set; } = "";
@@ -37,7 +38,7 @@ public sealed class ServerFixture : IAsyncLifetime
         }
         _app = SandboxVM.Server.ServerApp.Build([], o =>
         {
-            o.Runtime = "process";
+            o.Runtime = Runtime;
             o.AgentPath = agent;
             o.BuildTemplatesOnStart = false;
             o.TemplateDirectories = [Path.Combine(RepoRoot(), "templates")];
@@ -93,6 +94,17 @@ public sealed class ServerFixture : IAsyncLifetime
         }
     }
 }
+
+/// <summary>The process runtime (bubblewrap): runs everywhere, fast.</summary>
+public sealed class ProcessServer : ServerFixture
+{
+    public const string Collection = "process runtime";
+
+    public override string Runtime => "process";
+}
+
+[CollectionDefinition(ProcessServer.Collection)]
+public sealed class ProcessCollection : ICollectionFixture<ProcessServer>;
 
 /// <summary>The RunResult as a caller reads it off the wire (deliberately not the server's own type).</summary>
 public sealed class RunResultDto

@@ -6,7 +6,8 @@ using System.Text.Json;
 namespace SandboxVM.Functional.Tests;
 
 /// <summary>Bad input gets a 400-class problem+json naming what is wrong; nothing reaches a sandbox.</summary>
-public class ValidationTests(ServerFixture server)
+[Collection(ProcessServer.Collection)]
+public class ValidationTests(ProcessServer server)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
