@@ -7,6 +7,8 @@ packages=(
   util-linux      # setpriv, setsid
   mmdebstrap      # template rootfs builds
   e2fsprogs       # mkfs.ext4 -d for VM root disks
+  qemu-system-x86 # qemu runtime (KVM when usable, else TCG)
+  kmod            # modinfo: guest kernel module order
   gcc binutils libc6-dev  # NativeAOT link of the guest agent (clang is used instead when present)
   python3
 )
