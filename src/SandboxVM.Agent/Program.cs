@@ -42,6 +42,8 @@ if (options.IsStdio)
     using var input = new FileStream(new SafeFileHandle(0, ownsHandle: false), FileAccess.Read, bufferSize: 0);
     using var output = new FileStream(new SafeFileHandle(1, ownsHandle: false), FileAccess.Write, bufferSize: 0);
     await new AgentServer(state, input, output).RunAsync(CancellationToken.None);
+    // The host is gone and so is the sandbox: no warm interpreter to keep.
+    state.ForkServers.StopAll();
     return 0;
 }
 

@@ -11,7 +11,7 @@ internal static class DoctorCommand
         command.SetAction(_ =>
         {
             var h = HostFacts.Probe();
-            Line("/dev/kvm", h.KvmUsable ? "usable" : h.KvmPresent ? "present but not usable (permissions?)" : "missing (no hardware virtualization here)");
+            Line("/dev/kvm", h.KvmUsable ? "usable" : h.KvmPresent ? "present but not usable (no permission, or QEMU cannot run a guest with it)" : "missing (no hardware virtualization here)");
             Line("firecracker", h.FirecrackerPath ?? "not installed");
             Line("qemu-system-x86_64", h.QemuPath ?? "not installed (apt-get install qemu-system-x86)");
             Line("bubblewrap", h.BwrapPath ?? "not installed (apt-get install bubblewrap)");

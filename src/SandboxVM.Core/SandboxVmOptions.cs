@@ -9,8 +9,14 @@ public sealed class SandboxVmOptions
     /// <summary>Where built images live, keyed by content hash. Outside any checkout so it survives clones.</summary>
     public string CacheDir { get; set; } = "/var/cache/sandboxvm";
 
+    /// <summary>Snapshots of template VMs (guest RAM and device state): tmpfs is best, so restores map RAM pages.</summary>
+    public string SnapshotDir { get; set; } = "/dev/shm/sandboxvm";
+
     /// <summary>auto, process, qemu or firecracker.</summary>
     public string Runtime { get; set; } = "auto";
+
+    /// <summary>Acceleration for VM runtimes: auto (kvm when KVM can create a VM here, else tcg), kvm or tcg.</summary>
+    public string Accel { get; set; } = "auto";
 
     /// <summary>Host path of the published NativeAOT agent binary injected into every rootfs.</summary>
     public string? AgentPath { get; set; }

@@ -75,6 +75,26 @@ public sealed class ExecRequest
     public long OutputLimitBytes { get; set; } = 1 << 20;
     /// <summary>Directory whose files are the run's artifacts; emptied and created before the run.</summary>
     public string OutputsDir { get; set; } = "/tmp/outputs";
+    /// <summary>
+    /// Run the run step in a warm Python interpreter (a fork server the agent keeps for the life of the
+    /// sandbox) instead of starting a process; null = a plain process. Falls back to a plain process
+    /// whenever the fork server cannot be used.
+    /// </summary>
+    public ForkServerRequest? ForkServer { get; set; }
+}
+
+/// <summary>
+/// How the run step uses the agent's fork server. <see cref="ExecRequest.Run"/> is read as
+/// <c>INTERPRETER... SCRIPT ARGS...</c>: the fork server is started as <c>INTERPRETER...</c> (same
+/// program, flags and wrappers, such as prlimit), and the step's child runs SCRIPT as <c>__main__</c>
+/// with <c>sys.argv = [SCRIPT, ARGS...]</c>, the step's cwd, environment and stdio.
+/// </summary>
+public sealed class ForkServerRequest
+{
+    /// <summary>Modules the server imports once before it serves (e.g. numpy, pandas, matplotlib.pyplot).</summary>
+    public List<string> Preload { get; set; } = [];
+    /// <summary>The element of <see cref="ExecRequest.Run"/> naming the Python file (its last occurrence counts); empty = the last element.</summary>
+    public string Script { get; set; } = "";
 }
 
 /// <summary>How a step ended.</summary>
@@ -100,6 +120,8 @@ public sealed class StepResult
     public long DurationMs { get; set; }
     public long StdoutBytes { get; set; }
     public long StderrBytes { get; set; }
+    /// <summary>True when the step ran as a child of the fork server (see <see cref="ExecRequest.ForkServer"/>).</summary>
+    public bool Forked { get; set; }
 }
 
 /// <summary>Response of exec.</summary>

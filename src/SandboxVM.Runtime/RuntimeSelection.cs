@@ -16,11 +16,13 @@ public sealed record HostFacts(
     public static HostFacts Probe()
     {
         bool kvm = File.Exists("/dev/kvm");
+        string? qemu = FindOnPath("qemu-system-x86_64");
         return new HostFacts(
             KvmPresent: kvm,
-            KvmUsable: kvm && Native.KvmCanCreateVm(),
+            // The ioctl check is cheap; the guest run settles cases where the kernel says yes but QEMU cannot.
+            KvmUsable: kvm && Native.KvmCanCreateVm() && (qemu is null || KvmProbe.QemuCanUseKvm(qemu, TimeSpan.FromSeconds(5))),
             FirecrackerPath: FindOnPath("firecracker"),
-            QemuPath: FindOnPath("qemu-system-x86_64"),
+            QemuPath: qemu,
             BwrapPath: FindOnPath("bwrap"),
             MmdebstrapPath: FindOnPath("mmdebstrap"),
             Cgroups: new CgroupManager().Version,
@@ -47,8 +49,20 @@ public static class RuntimeSelector
     /// <summary>Runtimes implemented in this build.</summary>
     public static IReadOnlySet<string> Implemented { get; } = new HashSet<string> { "process" };
 
-    public static RuntimeChoice Choose(string requested, HostFacts host)
+    /// <param name="requested">auto, firecracker, qemu or process.</param>
+    /// <param name="host">What this host offers.</param>
+    /// <param name="accel">auto, kvm or tcg: forces the acceleration of a VM runtime (tcg proves the no-KVM path on a KVM host).</param>
+    public static RuntimeChoice Choose(string requested, HostFacts host, string accel = "auto")
     {
+        if (accel is not ("auto" or "kvm" or "tcg"))
+        {
+            throw new ArgumentException($"unknown accel '{accel}' (expected auto, kvm or tcg)", nameof(accel));
+        }
+        if (accel == "kvm" && !host.KvmUsable)
+        {
+            throw new InvalidOperationException("accel 'kvm' was requested but KVM cannot create a VM on this host");
+        }
+        bool kvm = accel == "kvm" || (accel == "auto" && host.KvmUsable);
         var notes = new List<string>();
         switch (requested)
         {
@@ -56,19 +70,19 @@ public static class RuntimeSelector
                 return host.BwrapPath is null
                     ? throw new InvalidOperationException("runtime 'process' needs bubblewrap (apt-get install bubblewrap)")
                     : new RuntimeChoice("process", null, "requested explicitly; shared-kernel isolation (bubblewrap)");
-            case "qemu" or "firecracker":
-                if (!Implemented.Contains(requested))
-                {
-                    throw new InvalidOperationException($"runtime '{requested}' is not implemented in this build yet");
-                }
-                break;
+            case "qemu":
+                return host.QemuPath is null
+                    ? throw new InvalidOperationException("runtime 'qemu' needs qemu-system-x86_64 (apt-get install qemu-system-x86)")
+                    : new RuntimeChoice("qemu", kvm ? "kvm" : "tcg", $"requested explicitly; qemu with {(kvm ? "kvm" : "tcg")}");
+            case "firecracker":
+                throw new InvalidOperationException("runtime 'firecracker' is not implemented in this build yet");
             case "auto":
                 break;
             default:
                 throw new ArgumentException($"unknown runtime '{requested}' (expected auto, firecracker, qemu or process)", nameof(requested));
         }
 
-        if (host.KvmUsable && host.FirecrackerPath is not null)
+        if (kvm && host.FirecrackerPath is not null)
         {
             if (Implemented.Contains("firecracker"))
             {
@@ -78,16 +92,17 @@ public static class RuntimeSelector
         }
         else
         {
-            notes.Add(host.KvmUsable ? "no firecracker binary" : host.KvmPresent ? "/dev/kvm is not usable" : "no /dev/kvm");
+            notes.Add(!kvm && host.KvmUsable ? "KVM not used (accel tcg requested)"
+                : kvm ? "no firecracker binary" : host.KvmPresent ? "/dev/kvm is not usable" : "no /dev/kvm");
         }
-        string accel = host.KvmUsable ? "kvm" : "tcg";
+        string qemuAccel = kvm ? "kvm" : "tcg";
         if (host.QemuPath is not null)
         {
             if (Implemented.Contains("qemu"))
             {
-                return new RuntimeChoice("qemu", accel, string.Join("; ", notes.Append($"qemu with {accel}")));
+                return new RuntimeChoice("qemu", qemuAccel, string.Join("; ", notes.Append($"qemu with {qemuAccel}")));
             }
-            notes.Add($"qemu ({accel}) is installed but the qemu runtime is not implemented yet");
+            notes.Add($"qemu ({qemuAccel}) is installed but the qemu runtime is not implemented yet");
         }
         else
         {

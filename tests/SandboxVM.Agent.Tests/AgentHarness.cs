@@ -112,6 +112,8 @@ internal sealed class AgentHarness : IAsyncDisposable
         {
             start.ArgumentList.Add(arg);
         }
+        // Fork server directories land under the test's root, which disposal deletes even after a kill.
+        start.Environment["TMPDIR"] = root;
         var process = Process.Start(start) ?? throw new InvalidOperationException("agent did not start");
         var harness = new AgentHarness(process, root);
         process.ErrorDataReceived += (_, e) =>

@@ -38,6 +38,9 @@ internal static unsafe partial class Libc
     private const int EAgain = 11;
     private const int EPipe = 32;
     private const int ENotDir = 20;
+    private const int EPerm = 1;
+    private const int ESrch = 3;
+    private const int EConnRefused = 111;
 
     private const int OCloExec = 0x80000;
     private const int ONonBlock = 0x800;
@@ -60,6 +63,16 @@ internal static unsafe partial class Libc
     private const uint StatxBasicStats = 0x7ff;
     private const int ClockRealtime = 0;
 
+    private const int AfUnix = 1;
+    private const int SockStream = 1;
+    private const int SockNonBlock = 0x800;
+    private const int SockCloExec = 0x80000;
+    private const int SolSocket = 1;
+    private const int ScmRights = 1;
+    private const int MsgNoSignal = 0x4000;
+    /// <summary>sizeof(sockaddr_un.sun_path).</summary>
+    public const int MaxUnixPathBytes = 108;
+
     // Opaque libc objects are allocated with room to spare: glibc's are 80 (file actions),
     // 336 (spawnattr) and 128 (sigset_t) bytes; musl's are smaller.
     private const int OpaqueSize = 1024;
@@ -78,6 +91,35 @@ internal static unsafe partial class Libc
         public long Seconds;
         public long Nanoseconds;
     }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct IoVec
+    {
+        public void* Base;
+        public nuint Length;
+    }
+
+    /// <summary>struct msghdr of glibc on LP64 (musl's int fields with padding read the same on little-endian).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct MsgHdr
+    {
+        public void* Name;
+        public uint NameLength;
+        public IoVec* Iov;
+        public nuint IovLength;
+        public void* Control;
+        public nuint ControlLength;
+        public int Flags;
+    }
+
+    [LibraryImport(LibName, EntryPoint = "socket", SetLastError = true)]
+    private static partial int SysSocket(int domain, int type, int protocol);
+
+    [LibraryImport(LibName, EntryPoint = "connect", SetLastError = true)]
+    private static partial int SysConnect(int fd, byte* address, uint addressLength);
+
+    [LibraryImport(LibName, EntryPoint = "sendmsg", SetLastError = true)]
+    private static partial nint SysSendMsg(int fd, MsgHdr* message, int flags);
 
     [LibraryImport(LibName, EntryPoint = "kill", SetLastError = true)]
     private static partial int SysKill(int pid, int sig);
@@ -161,6 +203,10 @@ internal static unsafe partial class Libc
 
     /// <summary>SIGKILL to one process. Only call while the pid is known not to be reaped yet.</summary>
     public static bool KillProcess(int pid) => pid > 1 && SysKill(pid, SigKill) == 0;
+
+    /// <summary>True while process group <paramref name="pgid"/> has a member (zombies included).</summary>
+    public static bool GroupExists(int pgid) =>
+        pgid > 1 && (SysKill(-pgid, 0) == 0 || Marshal.GetLastPInvokeError() == EPerm);
 
     /// <summary>Process group of <paramref name="pid"/>, or -1 when there is no such process.</summary>
     public static int GetProcessGroup(int pid) => SysGetPgid(pid);
@@ -373,6 +419,171 @@ internal static unsafe partial class Libc
         }
     }
 
+    /// <summary>
+    /// Three close-on-exec pipes for a child's stdio. The agent keeps the write end of stdin (non-blocking,
+    /// like <see cref="Spawn"/>'s) and the read ends of stdout and stderr; the child's ends are handed on.
+    /// </summary>
+    public static void CreateStdioPipes(out SafeFileHandle stdinWrite, out SafeFileHandle stdoutRead, out SafeFileHandle stderrRead,
+        out SafeFileHandle childStdin, out SafeFileHandle childStdout, out SafeFileHandle childStderr)
+    {
+        int* fds = stackalloc int[6];
+        for (int i = 0; i < 6; i++)
+        {
+            fds[i] = -1;
+        }
+        try
+        {
+            for (int i = 0; i < 3; i++)
+            {
+                if (SysPipe2(fds + 2 * i, OCloExec) != 0)
+                {
+                    throw new IOException($"pipe2 failed: errno {Marshal.GetLastPInvokeError()}");
+                }
+            }
+            int flags = SysFcntl(fds[1], FGetFl, 0);
+            if (flags < 0 || SysFcntl(fds[1], FSetFl, flags | ONonBlock) != 0)
+            {
+                throw new IOException($"fcntl failed: errno {Marshal.GetLastPInvokeError()}");
+            }
+        }
+        catch
+        {
+            for (int i = 0; i < 6; i++)
+            {
+                if (fds[i] >= 0)
+                {
+                    SysClose(fds[i]);
+                }
+            }
+            throw;
+        }
+        // fds: [0]=stdin read (child), [1]=stdin write (agent), [2]=stdout read (agent),
+        // [3]=stdout write (child), [4]=stderr read (agent), [5]=stderr write (child).
+        childStdin = new SafeFileHandle(fds[0], ownsHandle: true);
+        stdinWrite = new SafeFileHandle(fds[1], ownsHandle: true);
+        stdoutRead = new SafeFileHandle(fds[2], ownsHandle: true);
+        childStdout = new SafeFileHandle(fds[3], ownsHandle: true);
+        stderrRead = new SafeFileHandle(fds[4], ownsHandle: true);
+        childStderr = new SafeFileHandle(fds[5], ownsHandle: true);
+    }
+
+    /// <summary>
+    /// A non-blocking, close-on-exec stream socket connected to the unix socket at <paramref name="path"/>.
+    /// Throws <see cref="IOException"/> when nobody listens there (or its backlog is full).
+    /// </summary>
+    public static SafeFileHandle ConnectUnix(string path)
+    {
+        byte[] pathBytes = System.Text.Encoding.UTF8.GetBytes(path);
+        if (pathBytes.Length >= MaxUnixPathBytes)
+        {
+            throw new IOException($"socket path {path} is longer than {MaxUnixPathBytes - 1} bytes");
+        }
+        int fd = SysSocket(AfUnix, SockStream | SockNonBlock | SockCloExec, 0);
+        if (fd < 0)
+        {
+            throw new IOException($"socket failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+        // struct sockaddr_un: sa_family_t (u16) then the NUL-terminated path.
+        byte* address = stackalloc byte[2 + MaxUnixPathBytes];
+        new Span<byte>(address, 2 + MaxUnixPathBytes).Clear();
+        *(ushort*)address = AfUnix;
+        pathBytes.CopyTo(new Span<byte>(address + 2, MaxUnixPathBytes));
+        if (SysConnect(fd, address, (uint)(2 + pathBytes.Length + 1)) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            SysClose(fd);
+            throw new IOException($"cannot connect to {path}: {DescribeErrno(errno)}");
+        }
+        return new SafeFileHandle(fd, ownsHandle: true);
+    }
+
+    /// <summary>
+    /// Writes all of <paramref name="data"/> to a non-blocking stream socket, with <paramref name="fds"/>
+    /// attached to the first bytes (SCM_RIGHTS). Throws <see cref="IOException"/> when the peer is gone
+    /// or has not taken everything within <paramref name="timeoutMs"/>.
+    /// </summary>
+    public static void SendWithFds(SafeFileHandle socket, ReadOnlySpan<byte> data, ReadOnlySpan<SafeFileHandle> fds, int timeoutMs)
+    {
+        const int MaxFds = 8;
+        if (fds.Length > MaxFds)
+        {
+            throw new ArgumentException($"at most {MaxFds} file descriptors", nameof(fds));
+        }
+        // One cmsghdr (size_t length, int level, int type: 16 bytes) followed by the fds, padded to 8.
+        int controlLength = 16 + (fds.Length * sizeof(int) + 7) / 8 * 8;
+        byte* control = stackalloc byte[16 + MaxFds * sizeof(int)];
+        new Span<byte>(control, 16 + MaxFds * sizeof(int)).Clear();
+        *(nuint*)control = (nuint)(16 + fds.Length * sizeof(int));
+        *(int*)(control + 8) = SolSocket;
+        *(int*)(control + 12) = ScmRights;
+
+        var added = new bool[fds.Length];
+        bool socketAdded = false;
+        try
+        {
+            socket.DangerousAddRef(ref socketAdded);
+            for (int i = 0; i < fds.Length; i++)
+            {
+                fds[i].DangerousAddRef(ref added[i]);
+                ((int*)(control + 16))[i] = (int)fds[i].DangerousGetHandle();
+            }
+            int fd = (int)socket.DangerousGetHandle();
+            long deadline = Environment.TickCount64 + timeoutMs;
+            int offset = 0;
+            bool fdsSent = fds.Length == 0;
+            while (offset < data.Length || !fdsSent)
+            {
+                int remaining = (int)Math.Max(0, deadline - Environment.TickCount64);
+                var pfd = new PollFd { Fd = fd, Events = PollOut };
+                int ready = SysPoll(&pfd, 1, remaining);
+                if (ready == 0 && remaining == 0)
+                {
+                    throw new IOException($"peer did not take the message within {timeoutMs} ms");
+                }
+                if (ready <= 0)
+                {
+                    continue;
+                }
+                fixed (byte* p = data)
+                {
+                    var iov = new IoVec { Base = p + offset, Length = (nuint)(data.Length - offset) };
+                    var message = new MsgHdr { Iov = &iov, IovLength = 1 };
+                    if (!fdsSent)
+                    {
+                        message.Control = control;
+                        message.ControlLength = (nuint)controlLength;
+                    }
+                    nint n = SysSendMsg(fd, &message, MsgNoSignal);
+                    if (n < 0)
+                    {
+                        int errno = Marshal.GetLastPInvokeError();
+                        if (errno is EIntr or EAgain)
+                        {
+                            continue;
+                        }
+                        throw new IOException($"sendmsg failed: {DescribeErrno(errno)}");
+                    }
+                    offset += (int)n;
+                    fdsSent = true;
+                }
+            }
+        }
+        finally
+        {
+            for (int i = 0; i < fds.Length; i++)
+            {
+                if (added[i])
+                {
+                    fds[i].DangerousRelease();
+                }
+            }
+            if (socketAdded)
+            {
+                socket.DangerousRelease();
+            }
+        }
+    }
+
     /// <summary>lstat-like metadata through statx (one layout on every architecture). Returns 0 or the errno.</summary>
     public static int Stat(string path, out FileStatus status)
     {
@@ -413,6 +624,9 @@ internal static unsafe partial class Libc
         EAccess => "permission denied",
         ENoExec => "exec format error",
         ENotDir => "not a directory",
+        EPipe => "broken pipe",
+        ESrch => "no such process",
+        EConnRefused => "connection refused",
         _ => $"errno {errno}",
     };
 

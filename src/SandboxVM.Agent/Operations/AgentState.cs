@@ -8,6 +8,9 @@ internal sealed class AgentState(AgentOptions options, ProcessSupervisor supervi
     public AgentOptions Options { get; } = options;
     public ProcessSupervisor Supervisor { get; } = supervisor;
 
+    /// <summary>The warm Python interpreter run steps may ask for; outlives connections.</summary>
+    public ForkServerHost ForkServers { get; } = new(supervisor);
+
     /// <summary>Identity given by the last reinit (empty before).</summary>
     public string SandboxId { get; set; } = "";
 

@@ -15,6 +15,11 @@ internal static class ExecOperation
     {
         var request = context.Request.Exec ?? throw AgentException.BadRequest("exec needs an 'exec' member");
         Validate(request);
+        ForkPlan? forkPlan = null;
+        if (request.ForkServer is { } fork)
+        {
+            forkPlan = ForkPlan.Create(request.Run, fork, out string? error) ?? throw AgentException.BadRequest(error!);
+        }
         var cancellation = context.Cancellation;
 
         string cwd = state.ResolvePath(request.Cwd);
@@ -57,7 +62,9 @@ internal static class ExecOperation
             await context.SendEventAsync("run_started", CancellationToken.None);
             byte[]? stdin = request.Stdin is null ? null : _utf8.GetBytes(request.Stdin);
             var spec = new StepSpec(request.Run, cwd, environment, stdin, request.RunTimeoutMs, request.OutputLimitBytes);
-            result.Run = await StepRunner.RunAsync(spec, state.Supervisor, context, state.Options.VmMode, cancellation);
+            result.Run = forkPlan is null
+                ? await StepRunner.RunAsync(spec, state.Supervisor, context, state.Options.VmMode, cancellation)
+                : await state.ForkServers.RunAsync(spec, forkPlan, context, state.Options.VmMode, cancellation);
         }
         // Listed even after a cancel: the caller may still want what was written.
         result.Artifacts = await FileSystem.ListArtifactsAsync(outputs, CancellationToken.None);
@@ -88,6 +95,8 @@ internal static class ExecOperation
             .Concat(request.Env.Keys)
             .Concat(request.Env.Values)
             .Concat(request.Files.Keys)
+            .Concat(request.ForkServer?.Preload ?? [])
+            .Append(request.ForkServer?.Script ?? "")
             .Append(request.Cwd);
         if (strings.Any(s => s.Contains('\0', StringComparison.Ordinal)))
         {

@@ -3,8 +3,28 @@ using SandboxVM.Agent.Native;
 
 namespace SandboxVM.Agent.Processes;
 
+/// <summary>The main process of a step as <see cref="StepRunner"/> supervises it: spawned, or forked by a fork server.</summary>
+internal interface IStepProcess : IDisposable
+{
+    /// <summary>Pid of the main process, which leads its own session: also its process group id.</summary>
+    int Pid { get; }
+    /// <summary>The agent's end of the step's stdin (non-blocking).</summary>
+    SafeFileHandle Stdin { get; }
+    SafeFileHandle Stdout { get; }
+    SafeFileHandle Stderr { get; }
+    /// <summary>Completes with the main process's wait status once it is gone.</summary>
+    Task<WaitStatus> Exited { get; }
+
+    /// <summary>SIGKILL to the whole group while the main process may still run.</summary>
+    void Kill();
+
+    /// <summary>After the main process is gone: SIGKILL to what is left of its group, which is then forgotten.</summary>
+    void KillRemainingGroup();
+}
+
 /// <summary>A child started by <see cref="ProcessSupervisor.Start"/>: its pid (= its process group id) and pipes.</summary>
-internal sealed class ChildProcess(int pid, SafeFileHandle stdin, SafeFileHandle stdout, SafeFileHandle stderr, Task<WaitStatus> exited)
+internal sealed class ChildProcess(ProcessSupervisor supervisor, int pid, SafeFileHandle stdin, SafeFileHandle stdout, SafeFileHandle stderr,
+    Task<WaitStatus> exited) : IStepProcess
 {
     public int Pid { get; } = pid;
     public SafeFileHandle Stdin { get; } = stdin;
@@ -12,13 +32,26 @@ internal sealed class ChildProcess(int pid, SafeFileHandle stdin, SafeFileHandle
     public SafeFileHandle Stderr { get; } = stderr;
     /// <summary>Completes when the child has been reaped.</summary>
     public Task<WaitStatus> Exited { get; } = exited;
+
+    public void Kill() => supervisor.Kill(this);
+
+    public void KillRemainingGroup() => supervisor.KillAndForgetGroup(Pid);
+
+    /// <summary>Closes the agent's ends of the pipes.</summary>
+    public void Dispose()
+    {
+        Stdin.Dispose();
+        Stdout.Dispose();
+        Stderr.Dispose();
+    }
 }
 
 /// <summary>
 /// Starts children and reaps every child of the agent (including orphans re-parented to it) on one
 /// thread blocked in waitpid(-1). Statuses of the children it started go to their <see cref="ChildProcess.Exited"/>;
 /// others are discarded. Also keeps the set of live process groups so that all of them can be killed
-/// when the connection ends.
+/// when the connection ends. Background children (fork servers) outlive connections: they are neither
+/// killed by <see cref="KillAll"/> nor waited for by <see cref="WaitForChildrenAsync"/>.
 /// </summary>
 internal sealed class ProcessSupervisor
 {
@@ -26,10 +59,11 @@ internal sealed class ProcessSupervisor
     private readonly object _gate = new();
     private readonly Dictionary<int, TaskCompletionSource<WaitStatus>> _waiting = [];
     private readonly HashSet<int> _groups = [];
+    private readonly HashSet<int> _background = [];
     private long _spawnCount;
     private Thread? _reaper;
 
-    public ChildProcess Start(string path, IReadOnlyList<string> argv, IReadOnlyList<string> environment, string cwd)
+    public ChildProcess Start(string path, IReadOnlyList<string> argv, IReadOnlyList<string> environment, string cwd, bool background = false)
     {
         // Spawn and register under the lock the reaper takes before it looks a pid up, so a child that
         // exits at once is never reaped before it is known.
@@ -38,7 +72,14 @@ internal sealed class ProcessSupervisor
             int pid = Libc.Spawn(path, argv, environment, cwd, out var stdin, out var stdout, out var stderr);
             var exited = new TaskCompletionSource<WaitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
             _waiting[pid] = exited;
-            _groups.Add(pid);
+            if (background)
+            {
+                _background.Add(pid);
+            }
+            else
+            {
+                _groups.Add(pid);
+            }
             _spawnCount++;
             Monitor.PulseAll(_gate);
             if (_reaper is null)
@@ -46,7 +87,7 @@ internal sealed class ProcessSupervisor
                 _reaper = new Thread(ReapLoop) { IsBackground = true, Name = "reaper" };
                 _reaper.Start();
             }
-            return new ChildProcess(pid, stdin, stdout, stderr, exited.Task);
+            return new ChildProcess(this, pid, stdin, stdout, stderr, exited.Task);
         }
     }
 
@@ -61,6 +102,15 @@ internal sealed class ProcessSupervisor
             {
                 Libc.KillProcess(child.Pid);
             }
+        }
+    }
+
+    /// <summary>Counts a group the agent did not spawn itself (a forked step) among those <see cref="KillAll"/> kills.</summary>
+    public void TrackGroup(int pgid)
+    {
+        lock (_gate)
+        {
+            _groups.Add(pgid);
         }
     }
 
@@ -94,7 +144,7 @@ internal sealed class ProcessSupervisor
         Task[] pending;
         lock (_gate)
         {
-            pending = [.. _waiting.Values.Select(t => (Task)t.Task)];
+            pending = [.. _waiting.Where(w => !_background.Contains(w.Key)).Select(w => (Task)w.Value.Task)];
         }
         if (pending.Length > 0)
         {
@@ -118,6 +168,7 @@ internal sealed class ProcessSupervisor
                 lock (_gate)
                 {
                     _waiting.Remove(pid, out waiter);
+                    _background.Remove(pid);
                 }
                 waiter?.TrySetResult(new WaitStatus(status));
                 continue;
@@ -140,6 +191,7 @@ internal sealed class ProcessSupervisor
                     waiter.TrySetResult(WaitStatus.Unknown);
                 }
                 _waiting.Clear();
+                _background.Clear();
                 while (_spawnCount == seen)
                 {
                     Monitor.Wait(_gate);

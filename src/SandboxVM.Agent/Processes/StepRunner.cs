@@ -50,7 +50,7 @@ internal static class StepRunner
             return new StepResult { Reason = TerminationReason.Cancelled };
         }
 
-        long oomBefore = detectOom ? ReadOomKillCount() : 0;
+        long? oomBefore = detectOom ? ReadOomKillCount() : null;
         var stopwatch = Stopwatch.StartNew();
         ChildProcess child;
         try
@@ -61,7 +61,17 @@ internal static class StepRunner
         {
             return Failed(output, e.Errno is Libc.EAccess or Libc.ENoExec ? 126 : 127, e.Message);
         }
+        return await SuperviseAsync(child, spec, output, oomBefore, stopwatch, cancellationToken);
+    }
 
+    /// <summary>
+    /// The part of a step after its main process started: stdin, output pumps, limits, the wait, the group
+    /// kill and the drain. <paramref name="oomBefore"/> is the OOM kill count read before the start (null:
+    /// no OOM detection); <paramref name="stopwatch"/> runs since the start.
+    /// </summary>
+    public static async Task<StepResult> SuperviseAsync(IStepProcess child, StepSpec spec, IStepOutput output, long? oomBefore,
+        Stopwatch stopwatch, CancellationToken cancellationToken)
+    {
         var kill = new TaskCompletionSource<TerminationReason>(TaskCreationOptions.RunContinuationsAsynchronously);
         var budget = new OutputBudget(spec.OutputLimitBytes);
         using var stopPumps = new CancellationTokenSource();
@@ -86,14 +96,14 @@ internal static class StepRunner
         {
             if (await Task.WhenAny(child.Exited, kill.Task) != child.Exited)
             {
-                supervisor.Kill(child);
+                child.Kill();
             }
             status = await child.Exited;
         }
         long durationMs = stopwatch.ElapsedMilliseconds;
 
         // The main process is gone: whatever it left running in its group goes too, which closes the pipes.
-        supervisor.KillAndForgetGroup(child.Pid);
+        child.KillRemainingGroup();
         await stopStdin.CancelAsync();
         Task pumps = Task.WhenAll(stdoutPump, stderrPump);
         if (await Task.WhenAny(pumps, Task.Delay(_drainDeadline, CancellationToken.None)) != pumps)
@@ -104,11 +114,9 @@ internal static class StepRunner
         long stdoutBytes = await stdoutPump;
         long stderrBytes = await stderrPump;
         await stdinFeed;
-        child.Stdout.Dispose();
-        child.Stderr.Dispose();
-        child.Stdin.Dispose();
+        child.Dispose();
 
-        var reason = Classify(status, kill.Task, detectOom, oomBefore);
+        var reason = Classify(status, kill.Task, oomBefore);
         return new StepResult
         {
             Reason = reason,
@@ -120,7 +128,7 @@ internal static class StepRunner
         };
     }
 
-    private static TerminationReason Classify(WaitStatus status, Task<TerminationReason> kill, bool detectOom, long oomBefore)
+    private static TerminationReason Classify(WaitStatus status, Task<TerminationReason> kill, long? oomBefore)
     {
         if (kill.IsCompletedSuccessfully)
         {
@@ -133,7 +141,7 @@ internal static class StepRunner
         if (status.Signaled)
         {
             // The kernel's OOM killer sends SIGKILL; its counter tells it apart from a kill by the program itself.
-            return detectOom && status.Signal == Libc.SigKill && ReadOomKillCount() > oomBefore
+            return oomBefore is { } before && status.Signal == Libc.SigKill && ReadOomKillCount() > before
                 ? TerminationReason.Oom
                 : TerminationReason.Signal;
         }
@@ -263,7 +271,7 @@ internal static class StepRunner
         }
     }
 
-    private static long ReadOomKillCount()
+    internal static long ReadOomKillCount()
     {
         try
         {

@@ -262,21 +262,29 @@ public sealed partial class RunService
             }
             env[key] = value;
         }
-        var exec = new ExecRequest
-        {
-            Cwd = Home,
-            Files = new() { [template.Language.SourceFile] = request.Code },
-            Compile = WithProcessLimit(template.Language.Compile, template.Limits.Processes),
-            Run = WithProcessLimit(template.Language.Run, template.Limits.Processes)!,
-            Env = env,
-            Stdin = request.Stdin,
-            CompileTimeoutMs = (int)(compileTimeout * 1000),
-            RunTimeoutMs = (int)(runTimeout * 1000),
-            OutputLimitBytes = template.Limits.OutputBytes,
-            OutputsDir = OutputsDir,
-        };
+        var exec = BuildExec(template, request.Code, request.Stdin, env, runTimeout, compileTimeout);
         return (template, exec);
     }
+
+    /// <summary>The agent's exec for running <paramref name="code"/> with the template's recipe.</summary>
+    internal static ExecRequest BuildExec(TemplateDefinition template, string code, string? stdin, Dictionary<string, string> env,
+        double runTimeoutS, double compileTimeoutS) => new()
+    {
+        Cwd = Home,
+        Files = new() { [template.Language.SourceFile] = code },
+        Compile = WithProcessLimit(template.Language.Compile, template.Limits.Processes),
+        Run = WithProcessLimit(template.Language.Run, template.Limits.Processes)!,
+        Env = env,
+        Stdin = stdin,
+        CompileTimeoutMs = (int)(compileTimeoutS * 1000),
+        RunTimeoutMs = (int)(runTimeoutS * 1000),
+        OutputLimitBytes = template.Limits.OutputBytes,
+        OutputsDir = OutputsDir,
+        // A warm interpreter in the sandbox forks per run instead of starting and importing anew.
+        ForkServer = template.Language.ForkServer is { } fork
+            ? new ForkServerRequest { Preload = [.. fork.Preload], Script = template.Language.SourceFile }
+            : null,
+    };
 
     /// <summary>
     /// Caps the processes a step may create below the sandbox's own cgroup cap, so a fork bomb meets

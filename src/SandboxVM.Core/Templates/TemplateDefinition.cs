@@ -119,6 +119,20 @@ public sealed class LanguageRecipe
 
     /// <summary>Environment for both compile and run.</summary>
     public Dictionary<string, string> Env { get; init; } = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// YAML <c>fork_server</c>: run the program in the guest agent's warm Python interpreter (modules
+    /// imported once) instead of a new process; null when absent. Python only: <see cref="Run"/> is
+    /// read as the interpreter argv followed by <see cref="SourceFile"/> and its arguments.
+    /// </summary>
+    public ForkServerRecipe? ForkServer { get; init; }
+}
+
+/// <summary>The guest agent's fork server for a Python template (YAML <c>language.fork_server</c>).</summary>
+public sealed class ForkServerRecipe
+{
+    /// <summary>Modules the server imports once, before it serves any run (e.g. <c>numpy</c>, <c>matplotlib.pyplot</c>).</summary>
+    public List<string> Preload { get; init; } = [];
 }
 
 public sealed class TemplateLimits

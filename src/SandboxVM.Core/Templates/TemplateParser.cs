@@ -16,7 +16,8 @@ internal sealed partial class TemplateParser
         ["name", "description", "source", "build", "language", "vcpus", "memory_mib", "disk_mib", "limits", "output", "network", "warmup"];
 
     private static readonly string[] _sourceKeys = ["type", "suite", "packages", "reference", "path"];
-    private static readonly string[] _languageKeys = ["name", "source_file", "compile", "run", "env"];
+    private static readonly string[] _languageKeys = ["name", "source_file", "compile", "run", "env", "fork_server"];
+    private static readonly string[] _forkServerKeys = ["preload"];
     private static readonly string[] _limitKeys =
         ["compile_timeout_s", "run_timeout_s", "max_timeout_s", "output_bytes", "processes", "file_bytes"];
 
@@ -45,6 +46,9 @@ internal sealed partial class TemplateParser
 
     [GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]*$")]
     private static partial Regex EnvNameRegex();
+
+    [GeneratedRegex(@"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")]
+    private static partial Regex ModuleNameRegex();
 
     [GeneratedRegex(@"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     private static partial Regex HostPatternRegex();
@@ -195,7 +199,30 @@ internal sealed partial class TemplateParser
             Compile = compile,
             Run = run,
             Env = env,
+            ForkServer = ParseForkServer(m, sourceFile, compile, run),
         };
+    }
+
+    private ForkServerRecipe? ParseForkServer(MapReader language, string sourceFile, List<string>? compile, List<string> run)
+    {
+        var m = language.OptionalMap("fork_server", _forkServerKeys);
+        if (m is null)
+            return null;
+        if (compile is not null)
+            throw Error(language.Path("fork_server"), language.Node("fork_server"), "only applies to interpreted Python (there is a compile step)");
+        // The agent starts the server with what precedes the source file in run, and runs the file in its children.
+        if (run.LastIndexOf(sourceFile) < 1)
+            throw Error(language.Path("fork_server"), language.Node("fork_server"),
+                $"needs language.run to be the interpreter followed by source_file '{sourceFile}', e.g. [python3, -u, {sourceFile}]");
+
+        var preload = m.StringList("preload");
+        for (var i = 0; i < preload.Count; i++)
+        {
+            if (!ModuleNameRegex().IsMatch(preload[i]))
+                throw Error($"{m.Path("preload")}[{i}]", m.Node("preload"), $"'{preload[i]}' is not a Python module name (e.g. numpy, matplotlib.pyplot)");
+        }
+
+        return new ForkServerRecipe { Preload = preload };
     }
 
     private TemplateLimits ParseLimits(MapReader? m)

@@ -158,6 +158,34 @@ public sealed class TemplateLoaderTests : IDisposable
         Assert.Equal(Path.Combine(_dir, "images", "py"), layout.Source.Path);
     }
 
+    private const string Python = """
+        name: t
+        source:
+          type: debian
+        language:
+          name: python
+          source_file: main.py
+          run: [python3, -u, main.py]
+          fork_server:
+            preload: [numpy, matplotlib.pyplot, _private]
+
+        """;
+
+    [Fact]
+    public void LoadFile_WithForkServer_ReadsThePreloadList()
+    {
+        var t = TemplateRegistry.LoadFile(Write("t", Python));
+
+        Assert.NotNull(t.Language.ForkServer);
+        Assert.Equal(["numpy", "matplotlib.pyplot", "_private"], t.Language.ForkServer.Preload);
+        Assert.Null(TemplateRegistry.LoadFile(Write("t", Minimal)).Language.ForkServer);
+        // Present but empty: a warm interpreter without preloaded modules.
+        var empty = TemplateRegistry.LoadFile(Write("t", Python.Replace("    preload: [numpy, matplotlib.pyplot, _private]\n", "", StringComparison.Ordinal)
+            .Replace("fork_server:", "fork_server: {}", StringComparison.Ordinal)));
+        Assert.NotNull(empty.Language.ForkServer);
+        Assert.Empty(empty.Language.ForkServer.Preload);
+    }
+
     public static TheoryData<string, string, string> BadFiles => new()
     {
         // yaml, field, part of the reason
@@ -193,6 +221,12 @@ public sealed class TemplateLoaderTests : IDisposable
         { Minimal.Replace("  run: [sh, main.sh]", "  run: []", StringComparison.Ordinal), "language.run", "must hold at least the program" },
         { Minimal.Replace("source_file: main.sh", "source_file: ../etc/passwd", StringComparison.Ordinal), "language.source_file", "must be a plain file name" },
         { Minimal.Replace("  run: [sh, main.sh]", "  run: [sh, main.sh]\n  env:\n    1BAD: x", StringComparison.Ordinal), "language.env.1BAD", "not a valid environment variable name" },
+        { Python.Replace("_private", "numpy-extra", StringComparison.Ordinal), "language.fork_server.preload[2]", "'numpy-extra' is not a Python module name" },
+        { Python.Replace("    preload:", "    preloads:", StringComparison.Ordinal), "language.fork_server.preloads", "unknown key 'preloads'; did you mean 'preload'?" },
+        { Python.Replace("run: [python3, -u, main.py]", "run: [python3, -c, \"print(1)\"]", StringComparison.Ordinal), "language.fork_server", "needs language.run to be the interpreter followed by source_file 'main.py'" },
+        { Python.Replace("run: [python3, -u, main.py]", "run: [main.py]", StringComparison.Ordinal), "language.fork_server", "needs language.run" },
+        { Python.Replace("  run:", "  compile: [cython, main.py]\n  run:", StringComparison.Ordinal), "language.fork_server", "only applies to interpreted Python" },
+        { Python.Replace("  fork_server:\n    preload: [numpy, matplotlib.pyplot, _private]", "  fork_server: [numpy]", StringComparison.Ordinal), "language.fork_server", "expected a mapping" },
     };
 
     [Theory]
@@ -351,6 +385,8 @@ public sealed class TemplateLoaderTests : IDisposable
         Assert.Equal(OutputMode.TextAndImages, py.Output);
         Assert.Equal("Agg", py.Language.Env["MPLBACKEND"]);
         Assert.Contains("matplotlib.pyplot", py.Warmup.Script, StringComparison.Ordinal);
+        Assert.Equal(["numpy", "pandas", "matplotlib.pyplot"], py.Language.ForkServer?.Preload);
+        Assert.Null(cpp.Language.ForkServer);
 
         Assert.True(registry.TryGet("websearch-tools", out var web));
         Assert.Equal(NetworkMode.Proxy, web.Network.Mode);

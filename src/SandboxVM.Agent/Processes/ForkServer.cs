@@ -1,0 +1,467 @@
+using System.Buffers.Binary;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Win32.SafeHandles;
+using SandboxVM.Agent.Native;
+
+namespace SandboxVM.Agent.Processes;
+
+/// <summary>The fork server could not take a job. <see cref="ServerBroken"/>: it should not be used again.</summary>
+internal sealed class ForkServerException(string message, bool serverBroken) : Exception(message)
+{
+    public bool ServerBroken { get; } = serverBroken;
+}
+
+/// <summary>How to start a fork server: the interpreter part of a run argv, resolved, plus what it preloads.</summary>
+internal sealed record ForkServerLaunch(
+    string Key,
+    string InterpreterPath,
+    IReadOnlyList<string> Interpreter,
+    IReadOnlyList<string> Preload,
+    IReadOnlyList<string> Environment,
+    string Cwd);
+
+/// <summary>
+/// One running fork server (forkserver.py, embedded in the agent): a background child of the agent, in
+/// its own session, listening on a unix socket in a private 0700 directory. It lives until it is
+/// retired (its stdin is closed: it finishes its jobs and exits), killed, or dies.
+/// </summary>
+internal sealed class ForkServer
+{
+    private const string ResourceName = "forkserver.py";
+
+    /// <summary>Lines of the server's stderr kept to explain a failed start.</summary>
+    private const int StderrTailLines = 20;
+
+    /// <summary>How long a server may take to read a job and fork it before it counts as wedged.</summary>
+    private static readonly TimeSpan _forkDeadline = TimeSpan.FromSeconds(10);
+
+    private const int SendTimeoutMs = 5_000;
+
+    private readonly ChildProcess _process;
+    private readonly string _directory;
+    private readonly string _socketPath;
+
+    private ForkServer(string key, ChildProcess process, string directory, string socketPath)
+    {
+        Key = key;
+        _process = process;
+        _directory = directory;
+        _socketPath = socketPath;
+    }
+
+    public string Key { get; }
+    public int Pid => _process.Pid;
+    public bool IsAlive => !_process.Exited.IsCompleted;
+    public Task<WaitStatus> Exited => _process.Exited;
+
+    /// <summary>Starts a server and waits until it has imported its modules and listens. Throws <see cref="ForkServerException"/>.</summary>
+    public static async Task<ForkServer> StartAsync(ForkServerLaunch launch, ProcessSupervisor supervisor, TimeSpan deadline)
+    {
+        string directory;
+        string script;
+        string socketPath;
+        try
+        {
+            // A fresh 0700 directory: nobody but the agent's user can reach the socket (and the server
+            // also checks that the peer is the agent).
+            directory = Directory.CreateTempSubdirectory("sandboxvm-fork-").FullName;
+            File.SetUnixFileMode(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            script = Path.Combine(directory, ResourceName);
+            socketPath = Path.Combine(directory, "sock");
+            using (var resource = typeof(ForkServer).Assembly.GetManifestResourceStream(ResourceName)
+                ?? throw new ForkServerException($"resource {ResourceName} is missing from the agent", serverBroken: true))
+            using (var file = File.Create(script))
+            {
+                await resource.CopyToAsync(file, CancellationToken.None);
+            }
+        }
+        catch (Exception e) when (AgentException.IsIo(e))
+        {
+            throw new ForkServerException($"cannot write the fork server: {e.Message}", serverBroken: true);
+        }
+        if (Encoding.UTF8.GetByteCount(socketPath) >= Libc.MaxUnixPathBytes)
+        {
+            DeleteDirectory(directory);
+            throw new ForkServerException($"socket path {socketPath} is too long for a unix socket", serverBroken: true);
+        }
+
+        string[] argv = [.. launch.Interpreter, script, socketPath, Environment.ProcessId.ToString(), .. launch.Preload];
+        ChildProcess process;
+        try
+        {
+            process = supervisor.Start(launch.InterpreterPath, argv, launch.Environment, launch.Cwd, background: true);
+        }
+        catch (SpawnException e)
+        {
+            DeleteDirectory(directory);
+            throw new ForkServerException(e.Message, serverBroken: true);
+        }
+        _ = process.Exited.ContinueWith(_ => DeleteDirectory(directory), CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+
+        var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var stderrTail = new Queue<string>();
+        string prefix = $"fork server {process.Pid}: ";
+        Task stdoutLog = LogLines(process.Stdout, line =>
+        {
+            if (line == "ready" && ready.TrySetResult())
+            {
+                return;
+            }
+            AgentLog.Write(prefix + line);
+        });
+        Task stderrLog = LogLines(process.Stderr, line =>
+        {
+            lock (stderrTail)
+            {
+                stderrTail.Enqueue(line);
+                if (stderrTail.Count > StderrTailLines)
+                {
+                    stderrTail.Dequeue();
+                }
+            }
+            AgentLog.Write(prefix + line);
+        });
+
+        Task done = await Task.WhenAny(ready.Task, process.Exited, Task.Delay(deadline, CancellationToken.None));
+        if (done == ready.Task)
+        {
+            return new ForkServer(launch.Key, process, directory, socketPath);
+        }
+        Libc.KillGroup(process.Pid);
+        string why = done == process.Exited ? "it exited" : $"it was not ready within {deadline.TotalSeconds:0} s";
+        // The last words of a crashed server explain it (a bad interpreter, a broken import...).
+        await Task.WhenAny(Task.WhenAll(stdoutLog, stderrLog), Task.Delay(500, CancellationToken.None));
+        string tail;
+        lock (stderrTail)
+        {
+            tail = string.Join(" | ", stderrTail);
+        }
+        throw new ForkServerException($"the fork server did not start: {why}" + (tail.Length > 0 ? $": {tail}" : ""), serverBroken: true);
+    }
+
+    /// <summary>
+    /// Hands a job to the server: fresh stdio pipes, the child's ends sent with the job. Returns once the
+    /// child exists and leads its own process group. Throws <see cref="ForkServerException"/> when no
+    /// child runs (then nothing of the job is left behind).
+    /// </summary>
+    public async Task<ForkedStep> StartJobAsync(ForkJob job, ProcessSupervisor supervisor)
+    {
+        Libc.CreateStdioPipes(out var stdin, out var stdout, out var stderr, out var childStdin, out var childStdout, out var childStderr);
+        JobConnection? connection = null;
+        try
+        {
+            SafeFileHandle socket;
+            try
+            {
+                socket = Libc.ConnectUnix(_socketPath);
+            }
+            catch (IOException e)
+            {
+                throw new ForkServerException(e.Message, serverBroken: true);
+            }
+            connection = new JobConnection(socket, Pid);
+            byte[] body = JsonSerializer.SerializeToUtf8Bytes(job, ForkJobJson.Default.ForkJob);
+            byte[] message = new byte[4 + body.Length];
+            BinaryPrimitives.WriteUInt32BigEndian(message, (uint)body.Length);
+            body.CopyTo(message, 4);
+            try
+            {
+                Libc.SendWithFds(socket, message, [childStdin, childStdout, childStderr], SendTimeoutMs);
+            }
+            catch (IOException e)
+            {
+                throw new ForkServerException($"cannot send the job: {e.Message}", serverBroken: true);
+            }
+            // The server holds its own copies now; the child's ends must not stay open here, or the
+            // agent would never read end of file on stdout/stderr.
+            childStdin.Dispose();
+            childStdout.Dispose();
+            childStderr.Dispose();
+
+            int pid = await WaitForPidAsync(connection);
+            supervisor.TrackGroup(pid);
+            var step = new ForkedStep(pid, stdin, stdout, stderr, connection, supervisor);
+            connection = null;
+            return step;
+        }
+        catch
+        {
+            connection?.Dispose();
+            stdin.Dispose();
+            stdout.Dispose();
+            stderr.Dispose();
+            childStdin.Dispose();
+            childStdout.Dispose();
+            childStderr.Dispose();
+            throw;
+        }
+    }
+
+    private async Task<int> WaitForPidAsync(JobConnection connection)
+    {
+        Task<int> pid = connection.Pid;
+        if (await Task.WhenAny(pid, Task.Delay(_forkDeadline, CancellationToken.None)) == pid)
+        {
+            return await pid; // or the server's "error" / end of file, as a ForkServerException
+        }
+        // Wedged. Once it is dead, a child it forked in the meantime has been announced (the pid goes
+        // out before anything else happens): kill that one too, so the job never runs twice.
+        Kill();
+        await Task.WhenAny(_process.Exited, Task.Delay(TimeSpan.FromSeconds(2), CancellationToken.None));
+        await Task.WhenAny(pid, Task.Delay(TimeSpan.FromMilliseconds(200), CancellationToken.None));
+        if (pid.IsCompletedSuccessfully)
+        {
+            Libc.KillGroup(pid.Result);
+        }
+        throw new ForkServerException($"the fork server did not fork within {_forkDeadline.TotalSeconds:0} s", serverBroken: true);
+    }
+
+    /// <summary>Closes the server's stdin: it takes no more jobs and exits once its running children are gone.</summary>
+    public void Retire() => _process.Stdin.Dispose();
+
+    /// <summary>SIGKILL to the server (its jobs lead groups of their own and are not affected).</summary>
+    public void Kill()
+    {
+        if (IsAlive)
+        {
+            Libc.KillGroup(Pid);
+        }
+        _process.Stdin.Dispose();
+    }
+
+    /// <summary>Kills the server and removes its directory now: the agent is exiting and will not see it reaped.</summary>
+    public void KillAndClean()
+    {
+        Kill();
+        DeleteDirectory(_directory);
+    }
+
+    /// <summary>Reads a pipe to its end on a thread of its own, one callback per line.</summary>
+    private static Task LogLines(SafeFileHandle pipe, Action<string> onLine) =>
+        Task.Factory.StartNew(() =>
+        {
+            using (pipe)
+            {
+                var line = new List<byte>();
+                byte[] buffer = new byte[4096];
+                try
+                {
+                    while (true)
+                    {
+                        int n = Libc.Read(pipe, buffer);
+                        if (n == 0)
+                        {
+                            break;
+                        }
+                        for (int i = 0; i < n; i++)
+                        {
+                            if (buffer[i] != (byte)'\n')
+                            {
+                                line.Add(buffer[i]);
+                                continue;
+                            }
+                            onLine(Encoding.UTF8.GetString([.. line]));
+                            line.Clear();
+                        }
+                    }
+                }
+                catch (IOException e)
+                {
+                    AgentLog.Write($"fork server pipe: {e.Message}");
+                }
+                if (line.Count > 0)
+                {
+                    onLine(Encoding.UTF8.GetString([.. line]));
+                }
+            }
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+
+    private static void DeleteDirectory(string directory)
+    {
+        try
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+        catch (Exception e) when (AgentException.IsIo(e))
+        {
+            AgentLog.Write($"cannot remove {directory}: {e.Message}");
+        }
+    }
+}
+
+/// <summary>
+/// A step forked by the fork server. The agent did not spawn it, so it cannot reap it: the exit status
+/// comes over the job's connection. If the server never reports it, the agent still decides: after its
+/// own kill (timeout, output limit, cancel) it waits a short grace and then reports SIGKILL; if the
+/// server dies, the status is unknown once the step's group is gone.
+/// </summary>
+internal sealed class ForkedStep(int pid, SafeFileHandle stdin, SafeFileHandle stdout, SafeFileHandle stderr,
+    JobConnection connection, ProcessSupervisor supervisor) : IStepProcess
+{
+    /// <summary>How long a status may take to arrive after the agent killed the group.</summary>
+    private static readonly TimeSpan _statusGrace = TimeSpan.FromSeconds(2);
+
+    public int Pid { get; } = pid;
+    public SafeFileHandle Stdin { get; } = stdin;
+    public SafeFileHandle Stdout { get; } = stdout;
+    public SafeFileHandle Stderr { get; } = stderr;
+    public Task<WaitStatus> Exited => connection.Exited;
+
+    public void Kill()
+    {
+        Libc.KillGroup(Pid);
+        connection.ExpectDeathOf(Pid, _statusGrace);
+    }
+
+    public void KillRemainingGroup() => supervisor.KillAndForgetGroup(Pid);
+
+    public void Dispose()
+    {
+        connection.Dispose();
+        Stdin.Dispose();
+        Stdout.Dispose();
+        Stderr.Dispose();
+    }
+}
+
+/// <summary>
+/// The agent's side of one job connection: a thread reads the server's "pid N", "status RAW" and
+/// "error TEXT" lines.
+/// </summary>
+internal sealed class JobConnection : IDisposable
+{
+    private const int PollSliceMs = 50;
+
+    private readonly SafeFileHandle _socket;
+    private readonly int _serverPid;
+    private readonly TaskCompletionSource<int> _pid = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource<WaitStatus> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _reader;
+    private int _disposed;
+
+    public JobConnection(SafeFileHandle socket, int serverPid)
+    {
+        _socket = socket;
+        _serverPid = serverPid;
+        _reader = Task.Factory.StartNew(ReadLoop, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+    }
+
+    /// <summary>The child's pid; faults with <see cref="ForkServerException"/> when the server ran none.</summary>
+    public Task<int> Pid => _pid.Task;
+
+    public Task<WaitStatus> Exited => _exited.Task;
+
+    /// <summary>After a SIGKILL to the group: if no status arrives within <paramref name="grace"/>, report the kill.</summary>
+    public void ExpectDeathOf(int pid, TimeSpan grace)
+    {
+        _ = Task.Delay(grace, _stop.Token).ContinueWith(t =>
+        {
+            if (!t.IsCanceled && _exited.TrySetResult(new WaitStatus(Libc.SigKill)))
+            {
+                AgentLog.Write($"fork server {_serverPid} did not report the status of pid {pid} after it was killed");
+            }
+        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        _stop.Cancel();
+        // The reader wakes within a poll slice; the socket is closed once it has stopped using it.
+        _ = _reader.ContinueWith(_ =>
+        {
+            _socket.Dispose();
+            _stop.Dispose();
+        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    private void ReadLoop()
+    {
+        var pending = new StringBuilder();
+        byte[] buffer = new byte[256];
+        var stop = _stop.Token;
+        try
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                if (Libc.Poll(_socket, Libc.PollIn, PollSliceMs) == 0)
+                {
+                    continue;
+                }
+                int n = Libc.Read(_socket, buffer);
+                if (n < 0)
+                {
+                    continue;
+                }
+                if (n == 0)
+                {
+                    break;
+                }
+                pending.Append(Encoding.UTF8.GetString(buffer, 0, n));
+                string text = pending.ToString();
+                int newline;
+                while ((newline = text.IndexOf('\n', StringComparison.Ordinal)) >= 0)
+                {
+                    if (OnLine(text[..newline]))
+                    {
+                        return;
+                    }
+                    text = text[(newline + 1)..];
+                }
+                pending.Clear().Append(text);
+            }
+        }
+        catch (IOException e)
+        {
+            AgentLog.Write($"fork server {_serverPid} connection: {e.Message}");
+        }
+        if (stop.IsCancellationRequested)
+        {
+            _pid.TrySetException(new ForkServerException("job abandoned", serverBroken: false));
+            return;
+        }
+        // End of file without a status: the server died.
+        if (_pid.TrySetException(new ForkServerException($"fork server {_serverPid} closed the connection without forking", serverBroken: true)))
+        {
+            return;
+        }
+        int pid = _pid.Task.Result;
+        AgentLog.Write($"fork server {_serverPid} went away while pid {pid} ran; its exit status is lost");
+        // Its children now belong to the agent (a subreaper), which reaps them without a status for us:
+        // the step is over when its group is empty.
+        while (!stop.IsCancellationRequested && !_exited.Task.IsCompleted && Libc.GroupExists(pid))
+        {
+            Thread.Sleep(PollSliceMs);
+        }
+        _exited.TrySetResult(WaitStatus.Unknown);
+    }
+
+    /// <summary>Handles one line; true when the connection has nothing more to say.</summary>
+    private bool OnLine(string line)
+    {
+        int space = line.IndexOf(' ', StringComparison.Ordinal);
+        string verb = space < 0 ? line : line[..space];
+        string argument = space < 0 ? "" : line[(space + 1)..];
+        switch (verb)
+        {
+            case "pid" when int.TryParse(argument, out int pid) && pid > 1:
+                _pid.TrySetResult(pid);
+                return false;
+            case "status" when int.TryParse(argument, out int raw):
+                _exited.TrySetResult(new WaitStatus(raw));
+                return true;
+            case "error":
+                _pid.TrySetException(new ForkServerException($"fork server {_serverPid}: {argument}", serverBroken: false));
+                return true;
+            default:
+                AgentLog.Write($"fork server {_serverPid} said something unexpected: {line}");
+                return false;
+        }
+    }
+}

@@ -1,0 +1,53 @@
+using System.Text;
+using SandboxVM.Core.Templates;
+using SandboxVM.Protocol;
+using SandboxVM.Runtime.Agent;
+
+namespace SandboxVM.Core.Runs;
+
+/// <summary>
+/// Runs a template's warm-up script in a template VM before its snapshot is taken, so every clone starts
+/// with what it touched already in memory (page cache, the C++ PCH, Go's build cache in /tmp, a
+/// preloaded interpreter).
+/// </summary>
+public static class Warmup
+{
+    public static async Task RunAsync(TemplateDefinition template, AgentClient agent, CancellationToken cancellationToken)
+    {
+        if (string.IsNullOrWhiteSpace(template.Warmup.Script))
+        {
+            return;
+        }
+        var env = new Dictionary<string, string>(template.Language.Env, StringComparer.Ordinal);
+        var exec = RunService.BuildExec(template, template.Warmup.Script, null, env,
+            template.Limits.MaxTimeoutS, template.Limits.MaxTimeoutS);
+        var output = new Collector();
+        var result = await agent.ExecAsync(exec, output, cancellationToken);
+        var failed = result.Compile is { } c && (c.Reason != TerminationReason.Exited || c.ExitCode != 0)
+            ? result.Compile
+            : result.Run is { Reason: not TerminationReason.Exited } or { ExitCode: not 0 } ? result.Run : null;
+        if (failed is not null || result.Run is null)
+        {
+            throw new InvalidOperationException(
+                $"warm-up of template {template.Name} failed ({failed?.Reason}, exit {failed?.ExitCode}): {output.Text}");
+        }
+        // The warm-up's files are not the first run's artifacts.
+        await agent.RemoveAsync(exec.OutputsDir, recursive: true, cancellationToken);
+        await agent.MakeDirAsync(exec.OutputsDir, parents: true, cancellationToken);
+    }
+
+    private sealed class Collector : IExecObserver
+    {
+        private readonly StringBuilder _text = new();
+
+        public string Text => _text.Length > 4000 ? _text.ToString(_text.Length - 4000, 4000) : _text.ToString();
+
+        public void OnStdout(ReadOnlySpan<byte> data) => _text.Append(Encoding.UTF8.GetString(data));
+
+        public void OnStderr(ReadOnlySpan<byte> data) => _text.Append(Encoding.UTF8.GetString(data));
+
+        public void OnEvent(ExecEvent e)
+        {
+        }
+    }
+}
