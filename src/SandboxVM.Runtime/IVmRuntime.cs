@@ -36,7 +36,18 @@ public sealed record VmSpec
     public int MaxProcesses { get; init; } = 128;
     /// <summary>Cap on each writable filesystem (work dir, /tmp).</summary>
     public long WritableBytes { get; init; } = 256L << 20;
+    /// <summary>Guest kernel (bzImage) of VM runtimes that boot their own kernel.</summary>
+    public string? KernelPath { get; init; }
+    /// <summary>Initramfs that mounts <see cref="RootfsImage"/> and starts the agent.</summary>
+    public string? InitrdPath { get; init; }
+    /// <summary>Appended to the runtime's kernel command line.</summary>
+    public string? KernelArgs { get; init; }
+    /// <summary>Names the warm-up run before a snapshot (e.g. a hash of the script); part of the snapshot key.</summary>
+    public string? WarmupKey { get; init; }
 }
+
+/// <summary>A runtime's saved template VM, restored by <see cref="IVmRuntime.StartAsync"/>.</summary>
+public sealed record SnapshotInfo(string Key, string Directory, bool Built, TimeSpan Elapsed);
 
 /// <summary>
 /// One backend that runs sandboxes: process (bubblewrap), qemu, firecracker. The seam between
@@ -54,6 +65,14 @@ public interface IVmRuntime
 
     /// <summary>Starts a sandbox and returns once its agent has answered hello.</summary>
     Task<IVm> StartAsync(VmSpec spec, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Makes sure a snapshot exists for <paramref name="spec"/>: when none matches its inputs, boots the
+    /// template, runs <paramref name="warmup"/> through its agent and saves it. Later <see cref="StartAsync"/>
+    /// calls with an equal spec restore from it. Null where the runtime has no snapshots.
+    /// </summary>
+    Task<SnapshotInfo?> PrepareSnapshotAsync(VmSpec spec, Func<AgentClient, CancellationToken, Task>? warmup, CancellationToken cancellationToken) =>
+        Task.FromResult<SnapshotInfo?>(null);
 
     /// <summary>Ends sandboxes left behind by an earlier server process that died. Returns how many.</summary>
     Task<int> CleanupLeftoversAsync(CancellationToken cancellationToken);

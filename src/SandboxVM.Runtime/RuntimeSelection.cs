@@ -47,7 +47,7 @@ public sealed record RuntimeChoice(string Runtime, string? Accel, string Reason)
 public static class RuntimeSelector
 {
     /// <summary>Runtimes implemented in this build.</summary>
-    public static IReadOnlySet<string> Implemented { get; } = new HashSet<string> { "process" };
+    public static IReadOnlySet<string> Implemented { get; } = new HashSet<string> { "process", "qemu" };
 
     /// <param name="requested">auto, firecracker, qemu or process.</param>
     /// <param name="host">What this host offers.</param>

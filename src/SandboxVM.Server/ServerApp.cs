@@ -13,9 +13,11 @@ using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Templates;
 using SandboxVM.Images;
+using SandboxVM.Images.Boot;
 using SandboxVM.Runtime;
 using SandboxVM.Runtime.Cgroups;
 using SandboxVM.Runtime.Process;
+using SandboxVM.Runtime.Qemu;
 
 namespace SandboxVM.Server;
 
@@ -68,6 +70,7 @@ public static class ServerApp
             AgentPath = Environment.GetEnvironmentVariable("SANDBOXVM_AGENT") ?? DefaultAgentPath(),
             CacheDir = Environment.GetEnvironmentVariable("SANDBOXVM_CACHE") ?? "/var/cache/sandboxvm",
             Runtime = Environment.GetEnvironmentVariable("SANDBOXVM_RUNTIME") ?? "auto",
+            Accel = Environment.GetEnvironmentVariable("SANDBOXVM_ACCEL") ?? "auto",
         };
         string? builtIn = FindBuiltInTemplates();
         if (builtIn is not null)
@@ -123,9 +126,14 @@ public static class ServerApp
         // A bad template file stops the server here, naming the file and the field.
         services.AddSingleton(_ => TemplateRegistry.Load(options.TemplateDirectories));
         services.AddSingleton(sp => new ImageBuilder(new ImageBuilderOptions { CacheRoot = options.CacheDir }, sp.GetRequiredService<ILogger<ImageBuilder>>()));
-        services.AddSingleton<TemplateCatalog>();
+        services.AddSingleton(sp => new TemplateCatalog(
+            sp.GetRequiredService<TemplateRegistry>(), sp.GetRequiredService<ImageBuilder>(), options,
+            sp.GetRequiredService<ILogger<TemplateCatalog>>(),
+            sp.GetRequiredService<IVmRuntime>().Capabilities.OwnKernel
+                ? new BootArtifactsBuilder(new ImageBuilderOptions { CacheRoot = options.CacheDir }, sp.GetRequiredService<ILogger<BootArtifactsBuilder>>())
+                : null));
         services.AddSingleton(HostFacts.Probe());
-        services.AddSingleton(sp => RuntimeSelector.Choose(options.Runtime, sp.GetRequiredService<HostFacts>()));
+        services.AddSingleton(sp => RuntimeSelector.Choose(options.Runtime, sp.GetRequiredService<HostFacts>(), options.Accel));
         services.AddSingleton<CgroupManager>();
         services.AddSingleton<IVmRuntime>(sp =>
         {
@@ -133,13 +141,19 @@ public static class ServerApp
             return choice.Runtime switch
             {
                 "process" => new ProcessRuntime(new ProcessRuntimeOptions(), sp.GetRequiredService<CgroupManager>(), sp.GetRequiredService<ILogger<ProcessRuntime>>()),
+                "qemu" => new QemuRuntime(
+                    new QemuRuntimeOptions { Accel = choice.Accel ?? "auto", SnapshotDirectory = options.SnapshotDir },
+                    sp.GetRequiredService<CgroupManager>(), sp.GetRequiredService<ILogger<QemuRuntime>>()),
                 _ => throw new InvalidOperationException($"runtime '{choice.Runtime}' is not implemented"),
             };
         });
         services.AddSingleton<VmTracker>();
         services.AddSingleton(sp => new PoolManager(
             sp.GetRequiredService<IVmRuntime>(), sp.GetRequiredService<TemplateCatalog>(),
-            sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>()));
+            sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>())
+        {
+            Warmup = Warmup.RunAsync,
+        });
         services.AddSingleton<RunService>();
         services.AddHostedService<StartupService>();
     }

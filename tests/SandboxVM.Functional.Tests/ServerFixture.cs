@@ -20,6 +20,10 @@ public abstract class ServerFixture : IAsyncLifetime
     /// <summary>The runtime every sandbox of this server uses.</summary>
     public abstract string Runtime { get; }
 
+    protected virtual void Configure(SandboxVM.Core.SandboxVmOptions options)
+    {
+    }
+
     public HttpClient Http { get; private set; } = null!;
     public string BaseUrl { get; private set; } = "";
     public IServiceProvider Services => _app!.Services;
@@ -42,6 +46,7 @@ public abstract class ServerFixture : IAsyncLifetime
             o.AgentPath = agent;
             o.BuildTemplatesOnStart = false;
             o.TemplateDirectories = [Path.Combine(RepoRoot(), "templates")];
+            Configure(o);
         }, "http://127.0.0.1:0");
         await _app.StartAsync();
         var catalog = _app.Services.GetRequiredService<TemplateCatalog>();
@@ -105,6 +110,22 @@ public sealed class ProcessServer : ServerFixture
 
 [CollectionDefinition(ProcessServer.Collection)]
 public sealed class ProcessCollection : ICollectionFixture<ProcessServer>;
+
+/// <summary>
+/// QEMU microVMs under software emulation (TCG), as on any host without KVM (CI included), even where
+/// KVM happens to work: this is the path every machine can take.
+/// </summary>
+public sealed class QemuServer : ServerFixture
+{
+    public const string Collection = "qemu runtime";
+
+    public override string Runtime => "qemu";
+
+    protected override void Configure(SandboxVM.Core.SandboxVmOptions options) => options.Accel = "tcg";
+}
+
+[CollectionDefinition(QemuServer.Collection)]
+public sealed class QemuCollection : ICollectionFixture<QemuServer>;
 
 /// <summary>The RunResult as a caller reads it off the wire (deliberately not the server's own type).</summary>
 public sealed class RunResultDto

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using SandboxVM.Core.Pools;
 using SandboxVM.Core.Templates;
 using SandboxVM.Images;
+using SandboxVM.Images.Boot;
 using SandboxVM.Runtime;
 
 namespace SandboxVM.Core.Catalog;
@@ -17,14 +18,25 @@ public sealed partial class TemplateCatalog : IVmSpecProvider
     private readonly ImageBuilder _builder;
     private readonly SandboxVmOptions _options;
     private readonly ILogger<TemplateCatalog> _logger;
+    private readonly BootArtifactsBuilder? _boot;
+    private readonly bool _needsDiskImages;
     private readonly ConcurrentDictionary<string, Lazy<Task<BuiltImage>>> _builds = new();
+    private readonly ConcurrentDictionary<string, Lazy<Task<VmSpec>>> _specs = new();
+    private Lazy<Task<BootArtifacts>>? _bootArtifacts;
 
-    public TemplateCatalog(TemplateRegistry registry, ImageBuilder builder, SandboxVmOptions options, ILogger<TemplateCatalog> logger)
+    /// <summary>
+    /// <c>boot</c> builds the guest kernel and initramfs (and makes the catalog build ext4 root disks);
+    /// it is null for runtimes that share the host kernel.
+    /// </summary>
+    public TemplateCatalog(TemplateRegistry registry, ImageBuilder builder, SandboxVmOptions options, ILogger<TemplateCatalog> logger,
+        BootArtifactsBuilder? boot = null)
     {
         _registry = registry;
         _builder = builder;
         _options = options;
         _logger = logger;
+        _boot = boot;
+        _needsDiskImages = boot is not null;
     }
 
     public IReadOnlyList<TemplateDefinition> All => _registry.All;
@@ -78,11 +90,28 @@ public sealed partial class TemplateCatalog : IVmSpecProvider
         }
     }
 
-    /// <summary>What the runtime needs to start a sandbox of <paramref name="t"/>, building its image first if needed.</summary>
+    /// <summary>
+    /// What the runtime needs to start a sandbox of <paramref name="t"/>: its rootfs, and for VM runtimes
+    /// its ext4 root disk, kernel and initramfs, building whatever is missing. Computed once per template.
+    /// </summary>
     public async Task<VmSpec> GetSpecAsync(TemplateDefinition t, CancellationToken cancellationToken)
     {
-        var image = await EnsureBuiltAsync(t, null, cancellationToken);
-        return new VmSpec
+        var lazy = _specs.GetOrAdd(t.Name + "/" + t.ContentHash, _ => new Lazy<Task<VmSpec>>(() => BuildSpecAsync(t, null)));
+        try
+        {
+            return await lazy.Value.WaitAsync(cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _specs.TryRemove(new KeyValuePair<string, Lazy<Task<VmSpec>>>(t.Name + "/" + t.ContentHash, lazy));
+            throw;
+        }
+    }
+
+    private async Task<VmSpec> BuildSpecAsync(TemplateDefinition t, IProgress<string>? progress)
+    {
+        var image = await EnsureBuiltAsync(t, progress, CancellationToken.None);
+        var spec = new VmSpec
         {
             TemplateName = t.Name,
             RootfsDir = image.RootfsDir,
@@ -90,7 +119,31 @@ public sealed partial class TemplateCatalog : IVmSpecProvider
             MemoryMib = t.MemoryMib,
             MaxProcesses = t.Limits.Processes,
             WritableBytes = t.Limits.FileBytes,
+            WarmupKey = WarmupKey(t),
         };
+        if (!_needsDiskImages)
+        {
+            return spec;
+        }
+        string disk = await _builder.BuildExt4Async(image, t.DiskMib, progress, CancellationToken.None);
+        _bootArtifacts ??= new Lazy<Task<BootArtifacts>>(() => _boot!.BuildAsync(progress, CancellationToken.None));
+        var boot = await _bootArtifacts.Value;
+        return spec with
+        {
+            RootfsImage = disk,
+            // The uncompressed kernel boots faster (no in-guest decompression, which is slow under TCG).
+            KernelPath = boot.VmlinuxPath ?? boot.KernelPath,
+            InitrdPath = boot.InitrdPath,
+            KernelArgs = $"sandboxvm.tmp_size={t.Limits.FileBytes >> 20}M sandboxvm.home_size={t.Limits.FileBytes >> 20}M",
+        };
+    }
+
+    /// <summary>Everything the warm-up depends on: a changed script or recipe means a new snapshot.</summary>
+    private static string WarmupKey(TemplateDefinition t)
+    {
+        string text = string.Join("\n", [t.Warmup.Script ?? "", t.Language.SourceFile, .. t.Language.Run, .. t.Language.Compile ?? [],
+            .. t.Language.Env.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => e.Key + "=" + e.Value)]);
+        return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(text)))[..16];
     }
 
     private async Task<BuiltImage> BuildAsync(ImageSpec spec, IProgress<string>? progress)

@@ -32,6 +32,7 @@ public sealed partial class PoolManager : IAsyncDisposable
     private readonly VmTracker _tracker;
     private readonly ILogger<PoolManager> _logger;
     private readonly ConcurrentDictionary<string, TemplatePool> _pools = new();
+    private readonly ConcurrentDictionary<string, Lazy<Task<SnapshotInfo?>>> _snapshots = new();
     private readonly CancellationTokenSource _stopping = new();
     private int _disposed;
 
@@ -48,6 +49,65 @@ public sealed partial class PoolManager : IAsyncDisposable
 
     /// <summary>Longest wait between attempts when starting sandboxes keeps failing.</summary>
     public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Run in a template VM before its snapshot is saved (see <see cref="Runs.Warmup"/>).</summary>
+    public Func<TemplateDefinition, Runtime.Agent.AgentClient, CancellationToken, Task>? Warmup { get; init; }
+
+    /// <summary>
+    /// Makes sure the runtime has a snapshot of the template (booted, warmed up, saved) so pool refills
+    /// restore instead of booting. Once per template and inputs; a failure is retried on the next call.
+    /// </summary>
+    public async Task<SnapshotInfo?> EnsureSnapshotAsync(TemplateDefinition template, CancellationToken cancellationToken)
+    {
+        if (!_runtime.Capabilities.Snapshots)
+        {
+            return null;
+        }
+        VmSpec spec = await _specs.GetSpecAsync(template, cancellationToken);
+        string key = template.Name + "/" + spec.GetHashCode();
+        var lazy = _snapshots.GetOrAdd(key, _ => new Lazy<Task<SnapshotInfo?>>(() => PrepareSnapshotAsync(template, spec)));
+        try
+        {
+            return await lazy.Value.WaitAsync(cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            _snapshots.TryRemove(new KeyValuePair<string, Lazy<Task<SnapshotInfo?>>>(key, lazy));
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Where the runtime has no snapshots, each pooled sandbox runs the warm-up itself before it is
+    /// offered, so that (say) the preloaded interpreter is already up when a request takes it.
+    /// </summary>
+    private async Task WarmWithoutSnapshotAsync(TemplateDefinition template, IVm vm, CancellationToken cancellationToken)
+    {
+        if (_runtime.Capabilities.Snapshots || Warmup is null)
+        {
+            return;
+        }
+        try
+        {
+            await Warmup(template, vm.Agent, cancellationToken);
+        }
+        catch
+        {
+            await _tracker.KillAsync(vm);
+            throw;
+        }
+    }
+
+    private async Task<SnapshotInfo?> PrepareSnapshotAsync(TemplateDefinition template, VmSpec spec)
+    {
+        var info = await _runtime.PrepareSnapshotAsync(spec,
+            Warmup is { } warmup ? (agent, ct) => warmup(template, agent, ct) : null, _stopping.Token);
+        if (info is not null)
+        {
+            LogSnapshot(_logger, template.Name, info.Built ? "saved" : "found", info.Directory, (long)info.Elapsed.TotalMilliseconds);
+        }
+        return info;
+    }
 
     /// <summary>Starts filling the pool of every template whose warm-up strategy is <c>pool</c>.</summary>
     public void Start(IEnumerable<TemplateDefinition> templates)
@@ -180,7 +240,9 @@ public sealed partial class PoolManager : IAsyncDisposable
                 Interlocked.Increment(ref _starting);
                 try
                 {
+                    await owner.EnsureSnapshotAsync(template, stopping);
                     IVm vm = await owner.StartAsync(template, stopping);
+                    await owner.WarmWithoutSnapshotAsync(template, vm, stopping);
                     lock (_ready)
                     {
                         _ready.Enqueue(vm);
@@ -249,6 +311,9 @@ public sealed partial class PoolManager : IAsyncDisposable
             }
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "snapshot of {Template} {What} in {Directory} ({Ms} ms)")]
+    private static partial void LogSnapshot(ILogger logger, string template, string what, string directory, long ms);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "pooled sandbox {Id} of {Template} failed its health check; discarded")]
     private static partial void LogDiscarded(ILogger logger, string id, string template);

@@ -1,0 +1,260 @@
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using SandboxVM.Runtime.Agent;
+using SandboxVM.Runtime.Cgroups;
+
+namespace SandboxVM.Runtime.Qemu;
+
+/// <summary>
+/// One QEMU process and the host's connections to it: QMP, the agent's virtio-serial socket and the
+/// serial console (drained into a bounded tail for diagnostics). Disposing it quits QEMU (SIGKILL
+/// when it does not quit promptly), removes its cgroup and run directory.
+/// </summary>
+public sealed class QemuVm : IVm
+{
+    private const int TailKeep = 16 * 1024;
+
+    private readonly System.Diagnostics.Process _process;
+    private readonly Cgroup? _cgroup;
+    private readonly string _runDir;
+    private readonly Action _release;
+    private readonly TimeSpan _quitTimeout;
+    private readonly ILogger _logger;
+    private readonly StringBuilder _stderr = new();
+    private readonly StringBuilder _console = new();
+    private readonly List<Task> _pumps = [];
+    private Socket? _agentSocket;
+    private NetworkStream? _agentStream;
+    private AgentClient? _agent;
+    private Socket? _consoleSocket;
+    private int _disposed;
+
+    internal QemuVm(string id, string templateName, VmSource source, System.Diagnostics.Process process, Cgroup? cgroup,
+        string runDir, Action release, TimeSpan quitTimeout, ILogger logger)
+    {
+        Id = id;
+        TemplateName = templateName;
+        Source = source;
+        _process = process;
+        _cgroup = cgroup;
+        _runDir = runDir;
+        _release = release;
+        _quitTimeout = quitTimeout;
+        _logger = logger;
+        ProcessId = process.Id;
+        Exited = process.WaitForExitAsync();
+        _pumps.Add(PumpTextAsync(process.StandardError.BaseStream, _stderr));
+        _pumps.Add(PumpTextAsync(process.StandardOutput.BaseStream, _stderr));
+    }
+
+    public string Id { get; }
+    public string TemplateName { get; }
+    public VmSource Source { get; }
+    public AgentClient Agent => _agent ?? throw new InvalidOperationException($"VM {Id} has no agent connection yet");
+    public TimeSpan StartupTime { get; internal set; }
+    public Task Exited { get; }
+
+    /// <summary>Host pid of QEMU.</summary>
+    public int ProcessId { get; }
+
+    /// <summary>The VM's private run directory (sockets, pid file).</summary>
+    public string RunDirectory => _runDir;
+
+    /// <summary>QMP connection (null until connected).</summary>
+    public QmpClient? Qmp { get; private set; }
+
+    public VmUsage ReadUsage() => new(_cgroup?.OomKillCount() ?? 0, _cgroup?.PeakMemoryBytes());
+
+    /// <summary>QEMU's stderr and the guest console, last bytes of each, for error reports.</summary>
+    public string Diagnostics
+    {
+        get
+        {
+            string stderr, console;
+            lock (_stderr)
+            {
+                stderr = _stderr.ToString().Trim();
+            }
+            lock (_console)
+            {
+                console = _console.ToString().Trim();
+            }
+            return $"qemu: {(stderr.Length > 0 ? stderr : "(nothing)")}; console: {(console.Length > 0 ? console : "(nothing)")}";
+        }
+    }
+
+    internal string SocketPath(string name) => Path.Combine(_runDir, QemuRuntime.SocketDirName, name);
+
+    /// <summary>Connects QMP once QEMU has created its socket (or fails when QEMU exits first).</summary>
+    internal async Task ConnectQmpAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        string path = SocketPath(QemuRuntime.QmpSocketName);
+        var deadline = DateTime.UtcNow + timeout;
+        while (true)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (Exited.IsCompleted)
+            {
+                throw new InvalidOperationException($"qemu exited with code {ExitCodeOrNull()} before QMP was up");
+            }
+            if (File.Exists(path))
+            {
+                try
+                {
+                    Qmp = await QmpClient.ConnectAsync(path, cancellationToken);
+                    return;
+                }
+                catch (SocketException) when (DateTime.UtcNow < deadline)
+                {
+                    // The socket file exists before QEMU listens on it.
+                }
+            }
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"qemu did not open its QMP socket within {timeout.TotalSeconds:0.#} s");
+            }
+            await Task.Delay(3, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// Connects to the agent's port. QEMU creates every chardev socket before the QMP one, so once QMP
+    /// answers this cannot race. Bytes sent before the guest opens the port wait in the socket.
+    /// </summary>
+    internal async Task ConnectAgentAsync(CancellationToken cancellationToken)
+    {
+        _agentSocket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        await _agentSocket.ConnectAsync(new UnixDomainSocketEndPoint(SocketPath(QemuRuntime.AgentSocketName)), cancellationToken);
+        _agentStream = new NetworkStream(_agentSocket, ownsSocket: false);
+        _agent = new AgentClient(_agentStream, _agentStream);
+    }
+
+    /// <summary>Drains the serial console into the diagnostics tail; best effort.</summary>
+    internal async Task ConnectConsoleAsync(CancellationToken cancellationToken)
+    {
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            await socket.ConnectAsync(new UnixDomainSocketEndPoint(SocketPath(QemuRuntime.ConsoleSocketName)), cancellationToken);
+        }
+        catch (SocketException)
+        {
+            socket.Dispose();
+            return;
+        }
+        _consoleSocket = socket;
+        _pumps.Add(PumpTextAsync(new NetworkStream(socket, ownsSocket: false), _console));
+    }
+
+    private static async Task PumpTextAsync(Stream stream, StringBuilder tail)
+    {
+        // Keep only the tail: a guest or a misbehaving QEMU must not grow host memory.
+        byte[] buffer = new byte[4096];
+        var decoder = Encoding.UTF8.GetDecoder();
+        char[] chars = new char[Encoding.UTF8.GetMaxCharCount(buffer.Length)];
+        try
+        {
+            int n;
+            while ((n = await stream.ReadAsync(buffer)) > 0)
+            {
+                int c = decoder.GetChars(buffer, 0, n, chars, 0);
+                lock (tail)
+                {
+                    tail.Append(chars, 0, c);
+                    if (tail.Length > TailKeep)
+                    {
+                        tail.Remove(0, tail.Length - TailKeep);
+                    }
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or SocketException)
+        {
+        }
+    }
+
+    private int? ExitCodeOrNull()
+    {
+        try
+        {
+            return _process.HasExited ? _process.ExitCode : null;
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>SIGKILL now, without QMP quit or closing any connection first, and wait for the exit.</summary>
+    internal async Task KillAsync()
+    {
+        Native.Kill(ProcessId, Native.SIGKILL);
+        try
+        {
+            await Exited.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        catch (TimeoutException)
+        {
+            QemuLog.KillFailed(_logger, Id, "qemu did not exit 10 s after SIGKILL");
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        if (!Exited.IsCompleted && Qmp is not null)
+        {
+            try
+            {
+                using var quit = new CancellationTokenSource(_quitTimeout);
+                // quit closes the connection, sometimes before its answer arrives: either way is fine.
+                await Qmp.ExecuteAsync("quit", null, quit.Token).ContinueWith(_ => { }, TaskScheduler.Default);
+                await Exited.WaitAsync(quit.Token);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+        if (!Exited.IsCompleted)
+        {
+            await KillAsync();
+        }
+        if (_agent is not null)
+        {
+            await _agent.DisposeAsync();
+        }
+        _agentSocket?.Dispose();
+        if (_agentStream is not null)
+        {
+            await _agentStream.DisposeAsync();
+        }
+        _consoleSocket?.Dispose();
+        if (Qmp is not null)
+        {
+            await Qmp.DisposeAsync();
+        }
+        if (_cgroup is not null)
+        {
+            await _cgroup.DestroyAsync(CancellationToken.None);
+        }
+        await Task.WhenAll(_pumps).WaitAsync(TimeSpan.FromSeconds(1)).ContinueWith(_ => { }, TaskScheduler.Default);
+        try
+        {
+            // A later server's leftover sweep may have removed it already.
+            if (Directory.Exists(_runDir))
+            {
+                Directory.Delete(_runDir, recursive: true);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            QemuLog.CleanupFailed(_logger, _runDir, e.Message);
+        }
+        _process.Dispose();
+        _release();
+    }
+}

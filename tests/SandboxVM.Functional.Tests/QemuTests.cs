@@ -1,0 +1,79 @@
+using System.Diagnostics;
+using Microsoft.Extensions.DependencyInjection;
+using SandboxVM.Core.Catalog;
+
+namespace SandboxVM.Functional.Tests;
+
+/// <summary>What only real VMs restored from one snapshot must show: clones that differ, a VM that dies.</summary>
+[Collection(QemuServer.Collection)]
+public class QemuTests(QemuServer server)
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task ClonesOfOneSnapshot_HaveTheirOwnRandomness_AndTheHostsClock()
+    {
+        const string code = "import os, time\nprint(os.urandom(16).hex(), time.time())";
+        var a = await server.RunAsync(new { template = "python-data-analysis", code }, Ct);
+        double hostNow = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0;
+        var b = await server.RunAsync(new { template = "python-data-analysis", code }, Ct);
+        Assert.True(a.Status == "ok", a.ToString());
+        Assert.True(b.Status == "ok", b.ToString());
+        Assert.Equal("pool", a.Metrics["vm_source"].GetString());
+        string[] pa = a.Stdout.Split(' '), pb = b.Stdout.Split(' ');
+        Assert.NotEqual(pa[0], pb[0]);
+        double guestTime = double.Parse(pa[1], System.Globalization.CultureInfo.InvariantCulture);
+        // a ran before hostNow was read; its clock must be the host's, not the snapshot's.
+        Assert.InRange(hostNow - guestTime, -1.0, 1.0 + a.Metrics["total_ms"].GetDouble() / 1000);
+    }
+
+    [Fact]
+    public async Task VmKilledMidRun_IsSandboxError_AndThePoolIsBackToTarget()
+    {
+        var catalog = server.Services.GetRequiredService<TemplateCatalog>();
+        var spec = await catalog.GetSpecAsync(catalog.Find("go-algorithm")!, Ct);
+        const string code = "package main\nimport (\"fmt\"; \"time\")\nfunc main() { fmt.Println(\"started\"); time.Sleep(60 * time.Second) }\n";
+        var run = server.RunAsync(new { template = "go-algorithm", code, timeout_s = 90 }, Ct);
+
+        // Kill every QEMU of this template until the run ends: the busy one, the pool's, any started on demand.
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        int killed = 0;
+        while (!run.IsCompleted && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(500, Ct);
+            foreach (int pid in QemuProcessesUsing(spec.RootfsImage!))
+            {
+                Process.GetProcessById(pid).Kill();
+                killed++;
+            }
+        }
+        var r = await run;
+        Assert.True(killed > 0, "no qemu process of the template was found");
+        Assert.Equal("sandbox_error", r.Status);
+
+        await PoolScenarios.WaitForFullPoolAsync(server, "go-algorithm", TimeSpan.FromSeconds(180));
+    }
+
+    private static List<int> QemuProcessesUsing(string image)
+    {
+        var pids = new List<int>();
+        foreach (string dir in Directory.GetDirectories("/proc"))
+        {
+            if (int.TryParse(Path.GetFileName(dir), out int pid))
+            {
+                try
+                {
+                    string cmdline = File.ReadAllText(Path.Combine(dir, "cmdline"));
+                    if (cmdline.StartsWith("/usr/bin/qemu-system-x86_64", StringComparison.Ordinal) && cmdline.Contains(image, StringComparison.Ordinal))
+                    {
+                        pids.Add(pid);
+                    }
+                }
+                catch (IOException)
+                {
+                }
+            }
+        }
+        return pids;
+    }
+}

@@ -1,0 +1,157 @@
+using System.Text.Json.Nodes;
+using SandboxVM.Runtime.Qemu;
+
+namespace SandboxVM.Runtime.Tests;
+
+public sealed class QmpClientTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task Connect_reads_the_greeting_and_negotiates_capabilities()
+    {
+        await using var server = new FakeQmpServer();
+        await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct);
+
+        Assert.True(server.CapabilitiesNegotiated);
+        Assert.Equal(7, client.Greeting["QMP"]!["version"]!["qemu"]!["major"]!.GetValue<int>());
+    }
+
+    [Fact]
+    public async Task Execute_sends_arguments_with_an_id_and_returns_the_return_member()
+    {
+        await using var server = new FakeQmpServer
+        {
+            Handler = c => [FakeQmpServer.Return(c, new JsonObject { ["status"] = "paused", ["running"] = false })],
+        };
+        await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct);
+
+        var status = await client.ExecuteAsync("query-status", new JsonObject { ["x"] = 1 }, Ct);
+
+        Assert.Equal("paused", status!["status"]!.GetValue<string>());
+        var sent = Assert.Single(server.Received);
+        Assert.Equal("query-status", sent["execute"]!.GetValue<string>());
+        Assert.Equal(1, sent["arguments"]!["x"]!.GetValue<int>());
+        Assert.NotNull(sent["id"]);
+    }
+
+    [Fact]
+    public async Task Errors_become_QmpException_with_class_and_description()
+    {
+        await using var server = new FakeQmpServer
+        {
+            Handler = c => [FakeQmpServer.Error(c, "CommandNotFound", "The command nope has not been found")],
+        };
+        await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct);
+
+        var e = await Assert.ThrowsAsync<QmpException>(() => client.ExecuteAsync("nope", null, Ct));
+
+        Assert.Equal("nope", e.Command);
+        Assert.Equal("CommandNotFound", e.ErrorClass);
+        Assert.Equal("The command nope has not been found", e.Description);
+    }
+
+    [Fact]
+    public async Task Events_before_a_reply_are_queued_and_do_not_answer_the_command()
+    {
+        await using var server = new FakeQmpServer
+        {
+            Handler = c =>
+            [
+                FakeQmpServer.Event("STOP"),
+                FakeQmpServer.Event("MIGRATION", new JsonObject { ["status"] = "completed" }),
+                FakeQmpServer.Return(c, new JsonObject { ["done"] = true }),
+            ],
+        };
+        await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct);
+
+        var result = await client.ExecuteAsync("stop", null, Ct);
+
+        Assert.True(result!["done"]!.GetValue<bool>());
+        var first = await client.Events.ReadAsync(Ct);
+        var second = await client.Events.ReadAsync(Ct);
+        Assert.Equal("STOP", first.Name);
+        Assert.Equal(DateTimeOffset.FromUnixTimeSeconds(1700000000).AddTicks(50), first.Timestamp);
+        Assert.Equal("MIGRATION", second.Name);
+        Assert.Equal("completed", second.Data!["status"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Replies_are_matched_by_id_even_out_of_order()
+    {
+        JsonObject? held = null;
+        await using var server = new FakeQmpServer();
+        // The first command's reply is held back and sent after the second's.
+        server.Handler = c =>
+        {
+            if (held is null)
+            {
+                held = c;
+                return [];
+            }
+            return [FakeQmpServer.Return(c, "second"), FakeQmpServer.Return(held, "first")];
+        };
+        await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct);
+
+        var first = client.ExecuteAsync("a", null, Ct);
+        while (held is null)
+        {
+            await Task.Delay(5, Ct);
+        }
+        var second = client.ExecuteAsync("b", null, Ct);
+
+        Assert.Equal("first", (await first)!.GetValue<string>());
+        Assert.Equal("second", (await second)!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task A_file_descriptor_travels_with_its_command()
+    {
+        await using var server = new FakeQmpServer();
+        await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct);
+        string file = Path.GetTempFileName();
+        try
+        {
+            using (var handle = File.OpenHandle(file, FileMode.Open, FileAccess.Write))
+            {
+                await client.ExecuteWithFdAsync("getfd", new JsonObject { ["fdname"] = "state" }, handle, Ct);
+            }
+            // The server writes through its own copy of the descriptor, after ours is closed.
+            var received = Assert.Single(server.ReceivedFds);
+            RandomAccess.Write(received, "via-fd"u8, 0);
+            received.Dispose();
+
+            Assert.Equal("via-fd", await File.ReadAllTextAsync(file, Ct));
+            Assert.Equal("state", Assert.Single(server.Received)["arguments"]!["fdname"]!.GetValue<string>());
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
+    public async Task A_closed_connection_fails_pending_and_later_commands()
+    {
+        await using var server = new FakeQmpServer { Handler = _ => [] };
+        await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct);
+
+        var pending = client.ExecuteAsync("quit", null, Ct);
+        while (server.Received.Count == 0)
+        {
+            await Task.Delay(5, Ct);
+        }
+        server.Disconnect();
+
+        await Assert.ThrowsAsync<QmpDisconnectedException>(() => pending);
+        await client.Completion.WaitAsync(TimeSpan.FromSeconds(5), Ct);
+        await Assert.ThrowsAsync<QmpDisconnectedException>(() => client.ExecuteAsync("query-status", null, Ct));
+    }
+
+    [Fact]
+    public async Task Connect_fails_when_nobody_listens()
+    {
+        string path = Path.Combine(Path.GetTempPath(), "no-qmp-" + Guid.NewGuid().ToString("N")[..8] + ".sock");
+        await Assert.ThrowsAnyAsync<System.Net.Sockets.SocketException>(() => QmpClient.ConnectAsync(path, Ct));
+    }
+}
