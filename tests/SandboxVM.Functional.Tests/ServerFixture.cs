@@ -54,6 +54,20 @@ public abstract class ServerFixture : IAsyncLifetime
         {
             await catalog.EnsureBuiltAsync(t, null, CancellationToken.None);
         }
+        // Tests start from a warm server, as a user would after start-up: every pool at its target.
+        var pools = _app.Services.GetRequiredService<SandboxVM.Core.Pools.PoolManager>();
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(10);
+        foreach (var t in catalog.All)
+        {
+            while (pools.Status(t.Name) is { } p && p.Ready < p.Target)
+            {
+                if (DateTime.UtcNow > deadline)
+                {
+                    throw new TimeoutException($"pool of {t.Name} did not fill: {p}");
+                }
+                await Task.Delay(100);
+            }
+        }
         BaseUrl = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         Http = new HttpClient { BaseAddress = new Uri(BaseUrl), Timeout = TimeSpan.FromMinutes(3) };
     }

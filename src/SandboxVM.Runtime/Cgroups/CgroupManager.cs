@@ -51,8 +51,11 @@ public sealed class CgroupManager
         _ => throw new InvalidOperationException("this host has no usable cgroup hierarchy"),
     };
 
-    /// <summary>Kills and removes every sandbox cgroup under our parent (left by a server that died).</summary>
-    public async Task<int> SweepAsync(CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Kills and removes the sandbox cgroups under our parent named <c>PREFIX-OWNERPID-...</c> whose owner
+    /// process is gone (a server that died). Groups of live servers, and of other runtimes, are left alone.
+    /// </summary>
+    public async Task<int> SweepAsync(string prefix, CancellationToken cancellationToken = default)
     {
         var names = new HashSet<string>();
         foreach (string parent in ParentDirectories())
@@ -61,7 +64,11 @@ public sealed class CgroupManager
             {
                 foreach (string d in Directory.GetDirectories(parent))
                 {
-                    names.Add(Path.GetFileName(d));
+                    string name = Path.GetFileName(d);
+                    if (IsLeftover(name, prefix))
+                    {
+                        names.Add(name);
+                    }
                 }
             }
         }
@@ -71,6 +78,19 @@ public sealed class CgroupManager
             await group.DestroyAsync(cancellationToken);
         }
         return names.Count;
+    }
+
+    /// <summary>Name for a new group owned by this process: the sweep of a later server recognises it.</summary>
+    public static string OwnedName(string prefix, string id) => $"{prefix}-{Environment.ProcessId}-{id}";
+
+    private static bool IsLeftover(string name, string prefix)
+    {
+        var parts = name.Split('-');
+        if (parts.Length < 3 || parts[0] != prefix || !int.TryParse(parts[1], out int owner))
+        {
+            return false;
+        }
+        return owner != Environment.ProcessId && !Directory.Exists($"/proc/{owner}");
     }
 
     private IEnumerable<string> ParentDirectories() => Version switch

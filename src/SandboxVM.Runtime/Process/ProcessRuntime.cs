@@ -40,6 +40,8 @@ public sealed partial class ProcessRuntime : IVmRuntime
     /// </summary>
     private const int AgentPidHeadroom = 64;
 
+    private const string CgroupPrefix = "sbx";
+
     public string Name => "process";
 
     public RuntimeCapabilities Capabilities { get; } = new(IsolationLevel.SharedKernel, Snapshots: false, Networking: false, OwnKernel: false);
@@ -49,7 +51,7 @@ public sealed partial class ProcessRuntime : IVmRuntime
     public static bool IsAvailable(ProcessRuntimeOptions options) => File.Exists(options.BwrapPath);
 
     public Task<int> CleanupLeftoversAsync(CancellationToken cancellationToken) =>
-        _useCgroups ? _cgroups.SweepAsync(cancellationToken) : Task.FromResult(0);
+        _useCgroups ? _cgroups.SweepAsync(CgroupPrefix, cancellationToken) : Task.FromResult(0);
 
     public async Task<IVm> StartAsync(VmSpec spec, CancellationToken cancellationToken)
     {
@@ -58,7 +60,7 @@ public sealed partial class ProcessRuntime : IVmRuntime
             throw new DirectoryNotFoundException($"rootfs of template {spec.TemplateName} not found at {spec.RootfsDir}");
         }
         var started = Stopwatch.StartNew();
-        string id = "sbx-" + Guid.NewGuid().ToString("N")[..12];
+        string id = CgroupManager.OwnedName(CgroupPrefix, Guid.NewGuid().ToString("N")[..12]);
         Cgroup? cgroup = _useCgroups
             ? _cgroups.Create(id, new CgroupLimits((long)spec.MemoryMib << 20, spec.MaxProcesses + AgentPidHeadroom, spec.Vcpus))
             : null;

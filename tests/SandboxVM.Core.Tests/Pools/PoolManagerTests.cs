@@ -76,7 +76,8 @@ public class PoolManagerTests : IAsyncLifetime
 
         var leases = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => _pools.AcquireAsync(t, Ct)));
         Assert.Equal(8, leases.Select(l => l.Vm.Id).Distinct().Count());
-        Assert.Equal(4, leases.Count(l => l.Source == VmSource.Pool));
+        // At least the four that were ready; refills racing with the takes may serve more.
+        Assert.InRange(leases.Count(l => l.Source == VmSource.Pool), 4, 8);
         foreach (var l in leases)
         {
             _tracker.Release(l.Vm);
