@@ -50,12 +50,10 @@ public sealed class RealBuildTests
         Assert.True(File.Exists(Path.Combine(baseDir, "image.json")));
         Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(cache.Root, "base"), "*.tmp-*"));
 
-        var stopwatch = Stopwatch.StartNew();
         var again = await cache.Builder().BuildRootfsAsync(spec, null, TestContext.Current.CancellationToken);
 
         Assert.True(again.WasCached);
         Assert.Equal(image.RootfsDir, again.RootfsDir);
-        Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(2), $"cached call took {stopwatch.Elapsed}");
     }
 
     [Fact]
