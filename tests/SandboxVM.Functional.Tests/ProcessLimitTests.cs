@@ -29,4 +29,14 @@ public class ProcessLimitTests(ProcessServer server)
         // The sandbox itself (agent included) survived the bomb and reported normally.
         Assert.Equal("ok", r.Status);
     }
+
+    // Process runtime only: a TCG guest's clock runs fast (measured ~20%), so its own timeout fires early
+    // by the host's clock; the guest clocksource under emulation is an open item.
+    [Fact]
+    public async Task Run_InfiniteLoop_RunsForTheWholeLimitBeforeTimingOut()
+    {
+        var r = await server.RunAsync(new { template = "python-data-analysis", code = "while True:\n    pass\n", timeout_s = 2 }, Ct);
+        Assert.Equal("timeout", r.Status);
+        Assert.True(r.Metrics["run_ms"].GetDouble() >= 1900, $"run_ms {r.Metrics["run_ms"]}");
+    }
 }

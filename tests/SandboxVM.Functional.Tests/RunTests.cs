@@ -66,7 +66,6 @@ public abstract class RunScenarios(ServerFixture server)
         var r = await server.RunAsync(new { template = "python-data-analysis", code = "while True:\n    pass\n", timeout_s = 2 }, Ct);
         watch.Stop();
         Assert.Equal("timeout", r.Status);
-        Assert.True(r.Metrics["run_ms"].GetDouble() >= 1900, $"run_ms {r.Metrics["run_ms"]}");
         Assert.True(watch.Elapsed < TimeSpan.FromSeconds(2 + 5), $"took {watch.Elapsed}");
     }
 

@@ -1,5 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Security.Cryptography;
+using SandboxVM.Protocol;
 using Microsoft.Extensions.Logging;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Templates;
@@ -158,7 +160,21 @@ public sealed partial class PoolManager : IAsyncDisposable
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(HealthCheckTimeout);
-            await vm.Agent.PingAsync(timeout.Token);
+            if (_runtime.Capabilities.OwnKernel)
+            {
+                // A guest clock drifts while it waits in the pool (fast under emulation): set it again now,
+                // with fresh entropy. This round trip is also the health check.
+                await vm.Agent.ReinitAsync(new ReinitRequest
+                {
+                    UnixTimeMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(),
+                    Entropy = RandomNumberGenerator.GetBytes(32),
+                    SandboxId = vm.Id,
+                }, timeout.Token);
+            }
+            else
+            {
+                await vm.Agent.PingAsync(timeout.Token);
+            }
             return true;
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)

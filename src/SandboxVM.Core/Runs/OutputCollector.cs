@@ -33,10 +33,30 @@ internal sealed class OutputCollector : IExecObserver
 
     public void OnStderr(ReadOnlySpan<byte> data) => Append(_stderr, data, "stderr");
 
+    /// <summary>Host clock when the guest said each step started (see <see cref="HostStepTimes"/>).</summary>
+    private long? _compileStarted, _runStarted;
+
+    /// <summary>
+    /// Step durations as the host saw them, from the step's start event to now. The guest's own clock can
+    /// run fast under emulation, so the guest's figures are capped by these.
+    /// </summary>
+    public (double? CompileMs, double? RunMs) HostStepTimes()
+    {
+        long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        double? compile = _compileStarted is long c ? System.Diagnostics.Stopwatch.GetElapsedTime(c, _runStarted ?? now).TotalMilliseconds : null;
+        double? run = _runStarted is long r ? System.Diagnostics.Stopwatch.GetElapsedTime(r, now).TotalMilliseconds : null;
+        return (compile, run);
+    }
+
     public void OnEvent(ExecEvent e)
     {
+        if (e.Kind == "compile_started")
+        {
+            _compileStarted = System.Diagnostics.Stopwatch.GetTimestamp();
+        }
         if (e.Kind == "run_started")
         {
+            _runStarted = System.Diagnostics.Stopwatch.GetTimestamp();
             // Compiler output of a successful build is not part of the program's output.
             _stdout.SetLength(0);
             _stderr.SetLength(0);

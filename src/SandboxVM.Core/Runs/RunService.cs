@@ -158,8 +158,9 @@ public sealed partial class RunService
             Output = output.Combined,
             Truncated = output.Truncated,
         };
-        result.Metrics.CompileMs = r.Compile?.DurationMs ?? 0;
-        result.Metrics.RunMs = r.Run?.DurationMs ?? 0;
+        var (hostCompile, hostRun) = output.HostStepTimes();
+        result.Metrics.CompileMs = Math.Min(r.Compile?.DurationMs ?? 0, hostCompile ?? double.MaxValue);
+        result.Metrics.RunMs = Math.Min(r.Run?.DurationMs ?? 0, hostRun ?? double.MaxValue);
         bool compileFailed = r.Compile is { } c && (c.Reason != TerminationReason.Exited || c.ExitCode != 0);
         StepResult? step = compileFailed ? r.Compile : r.Run;
         if (step is null)

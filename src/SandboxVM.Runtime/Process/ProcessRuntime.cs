@@ -94,27 +94,8 @@ public sealed partial class ProcessRuntime : IVmRuntime
 
     private ProcessStartInfo BuildStartInfo(VmSpec spec, Cgroup? cgroup)
     {
-        var psi = new ProcessStartInfo
-        {
-            FileName = "/bin/sh",
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        psi.Environment.Clear();
-        psi.Environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin";
+        var psi = CgroupLauncher.StartInfo(cgroup);
         var a = psi.ArgumentList;
-        // The shell joins the cgroup(s) first, then execs: bwrap and everything under it start inside.
-        a.Add("-ec");
-        a.Add("n=$1; shift; while [ \"$n\" -gt 0 ]; do echo $$ > \"$1\"; shift; n=$((n-1)); done; exec \"$@\"");
-        a.Add("sandboxvm-join");
-        var procs = cgroup?.ProcsFiles ?? [];
-        a.Add(procs.Count.ToString());
-        foreach (string p in procs)
-        {
-            a.Add(p);
-        }
         if (Environment.UserName == "root" || Environment.GetEnvironmentVariable("USER") == "root" || IsRoot())
         {
             // Drop to an unprivileged host uid; bubblewrap then builds its namespaces without privilege.

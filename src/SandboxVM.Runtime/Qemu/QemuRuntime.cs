@@ -459,29 +459,8 @@ public sealed class QemuRuntime : IVmRuntime
 
     private ProcessStartInfo BuildStartInfo(IReadOnlyList<string> qemuArgs, string pidFile, Cgroup? cgroup, int? uid)
     {
-        var psi = new ProcessStartInfo
-        {
-            FileName = "/bin/sh",
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        psi.Environment.Clear();
-        psi.Environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin";
+        var psi = CgroupLauncher.StartInfo(cgroup, pidFile);
         var a = psi.ArgumentList;
-        // The shell records its pid (QEMU's, after exec) before anything else, so a server dying at any
-        // later point leaves a pid file; then it joins the cgroup(s) and execs: QEMU starts inside them.
-        a.Add("-ec");
-        a.Add("echo $$ > \"$1\"; shift; n=$1; shift; while [ \"$n\" -gt 0 ]; do echo $$ > \"$1\"; shift; n=$((n-1)); done; exec \"$@\"");
-        a.Add("sandboxvm-join");
-        a.Add(pidFile);
-        var procs = cgroup?.ProcsFiles ?? [];
-        a.Add(procs.Count.ToString(CultureInfo.InvariantCulture));
-        foreach (string p in procs)
-        {
-            a.Add(p);
-        }
         if (uid is { } u)
         {
             a.Add(_options.SetprivPath);
