@@ -660,4 +660,30 @@ internal static unsafe partial class Libc
         }
         NativeMemory.Free(array);
     }
+
+    private const ulong RNDRESEEDCRNG = 0x5207;
+
+    [LibraryImport(LibName, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int OpenPath(string path, int flags);
+
+    [LibraryImport(LibName, EntryPoint = "ioctl", SetLastError = true)]
+    private static partial int IoctlNoArg(int fd, ulong request, nint arg);
+
+    /// <summary>
+    /// Makes the kernel reseed its CRNG from the input pool now. Writing to /dev/urandom only mixes bytes
+    /// into the pool; without a reseed, clones of one snapshot keep producing the same random stream for a
+    /// while. Needs CAP_SYS_ADMIN (root in a VM). Returns 0 or an errno.
+    /// </summary>
+    internal static int ReseedCrng()
+    {
+        int fd = OpenPath("/dev/urandom", 0x1 | 0x80000); // O_WRONLY | O_CLOEXEC
+        if (fd < 0)
+        {
+            return Marshal.GetLastPInvokeError();
+        }
+        int rc = IoctlNoArg(fd, RNDRESEEDCRNG, 0);
+        int errno = rc < 0 ? Marshal.GetLastPInvokeError() : 0;
+        _ = SysClose(fd);
+        return errno;
+    }
 }

@@ -37,6 +37,10 @@ internal static class SystemOperations
             {
                 AgentLog.Write($"reinit: cannot write /dev/urandom: {e.Message}");
             }
+            if (Libc.IsRoot && Libc.ReseedCrng() is int reseedErrno and not 0)
+            {
+                AgentLog.Write($"reinit: cannot reseed the CRNG: {Libc.DescribeErrno(reseedErrno)}");
+            }
         }
         state.SandboxId = request.SandboxId;
         await context.RespondAsync(new OkBody(), ProtocolJson.Default.OkBody);
