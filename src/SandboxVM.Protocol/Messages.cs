@@ -81,6 +81,11 @@ public sealed class ExecRequest
     /// whenever the fork server cannot be used.
     /// </summary>
     public ForkServerRequest? ForkServer { get; set; }
+    /// <summary>
+    /// Sessions: leave <see cref="OutputsDir"/> as it is instead of emptying it, and report in
+    /// <see cref="ExecResult.Artifacts"/> only the files this exec created or changed.
+    /// </summary>
+    public bool KeepOutputs { get; set; }
 }
 
 /// <summary>
@@ -95,6 +100,15 @@ public sealed class ForkServerRequest
     public List<string> Preload { get; set; } = [];
     /// <summary>The element of <see cref="ExecRequest.Run"/> naming the Python file (its last occurrence counts); empty = the last element.</summary>
     public string Script { get; set; } = "";
+    /// <summary>
+    /// Run the script in the server's own interpreter instead of a forked child, with one
+    /// <c>__main__</c> namespace kept from run to run (a notebook kernel): globals and imports
+    /// survive, an exception leaves earlier state in place, and the repr of a final expression
+    /// statement comes back in <see cref="StepResult.ResultRepr"/>. Used by sessions.
+    /// </summary>
+    public bool Persistent { get; set; }
+    /// <summary>After the script, save every matplotlib figure still open as OUTPUTS/figure-N.png (N counting on from the highest present) and close it.</summary>
+    public bool SaveFigures { get; set; }
 }
 
 /// <summary>How a step ended.</summary>
@@ -122,6 +136,10 @@ public sealed class StepResult
     public long StderrBytes { get; set; }
     /// <summary>True when the step ran as a child of the fork server (see <see cref="ExecRequest.ForkServer"/>).</summary>
     public bool Forked { get; set; }
+    /// <summary>Persistent runs: repr() of the value of the script's final expression statement, when it has one and it is not None.</summary>
+    public string? ResultRepr { get; set; }
+    /// <summary>Persistent runs: the interpreter holding the state was started for this run (first run, or the previous one was killed), so earlier state is gone.</summary>
+    public bool StateReset { get; set; }
 }
 
 /// <summary>Response of exec.</summary>
