@@ -45,4 +45,22 @@ public sealed class SandboxVmOptions
 
     /// <summary>Build every available template in the background when the server starts.</summary>
     public bool BuildTemplatesOnStart { get; set; } = true;
+
+    /// <summary>Live sandboxes (sessions) at once; past that creating one is a 429.</summary>
+    public int MaxSandboxes { get; set; } = 8;
+
+    /// <summary>Lifetime of a sandbox when its creator names none.</summary>
+    public double SandboxTimeoutS { get; set; } = 3600;
+
+    /// <summary>Longest lifetime (and idle timeout) a caller may ask for.</summary>
+    public double MaxSandboxTimeoutS { get; set; } = 86400;
+
+    /// <summary>A sandbox without calls for this long ends, unless its creator asked otherwise.</summary>
+    public double SandboxIdleTimeoutS { get; set; } = 900;
+
+    /// <summary>How often lifetimes and idle times are checked.</summary>
+    public double SandboxReapIntervalS { get; set; } = 1;
+
+    /// <summary>Largest file a caller may upload into a sandbox (PUT .../files).</summary>
+    public long MaxUploadBytes { get; set; } = 100L << 20;
 }

@@ -28,24 +28,19 @@ internal static partial class Endpoints
                 ? Results.Json(Describe(t, catalog, runtime, pools))
                 : ProblemResult(404, ProblemCodes.UnknownTemplate, "name", $"unknown template '{name}'"));
         app.MapPost("/v1/run", RunAsync);
+        SandboxEndpoints.Map(app);
     }
 
     private static async Task RunAsync(HttpContext context, RunService runs, IOptions<JsonOptions> json)
     {
-        RunRequest? request;
-        try
-        {
-            request = await JsonSerializer.DeserializeAsync<RunRequest>(context.Request.Body, json.Value.SerializerOptions, context.RequestAborted);
-        }
-        catch (JsonException e)
-        {
-            string where = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? "" : $" at {e.Path}";
-            await Problems.Write(context, 400, ProblemCodes.MalformedJson, FieldOf(e.Path), $"the request body is not a valid run request{where}: {FirstSentence(e.Message)}");
-            return;
-        }
+        var request = await ReadJsonAsync<RunRequest>(context, json.Value.SerializerOptions, "run request");
         if (request is null)
         {
-            await Problems.Write(context, 400, ProblemCodes.MalformedJson, null, "the request body must be a JSON object");
+            return;
+        }
+        if (RunStreaming.Wanted(context))
+        {
+            await RunStreaming.WriteAsync(context, json.Value.SerializerOptions, (events, ct) => runs.RunAsync(request, events, ct));
             return;
         }
         try
@@ -58,6 +53,27 @@ internal static partial class Endpoints
             TimeSpan? retry = e.Status == 429 ? TimeSpan.FromSeconds(1) : null;
             await Problems.Write(context, e.Status, e.Code, e.Field, e.Message, retry);
         }
+    }
+
+    /// <summary>The request body as a <typeparamref name="T"/>; null after answering a 400 problem when it is not one.</summary>
+    internal static async Task<T?> ReadJsonAsync<T>(HttpContext context, JsonSerializerOptions options, string what) where T : class
+    {
+        T? request;
+        try
+        {
+            request = await JsonSerializer.DeserializeAsync<T>(context.Request.Body, options, context.RequestAborted);
+        }
+        catch (JsonException e)
+        {
+            string where = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? "" : $" at {e.Path}";
+            await Problems.Write(context, 400, ProblemCodes.MalformedJson, FieldOf(e.Path), $"the request body is not a valid {what}{where}: {FirstSentence(e.Message)}");
+            return null;
+        }
+        if (request is null)
+        {
+            await Problems.Write(context, 400, ProblemCodes.MalformedJson, null, "the request body must be a JSON object");
+        }
+        return request;
     }
 
     private static string? FieldOf(string? jsonPath) =>

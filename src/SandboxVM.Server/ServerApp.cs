@@ -11,6 +11,7 @@ using SandboxVM.Core;
 using SandboxVM.Core.Catalog;
 using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
+using SandboxVM.Core.Sessions;
 using SandboxVM.Core.Templates;
 using SandboxVM.Images;
 using SandboxVM.Images.Boot;
@@ -155,6 +156,7 @@ public static class ServerApp
             Warmup = Warmup.RunAsync,
         });
         services.AddSingleton<RunService>();
+        services.AddSingleton<SessionManager>();
         services.AddHostedService<StartupService>();
     }
 }

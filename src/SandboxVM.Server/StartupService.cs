@@ -4,6 +4,7 @@ using SandboxVM.Core;
 using SandboxVM.Core.Catalog;
 using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
+using SandboxVM.Core.Sessions;
 using SandboxVM.Runtime;
 
 namespace SandboxVM.Server;
@@ -17,6 +18,7 @@ internal sealed partial class StartupService(
     IVmRuntime runtime,
     TemplateCatalog catalog,
     PoolManager pools,
+    SessionManager sessions,
     VmTracker tracker,
     SandboxVmOptions options,
     ILogger<StartupService> logger) : IHostedService
@@ -65,6 +67,7 @@ internal sealed partial class StartupService(
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         await _stopping.CancelAsync();
+        await sessions.DisposeAsync();
         await pools.DisposeAsync();
         await tracker.DisposeAsync();
         await _builds.WaitAsync(TimeSpan.FromSeconds(1), CancellationToken.None).ContinueWith(_ => { }, TaskScheduler.Default);

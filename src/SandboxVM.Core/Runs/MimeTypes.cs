@@ -1,6 +1,6 @@
 namespace SandboxVM.Core.Runs;
 
-internal static class MimeTypes
+public static class MimeTypes
 {
     private static readonly Dictionary<string, string> ByExtension = new(StringComparer.OrdinalIgnoreCase)
     {

@@ -58,8 +58,26 @@ public sealed class RunResult
     public bool Truncated { get; set; }
     /// <summary>Why the sandbox failed, for status sandbox_error; why the run ended, for timeout/oom.</summary>
     public string? Error { get; set; }
+    /// <summary>Sessions, Python: repr() of the value of the code's final expression, as a notebook shows it.</summary>
+    public string? Result { get; set; }
+    /// <summary>Sessions, compiled languages: the source had not changed, so nothing was compiled.</summary>
+    public bool BuildCached { get; set; }
+    /// <summary>Sessions: the interpreter holding the sandbox's state was restarted (the previous run was killed), so earlier state is gone.</summary>
+    public bool StateReset { get; set; }
     public List<RunArtifact> Artifacts { get; set; } = [];
     public RunMetrics Metrics { get; set; } = new();
+}
+
+/// <summary>A run's result and whether its compile step (if it ran) produced a program.</summary>
+public sealed record RunOutcome(RunResult Result, bool BuildSucceeded);
+
+/// <summary>Receives a run's output and artifacts as they happen (streaming). Called on the agent's reader: keep it quick.</summary>
+public interface IRunEvents
+{
+    /// <summary><paramref name="stream"/> is "stdout" or "stderr"; a chunk may end inside a UTF-8 character.</summary>
+    void OnOutput(string stream, ReadOnlyMemory<byte> data);
+
+    void OnArtifact(RunArtifact artifact);
 }
 
 /// <summary>A request the server refuses: a stable code and the field at fault.</summary>
@@ -83,4 +101,13 @@ public static class ProblemCodes
     public const string MalformedJson = "malformed_json";
     public const string Overloaded = "overloaded";
     public const string Unauthorized = "unauthorized";
+    public const string SandboxNotFound = "sandbox_not_found";
+    public const string TooManySandboxes = "too_many_sandboxes";
+    public const string SandboxStartFailed = "sandbox_start_failed";
+    public const string TemplateMismatch = "template_mismatch";
+    public const string InvalidMetadata = "invalid_metadata";
+    public const string InvalidPath = "invalid_path";
+    public const string FileNotFound = "file_not_found";
+    public const string FileError = "file_error";
+    public const string FileTooLarge = "file_too_large";
 }

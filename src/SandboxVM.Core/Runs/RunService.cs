@@ -39,11 +39,70 @@ public sealed partial class RunService
         _slots = new SemaphoreSlim(options.MaxConcurrentRuns, options.MaxConcurrentRuns);
     }
 
-    public async Task<RunResult> RunAsync(RunRequest request, CancellationToken cancellationToken)
+    public Task<RunResult> RunAsync(RunRequest request, CancellationToken cancellationToken) =>
+        RunAsync(request, null, cancellationToken);
+
+    /// <summary>A one-shot run: a sandbox from the pool, the code run in it, the sandbox ended.</summary>
+    public async Task<RunResult> RunAsync(RunRequest request, IRunEvents? events, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
         var (template, exec) = Validate(request);
+        using var slot = await TakeSlotAsync(cancellationToken);
+        double queueMs = clock.Elapsed.TotalMilliseconds;
+        RunResult? result = null;
+        LeasedVm? lease = null;
+        try
+        {
+            lease = await _pools.AcquireAsync(template, cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            LogSandboxFailed(_logger, template.Name, e);
+            result = new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started: " + e.Message };
+        }
+        if (lease is not null)
+        {
+            try
+            {
+                result = (await ExecuteAsync(lease.Vm, template, exec, events, cancellationToken)).Result;
+                // What obtaining the sandbox cost this request: near zero from the pool.
+                result.Metrics.StartupMs = lease.AcquireTime.TotalMilliseconds;
+                result.Metrics.VmSource = lease.Source.ToString().ToLowerInvariant();
+            }
+            finally
+            {
+                _tracker.Release(lease.Vm);
+            }
+        }
+        result ??= new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started" };
+        Finish(result.Metrics, queueMs, clock);
+        return result;
+    }
 
+    /// <summary>
+    /// Runs <paramref name="exec"/> in a sandbox the caller keeps (a session): waits for a run slot like
+    /// any run, and leaves the VM running afterwards unless it had to be killed.
+    /// </summary>
+    public async Task<RunOutcome> RunOnVmAsync(IVm vm, TemplateDefinition template, ExecRequest exec, IRunEvents? events, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        using var slot = await TakeSlotAsync(cancellationToken);
+        double queueMs = clock.Elapsed.TotalMilliseconds;
+        var outcome = await ExecuteAsync(vm, template, exec, events, cancellationToken);
+        Finish(outcome.Result.Metrics, queueMs, clock);
+        return outcome;
+    }
+
+    private static void Finish(RunMetrics m, double queueMs, Stopwatch clock)
+    {
+        m.QueueMs = queueMs;
+        m.TotalMs = clock.Elapsed.TotalMilliseconds;
+        m.HostMs = Math.Max(0, m.TotalMs - m.QueueMs - m.StartupMs - m.CompileMs - m.RunMs);
+    }
+
+    /// <summary>One of the server's concurrent run slots; waiting runs are bounded (429 past the bound).</summary>
+    private async Task<IDisposable> TakeSlotAsync(CancellationToken cancellationToken)
+    {
         if (Interlocked.Increment(ref _waiting) > _options.MaxQueuedRuns)
         {
             Interlocked.Decrement(ref _waiting);
@@ -57,50 +116,29 @@ public sealed partial class RunService
         {
             Interlocked.Decrement(ref _waiting);
         }
-        double queueMs = clock.Elapsed.TotalMilliseconds;
-        try
+        return new SlotReleaser(_slots);
+    }
+
+    private sealed class SlotReleaser(SemaphoreSlim slots) : IDisposable
+    {
+        private int _released;
+
+        public void Dispose()
         {
-            RunResult? result = null;
-            LeasedVm? lease = null;
-            try
+            if (Interlocked.Exchange(ref _released, 1) == 0)
             {
-                lease = await _pools.AcquireAsync(template, cancellationToken);
+                slots.Release();
             }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                LogSandboxFailed(_logger, template.Name, e);
-                result = new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started: " + e.Message };
-            }
-            if (lease is not null)
-            {
-                try
-                {
-                    result = await ExecuteAsync(lease.Vm, template, exec, cancellationToken);
-                    // What obtaining the sandbox cost this request: near zero from the pool.
-                    result.Metrics.StartupMs = lease.AcquireTime.TotalMilliseconds;
-                    result.Metrics.VmSource = lease.Source.ToString().ToLowerInvariant();
-                }
-                finally
-                {
-                    _tracker.Release(lease.Vm);
-                }
-            }
-            result ??= new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started" };
-            var m = result.Metrics;
-            m.QueueMs = queueMs;
-            m.TotalMs = clock.Elapsed.TotalMilliseconds;
-            m.HostMs = Math.Max(0, m.TotalMs - m.QueueMs - m.StartupMs - m.CompileMs - m.RunMs);
-            return result;
-        }
-        finally
-        {
-            _slots.Release();
         }
     }
 
-    private async Task<RunResult> ExecuteAsync(IVm vm, TemplateDefinition template, ExecRequest exec, CancellationToken cancellationToken)
+    private async Task<RunOutcome> ExecuteAsync(IVm vm, TemplateDefinition template, ExecRequest exec, IRunEvents? events, CancellationToken cancellationToken)
     {
         var output = new OutputCollector(exec.OutputLimitBytes);
+        if (events is not null)
+        {
+            output.OnChunk = events.OnOutput;
+        }
         long oomBefore = vm.ReadUsage().OomKills;
         double guestBudgetS = (exec.Compile is null ? 0 : exec.CompileTimeoutMs / 1000.0) + exec.RunTimeoutMs / 1000.0;
         var hostDeadline = TimeSpan.FromSeconds(guestBudgetS + _options.HostTimeoutMarginS);
@@ -113,12 +151,23 @@ public sealed partial class RunService
         if (first == execTask && execTask.IsCompletedSuccessfully)
         {
             var result = Map(execTask.Result, output, vm.ReadUsage().OomKills > oomBefore);
-            await CollectArtifactsAsync(vm, execTask.Result.Artifacts, result, cancellationToken);
-            return result;
+            await CollectArtifactsAsync(vm, execTask.Result.Artifacts, result, events, cancellationToken);
+            bool built = execTask.Result.Compile is { Reason: TerminationReason.Exited, ExitCode: 0 } && execTask.Result.Run is not null;
+            return new RunOutcome(result, built);
         }
 
         // From here on the guest did not finish on its own terms: the host decides.
-        cancellationToken.ThrowIfCancellationRequested();
+        if (cancellationToken.IsCancellationRequested)
+        {
+            // The caller went away: the agent was told to cancel (the linked token); a sandbox that
+            // lives on must have finished that exec before its next run starts.
+            await Task.WhenAny(execTask, Task.Delay(TimeSpan.FromSeconds(5), CancellationToken.None));
+            if (!execTask.IsCompleted)
+            {
+                await _tracker.KillAsync(vm);
+            }
+            cancellationToken.ThrowIfCancellationRequested();
+        }
         await cancelExec.CancelAsync();
         await _tracker.KillAsync(vm);
         bool oom = vm.ReadUsage().OomKills > oomBefore;
@@ -146,7 +195,7 @@ public sealed partial class RunService
             failed.Status = RunStatus.SandboxError;
             failed.Error = "the sandbox failed: " + (e?.Message ?? "unknown error");
         }
-        return failed;
+        return new RunOutcome(failed, false);
     }
 
     private static RunResult Map(ExecResult r, OutputCollector output, bool hostSawOom)
@@ -157,6 +206,8 @@ public sealed partial class RunService
             Stderr = output.Stderr,
             Output = output.Combined,
             Truncated = output.Truncated,
+            Result = r.Run?.ResultRepr,
+            StateReset = r.Run?.StateReset ?? false,
         };
         var (hostCompile, hostRun) = output.HostStepTimes();
         result.Metrics.CompileMs = Math.Min(r.Compile?.DurationMs ?? 0, hostCompile ?? double.MaxValue);
@@ -198,7 +249,7 @@ public sealed partial class RunService
         return result;
     }
 
-    private async Task CollectArtifactsAsync(IVm vm, List<ArtifactInfo> artifacts, RunResult result, CancellationToken cancellationToken)
+    private async Task CollectArtifactsAsync(IVm vm, List<ArtifactInfo> artifacts, RunResult result, IRunEvents? events, CancellationToken cancellationToken)
     {
         long inlineBudget = _options.ArtifactInlineTotalBytes;
         foreach (var a in artifacts.OrderBy(a => a.Path, StringComparer.Ordinal))
@@ -216,6 +267,7 @@ public sealed partial class RunService
                 inlineBudget -= bytes.Length;
             }
             result.Artifacts.Add(artifact);
+            events?.OnArtifact(artifact);
         }
     }
 
@@ -228,13 +280,26 @@ public sealed partial class RunService
         {
             throw new RunRequestException(ProblemCodes.MissingField, "template", "field 'template' is required");
         }
-        var template = _catalog.Find(request.Template)
+        var template = FindTemplate(request.Template);
+        return (template, ValidateFor(template, request));
+    }
+
+    /// <summary>The available template <paramref name="name"/>, or a problem saying why there is none.</summary>
+    public TemplateDefinition FindTemplate(string name)
+    {
+        var template = _catalog.Find(name)
             ?? throw new RunRequestException(ProblemCodes.UnknownTemplate, "template",
-                $"unknown template '{request.Template}'; available: {string.Join(", ", _catalog.All.Select(t => t.Name))}");
+                $"unknown template '{name}'; available: {string.Join(", ", _catalog.All.Select(t => t.Name))}");
         if (TemplateCatalog.UnavailableReason(template) is { } why)
         {
             throw new RunRequestException(ProblemCodes.TemplateUnavailable, "template", $"template '{template.Name}' is unavailable: {why}", 409);
         }
+        return template;
+    }
+
+    /// <summary>Checks a run request's code, stdin, timeouts and env against <paramref name="template"/>; the agent's exec for it.</summary>
+    public ExecRequest ValidateFor(TemplateDefinition template, RunRequest request)
+    {
         if (request.Code is null)
         {
             throw new RunRequestException(ProblemCodes.MissingField, "code", "field 'code' is required");
@@ -263,8 +328,7 @@ public sealed partial class RunService
             }
             env[key] = value;
         }
-        var exec = BuildExec(template, request.Code, request.Stdin, env, runTimeout, compileTimeout);
-        return (template, exec);
+        return BuildExec(template, request.Code, request.Stdin, env, runTimeout, compileTimeout);
     }
 
     /// <summary>The agent's exec for running <paramref name="code"/> with the template's recipe.</summary>
@@ -283,7 +347,13 @@ public sealed partial class RunService
         OutputsDir = OutputsDir,
         // A warm interpreter in the sandbox forks per run instead of starting and importing anew.
         ForkServer = template.Language.ForkServer is { } fork
-            ? new ForkServerRequest { Preload = [.. fork.Preload], Script = template.Language.SourceFile }
+            ? new ForkServerRequest
+            {
+                Preload = [.. fork.Preload],
+                Script = template.Language.SourceFile,
+                // Figures left open at the end come back as images in text+images templates.
+                SaveFigures = template.Output == OutputMode.TextAndImages,
+            }
             : null,
     };
 
@@ -294,7 +364,7 @@ public sealed partial class RunService
     private static List<string>? WithProcessLimit(List<string>? argv, int processes) =>
         argv is null ? null : ["/usr/bin/prlimit", $"--nproc={processes}", "--", .. argv];
 
-    private static double CheckTimeout(double? requested, string field, double fallback, double max)
+    internal static double CheckTimeout(double? requested, string field, double fallback, double max)
     {
         if (requested is not { } v)
         {

@@ -1,0 +1,336 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using SandboxVM.Core.Catalog;
+using SandboxVM.Core.Pools;
+using SandboxVM.Core.Runs;
+using SandboxVM.Core.Templates;
+using SandboxVM.Protocol;
+using SandboxVM.Runtime.Agent;
+
+namespace SandboxVM.Core.Sessions;
+
+/// <summary>What a caller asks for when it creates a sandbox (POST /v1/sandboxes).</summary>
+public sealed class CreateSandboxRequest
+{
+    public string? Template { get; set; }
+    /// <summary>Lifetime in seconds; the server's default when absent.</summary>
+    public double? TimeoutS { get; set; }
+    /// <summary>The sandbox ends after this many seconds without a call.</summary>
+    public double? IdleTimeoutS { get; set; }
+    public Dictionary<string, string>? Metadata { get; set; }
+}
+
+/// <summary>
+/// Owns every live sandbox (session): creates them from the pools, runs code in them one run at a
+/// time, proxies their file and artifact calls, and ends them when asked, when their lifetime or idle
+/// time is over, or when their VM dies. Ended sandboxes are forgotten: their ids answer 404.
+/// </summary>
+public sealed partial class SessionManager : IAsyncDisposable
+{
+    private const string OutputsDir = "/tmp/outputs";
+    private const int MaxMetadataEntries = 32;
+    private const int MaxMetadataChars = 1024;
+
+    private readonly ConcurrentDictionary<string, SandboxSession> _sessions = new(StringComparer.Ordinal);
+    private readonly TemplateCatalog _catalog;
+    private readonly PoolManager _pools;
+    private readonly VmTracker _tracker;
+    private readonly RunService _runs;
+    private readonly SandboxVmOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger<SessionManager> _logger;
+    private readonly ITimer _reaper;
+    private int _reserved;
+    private int _disposed;
+
+    public SessionManager(TemplateCatalog catalog, PoolManager pools, VmTracker tracker, RunService runs,
+        SandboxVmOptions options, TimeProvider time, ILogger<SessionManager> logger)
+    {
+        _catalog = catalog;
+        _pools = pools;
+        _tracker = tracker;
+        _runs = runs;
+        _options = options;
+        _time = time;
+        _logger = logger;
+        var period = TimeSpan.FromSeconds(options.SandboxReapIntervalS);
+        _reaper = time.CreateTimer(_ => _ = ReapAsync(), null, period, period);
+    }
+
+    public IReadOnlyList<SandboxSession> List() =>
+        [.. _sessions.Values.Where(s => s.State == SessionState.Running).OrderBy(s => s.CreatedAt)];
+
+    /// <summary>The live sandbox <paramref name="id"/>; a 404 problem when there is none.</summary>
+    public SandboxSession Get(string id) =>
+        _sessions.TryGetValue(id, out var s) && s.State == SessionState.Running
+            ? s
+            : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", 404);
+
+    public async Task<SandboxSession> CreateAsync(CreateSandboxRequest request, CancellationToken cancellationToken)
+    {
+        if (string.IsNullOrEmpty(request.Template))
+        {
+            throw new RunRequestException(ProblemCodes.MissingField, "template", "field 'template' is required");
+        }
+        TemplateDefinition template = _runs.FindTemplate(request.Template);
+        double timeout = RunService.CheckTimeout(request.TimeoutS, "timeout_s", _options.SandboxTimeoutS, _options.MaxSandboxTimeoutS);
+        double idle = RunService.CheckTimeout(request.IdleTimeoutS, "idle_timeout_s", Math.Min(_options.SandboxIdleTimeoutS, timeout), _options.MaxSandboxTimeoutS);
+        var metadata = CheckMetadata(request.Metadata);
+
+        if (Interlocked.Increment(ref _reserved) > _options.MaxSandboxes)
+        {
+            Interlocked.Decrement(ref _reserved);
+            throw new RunRequestException(ProblemCodes.TooManySandboxes, null,
+                $"{_options.MaxSandboxes} sandboxes are live, the most this server keeps; end one or try again later", 429);
+        }
+        LeasedVm lease;
+        try
+        {
+            lease = await _pools.AcquireAsync(template, cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            Interlocked.Decrement(ref _reserved);
+            LogStartFailed(_logger, template.Name, e);
+            throw new RunRequestException(ProblemCodes.SandboxStartFailed, null, "the sandbox could not be started: " + e.Message, 503);
+        }
+        catch
+        {
+            Interlocked.Decrement(ref _reserved);
+            throw;
+        }
+        string id = "sbx_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(10));
+        var session = new SandboxSession(id, template, lease, _time.GetUtcNow(), timeout, idle, metadata);
+        _sessions[id] = session;
+        // A VM that dies on its own (crash, host kill) ends its sandbox.
+        _ = lease.Vm.Exited.ContinueWith(_ => EndAsync(session, "its VM stopped"), CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        LogCreated(_logger, id, template.Name, lease.Vm.Id);
+        return session;
+    }
+
+    /// <summary>Moves the end of the sandbox's lifetime to now + <paramref name="timeoutS"/> (default: its lifetime).</summary>
+    public SandboxSession KeepAlive(string id, double? timeoutS)
+    {
+        var session = Get(id);
+        double seconds = RunService.CheckTimeout(timeoutS, "timeout_s", session.TimeoutS, _options.MaxSandboxTimeoutS);
+        var now = _time.GetUtcNow();
+        session.ExtendTo(now.AddSeconds(seconds), now);
+        return session;
+    }
+
+    /// <summary>Ends the sandbox now; false when there was no live one.</summary>
+    public async Task<bool> DeleteAsync(string id)
+    {
+        if (!_sessions.TryGetValue(id, out var session) || session.State != SessionState.Running)
+        {
+            return false;
+        }
+        return await EndAsync(session, "it was deleted");
+    }
+
+    /// <summary>Runs code in the sandbox, keeping its state. Runs of one sandbox wait for each other, in order.</summary>
+    public async Task<RunResult> RunAsync(string id, RunRequest request, IRunEvents? events, CancellationToken cancellationToken)
+    {
+        var session = Get(id);
+        if (request.Template is { Length: > 0 } asked && asked != session.Template.Name)
+        {
+            throw new RunRequestException(ProblemCodes.TemplateMismatch, "template",
+                $"sandbox '{id}' runs template '{session.Template.Name}', not '{asked}'");
+        }
+        ExecRequest exec = _runs.ValidateFor(session.Template, request);
+        exec.KeepOutputs = true;
+        if (exec.ForkServer is { } fork)
+        {
+            fork.Persistent = true;
+        }
+        string? buildHash = exec.Compile is null ? null : BuildHash(exec);
+
+        using var turn = await session.RunLock.AcquireAsync(cancellationToken);
+        session = Get(id); // it may have ended while this run waited
+        session.Enter(_time.GetUtcNow());
+        try
+        {
+            bool cached = buildHash is not null && session.BuiltHash == buildHash;
+            if (cached)
+            {
+                exec.Compile = null;
+            }
+            var outcome = await _runs.RunOnVmAsync(session.Vm, session.Template, exec, events, cancellationToken);
+            RunResult result = outcome.Result;
+            result.BuildCached = cached;
+            if (buildHash is not null && !cached)
+            {
+                session.BuiltHash = outcome.BuildSucceeded ? buildHash : null;
+            }
+            // The first run always starts an interpreter: only a later one means state was lost.
+            result.StateReset = result.StateReset && session.Runs > 0;
+            session.Runs++;
+            result.Metrics.VmSource = "sandbox";
+            if (session.Vm.Exited.IsCompleted)
+            {
+                await EndAsync(session, "its VM stopped");
+            }
+            return result;
+        }
+        finally
+        {
+            session.Leave(_time.GetUtcNow());
+        }
+    }
+
+    /// <summary>
+    /// Runs a file or artifact call against the sandbox's agent, counting as activity. An agent error
+    /// becomes a problem naming the path.
+    /// </summary>
+    public async Task<T> UseAsync<T>(string id, string path, Func<AgentClient, string, Task<T>> call, bool mutates = false)
+    {
+        var session = Get(id);
+        string checkedPath = CheckPath(path);
+        session.Enter(_time.GetUtcNow());
+        try
+        {
+            if (mutates)
+            {
+                // A file the build depends on may have changed: the next run compiles again.
+                session.BuiltHash = null;
+            }
+            return await call(session.Vm.Agent, checkedPath);
+        }
+        catch (AgentException e)
+        {
+            throw FileProblem(e, checkedPath);
+        }
+        catch (AgentDisconnectedException)
+        {
+            await EndAsync(session, "its VM stopped");
+            throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"sandbox '{id}' ended: its VM stopped", 404);
+        }
+        finally
+        {
+            session.Leave(_time.GetUtcNow());
+        }
+    }
+
+    /// <summary>Absolute path in the guest of artifact <paramref name="relative"/> (a path under /tmp/outputs).</summary>
+    public static string ArtifactPath(string relative)
+    {
+        string p = relative.Replace('\\', '/');
+        if (p.Length == 0 || p.StartsWith('/') || p.Split('/').Any(part => part is ".." or "." or ""))
+        {
+            throw new RunRequestException(ProblemCodes.InvalidPath, "path", $"'{relative}' is not a path under {OutputsDir}");
+        }
+        return OutputsDir + "/" + p;
+    }
+
+    public static string RelativeToOutputs(string guestPath) =>
+        guestPath.StartsWith(OutputsDir + "/", StringComparison.Ordinal) ? guestPath[(OutputsDir.Length + 1)..] : guestPath;
+
+    private static string CheckPath(string path)
+    {
+        if (string.IsNullOrEmpty(path))
+        {
+            throw new RunRequestException(ProblemCodes.InvalidPath, "path", "query parameter 'path' is required");
+        }
+        if (path.Contains('\0') || path.Length > 4096)
+        {
+            throw new RunRequestException(ProblemCodes.InvalidPath, "path", "the path contains a NUL byte or is longer than 4096 characters");
+        }
+        return path;
+    }
+
+    private static RunRequestException FileProblem(AgentException e, string path) => e.Code switch
+    {
+        ErrorCodes.NotFound => new RunRequestException(ProblemCodes.FileNotFound, "path", $"'{path}': {e.Message}", 404),
+        ErrorCodes.BadRequest => new RunRequestException(ProblemCodes.InvalidPath, "path", $"'{path}': {e.Message}"),
+        _ => new RunRequestException(ProblemCodes.FileError, "path", $"'{path}': {e.Message}", 409),
+    };
+
+    private static string BuildHash(ExecRequest exec)
+    {
+        var text = new StringBuilder();
+        foreach (var (path, content) in exec.Files.OrderBy(f => f.Key, StringComparer.Ordinal))
+        {
+            text.Append(path).Append('\0').Append(content).Append('\0');
+        }
+        text.AppendJoin('\0', exec.Compile!).Append('\0');
+        foreach (var (k, v) in exec.Env.OrderBy(e => e.Key, StringComparer.Ordinal))
+        {
+            text.Append(k).Append('=').Append(v).Append('\0');
+        }
+        return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString())));
+    }
+
+    private static Dictionary<string, string> CheckMetadata(Dictionary<string, string>? metadata)
+    {
+        var result = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (metadata is null)
+        {
+            return result;
+        }
+        if (metadata.Count > MaxMetadataEntries)
+        {
+            throw new RunRequestException(ProblemCodes.InvalidMetadata, "metadata", $"at most {MaxMetadataEntries} metadata entries are kept");
+        }
+        foreach (var (k, v) in metadata)
+        {
+            if (k.Length == 0 || k.Length > MaxMetadataChars || v is null || v.Length > MaxMetadataChars)
+            {
+                throw new RunRequestException(ProblemCodes.InvalidMetadata, $"metadata.{k}",
+                    $"metadata keys must be 1 to {MaxMetadataChars} characters and values at most {MaxMetadataChars}");
+            }
+            result[k] = v;
+        }
+        return result;
+    }
+
+    /// <summary>Ends every sandbox whose lifetime or idle time is over. Runs on the reaper timer.</summary>
+    internal async Task ReapAsync()
+    {
+        var now = _time.GetUtcNow();
+        foreach (var session in _sessions.Values)
+        {
+            if (session.DueToEnd(now) is { } why)
+            {
+                await EndAsync(session, why);
+            }
+        }
+    }
+
+    private async Task<bool> EndAsync(SandboxSession session, string reason)
+    {
+        if (!session.MarkEnded(reason))
+        {
+            return false;
+        }
+        _sessions.TryRemove(session.Id, out _);
+        Interlocked.Decrement(ref _reserved);
+        LogEnded(_logger, session.Id, reason);
+        await _tracker.KillAsync(session.Vm);
+        return true;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        await _reaper.DisposeAsync();
+        foreach (var session in _sessions.Values)
+        {
+            await EndAsync(session, "the server stopped");
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {Id} created from template {Template} (vm {Vm})")]
+    private static partial void LogCreated(ILogger logger, string id, string template, string vm);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {Id} ended: {Reason}")]
+    private static partial void LogEnded(ILogger logger, string id, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "a sandbox of template {Template} could not be started")]
+    private static partial void LogStartFailed(ILogger logger, string template, Exception e);
+}

@@ -1,0 +1,272 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Options;
+using SandboxVM.Core;
+using SandboxVM.Core.Runs;
+using SandboxVM.Core.Sessions;
+using SandboxVM.Protocol;
+using SandboxVM.Runtime;
+
+namespace SandboxVM.Server;
+
+/// <summary>/v1/sandboxes: sessions, their runs, files and artifacts (see docs/API.md).</summary>
+internal static class SandboxEndpoints
+{
+    public static void Map(IEndpointRouteBuilder app)
+    {
+        var g = app.MapGroup("/v1/sandboxes");
+        g.MapPost("", CreateAsync);
+        g.MapGet("", (SessionManager sessions, IVmRuntime runtime) =>
+            Results.Json(new { sandboxes = sessions.List().Select(s => Describe(s, runtime)).ToList() }));
+        g.MapGet("/{id}", (string id, HttpContext context, SessionManager sessions, IVmRuntime runtime) =>
+            Handle(context, () => Task.FromResult<IResult>(Results.Json(Describe(sessions.Get(id), runtime)))));
+        g.MapDelete("/{id}", (string id, HttpContext context, SessionManager sessions) =>
+            Handle(context, async () => await sessions.DeleteAsync(id)
+                ? Results.NoContent()
+                : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", 404)));
+        g.MapPost("/{id}/keepalive", KeepAliveAsync);
+        g.MapPost("/{id}/run", RunAsync);
+        g.MapPut("/{id}/files", UploadAsync);
+        g.MapGet("/{id}/files", DownloadOrListAsync);
+        g.MapDelete("/{id}/files", (string id, string? path, bool? recursive, HttpContext context, SessionManager sessions) =>
+            Handle(context, async () =>
+            {
+                await sessions.UseAsync(id, path ?? "", async (agent, p) =>
+                {
+                    await agent.RemoveAsync(p, recursive ?? false, context.RequestAborted);
+                    return true;
+                }, mutates: true);
+                return Results.NoContent();
+            }));
+        g.MapPost("/{id}/files/mkdir", (string id, string? path, HttpContext context, SessionManager sessions) =>
+            Handle(context, async () => Results.Json(Describe(await sessions.UseAsync(id, path ?? "",
+                (agent, p) => agent.MakeDirAsync(p, parents: true, context.RequestAborted), mutates: true)))));
+        g.MapGet("/{id}/artifacts", (string id, HttpContext context, SessionManager sessions) =>
+            Handle(context, async () =>
+            {
+                var list = await sessions.UseAsync(id, "/tmp/outputs", (agent, _) => agent.ListArtifactsAsync(context.RequestAborted));
+                return Results.Json(new
+                {
+                    artifacts = list.Artifacts.OrderBy(a => a.Path, StringComparer.Ordinal).Select(a =>
+                    {
+                        string rel = SessionManager.RelativeToOutputs(a.Path);
+                        return new { path = rel, mime = MimeTypes.For(rel), size = a.Size, sha256 = a.Sha256 };
+                    }).ToList(),
+                });
+            }));
+        g.MapGet("/{id}/artifacts/{**path}", (string id, string path, HttpContext context, SessionManager sessions) =>
+            Handle(context, async () =>
+            {
+                await SendFileAsync(context, sessions, id, SessionManager.ArtifactPath(path), MimeTypes.For(path));
+                return Results.Empty;
+            }));
+    }
+
+    private static async Task CreateAsync(HttpContext context, SessionManager sessions, IVmRuntime runtime, IOptions<JsonOptions> json)
+    {
+        var request = await Endpoints.ReadJsonAsync<CreateSandboxRequest>(context, json.Value.SerializerOptions, "sandbox request");
+        if (request is null)
+        {
+            return;
+        }
+        await Handle(context, async () =>
+        {
+            var session = await sessions.CreateAsync(request, context.RequestAborted);
+            return Results.Json(Describe(session, runtime), statusCode: 201);
+        }).ExecuteAsync(context);
+    }
+
+    private static async Task KeepAliveAsync(string id, HttpContext context, SessionManager sessions, IVmRuntime runtime, IOptions<JsonOptions> json)
+    {
+        KeepAliveRequest? request = new();
+        if (context.Request.ContentLength is > 0 || context.Request.Headers.TransferEncoding.Count > 0)
+        {
+            request = await Endpoints.ReadJsonAsync<KeepAliveRequest>(context, json.Value.SerializerOptions, "keepalive request");
+            if (request is null)
+            {
+                return;
+            }
+        }
+        await Handle(context, () => Task.FromResult<IResult>(Results.Json(Describe(sessions.KeepAlive(id, request.TimeoutS), runtime)))).ExecuteAsync(context);
+    }
+
+    private static async Task RunAsync(string id, HttpContext context, SessionManager sessions, IOptions<JsonOptions> json)
+    {
+        var request = await Endpoints.ReadJsonAsync<RunRequest>(context, json.Value.SerializerOptions, "run request");
+        if (request is null)
+        {
+            return;
+        }
+        if (RunStreaming.Wanted(context))
+        {
+            await RunStreaming.WriteAsync(context, json.Value.SerializerOptions, (events, ct) => sessions.RunAsync(id, request, events, ct));
+            return;
+        }
+        await Handle(context, async () =>
+            Results.Json(await sessions.RunAsync(id, request, null, context.RequestAborted), json.Value.SerializerOptions)).ExecuteAsync(context);
+    }
+
+    private static async Task UploadAsync(string id, string? path, HttpContext context, SessionManager sessions, SandboxVmOptions options)
+    {
+        long limit = options.MaxUploadBytes;
+        if (context.Request.ContentLength is long declared && declared > limit)
+        {
+            await Problems.Write(context, 413, ProblemCodes.FileTooLarge, null, $"the upload is {declared} bytes; the limit is {limit}");
+            return;
+        }
+        // The server-wide body cap (30 MB by default) gives way to this endpoint's own limit.
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodySize)
+        {
+            bodySize.MaxRequestBodySize = null;
+        }
+        await Handle(context, async () =>
+        {
+            var body = new LimitedStream(context.Request.Body, limit);
+            var info = await sessions.UseAsync(id, path ?? "", (agent, p) => agent.WriteFileAsync(p, body, context.RequestAborted), mutates: true);
+            if (body.Exceeded)
+            {
+                // The guest got limit+1 bytes and a clean end; what it wrote is not what was sent.
+                await sessions.UseAsync(id, info.Path, async (agent, p) =>
+                {
+                    await agent.RemoveAsync(p, recursive: false, CancellationToken.None);
+                    return true;
+                });
+                throw new RunRequestException(ProblemCodes.FileTooLarge, null, $"the upload is over the limit of {limit} bytes");
+            }
+            return Results.Json(Describe(info));
+        }).ExecuteAsync(context);
+    }
+
+    private static async Task DownloadOrListAsync(string id, string? path, bool? list, HttpContext context, SessionManager sessions)
+    {
+        await Handle(context, async () =>
+        {
+            if (list == true)
+            {
+                var listing = await sessions.UseAsync(id, path ?? ".", (agent, p) => agent.ListAsync(p, context.RequestAborted));
+                return Results.Json(new { path = listing.Path, entries = listing.Entries.Select(Describe).ToList() });
+            }
+            await SendFileAsync(context, sessions, id, path ?? "", "application/octet-stream");
+            return Results.Empty;
+        }).ExecuteAsync(context);
+    }
+
+    /// <summary>Streams a guest file to the response: stat first, so a missing file or a directory is a problem, not a broken body.</summary>
+    private static async Task SendFileAsync(HttpContext context, SessionManager sessions, string id, string path, string contentType)
+    {
+        var info = await sessions.UseAsync(id, path, (agent, p) => agent.StatAsync(p, context.RequestAborted));
+        if (info.Kind != FileKind.File)
+        {
+            throw new RunRequestException(ProblemCodes.InvalidPath, "path", $"'{path}' is a {info.Kind.ToString().ToLowerInvariant()}, not a file");
+        }
+        context.Response.ContentType = contentType;
+        context.Response.ContentLength = info.Size;
+        await sessions.UseAsync(id, info.Path, (agent, p) => agent.ReadFileAsync(p, context.Response.Body, context.RequestAborted));
+    }
+
+    /// <summary>Runs a handler; a <see cref="RunRequestException"/> becomes its problem+json answer.</summary>
+    private static IResult Handle(HttpContext context, Func<Task<IResult>> handler) => new Handled(handler);
+
+    private sealed class Handled(Func<Task<IResult>> handler) : IResult
+    {
+        public async Task ExecuteAsync(HttpContext httpContext)
+        {
+            IResult result;
+            try
+            {
+                result = await handler();
+            }
+            catch (RunRequestException e) when (!httpContext.Response.HasStarted)
+            {
+                TimeSpan? retry = e.Status == 429 ? TimeSpan.FromSeconds(5) : null;
+                await Problems.Write(httpContext, e.Status, e.Code, e.Field, e.Message, retry);
+                return;
+            }
+            await result.ExecuteAsync(httpContext);
+        }
+    }
+
+    private static object Describe(FileInfoBody f) => new
+    {
+        path = f.Path,
+        name = f.Name,
+        kind = f.Kind.ToString().ToLowerInvariant(),
+        size = f.Size,
+        mtime = DateTimeOffset.FromUnixTimeMilliseconds(f.MtimeMs).UtcDateTime,
+    };
+
+    private static SandboxInfo Describe(SandboxSession s, IVmRuntime runtime) => new()
+    {
+        Id = s.Id,
+        Template = s.Template.Name,
+        State = s.State == SessionState.Running ? "running" : "ended",
+        CreatedAt = s.CreatedAt.UtcDateTime,
+        ExpiresAt = s.ExpiresAt.UtcDateTime,
+        LastActivityAt = s.LastActivityAt.UtcDateTime,
+        TimeoutS = s.TimeoutS,
+        IdleTimeoutS = s.IdleTimeoutS,
+        Metadata = new Dictionary<string, string>(s.Metadata),
+        Runtime = runtime.Name,
+        VmSource = s.VmSource,
+        StartupMs = s.StartupMs,
+    };
+}
+
+internal sealed class KeepAliveRequest
+{
+    public double? TimeoutS { get; set; }
+}
+
+internal sealed class SandboxInfo
+{
+    public string Id { get; set; } = "";
+    public string Template { get; set; } = "";
+    public string State { get; set; } = "";
+    public DateTime CreatedAt { get; set; }
+    public DateTime ExpiresAt { get; set; }
+    public DateTime LastActivityAt { get; set; }
+    public double TimeoutS { get; set; }
+    public double IdleTimeoutS { get; set; }
+    public Dictionary<string, string> Metadata { get; set; } = [];
+    public string Runtime { get; set; } = "";
+    public string VmSource { get; set; } = "";
+    public double StartupMs { get; set; }
+}
+
+/// <summary>Reads at most <c>limit + 1</c> bytes of a body; <see cref="Exceeded"/> tells that the body was longer than the limit.</summary>
+internal sealed class LimitedStream(Stream inner, long limit) : Stream
+{
+    private long _read;
+
+    public bool Exceeded => _read > limit;
+
+    public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        long room = limit + 1 - _read;
+        if (room <= 0)
+        {
+            return 0;
+        }
+        int n = await inner.ReadAsync(buffer[..(int)Math.Min(buffer.Length, room)], cancellationToken);
+        _read += n;
+        return n;
+    }
+
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException("read asynchronously");
+    public override bool CanRead => true;
+    public override bool CanSeek => false;
+    public override bool CanWrite => false;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => _read; set => throw new NotSupportedException(); }
+    public override void Flush() { }
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+}
