@@ -118,10 +118,11 @@ internal static class SandboxEndpoints
             await Problems.Write(context, 413, ProblemCodes.FileTooLarge, null, $"the upload is {declared} bytes; the limit is {limit}");
             return;
         }
-        // The server-wide body cap (30 MB by default) gives way to this endpoint's own limit.
+        // The server-wide body cap (30 MB by default) gives way to this endpoint's own limit; one byte
+        // more is read to tell "exactly the limit" from "over it".
         if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodySize)
         {
-            bodySize.MaxRequestBodySize = null;
+            bodySize.MaxRequestBodySize = limit + 1;
         }
         await Handle(context, async () =>
         {
@@ -135,7 +136,7 @@ internal static class SandboxEndpoints
                     await agent.RemoveAsync(p, recursive: false, CancellationToken.None);
                     return true;
                 });
-                throw new RunRequestException(ProblemCodes.FileTooLarge, null, $"the upload is over the limit of {limit} bytes");
+                throw new RunRequestException(ProblemCodes.FileTooLarge, null, $"the upload is over the limit of {limit} bytes", 413);
             }
             return Results.Json(Describe(info));
         }).ExecuteAsync(context);
@@ -241,8 +242,9 @@ internal sealed class SandboxInfo
 internal sealed class LimitedStream(Stream inner, long limit) : Stream
 {
     private long _read;
+    private bool _refused;
 
-    public bool Exceeded => _read > limit;
+    public bool Exceeded => _refused || _read > limit;
 
     public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
@@ -251,7 +253,17 @@ internal sealed class LimitedStream(Stream inner, long limit) : Stream
         {
             return 0;
         }
-        int n = await inner.ReadAsync(buffer[..(int)Math.Min(buffer.Length, room)], cancellationToken);
+        int n;
+        try
+        {
+            n = await inner.ReadAsync(buffer[..(int)Math.Min(buffer.Length, room)], cancellationToken);
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            // The server's own body cap saw more coming: end the file cleanly and report the excess.
+            _refused = true;
+            return 0;
+        }
         _read += n;
         return n;
     }

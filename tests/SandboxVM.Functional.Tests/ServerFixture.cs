@@ -24,6 +24,12 @@ public abstract class ServerFixture : IAsyncLifetime
     {
     }
 
+    /// <summary>Live sandboxes this server keeps (small, so the cap test is cheap on VMs).</summary>
+    public const int MaxSandboxes = 3;
+
+    /// <summary>Upload limit (above the 50 MB round-trip test, below the default, so going over it is cheap).</summary>
+    public const long MaxUploadBytes = 60L << 20;
+
     public HttpClient Http { get; private set; } = null!;
     public string BaseUrl { get; private set; } = "";
     public IServiceProvider Services => _app!.Services;
@@ -46,6 +52,8 @@ public abstract class ServerFixture : IAsyncLifetime
             o.AgentPath = agent;
             o.BuildTemplatesOnStart = false;
             o.TemplateDirectories = [Path.Combine(RepoRoot(), "templates")];
+            o.MaxSandboxes = MaxSandboxes;
+            o.MaxUploadBytes = MaxUploadBytes;
             Configure(o);
         }, "http://127.0.0.1:0");
         await _app.StartAsync();
@@ -151,6 +159,9 @@ public sealed class RunResultDto
     public string Status { get; set; } = "";
     public bool Truncated { get; set; }
     public string? Error { get; set; }
+    public string? Result { get; set; }
+    public bool BuildCached { get; set; }
+    public bool StateReset { get; set; }
     public List<ArtifactDto> Artifacts { get; set; } = [];
     public Dictionary<string, JsonElement> Metrics { get; set; } = [];
 

@@ -217,7 +217,8 @@ public sealed partial class SessionManager : IAsyncDisposable
     /// <summary>Absolute path in the guest of artifact <paramref name="relative"/> (a path under /tmp/outputs).</summary>
     public static string ArtifactPath(string relative)
     {
-        string p = relative.Replace('\\', '/');
+        // The route leaves %2F encoded; decode it so "a%2F..%2F.." is judged as the path it names.
+        string p = Uri.UnescapeDataString(relative).Replace('\\', '/');
         if (p.Length == 0 || p.StartsWith('/') || p.Split('/').Any(part => part is ".." or "." or ""))
         {
             throw new RunRequestException(ProblemCodes.InvalidPath, "path", $"'{relative}' is not a path under {OutputsDir}");
