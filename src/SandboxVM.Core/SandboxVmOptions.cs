@@ -63,4 +63,13 @@ public sealed class SandboxVmOptions
 
     /// <summary>Largest file a caller may upload into a sandbox (PUT .../files).</summary>
     public long MaxUploadBytes { get; set; } = 100L << 20;
+
+    /// <summary>Requests a singleton template's VM serves at once.</summary>
+    public int SingletonConcurrency { get; set; } = 4;
+
+    /// <summary>Requests that may wait for a singleton; past that a request is a 429.</summary>
+    public int SingletonQueue { get; set; } = 16;
+
+    /// <summary>Start singleton VMs with the server (true) or on their first request.</summary>
+    public bool StartSingletonsWithServer { get; set; } = true;
 }

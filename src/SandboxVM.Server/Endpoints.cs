@@ -10,6 +10,7 @@ using Microsoft.Extensions.Options;
 using SandboxVM.Core.Catalog;
 using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
+using SandboxVM.Core.Singletons;
 using SandboxVM.Core.Templates;
 using SandboxVM.Runtime;
 
@@ -21,11 +22,11 @@ internal static partial class Endpoints
     {
         app.MapGet("/healthz", () => Results.Json(new { status = "ok" }));
         app.MapGet("/readyz", (IVmRuntime runtime) => Results.Json(new { status = "ready", runtime = runtime.Name }));
-        app.MapGet("/v1/templates", (TemplateCatalog catalog, IVmRuntime runtime, PoolManager pools) =>
-            Results.Json(new { templates = catalog.All.Select(t => Describe(t, catalog, runtime, pools)).ToList() }));
-        app.MapGet("/v1/templates/{name}", (string name, TemplateCatalog catalog, IVmRuntime runtime, PoolManager pools) =>
+        app.MapGet("/v1/templates", (TemplateCatalog catalog, IVmRuntime runtime, PoolManager pools, SingletonManager singletons) =>
+            Results.Json(new { templates = catalog.All.Select(t => Describe(t, catalog, runtime, pools, singletons)).ToList() }));
+        app.MapGet("/v1/templates/{name}", (string name, TemplateCatalog catalog, IVmRuntime runtime, PoolManager pools, SingletonManager singletons) =>
             catalog.Find(name) is { } t
-                ? Results.Json(Describe(t, catalog, runtime, pools))
+                ? Results.Json(Describe(t, catalog, runtime, pools, singletons))
                 : ProblemResult(404, ProblemCodes.UnknownTemplate, "name", $"unknown template '{name}'"));
         app.MapPost("/v1/run", RunAsync);
         SandboxEndpoints.Map(app);
@@ -93,7 +94,7 @@ internal static partial class Endpoints
         public Task ExecuteAsync(HttpContext httpContext) => Problems.Write(httpContext, status, code, field, detail);
     }
 
-    private static TemplateInfo Describe(TemplateDefinition t, TemplateCatalog catalog, IVmRuntime runtime, PoolManager pools)
+    private static TemplateInfo Describe(TemplateDefinition t, TemplateCatalog catalog, IVmRuntime runtime, PoolManager pools, SingletonManager singletons)
     {
         string? unavailable = TemplateCatalog.UnavailableReason(t);
         return new TemplateInfo
@@ -111,6 +112,9 @@ internal static partial class Endpoints
             Network = t.Network.Mode == NetworkMode.Proxy ? "proxy" : "none",
             Warmup = t.Warmup.Strategy.ToString().ToLowerInvariant(),
             Pool = pools.Status(t.Name) is { } p ? new PoolInfo { Ready = p.Ready, Target = p.Target, Starting = p.Starting, LastError = p.LastError } : null,
+            Singleton = singletons.Status(t.Name) is { } s
+                ? new SingletonInfo { State = s.State, Restarts = s.Restarts, Running = s.Running, Queued = s.Queued, LastError = s.LastError, StartedAt = s.StartedAt?.UtcDateTime }
+                : null,
             Limits = new TemplateLimitsInfo
             {
                 CompileTimeoutS = t.Limits.CompileTimeoutS,
@@ -161,6 +165,7 @@ internal sealed class TemplateInfo
     public string Network { get; set; } = "";
     public string Warmup { get; set; } = "";
     public PoolInfo? Pool { get; set; }
+    public SingletonInfo? Singleton { get; set; }
     public TemplateLimitsInfo Limits { get; set; } = new();
     public int Vcpus { get; set; }
     public int MemoryMib { get; set; }
@@ -172,6 +177,17 @@ internal sealed class PoolInfo
     public int Target { get; set; }
     public int Starting { get; set; }
     public string? LastError { get; set; }
+}
+
+internal sealed class SingletonInfo
+{
+    /// <summary>ready, starting, stopped (not started yet) or failed.</summary>
+    public string State { get; set; } = "";
+    public int Restarts { get; set; }
+    public int Running { get; set; }
+    public int Queued { get; set; }
+    public string? LastError { get; set; }
+    public DateTime? StartedAt { get; set; }
 }
 
 internal sealed class TemplateLimitsInfo

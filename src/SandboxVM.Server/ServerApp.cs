@@ -12,6 +12,7 @@ using SandboxVM.Core.Catalog;
 using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Sessions;
+using SandboxVM.Core.Singletons;
 using SandboxVM.Core.Templates;
 using SandboxVM.Images;
 using SandboxVM.Images.Boot;
@@ -155,6 +156,8 @@ public static class ServerApp
         {
             Warmup = Warmup.RunAsync,
         });
+        services.AddSingleton(sp => new SingletonManager(sp.GetRequiredService<PoolManager>(), sp.GetRequiredService<VmTracker>(),
+            options, sp.GetRequiredService<ILogger<SingletonManager>>()));
         services.AddSingleton<RunService>();
         services.AddSingleton<SessionManager>();
         services.AddHostedService<StartupService>();

@@ -5,6 +5,7 @@ using SandboxVM.Core.Catalog;
 using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Sessions;
+using SandboxVM.Core.Singletons;
 using SandboxVM.Runtime;
 
 namespace SandboxVM.Server;
@@ -19,6 +20,7 @@ internal sealed partial class StartupService(
     TemplateCatalog catalog,
     PoolManager pools,
     SessionManager sessions,
+    SingletonManager singletons,
     VmTracker tracker,
     SandboxVmOptions options,
     ILogger<StartupService> logger) : IHostedService
@@ -43,6 +45,7 @@ internal sealed partial class StartupService(
             // Pools wait for their template's image themselves, so this does not delay start-up.
             pools.Start(catalog.All.Where(t => TemplateCatalog.UnavailableReason(t) is null));
         }
+        singletons.Start(catalog.All.Where(t => TemplateCatalog.UnavailableReason(t) is null), options.StartSingletonsWithServer);
     }
 
     private async Task BuildAllAsync(CancellationToken cancellationToken)
@@ -68,6 +71,7 @@ internal sealed partial class StartupService(
     {
         await _stopping.CancelAsync();
         await sessions.DisposeAsync();
+        await singletons.DisposeAsync();
         await pools.DisposeAsync();
         await tracker.DisposeAsync();
         await _builds.WaitAsync(TimeSpan.FromSeconds(1), CancellationToken.None).ContinueWith(_ => { }, TaskScheduler.Default);

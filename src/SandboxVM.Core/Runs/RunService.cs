@@ -4,6 +4,7 @@ using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 using SandboxVM.Core.Catalog;
 using SandboxVM.Core.Pools;
+using SandboxVM.Core.Singletons;
 using SandboxVM.Core.Templates;
 using SandboxVM.Protocol;
 using SandboxVM.Runtime;
@@ -23,16 +24,19 @@ public sealed partial class RunService
 
     private readonly TemplateCatalog _catalog;
     private readonly PoolManager _pools;
+    private readonly SingletonManager? _singletons;
     private readonly VmTracker _tracker;
     private readonly SandboxVmOptions _options;
     private readonly ILogger<RunService> _logger;
     private readonly SemaphoreSlim _slots;
     private int _waiting;
 
-    public RunService(TemplateCatalog catalog, PoolManager pools, VmTracker tracker, SandboxVmOptions options, ILogger<RunService> logger)
+    public RunService(TemplateCatalog catalog, PoolManager pools, VmTracker tracker, SandboxVmOptions options, ILogger<RunService> logger,
+        SingletonManager? singletons = null)
     {
         _catalog = catalog;
         _pools = pools;
+        _singletons = singletons;
         _tracker = tracker;
         _options = options;
         _logger = logger;
@@ -47,6 +51,10 @@ public sealed partial class RunService
     {
         var clock = Stopwatch.StartNew();
         var (template, exec) = Validate(request);
+        if (_singletons is not null && _singletons.IsSingleton(template.Name))
+        {
+            return await RunInSingletonAsync(template, exec, events, clock, cancellationToken);
+        }
         using var slot = await TakeSlotAsync(cancellationToken);
         double queueMs = clock.Elapsed.TotalMilliseconds;
         RunResult? result = null;
@@ -76,6 +84,45 @@ public sealed partial class RunService
         }
         result ??= new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started" };
         Finish(result.Metrics, queueMs, clock);
+        return result;
+    }
+
+    /// <summary>
+    /// A run in the template's one long-lived VM: in a working directory of its own (outputs included),
+    /// removed afterwards, so concurrent requests do not see each other's files.
+    /// </summary>
+    private async Task<RunResult> RunInSingletonAsync(TemplateDefinition template, ExecRequest exec, IRunEvents? events, Stopwatch clock, CancellationToken cancellationToken)
+    {
+        string dir = $"/tmp/runs/{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8))}";
+        exec.Cwd = dir;
+        exec.OutputsDir = dir + "/outputs";
+        var result = await _singletons!.UseAsync(template, async (vm, ct) =>
+        {
+            double queueMs = clock.Elapsed.TotalMilliseconds;
+            RunResult r;
+            try
+            {
+                r = (await ExecuteAsync(vm, template, exec, events, ct)).Result;
+            }
+            finally
+            {
+                if (!vm.Exited.IsCompleted)
+                {
+                    try
+                    {
+                        await vm.Agent.RemoveAsync(dir, recursive: true, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None);
+                    }
+                    catch (Exception e) when (e is not OperationCanceledException)
+                    {
+                        LogCleanupFailed(_logger, dir, template.Name, e);
+                    }
+                }
+            }
+            r.Metrics.VmSource = "singleton";
+            r.Metrics.QueueMs = queueMs;
+            return r;
+        }, cancellationToken);
+        Finish(result.Metrics, result.Metrics.QueueMs, clock);
         return result;
     }
 
@@ -151,7 +198,7 @@ public sealed partial class RunService
         if (first == execTask && execTask.IsCompletedSuccessfully)
         {
             var result = Map(execTask.Result, output, vm.ReadUsage().OomKills > oomBefore);
-            await CollectArtifactsAsync(vm, execTask.Result.Artifacts, result, events, cancellationToken);
+            await CollectArtifactsAsync(vm, execTask.Result.Artifacts, exec.OutputsDir, result, events, cancellationToken);
             bool built = execTask.Result.Compile is { Reason: TerminationReason.Exited, ExitCode: 0 } && execTask.Result.Run is not null;
             return new RunOutcome(result, built);
         }
@@ -249,12 +296,12 @@ public sealed partial class RunService
         return result;
     }
 
-    private async Task CollectArtifactsAsync(IVm vm, List<ArtifactInfo> artifacts, RunResult result, IRunEvents? events, CancellationToken cancellationToken)
+    private async Task CollectArtifactsAsync(IVm vm, List<ArtifactInfo> artifacts, string outputsDir, RunResult result, IRunEvents? events, CancellationToken cancellationToken)
     {
         long inlineBudget = _options.ArtifactInlineTotalBytes;
         foreach (var a in artifacts.OrderBy(a => a.Path, StringComparer.Ordinal))
         {
-            string relative = a.Path.StartsWith(OutputsDir + "/", StringComparison.Ordinal) ? a.Path[(OutputsDir.Length + 1)..] : a.Path;
+            string relative = a.Path.StartsWith(outputsDir + "/", StringComparison.Ordinal) ? a.Path[(outputsDir.Length + 1)..] : a.Path;
             var artifact = new RunArtifact { Path = relative, Mime = MimeTypes.For(relative), Size = a.Size, Sha256 = a.Sha256 };
             if (a.Size <= _options.ArtifactInlineMaxBytes && a.Size <= inlineBudget)
             {
@@ -376,6 +423,9 @@ public sealed partial class RunService
         }
         return v;
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "cannot remove {Dir} in the {Template} singleton")]
+    private static partial void LogCleanupFailed(ILogger logger, string dir, string template, Exception e);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox for template {Template} failed")]
     private static partial void LogSandboxFailed(ILogger logger, string template, Exception? e);

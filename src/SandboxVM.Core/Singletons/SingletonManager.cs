@@ -1,0 +1,265 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using SandboxVM.Core.Pools;
+using SandboxVM.Core.Runs;
+using SandboxVM.Core.Templates;
+using SandboxVM.Runtime;
+
+namespace SandboxVM.Core.Singletons;
+
+/// <summary>State of one singleton template's VM, as /v1/templates shows it.</summary>
+public sealed record SingletonStatus(string State, int Restarts, int Running, int Queued, string? LastError, DateTimeOffset? StartedAt);
+
+/// <summary>
+/// Keeps one long-lived VM per <c>singleton</c> template (websearch-tools): started with the server or on
+/// first use, health-checked, and started again when it dies or stops answering. Requests share it,
+/// each in a working directory of its own that is removed afterwards, at most
+/// <see cref="SandboxVmOptions.SingletonConcurrency"/> at once with a bounded queue behind them.
+/// </summary>
+public sealed partial class SingletonManager : IAsyncDisposable
+{
+    private readonly PoolManager _pools;
+    private readonly VmTracker _tracker;
+    private readonly SandboxVmOptions _options;
+    private readonly ILogger<SingletonManager> _logger;
+    private readonly ConcurrentDictionary<string, Singleton> _singletons = new(StringComparer.Ordinal);
+    private readonly CancellationTokenSource _stopping = new();
+    private int _disposed;
+
+    public SingletonManager(PoolManager pools, VmTracker tracker, SandboxVmOptions options, ILogger<SingletonManager> logger)
+    {
+        _pools = pools;
+        _tracker = tracker;
+        _options = options;
+        _logger = logger;
+    }
+
+    /// <summary>Called with every VM a singleton starts, before it serves (e.g. to connect its egress).</summary>
+    public Action<TemplateDefinition, IVm>? OnStarted { get; set; }
+
+    /// <summary>How often a running singleton is pinged.</summary>
+    public TimeSpan HealthInterval { get; init; } = TimeSpan.FromSeconds(5);
+
+    public TimeSpan HealthTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Registers the singleton templates; with <paramref name="startNow"/> their VMs start in the background.</summary>
+    public void Start(IEnumerable<TemplateDefinition> templates, bool startNow)
+    {
+        foreach (var t in templates.Where(t => t.Warmup.Strategy == WarmupStrategy.Singleton))
+        {
+            var s = _singletons.GetOrAdd(t.Name, _ => new Singleton(this, t));
+            if (startNow)
+            {
+                _ = s.GetVmAsync(_stopping.Token).ContinueWith(_ => { }, TaskScheduler.Default);
+            }
+            s.StartWatchdog(_stopping.Token);
+        }
+    }
+
+    public SingletonStatus? Status(string template) => _singletons.TryGetValue(template, out var s) ? s.Status : null;
+
+    public bool IsSingleton(string template) => _singletons.ContainsKey(template);
+
+    /// <summary>
+    /// Runs <paramref name="work"/> against the template's singleton VM once a slot is free; throws a 429
+    /// problem when the queue is full. The VM is started first when it is not running.
+    /// </summary>
+    public async Task<T> UseAsync<T>(TemplateDefinition template, Func<IVm, CancellationToken, Task<T>> work, CancellationToken cancellationToken)
+    {
+        if (!_singletons.TryGetValue(template.Name, out var s))
+        {
+            throw new InvalidOperationException($"template {template.Name} is not a singleton");
+        }
+        return await s.UseAsync(work, cancellationToken);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        await _stopping.CancelAsync();
+        foreach (var s in _singletons.Values)
+        {
+            await s.StopAsync();
+        }
+    }
+
+    /// <summary>One singleton template: its current VM, its slots and its watchdog.</summary>
+    private sealed class Singleton(SingletonManager owner, TemplateDefinition template)
+    {
+        private readonly SemaphoreSlim _slots = new(owner._options.SingletonConcurrency, owner._options.SingletonConcurrency);
+        private readonly SemaphoreSlim _starting = new(1, 1);
+        private IVm? _vm;
+        private Task _watchdog = Task.CompletedTask;
+        private int _restarts;
+        private int _running;
+        private int _queued;
+        private string? _lastError;
+        private DateTimeOffset? _startedAt;
+        private bool _everStarted;
+
+        public SingletonStatus Status
+        {
+            get
+            {
+                IVm? vm = _vm;
+                string state = vm is { Exited.IsCompleted: false } ? "ready" : _starting.CurrentCount == 0 ? "starting" : _lastError is null ? "stopped" : "failed";
+                return new SingletonStatus(state, _restarts, _running, _queued, _lastError, _startedAt);
+            }
+        }
+
+        public async Task<T> UseAsync<T>(Func<IVm, CancellationToken, Task<T>> work, CancellationToken cancellationToken)
+        {
+            if (Interlocked.Increment(ref _queued) > owner._options.SingletonQueue && _slots.CurrentCount == 0)
+            {
+                Interlocked.Decrement(ref _queued);
+                throw new RunRequestException(ProblemCodes.Overloaded, null,
+                    $"the {template.Name} sandbox has {owner._options.SingletonQueue} requests waiting; try again later", 429);
+            }
+            try
+            {
+                await _slots.WaitAsync(cancellationToken);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _queued);
+            }
+            Interlocked.Increment(ref _running);
+            try
+            {
+                IVm vm = await GetVmAsync(cancellationToken);
+                return await work(vm, cancellationToken);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _running);
+                _slots.Release();
+            }
+        }
+
+        /// <summary>The running VM, started (again) when there is none or it died.</summary>
+        public async Task<IVm> GetVmAsync(CancellationToken cancellationToken)
+        {
+            if (_vm is { Exited.IsCompleted: false } live)
+            {
+                return live;
+            }
+            await _starting.WaitAsync(cancellationToken);
+            try
+            {
+                if (_vm is { Exited.IsCompleted: false } started)
+                {
+                    return started;
+                }
+                if (_vm is { } dead)
+                {
+                    await owner._tracker.KillAsync(dead);
+                    _vm = null;
+                }
+                var clock = Stopwatch.StartNew();
+                try
+                {
+                    LeasedVm lease = await owner._pools.AcquireAsync(template, cancellationToken);
+                    owner.OnStarted?.Invoke(template, lease.Vm);
+                    if (_everStarted)
+                    {
+                        Interlocked.Increment(ref _restarts);
+                    }
+                    _everStarted = true;
+                    _vm = lease.Vm;
+                    _startedAt = DateTimeOffset.UtcNow;
+                    _lastError = null;
+                    LogStarted(owner._logger, template.Name, lease.Vm.Id, clock.Elapsed.TotalMilliseconds);
+                    return lease.Vm;
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    _lastError = e.Message;
+                    LogStartFailed(owner._logger, template.Name, e);
+                    throw new RunRequestException(ProblemCodes.SandboxStartFailed, null, $"the {template.Name} sandbox could not be started: {e.Message}", 503);
+                }
+            }
+            finally
+            {
+                _starting.Release();
+            }
+        }
+
+        /// <summary>Pings the VM now and then; one that died or does not answer is ended and started again.</summary>
+        public void StartWatchdog(CancellationToken stopping) => _watchdog = Task.Run(async () =>
+        {
+            while (!stopping.IsCancellationRequested)
+            {
+                try
+                {
+                    await Task.Delay(owner.HealthInterval, stopping);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                IVm? vm = _vm;
+                if (vm is null)
+                {
+                    continue;
+                }
+                bool healthy = !vm.Exited.IsCompleted;
+                if (healthy)
+                {
+                    try
+                    {
+                        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+                        timeout.CancelAfter(owner.HealthTimeout);
+                        await vm.Agent.PingAsync(timeout.Token);
+                    }
+                    catch (Exception) when (!stopping.IsCancellationRequested)
+                    {
+                        healthy = false;
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return;
+                    }
+                }
+                if (!healthy)
+                {
+                    LogUnhealthy(owner._logger, template.Name, vm.Id);
+                    await owner._tracker.KillAsync(vm);
+                    try
+                    {
+                        await GetVmAsync(stopping);
+                    }
+                    catch (Exception e) when (e is not OperationCanceledException)
+                    {
+                        // Logged by GetVmAsync; the next request or round tries again.
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        return;
+                    }
+                }
+            }
+        }, CancellationToken.None);
+
+        public async Task StopAsync()
+        {
+            await _watchdog.ContinueWith(_ => { }, TaskScheduler.Default);
+            if (_vm is { } vm)
+            {
+                await owner._tracker.KillAsync(vm);
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "singleton {Template} running in vm {Vm} (started in {Ms:0} ms)")]
+    private static partial void LogStarted(ILogger logger, string template, string vm, double ms);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "singleton {Template} could not be started")]
+    private static partial void LogStartFailed(ILogger logger, string template, Exception e);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "singleton {Template}: vm {Vm} died or stopped answering; starting another")]
+    private static partial void LogUnhealthy(ILogger logger, string template, string vm);
+}

@@ -1,0 +1,134 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using SandboxVM.Core.Pools;
+using SandboxVM.Core.Runs;
+using SandboxVM.Core.Singletons;
+using SandboxVM.Core.Templates;
+using SandboxVM.Core.Tests.Pools;
+using SandboxVM.Runtime;
+
+namespace SandboxVM.Core.Tests.Singletons;
+
+/// <summary>The one long-lived VM of a singleton template: shared, restarted when it dies or hangs, bounded queue.</summary>
+public sealed class SingletonManagerTests : IAsyncLifetime
+{
+    private readonly FakeRuntime _runtime = new();
+    private readonly VmTracker _tracker = new(NullLogger<VmTracker>.Instance);
+    private readonly SandboxVmOptions _options = new() { SingletonConcurrency = 1, SingletonQueue = 1 };
+    private PoolManager _pools = null!;
+    private SingletonManager _singletons = null!;
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private static readonly TemplateDefinition Web = new()
+    {
+        Name = "web",
+        Source = new TemplateSource(),
+        Language = new LanguageRecipe { Name = "python", SourceFile = "main.py", Run = ["python3", "main.py"] },
+        Warmup = new WarmupPolicy { Strategy = WarmupStrategy.Singleton },
+    };
+
+    private sealed class Specs : IVmSpecProvider
+    {
+        public Task<VmSpec> GetSpecAsync(TemplateDefinition template, CancellationToken cancellationToken) =>
+            Task.FromResult(new VmSpec { TemplateName = template.Name, RootfsDir = "/nonexistent" });
+    }
+
+    public ValueTask InitializeAsync()
+    {
+        _pools = new PoolManager(_runtime, new Specs(), _tracker, NullLogger<PoolManager>.Instance);
+        _singletons = new SingletonManager(_pools, _tracker, _options, NullLogger<SingletonManager>.Instance)
+        {
+            HealthInterval = TimeSpan.FromMilliseconds(50),
+            HealthTimeout = TimeSpan.FromMilliseconds(200),
+        };
+        return ValueTask.CompletedTask;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _singletons.DisposeAsync();
+        await _pools.DisposeAsync();
+        await _tracker.DisposeAsync();
+    }
+
+    private async Task WaitForAsync(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting for {what}: {_singletons.Status("web")}");
+            await Task.Delay(10, Ct);
+        }
+    }
+
+    [Fact]
+    public async Task Start_BootsOneVm_ThatEveryRequestShares()
+    {
+        _singletons.Start([Web], startNow: true);
+        await WaitForAsync(() => _singletons.Status("web")!.State == "ready", "ready");
+
+        string a = await _singletons.UseAsync(Web, (vm, _) => Task.FromResult(vm.Id), Ct);
+        string b = await _singletons.UseAsync(Web, (vm, _) => Task.FromResult(vm.Id), Ct);
+
+        Assert.Equal(a, b);
+        Assert.Equal(1, _runtime.Started);
+        Assert.Equal(0, _singletons.Status("web")!.Restarts);
+    }
+
+    [Fact]
+    public async Task AVmThatDies_IsReplaced_AndTheRestartIsCounted()
+    {
+        _singletons.Start([Web], startNow: true);
+        await WaitForAsync(() => _singletons.Status("web")!.State == "ready", "ready");
+
+        _runtime.Vms[0].Die();
+        await WaitForAsync(() => _runtime.Started == 2 && _singletons.Status("web")!.State == "ready", "a second vm");
+
+        Assert.Equal(1, _singletons.Status("web")!.Restarts);
+        Assert.True(_runtime.Vms[0].Disposed);
+        string id = await _singletons.UseAsync(Web, (vm, _) => Task.FromResult(vm.Id), Ct);
+        Assert.Equal(_runtime.Vms[1].Id, id);
+    }
+
+    [Fact]
+    public async Task AVmThatStopsAnswering_IsReplaced()
+    {
+        _singletons.Start([Web], startNow: true);
+        await WaitForAsync(() => _singletons.Status("web")!.State == "ready", "ready");
+
+        _runtime.Vms[0].Hung = true;
+
+        await WaitForAsync(() => _runtime.Started == 2 && _singletons.Status("web")!.State == "ready", "a second vm");
+        Assert.True(_runtime.Vms[0].Disposed);
+    }
+
+    [Fact]
+    public async Task OnFirstUse_StartsTheVmOnlyWhenARequestComes()
+    {
+        _singletons.Start([Web], startNow: false);
+        await Task.Delay(200, Ct);
+        Assert.Equal(0, _runtime.Started);
+
+        await _singletons.UseAsync(Web, (vm, _) => Task.FromResult(vm.Id), Ct);
+
+        Assert.Equal(1, _runtime.Started);
+    }
+
+    [Fact]
+    public async Task AFullQueue_Is429_NotAWait()
+    {
+        _singletons.Start([Web], startNow: true);
+        var release = new TaskCompletionSource();
+        // One running (concurrency 1), one waiting (queue 1): the third is refused.
+        Task<int> running = _singletons.UseAsync(Web, async (_, _) => { await release.Task; return 1; }, Ct);
+        await WaitForAsync(() => _singletons.Status("web")!.Running == 1, "the first request to run");
+        Task<int> waiting = _singletons.UseAsync(Web, (_, _) => Task.FromResult(2), Ct);
+        await WaitForAsync(() => _singletons.Status("web")!.Queued == 1, "the second request to queue");
+
+        var e = await Assert.ThrowsAsync<RunRequestException>(() => _singletons.UseAsync(Web, (_, _) => Task.FromResult(3), Ct));
+
+        Assert.Equal(429, e.Status);
+        release.SetResult();
+        Assert.Equal(1, await running);
+        Assert.Equal(2, await waiting);
+    }
+}
