@@ -13,9 +13,12 @@ public sealed class UpstreamProxy
 {
     private readonly NoProxyEntry[] _noProxy;
 
-    private UpstreamProxy(Uri uri, string host, int port, string? authorization, NoProxyEntry[] noProxy, string noProxyText)
+    private UpstreamProxy(Uri uri, string host, int port, NetworkCredential? credentials, NoProxyEntry[] noProxy, string noProxyText)
     {
         Uri = uri;
+        Credentials = credentials;
+        var authorization = credentials is null ? null
+            : "Basic " + Convert.ToBase64String(Encoding.UTF8.GetBytes(credentials.UserName + ":" + credentials.Password));
         Host = host;
         Port = port;
         ProxyAuthorization = authorization;
@@ -33,6 +36,9 @@ public sealed class UpstreamProxy
 
     /// <summary>The <c>Proxy-Authorization</c> value (Basic) when the URL has user info; null otherwise.</summary>
     internal string? ProxyAuthorization { get; }
+
+    /// <summary>User and password from the URL's user info; null when it has none.</summary>
+    internal NetworkCredential? Credentials { get; }
 
     /// <summary>The <c>NO_PROXY</c> list as given.</summary>
     public string NoProxy { get; }
@@ -54,19 +60,17 @@ public sealed class UpstreamProxy
         if (uri.Scheme != Uri.UriSchemeHttp)
             throw new FormatException($"upstream proxy '{Redact(proxyUrl)}': only http:// proxies are supported, not {uri.Scheme}://");
 
-        string? auth = null;
+        NetworkCredential? credentials = null;
         if (uri.UserInfo.Length > 0)
         {
             var parts = uri.UserInfo.Split(':', 2);
-            var user = Uri.UnescapeDataString(parts[0]);
-            var pass = parts.Length > 1 ? Uri.UnescapeDataString(parts[1]) : "";
-            auth = "Basic " + Convert.ToBase64String(Encoding.UTF8.GetBytes(user + ":" + pass));
+            credentials = new NetworkCredential(Uri.UnescapeDataString(parts[0]), parts.Length > 1 ? Uri.UnescapeDataString(parts[1]) : "");
         }
 
         var clean = new UriBuilder(uri) { UserName = "", Password = "", Path = "" }.Uri;
         var entries = (noProxy ?? "").Split([',', ' ', '\t'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(NoProxyEntry.Parse).ToArray();
-        return new UpstreamProxy(clean, uri.IdnHost.Trim('[', ']'), uri.Port, auth, entries, noProxy ?? "");
+        return new UpstreamProxy(clean, uri.IdnHost.Trim('[', ']'), uri.Port, credentials, entries, noProxy ?? "");
     }
 
     /// <summary>
@@ -84,8 +88,11 @@ public sealed class UpstreamProxy
             env(a) is { Length: > 0 } x && !string.IsNullOrWhiteSpace(x) ? x : env(b) is { } y && !string.IsNullOrWhiteSpace(y) ? y : null;
     }
 
-    /// <summary>True when <c>NO_PROXY</c> says to connect to this destination directly.</summary>
-    public bool Bypasses(string host, IPAddress address, int port)
+    /// <summary>
+    /// True when <c>NO_PROXY</c> says to connect to this destination directly. <paramref name="host"/> is
+    /// matched against name entries, <paramref name="address"/> (when known) against address and range entries.
+    /// </summary>
+    public bool Bypasses(string host, IPAddress? address, int port)
     {
         foreach (var e in _noProxy)
         {
@@ -97,6 +104,18 @@ public sealed class UpstreamProxy
     }
 
     public override string ToString() => Uri.ToString();
+
+    /// <summary>This proxy as an <see cref="IWebProxy"/> for <see cref="HttpClient"/> (same NO_PROXY rules, same credentials).</summary>
+    public IWebProxy AsWebProxy() => new WebProxyAdapter(this);
+
+    private sealed class WebProxyAdapter(UpstreamProxy proxy) : IWebProxy
+    {
+        public ICredentials? Credentials { get => proxy.Credentials; set => throw new NotSupportedException(); }
+
+        public Uri? GetProxy(Uri destination) => IsBypassed(destination) ? null : proxy.Uri;
+
+        public bool IsBypassed(Uri host) => proxy.Bypasses(host.IdnHost.Trim('[', ']'), null, host.Port);
+    }
 
     private static string Redact(string url)
     {
@@ -145,7 +164,7 @@ public sealed class UpstreamProxy
             return e;
         }
 
-        public bool Matches(string host, IPAddress address, int port)
+        public bool Matches(string host, IPAddress? address, int port)
         {
             if (_all)
                 return true;
@@ -153,10 +172,13 @@ public sealed class UpstreamProxy
                 return false;
             if (_network is { } n)
             {
+                if (address is null && !IPAddress.TryParse(host.Trim('[', ']'), out address))
+                    return false;
                 var a = EgressAddressRanges.StripScope(address);
                 return n.Contains(a) || (a.IsIPv4MappedToIPv6 && n.Contains(a.MapToIPv4()));
             }
 
+            host = host.ToLowerInvariant().TrimEnd('.');
             return _domain is { Length: > 0 } d && (host == d || host.EndsWith("." + d, StringComparison.Ordinal));
         }
     }
