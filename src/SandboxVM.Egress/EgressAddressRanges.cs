@@ -95,15 +95,15 @@ public static class EgressAddressRanges
 
         if (a.IsIPv4MappedToIPv6)
             return ClassifyV4(a.MapToIPv4()) is { } kind ? kind[..^1] + ", IPv4-mapped)" : null;
-        if (_nat64.Contains(a))
+        if (_nat64.ContainsBits(a))
             return ClassifyV4(EmbeddedV4(a)) is { } kind ? kind[..^1] + ", NAT64)" : null;
         foreach (var r in IPv6)
         {
-            if (r.Network.Contains(a))
+            if (r.Network.ContainsBits(a))
                 return $"{r.Kind} ({r.Network})";
         }
 
-        return _globalUnicast.Contains(a) ? null : "reserved (outside 2000::/3)";
+        return _globalUnicast.ContainsBits(a) ? null : "reserved (outside 2000::/3)";
     }
 
     /// <summary>True when the address is public (see <see cref="ClassifyNonPublic"/>).</summary>
@@ -116,7 +116,7 @@ public static class EgressAddressRanges
         var a = StripScope(address);
         if (a.IsIPv4MappedToIPv6)
             a = a.MapToIPv4();
-        else if (a.AddressFamily == AddressFamily.InterNetworkV6 && _nat64.Contains(a))
+        else if (a.AddressFamily == AddressFamily.InterNetworkV6 && _nat64.ContainsBits(a))
             a = EmbeddedV4(a);
         foreach (var m in MetadataAddresses)
         {
@@ -150,10 +150,36 @@ public static class EgressAddressRanges
     {
         foreach (var r in IPv4)
         {
-            if (r.Network.Contains(a))
+            if (r.Network.ContainsBits(a))
                 return $"{r.Kind} ({r.Network})";
         }
 
         return null;
+    }
+}
+
+internal static class NetworkExtensions
+{
+    /// <summary>
+    /// Prefix match on the raw bytes, same family only. (<see cref="IPNetwork.Contains"/> does not match
+    /// IPv4-mapped IPv6 addresses against <c>::ffff:0:0/96</c>, which the template's deny list relies on.)
+    /// </summary>
+    public static bool ContainsBits(this IPNetwork network, IPAddress address)
+    {
+        if (network.BaseAddress.AddressFamily != address.AddressFamily)
+            return false;
+        Span<byte> n = stackalloc byte[16];
+        Span<byte> a = stackalloc byte[16];
+        network.BaseAddress.TryWriteBytes(n, out var len);
+        address.TryWriteBytes(a, out _);
+        var bits = network.PrefixLength;
+        for (var i = 0; i < len && bits > 0; i++, bits -= 8)
+        {
+            var mask = bits >= 8 ? (byte)0xff : (byte)(0xff << (8 - bits));
+            if ((n[i] & mask) != (a[i] & mask))
+                return false;
+        }
+
+        return true;
     }
 }

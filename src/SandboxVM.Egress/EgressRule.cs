@@ -158,7 +158,7 @@ public sealed class EgressRule
         return a.IsIPv4MappedToIPv6 && MatchesExactly(a.MapToIPv4());
     }
 
-    private bool MatchesExactly(IPAddress a) => Kind == EgressRuleKind.Address ? Address!.Equals(a) : Network!.Value.Contains(a);
+    private bool MatchesExactly(IPAddress a) => Kind == EgressRuleKind.Address ? Address!.Equals(a) : Network!.Value.ContainsBits(a);
 
     public override string ToString() => Text;
 

@@ -175,7 +175,7 @@ public sealed class UpstreamProxy
                 if (address is null && !IPAddress.TryParse(host.Trim('[', ']'), out address))
                     return false;
                 var a = EgressAddressRanges.StripScope(address);
-                return n.Contains(a) || (a.IsIPv4MappedToIPv6 && n.Contains(a.MapToIPv4()));
+                return n.ContainsBits(a) || (a.IsIPv4MappedToIPv6 && n.ContainsBits(a.MapToIPv4()));
             }
 
             host = host.ToLowerInvariant().TrimEnd('.');
