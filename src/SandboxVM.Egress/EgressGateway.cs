@@ -140,6 +140,9 @@ public sealed partial class EgressGateway
 
     private static async Task<Socket> ConnectDirectAsync(IPAddress address, int port, CancellationToken cancellationToken)
     {
+        // The same destination either way; an IPv6 socket may be v6-only and refuse a mapped address.
+        if (address.IsIPv4MappedToIPv6)
+            address = address.MapToIPv4();
         var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         try
         {
@@ -168,6 +171,8 @@ public sealed partial class EgressGateway
                 await socket.ConnectAsync(proxy.Host, proxy.Port, cancellationToken);
 
             var a = EgressAddressRanges.StripScope(address);
+            if (a.IsIPv4MappedToIPv6)
+                a = a.MapToIPv4();
             var target = a.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{a}]:{port}" : $"{a}:{port}";
             var head = new StringBuilder()
                 .Append(CultureInfo.InvariantCulture, $"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");

@@ -326,6 +326,16 @@ public sealed class EgressGatewayTests : IDisposable
     }
 
     [Fact]
+    public async Task An_IPv4_mapped_address_connects_to_the_IPv4_address()
+    {
+        await using var echo = new LoopbackTcpServer();
+        var resolver = new MapResolver().Add("mapped.test", "::ffff:127.0.0.1");
+        await using var conn = await Gateway(AllowLoopback(echo.Port), resolver).ConnectAsync(new EgressRequest("sb", "mapped.test", echo.Port), Ct);
+        Assert.True(conn.IsConnected, conn.Decision.Message);
+        Assert.Equal("mapped", await RoundTripAsync(conn.Stream!, "mapped"));
+    }
+
+    [Fact]
     public async Task IPv6_loopback_works_when_the_host_has_it()
     {
         LoopbackTcpServer echo;

@@ -269,6 +269,9 @@ public class EgressPolicyTests
     [InlineData("example.com/path", 443)]
     [InlineData("[example.com]", 443)]
     [InlineData("1.2.3.4.5", 443)]
+    [InlineData("1.2.3.4:80", 443)]
+    [InlineData("[::1]:443", 443)]
+    [InlineData("example.com:443", 443)]
     [InlineData("example.com", 0)]
     [InlineData("example.com", 70000)]
     public async Task Invalid_requests_are_denied(string host, int port)
