@@ -1,0 +1,119 @@
+namespace SandboxVM.Egress;
+
+/// <summary>
+/// A duplex stream over a connected socket's stream that counts bytes each way and reports once when
+/// disposed. Writes are "up" (sandbox to remote), reads are "down" (remote to sandbox).
+/// </summary>
+internal sealed class CountingStream : Stream
+{
+    private readonly Stream _inner;
+    private readonly Action<long, long> _onClose;
+    private long _up;
+    private long _down;
+    private int _closed;
+
+    public CountingStream(Stream inner, Action<long, long> onClose)
+    {
+        _inner = inner;
+        _onClose = onClose;
+    }
+
+    public long BytesUp => Interlocked.Read(ref _up);
+
+    public long BytesDown => Interlocked.Read(ref _down);
+
+    public override bool CanRead => _inner.CanRead;
+
+    public override bool CanWrite => _inner.CanWrite;
+
+    public override bool CanSeek => false;
+
+    public override bool CanTimeout => _inner.CanTimeout;
+
+    public override int ReadTimeout { get => _inner.ReadTimeout; set => _inner.ReadTimeout = value; }
+
+    public override int WriteTimeout { get => _inner.WriteTimeout; set => _inner.WriteTimeout = value; }
+
+    public override long Length => throw new NotSupportedException();
+
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    public override int Read(Span<byte> buffer)
+    {
+        var n = _inner.Read(buffer);
+        Interlocked.Add(ref _down, n);
+        return n;
+    }
+
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        var n = await _inner.ReadAsync(buffer, cancellationToken);
+        Interlocked.Add(ref _down, n);
+        return n;
+    }
+
+    public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+    public override void Write(ReadOnlySpan<byte> buffer)
+    {
+        _inner.Write(buffer);
+        Interlocked.Add(ref _up, buffer.Length);
+    }
+
+    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        await _inner.WriteAsync(buffer, cancellationToken);
+        Interlocked.Add(ref _up, buffer.Length);
+    }
+
+    public override void Flush() => _inner.Flush();
+
+    public override Task FlushAsync(CancellationToken cancellationToken) => _inner.FlushAsync(cancellationToken);
+
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+    public override void SetLength(long value) => throw new NotSupportedException();
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing && Interlocked.Exchange(ref _closed, 1) == 0)
+        {
+            try
+            {
+                _inner.Dispose();
+            }
+            finally
+            {
+                _onClose(BytesUp, BytesDown);
+            }
+        }
+
+        base.Dispose(disposing);
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _closed, 1) == 0)
+        {
+            try
+            {
+                await _inner.DisposeAsync();
+            }
+            finally
+            {
+                _onClose(BytesUp, BytesDown);
+            }
+        }
+
+        GC.SuppressFinalize(this);
+        await base.DisposeAsync();
+    }
+}

@@ -1,0 +1,247 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace SandboxVM.Egress;
+
+/// <summary>Settings of an <see cref="EgressGateway"/>.</summary>
+public sealed class EgressGatewayOptions
+{
+    /// <summary>Longest time for the TCP connection (and, through a proxy, its CONNECT answer), over all addresses tried.</summary>
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Longest time for resolving the host name.</summary>
+    public TimeSpan ResolveTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Proxy the host must use (<see cref="UpstreamProxy.FromEnvironment"/> reads <c>HTTPS_PROXY</c>/<c>NO_PROXY</c>);
+    /// null connects directly. The gateway never reads the environment by itself.
+    /// </summary>
+    public UpstreamProxy? UpstreamProxy { get; set; }
+
+    /// <summary>How many of the checked addresses are tried, in resolver order, before giving up (at least 1).</summary>
+    public int MaxConnectAttempts { get; set; } = 3;
+}
+
+/// <summary>
+/// The host side of a sandbox's way out: decides each request with an <see cref="EgressPolicy"/> (resolving
+/// the name once), then connects to exactly a checked address, directly or through the upstream proxy. Every
+/// decision is logged and counted (meter <see cref="EgressMetrics.MeterName"/>). Thread-safe.
+/// </summary>
+public sealed partial class EgressGateway
+{
+    private const int MaxProxyHeadBytes = 16 * 1024;
+
+    private readonly EgressGatewayOptions _options;
+    private readonly ILogger _logger;
+    private readonly IEgressResolver _resolver;
+    private readonly EgressInstruments _instruments;
+
+    /// <param name="policy">What may be reached.</param>
+    /// <param name="options">Timeouts and upstream proxy; defaults when null.</param>
+    /// <param name="logger">Where decisions go; none when null.</param>
+    /// <param name="resolver">Name resolution; the system resolver when null.</param>
+    /// <param name="meter">Meter for the instruments; <see cref="EgressMetrics.SharedMeter"/> when null.</param>
+    public EgressGateway(EgressPolicy policy, EgressGatewayOptions? options = null, ILogger? logger = null, IEgressResolver? resolver = null, Meter? meter = null)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        Policy = policy;
+        _options = options ?? new EgressGatewayOptions();
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(_options.ConnectTimeout, TimeSpan.Zero, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(_options.ResolveTimeout, TimeSpan.Zero, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(_options.MaxConnectAttempts, 1, nameof(options));
+        _logger = logger ?? NullLogger.Instance;
+        _resolver = resolver ?? SystemDnsResolver.Instance;
+        _instruments = new EgressInstruments(meter ?? EgressMetrics.SharedMeter);
+    }
+
+    public EgressPolicy Policy { get; }
+
+    /// <summary>The policy's decision on a request (resolving the name), without connecting, logging or counting.</summary>
+    public Task<EgressDecision> EvaluateAsync(EgressRequest request, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        return Policy.EvaluateAsync(request.Host, request.Port, _resolver, _options.ResolveTimeout, cancellationToken);
+    }
+
+    /// <summary>
+    /// Decides and, when allowed, connects. Never throws for a denial or a failed connection (see
+    /// <see cref="EgressConnection.Decision"/>); throws <see cref="OperationCanceledException"/> only when
+    /// <paramref name="cancellationToken"/> is cancelled. The caller disposes the result.
+    /// </summary>
+    public async Task<EgressConnection> ConnectAsync(EgressRequest request, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var decision = await EvaluateAsync(request, cancellationToken);
+        if (!decision.Allowed)
+            return Finish(request, new EgressConnection(decision, null, null, false), "none");
+
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(_options.ConnectTimeout);
+        var proxy = _options.UpstreamProxy;
+        EgressDecision failure = decision;
+        var attempts = decision.Addresses.Take(_options.MaxConnectAttempts).ToArray();
+        foreach (var address in attempts)
+        {
+            var viaProxy = proxy is not null && !proxy.Bypasses(decision.Host, address, decision.Port);
+            var route = viaProxy ? "proxy" : "direct";
+            Socket? socket = null;
+            try
+            {
+                socket = viaProxy
+                    ? await ConnectViaProxyAsync(proxy!, address, decision.Port, deadline.Token)
+                    : await ConnectDirectAsync(address, decision.Port, deadline.Token);
+                var connected = decision.WithOutcome(true, EgressReason.Allowed, address,
+                    $"egress to {EgressPolicy.Describe(decision.Host, decision.Port, address)} allowed ({route})");
+                var started = Stopwatch.GetTimestamp();
+                var sock = socket;
+                var stream = new CountingStream(new NetworkStream(socket, ownsSocket: true),
+                    (up, down) => Closed(request, connected, up, down, Stopwatch.GetElapsedTime(started)));
+                socket = null;
+                _instruments.Active.Add(1);
+                return Finish(request, new EgressConnection(connected, stream, sock, viaProxy), route);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                throw;
+            }
+            catch (OperationCanceledException)
+            {
+                failure = decision.WithOutcome(false, EgressReason.ConnectTimeout, address,
+                    $"egress to {EgressPolicy.Describe(decision.Host, decision.Port, address)} failed (connect_timeout): no connection within {_options.ConnectTimeout.TotalSeconds:0.###} s ({route})");
+                break;
+            }
+            catch (ProxyException e)
+            {
+                failure = decision.WithOutcome(false, EgressReason.UpstreamProxyFailed, address,
+                    $"egress to {EgressPolicy.Describe(decision.Host, decision.Port, address)} failed (upstream_proxy_failed): {e.Message}");
+            }
+            catch (Exception e) when (e is SocketException or IOException)
+            {
+                var reason = viaProxy ? EgressReason.UpstreamProxyFailed : EgressReason.ConnectFailed;
+                var what = e is SocketException se ? se.SocketErrorCode.ToString() : e.Message;
+                failure = decision.WithOutcome(false, reason, address,
+                    $"egress to {EgressPolicy.Describe(decision.Host, decision.Port, address)} failed ({reason.ToCode()}): "
+                    + (viaProxy ? $"upstream proxy {proxy!.Host}:{proxy.Port}: {what}" : what));
+            }
+            finally
+            {
+                socket?.Dispose();
+            }
+        }
+
+        return Finish(request, new EgressConnection(failure, null, null, false), proxy is null ? "direct" : "proxy");
+    }
+
+    private static async Task<Socket> ConnectDirectAsync(IPAddress address, int port, CancellationToken cancellationToken)
+    {
+        // The same destination either way; an IPv6 socket may be v6-only and refuse a mapped address.
+        if (address.IsIPv4MappedToIPv6)
+            address = address.MapToIPv4();
+        var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            await socket.ConnectAsync(new IPEndPoint(address, port), cancellationToken);
+            return socket;
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>TCP to the proxy, then <c>CONNECT address:port</c> (the checked address, never the name) and a 2xx answer.</summary>
+    private static async Task<Socket> ConnectViaProxyAsync(UpstreamProxy proxy, IPAddress address, int port, CancellationToken cancellationToken)
+    {
+        var socket = IPAddress.TryParse(proxy.Host, out var proxyAddress)
+            ? new Socket(proxyAddress.AddressFamily, SocketType.Stream, ProtocolType.Tcp)
+            : new Socket(SocketType.Stream, ProtocolType.Tcp);
+        socket.NoDelay = true;
+        try
+        {
+            if (proxyAddress is not null)
+                await socket.ConnectAsync(new IPEndPoint(proxyAddress, proxy.Port), cancellationToken);
+            else
+                await socket.ConnectAsync(proxy.Host, proxy.Port, cancellationToken);
+
+            var a = EgressAddressRanges.StripScope(address);
+            if (a.IsIPv4MappedToIPv6)
+                a = a.MapToIPv4();
+            var target = a.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{a}]:{port}" : $"{a}:{port}";
+            var head = new StringBuilder()
+                .Append(CultureInfo.InvariantCulture, $"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+            if (proxy.ProxyAuthorization is { } auth)
+                head.Append(CultureInfo.InvariantCulture, $"Proxy-Authorization: {auth}\r\n");
+            head.Append("\r\n");
+
+            await using var ns = new NetworkStream(socket, ownsSocket: false);
+            await ns.WriteAsync(Encoding.ASCII.GetBytes(head.ToString()), cancellationToken);
+
+            // Byte by byte up to the blank line, so nothing the remote side sends after it is consumed here.
+            var response = new List<byte>(256);
+            var one = new byte[1];
+            while (!EndsWithBlankLine(response))
+            {
+                if (response.Count >= MaxProxyHeadBytes)
+                    throw new ProxyException($"upstream proxy {proxy.Host}:{proxy.Port} sent more than {MaxProxyHeadBytes} bytes of headers");
+                if (await ns.ReadAsync(one, cancellationToken) == 0)
+                    throw new ProxyException($"upstream proxy {proxy.Host}:{proxy.Port} closed the connection before answering CONNECT");
+                response.Add(one[0]);
+            }
+
+            var statusLine = Encoding.ASCII.GetString(response.ToArray()).Split("\r\n", 2)[0];
+            var parts = statusLine.Split(' ', 3);
+            if (parts.Length < 2 || !parts[0].StartsWith("HTTP/1.", StringComparison.Ordinal)
+                || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var status))
+                throw new ProxyException($"upstream proxy {proxy.Host}:{proxy.Port} answered CONNECT with '{Printable(statusLine)}'");
+            if (status is < 200 or > 299)
+                throw new ProxyException($"upstream proxy {proxy.Host}:{proxy.Port} refused CONNECT {target}: {Printable(statusLine)}");
+            return socket;
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+
+        static bool EndsWithBlankLine(List<byte> b) =>
+            b.Count >= 4 && b[^4] == '\r' && b[^3] == '\n' && b[^2] == '\r' && b[^1] == '\n';
+
+        static string Printable(string s) => new(s.Take(200).Select(c => c is < ' ' or > '~' ? '?' : c).ToArray());
+    }
+
+    private EgressConnection Finish(EgressRequest request, EgressConnection connection, string route)
+    {
+        var d = connection.Decision;
+        var outcome = d.Allowed ? "allowed" : d.Reason.IsPolicyDenial() ? "denied" : "failed";
+        _instruments.Connections.Add(1,
+            new KeyValuePair<string, object?>(EgressMetrics.DecisionTag, outcome),
+            new KeyValuePair<string, object?>(EgressMetrics.ReasonTag, d.ReasonCode));
+        LogDecision(_logger, request.SandboxId, d.Host, d.Port, d.Address?.ToString() ?? "-", outcome, d.ReasonCode, route, d.Message);
+        return connection;
+    }
+
+    private void Closed(EgressRequest request, EgressDecision decision, long up, long down, TimeSpan duration)
+    {
+        _instruments.Active.Add(-1);
+        _instruments.BytesUp.Add(up);
+        _instruments.BytesDown.Add(down);
+        LogClosed(_logger, request.SandboxId, decision.Host, decision.Port, decision.Address?.ToString() ?? "-", up, down, (long)duration.TotalMilliseconds);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "egress sandbox {SandboxId} to {Host}:{Port} address {Address}: {Decision} ({Reason}, route {Route}): {Detail}")]
+    private static partial void LogDecision(ILogger logger, string sandboxId, string host, int port, string address, string decision, string reason, string route, string detail);
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "egress sandbox {SandboxId} to {Host}:{Port} address {Address} closed: {BytesUp} bytes up, {BytesDown} bytes down, {DurationMs} ms")]
+    private static partial void LogClosed(ILogger logger, string sandboxId, string host, int port, string address, long bytesUp, long bytesDown, long durationMs);
+
+    private sealed class ProxyException(string message) : Exception(message);
+}
