@@ -74,9 +74,12 @@ internal static class ExecOperation
             await context.SendEventAsync("run_started", CancellationToken.None);
             byte[]? stdin = request.Stdin is null ? null : _utf8.GetBytes(request.Stdin);
             var spec = new StepSpec(request.Run, cwd, environment, stdin, request.RunTimeoutMs, request.OutputLimitBytes);
-            result.Run = forkPlan is null
-                ? await StepRunner.RunAsync(spec, state.Supervisor, context, state.Options.VmMode, cancellation)
-                : await state.ForkServers.RunAsync(spec, forkPlan, context, state.Options.VmMode, cancellation);
+            result.Run = forkPlan switch
+            {
+                null => await StepRunner.RunAsync(spec, state.Supervisor, context, state.Options.VmMode, cancellation),
+                { Persistent: true } => await state.Kernels.RunAsync(spec, forkPlan, outputs, context, state.Options.VmMode, cancellation),
+                _ => await state.ForkServers.RunAsync(spec, forkPlan, outputs, context, state.Options.VmMode, cancellation),
+            };
         }
         // Listed even after a cancel: the caller may still want what was written.
         result.Artifacts = await FileSystem.ListArtifactsAsync(outputs, CancellationToken.None, outputsBefore);
