@@ -609,8 +609,9 @@ class _PyplotImportHook:
 
 
 def _patch_show(pyplot):
-    original = pyplot.show
-    if getattr(original, "_sandboxvm_original", None) is not None:
+    """Replaces pyplot.show (once); a failure is reported and leaves matplotlib's own show()."""
+    original = getattr(pyplot, "show", None)
+    if original is None or getattr(original, "_sandboxvm_original", None) is not None:
         return
 
     def show(*args, **kwargs):
@@ -620,10 +621,13 @@ def _patch_show(pyplot):
             return None
         return original(*args, **kwargs)
 
-    import functools
-    functools.update_wrapper(show, original)
-    show._sandboxvm_original = original
-    pyplot.show = show
+    try:
+        import functools
+        functools.update_wrapper(show, original)
+        show._sandboxvm_original = original
+        pyplot.show = show
+    except Exception as e:
+        print(f"sandboxvm: cannot replace plt.show(): {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def _save_figures(outputs):
