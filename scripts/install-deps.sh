@@ -11,6 +11,7 @@ packages=(
   kmod            # modinfo: guest kernel module order
   gcc binutils libc6-dev  # NativeAOT link of the guest agent (clang is used instead when present)
   python3
+  python3-matplotlib python3-numpy  # agent tests: saved figures (fork_server.save_figures)
 )
 
 missing=()

@@ -44,6 +44,7 @@ if (options.IsStdio)
     await new AgentServer(state, input, output).RunAsync(CancellationToken.None);
     // The host is gone and so is the sandbox: no warm interpreter to keep.
     state.ForkServers.StopAll();
+    state.Kernels.StopAll();
     return 0;
 }
 

@@ -4,7 +4,7 @@ using Microsoft.Win32.SafeHandles;
 namespace SandboxVM.Agent.Native;
 
 /// <summary>Metadata of one path as <c>statx</c> reports it (symlinks not followed).</summary>
-internal readonly record struct FileStatus(FileKindBits Kind, long Size, long MtimeMs, int Mode);
+internal readonly record struct FileStatus(FileKindBits Kind, long Size, long MtimeMs, int Mode, long MtimeNs, ulong Inode);
 
 /// <summary>File type bits of <c>st_mode</c>.</summary>
 internal enum FileKindBits
@@ -587,7 +587,7 @@ internal static unsafe partial class Libc
     /// <summary>lstat-like metadata through statx (one layout on every architecture). Returns 0 or the errno.</summary>
     public static int Stat(string path, out FileStatus status)
     {
-        // struct statx: stx_mode u16 at 28, stx_size u64 at 40, stx_mtime {s64 sec; u32 nsec} at 112.
+        // struct statx: stx_mode u16 at 28, stx_ino u64 at 32, stx_size u64 at 40, stx_mtime {s64 sec; u32 nsec} at 112.
         byte* buffer = stackalloc byte[256];
         if (SysStatx(AtFdCwd, path, AtSymlinkNoFollow, StatxBasicStats, buffer) != 0)
         {
@@ -595,6 +595,7 @@ internal static unsafe partial class Libc
             return Marshal.GetLastPInvokeError();
         }
         int mode = *(ushort*)(buffer + 28);
+        ulong inode = *(ulong*)(buffer + 32);
         long size = *(long*)(buffer + 40);
         long seconds = *(long*)(buffer + 112);
         uint nanos = *(uint*)(buffer + 120);
@@ -605,7 +606,7 @@ internal static unsafe partial class Libc
             0xA000 => FileKindBits.Symlink,
             _ => FileKindBits.Other,
         };
-        status = new FileStatus(kind, size, seconds * 1000 + nanos / 1_000_000, mode & 0xFFF);
+        status = new FileStatus(kind, size, seconds * 1000 + nanos / 1_000_000, mode & 0xFFF, seconds * 1_000_000_000 + nanos, inode);
         return 0;
     }
 

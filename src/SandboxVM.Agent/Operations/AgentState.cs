@@ -11,6 +11,9 @@ internal sealed class AgentState(AgentOptions options, ProcessSupervisor supervi
     /// <summary>The warm Python interpreter run steps may ask for; outlives connections.</summary>
     public ForkServerHost ForkServers { get; } = new(supervisor);
 
+    /// <summary>The Python interpreter persistent run steps share (notebook state); outlives connections.</summary>
+    public KernelHost Kernels { get; } = new(supervisor);
+
     /// <summary>Identity given by the last reinit (empty before).</summary>
     public string SandboxId { get; set; } = "";
 

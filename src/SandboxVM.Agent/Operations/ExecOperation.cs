@@ -4,7 +4,10 @@ using SandboxVM.Protocol;
 
 namespace SandboxVM.Agent.Operations;
 
-/// <summary>exec: write the files, empty the outputs directory, compile (optional), run, list artifacts.</summary>
+/// <summary>
+/// exec: write the files, empty the outputs directory (or, with keep_outputs, note what it holds),
+/// compile (optional), run, list artifacts (with keep_outputs: only files new or changed since).
+/// </summary>
 internal static class ExecOperation
 {
     public const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -42,7 +45,16 @@ internal static class ExecOperation
         {
             throw AgentException.BadRequest($"outputs_dir {outputs} holds the working or home directory, which emptying it would delete");
         }
-        ResetDirectory(outputs);
+        Dictionary<string, FileStamp>? outputsBefore = null;
+        if (request.KeepOutputs)
+        {
+            EnsureDirectory(outputs);
+            outputsBefore = FileSystem.Snapshot(outputs);
+        }
+        else
+        {
+            ResetDirectory(outputs);
+        }
 
         var environment = new Dictionary<string, string>(request.Env, StringComparer.Ordinal);
         environment.TryAdd("PATH", DefaultPath);
@@ -62,12 +74,15 @@ internal static class ExecOperation
             await context.SendEventAsync("run_started", CancellationToken.None);
             byte[]? stdin = request.Stdin is null ? null : _utf8.GetBytes(request.Stdin);
             var spec = new StepSpec(request.Run, cwd, environment, stdin, request.RunTimeoutMs, request.OutputLimitBytes);
-            result.Run = forkPlan is null
-                ? await StepRunner.RunAsync(spec, state.Supervisor, context, state.Options.VmMode, cancellation)
-                : await state.ForkServers.RunAsync(spec, forkPlan, context, state.Options.VmMode, cancellation);
+            result.Run = forkPlan switch
+            {
+                null => await StepRunner.RunAsync(spec, state.Supervisor, context, state.Options.VmMode, cancellation),
+                { Persistent: true } => await state.Kernels.RunAsync(spec, forkPlan, outputs, context, state.Options.VmMode, cancellation),
+                _ => await state.ForkServers.RunAsync(spec, forkPlan, outputs, context, state.Options.VmMode, cancellation),
+            };
         }
         // Listed even after a cancel: the caller may still want what was written.
-        result.Artifacts = await FileSystem.ListArtifactsAsync(outputs, CancellationToken.None);
+        result.Artifacts = await FileSystem.ListArtifactsAsync(outputs, CancellationToken.None, outputsBefore);
         await context.RespondAsync(result, ProtocolJson.Default.ExecResult);
     }
 
@@ -116,6 +131,28 @@ internal static class ExecOperation
     {
         try
         {
+            Directory.CreateDirectory(path);
+        }
+        catch (Exception e) when (AgentException.IsIo(e))
+        {
+            throw AgentException.FromIo(e, path);
+        }
+    }
+
+    /// <summary>Creates the directory if missing; anything else in its place is removed first.</summary>
+    private static void EnsureDirectory(string path)
+    {
+        try
+        {
+            var existing = FileSystem.TryDescribe(path);
+            if (existing?.Kind == FileKind.Directory)
+            {
+                return;
+            }
+            if (existing is not null)
+            {
+                File.Delete(path);
+            }
             Directory.CreateDirectory(path);
         }
         catch (Exception e) when (AgentException.IsIo(e))

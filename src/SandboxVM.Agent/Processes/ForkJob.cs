@@ -14,17 +14,25 @@ internal sealed class ForkJob
     public string Cwd { get; set; } = "";
     /// <summary>The child's whole environment (os.environ is replaced by it).</summary>
     public Dictionary<string, string> Env { get; set; } = [];
+    /// <summary>The exec's outputs directory (absolute), where saved figures go.</summary>
+    public string Outputs { get; set; } = "";
+    /// <summary>Save the matplotlib figures left open as OUTPUTS/figure-N.png after the script.</summary>
+    public bool SaveFigures { get; set; }
 }
 
+/// <summary>JSON of the fork server's jobs, and of the JSON string on its "result" line.</summary>
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(ForkJob))]
+[JsonSerializable(typeof(string))]
 internal sealed partial class ForkJobJson : JsonSerializerContext;
 
 /// <summary>
 /// A run argv split for the fork server: <c>INTERPRETER... SCRIPT ARGS...</c>. The interpreter part
-/// starts the server; the script and its arguments become the forked child.
+/// starts the server (or the kernel, when <see cref="Persistent"/>); the script and its arguments
+/// become the forked child (or the kernel's next run).
 /// </summary>
-internal sealed partial record ForkPlan(IReadOnlyList<string> Interpreter, string Script, IReadOnlyList<string> Args, IReadOnlyList<string> Preload)
+internal sealed partial record ForkPlan(IReadOnlyList<string> Interpreter, string Script, IReadOnlyList<string> Args, IReadOnlyList<string> Preload,
+    bool Persistent = false, bool SaveFigures = false)
 {
     [GeneratedRegex(@"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")]
     private static partial Regex ModuleNameRegex();
@@ -56,7 +64,7 @@ internal sealed partial record ForkPlan(IReadOnlyList<string> Interpreter, strin
             error = $"fork_server.script '{script}' is not an element of exec.run after the interpreter";
             return null;
         }
-        return new ForkPlan([.. run.Take(index)], script, [.. run.Skip(index + 1)], [.. request.Preload]);
+        return new ForkPlan([.. run.Take(index)], script, [.. run.Skip(index + 1)], [.. request.Preload], request.Persistent, request.SaveFigures);
     }
 
     /// <summary>
@@ -71,4 +79,15 @@ internal sealed partial record ForkPlan(IReadOnlyList<string> Interpreter, strin
             .OrderBy(kv => kv.Key, StringComparer.Ordinal)
             .Select(kv => $"{kv.Key}={kv.Value}"),
     ]);
+
+    /// <summary>The job for one run of this plan.</summary>
+    public ForkJob Job(StepSpec spec, string outputsDir) => new()
+    {
+        Script = Script,
+        Args = [.. Args],
+        Cwd = spec.Cwd,
+        Env = spec.Environment.ToDictionary(StringComparer.Ordinal),
+        Outputs = outputsDir,
+        SaveFigures = SaveFigures,
+    };
 }

@@ -12,19 +12,24 @@ internal sealed class ForkServerException(string message, bool serverBroken) : E
     public bool ServerBroken { get; } = serverBroken;
 }
 
-/// <summary>How to start a fork server: the interpreter part of a run argv, resolved, plus what it preloads.</summary>
+/// <summary>
+/// How to start a fork server: the interpreter part of a run argv, resolved, plus what it preloads.
+/// <see cref="Kernel"/>: start it as a kernel (<c>--kernel</c>), which runs jobs itself instead of forking.
+/// </summary>
 internal sealed record ForkServerLaunch(
     string Key,
     string InterpreterPath,
     IReadOnlyList<string> Interpreter,
     IReadOnlyList<string> Preload,
     IReadOnlyList<string> Environment,
-    string Cwd);
+    string Cwd,
+    bool Kernel = false);
 
 /// <summary>
 /// One running fork server (forkserver.py, embedded in the agent): a background child of the agent, in
 /// its own session, listening on a unix socket in a private 0700 directory. It lives until it is
-/// retired (its stdin is closed: it finishes its jobs and exits), killed, or dies.
+/// retired (its stdin is closed: it finishes its jobs and exits), killed, or dies. Started as a kernel
+/// it runs each job in its own interpreter (see <see cref="KernelHost"/>).
 /// </summary>
 internal sealed class ForkServer
 {
@@ -42,15 +47,18 @@ internal sealed class ForkServer
     private readonly string _directory;
     private readonly string _socketPath;
 
-    private ForkServer(string key, ChildProcess process, string directory, string socketPath)
+    private ForkServer(string key, string name, ChildProcess process, string directory, string socketPath)
     {
         Key = key;
+        Name = name;
         _process = process;
         _directory = directory;
         _socketPath = socketPath;
     }
 
     public string Key { get; }
+    /// <summary>"fork server PID" or "kernel PID", for the log.</summary>
+    public string Name { get; }
     public int Pid => _process.Pid;
     public bool IsAlive => !_process.Exited.IsCompleted;
     public Task<WaitStatus> Exited => _process.Exited;
@@ -86,7 +94,8 @@ internal sealed class ForkServer
             throw new ForkServerException($"socket path {socketPath} is too long for a unix socket", serverBroken: true);
         }
 
-        string[] argv = [.. launch.Interpreter, script, socketPath, Environment.ProcessId.ToString(), .. launch.Preload];
+        string[] argv = [.. launch.Interpreter, script, socketPath, Environment.ProcessId.ToString(),
+            .. launch.Kernel ? ["--kernel"] : Array.Empty<string>(), .. launch.Preload];
         ChildProcess process;
         try
         {
@@ -102,7 +111,8 @@ internal sealed class ForkServer
 
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var stderrTail = new Queue<string>();
-        string prefix = $"fork server {process.Pid}: ";
+        string name = $"{(launch.Kernel ? "kernel" : "fork server")} {process.Pid}";
+        string prefix = name + ": ";
         Task stdoutLog = LogLines(process.Stdout, line =>
         {
             if (line == "ready" && ready.TrySetResult())
@@ -127,7 +137,7 @@ internal sealed class ForkServer
         Task done = await Task.WhenAny(ready.Task, process.Exited, Task.Delay(deadline, CancellationToken.None));
         if (done == ready.Task)
         {
-            return new ForkServer(launch.Key, process, directory, socketPath);
+            return new ForkServer(launch.Key, name, process, directory, socketPath);
         }
         Libc.KillGroup(process.Pid);
         string why = done == process.Exited ? "it exited" : $"it was not ready within {deadline.TotalSeconds:0} s";
@@ -138,7 +148,8 @@ internal sealed class ForkServer
         {
             tail = string.Join(" | ", stderrTail);
         }
-        throw new ForkServerException($"the fork server did not start: {why}" + (tail.Length > 0 ? $": {tail}" : ""), serverBroken: true);
+        string kind = launch.Kernel ? "kernel" : "fork server";
+        throw new ForkServerException($"the {kind} did not start: {why}" + (tail.Length > 0 ? $": {tail}" : ""), serverBroken: true);
     }
 
     /// <summary>
@@ -147,6 +158,35 @@ internal sealed class ForkServer
     /// child runs (then nothing of the job is left behind).
     /// </summary>
     public async Task<ForkedStep> StartJobAsync(ForkJob job, ProcessSupervisor supervisor)
+    {
+        var sent = await SendJobAsync(job);
+        supervisor.TrackGroup(sent.Pid);
+        return new ForkedStep(sent.Pid, sent.Stdin, sent.Stdout, sent.Stderr, sent.Connection, supervisor);
+    }
+
+    /// <summary>
+    /// Kernel: hands it the job, which it runs itself on fresh stdio pipes. Returns once the kernel has
+    /// taken it. Throws <see cref="ForkServerException"/> when it did not.
+    /// </summary>
+    public async Task<KernelStep> StartKernelRunAsync(ForkJob job, ProcessSupervisor supervisor)
+    {
+        var sent = await SendJobAsync(job);
+        if (sent.Pid != Pid)
+        {
+            sent.Connection.Dispose();
+            sent.Stdin.Dispose();
+            sent.Stdout.Dispose();
+            sent.Stderr.Dispose();
+            throw new ForkServerException($"{Name} answered pid {sent.Pid}, not its own", serverBroken: true);
+        }
+        supervisor.TrackGroup(Pid);
+        return new KernelStep(this, sent.Stdin, sent.Stdout, sent.Stderr, sent.Connection, supervisor);
+    }
+
+    /// <summary>The agent's ends of a job's pipes and connection, and the pid the server announced.</summary>
+    private sealed record SentJob(int Pid, SafeFileHandle Stdin, SafeFileHandle Stdout, SafeFileHandle Stderr, JobConnection Connection);
+
+    private async Task<SentJob> SendJobAsync(ForkJob job)
     {
         Libc.CreateStdioPipes(out var stdin, out var stdout, out var stderr, out var childStdin, out var childStdout, out var childStderr);
         JobConnection? connection = null;
@@ -161,7 +201,7 @@ internal sealed class ForkServer
             {
                 throw new ForkServerException(e.Message, serverBroken: true);
             }
-            connection = new JobConnection(socket, Pid);
+            connection = new JobConnection(socket, Name);
             byte[] body = JsonSerializer.SerializeToUtf8Bytes(job, ForkJobJson.Default.ForkJob);
             byte[] message = new byte[4 + body.Length];
             BinaryPrimitives.WriteUInt32BigEndian(message, (uint)body.Length);
@@ -181,10 +221,9 @@ internal sealed class ForkServer
             childStderr.Dispose();
 
             int pid = await WaitForPidAsync(connection);
-            supervisor.TrackGroup(pid);
-            var step = new ForkedStep(pid, stdin, stdout, stderr, connection, supervisor);
+            var sent = new SentJob(pid, stdin, stdout, stderr, connection);
             connection = null;
-            return step;
+            return sent;
         }
         catch
         {
@@ -215,7 +254,7 @@ internal sealed class ForkServer
         {
             Libc.KillGroup(pid.Result);
         }
-        throw new ForkServerException($"the fork server did not fork within {_forkDeadline.TotalSeconds:0} s", serverBroken: true);
+        throw new ForkServerException($"{Name} did not take the job within {_forkDeadline.TotalSeconds:0} s", serverBroken: true);
     }
 
     /// <summary>Closes the server's stdin: it takes no more jobs and exits once its running children are gone.</summary>
@@ -327,25 +366,95 @@ internal sealed class ForkedStep(int pid, SafeFileHandle stdin, SafeFileHandle s
 }
 
 /// <summary>
-/// The agent's side of one job connection: a thread reads the server's "pid N", "status RAW" and
-/// "error TEXT" lines.
+/// A run in the kernel. The kernel is the agent's own child, so when it dies (killed on timeout,
+/// output limit or cancel, or on its own) its real wait status is the run's; otherwise the run's exit
+/// status comes over the job's connection and the kernel, with its process group, lives on.
+/// </summary>
+internal sealed class KernelStep : IStepProcess
+{
+    private readonly ForkServer _kernel;
+    private readonly JobConnection _connection;
+    private readonly ProcessSupervisor _supervisor;
+
+    public KernelStep(ForkServer kernel, SafeFileHandle stdin, SafeFileHandle stdout, SafeFileHandle stderr,
+        JobConnection connection, ProcessSupervisor supervisor)
+    {
+        _kernel = kernel;
+        _connection = connection;
+        _supervisor = supervisor;
+        Stdin = stdin;
+        Stdout = stdout;
+        Stderr = stderr;
+        Exited = WaitAsync(connection.Exited, kernel.Exited);
+    }
+
+    public int Pid => _kernel.Pid;
+    public SafeFileHandle Stdin { get; }
+    public SafeFileHandle Stdout { get; }
+    public SafeFileHandle Stderr { get; }
+    public Task<WaitStatus> Exited { get; }
+
+    /// <summary>repr() of the script's final expression, as the kernel reported it (null: none).</summary>
+    public string? ResultRepr => _connection.Result;
+
+    /// <summary>Kills the kernel's whole group: its state is lost.</summary>
+    public void Kill() => _kernel.Kill();
+
+    /// <summary>A live kernel keeps its group (what it runs in the background belongs to the session); a dead one's leftovers are killed.</summary>
+    public void KillRemainingGroup()
+    {
+        if (_kernel.IsAlive)
+        {
+            _supervisor.ForgetGroup(Pid);
+        }
+        else
+        {
+            _supervisor.KillAndForgetGroup(Pid);
+        }
+    }
+
+    public void Dispose()
+    {
+        _connection.Dispose();
+        Stdin.Dispose();
+        Stdout.Dispose();
+        Stderr.Dispose();
+    }
+
+    private static async Task<WaitStatus> WaitAsync(Task<WaitStatus> reported, Task<WaitStatus> kernelExited)
+    {
+        if (await Task.WhenAny(reported, kernelExited) == reported && !reported.Result.IsUnknown)
+        {
+            return reported.Result;
+        }
+        // The kernel went away: the agent reaps it, so its own status is known.
+        return await kernelExited;
+    }
+}
+
+/// <summary>
+/// The agent's side of one job connection: a thread reads the server's "pid N", "result JSON",
+/// "status RAW" and "error TEXT" lines.
 /// </summary>
 internal sealed class JobConnection : IDisposable
 {
     private const int PollSliceMs = 50;
 
+    /// <summary>Longest line read; the kernel caps a result's repr far below it.</summary>
+    private const int MaxLineBytes = 1 << 20;
+
     private readonly SafeFileHandle _socket;
-    private readonly int _serverPid;
+    private readonly string _serverName;
     private readonly TaskCompletionSource<int> _pid = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource<WaitStatus> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _reader;
     private int _disposed;
 
-    public JobConnection(SafeFileHandle socket, int serverPid)
+    public JobConnection(SafeFileHandle socket, string serverName)
     {
         _socket = socket;
-        _serverPid = serverPid;
+        _serverName = serverName;
         _reader = Task.Factory.StartNew(ReadLoop, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
@@ -354,6 +463,9 @@ internal sealed class JobConnection : IDisposable
 
     public Task<WaitStatus> Exited => _exited.Task;
 
+    /// <summary>The text of the kernel's "result" line, once read (it comes before the status).</summary>
+    public string? Result { get; private set; }
+
     /// <summary>After a SIGKILL to the group: if no status arrives within <paramref name="grace"/>, report the kill.</summary>
     public void ExpectDeathOf(int pid, TimeSpan grace)
     {
@@ -361,7 +473,7 @@ internal sealed class JobConnection : IDisposable
         {
             if (!t.IsCanceled && _exited.TrySetResult(new WaitStatus(Libc.SigKill)))
             {
-                AgentLog.Write($"fork server {_serverPid} did not report the status of pid {pid} after it was killed");
+                AgentLog.Write($"{_serverName} did not report the status of pid {pid} after it was killed");
             }
         }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
@@ -383,8 +495,10 @@ internal sealed class JobConnection : IDisposable
 
     private void ReadLoop()
     {
-        var pending = new StringBuilder();
-        byte[] buffer = new byte[256];
+        // Bytes of the line read so far; a line is decoded once it is whole (UTF-8 may span reads).
+        var line = new MemoryStream();
+        bool overlong = false;
+        byte[] buffer = new byte[16 * 1024];
         var stop = _stop.Token;
         try
         {
@@ -403,23 +517,37 @@ internal sealed class JobConnection : IDisposable
                 {
                     break;
                 }
-                pending.Append(Encoding.UTF8.GetString(buffer, 0, n));
-                string text = pending.ToString();
+                int start = 0;
                 int newline;
-                while ((newline = text.IndexOf('\n', StringComparison.Ordinal)) >= 0)
+                while ((newline = Array.IndexOf(buffer, (byte)'\n', start, n - start)) >= 0)
                 {
-                    if (OnLine(text[..newline]))
+                    line.Write(buffer, start, newline - start);
+                    start = newline + 1;
+                    if (overlong || line.Length > MaxLineBytes)
+                    {
+                        AgentLog.Write($"{_serverName} sent a line of more than {MaxLineBytes} bytes; ignored");
+                    }
+                    else if (OnLine(Encoding.UTF8.GetString(line.GetBuffer(), 0, (int)line.Length)))
                     {
                         return;
                     }
-                    text = text[(newline + 1)..];
+                    line.SetLength(0);
+                    overlong = false;
                 }
-                pending.Clear().Append(text);
+                if (!overlong)
+                {
+                    line.Write(buffer, start, n - start);
+                    if (line.Length > MaxLineBytes)
+                    {
+                        overlong = true; // the rest of this line is dropped
+                        line.SetLength(0);
+                    }
+                }
             }
         }
         catch (IOException e)
         {
-            AgentLog.Write($"fork server {_serverPid} connection: {e.Message}");
+            AgentLog.Write($"{_serverName} connection: {e.Message}");
         }
         if (stop.IsCancellationRequested)
         {
@@ -427,12 +555,12 @@ internal sealed class JobConnection : IDisposable
             return;
         }
         // End of file without a status: the server died.
-        if (_pid.TrySetException(new ForkServerException($"fork server {_serverPid} closed the connection without forking", serverBroken: true)))
+        if (_pid.TrySetException(new ForkServerException($"{_serverName} closed the connection without taking the job", serverBroken: true)))
         {
             return;
         }
         int pid = _pid.Task.Result;
-        AgentLog.Write($"fork server {_serverPid} went away while pid {pid} ran; its exit status is lost");
+        AgentLog.Write($"{_serverName} went away while pid {pid} ran; its exit status is lost");
         // Its children now belong to the agent (a subreaper), which reaps them without a status for us:
         // the step is over when its group is empty.
         while (!stop.IsCancellationRequested && !_exited.Task.IsCompleted && Libc.GroupExists(pid))
@@ -453,14 +581,24 @@ internal sealed class JobConnection : IDisposable
             case "pid" when int.TryParse(argument, out int pid) && pid > 1:
                 _pid.TrySetResult(pid);
                 return false;
+            case "result":
+                try
+                {
+                    Result = JsonSerializer.Deserialize(argument, ForkJobJson.Default.String);
+                }
+                catch (JsonException e)
+                {
+                    AgentLog.Write($"{_serverName} sent a bad result line: {e.Message}");
+                }
+                return false;
             case "status" when int.TryParse(argument, out int raw):
                 _exited.TrySetResult(new WaitStatus(raw));
                 return true;
             case "error":
-                _pid.TrySetException(new ForkServerException($"fork server {_serverPid}: {argument}", serverBroken: false));
+                _pid.TrySetException(new ForkServerException($"{_serverName}: {argument}", serverBroken: false));
                 return true;
             default:
-                AgentLog.Write($"fork server {_serverPid} said something unexpected: {line}");
+                AgentLog.Write($"{_serverName} said something unexpected: {line}");
                 return false;
         }
     }

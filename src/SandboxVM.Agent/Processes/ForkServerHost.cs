@@ -28,21 +28,17 @@ internal sealed class ForkServerHost(ProcessSupervisor supervisor)
     /// <summary>
     /// Runs a step as a child of the fork server when it can, else as a plain process. A step waits for
     /// a server that is still starting at most its own timeout, then runs plain while the start goes on.
+    /// <paramref name="outputsDir"/>: where the child saves figures (when the plan asks).
     /// </summary>
-    public async Task<StepResult> RunAsync(StepSpec spec, ForkPlan plan, IStepOutput output, bool detectOom, CancellationToken cancellationToken)
+    public async Task<StepResult> RunAsync(StepSpec spec, ForkPlan plan, string outputsDir, IStepOutput output, bool detectOom,
+        CancellationToken cancellationToken)
     {
         string? interpreter = StepRunner.ResolveExecutable(plan.Interpreter[0], spec.Cwd, spec.Environment.GetValueOrDefault("PATH"));
         if (interpreter is not null)
         {
             var launch = new ForkServerLaunch(plan.ServerKey(spec.Environment), interpreter, plan.Interpreter, plan.Preload,
                 [.. spec.Environment.Select(kv => $"{kv.Key}={kv.Value}")], spec.Cwd);
-            var job = new ForkJob
-            {
-                Script = plan.Script,
-                Args = [.. plan.Args],
-                Cwd = spec.Cwd,
-                Env = spec.Environment.ToDictionary(StringComparer.Ordinal),
-            };
+            var job = plan.Job(spec, outputsDir);
             // A second attempt only after a server turned out broken (killed, wedged): with a fresh one.
             for (int attempt = 0; attempt < 2 && !cancellationToken.IsCancellationRequested; attempt++)
             {

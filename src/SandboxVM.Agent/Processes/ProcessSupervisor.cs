@@ -124,6 +124,15 @@ internal sealed class ProcessSupervisor
         }
     }
 
+    /// <summary>Forgets a group without killing it (a kernel between runs: it outlives connections like any background child).</summary>
+    public void ForgetGroup(int pgid)
+    {
+        lock (_gate)
+        {
+            _groups.Remove(pgid);
+        }
+    }
+
     /// <summary>SIGKILL to every group started and not yet forgotten (connection ended).</summary>
     public void KillAll()
     {

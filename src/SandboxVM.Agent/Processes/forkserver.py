@@ -1,17 +1,30 @@
 """sandboxvm fork server: a warm Python interpreter for sandboxvm-agent.
 
-Started by the agent as  INTERPRETER... forkserver.py SOCKET AGENT_PID MODULE...  (embedded in the
-agent binary, written to a private 0700 directory at first use). It imports MODULE... once, listens
-on SOCKET, prints "ready" on stdout, and then forks one child per job, so a job starts with the
-interpreter up and the modules imported.
+Started by the agent as  INTERPRETER... forkserver.py SOCKET AGENT_PID [--kernel] MODULE...  (embedded
+in the agent binary, written to a private 0700 directory at first use). It imports MODULE... once,
+listens on SOCKET, prints "ready" on stdout, and then serves jobs, so a job starts with the
+interpreter up and the modules imported:
+
+- fork server (no --kernel): forks one child per job, which runs the script as __main__ and exits;
+- kernel (--kernel): runs each job itself, one at a time, in one __main__ namespace kept from job to
+  job (a notebook kernel). The job's pipes sit on fds 0-2 while it runs; afterwards the kernel's own
+  stdio is put back, so the agent reads end of file on the job's pipes.
 
 One connection per job, from the agent only (checked with SO_PEERCRED):
-  agent -> server: 4-byte big-endian length + JSON {"script", "args", "cwd", "env"}, with the
-                   job's stdin, stdout and stderr attached to the first bytes (SCM_RIGHTS).
-  server -> agent: "pid N\n" once the child leads its own session, then "status RAW\n" (the raw
-                   waitpid status) when it has been reaped; "error TEXT\n" instead when no child ran.
-The server exits when its stdin reaches end of file (the agent is gone or retired it), once the
-children it is waiting for have ended.
+  agent -> server: 4-byte big-endian length + JSON {"script", "args", "cwd", "env", "outputs",
+                   "save_figures"}, with the job's stdin, stdout and stderr attached to the first bytes
+                   (SCM_RIGHTS).
+  server -> agent: "pid N\n" once the job's process leads its own session (fork server: the child;
+                   kernel: the kernel itself, which the agent started in a session of its own);
+                   kernel only: "result JSON-STRING\n" (repr of the script's final expression, when it
+                   has one and it is not None), then "status RAW\n" (a waitpid-style status: the fork
+                   server's reaped child, or the kernel's exit code << 8) once the job is over;
+                   "error TEXT\n" instead when the job did not run.
+With "save_figures", every matplotlib figure still open after the script (also after it raised) is
+saved as OUTPUTS/figure-N.png (N counting on from the highest already there) and closed; plt.show()
+under the Agg backend then does nothing (no warning) and leaves the figures open to be saved.
+The server exits when its stdin reaches end of file (the agent is gone or retired it): the fork
+server once the children it is waiting for have ended, the kernel after its current job.
 """
 
 import array
@@ -19,6 +32,7 @@ import gc
 import io
 import json
 import os
+import re
 import selectors
 import socket
 import struct
@@ -27,17 +41,27 @@ import sys
 _HEADER = struct.Struct(">I")
 _MAX_JOB_BYTES = 16 << 20
 _JOB_READ_TIMEOUT_S = 10.0
+# Kernel: the repr of a final expression is cut to this many UTF-8 bytes.
+_MAX_REPR_BYTES = 64 << 10
 # Without pidfd_open the server polls for exited children this often.
 _POLL_S = 0.02
 
 
 def main():
     socket_path, agent_pid, modules = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    kernel = modules[:1] == ["--kernel"]
+    if kernel:
+        modules = modules[1:]
     for name in modules:
         try:
             __import__(name)
         except Exception as e:  # the job imports it again and gets the error itself
             _log(f"cannot preload {name}: {type(e).__name__}: {e}")
+    if kernel:
+        Kernel(socket_path, agent_pid).serve()
+        # Without interpreter shutdown: threads a job left running must not keep the kernel alive.
+        _flush()
+        os._exit(0)
     job = Server(socket_path, agent_pid).serve()
     if job is not None:
         _run_job(job)
@@ -96,6 +120,14 @@ class Server:
         self._listener.close()
 
     def _accept(self):
+        taken = self._take_job()
+        if taken is None:
+            return None
+        connection, job = taken
+        return self._fork(connection, job, job["fds"])
+
+    def _take_job(self):
+        """Accepts a connection and reads its job: (connection, job), or None after refusing it."""
         try:
             connection, _ = self._listener.accept()
         except OSError:
@@ -110,7 +142,7 @@ class Server:
             _send(connection, f"error {e}\n")
             connection.close()
             return None
-        return self._fork(connection, job, fds)
+        return connection, job
 
     def _read_job(self, connection):
         connection.settimeout(_JOB_READ_TIMEOUT_S)
@@ -207,6 +239,82 @@ class Server:
         self._listener.close()
 
 
+class Kernel(Server):
+    """
+    Runs each job in this interpreter, one at a time (the agent sends one job after the other), in
+    one __main__ namespace that outlives the jobs. The agent supervises the kernel's process group
+    as the job's: a timeout or cancel kills the kernel, and the next job goes to a new one.
+    """
+
+    def __init__(self, socket_path, agent_pid):
+        super().__init__(socket_path, agent_pid)
+        # The kernel's own stdio (stdin: the agent's pipe, whose end of file retires the kernel;
+        # stdout and stderr: the agent's log) waits on other fds while a job's pipes are on 0-2.
+        self._own_fds = [os.dup(fd) for fd in range(3)]
+        self._own_streams = (sys.stdin, sys.stdout, sys.stderr)
+        self._main = _new_main_module()
+        global _server_module
+        _server_module = sys.modules.get("__main__")  # keeps the kernel's globals alive
+        sys.modules["__main__"] = self._main
+
+    def serve(self):
+        """Runs jobs until the agent closes the kernel's stdin."""
+        self._selector.register(self._listener, selectors.EVENT_READ, "accept")
+        self._selector.register(self._own_fds[0], selectors.EVENT_READ, "stdin")
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        while True:
+            for key, _ in self._selector.select():
+                if key.data == "accept":
+                    self._serve_one()
+                elif not os.read(self._own_fds[0], 4096):
+                    return
+
+    def _serve_one(self):
+        taken = self._take_job()
+        if taken is None:
+            return
+        connection, job = taken
+        _send(connection, f"pid {os.getpid()}\n")
+        code, result = self._run(job)
+        if result is not None:
+            _send(connection, f"result {json.dumps(result)}\n")
+        _send(connection, f"status {(code & 0xFF) << 8}\n")
+        connection.close()
+
+    def _run(self, job):
+        """Runs one job on its pipes, then puts the kernel's stdio back; returns (exit code, result repr)."""
+        fds = job["fds"]
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        for fd in set(fds):
+            if fd > 2:
+                os.close(fd)
+        own_in, own_out, own_err = self._own_streams
+        streams = (_reopen(0, own_in, writing=False), _reopen(1, own_out, writing=True), _reopen(2, own_err, writing=True))
+        sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
+        code, result = 127, None
+        try:
+            path = _enter_job(job)
+            if path is not None:
+                save_figures = bool(job.get("save_figures"))
+                _prepare_figures(save_figures)
+                code, result = _run_in_namespace(path, self._main)
+                if save_figures:
+                    _save_figures(job.get("outputs"))
+        finally:
+            # Everything the job wrote must be in its pipes before they close: also what it left
+            # in replaced sys.std* objects or in C stdio buffers.
+            flushed = _flush() and all(_flush_stream(stream) for stream in streams[1:])
+            _flush_c_stdio()
+            sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = self._own_streams
+            for fd, own in enumerate(self._own_fds):
+                os.dup2(own, fd, inheritable=True)
+        if not flushed and code == 0:
+            code = 120  # what the interpreter exits with when it cannot flush stdout
+        return code, result
+
+
 def _send(connection, text):
     try:
         connection.sendall(text.encode("utf-8"))
@@ -227,18 +335,9 @@ def _run_job(job):
     sys.stdout = sys.__stdout__ = _reopen(1, sys.__stdout__, writing=True)
     sys.stderr = sys.__stderr__ = _reopen(2, sys.__stderr__, writing=True)
 
-    os.environ.clear()
-    os.environ.update(job["env"])
-    try:
-        os.chdir(job["cwd"])
-    except OSError as e:
-        print(f"sandboxvm fork server: cannot enter {job['cwd']}: {e}", file=sys.stderr)
+    path = _enter_job(job)
+    if path is None:
         sys.exit(127)
-    script = job["script"]
-    path = os.path.abspath(script)
-    sys.argv = [script, *job["args"]]
-    if not (sys.flags.isolated or getattr(sys.flags, "safe_path", False)):
-        sys.path[0] = os.path.dirname(path)
     # The random module reseeds itself after fork; numpy's global generator does not.
     numpy_random = sys.modules.get("numpy.random")
     if numpy_random is not None:
@@ -246,7 +345,29 @@ def _run_job(job):
             numpy_random.seed()
         except Exception:
             pass
-    _exit(_run_main(path))
+    save_figures = bool(job.get("save_figures"))
+    _prepare_figures(save_figures)
+    code = _run_main(path)
+    if save_figures:
+        _save_figures(job.get("outputs"))
+    _exit(code)
+
+
+def _enter_job(job):
+    """Takes on the job's environment, cwd, argv and sys.path[0]; returns the script's absolute path, or None."""
+    os.environ.clear()
+    os.environ.update(job["env"])
+    try:
+        os.chdir(job["cwd"])
+    except OSError as e:
+        print(f"sandboxvm fork server: cannot enter {job['cwd']}: {e}", file=sys.stderr)
+        return None
+    script = job["script"]
+    path = os.path.abspath(script)
+    sys.argv = [script, *job["args"]]
+    if not (sys.flags.isolated or getattr(sys.flags, "safe_path", False)):
+        sys.path[0] = os.path.dirname(path)
+    return path
 
 
 def _reopen(fd, old, writing):
@@ -261,41 +382,35 @@ def _reopen(fd, old, writing):
                             line_buffering=old.line_buffering, write_through=old.write_through)
 
 
-def _run_main(path):
-    """Runs the file as __main__ the way `python3 FILE` does; returns the exit code."""
+def _new_main_module():
     import builtins
-    import importlib.machinery
     import types
 
     module = types.ModuleType("__main__")
-    module.__file__ = path
     module.__cached__ = None
     module.__builtins__ = builtins
+    return module
+
+
+def _run_main(path):
+    """Runs the file as __main__ the way `python3 FILE` does; returns the exit code."""
+    import importlib.machinery
+
+    module = _new_main_module()
+    module.__file__ = path
     module.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
     global _server_module
     _server_module = sys.modules.get("__main__")  # keeps the server's globals alive under the script
     sys.modules["__main__"] = module
-    try:
-        with io.open_code(path) as f:
-            source = f.read()
-    except OSError as e:
-        print(f"{sys.executable}: can't open file {path!r}: [Errno {e.errno}] {e.strerror}", file=sys.stderr)
+    source = _read_source(path)
+    if source is None:
         return 2
     try:
         exec(compile(source, path, "exec", dont_inherit=True), module.__dict__)
     except SystemExit as e:
         return _system_exit_code(e)
     except BaseException as e:
-        # Hide the server's own frames: the traceback starts in the script, as for a plain run.
-        tb = e.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename == _SERVER_FILE:
-            tb = tb.tb_next
-        e.__traceback__ = tb  # the default hook prints the exception's own traceback
-        try:
-            sys.excepthook(type(e), e, tb)
-        except BaseException:
-            import traceback
-            traceback.print_exception(type(e), e, tb)
+        _print_exception(e)
         if isinstance(e, KeyboardInterrupt):
             import signal
             _flush()
@@ -303,6 +418,103 @@ def _run_main(path):
             os.kill(os.getpid(), signal.SIGINT)
         return 1
     return 0
+
+
+def _run_in_namespace(path, module):
+    """
+    Kernel: runs the file in the kept __main__ namespace; returns (exit code, repr of the final
+    expression or None). A final expression statement is evaluated on its own (same file name, so
+    tracebacks name the right lines); whatever ran before an exception stays in the namespace.
+    """
+    import importlib.machinery
+
+    module.__file__ = path
+    module.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+    source = _read_source(path)
+    if source is None:
+        return 2, None
+    _remember_source(path, source)
+    try:
+        body, last = _compile_parts(source, path)
+        exec(body, module.__dict__)
+        if last is None:
+            return 0, None
+        value = eval(last, module.__dict__)
+        return 0, None if value is None else _capped_repr(value)
+    except SystemExit as e:
+        return _system_exit_code(e), None
+    except BaseException as e:  # KeyboardInterrupt too: the kernel goes on
+        _print_exception(e)
+        return 1, None
+
+
+def _compile_parts(source, path):
+    """Code of the file without its final expression statement, and that expression's code (or None)."""
+    import ast
+    import __future__
+
+    tree = compile(source, path, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    body = compile(tree, path, "exec", dont_inherit=True)
+    if last is None:
+        return body, None
+    # The expression is compiled on its own: it needs the file's __future__ imports passed in.
+    flags = 0
+    for statement in tree.body:
+        if isinstance(statement, ast.ImportFrom) and statement.module == "__future__":
+            for alias in statement.names:
+                feature = getattr(__future__, alias.name, None)
+                flags |= getattr(feature, "compiler_flag", 0)
+    return body, compile(last, path, "eval", flags, dont_inherit=True)
+
+
+def _capped_repr(value):
+    """repr(value) as valid UTF-8 text of at most _MAX_REPR_BYTES, marked when it was cut."""
+    data = repr(value).encode("utf-8", "backslashreplace")
+    if len(data) <= _MAX_REPR_BYTES:
+        return data.decode("utf-8")
+    kept = data[:_MAX_REPR_BYTES].decode("utf-8", "ignore")
+    return f"{kept}... [repr truncated: {len(data)} bytes]"
+
+
+def _read_source(path):
+    """The file's bytes, or None after the message the interpreter prints for a missing script."""
+    try:
+        with io.open_code(path) as f:
+            return f.read()
+    except OSError as e:
+        print(f"{sys.executable}: can't open file {path!r}: [Errno {e.errno}] {e.strerror}", file=sys.stderr)
+        return None
+
+
+def _remember_source(path, source):
+    """
+    Kernel: tracebacks show the lines that ran, even when the file is rewritten (same size, same
+    mtime tick) for the next job: linecache keeps entries without an mtime as they are.
+    """
+    import importlib.util
+    import linecache
+
+    try:
+        text = importlib.util.decode_source(source)
+    except Exception:
+        return  # compile reports it
+    linecache.cache[path] = (len(text), None, text.splitlines(True), path)
+
+
+def _print_exception(e):
+    """Prints the usual traceback of an uncaught exception, starting in the script, not in this file."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == _SERVER_FILE:
+        tb = tb.tb_next
+    e.__traceback__ = tb  # the default hook prints the exception's own traceback
+    try:
+        sys.excepthook(type(e), e, tb)
+    except BaseException:
+        import traceback
+        traceback.print_exception(type(e), e, tb)
 
 
 def _system_exit_code(e):
@@ -322,12 +534,132 @@ def _system_exit_code(e):
 def _flush():
     ok = True
     for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:
-            ok = False
+        ok = _flush_stream(stream) and ok
     return ok
+
+
+def _flush_stream(stream):
+    try:
+        if stream is not None:
+            stream.flush()
+        return True
+    except Exception:
+        return False
+
+
+def _flush_c_stdio():
+    """Kernel: output that C code left in libc's stdio buffers goes to the job's pipes, not the next job's."""
+    global _libc
+    try:
+        if _libc is None:
+            import ctypes
+            _libc = ctypes.CDLL(None)
+        _libc.fflush(None)
+    except Exception:
+        pass
+
+
+_FIGURE_FILE = re.compile(r"figure-([0-9]+)\.png")
+# Whether the current job saves its figures (read by the plt.show() replacement).
+_figures_wanted = False
+
+
+def _prepare_figures(wanted):
+    """Makes plt.show() leave figures open under Agg while the job saves figures, once pyplot is imported."""
+    global _figures_wanted
+    _figures_wanted = wanted
+    if not wanted:
+        return
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        _patch_show(pyplot)
+    elif not any(isinstance(finder, _PyplotImportHook) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PyplotImportHook())
+
+
+class _PyplotImportHook:
+    """A meta path finder that patches matplotlib.pyplot right after it is imported, then leaves."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "matplotlib.pyplot":
+            return None
+        for finder in list(sys.meta_path):
+            find_spec = getattr(finder, "find_spec", None)
+            if finder is self or find_spec is None:
+                continue
+            spec = find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        hook = self
+
+        def exec_module(module):
+            del loader.exec_module  # the loader's own method again
+            if hook in sys.meta_path:
+                sys.meta_path.remove(hook)
+            loader.exec_module(module)
+            _patch_show(module)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+def _patch_show(pyplot):
+    """Replaces pyplot.show (once); a failure is reported and leaves matplotlib's own show()."""
+    original = getattr(pyplot, "show", None)
+    if original is None or getattr(original, "_sandboxvm_original", None) is not None:
+        return
+
+    def show(*args, **kwargs):
+        # Agg cannot show anything; the figures stay open so that they are saved after the job.
+        matplotlib = sys.modules.get("matplotlib")
+        if _figures_wanted and matplotlib is not None and str(matplotlib.get_backend()).lower() == "agg":
+            return None
+        return original(*args, **kwargs)
+
+    try:
+        import functools
+        functools.update_wrapper(show, original)
+        show._sandboxvm_original = original
+        pyplot.show = show
+    except Exception as e:
+        print(f"sandboxvm: cannot replace plt.show(): {type(e).__name__}: {e}", file=sys.stderr)
+
+
+def _save_figures(outputs):
+    """
+    Saves every open matplotlib figure as OUTPUTS/figure-N.png, in figure-number order, N counting on
+    from the highest already there, and closes it. Problems are reported on stderr; the exit status
+    stays the script's.
+    """
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is None or not outputs:
+        return
+    try:
+        numbers = sorted(pyplot.get_fignums())
+        if not numbers:
+            return
+        os.makedirs(outputs, exist_ok=True)
+        taken = [int(m.group(1)) for m in map(_FIGURE_FILE.fullmatch, os.listdir(outputs)) if m]
+    except Exception as e:
+        print(f"sandboxvm: cannot save figures: {type(e).__name__}: {e}", file=sys.stderr)
+        return
+    last = max(taken, default=0)
+    for number in numbers:
+        try:
+            pyplot.figure(number).savefig(os.path.join(outputs, f"figure-{last + 1}.png"))
+            last += 1
+        except Exception as e:
+            print(f"sandboxvm: cannot save figure {number}: {type(e).__name__}: {e}", file=sys.stderr)
+        finally:
+            try:
+                pyplot.close(number)
+            except Exception:
+                pass
 
 
 def _exit(code):
@@ -356,6 +688,7 @@ def _exit(code):
 
 _SERVER_FILE = _run_main.__code__.co_filename
 _server_module = None
+_libc = None
 
 if __name__ == "__main__":
     main()
