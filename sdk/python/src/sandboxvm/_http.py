@@ -158,7 +158,7 @@ class HttpClient:
             document = {"text": raw.decode("utf-8", "replace").strip()}
         if not document.get("title") and response.reason:
             document = dict(document, title=response.reason)
-        if not document.get("detail") and not document.get("text"):
+        if not any(document.get(k) for k in ("detail", "text", "code")):
             document = dict(document, detail=f"{request} answered without a problem document")
         return error_from_response(response.status, document, _retry_after(response.getheader("Retry-After")))
 

@@ -153,7 +153,7 @@ class Artifact:
 
     def __repr__(self) -> str:
         inline = "inline" if self.content is not None else "not inline"
-        return f"Artifact(path={self.path!r}, mime={self.mime!r}, size={self.size}, sha256={self.sha256[:12]!r}..., {inline})"
+        return f"Artifact(path={self.path!r}, mime={self.mime!r}, size={self.size}, sha256={self.sha256[:12] + '...'!r}, {inline})"
 
 
 @dataclass(repr=False)
