@@ -6,7 +6,7 @@ import io
 import os
 import stat
 from types import TracebackType
-from typing import IO, Any, BinaryIO, Dict, Iterable, Iterator, List, Mapping, Optional, Type, Union
+from typing import IO, Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Type, Union
 from urllib.parse import quote
 
 from ._http import DEFAULT_TIMEOUT, HttpClient
@@ -264,7 +264,7 @@ class Sandbox:
     def __exit__(
         self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
     ) -> None:
-        if self._info is None:
+        if self._info is None or self._killed:
             return
         try:
             self.kill()
