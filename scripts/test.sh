@@ -12,6 +12,12 @@ rm -rf "$results"
 status=0
 dotnet test SandboxVM.slnx -c Release --no-build --logger "trx" --results-directory "$results" -v quiet -nologo || status=$?
 
+# The Python SDK's tests (Debian's python3-pytest) start their own server from the build above.
+py=python3
+$py -c 'import pytest' 2>/dev/null || py=/usr/bin/python3
+$py -c 'import pytest' 2>/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-pytest >/dev/null || true
+SANDBOXVM_TEST_SKIP_BUILD=1 $py -m pytest sdk/python/tests -q --junitxml="$results/python-sdk.junit.xml" || status=$?
+
 # One summary line over every test project, in the plain "N passed, N failed" form.
 python3 - "$results" <<'PY'
 import glob, sys, xml.etree.ElementTree as ET
@@ -23,6 +29,12 @@ for f in glob.glob(sys.argv[1] + "/*.trx"):
         if outcome == "Passed": passed += 1
         elif outcome == "NotExecuted": skipped += 1
         else: failed += 1
+for f in glob.glob(sys.argv[1] + "/*.junit.xml"):  # pytest
+    for case in ET.parse(f).getroot().iter("testcase"):
+        kinds = {child.tag for child in case}
+        if kinds & {"failure", "error"}: failed += 1
+        elif "skipped" in kinds: skipped += 1
+        else: passed += 1
 print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")
 PY
 exit $status

@@ -1,0 +1,49 @@
+"""Python client for SandboxVM: run code in microVMs over its HTTP API.
+
+>>> from sandboxvm import Sandbox
+>>> result = Sandbox.run_once("print(6 * 7)", template="python-data-analysis")  # doctest: +SKIP
+>>> result.output  # doctest: +SKIP
+'42\\n'
+"""
+
+from ._version import __version__
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    FileTooLargeError,
+    NotFoundError,
+    RateLimitError,
+    SandboxConnectionError,
+    SandboxError,
+    SandboxTimeoutError,
+    ServerError,
+    UnavailableError,
+    UnknownTemplateError,
+    ValidationError,
+)
+from .models import Artifact, FileInfo, RunMetrics, RunResult, SandboxInfo
+from .sandbox import Files, Sandbox, list_templates
+
+__all__ = [
+    "__version__",
+    "Sandbox",
+    "Files",
+    "list_templates",
+    "RunResult",
+    "RunMetrics",
+    "Artifact",
+    "SandboxInfo",
+    "FileInfo",
+    "SandboxError",
+    "SandboxConnectionError",
+    "SandboxTimeoutError",
+    "ApiError",
+    "ValidationError",
+    "NotFoundError",
+    "UnknownTemplateError",
+    "AuthenticationError",
+    "FileTooLargeError",
+    "RateLimitError",
+    "UnavailableError",
+    "ServerError",
+]

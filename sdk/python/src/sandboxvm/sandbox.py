@@ -1,0 +1,363 @@
+"""The Sandbox class: one-shot runs and sessions (a VM kept for one caller)."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from types import TracebackType
+from typing import IO, Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Type, Union
+from urllib.parse import quote
+
+from ._http import DEFAULT_TIMEOUT, HttpClient
+from ._runs import OutputCallback, post_run
+from .errors import NotFoundError, SandboxError
+from .models import Artifact, FileInfo, RunResult, SandboxInfo
+
+__all__ = ["Sandbox", "Files", "list_templates"]
+
+CHUNK_SIZE = 64 * 1024
+_CREATE_TIMEOUT = 600.0
+
+WriteData = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", IO[bytes], IO[str]]
+
+
+def list_templates(base_url: Optional[str] = None, api_key: Optional[str] = None) -> List[Dict[str, Any]]:
+    """The server's templates (``GET /v1/templates``) as plain dicts: name, language, available, pool..."""
+    data = HttpClient(base_url, api_key).call_json("GET", "/v1/templates")
+    return list(data.get("templates", [])) if isinstance(data, dict) else []
+
+
+def _remaining_length(f: Any) -> Optional[int]:
+    """Bytes left to read in a binary file-like, when that can be known without reading it."""
+    if isinstance(f, io.TextIOBase):
+        return None
+    try:
+        info = os.fstat(f.fileno())
+        if stat.S_ISREG(info.st_mode):
+            return max(0, info.st_size - f.tell())
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        if f.seekable():
+            here = f.tell()
+            end = f.seek(0, io.SEEK_END)
+            f.seek(here)
+            return max(0, end - here)
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
+
+
+def _chunks(f: Any, size: int) -> Iterator[bytes]:
+    while True:
+        chunk = f.read(size)
+        if not chunk:
+            return
+        yield chunk.encode("utf-8") if isinstance(chunk, str) else bytes(chunk)
+
+
+class Files:
+    """Files inside a sandbox (``sb.files``). Relative paths are under ``/home/sandbox``; absolute paths
+    are taken as they are, inside the VM."""
+
+    def __init__(self, sandbox: "Sandbox") -> None:
+        self._sandbox = sandbox
+
+    def _path(self) -> str:
+        return f"/v1/sandboxes/{quote(self._sandbox.id, safe='')}/files"
+
+    def write(self, path: str, data: WriteData, *, chunk_size: int = CHUNK_SIZE) -> FileInfo:
+        """Writes a file (replacing it) and returns its FileInfo.
+
+        ``data`` is bytes, a str (written as UTF-8), a readable file-like object (binary or text; read
+        and sent ``chunk_size`` bytes at a time, never whole into memory) or an ``os.PathLike`` naming a
+        local file to upload.
+        """
+        http = self._sandbox._http
+        query = {"path": path}
+        kwargs: Dict[str, Any] = {"query": query, "content_type": "application/octet-stream"}
+        if isinstance(data, str):
+            kwargs["body"] = data.encode("utf-8")
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            kwargs["body"] = bytes(data)
+        elif isinstance(data, os.PathLike):
+            with open(os.fspath(data), "rb") as f:
+                return self.write(path, f, chunk_size=chunk_size)
+        elif hasattr(data, "read"):
+            kwargs["body"] = _chunks(data, chunk_size)
+            kwargs["content_length"] = _remaining_length(data)
+        else:
+            raise TypeError(f"files.write takes bytes, str, a file-like object or a path, not {type(data).__name__}")
+        answer = http.call_json("PUT", self._path(), timeout=max(http.timeout, 600.0), **kwargs)
+        return FileInfo.from_json(answer if isinstance(answer, dict) else {"path": path})
+
+    def read(self, path: str) -> bytes:
+        """A file's bytes. Raises NotFoundError (``file_not_found``) when it does not exist."""
+        return self._sandbox._http.call_bytes("GET", self._path(), query={"path": path})
+
+    def read_text(self, path: str, encoding: str = "utf-8", errors: str = "strict") -> str:
+        """A file's text, decoded with ``encoding``."""
+        return self.read(path).decode(encoding, errors)
+
+    def download(self, path: str, destination: Union["os.PathLike[str]", str, BinaryIO], *, chunk_size: int = CHUNK_SIZE) -> int:
+        """Copies a file out of the sandbox into a local path or binary file-like, in chunks; returns bytes copied."""
+        http = self._sandbox._http
+        if isinstance(destination, (str, os.PathLike)):
+            with open(os.fspath(destination), "wb") as out:
+                return self.download(path, out, chunk_size=chunk_size)
+        total = 0
+        with http.open("GET", self._path(), query={"path": path}, accept="*/*") as (response, url):
+            while True:
+                chunk = http.read(response, url, chunk_size)
+                if not chunk:
+                    return total
+                destination.write(chunk)
+                total += len(chunk)
+
+    def list(self, path: str = ".") -> List[FileInfo]:
+        """The entries of a directory (default: the working directory ``/home/sandbox``)."""
+        data = self._sandbox._http.call_json("GET", self._path(), query={"path": path, "list": "true"})
+        entries = data.get("entries", []) if isinstance(data, dict) else []
+        return [FileInfo.from_json(e) for e in entries if isinstance(e, dict)]
+
+    def remove(self, path: str, recursive: bool = False) -> None:
+        """Deletes a file, or a directory (with its contents when ``recursive``)."""
+        query = {"path": path}
+        if recursive:
+            query["recursive"] = "true"
+        self._sandbox._http.call_json("DELETE", self._path(), query=query)
+
+    def mkdir(self, path: str) -> FileInfo:
+        """Creates a directory and its parents; returns its FileInfo."""
+        data = self._sandbox._http.call_json("POST", self._path() + "/mkdir", query={"path": path})
+        return FileInfo.from_json(data if isinstance(data, dict) else {"path": path, "kind": "directory"})
+
+
+class Sandbox:
+    """A SandboxVM sandbox.
+
+    One-shot: ``Sandbox.run_once(code, template=...)`` runs code in a fresh VM and returns a RunResult.
+
+    Session: ``with Sandbox(template=...) as sb:`` creates a sandbox (one VM kept for you) on entering
+    and kills it on leaving; files and (python) interpreter state survive from one ``sb.run`` to the
+    next. ``Sandbox.create(...)`` creates one without a ``with`` block; call ``kill()`` when done.
+
+    Args:
+        template: template name, e.g. ``python-data-analysis``, ``cpp-algorithm``, ``go-algorithm``.
+        base_url: server URL; default ``SANDBOXVM_BASE_URL``, else ``http://127.0.0.1:8000``.
+        timeout: the sandbox's lifetime in seconds (server default when None).
+        idle_timeout: seconds without activity after which the server ends it (server default when None).
+        metadata: string labels kept with the sandbox.
+        api_key: sent as ``Authorization: Bearer``; default ``SANDBOXVM_API_KEY``.
+        http_timeout: seconds to wait on the server for calls other than runs and uploads.
+    """
+
+    def __init__(
+        self,
+        template: str,
+        base_url: Optional[str] = None,
+        timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        api_key: Optional[str] = None,
+        http_timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.template = template
+        self.timeout = timeout
+        self.idle_timeout = idle_timeout
+        self.metadata: Dict[str, str] = dict(metadata or {})
+        self._http = HttpClient(base_url, api_key, http_timeout)
+        self._info: Optional[SandboxInfo] = None
+        self._killed = False
+        self.files = Files(self)
+
+    # ---- one-shot -------------------------------------------------------------------------------
+
+    @staticmethod
+    def run_once(
+        code: str,
+        template: str,
+        base_url: Optional[str] = None,
+        stdin: Optional[str] = None,
+        timeout: Optional[float] = None,
+        api_key: Optional[str] = None,
+        *,
+        env: Optional[Mapping[str, str]] = None,
+        compile_timeout: Optional[float] = None,
+        on_stdout: Optional[OutputCallback] = None,
+        on_stderr: Optional[OutputCallback] = None,
+    ) -> RunResult:
+        """Runs ``code`` once in a fresh VM of ``template`` (``POST /v1/run``) and returns its RunResult.
+
+        ``timeout`` and ``compile_timeout`` are the run's limits in seconds (template defaults when
+        None). With ``on_stdout``/``on_stderr`` the answer is streamed and the callbacks get each piece
+        of output as it is written. A program that fails is not an exception: check ``result.status``.
+        Raises ApiError subclasses for refused requests, SandboxConnectionError when unreachable.
+        """
+        if not isinstance(code, str):
+            raise TypeError("code must be a str")
+        payload = {
+            "template": template,
+            "code": code,
+            "stdin": stdin,
+            "env": dict(env) if env is not None else None,
+            "timeout_s": timeout,
+            "compile_timeout_s": compile_timeout,
+        }
+        return post_run(HttpClient(base_url, api_key), "/v1/run", payload, on_stdout=on_stdout, on_stderr=on_stderr)
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        template: str,
+        base_url: Optional[str] = None,
+        timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        api_key: Optional[str] = None,
+        http_timeout: float = DEFAULT_TIMEOUT,
+    ) -> "Sandbox":
+        """Creates a sandbox now (``POST /v1/sandboxes``) and returns it. Kill it with ``kill()`` or a ``with`` block."""
+        sandbox = cls(template, base_url, timeout, idle_timeout, metadata, api_key, http_timeout)
+        sandbox._create()
+        return sandbox
+
+    @classmethod
+    def connect(cls, sandbox_id: str, base_url: Optional[str] = None, api_key: Optional[str] = None) -> "Sandbox":
+        """Attaches to an existing sandbox by id. Raises NotFoundError (``sandbox_not_found``) for an unknown or ended one."""
+        sandbox = cls("", base_url, api_key=api_key)
+        sandbox._info = SandboxInfo(id=sandbox_id)
+        info = sandbox.refresh()
+        sandbox.template = info.template
+        return sandbox
+
+    @staticmethod
+    def list(base_url: Optional[str] = None, api_key: Optional[str] = None) -> List[SandboxInfo]:
+        """The server's sandboxes (``GET /v1/sandboxes``)."""
+        data = HttpClient(base_url, api_key).call_json("GET", "/v1/sandboxes")
+        items = data.get("sandboxes", []) if isinstance(data, dict) else []
+        return [SandboxInfo.from_json(s) for s in items if isinstance(s, dict)]
+
+    def _create(self) -> None:
+        if self._info is not None:
+            raise SandboxError(f"sandbox {self._info.id} already exists")
+        body: Dict[str, Any] = {"template": self.template}
+        if self.timeout is not None:
+            body["timeout_s"] = self.timeout
+        if self.idle_timeout is not None:
+            body["idle_timeout_s"] = self.idle_timeout
+        if self.metadata:
+            body["metadata"] = self.metadata
+        data = self._http.call_json("POST", "/v1/sandboxes", json_body=body, timeout=max(self._http.timeout, _CREATE_TIMEOUT))
+        if not isinstance(data, dict) or not data.get("id"):
+            raise SandboxError(f"{self._http.url('/v1/sandboxes')} answered without a sandbox id: {data!r}")
+        self._info = SandboxInfo.from_json(data)
+
+    def __enter__(self) -> "Sandbox":
+        if self._info is None:
+            self._create()
+        return self
+
+    def __exit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        if self._info is None or self._killed:
+            return
+        try:
+            self.kill()
+        except SandboxError:
+            if exc_type is None:
+                raise  # otherwise keep the error that ended the block
+
+    @property
+    def base_url(self) -> str:
+        """The server this sandbox lives on."""
+        return self._http.base_url
+
+    @property
+    def id(self) -> str:
+        """The sandbox id. Raises SandboxError before the sandbox is created."""
+        if self._info is None:
+            raise SandboxError("the sandbox has not been created yet: use `with Sandbox(...) as sb:` or Sandbox.create(...)")
+        return self._info.id
+
+    @property
+    def info(self) -> Optional[SandboxInfo]:
+        """The last SandboxInfo the server sent (None before creation); ``refresh()`` fetches a new one."""
+        return self._info
+
+    def _api(self, suffix: str = "") -> str:
+        return f"/v1/sandboxes/{quote(self.id, safe='')}{suffix}"
+
+    def refresh(self) -> SandboxInfo:
+        """Fetches the sandbox's current SandboxInfo (``GET /v1/sandboxes/{id}``)."""
+        data = self._http.call_json("GET", self._api())
+        self._info = SandboxInfo.from_json(data if isinstance(data, dict) else {"id": self.id})
+        return self._info
+
+    def keep_alive(self, timeout: Optional[float] = None) -> SandboxInfo:
+        """Moves the sandbox's expiry to now + ``timeout`` seconds (default: its lifetime); returns the new SandboxInfo."""
+        body: Dict[str, Any] = {} if timeout is None else {"timeout_s": timeout}
+        data = self._http.call_json("POST", self._api("/keepalive"), json_body=body)
+        self._info = SandboxInfo.from_json(data if isinstance(data, dict) else {"id": self.id})
+        return self._info
+
+    def kill(self) -> None:
+        """Ends the sandbox and its VM at once (``DELETE``). A sandbox that has already ended is fine."""
+        try:
+            self._http.call_json("DELETE", self._api())
+        except NotFoundError as e:
+            if e.code != "sandbox_not_found":
+                raise
+        self._killed = True
+        if self._info is not None:
+            self._info.state = "ended"
+
+    # ---- runs and artifacts ---------------------------------------------------------------------
+
+    def run(
+        self,
+        code: str,
+        stdin: Optional[str] = None,
+        timeout: Optional[float] = None,
+        on_stdout: Optional[OutputCallback] = None,
+        on_stderr: Optional[OutputCallback] = None,
+        *,
+        env: Optional[Mapping[str, str]] = None,
+        compile_timeout: Optional[float] = None,
+    ) -> RunResult:
+        """Runs ``code`` in this sandbox; state from earlier runs is kept (check ``result.state_reset``).
+
+        With ``on_stdout``/``on_stderr`` the answer is streamed (``Accept: text/event-stream``) and each
+        callback is called with output text as it arrives, before this returns the final RunResult.
+        An exception raised by a callback ends the request, which cancels the run.
+        """
+        if not isinstance(code, str):
+            raise TypeError("code must be a str")
+        payload = {
+            "code": code,
+            "stdin": stdin,
+            "env": dict(env) if env is not None else None,
+            "timeout_s": timeout,
+            "compile_timeout_s": compile_timeout,
+        }
+        return post_run(self._http, self._api("/run"), payload, on_stdout=on_stdout, on_stderr=on_stderr, loader=self.read_artifact)
+
+    def list_artifacts(self) -> List[Artifact]:
+        """Files in the sandbox's ``/tmp/outputs`` (paths relative to it); ``Artifact.read()`` fetches the bytes."""
+        data = self._http.call_json("GET", self._api("/artifacts"))
+        items = data.get("artifacts", []) if isinstance(data, dict) else []
+        return [Artifact.from_json(a, self.read_artifact) for a in items if isinstance(a, dict)]
+
+    def read_artifact(self, path: str) -> bytes:
+        """The bytes of an artifact, by its path relative to ``/tmp/outputs``."""
+        return self._http.call_bytes("GET", self._api("/artifacts/" + quote(path.lstrip("/"), safe="/")))
+
+    def __repr__(self) -> str:
+        if self._info is None:
+            return f"Sandbox(template={self.template!r}, not created, base_url={self.base_url!r})"
+        state = "killed" if self._killed else (self._info.state or "running")
+        return f"Sandbox(id={self._info.id!r}, template={self.template!r}, state={state!r}, base_url={self.base_url!r})"
