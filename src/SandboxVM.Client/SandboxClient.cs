@@ -7,14 +7,19 @@ using SandboxVM.Client.Internal;
 namespace SandboxVM.Client;
 
 /// <summary>
-/// Client for the SandboxVM REST API: run code, list templates, check health.
-/// Thread-safe; create one and reuse it.
+/// Client for the SandboxVM REST API: run code once (also streamed), create and manage sandboxes (sessions),
+/// list templates, check health. Thread-safe; create one and reuse it. Every call is bounded by
+/// <see cref="SandboxClientOptions.Timeout"/>, including the transfer of files and the whole of a streamed run.
 /// </summary>
 /// <example>
 /// <code>
 /// using var client = new SandboxClient(new SandboxClientOptions { BaseUrl = "http://127.0.0.1:8000" });
 /// var result = await client.RunAsync("print(sum(range(10)))", template: "python-data-analysis");
 /// Console.WriteLine(result.Output);
+///
+/// await using var sandbox = await client.CreateSandboxAsync("python-data-analysis");
+/// await sandbox.RunAsync("x = 41");
+/// Console.WriteLine((await sandbox.RunAsync("x + 1")).Result);   // 42
 /// </code>
 /// </example>
 public sealed partial class SandboxClient : IDisposable

@@ -6,7 +6,8 @@ namespace SandboxVM.Client;
 /// <summary>
 /// The files of one sandbox (<see cref="Sandbox.Files"/>). Relative paths are under the working directory
 /// <c>/home/sandbox</c>, where runs start; absolute paths are taken as they are, inside the VM.
-/// Uploads and downloads are streamed, not held in memory by the SDK.
+/// Uploads and downloads are streamed, not held in memory by the SDK; each call, transfer included, is bounded
+/// by <see cref="SandboxClientOptions.Timeout"/> (raise it, or set <see cref="SandboxCreateOptions.RequestTimeout"/>, for very large files).
 /// </summary>
 public sealed class SandboxFiles
 {
