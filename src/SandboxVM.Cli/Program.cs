@@ -5,6 +5,7 @@ var root = new RootCommand("SandboxVM: run AI-generated code in sandboxes")
 {
     ServeCommand.Create(),
     RunCommand.Create(),
+    SandboxCommand.Create(),
     TemplatesCommand.Create(),
     DoctorCommand.Create(),
 };

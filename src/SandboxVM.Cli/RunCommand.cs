@@ -12,56 +12,38 @@ internal static class RunCommand
         var stdinFile = new Option<string?>("--stdin") { Description = "File whose content is the program's stdin" };
         var timeout = new Option<double?>("--timeout") { Description = "Run time limit in seconds" };
         var outDir = new Option<string>("--artifacts") { Description = "Folder to save artifacts into", DefaultValueFactory = _ => "artifacts" };
+        var stream = new Option<bool>("--stream") { Description = "Print the output as the program writes it" };
         var url = Common.UrlOption();
         var apiKey = Common.ApiKeyOption();
         var command = new Command("run", "Run a program once and print its output; the exit code follows the program's")
         {
-            template, file, stdinFile, timeout, outDir, url, apiKey,
+            template, file, stdinFile, timeout, outDir, stream, url, apiKey,
         };
         command.SetAction(async (parse, ct) =>
         {
-            string? path = parse.GetValue(file);
-            string code = path is null or "-" ? await Console.In.ReadToEndAsync(ct) : await File.ReadAllTextAsync(path, ct);
+            string code = await Common.ReadCodeAsync(parse.GetValue(file), ct);
             string? stdin = parse.GetValue(stdinFile) is { } s ? await File.ReadAllTextAsync(s, ct) : null;
-            using var client = new SandboxClient(new SandboxClientOptions { BaseUrl = parse.GetValue(url)!, ApiKey = parse.GetValue(apiKey) });
+            using var client = Common.Client(parse, url, apiKey);
+            var request = new RunRequest
+            {
+                Template = parse.GetValue(template)!,
+                Code = code,
+                Stdin = stdin,
+                TimeoutS = parse.GetValue(timeout),
+            };
+            bool streamed = parse.GetValue(stream);
             RunResult result;
             try
             {
-                result = await client.RunAsync(new RunRequest
-                {
-                    Template = parse.GetValue(template)!,
-                    Code = code,
-                    Stdin = stdin,
-                    TimeoutS = parse.GetValue(timeout),
-                }, ct);
+                result = streamed
+                    ? await Common.PrintStreamAsync(client.RunStreamAsync(request, ct), ct)
+                    : await client.RunAsync(request, ct);
             }
             catch (SandboxException e)
             {
-                await Console.Error.WriteLineAsync("sandboxvm: " + e.Message);
-                return 2;
+                return await Common.FailAsync(e);
             }
-            await Console.Out.WriteAsync(result.Stdout);
-            await Console.Error.WriteAsync(result.Stderr);
-            foreach (var artifact in result.Artifacts.Where(a => a.Content is not null))
-            {
-                string saved = await artifact.SaveToAsync(parse.GetValue(outDir)!, ct);
-                await Console.Error.WriteLineAsync($"artifact: {saved} ({artifact.Mime}, {artifact.Size} bytes)");
-            }
-            if (result.Status != RunStatus.Ok)
-            {
-                await Console.Error.WriteLineAsync($"sandboxvm: status {Common.Snake(result.Status.ToString())}" + (result.ExitCode is int c ? $", exit code {c}" : ""));
-            }
-            var m = result.Metrics;
-            await Console.Error.WriteLineAsync(
-                $"sandboxvm: {m.VmSource.ToString().ToLowerInvariant()} startup {m.StartupMs:0} ms, compile {m.CompileMs:0} ms, run {m.RunMs:0} ms, total {m.TotalMs:0} ms");
-            return result.Status switch
-            {
-                RunStatus.Ok => 0,
-                RunStatus.Error or RunStatus.CompileError => result.ExitCode is > 0 and < 256 ? result.ExitCode.Value : 1,
-                RunStatus.Timeout => 124,
-                RunStatus.Oom => 137,
-                _ => 125,
-            };
+            return await Common.FinishRunAsync(result, streamed, parse.GetValue(outDir)!, ct);
         });
         return command;
     }

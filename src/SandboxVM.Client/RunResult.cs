@@ -36,8 +36,17 @@ public sealed class RunResult
     /// <summary>The value of the last expression, for templates that report one; otherwise null.</summary>
     public string? Result { get; init; }
 
-    /// <summary>For compiled languages: true when the build came from the cache; null when nothing was compiled.</summary>
+    /// <summary>
+    /// For compiled languages: true when the build came from the cache (in a sandbox: nothing was recompiled);
+    /// null when the server did not say.
+    /// </summary>
     public bool? BuildCached { get; init; }
+
+    /// <summary>
+    /// Sandboxes: true when the interpreter was (re)started for this run, so variables and imports of
+    /// earlier runs are gone (first run, or the previous run was killed, e.g. by a timeout).
+    /// </summary>
+    public bool StateReset { get; init; }
 
     /// <summary>A readable summary: status, exit code, timings, the output and the artifacts.</summary>
     /// <returns>Several lines of text, ending with the output.</returns>
@@ -76,6 +85,11 @@ public sealed class RunResult
         if (Result is not null)
         {
             text.Append("result: ").AppendLine(Result);
+        }
+
+        if (StateReset)
+        {
+            text.AppendLine("(interpreter state was reset)");
         }
 
         foreach (var artifact in Artifacts)

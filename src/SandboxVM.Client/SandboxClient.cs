@@ -7,19 +7,27 @@ using SandboxVM.Client.Internal;
 namespace SandboxVM.Client;
 
 /// <summary>
-/// Client for the SandboxVM REST API: run code, list templates, check health.
-/// Thread-safe; create one and reuse it.
+/// Client for the SandboxVM REST API: run code once (also streamed), create and manage sandboxes (sessions),
+/// list templates, check health. Thread-safe; create one and reuse it. Every call is bounded by
+/// <see cref="SandboxClientOptions.Timeout"/>, including the transfer of files and the whole of a streamed run.
 /// </summary>
 /// <example>
 /// <code>
 /// using var client = new SandboxClient(new SandboxClientOptions { BaseUrl = "http://127.0.0.1:8000" });
 /// var result = await client.RunAsync("print(sum(range(10)))", template: "python-data-analysis");
 /// Console.WriteLine(result.Output);
+///
+/// await using var sandbox = await client.CreateSandboxAsync("python-data-analysis");
+/// await sandbox.RunAsync("x = 41");
+/// Console.WriteLine((await sandbox.RunAsync("x + 1")).Result);   // 42
 /// </code>
 /// </example>
-public sealed class SandboxClient : IDisposable
+public sealed partial class SandboxClient : IDisposable
 {
-    private static readonly MediaTypeWithQualityHeaderValue s_acceptJson = new("application/json");
+    internal static readonly MediaTypeWithQualityHeaderValue s_acceptJson = new("application/json");
+    internal static readonly MediaTypeWithQualityHeaderValue s_acceptOctets = new("application/octet-stream");
+    internal static readonly MediaTypeWithQualityHeaderValue s_acceptAny = new("*/*");
+    internal static readonly MediaTypeWithQualityHeaderValue s_acceptEvents = new("text/event-stream");
     private static readonly MediaTypeWithQualityHeaderValue s_acceptProblem = new("application/problem+json");
     private static readonly ProductInfoHeaderValue s_userAgent = new(
         "SandboxVM.Client", typeof(SandboxClient).Assembly.GetName().Version?.ToString(3) ?? "0");
@@ -152,19 +160,90 @@ public sealed class SandboxClient : IDisposable
         }
     }
 
-    private async Task<T> SendAsync<T>(
-        HttpMethod method, string path, byte[]? jsonBody, JsonTypeInfo<T> responseType, CancellationToken cancellationToken)
+    /// <summary>Sends a JSON request (or none) and reads a JSON answer.</summary>
+    private Task<T> SendAsync<T>(
+        HttpMethod method, string path, byte[]? jsonBody, JsonTypeInfo<T> responseType, CancellationToken cancellationToken) =>
+        SendAsync(method, path, JsonContent(jsonBody), s_acceptJson, HttpCompletionOption.ResponseContentRead,
+            (response, token) => ReadAsync(response, responseType, token), cancellationToken);
+
+    /// <summary>Sends a request whose answer has no body worth reading (204).</summary>
+    internal Task SendNoContentAsync(HttpMethod method, string path, CancellationToken cancellationToken) =>
+        SendAsync(method, path, null, s_acceptJson, HttpCompletionOption.ResponseContentRead,
+            static (_, _) => Task.FromResult(true), cancellationToken);
+
+    /// <summary>Sends a JSON request (or none) to <paramref name="path"/> and reads a JSON answer; path is relative to the base URL.</summary>
+    internal Task<T> SendJsonAsync<T>(
+        HttpMethod method, string path, byte[]? jsonBody, JsonTypeInfo<T> responseType, CancellationToken cancellationToken) =>
+        SendAsync(method, path, jsonBody, responseType, cancellationToken);
+
+    /// <summary>Uploads <paramref name="content"/> as the raw request body and reads a JSON answer.</summary>
+    internal Task<T> SendStreamAsync<T>(
+        HttpMethod method, string path, Stream content, JsonTypeInfo<T> responseType, CancellationToken cancellationToken) =>
+        SendAsync(method, path, new UploadContent(content), s_acceptJson, HttpCompletionOption.ResponseContentRead,
+            (response, token) => ReadAsync(response, responseType, token), cancellationToken);
+
+    /// <summary>
+    /// Sends a request, then hands the successful response to <paramref name="read"/> before it is released.
+    /// The response body is streamed (not buffered first) when <paramref name="completion"/> is ResponseHeadersRead.
+    /// Transport failures and timeouts, also while <paramref name="read"/> reads the body, become <see cref="SandboxConnectionException"/>.
+    /// </summary>
+    internal async Task<T> SendAsync<T>(
+        HttpMethod method,
+        string path,
+        HttpContent? content,
+        MediaTypeWithQualityHeaderValue accept,
+        HttpCompletionOption completion,
+        Func<HttpResponseMessage, CancellationToken, Task<T>> read,
+        CancellationToken cancellationToken)
+    {
+        using var call = BeginCall(method, path, cancellationToken);
+        try
+        {
+            using var response = await SendCheckedAsync(method, path, content, accept, completion, call.Token).ConfigureAwait(false);
+            return await read(response, call.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (call.Translate(ex) is { } translated)
+        {
+            throw translated;
+        }
+    }
+
+    /// <summary>
+    /// Sends a request and returns its successful response with the body still unread; the caller disposes it.
+    /// The time limit covers the call until the response headers have arrived.
+    /// </summary>
+    internal async Task<HttpResponseMessage> SendForResponseAsync(
+        HttpMethod method, string path, MediaTypeWithQualityHeaderValue accept, CancellationToken cancellationToken)
+    {
+        using var call = BeginCall(method, path, cancellationToken);
+        try
+        {
+            return await SendCheckedAsync(method, path, null, accept, HttpCompletionOption.ResponseHeadersRead, call.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (call.Translate(ex) is { } translated)
+        {
+            throw translated;
+        }
+    }
+
+    /// <summary>Starts the time limit of one call; its <see cref="Call.Translate"/> turns transport failures into SDK exceptions.</summary>
+    internal Call BeginCall(HttpMethod method, string path, CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var uri = new Uri(_baseUri, path);
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        if (_timeout != Timeout.InfiniteTimeSpan)
-        {
-            timeout.CancelAfter(_timeout);
-        }
+        return new Call(this, method, path, cancellationToken);
+    }
 
-        using var request = new HttpRequestMessage(method, uri);
-        request.Headers.Accept.Add(s_acceptJson);
+    private async Task<HttpResponseMessage> SendCheckedAsync(
+        HttpMethod method,
+        string path,
+        HttpContent? content,
+        MediaTypeWithQualityHeaderValue accept,
+        HttpCompletionOption completion,
+        CancellationToken token)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        using var request = new HttpRequestMessage(method, new Uri(_baseUri, path));
+        request.Headers.Accept.Add(accept);
         request.Headers.Accept.Add(s_acceptProblem);
         request.Headers.UserAgent.Add(s_userAgent);
         if (_apiKey is not null)
@@ -172,37 +251,85 @@ public sealed class SandboxClient : IDisposable
             request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _apiKey);
         }
 
-        if (jsonBody is not null)
+        request.Content = content;
+        var response = await _http.SendAsync(request, completion, token).ConfigureAwait(false);
+        if (!response.IsSuccessStatusCode)
         {
-            request.Content = new ByteArrayContent(jsonBody);
-            request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json") { CharSet = "utf-8" };
-        }
-
-        try
-        {
-            using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseContentRead, timeout.Token)
-                .ConfigureAwait(false);
-            if (!response.IsSuccessStatusCode)
+            using (response)
             {
-                throw await ErrorResponse.ToExceptionAsync(response, timeout.Token).ConfigureAwait(false);
+                throw await ErrorResponse.ToExceptionAsync(response, token).ConfigureAwait(false);
             }
+        }
 
-            return await ReadAsync(response, responseType, timeout.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException ex) when (!cancellationToken.IsCancellationRequested)
+        return response;
+    }
+
+    private static ByteArrayContent? JsonContent(byte[]? jsonBody)
+    {
+        if (jsonBody is null)
         {
-            var limit = _timeout == Timeout.InfiniteTimeSpan ? "the HttpClient's timeout" : FormatDuration(_timeout);
-            throw new SandboxConnectionException(
-                $"SandboxVM at {BaseUrlText} did not answer {method} /{path} within {limit}.",
-                ex);
+            return null;
         }
-        catch (HttpRequestException ex)
+
+        var content = new ByteArrayContent(jsonBody);
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/json") { CharSet = "utf-8" };
+        return content;
+    }
+
+    /// <summary>One HTTP call's time limit, and the translation of its transport failures into SDK exceptions.</summary>
+    internal sealed class Call : IDisposable
+    {
+        private readonly SandboxClient _client;
+        private readonly HttpMethod _method;
+        private readonly string _path;
+        private readonly CancellationToken _caller;
+        private readonly CancellationTokenSource _cts;
+
+        public Call(SandboxClient client, HttpMethod method, string path, CancellationToken caller)
         {
-            var hint = ex.HttpRequestError == HttpRequestError.ConnectionError ? " Is the server running (sandboxvm serve)?" : "";
-            throw new SandboxConnectionException(
-                $"Cannot reach SandboxVM at {BaseUrlText} ({method} /{path}): {ex.Message}{hint}",
-                ex);
+            _client = client;
+            _method = method;
+            _path = path;
+            _caller = caller;
+            _cts = CancellationTokenSource.CreateLinkedTokenSource(caller);
+            if (client._timeout != Timeout.InfiniteTimeSpan)
+            {
+                _cts.CancelAfter(client._timeout);
+            }
         }
+
+        /// <summary>Cancelled by the caller's token or when the time limit passes.</summary>
+        public CancellationToken Token => _cts.Token;
+
+        /// <summary>What <c>METHOD /path</c> the call is, for messages.</summary>
+        public string What => $"{_method} /{_path}";
+
+        /// <summary>
+        /// The SDK exception for a transport failure or a timeout of this call; null for anything else
+        /// (an API error already typed, the caller's own cancellation, a bug).
+        /// </summary>
+        public SandboxException? Translate(Exception ex)
+        {
+            switch (ex)
+            {
+                case OperationCanceledException when !_caller.IsCancellationRequested:
+                    var limit = _client._timeout == Timeout.InfiniteTimeSpan ? "the HttpClient's timeout" : FormatDuration(_client._timeout);
+                    return new SandboxConnectionException($"SandboxVM at {_client.BaseUrlText} did not answer {What} within {limit}.", ex);
+                case HttpRequestException http:
+                    var hint = http.HttpRequestError == HttpRequestError.ConnectionError ? " Is the server running (sandboxvm serve)?" : "";
+                    return new SandboxConnectionException($"Cannot reach SandboxVM at {_client.BaseUrlText} ({What}): {ex.Message}{hint}", ex);
+                case HttpIOException:
+                    return new SandboxConnectionException($"Connection to SandboxVM at {_client.BaseUrlText} broke during {What}: {ex.Message}", ex);
+                default:
+                    return null;
+            }
+        }
+
+        /// <summary>The error for an event stream that ended before its <c>result</c> event.</summary>
+        public SandboxConnectionException StreamEnded() =>
+            new($"SandboxVM at {_client.BaseUrlText} ended the event stream of {What} before the result event; the run's outcome is unknown.");
+
+        public void Dispose() => _cts.Dispose();
     }
 
     /// <summary>Connection pool with a bounded connect time, so an unroutable address fails fast rather than at <see cref="_timeout"/>.</summary>
@@ -212,7 +339,7 @@ public sealed class SandboxClient : IDisposable
         PooledConnectionLifetime = TimeSpan.FromMinutes(2),
     };
 
-    private static async Task<T> ReadAsync<T>(HttpResponseMessage response, JsonTypeInfo<T> type, CancellationToken cancellationToken)
+    internal static async Task<T> ReadAsync<T>(HttpResponseMessage response, JsonTypeInfo<T> type, CancellationToken cancellationToken)
     {
         try
         {
@@ -229,10 +356,11 @@ public sealed class SandboxClient : IDisposable
         }
     }
 
-    private static SandboxApiException InvalidResponse(HttpResponseMessage response, string why, Exception? inner) =>
+    internal static SandboxApiException InvalidResponse(HttpResponseMessage response, string why, Exception? inner) =>
         new(response.StatusCode, "Unexpected response from SandboxVM (is the base URL right?)", why, null, null, inner);
 
-    private string BaseUrlText => _baseUri.AbsoluteUri.TrimEnd('/');
+    /// <summary>The base URL as given, for messages.</summary>
+    internal string BaseUrlText => _baseUri.AbsoluteUri.TrimEnd('/');
 
     private static Uri ParseBaseUrl(string? baseUrl)
     {

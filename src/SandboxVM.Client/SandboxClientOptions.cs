@@ -27,4 +27,22 @@ public sealed class SandboxClientOptions
 
     /// <summary>A handler to send requests through, e.g. a fake in tests. The client does not dispose it.</summary>
     public HttpMessageHandler? HttpMessageHandler { get; set; }
+
+    /// <summary>
+    /// Options from the environment: <see cref="BaseUrl"/> from <c>SANDBOXVM_BASE_URL</c> (or <c>SANDBOXVM_URL</c>,
+    /// the CLI's older name), else <see cref="DefaultBaseUrl"/>; <see cref="ApiKey"/> from <c>SANDBOXVM_API_KEY</c>.
+    /// Empty variables count as unset.
+    /// </summary>
+    /// <returns>New options; change them as needed.</returns>
+    public static SandboxClientOptions FromEnvironment() => FromEnvironment(Environment.GetEnvironmentVariable);
+
+    internal static SandboxClientOptions FromEnvironment(Func<string, string?> getEnvironment)
+    {
+        static string? NonEmpty(string? value) => string.IsNullOrWhiteSpace(value) ? null : value.Trim();
+        return new SandboxClientOptions
+        {
+            BaseUrl = NonEmpty(getEnvironment("SANDBOXVM_BASE_URL")) ?? NonEmpty(getEnvironment("SANDBOXVM_URL")) ?? DefaultBaseUrl,
+            ApiKey = NonEmpty(getEnvironment("SANDBOXVM_API_KEY")),
+        };
+    }
 }

@@ -64,8 +64,11 @@ public class SandboxApiException : SandboxException
     }
 }
 
-/// <summary>The request was rejected as invalid (HTTP 400, 413, 422): unknown template, empty or too large code, timeout out of range…</summary>
-public sealed class SandboxBadRequestException : SandboxApiException
+/// <summary>
+/// The request was rejected as invalid (HTTP 400, 413, 422): empty or too large code, timeout out of range, malformed JSON…
+/// Subclasses: <see cref="FileTooLargeException"/>, <see cref="SandboxInvalidPathException"/>.
+/// </summary>
+public class SandboxBadRequestException : SandboxApiException
 {
     internal SandboxBadRequestException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field)
         : base(statusCode, title, detail, code, field)
@@ -73,7 +76,11 @@ public sealed class SandboxBadRequestException : SandboxApiException
     }
 }
 
-/// <summary>What was asked for does not exist (HTTP 404), e.g. a template name the server does not know.</summary>
+/// <summary>
+/// What was asked for does not exist (HTTP 404): a sandbox id the server does not know or that has ended
+/// (<c>sandbox_not_found</c>), or a template name it does not know (<c>unknown_template</c>).
+/// A missing file inside a sandbox is a <see cref="SandboxFileNotFoundException"/> instead.
+/// </summary>
 public sealed class SandboxNotFoundException : SandboxApiException
 {
     internal SandboxNotFoundException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field)
@@ -93,9 +100,10 @@ public sealed class SandboxAuthException : SandboxApiException
 
 /// <summary>
 /// The server cannot serve the request right now (HTTP 409, 429, 503): template unavailable or not built,
-/// too many requests, shutting down. Retrying later may succeed; <see cref="RetryAfter"/> says when, if the server said.
+/// too many requests (<c>overloaded</c>), shutting down. Retrying later may succeed; <see cref="RetryAfter"/> says when,
+/// if the server said. Subclass: <see cref="TooManySandboxesException"/>.
 /// </summary>
-public sealed class SandboxUnavailableException : SandboxApiException
+public class SandboxUnavailableException : SandboxApiException
 {
     internal SandboxUnavailableException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field, TimeSpan? retryAfter)
         : base(statusCode, title, detail, code, field)
@@ -108,12 +116,54 @@ public sealed class SandboxUnavailableException : SandboxApiException
 }
 
 /// <summary>
+/// The server already runs as many sandboxes as it allows (HTTP 429, <c>too_many_sandboxes</c>).
+/// Kill a sandbox you no longer need, or retry after <see cref="SandboxUnavailableException.RetryAfter"/>.
+/// </summary>
+public sealed class TooManySandboxesException : SandboxUnavailableException
+{
+    internal TooManySandboxesException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field, TimeSpan? retryAfter)
+        : base(statusCode, title, detail, code, field, retryAfter)
+    {
+    }
+}
+
+/// <summary>An upload is larger than the server accepts (HTTP 413, <c>file_too_large</c>; 100 MB by default).</summary>
+public sealed class FileTooLargeException : SandboxBadRequestException
+{
+    internal FileTooLargeException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field)
+        : base(statusCode, title, detail, code, field)
+    {
+    }
+}
+
+/// <summary>A path given for a file operation in a sandbox is not acceptable (HTTP 400, <c>invalid_path</c>).</summary>
+public sealed class SandboxInvalidPathException : SandboxBadRequestException
+{
+    internal SandboxInvalidPathException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field)
+        : base(statusCode, title, detail, code, field)
+    {
+    }
+}
+
+/// <summary>
+/// No file or directory at the given path inside the sandbox (HTTP 404, <c>file_not_found</c>); the sandbox itself is fine.
+/// Not a <see cref="SandboxNotFoundException"/>, which means the sandbox (or template) is unknown.
+/// </summary>
+public sealed class SandboxFileNotFoundException : SandboxApiException
+{
+    internal SandboxFileNotFoundException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field)
+        : base(statusCode, title, detail, code, field)
+    {
+    }
+}
+
+/// <summary>
 /// The server could not be reached or did not answer in time (connection refused, DNS failure, reset, HTTP timeout).
 /// The message names the base URL; <see cref="Exception.InnerException"/> holds the transport error.
 /// </summary>
 public sealed class SandboxConnectionException : SandboxException
 {
-    internal SandboxConnectionException(string message, Exception innerException)
+    internal SandboxConnectionException(string message, Exception? innerException = null)
         : base(message, innerException)
     {
     }

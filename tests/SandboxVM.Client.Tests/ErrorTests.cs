@@ -52,6 +52,43 @@ public class ErrorTests
         Assert.Equal("code", ex.Field);
     }
 
+    [Theory]
+    [InlineData(HttpStatusCode.NotFound, "sandbox_not_found", typeof(SandboxNotFoundException))]
+    [InlineData(HttpStatusCode.NotFound, "unknown_template", typeof(SandboxNotFoundException))]
+    [InlineData(HttpStatusCode.NotFound, "file_not_found", typeof(SandboxFileNotFoundException))]
+    [InlineData(HttpStatusCode.TooManyRequests, "too_many_sandboxes", typeof(TooManySandboxesException))]
+    [InlineData(HttpStatusCode.TooManyRequests, "overloaded", typeof(SandboxUnavailableException))]
+    [InlineData(HttpStatusCode.RequestEntityTooLarge, "file_too_large", typeof(FileTooLargeException))]
+    [InlineData(HttpStatusCode.BadRequest, "invalid_path", typeof(SandboxInvalidPathException))]
+    [InlineData(HttpStatusCode.BadRequest, "malformed_json", typeof(SandboxBadRequestException))]
+    [InlineData(HttpStatusCode.BadRequest, "timeout_out_of_range", typeof(SandboxBadRequestException))]
+    public async Task SandboxCalls_MapTheProblemCodeToItsExceptionType(HttpStatusCode status, string code, Type expected)
+    {
+        using var client = ClientAnswering(FakeHandler.Problem(status, code, field: "path"));
+
+        var ex = await Assert.ThrowsAnyAsync<SandboxApiException>(() => client.GetSandboxAsync("sb-1", TestContext.Current.CancellationToken));
+
+        Assert.IsType(expected, ex);
+        Assert.Equal(status, ex.StatusCode);
+        Assert.Equal(code, ex.Code);
+        Assert.Equal("path", ex.Field);
+    }
+
+    [Fact]
+    public async Task TooManySandboxes_ExposesRetryAfter_AndIsStillAnUnavailableException()
+    {
+        var response = FakeHandler.Problem(HttpStatusCode.TooManyRequests, "too_many_sandboxes");
+        response.Headers.RetryAfter = new RetryConditionHeaderValue(TimeSpan.FromSeconds(12));
+        using var client = ClientAnswering(response);
+
+        var ex = await Assert.ThrowsAsync<TooManySandboxesException>(
+            () => client.CreateSandboxAsync(cancellationToken: TestContext.Current.CancellationToken));
+
+        Assert.Equal(TimeSpan.FromSeconds(12), ex.RetryAfter);
+        SandboxUnavailableException asBase = ex;
+        Assert.Equal(TimeSpan.FromSeconds(12), asBase.RetryAfter);
+    }
+
     [Fact]
     public async Task Run_WhenUnavailableWithRetryAfter_ExposesRetryAfter()
     {

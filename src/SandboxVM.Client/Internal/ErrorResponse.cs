@@ -24,6 +24,20 @@ internal static class ErrorResponse
 
         var code = problem?.Code;
         var field = problem?.Field;
+        switch (code)
+        {
+            case "sandbox_not_found":
+                return new SandboxNotFoundException(status, title, detail, code, field);
+            case "file_not_found":
+                return new SandboxFileNotFoundException(status, title, detail, code, field);
+            case "too_many_sandboxes":
+                return new TooManySandboxesException(status, title, detail, code, field, RetryAfter(response));
+            case "file_too_large":
+                return new FileTooLargeException(status, title, detail, code, field);
+            case "invalid_path":
+                return new SandboxInvalidPathException(status, title, detail, code, field);
+        }
+
         return status switch
         {
             HttpStatusCode.BadRequest or HttpStatusCode.RequestEntityTooLarge or HttpStatusCode.UnprocessableEntity =>

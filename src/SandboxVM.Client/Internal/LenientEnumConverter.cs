@@ -64,3 +64,13 @@ internal sealed class VmSourceConverter() : LenientEnumConverter<VmSource>(
     ("boot", VmSource.Boot),
     ("singleton", VmSource.Singleton),
     ("process", VmSource.Process));
+
+internal sealed class SandboxStateConverter() : LenientEnumConverter<SandboxState>(
+    ("running", SandboxState.Running),
+    ("ended", SandboxState.Ended));
+
+internal sealed class SandboxFileKindConverter() : LenientEnumConverter<SandboxFileKind>(
+    ("file", SandboxFileKind.File),
+    ("directory", SandboxFileKind.Directory),
+    ("symlink", SandboxFileKind.Symlink),
+    ("other", SandboxFileKind.Other));

@@ -8,6 +8,64 @@ internal sealed class TemplateList
     public List<TemplateInfo>? Templates { get; init; }
 }
 
+/// <summary>Body of <c>POST /v1/sandboxes</c>.</summary>
+internal sealed class CreateSandboxRequest
+{
+    public required string Template { get; init; }
+
+    public double? TimeoutS { get; init; }
+
+    public double? IdleTimeoutS { get; init; }
+
+    public IReadOnlyDictionary<string, string>? Metadata { get; init; }
+}
+
+/// <summary>Body of <c>POST /v1/sandboxes/{id}/run</c>.</summary>
+internal sealed class SandboxRunRequest
+{
+    public required string Code { get; init; }
+
+    public string? Stdin { get; init; }
+
+    public IReadOnlyDictionary<string, string>? Env { get; init; }
+
+    public double? TimeoutS { get; init; }
+
+    public double? CompileTimeoutS { get; init; }
+}
+
+/// <summary>Body of <c>POST /v1/sandboxes/{id}/keepalive</c>.</summary>
+internal sealed class KeepAliveRequest
+{
+    public double? TimeoutS { get; init; }
+}
+
+/// <summary>Body of <c>GET /v1/sandboxes</c>.</summary>
+internal sealed class SandboxList
+{
+    public List<SandboxInfo>? Sandboxes { get; init; }
+}
+
+/// <summary>Body of <c>GET /v1/sandboxes/{id}/files?list=true</c>.</summary>
+internal sealed class FileList
+{
+    public string? Path { get; init; }
+
+    public List<SandboxFileInfo>? Entries { get; init; }
+}
+
+/// <summary>Body of <c>GET /v1/sandboxes/{id}/artifacts</c>.</summary>
+internal sealed class ArtifactList
+{
+    public List<Artifact>? Artifacts { get; init; }
+}
+
+/// <summary>Data of the <c>stdout</c> and <c>stderr</c> stream events.</summary>
+internal sealed class StreamText
+{
+    public string? Text { get; init; }
+}
+
 /// <summary>RFC 7807 problem details as SandboxVM sends them, plus fields other servers use for errors.</summary>
 internal sealed class ProblemDetails
 {
@@ -42,4 +100,14 @@ internal sealed class ProblemDetails
 [JsonSerializable(typeof(TemplateList))]
 [JsonSerializable(typeof(HealthStatus))]
 [JsonSerializable(typeof(ProblemDetails))]
+[JsonSerializable(typeof(CreateSandboxRequest))]
+[JsonSerializable(typeof(SandboxRunRequest))]
+[JsonSerializable(typeof(KeepAliveRequest))]
+[JsonSerializable(typeof(SandboxInfo))]
+[JsonSerializable(typeof(SandboxList))]
+[JsonSerializable(typeof(SandboxFileInfo))]
+[JsonSerializable(typeof(FileList))]
+[JsonSerializable(typeof(Artifact))]
+[JsonSerializable(typeof(ArtifactList))]
+[JsonSerializable(typeof(StreamText))]
 internal sealed partial class SandboxJson : JsonSerializerContext;

@@ -1,0 +1,143 @@
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+using SandboxVM.Client.Internal;
+
+namespace SandboxVM.Client;
+
+public sealed partial class SandboxClient
+{
+    /// <summary>
+    /// Runs code once in a fresh sandbox (<c>POST /v1/run</c>) and streams what happens as it happens:
+    /// stdout and stderr text, artifacts, and last the <see cref="ResultEvent"/>.
+    /// </summary>
+    /// <param name="request">Template, code and optional stdin, environment and time limits.</param>
+    /// <param name="cancellationToken">Abandons the call; leaving the loop early also disconnects, which cancels the run.</param>
+    /// <returns>The events in the order they happened; the last is always a <see cref="ResultEvent"/>.</returns>
+    /// <exception cref="SandboxApiException">The server rejected the request before running anything (a subclass says why).</exception>
+    /// <exception cref="SandboxConnectionException">
+    /// The server could not be reached, did not finish within <see cref="SandboxClientOptions.Timeout"/>, or the stream ended before the result.
+    /// </exception>
+    public IAsyncEnumerable<RunEvent> RunStreamAsync(RunRequest request, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var body = JsonSerializer.SerializeToUtf8Bytes(request, SandboxJson.Default.RunRequest);
+        return StreamRunAsync("v1/run", body, cancellationToken);
+    }
+
+    /// <summary>POSTs a run with <c>Accept: text/event-stream</c> and yields its events until the result.</summary>
+    internal async IAsyncEnumerable<RunEvent> StreamRunAsync(
+        string path, byte[] jsonBody, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        using var call = BeginCall(HttpMethod.Post, path, cancellationToken);
+        var response = await OpenStreamAsync(call, path, jsonBody).ConfigureAwait(false);
+        using (response)
+        {
+            if (!IsEventStream(response))
+            {
+                // A server that ignores Accept answers with the plain RunResult: one result event.
+                yield return new ResultEvent(await ReadResultAsync(call, response).ConfigureAwait(false));
+                yield break;
+            }
+
+            var stream = await ReadStreamAsync(call, response).ConfigureAwait(false);
+            await using (stream.ConfigureAwait(false))
+            {
+                using var reader = new ServerSentEventReader(stream);
+                while (true)
+                {
+                    var runEvent = await NextEventAsync(call, response, reader).ConfigureAwait(false);
+                    yield return runEvent;
+                    if (runEvent is ResultEvent)
+                    {
+                        yield break;
+                    }
+                }
+            }
+        }
+    }
+
+    private async Task<HttpResponseMessage> OpenStreamAsync(Call call, string path, byte[] jsonBody)
+    {
+        try
+        {
+            return await SendCheckedAsync(HttpMethod.Post, path, JsonContent(jsonBody), s_acceptEvents,
+                HttpCompletionOption.ResponseHeadersRead, call.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (call.Translate(ex) is { } translated)
+        {
+            throw translated;
+        }
+    }
+
+    private static bool IsEventStream(HttpResponseMessage response) =>
+        response.Content.Headers.ContentType?.MediaType is not { } type
+        || string.Equals(type, "text/event-stream", StringComparison.OrdinalIgnoreCase);
+
+    private static async Task<RunResult> ReadResultAsync(Call call, HttpResponseMessage response)
+    {
+        try
+        {
+            return await ReadAsync(response, SandboxJson.Default.RunResult, call.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (call.Translate(ex) is { } translated)
+        {
+            throw translated;
+        }
+    }
+
+    private static async Task<Stream> ReadStreamAsync(Call call, HttpResponseMessage response)
+    {
+        try
+        {
+            return await response.Content.ReadAsStreamAsync(call.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (call.Translate(ex) is { } translated)
+        {
+            throw translated;
+        }
+    }
+
+    /// <summary>The next event the SDK knows (others are skipped); throws when the stream ends first.</summary>
+    private static async Task<RunEvent> NextEventAsync(Call call, HttpResponseMessage response, ServerSentEventReader reader)
+    {
+        try
+        {
+            while (await reader.ReadAsync(call.Token).ConfigureAwait(false) is { } sse)
+            {
+                if (ToRunEvent(sse, response) is { } runEvent)
+                {
+                    return runEvent;
+                }
+            }
+        }
+        catch (Exception ex) when (call.Translate(ex) is { } translated)
+        {
+            throw translated;
+        }
+
+        throw call.StreamEnded();
+    }
+
+    private static RunEvent? ToRunEvent(ServerSentEvent sse, HttpResponseMessage response)
+    {
+        try
+        {
+            return sse.Type switch
+            {
+                "stdout" => new StdoutEvent(Parse(sse, SandboxJson.Default.StreamText).Text ?? ""),
+                "stderr" => new StderrEvent(Parse(sse, SandboxJson.Default.StreamText).Text ?? ""),
+                "artifact" => new ArtifactEvent(Parse(sse, SandboxJson.Default.Artifact)),
+                "result" => new ResultEvent(Parse(sse, SandboxJson.Default.RunResult)),
+                _ => null,
+            };
+        }
+        catch (JsonException ex)
+        {
+            throw InvalidResponse(response, $"malformed '{sse.Type}' event: {ex.Message}", ex);
+        }
+    }
+
+    private static T Parse<T>(ServerSentEvent sse, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) =>
+        JsonSerializer.Deserialize(sse.Data, type) ?? throw new JsonException("the data was JSON null");
+}
