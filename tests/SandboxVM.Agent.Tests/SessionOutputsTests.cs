@@ -96,6 +96,23 @@ public class SessionOutputsTests : AgentTestBase
         AssertPng(result.Artifacts[0]);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Figures_TheScriptSavedItself_AreNotSavedAgain(bool persistent)
+    {
+        var (_, result) = await ExecAsync(Python($$"""
+            import matplotlib.pyplot as plt
+            plt.plot([1, 2])
+            plt.savefig("{{Agent.Outputs}}/chart.png")
+            plt.figure()
+            plt.plot([2, 1])
+            """, persistent));
+
+        Assert.Equal(0, result.Run!.ExitCode);
+        Assert.Equal(["chart.png", "figure-1.png"], ArtifactNames(result));
+    }
+
     [Fact]
     public async Task Figures_WithoutPyplotOrFigures_NothingIsSaved()
     {

@@ -21,7 +21,8 @@ One connection per job, from the agent only (checked with SO_PEERCRED):
                    server's reaped child, or the kernel's exit code << 8) once the job is over;
                    "error TEXT\n" instead when the job did not run.
 With "save_figures", every matplotlib figure still open after the script (also after it raised) is
-saved as OUTPUTS/figure-N.png (N counting on from the highest already there) and closed; plt.show()
+saved as OUTPUTS/figure-N.png (N counting on from the highest already there) and closed (a figure
+the script saved itself with savefig is only closed); plt.show()
 under the Agg backend then does nothing (no warning) and leaves the figures open to be saved.
 The server exits when its stdin reaches end of file (the agent is gone or retired it): the fork
 server once the children it is waiting for have ended, the kernel after its current job.
@@ -628,13 +629,36 @@ def _patch_show(pyplot):
         pyplot.show = show
     except Exception as e:
         print(f"sandboxvm: cannot replace plt.show(): {type(e).__name__}: {e}", file=sys.stderr)
+    _mark_saved_figures()
+
+
+def _mark_saved_figures():
+    """Marks a figure the script saved itself, so it is not saved a second time as figure-N.png."""
+    figure_module = sys.modules.get("matplotlib.figure")
+    figure_class = getattr(figure_module, "Figure", None)
+    original = getattr(figure_class, "savefig", None)
+    if original is None or getattr(original, "_sandboxvm_original", None) is not None:
+        return
+
+    def savefig(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        self._sandboxvm_saved = True
+        return result
+
+    try:
+        import functools
+        functools.update_wrapper(savefig, original)
+        savefig._sandboxvm_original = original
+        figure_class.savefig = savefig
+    except Exception as e:
+        print(f"sandboxvm: cannot watch savefig(): {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def _save_figures(outputs):
     """
     Saves every open matplotlib figure as OUTPUTS/figure-N.png, in figure-number order, N counting on
-    from the highest already there, and closes it. Problems are reported on stderr; the exit status
-    stays the script's.
+    from the highest already there, and closes it; a figure the script saved itself is only closed.
+    Problems are reported on stderr; the exit status stays the script's.
     """
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is None or not outputs:
@@ -651,7 +675,10 @@ def _save_figures(outputs):
     last = max(taken, default=0)
     for number in numbers:
         try:
-            pyplot.figure(number).savefig(os.path.join(outputs, f"figure-{last + 1}.png"))
+            figure = pyplot.figure(number)
+            if getattr(figure, "_sandboxvm_saved", False):
+                continue
+            figure.savefig(os.path.join(outputs, f"figure-{last + 1}.png"))
             last += 1
         except Exception as e:
             print(f"sandboxvm: cannot save figure {number}: {type(e).__name__}: {e}", file=sys.stderr)

@@ -141,8 +141,9 @@ public sealed partial class TemplateCatalog : IVmSpecProvider
     /// <summary>Everything the warm-up depends on: a changed script or recipe means a new snapshot.</summary>
     private static string WarmupKey(TemplateDefinition t)
     {
-        string text = string.Join("\n", [t.Warmup.Script ?? "", t.Language.SourceFile, .. t.Language.Run, .. t.Language.Compile ?? [],
-            .. t.Language.Env.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => e.Key + "=" + e.Value)]);
+        string text = string.Join("\n", [Runs.Warmup.Version, t.Warmup.Script ?? "", t.Language.SourceFile, .. t.Language.Run, .. t.Language.Compile ?? [],
+            .. t.Language.Env.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => e.Key + "=" + e.Value),
+            .. t.Language.ForkServer?.Preload ?? []]);
         return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(text)))[..16];
     }
 

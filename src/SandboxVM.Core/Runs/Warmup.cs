@@ -12,6 +12,9 @@ namespace SandboxVM.Core.Runs;
 /// </summary>
 public static class Warmup
 {
+    /// <summary>Changes whenever what the warm-up does changes, so snapshots taken the old way are retired.</summary>
+    public const string Version = "2: fork server and session kernel";
+
     public static async Task RunAsync(TemplateDefinition template, AgentClient agent, CancellationToken cancellationToken)
     {
         if (string.IsNullOrWhiteSpace(template.Warmup.Script))
@@ -30,6 +33,20 @@ public static class Warmup
         {
             throw new InvalidOperationException(
                 $"warm-up of template {template.Name} failed ({failed?.Reason}, exit {failed?.ExitCode}): {output.Text}");
+        }
+        if (exec.ForkServer is not null)
+        {
+            // Start the session kernel (a second warm interpreter with the same preloads) too, so the
+            // snapshot has it: a sandbox's first run does not pay for an interpreter start and imports
+            // (seconds under emulation). Its namespace stays empty: the script is a no-op.
+            var kernel = RunService.BuildExec(template, "pass\n", null, env, template.Limits.MaxTimeoutS, template.Limits.MaxTimeoutS);
+            kernel.ForkServer!.Persistent = true;
+            kernel.KeepOutputs = true;
+            var started = await agent.ExecAsync(kernel, output, cancellationToken);
+            if (started.Run is not { Reason: TerminationReason.Exited, ExitCode: 0 })
+            {
+                throw new InvalidOperationException($"warm-up of the session kernel of {template.Name} failed ({started.Run?.Reason}): {output.Text}");
+            }
         }
         // The warm-up's files are not the first run's artifacts.
         await agent.RemoveAsync(exec.OutputsDir, recursive: true, cancellationToken);
