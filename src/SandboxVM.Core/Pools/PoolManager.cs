@@ -64,7 +64,9 @@ public sealed partial class PoolManager : IAsyncDisposable
     /// <summary>
     /// Run the warm-up in every restored sandbox before it is offered. Under TCG each QEMU translates
     /// guest code afresh and a clone's memory is faulted in on first touch, so the first run in a clone
-    /// paid both (print(1) in python-data-analysis: guest run 560-780 ms first, ~100-160 ms after).
+    /// paid both (print(1) in python-data-analysis: run_ms 1097 -> 764 median, host_ms 107 -> 46 on a
+    /// loaded 2-core host; bench/results/pooled-run-and-clock-*.md). It costs each clone one more warm-up
+    /// run of CPU: when requests come faster than the host can restore and prime, turn it off.
     /// Null: when the runtime emulates (accel tcg).
     /// </summary>
     public bool? PrimeRestoredVms { get; init; }
