@@ -110,12 +110,15 @@ if (mode is "run" or "phases")
         {
             "before" => new PoolManager(runtime, catalog, tracker, loggers.CreateLogger<PoolManager>())
             {
-                Warmup = Warmup.RunAsync, PrimeRestoredVms = false, HealthCheckFreshness = TimeSpan.Zero,
+                Warmup = Warmup.RunAsync,
+                PrimeRestoredVms = false,
+                HealthCheckFreshness = TimeSpan.Zero,
             },
             "after" => new PoolManager(runtime, catalog, tracker, loggers.CreateLogger<PoolManager>()) { Warmup = Warmup.RunAsync },
             "after-nocheck" => new PoolManager(runtime, catalog, tracker, loggers.CreateLogger<PoolManager>())
             {
-                Warmup = Warmup.RunAsync, HealthCheckFreshness = TimeSpan.FromSeconds(10),
+                Warmup = Warmup.RunAsync,
+                HealthCheckFreshness = TimeSpan.FromSeconds(10),
             },
             _ => throw new ArgumentException("variants: before, after, after-nocheck"),
         };
