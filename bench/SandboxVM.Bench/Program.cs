@@ -5,6 +5,7 @@ using System.Diagnostics;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Logging;
 using SandboxVM.Core.Catalog;
+using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Templates;
 using SandboxVM.Images;
@@ -13,19 +14,203 @@ using SandboxVM.Runtime;
 using SandboxVM.Runtime.Cgroups;
 using SandboxVM.Runtime.Qemu;
 using SandboxVM.Server;
+using SandboxVM.Bench;
 
 string accel = Arg("--accel", "tcg");
+string mode = args.Length > 0 && !args[0].StartsWith("--", StringComparison.Ordinal) ? args[0] : "startup";
 int boots = int.Parse(Arg("--boots", "5"));
 int restores = int.Parse(Arg("--restores", "10"));
 
 using var loggers = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning));
 var options = ServerApp.LoadOptions(new ConfigurationBuilder().AddEnvironmentVariables().Build());
-var runtime = new QemuRuntime(new QemuRuntimeOptions { Accel = accel, SnapshotDirectory = options.SnapshotDir },
-    new CgroupManager(), loggers.CreateLogger<QemuRuntime>());
+// Its own directories: a server's leftover sweep must not meet the bench's VMs, nor the bench a server's.
+string snapshotDir = Arg("--snapshot-dir", "/dev/shm/sandboxvm-bench");
+string runDir = Arg("--run-dir", "/run/sandboxvm/bench-" + Environment.ProcessId);
+var runtime = NewRuntime(_ => { });
 var imageOptions = new ImageBuilderOptions { CacheRoot = options.CacheDir };
 var catalog = new TemplateCatalog(TemplateRegistry.Load(options.TemplateDirectories),
     new ImageBuilder(imageOptions, loggers.CreateLogger<ImageBuilder>()), options, loggers.CreateLogger<TemplateCatalog>(),
     new BootArtifactsBuilder(imageOptions, loggers.CreateLogger<BootArtifactsBuilder>()));
+
+if (mode == "probe")
+{
+    var t = catalog.Find(Arg("--template", "python-data-analysis"))!;
+    var spec = await catalog.GetSpecAsync(t, CancellationToken.None);
+    Console.WriteLine($"kernel {spec.KernelPath} initrd {spec.InitrdPath} rootfs {spec.RootfsImage} args {spec.KernelArgs} mem {spec.MemoryMib}");
+    return 0;
+}
+
+if (mode == "clock")
+{
+    // A/B: the runtime's kernel command line as is, and with --extra-args added (each its own snapshot).
+    var t = catalog.Find(Arg("--template", "python-data-analysis"))!;
+    var spec = await catalog.GetSpecAsync(t, CancellationToken.None);
+    int clones = int.Parse(Arg("--clones", "5"));
+    double sleep = double.Parse(Arg("--sleep", "2"), System.Globalization.CultureInfo.InvariantCulture);
+    int load = int.Parse(Arg("--load", "0"));
+    string baseArgs = Arg("--base-args", "");
+    var variants = new List<(string Name, QemuRuntime Runtime)>
+    {
+        (baseArgs.Length == 0 ? "as is" : "+ " + baseArgs, baseArgs.Length == 0 ? runtime : NewRuntime(o => { o.KernelArgs += " " + baseArgs; o.SnapshotDirectory += "-a"; })),
+    };
+    if (Arg("--extra-args", "") is { Length: > 0 } extra)
+    {
+        variants.Add(("+ " + extra, NewRuntime(o => { o.KernelArgs += " " + extra; o.SnapshotDirectory += "-b"; })));
+    }
+    using var stopLoad = new CancellationTokenSource();
+    var burners = Enumerable.Range(0, load).Select(_ => Task.Run(() => { while (!stopLoad.IsCancellationRequested) { } })).ToList();
+    try
+    {
+        foreach (var (_, r) in variants)
+        {
+            await r.PrepareSnapshotAsync(spec, (agent, ct) => Warmup.RunAsync(t, agent, ct), CancellationToken.None);
+        }
+        var samples = variants.ToDictionary(v => v.Name, _ => new List<ClockBench.Sample>());
+        for (int i = 0; i < clones; i++)
+        {
+            foreach (var (name, r) in variants)
+            {
+                await using var vm = await r.StartAsync(spec, CancellationToken.None);
+                var s = await ClockBench.MeasureAsync(vm.Agent, sleep, CancellationToken.None);
+                samples[name].Add(s);
+                Console.WriteLine($"{name}: {vm.Source} clocksource {s.Clocksource}: host {s.HostS:0.000} s, guest {s.GuestS:0.000} s, guest/host {s.Ratio:0.000}");
+            }
+        }
+        foreach (var (name, list) in samples)
+        {
+            var ratios = list.Select(s => s.Ratio).ToList();
+            Console.WriteLine($"| {name} | {string.Join(",", list.Select(s => s.Clocksource).Distinct())} | {Median(ratios):0.000} | {ratios.Min():0.000} | {ratios.Max():0.000} | {load} |");
+        }
+    }
+    finally
+    {
+        await stopLoad.CancelAsync();
+        await Task.WhenAll(burners);
+        await CleanupAsync();
+    }
+    return 0;
+}
+
+if (mode is "run" or "phases")
+{
+    // Pooled runs through the PoolManager (and, for "run", the RunService) the server uses. A/B in one
+    // process, interleaved run by run: "before" does not prime restored clones (the behaviour before this
+    // bench), "after" is the PoolManager's default (primes under TCG), "after-nocheck" also skips the
+    // take's health-check round trip for a sandbox checked in the last 10 s.
+    var t = catalog.Find(Arg("--template", "python-data-analysis"))!;
+    int runs = int.Parse(Arg("--runs", "10"));
+    bool settle = Arg("--settle", "1") == "1";
+    int idleMs = int.Parse(Arg("--idle-ms", "300"));
+    string code = Arg("--code", "print(1)\n");
+    var tracker = new VmTracker(loggers.CreateLogger<VmTracker>());
+    var variants = new List<(string Name, PoolManager Pools, RunService Service)>();
+    foreach (string v in Arg("--variants", "before,after").Split(','))
+    {
+        var pm = v switch
+        {
+            "before" => new PoolManager(runtime, catalog, tracker, loggers.CreateLogger<PoolManager>())
+            {
+                Warmup = Warmup.RunAsync,
+                PrimeRestoredVms = false,
+                HealthCheckFreshness = TimeSpan.Zero,
+            },
+            "after" => new PoolManager(runtime, catalog, tracker, loggers.CreateLogger<PoolManager>()) { Warmup = Warmup.RunAsync },
+            "after-nocheck" => new PoolManager(runtime, catalog, tracker, loggers.CreateLogger<PoolManager>())
+            {
+                Warmup = Warmup.RunAsync,
+                HealthCheckFreshness = TimeSpan.FromSeconds(10),
+            },
+            _ => throw new ArgumentException("variants: before, after, after-nocheck"),
+        };
+        variants.Add((v, pm, new RunService(catalog, pm, tracker, options, loggers.CreateLogger<RunService>())));
+    }
+    var phases = variants.ToDictionary(v => v.Name, _ => new List<RunBench.Phases>());
+    var results = variants.ToDictionary(v => v.Name, _ => new List<(double Wall, SandboxVM.Core.Runs.RunMetrics M)>());
+    try
+    {
+        foreach (var v in variants)
+        {
+            v.Pools.Start([t]);
+        }
+        for (int i = -1; i < runs; i++)
+        {
+            foreach (var (name, pools, service) in variants)
+            {
+                if (settle || i < 0)
+                {
+                    // Requests that find full, idle pools (nothing restoring or priming in the background).
+                    foreach (var other in variants)
+                    {
+                        while (other.Pools.Status(t.Name) is not { } st || st.Ready < st.Target || st.Starting > 0)
+                        {
+                            await Task.Delay(50);
+                        }
+                    }
+                    await Task.Delay(idleMs);
+                }
+                if (mode == "phases")
+                {
+                    var p = await RunBench.MeasureAsync(pools, t, code, CancellationToken.None);
+                    if (i >= 0)
+                    {
+                        phases[name].Add(p);
+                    }
+                    Console.WriteLine($"{name}: {p}");
+                }
+                else
+                {
+                    var sw = Stopwatch.StartNew();
+                    var r = await service.RunAsync(new SandboxVM.Core.Runs.RunRequest { Template = t.Name, Code = code }, CancellationToken.None);
+                    if (r.Status != SandboxVM.Core.Runs.RunStatus.Ok)
+                    {
+                        throw new InvalidOperationException($"run failed: {r.Status} {r.Error} {r.Stderr}");
+                    }
+                    if (i >= 0)
+                    {
+                        results[name].Add((sw.Elapsed.TotalMilliseconds, r.Metrics));
+                    }
+                    Console.WriteLine($"{name}: wall {sw.Elapsed.TotalMilliseconds:0.0} startup {r.Metrics.StartupMs:0.0} run {r.Metrics.RunMs:0.0} host {r.Metrics.HostMs:0.0} ({r.Metrics.VmSource})");
+                }
+            }
+        }
+        Console.WriteLine($"median / p95 ms over {runs} runs each, settle={settle}");
+        if (mode == "phases")
+        {
+            Console.WriteLine("| variant | acquire | to run_started | to first output | exec total | guest run_ms | cgroup reads | 2nd exec total | 2nd guest run_ms |");
+            Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
+            foreach (var (name, list) in phases)
+            {
+                string Col(Func<RunBench.Phases, double> f) => $"{Median(list.Select(f).ToList()):0.0} / {P95(list.Select(f).ToList()):0.0}";
+                Console.WriteLine($"| {name} | {Col(p => p.Acquire)} | {Col(p => p.ToRunStarted)} | {Col(p => p.ToFirstOutput)} | {Col(p => p.ExecTotal)} | {Col(p => p.GuestRunMs)} | {Col(p => p.Usage)} | {Col(p => p.SecondExec)} | {Col(p => p.SecondGuestRunMs)} |");
+            }
+        }
+        else
+        {
+            Console.WriteLine("| variant | wall | startup_ms | run_ms | host_ms |");
+            Console.WriteLine("|---|---|---|---|---|");
+            foreach (var (name, list) in results)
+            {
+                string Col(Func<(double Wall, SandboxVM.Core.Runs.RunMetrics M), double> f) => $"{Median(list.Select(f).ToList()):0.0} / {P95(list.Select(f).ToList()):0.0}";
+                Console.WriteLine($"| {name} | {Col(r => r.Wall)} | {Col(r => r.M.StartupMs)} | {Col(r => r.M.RunMs)} | {Col(r => r.M.HostMs)} |");
+            }
+            if (results.Count == 2)
+            {
+                var (a, b) = (results.Values.First(), results.Values.Last());
+                Console.WriteLine($"wall median ratio {variants[1].Name}/{variants[0].Name}: {Median(b.Select(r => r.Wall).ToList()) / Median(a.Select(r => r.Wall).ToList()):0.00}");
+            }
+        }
+    }
+    finally
+    {
+        foreach (var v in variants)
+        {
+            await v.Pools.DisposeAsync();
+        }
+        await tracker.DisposeAsync();
+        await CleanupAsync();
+    }
+    return 0;
+}
 
 var rows = new List<string>();
 foreach (var t in catalog.All.Where(t => TemplateCatalog.UnavailableReason(t) is null))
@@ -93,6 +278,23 @@ static double Percentile(List<double> v, double p)
 {
     var s = v.Order().ToList();
     return s[(int)Math.Clamp(Math.Round(p / 100 * (s.Count - 1)), 0, s.Count - 1)];
+}
+
+QemuRuntime NewRuntime(Action<QemuRuntimeOptions> configure)
+{
+    var o = new QemuRuntimeOptions { Accel = accel, SnapshotDirectory = snapshotDir, RunDirectory = runDir };
+    configure(o);
+    return new QemuRuntime(o, new CgroupManager(), loggers.CreateLogger<QemuRuntime>());
+}
+
+// Every QEMU this bench started ends with it, also after a failure: a fresh instance sees them all as leftovers.
+async Task CleanupAsync()
+{
+    await NewRuntime(_ => { }).CleanupLeftoversAsync(CancellationToken.None);
+    if (Directory.Exists(runDir))
+    {
+        Directory.Delete(runDir, recursive: true);
+    }
 }
 
 string Arg(string name, string fallback)

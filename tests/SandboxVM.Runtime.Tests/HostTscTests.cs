@@ -31,3 +31,17 @@ public sealed class HostTscTests
         Assert.Null(HostTsc.ParseCpuinfo(metal));
     }
 }
+
+public sealed class QemuKernelCmdlineTests
+{
+    private static QemuRuntime Tcg(int? tscKhz) => new(
+        new QemuRuntimeOptions { Accel = "tcg", TscKhz = tscKhz, RequireCgroups = false, RunDirectory = "/nonexistent" },
+        new Cgroups.CgroupManager(), new TestLogger<QemuRuntime>());
+
+    private static readonly VmSpec _spec = new() { TemplateName = "t", RootfsDir = "/nonexistent", KernelArgs = "sandboxvm.tmp_size=64M" };
+
+    [Fact]
+    public void Under_tcg_the_guest_gets_the_tsc_rate_and_keeps_the_tsc_as_its_clocksource() =>
+        Assert.Equal("console=ttyS0 quiet panic=-1 rdinit=/init tsc_early_khz=2445404 tsc=reliable sandboxvm.tmp_size=64M",
+            Tcg(2445404).KernelCmdline(_spec));
+}

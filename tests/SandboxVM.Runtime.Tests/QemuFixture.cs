@@ -196,3 +196,51 @@ internal sealed class CollectingObserver : IExecObserver
     {
     }
 }
+
+/// <summary>Stdout lines "NAME seconds.micros", each with the host's monotonic time of its arrival.</summary>
+internal sealed class StampedLines : IExecObserver
+{
+    private readonly StringBuilder _pending = new();
+    private readonly Dictionary<string, (double Guest, long HostTicks)> _stamps = [];
+
+    public void OnStdout(ReadOnlySpan<byte> data)
+    {
+        long now = System.Diagnostics.Stopwatch.GetTimestamp();
+        lock (_stamps)
+        {
+            _pending.Append(Encoding.UTF8.GetString(data));
+            string text = _pending.ToString();
+            int nl;
+            while ((nl = text.IndexOf('\n', StringComparison.Ordinal)) >= 0)
+            {
+                string[] parts = text[..nl].Trim().Split(' ');
+                if (parts.Length == 2 && double.TryParse(parts[1], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double v))
+                {
+                    _stamps[parts[0]] = (v, now);
+                }
+                text = text[(nl + 1)..];
+            }
+            _pending.Clear().Append(text);
+        }
+    }
+
+    public void OnStderr(ReadOnlySpan<byte> data)
+    {
+    }
+
+    public void OnEvent(ExecEvent e)
+    {
+    }
+
+    /// <summary>Seconds between two stamps by the guest's clock and by the host's.</summary>
+    public (double Guest, double Host) Elapsed(string from, string to)
+    {
+        lock (_stamps)
+        {
+            Assert.True(_stamps.ContainsKey(from) && _stamps.ContainsKey(to), $"missing stamps: have {string.Join(", ", _stamps.Keys)}");
+            var (g1, h1) = _stamps[from];
+            var (g2, h2) = _stamps[to];
+            return (g2 - g1, System.Diagnostics.Stopwatch.GetElapsedTime(h1, h2).TotalSeconds);
+        }
+    }
+}

@@ -95,6 +95,40 @@ public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
     }
 
     [Fact]
+    public async Task A_restored_clone_keeps_time_with_the_host()
+    {
+        fixture.SkipUnlessAvailable();
+        await fixture.SnapshotAsync(Ct);
+        IVm vm = await fixture.Runtime.StartAsync(fixture.Spec, Ct);
+        try
+        {
+            Assert.Equal(VmSource.Restore, vm.Source);
+            // The TSC, not jiffies: a jiffies clock follows the host's load under TCG.
+            Assert.Equal("tsc", await QemuFixture.ShAsync(vm.Agent, "cat /sys/devices/system/clocksource/clocksource0/current_clocksource", Ct));
+
+            // The guest stamps its clock, waits 2 s on a timed read, stamps again; the host stamps the
+            // arrival of each line. Builtins only between the stamps: a process start under TCG can hold
+            // the agent off the vCPU and delay the first line. A rate check, not a speed check: a slow
+            // host makes both sides slower alike.
+            var lines = new StampedLines();
+            ExecResult result = await vm.Agent.ExecAsync(new ExecRequest
+            {
+                Run = ["bash", "-c", "rm -f /tmp/.clk; mkfifo /tmp/.clk; exec 3<>/tmp/.clk; echo T1 $EPOCHREALTIME; read -t 2 -u 3; echo T2 $EPOCHREALTIME"],
+                RunTimeoutMs = 60_000,
+            }, lines, Ct);
+            Assert.Equal(TerminationReason.Exited, result.Run?.Reason);
+            var (guest, host) = lines.Elapsed("T1", "T2");
+            Log($"2 s wait: guest {guest:0.000} s, host {host:0.000} s, ratio {guest / host:0.000}");
+            Assert.InRange(guest, 1.99, 2.5);
+            Assert.InRange(guest / host, 0.95, 1.05);
+        }
+        finally
+        {
+            await vm.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task Preparing_again_reuses_the_snapshot()
     {
         fixture.SkipUnlessAvailable();

@@ -52,6 +52,25 @@ public sealed partial class PoolManager : IAsyncDisposable
     /// <summary>Longest wait between attempts when starting sandboxes keeps failing.</summary>
     public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// A pooled sandbox that passed a health check (its start and priming) at most this long ago is
+    /// handed out after a look at its process and agent connection only, without the round trip
+    /// (10-25 ms under TCG); older ones are checked (and their clock and entropy refreshed) on take.
+    /// Zero (the default): every take checks, so a guest that hung in the pool is never handed out;
+    /// with a window, such a guest costs its run the run's deadline instead.
+    /// </summary>
+    public TimeSpan HealthCheckFreshness { get; init; } = TimeSpan.Zero;
+
+    /// <summary>
+    /// Run the warm-up in every restored sandbox before it is offered. Under TCG each QEMU translates
+    /// guest code afresh and a clone's memory is faulted in on first touch, so the first run in a clone
+    /// paid both (print(1) in python-data-analysis: run_ms 1097 -> 764 median, host_ms 107 -> 46 on a
+    /// loaded 2-core host; bench/results/pooled-run-and-clock-*.md). It costs each clone one more warm-up
+    /// run of CPU: when requests come faster than the host can restore and prime, turn it off.
+    /// Null: when the runtime emulates (accel tcg).
+    /// </summary>
+    public bool? PrimeRestoredVms { get; init; }
+
     /// <summary>Run in a template VM before its snapshot is saved (see <see cref="Runs.Warmup"/>).</summary>
     public Func<TemplateDefinition, Runtime.Agent.AgentClient, CancellationToken, Task>? Warmup { get; init; }
 
@@ -81,17 +100,22 @@ public sealed partial class PoolManager : IAsyncDisposable
 
     /// <summary>
     /// Where the runtime has no snapshots, each pooled sandbox runs the warm-up itself before it is
-    /// offered, so that (say) the preloaded interpreter is already up when a request takes it.
+    /// offered, so that (say) the preloaded interpreter is already up when a request takes it. A restored
+    /// clone runs it again when <see cref="PrimeRestoredVms"/> says so: it leaves the files the snapshot's
+    /// warm-up left, and the clone's emulator has translated the code a run goes through.
     /// </summary>
-    private async Task WarmWithoutSnapshotAsync(TemplateDefinition template, IVm vm, CancellationToken cancellationToken)
+    private async Task WarmAsync(TemplateDefinition template, IVm vm, CancellationToken cancellationToken)
     {
-        if (_runtime.Capabilities.Snapshots || Warmup is null)
+        bool prime = vm.Source == VmSource.Restore && (PrimeRestoredVms ?? _runtime.Accel == "tcg");
+        if (Warmup is null || (_runtime.Capabilities.Snapshots && !prime))
         {
             return;
         }
         try
         {
+            var clock = Stopwatch.StartNew();
             await Warmup(template, vm.Agent, cancellationToken);
+            LogWarmed(_logger, vm.Id, template.Name, (long)clock.Elapsed.TotalMilliseconds);
         }
         catch
         {
@@ -128,9 +152,24 @@ public sealed partial class PoolManager : IAsyncDisposable
         var clock = Stopwatch.StartNew();
         if (_pools.TryGetValue(template.Name, out var pool))
         {
-            while (pool.TryTake(out IVm? vm))
+            while (pool.TryTake(out IVm? vm, out long checkedAt))
             {
-                if (await IsHealthyAsync(vm, cancellationToken))
+                double checkMs = 0;
+                bool healthy;
+                if (HealthCheckFreshness > TimeSpan.Zero && Stopwatch.GetElapsedTime(checkedAt) <= HealthCheckFreshness)
+                {
+                    // Checked moments ago (restored, reinitialised, primed): what can have changed since
+                    // shows as an exited QEMU or a closed agent connection; the run's own deadline covers the rest.
+                    healthy = !vm.Exited.IsCompleted && !vm.Agent.Completion.IsCompleted;
+                }
+                else
+                {
+                    long start = Stopwatch.GetTimestamp();
+                    healthy = await IsHealthyAsync(vm, cancellationToken);
+                    checkMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                }
+                LogTaken(_logger, vm.Id, template.Name, checkMs, clock.Elapsed.TotalMilliseconds);
+                if (healthy)
                 {
                     return new LeasedVm(vm, VmSource.Pool, clock.Elapsed);
                 }
@@ -162,8 +201,8 @@ public sealed partial class PoolManager : IAsyncDisposable
             timeout.CancelAfter(HealthCheckTimeout);
             if (_runtime.Capabilities.OwnKernel)
             {
-                // A guest clock drifts while it waits in the pool (fast under emulation): set it again now,
-                // with fresh entropy. This round trip is also the health check.
+                // A sandbox that waited a while: set its clock again (it keeps the host's rate, but nothing
+                // corrects it over hours), with fresh entropy. This round trip is also the health check.
                 await vm.Agent.ReinitAsync(new ReinitRequest
                 {
                     UnixTimeMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(),
@@ -197,7 +236,8 @@ public sealed partial class PoolManager : IAsyncDisposable
     /// <summary>One template's ready sandboxes and the loop that refills them.</summary>
     private sealed class TemplatePool(PoolManager owner, TemplateDefinition template)
     {
-        private readonly Queue<IVm> _ready = new();
+        // Each ready sandbox with the Stopwatch timestamp of its last passed health check.
+        private readonly Queue<(IVm Vm, long CheckedAt)> _ready = new();
         private readonly SemaphoreSlim _wake = new(0);
         private Task _loop = Task.CompletedTask;
         private int _starting;
@@ -209,28 +249,30 @@ public sealed partial class PoolManager : IAsyncDisposable
             {
                 lock (_ready)
                 {
-                    return new PoolStatus(_ready.Count(v => !v.Exited.IsCompleted), template.Warmup.PoolSize, _starting, _lastError);
+                    return new PoolStatus(_ready.Count(v => !v.Vm.Exited.IsCompleted), template.Warmup.PoolSize, _starting, _lastError);
                 }
             }
         }
 
         public void Start(CancellationToken stopping) => _loop = Task.Run(() => RefillLoopAsync(stopping), CancellationToken.None);
 
-        public bool TryTake([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out IVm? vm)
+        public bool TryTake([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out IVm? vm, out long checkedAt)
         {
+            bool taken;
             lock (_ready)
             {
-                _ready.TryDequeue(out vm);
+                taken = _ready.TryDequeue(out var entry);
+                (vm, checkedAt) = entry;
             }
             _wake.Release();
-            return vm is not null;
+            return taken;
         }
 
         private int ReadyOrStarting()
         {
             lock (_ready)
             {
-                return _ready.Count(v => !v.Exited.IsCompleted) + _starting;
+                return _ready.Count(v => !v.Vm.Exited.IsCompleted) + _starting;
             }
         }
 
@@ -258,17 +300,19 @@ public sealed partial class PoolManager : IAsyncDisposable
                 {
                     await owner.EnsureSnapshotAsync(template, stopping);
                     IVm vm = await owner.StartAsync(template, stopping);
-                    await owner.WarmWithoutSnapshotAsync(template, vm, stopping);
+                    await owner.WarmAsync(template, vm, stopping);
                     lock (_ready)
                     {
-                        _ready.Enqueue(vm);
+                        // Started (hello + reinit) and, if primed, just ran the warm-up: healthy now.
+                        _ready.Enqueue((vm, Stopwatch.GetTimestamp()));
                         _lastError = null;
                     }
                     _ = vm.Exited.ContinueWith(_ => _wake.Release(), TaskScheduler.Default);
                     backoff = TimeSpan.FromMilliseconds(250);
                 }
-                catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+                catch (Exception) when (stopping.IsCancellationRequested)
                 {
+                    // Stopping: a start or warm-up cut short (the warm-up reports it as a failed run).
                     break;
                 }
                 catch (Exception e)
@@ -297,12 +341,12 @@ public sealed partial class PoolManager : IAsyncDisposable
             List<IVm> dead;
             lock (_ready)
             {
-                dead = _ready.Where(v => v.Exited.IsCompleted).ToList();
+                dead = _ready.Where(v => v.Vm.Exited.IsCompleted).Select(v => v.Vm).ToList();
                 if (dead.Count == 0)
                 {
                     return;
                 }
-                var alive = _ready.Where(v => !v.Exited.IsCompleted).ToList();
+                var alive = _ready.Where(v => !v.Vm.Exited.IsCompleted).ToList();
                 _ready.Clear();
                 alive.ForEach(_ready.Enqueue);
             }
@@ -318,7 +362,7 @@ public sealed partial class PoolManager : IAsyncDisposable
             List<IVm> left;
             lock (_ready)
             {
-                left = [.. _ready];
+                left = [.. _ready.Select(v => v.Vm)];
                 _ready.Clear();
             }
             foreach (var vm in left)
@@ -330,6 +374,12 @@ public sealed partial class PoolManager : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "snapshot of {Template} {What} in {Directory} ({Ms} ms)")]
     private static partial void LogSnapshot(ILogger logger, string template, string what, string directory, long ms);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "pooled sandbox {Id} of {Template} warmed in {Ms} ms")]
+    private static partial void LogWarmed(ILogger logger, string id, string template, long ms);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "took pooled sandbox {Id} of {Template}: health check {CheckMs:0.0} ms, acquire {AcquireMs:0.0} ms")]
+    private static partial void LogTaken(ILogger logger, string id, string template, double checkMs, double acquireMs);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "pooled sandbox {Id} of {Template} failed its health check; discarded")]
     private static partial void LogDiscarded(ILogger logger, string id, string template);

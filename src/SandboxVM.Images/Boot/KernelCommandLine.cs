@@ -24,7 +24,8 @@ public static class KernelCommandLine
     /// True under TCG: microvm has no PIT speaker gate, HPET or PM timer, so the guest cannot calibrate its
     /// TSC and can hang at "tsc: Unable to calibrate against PIT". <c>tsc_early_khz</c> gives it the rate.
     /// TCG's guest TSC is the host's TSC, so the host's rate is the right value; a wrong one makes the
-    /// guest clock (and the agent's timeouts) run fast or slow by the same factor. Under KVM the
+    /// guest clock (and the agent's timeouts) run fast or slow by the same factor. <c>tsc=reliable</c> keeps
+    /// the TSC as the clocksource (see the runtime's README). Under KVM the
     /// guest gets the rate from kvmclock: pass false. Also skips the crypto self-tests
     /// (<c>cryptomgr.notests</c>), which take about 0.3 s of an emulated boot.
     /// </param>
@@ -36,6 +37,9 @@ public static class KernelCommandLine
         if (tcg)
         {
             args.Add("tsc_early_khz=" + (HostTscKhz() ?? FallbackTscKhz).ToString(CultureInfo.InvariantCulture));
+            // Keeps the TSC as the clocksource: the watchdog's only reference under TCG is jiffies, whose
+            // late ticks make it call the TSC unstable and switch the guest clock to jiffies.
+            args.Add("tsc=reliable");
             args.Add("cryptomgr.notests");
         }
         foreach (var e in extra)

@@ -483,7 +483,12 @@ public sealed class QemuRuntime : IVmRuntime
         var parts = new List<string> { _options.KernelArgs };
         if (_tscKhz is { } khz)
         {
-            parts.Add($"tsc_early_khz={khz.ToString(CultureInfo.InvariantCulture)}");
+            // The rate, and tsc=reliable: without it the clocksource watchdog compares the TSC with
+            // jiffies, whose ticks arrive late or bunched under TCG, calls the TSC unstable and switches
+            // the guest to jiffies, whose rate then follows the host's load (measured 0.80-0.97 of real
+            // time; a snapshot taken after the switch hands the jiffies clock to every clone). The TCG
+            // guest TSC is the host's, so it is as stable as the host's (constant_tsc, HostTsc checks it).
+            parts.Add($"tsc_early_khz={khz.ToString(CultureInfo.InvariantCulture)} tsc=reliable");
         }
         if (!string.IsNullOrWhiteSpace(spec.KernelArgs))
         {

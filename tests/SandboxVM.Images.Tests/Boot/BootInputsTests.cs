@@ -134,7 +134,7 @@ public sealed class BootInputsTests
         var tcg = KernelCommandLine.For(tcg: true);
 
         Assert.Equal("console=ttyS0 quiet panic=-1 rdinit=/init sandboxvm.tmp_size=512M", kvm);
-        Assert.Matches(@"^console=ttyS0 quiet panic=-1 rdinit=/init tsc_early_khz=\d+ cryptomgr.notests$", tcg);
+        Assert.Matches(@"^console=ttyS0 quiet panic=-1 rdinit=/init tsc_early_khz=\d+ tsc=reliable cryptomgr.notests$", tcg);
         Assert.DoesNotContain("nomodule", tcg, StringComparison.Ordinal);
         Assert.Throws<ArgumentException>(() => KernelCommandLine.For(false, "a\nb"));
     }
