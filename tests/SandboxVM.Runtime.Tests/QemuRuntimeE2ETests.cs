@@ -203,7 +203,7 @@ public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
     }
 
     [Fact]
-    public async Task CleanupLeftovers_ends_a_qemu_started_by_a_previous_runtime_instance()
+    public async Task CleanupLeftovers_ends_a_qemu_whose_server_is_gone()
     {
         fixture.SkipUnlessAvailable();
         await fixture.SnapshotAsync(Ct);
@@ -211,6 +211,12 @@ public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
         var vm = (QemuVm)await previous.StartAsync(fixture.Spec, Ct);
         try
         {
+            // The VM now belongs to a server that has exited (a process that ran and was reaped).
+            using (var gone = System.Diagnostics.Process.Start("/bin/true")!)
+            {
+                await gone.WaitForExitAsync(Ct);
+                await File.WriteAllTextAsync(Path.Combine(vm.RunDirectory, "owner"), gone.Id.ToString(), Ct);
+            }
             // The new instance (a restarted server) shares the run directory but not the VM.
             int ended = await fixture.NewRuntime().CleanupLeftoversAsync(Ct);
 
@@ -219,6 +225,27 @@ public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
             Assert.False(IsAlive(vm.ProcessId));
             Assert.False(Directory.Exists(vm.RunDirectory));
             Assert.False(CgroupExists(vm.Id));
+        }
+        finally
+        {
+            await vm.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task CleanupLeftovers_leaves_the_vms_of_a_running_server_alone()
+    {
+        fixture.SkipUnlessAvailable();
+        await fixture.SnapshotAsync(Ct);
+        var other = fixture.NewRuntime();
+        IVm vm = await other.StartAsync(fixture.Spec, Ct);
+        try
+        {
+            // Another server (here another instance in this live process) shares the run directory.
+            await fixture.NewRuntime().CleanupLeftoversAsync(Ct);
+
+            await vm.Agent.PingAsync(Ct);
+            Assert.False(vm.Exited.IsCompleted);
         }
         finally
         {

@@ -36,6 +36,8 @@ public sealed class QemuRuntime : IVmRuntime
     internal const string QmpSocketName = "qmp.sock";
     internal const string ConsoleSocketName = "console.sock";
     internal const string PidFileName = "pid";
+    /// <summary>The pid of the server that started the VM: a later server ends the VM only once that one is gone.</summary>
+    internal const string OwnerFileName = "owner";
     internal const string IdPrefix = "qemu-";
     internal const string MemFileName = "mem";
     internal const string StateFileName = "state";
@@ -390,6 +392,7 @@ public sealed class QemuRuntime : IVmRuntime
         {
             // The run dir (pid file) stays the server's; QEMU may only write its socket dir, which no other VM's uid can enter.
             Directory.CreateDirectory(sockets);
+            await File.WriteAllTextAsync(Path.Combine(runDir, OwnerFileName), Environment.ProcessId.ToString(CultureInfo.InvariantCulture), CancellationToken.None);
             if (uid is { } u)
             {
                 QemuNative.Chown(sockets, u, _options.SandboxGid);
@@ -609,10 +612,14 @@ public sealed class QemuRuntime : IVmRuntime
         }
     }
 
+    private static bool OwnerAlive(string runDir) =>
+        int.TryParse(ReadOrNull(Path.Combine(runDir, OwnerFileName))?.Trim(), CultureInfo.InvariantCulture, out int owner)
+        && owner > 0 && Directory.Exists($"/proc/{owner}");
+
     /// <summary>
     /// Ends what a dead server left: QEMU processes (only those whose command line names their run
     /// directory, so a recycled pid is never killed), their cgroups and run directories, and unfinished
-    /// snapshot builds. VMs of this instance are left alone.
+    /// snapshot builds. VMs of a server that is still running (this one included) are left alone.
     /// </summary>
     public async Task<int> CleanupLeftoversAsync(CancellationToken cancellationToken)
     {
@@ -625,8 +632,9 @@ public sealed class QemuRuntime : IVmRuntime
             foreach (string dir in Directory.GetDirectories(_runRoot, IdPrefix + "*"))
             {
                 string id = Path.GetFileName(dir);
-                if (_live.ContainsKey(id))
+                if (_live.ContainsKey(id) || OwnerAlive(dir))
                 {
+                    // Ours, or another live server's (this process's other runtimes count as live).
                     continue;
                 }
                 bool killed = false;
