@@ -180,6 +180,9 @@ public sealed class NetworkPolicy
 
     /// <summary>Same forms as <see cref="Allow"/>; deny wins over allow.</summary>
     public List<string> Deny { get; init; } = [];
+
+    /// <summary>Allowed destination ports (YAML <c>ports</c>); null: 80 and 443.</summary>
+    public List<int>? Ports { get; init; }
 }
 
 public enum WarmupStrategy

@@ -21,7 +21,7 @@ internal sealed partial class TemplateParser
     private static readonly string[] _limitKeys =
         ["compile_timeout_s", "run_timeout_s", "max_timeout_s", "output_bytes", "processes", "file_bytes"];
 
-    private static readonly string[] _networkKeys = ["mode", "allow", "deny"];
+    private static readonly string[] _networkKeys = ["mode", "allow", "deny", "ports"];
     private static readonly string[] _warmupKeys = ["strategy", "pool_size", "script"];
 
     private readonly string _file;
@@ -264,7 +264,21 @@ internal sealed partial class TemplateParser
 
         CheckRules(m, "allow", allow);
         CheckRules(m, "deny", deny);
-        return new NetworkPolicy { Mode = mode, Allow = allow, Deny = deny };
+        List<int>? ports = null;
+        if (m.Has("ports"))
+        {
+            if (mode == NetworkMode.None)
+                throw Error(m.Path("ports"), m.Node("ports"), "ports only apply with mode: proxy (mode is none: the sandbox has no network)");
+            ports = [];
+            var texts = m.StringList("ports");
+            for (var i = 0; i < texts.Count; i++)
+            {
+                if (!int.TryParse(texts[i], NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port is < 1 or > 65535)
+                    throw Error($"{m.Path("ports")}[{i}]", m.Node("ports"), $"'{texts[i]}' is not a TCP port (1..65535)");
+                ports.Add(port);
+            }
+        }
+        return new NetworkPolicy { Mode = mode, Allow = allow, Deny = deny, Ports = ports };
     }
 
     private void CheckRules(MapReader m, string key, List<string> rules)
