@@ -15,7 +15,6 @@ search_failed, invalid_argument.
 
 import html.parser
 import json
-import os
 import re
 import socket
 import time
@@ -174,9 +173,14 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     max_repeats = MAX_REDIRECTS
 
 
+DEFAULT_PROXY = "http://127.0.0.1:3128"
+
+
 def _opener():
-    # The proxy settings come from the environment (HTTP_PROXY/HTTPS_PROXY point at the agent).
-    return urllib.request.build_opener(urllib.request.ProxyHandler(), _Redirects())
+    # HTTP_PROXY/HTTPS_PROXY (the template sets them) point at the guest agent's proxy; without them
+    # the agent's default address is used, so callers that clear the environment still get out.
+    proxies = urllib.request.getproxies() or {"http": DEFAULT_PROXY, "https": DEFAULT_PROXY}
+    return urllib.request.build_opener(urllib.request.ProxyHandler(proxies), _Redirects())
 
 
 def _check_url(url):
@@ -301,8 +305,6 @@ def search(query, max_results=5, timeout=30.0):
         raise WebsearchError("invalid_argument", "max_results must be an integer from 1 to 50")
     qs = urllib.parse.urlencode({"q": query, "max_results": max_results})
     request = urllib.request.Request(f"http://{SEARCH_HOST}/search?{qs}", headers={"User-Agent": USER_AGENT})
-    if not (os.environ.get("http_proxy") or os.environ.get("HTTP_PROXY")):
-        raise WebsearchError("search_failed", "no HTTP proxy is set: this sandbox has no way out (use template websearch-tools)")
     try:
         with _opener().open(request, timeout=timeout) as response:
             data = json.loads(response.read(4 * 1024 * 1024))
