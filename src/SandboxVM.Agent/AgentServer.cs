@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using System.Threading.Channels;
+using SandboxVM.Agent.Egress;
 using SandboxVM.Agent.Operations;
 using SandboxVM.Protocol;
 
@@ -14,7 +16,7 @@ namespace SandboxVM.Agent;
 /// the end of the stream ends <see cref="RunAsync"/>, after every operation was cancelled and every
 /// process group the agent started was killed.
 /// </summary>
-internal sealed class AgentServer
+internal sealed class AgentServer : IHostLink
 {
     private delegate Task OperationHandler(OperationContext context, AgentState state);
 
@@ -30,6 +32,7 @@ internal sealed class AgentServer
         [Ops.FileMkdir] = FileOperations.MkdirAsync,
         [Ops.ArtifactsList] = FileOperations.ListArtifactsAsync,
         [Ops.Reinit] = SystemOperations.ReinitAsync,
+        [Ops.EgressEnable] = SystemOperations.EgressEnableAsync,
     };
 
     /// <summary>How long operations get to answer once the connection has ended.</summary>
@@ -41,6 +44,8 @@ internal sealed class AgentServer
     private readonly ConcurrentDictionary<uint, ActiveOperation> _active = new();
     private readonly ConcurrentDictionary<Task, bool> _running = new();
     private readonly CancellationTokenSource _closing = new();
+    private readonly ConcurrentDictionary<uint, Outgoing> _outgoing = new();
+    private int _nextOutgoingId;
 
     public AgentServer(AgentState state, Stream input, Stream output)
     {
@@ -54,6 +59,7 @@ internal sealed class AgentServer
 
     public async Task RunAsync(CancellationToken cancellationToken)
     {
+        _state.Egress.Link = this;
         try
         {
             while (true)
@@ -98,7 +104,13 @@ internal sealed class AgentServer
 
     private async Task ShutDownAsync()
     {
+        _state.Egress.Detach(this);
         await _closing.CancelAsync();
+        foreach (var o in _outgoing.Values)
+        {
+            o.Reply.TrySetException(new AgentException(ErrorCodes.Cancelled, "the host connection ended"));
+            o.Stream.Abort("the host connection ended");
+        }
         _state.Supervisor.KillAll();
         var running = _running.Keys.ToArray();
         if (running.Length > 0)
@@ -112,6 +124,11 @@ internal sealed class AgentServer
 
     private async Task OnFrameAsync(Frame frame, CancellationToken cancellationToken)
     {
+        if (ProtocolInfo.IsAgentInitiated(frame.Id))
+        {
+            OnOutgoingFrame(frame);
+            return;
+        }
         switch (frame.Type)
         {
             case FrameType.Hello:
@@ -307,6 +324,110 @@ internal sealed class AgentServer
         }
         await SendErrorAsync(id, code, message, cancellationToken);
     }
+
+    /// <summary>A frame on an id the agent opened: the host's answer, or stream traffic. Never blocks.</summary>
+    private void OnOutgoingFrame(Frame frame)
+    {
+        if (!_outgoing.TryGetValue(frame.Id, out var o))
+        {
+            return;
+        }
+        switch (frame.Type)
+        {
+            case FrameType.Response or FrameType.Error:
+                o.Reply.TrySetResult(frame);
+                break;
+            case FrameType.Data or FrameType.DataEnd or FrameType.Credit or FrameType.Cancel:
+                o.Stream.Deliver(frame);
+                break;
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task<FrameStream> OpenAsync(AgentRequest request, CancellationToken cancellationToken)
+    {
+        var (o, reply) = await CallRawAsync(request, cancellationToken);
+        if (reply.Type == FrameType.Response)
+        {
+            // The caller relays and then calls Release.
+            return o.Stream;
+        }
+        Release(o.Stream.Id);
+        throw ToException(reply);
+    }
+
+    /// <inheritdoc />
+    public async Task<T> CallAsync<T>(AgentRequest request, JsonTypeInfo<T> replyType, CancellationToken cancellationToken)
+    {
+        var (o, reply) = await CallRawAsync(request, cancellationToken);
+        Release(o.Stream.Id);
+        if (reply.Type != FrameType.Response)
+        {
+            throw ToException(reply);
+        }
+        try
+        {
+            return JsonSerializer.Deserialize(reply.Payload.Span, replyType) ?? throw new AgentException(ErrorCodes.BadFrame, "empty reply from the host");
+        }
+        catch (JsonException e)
+        {
+            throw new AgentException(ErrorCodes.BadFrame, $"malformed reply from the host: {e.Message}");
+        }
+    }
+
+    /// <inheritdoc />
+    public void Release(uint id) => _outgoing.TryRemove(id, out _);
+
+    private async Task<(Outgoing Op, Frame Reply)> CallRawAsync(AgentRequest request, CancellationToken cancellationToken)
+    {
+        if (_closing.IsCancellationRequested)
+        {
+            throw new AgentException(ErrorCodes.Cancelled, "the host connection ended");
+        }
+        uint id = ProtocolInfo.AgentIdBit | ((uint)Interlocked.Increment(ref _nextOutgoingId) & ~ProtocolInfo.AgentIdBit);
+        var o = new Outgoing(new FrameStream(_writer, id), new TaskCompletionSource<Frame>(TaskCreationOptions.RunContinuationsAsynchronously));
+        _outgoing[id] = o;
+        try
+        {
+            await _writer.WriteJsonAsync(FrameType.Request, id, request, ProtocolJson.Default.AgentRequest, cancellationToken);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closing.Token);
+            Frame reply = await o.Reply.Task.WaitAsync(linked.Token);
+            return (o, reply);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            Release(id);
+            throw new AgentException(ErrorCodes.Cancelled, "the host connection ended");
+        }
+        catch
+        {
+            // The host may still answer; a Cancel tells it to drop whatever it opened.
+            Release(id);
+            try
+            {
+                await _writer.WriteAsync(FrameType.Cancel, id, ReadOnlyMemory<byte>.Empty, CancellationToken.None);
+            }
+            catch (Exception e) when (e is IOException or ObjectDisposedException)
+            {
+            }
+            throw;
+        }
+    }
+
+    private static AgentException ToException(Frame reply)
+    {
+        try
+        {
+            var body = JsonSerializer.Deserialize(reply.Payload.Span, ProtocolJson.Default.ErrorBody);
+            return new AgentException(body?.Code ?? ErrorCodes.Internal, body?.Message ?? "");
+        }
+        catch (JsonException e)
+        {
+            return new AgentException(ErrorCodes.BadFrame, $"malformed error from the host: {e.Message}");
+        }
+    }
+
+    private sealed record Outgoing(FrameStream Stream, TaskCompletionSource<Frame> Reply);
 
     private ValueTask SendErrorAsync(uint id, string code, string message, CancellationToken cancellationToken) =>
         _writer.WriteJsonAsync(FrameType.Error, id, new ErrorBody { Code = code, Message = message }, ProtocolJson.Default.ErrorBody, cancellationToken);

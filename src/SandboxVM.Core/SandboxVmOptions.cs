@@ -72,4 +72,26 @@ public sealed class SandboxVmOptions
 
     /// <summary>Start singleton VMs with the server (true) or on their first request.</summary>
     public bool StartSingletonsWithServer { get; set; } = true;
+
+    /// <summary>
+    /// Extra egress allow rules appended to every <c>network.mode: proxy</c> template's own (same forms:
+    /// host, <c>*.domain</c>, address, CIDR, each optionally <c>:port</c>). For operators and tests,
+    /// e.g. <c>127.0.0.1:8080</c> to reach a local service. Deny rules still win.
+    /// </summary>
+    public List<string> EgressAllow { get; set; } = [];
+
+    /// <summary>Ports added to every proxy template's allowed ports (80 and 443 unless the template lists its own).</summary>
+    public List<int> EgressPorts { get; set; } = [];
+
+    /// <summary>Where the guest agent's HTTP proxy listens inside proxy sandboxes (HTTP_PROXY of the template points there).</summary>
+    public string EgressListen { get; set; } = "127.0.0.1:3128";
+
+    /// <summary>Web search provider for proxy sandboxes: <c>searxng</c>, <c>brave</c>, <c>duckduckgo</c>; empty: not configured (env SANDBOXVM_SEARCH_PROVIDER).</summary>
+    public string? SearchProvider { get; set; }
+
+    /// <summary>Base URL of the search service (env SANDBOXVM_SEARCH_URL).</summary>
+    public string? SearchBaseUrl { get; set; }
+
+    /// <summary>API key of the search service (brave); stays on the host (env SANDBOXVM_SEARCH_API_KEY).</summary>
+    public string? SearchApiKey { get; set; }
 }

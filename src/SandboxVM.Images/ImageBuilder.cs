@@ -52,7 +52,8 @@ public sealed partial class ImageBuilder
         Validate(spec);
         var baseKey = ImageKeys.Base(spec);
         var agentHash = await AgentHashAsync(spec.AgentPath, cancellationToken).ConfigureAwait(false);
-        var rootfsKey = ImageKeys.Rootfs(baseKey, agentHash);
+        var filesHash = spec.FilesDir is null ? null : ImageKeys.HashTree(spec.FilesDir);
+        var rootfsKey = ImageKeys.Rootfs(baseKey, agentHash, filesHash);
         var rootfsTree = Path.Combine(PhaseDir("rootfs"), rootfsKey, "rootfs");
 
         if (Directory.Exists(rootfsTree))
@@ -67,7 +68,7 @@ public sealed partial class ImageBuilder
         var baseTree = Path.Combine(PhaseDir("base"), baseKey, "rootfs");
 
         var builtRootfs = await EnsurePhaseAsync(spec.Name, "rootfs", rootfsKey, Path.Combine(PhaseDir("rootfs"), rootfsKey), progress,
-            tmp => BuildRootfsTreeAsync(spec, baseKey, baseTree, agentHash, rootfsKey, tmp, cancellationToken), cancellationToken).ConfigureAwait(false);
+            tmp => BuildRootfsTreeAsync(spec, baseKey, baseTree, agentHash, filesHash, rootfsKey, tmp, cancellationToken), cancellationToken).ConfigureAwait(false);
 
         return new BuiltImage(rootfsTree, rootfsKey, !builtBase && !builtRootfs, stopwatch.Elapsed);
     }
@@ -105,7 +106,7 @@ public sealed partial class ImageBuilder
         ArgumentNullException.ThrowIfNull(spec);
         if (!File.Exists(spec.AgentPath))
             return null;
-        var key = ImageKeys.Rootfs(ImageKeys.Base(spec), AgentHash(spec.AgentPath));
+        var key = ImageKeys.Rootfs(ImageKeys.Base(spec), AgentHash(spec.AgentPath), spec.FilesDir is null ? null : ImageKeys.HashTree(spec.FilesDir));
         var tree = Path.Combine(PhaseDir("rootfs"), key, "rootfs");
         return Directory.Exists(tree) ? tree : null;
     }
@@ -227,7 +228,7 @@ public sealed partial class ImageBuilder
     }
 
     /// <summary>base + agent: a hard-link copy of the base tree with the agent file replaced.</summary>
-    private async Task BuildRootfsTreeAsync(ImageSpec spec, string baseKey, string baseTree, string agentHash, string rootfsKey, string tmp,
+    private async Task BuildRootfsTreeAsync(ImageSpec spec, string baseKey, string baseTree, string agentHash, string? filesHash, string rootfsKey, string tmp,
         CancellationToken cancellationToken)
     {
         if (OperatingSystem.IsWindows())
@@ -245,6 +246,9 @@ public sealed partial class ImageBuilder
         File.SetUnixFileMode(agent, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute
             | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
 
+        if (spec.FilesDir is not null)
+            CopyTemplateFiles(spec.FilesDir, tree);
+
         await WriteManifestAsync(Path.Combine(tmp, "image.json"), w =>
         {
             w.WriteString("phase", "rootfs");
@@ -253,7 +257,40 @@ public sealed partial class ImageBuilder
             w.WriteString("base_key", baseKey);
             w.WriteString("agent_source", Path.GetFullPath(spec.AgentPath));
             w.WriteString("agent_sha256", agentHash);
+            if (filesHash is not null)
+            {
+                w.WriteString("files_source", Path.GetFullPath(spec.FilesDir!));
+                w.WriteString("files_sha256", filesHash);
+            }
         }, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Copies the template's files tree over the rootfs: parent directories created (0755, root), each file
+    /// unlinked first (it may be a hard link into the base) and written 0644, or 0755 when executable.
+    /// </summary>
+    [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+    private static void CopyTemplateFiles(string filesDir, string tree)
+    {
+        var root = Path.GetFullPath(tree);
+        foreach (var (relative, full) in ImageKeys.TreeFiles(filesDir))
+        {
+            var target = Path.GetFullPath(Path.Combine(root, relative));
+            if (!target.StartsWith(root + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+                throw new InvalidDataException($"template file {relative} is outside the rootfs");
+            var parent = Path.GetDirectoryName(target)!;
+            if (File.Exists(parent) || new DirectoryInfo(parent).LinkTarget is not null)
+                throw new InvalidDataException($"template file {relative}: {Path.GetRelativePath(root, parent)} in the rootfs is not a plain directory");
+            Directory.CreateDirectory(parent, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute
+                | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+            if (File.Exists(target) || new FileInfo(target).LinkTarget is not null)
+                File.Delete(target);
+            File.Copy(full, target);
+            var mode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead;
+            if (ImageKeys.IsExecutable(full))
+                mode |= UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute;
+            File.SetUnixFileMode(target, mode);
+        }
     }
 
     private static async Task WriteManifestAsync(string path, Action<Utf8JsonWriter> fields, CancellationToken cancellationToken)

@@ -29,15 +29,58 @@ public static class ImageKeys
         return Hash(sb);
     }
 
-    /// <summary>Key of the <c>rootfs</c> phase: the base key and the agent binary's SHA-256.</summary>
-    public static string Rootfs(string baseKey, string agentSha256)
+    /// <summary>Key of the <c>rootfs</c> phase: the base key, the agent binary's SHA-256 and, when the
+    /// template has a <c>files</c> tree, its <see cref="HashTree"/> (absent: the key is as before files existed).</summary>
+    public static string Rootfs(string baseKey, string agentSha256, string? filesSha256 = null)
     {
         var sb = new StringBuilder();
         Field(sb, "phase", "rootfs");
         Field(sb, "base", baseKey);
         Field(sb, "agent", agentSha256);
+        if (filesSha256 is not null)
+            Field(sb, "files", filesSha256);
         return Hash(sb);
     }
+
+    /// <summary>
+    /// SHA-256 over a directory tree: every regular file's path relative to <paramref name="root"/> (ordinal
+    /// order, '/' separated), whether it is executable, and its content. Directories count only through
+    /// their files. Throws <see cref="InvalidDataException"/> for anything else (symlinks, devices).
+    /// </summary>
+    public static string HashTree(string root)
+    {
+        var sb = new StringBuilder();
+        Field(sb, "tree", "1");
+        foreach (var (relative, full) in TreeFiles(root))
+        {
+            Field(sb, "file", relative);
+            Field(sb, "exec", IsExecutable(full) ? "1" : "0");
+            using var stream = File.OpenRead(full);
+            Field(sb, "sha256", Convert.ToHexStringLower(SHA256.HashData(stream)));
+        }
+        return Hash(sb);
+    }
+
+    /// <summary>The regular files under <paramref name="root"/> as (relative path with '/', full path), in ordinal order.</summary>
+    public static IReadOnlyList<(string Relative, string Full)> TreeFiles(string root)
+    {
+        var full = Path.GetFullPath(root);
+        var result = new List<(string, string)>();
+        foreach (var entry in new DirectoryInfo(full).EnumerateFileSystemInfos("*", new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = 0 }))
+        {
+            var relative = Path.GetRelativePath(full, entry.FullName).Replace(Path.DirectorySeparatorChar, '/');
+            if (entry.LinkTarget is not null)
+                throw new InvalidDataException($"{entry.FullName}: template files may not be symbolic links");
+            if (entry is DirectoryInfo)
+                continue;
+            result.Add((relative, entry.FullName));
+        }
+        result.Sort((a, b) => string.CompareOrdinal(a.Item1, b.Item1));
+        return result;
+    }
+
+    internal static bool IsExecutable(string path) =>
+        !OperatingSystem.IsWindows() && (File.GetUnixFileMode(path) & UnixFileMode.UserExecute) != 0;
 
     /// <summary>Key of the <c>ext4</c> phase: the rootfs key and the disk size.</summary>
     public static string Ext4(string rootfsKey, int diskMib)

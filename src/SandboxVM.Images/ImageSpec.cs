@@ -7,13 +7,18 @@ namespace SandboxVM.Images;
 /// <param name="Packages">Packages installed on top of the minbase variant (no recommends).</param>
 /// <param name="BuildSteps">Shell commands run as root inside the rootfs with <c>sh -ec</c>, in order.</param>
 /// <param name="AgentPath">Host path of the guest agent binary copied to <see cref="ImageLayout.AgentPath"/>.</param>
+/// <param name="FilesDir">
+/// Host directory whose tree is copied into the rootfs at <c>/</c> (e.g. <c>usr/lib/python3/dist-packages/mod/__init__.py</c>),
+/// in the rootfs phase so that changing a file never rebuilds the package base; null: none.
+/// </param>
 public sealed record ImageSpec(
     string Name,
     string SourceType,
     string Suite,
     IReadOnlyList<string> Packages,
     IReadOnlyList<string> BuildSteps,
-    string AgentPath);
+    string AgentPath,
+    string? FilesDir = null);
 
 /// <summary>A built rootfs directory, ready to be mounted read-only.</summary>
 /// <param name="RootfsDir">The tree; never write into it (its files are hard links shared with the base).</param>

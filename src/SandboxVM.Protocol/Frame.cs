@@ -27,11 +27,17 @@ public enum FrameType : byte
     Cancel = 10,
     /// <summary>Agent to host: JSON <see cref="ExecEvent"/> progress of operation <c>id</c> (stage changes, artifacts).</summary>
     Event = 11,
+    /// <summary>
+    /// Either way, on a stream (see <see cref="FrameStream"/>): payload u32 big-endian, bytes of Data the
+    /// sender has consumed and the peer may send again (flow control). Since protocol version 2.
+    /// </summary>
+    Credit = 12,
 }
 
 /// <summary>
 /// One frame. On the wire: u32 big-endian length of what follows, u8 type, u32 big-endian id, payload.
-/// Id 0 is the connection itself (hello, frame errors); operations use ids chosen by the host.
+/// Id 0 is the connection itself (hello, frame errors); operations use ids chosen by the host, except ids
+/// with <see cref="ProtocolInfo.AgentIdBit"/> set, which the agent opens (egress streams, search).
 /// </summary>
 public readonly record struct Frame(FrameType Type, uint Id, ReadOnlyMemory<byte> Payload)
 {

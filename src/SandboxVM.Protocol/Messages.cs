@@ -5,7 +5,16 @@ namespace SandboxVM.Protocol;
 /// <summary>Version of the wire protocol. Bump on any incompatible change; the hello exchange checks it.</summary>
 public static class ProtocolInfo
 {
-    public const int Version = 1;
+    /// <summary>2: agent-initiated operations (ids with <see cref="AgentIdBit"/>), Credit frames, egress and search ops.</summary>
+    public const int Version = 2;
+
+    /// <summary>Ids with this bit set are opened by the agent (its Request, the host's Response/Error); the host's ids never have it.</summary>
+    public const uint AgentIdBit = 0x8000_0000;
+
+    /// <summary>Streams (agent-initiated operations) one connection may have open at once; the host refuses more with <see cref="ErrorCodes.TooManyStreams"/>.</summary>
+    public const int MaxAgentOperations = 64;
+
+    public static bool IsAgentInitiated(uint id) => (id & AgentIdBit) != 0;
 }
 
 /// <summary>Host to agent, first frame on a connection.</summary>
@@ -39,6 +48,15 @@ public static class Ops
     public const string ArtifactsList = "artifacts_list";
     /// <summary>Fresh identity after a snapshot restore: clock, entropy, sandbox id.</summary>
     public const string Reinit = "reinit";
+    /// <summary>Host to agent: start the in-guest HTTP proxy (<see cref="EgressEnableRequest"/>, reply <see cref="EgressEnableReply"/>).</summary>
+    public const string EgressEnable = "egress_enable";
+    /// <summary>
+    /// Agent to host: open a TCP connection through the host's egress gateway (<see cref="EgressOpenRequest"/>).
+    /// Response <see cref="OkBody"/> = connected, then the id is a <see cref="FrameStream"/>; Error code = the egress reason code.
+    /// </summary>
+    public const string EgressOpen = "egress_open";
+    /// <summary>Agent to host: web search through the host's provider (<see cref="SearchRequest"/>, reply <see cref="SearchReply"/>).</summary>
+    public const string Search = "search";
 }
 
 /// <summary>
@@ -52,6 +70,47 @@ public sealed class AgentRequest
     public ExecRequest? Exec { get; set; }
     public FileRequest? File { get; set; }
     public ReinitRequest? Reinit { get; set; }
+    public EgressEnableRequest? EgressEnable { get; set; }
+    public EgressOpenRequest? EgressOpen { get; set; }
+    public SearchRequest? Search { get; set; }
+}
+
+/// <summary>Where the agent's HTTP proxy listens (a loopback address inside the guest).</summary>
+public sealed class EgressEnableRequest
+{
+    /// <summary><c>ADDRESS:PORT</c>; port 0 picks a free one (tests).</summary>
+    public string Listen { get; set; } = "127.0.0.1:3128";
+}
+
+/// <summary>Response of egress_enable: the address actually bound.</summary>
+public sealed class EgressEnableReply
+{
+    public string Listen { get; set; } = "";
+}
+
+/// <summary>Destination of an egress stream, as the guest asked for it (the host resolves and checks it).</summary>
+public sealed class EgressOpenRequest
+{
+    public string Host { get; set; } = "";
+    public int Port { get; set; }
+}
+
+public sealed class SearchRequest
+{
+    public string Query { get; set; } = "";
+    public int MaxResults { get; set; } = 5;
+}
+
+public sealed class SearchReply
+{
+    public List<SearchHit> Results { get; set; } = [];
+}
+
+public sealed class SearchHit
+{
+    public string Title { get; set; } = "";
+    public string Url { get; set; } = "";
+    public string Snippet { get; set; } = "";
 }
 
 /// <summary>Run a program: write sources, compile (optional), run. Output is streamed as Stdout/Stderr frames.</summary>
@@ -246,6 +305,11 @@ public static class ErrorCodes
     public const string IoError = "io_error";
     public const string VersionMismatch = "version_mismatch";
     public const string Internal = "internal";
+    /// <summary>An agent-initiated operation over <see cref="ProtocolInfo.MaxAgentOperations"/>.</summary>
+    public const string TooManyStreams = "too_many_streams";
+    public const string Cancelled = "cancelled";
+    public const string SearchNotConfigured = "search_not_configured";
+    public const string SearchFailed = "search_failed";
 }
 
 /// <summary>Source-generated JSON for every message (the agent is NativeAOT: no reflection).</summary>
@@ -263,4 +327,6 @@ public static class ErrorCodes
 [JsonSerializable(typeof(ArtifactListBody))]
 [JsonSerializable(typeof(OkBody))]
 [JsonSerializable(typeof(ErrorBody))]
+[JsonSerializable(typeof(EgressEnableReply))]
+[JsonSerializable(typeof(SearchReply))]
 public sealed partial class ProtocolJson : JsonSerializerContext;

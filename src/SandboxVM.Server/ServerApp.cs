@@ -13,6 +13,8 @@ using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Sessions;
 using SandboxVM.Core.Singletons;
+using SandboxVM.Core.Egress;
+using SandboxVM.Egress;
 using SandboxVM.Core.Templates;
 using SandboxVM.Images;
 using SandboxVM.Images.Boot;
@@ -41,7 +43,12 @@ public static class ServerApp
     /// Creates the application. Settings come from (later wins) defaults, environment variables
     /// SANDBOXVM_* (AGENT, CACHE, RUNTIME, TEMPLATES, API_KEY), configuration section "SandboxVM", and <paramref name="configure"/>.
     /// </summary>
-    public static WebApplication Build(string[] args, Action<SandboxVmOptions>? configure = null, string? url = null)
+    /// <param name="args">Command line (configuration).</param>
+    /// <param name="configure">Last changes to the options.</param>
+    /// <param name="url">Listen URL.</param>
+    /// <param name="configureServices">Last changes to the services (tests: e.g. an <see cref="SandboxVM.Egress.IEgressResolver"/> that maps names without DNS).</param>
+    public static WebApplication Build(string[] args, Action<SandboxVmOptions>? configure = null, string? url = null,
+        Action<IServiceCollection>? configureServices = null)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ApplicationName = "SandboxVM.Server" });
         builder.Logging.AddSimpleConsole(o =>
@@ -57,6 +64,7 @@ public static class ServerApp
         builder.Services.Configure<JsonOptions>(o => ConfigureJson(o.SerializerOptions));
         builder.Services.AddProblemDetails();
         AddSandboxVm(builder.Services, options, builder.Configuration["SandboxVM:ApiKey"] ?? Environment.GetEnvironmentVariable("SANDBOXVM_API_KEY"));
+        configureServices?.Invoke(builder.Services);
 
         var app = builder.Build();
         app.UseExceptionHandler(new ExceptionHandlerOptions { ExceptionHandler = Endpoints.HandleUnexpectedAsync });
@@ -73,6 +81,9 @@ public static class ServerApp
             CacheDir = Environment.GetEnvironmentVariable("SANDBOXVM_CACHE") ?? "/var/cache/sandboxvm",
             Runtime = Environment.GetEnvironmentVariable("SANDBOXVM_RUNTIME") ?? "auto",
             Accel = Environment.GetEnvironmentVariable("SANDBOXVM_ACCEL") ?? "auto",
+            SearchProvider = Environment.GetEnvironmentVariable("SANDBOXVM_SEARCH_PROVIDER"),
+            SearchBaseUrl = Environment.GetEnvironmentVariable("SANDBOXVM_SEARCH_URL"),
+            SearchApiKey = Environment.GetEnvironmentVariable("SANDBOXVM_SEARCH_API_KEY"),
         };
         string? builtIn = FindBuiltInTemplates();
         if (builtIn is not null)
@@ -150,14 +161,20 @@ public static class ServerApp
             };
         });
         services.AddSingleton<VmTracker>();
+        services.AddSingleton(sp => new EgressBridge(options, sp.GetRequiredService<ILoggerFactory>(), sp.GetService<IEgressResolver>()));
         services.AddSingleton(sp => new PoolManager(
             sp.GetRequiredService<IVmRuntime>(), sp.GetRequiredService<TemplateCatalog>(),
             sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>())
         {
             Warmup = Warmup.RunAsync,
+            // Sessions of proxy templates get their way out; every other sandbox gets a channel without a handler.
+            OnAcquired = sp.GetRequiredService<EgressBridge>().AttachAsync,
         });
         services.AddSingleton(sp => new SingletonManager(sp.GetRequiredService<PoolManager>(), sp.GetRequiredService<VmTracker>(),
-            options, sp.GetRequiredService<ILogger<SingletonManager>>()));
+            options, sp.GetRequiredService<ILogger<SingletonManager>>())
+        {
+            OnStarted = sp.GetRequiredService<EgressBridge>().AttachAsync,
+        });
         services.AddSingleton<RunService>();
         services.AddSingleton<SessionManager>();
         services.AddHostedService<StartupService>();

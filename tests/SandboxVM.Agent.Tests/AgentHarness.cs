@@ -269,6 +269,77 @@ internal sealed class AgentHarness : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// The fake host's egress: host name to a loopback port. egress_open of a host listed here connects to
+    /// 127.0.0.1:PORT (whatever port was asked) and relays; any other host is refused with private_address.
+    /// </summary>
+    public ConcurrentDictionary<string, int> EgressTargets { get; } = new(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>Queries the fake host's search saw.</summary>
+    public ConcurrentQueue<SearchRequest> Searches { get; } = new();
+
+    /// <summary>egress_open requests the fake host saw.</summary>
+    public ConcurrentQueue<EgressOpenRequest> EgressOpens { get; } = new();
+
+    private readonly ConcurrentDictionary<uint, FrameStream> _streams = new();
+
+    /// <summary>The fake host side of agent-initiated operations (runs on the read loop: never blocks).</summary>
+    private void OnAgentInitiated(Frame frame)
+    {
+        if (frame.Type != FrameType.Request)
+        {
+            if (_streams.TryGetValue(frame.Id, out var stream))
+            {
+                stream.Deliver(frame);
+            }
+            return;
+        }
+        var request = JsonSerializer.Deserialize(frame.Payload.Span, ProtocolJson.Default.AgentRequest)!;
+        uint id = frame.Id;
+        if (request.Op == Ops.Search)
+        {
+            Searches.Enqueue(request.Search!);
+            _ = request.Search!.Query == "unconfigured"
+                ? _writer.WriteJsonAsync(FrameType.Error, id, new ErrorBody { Code = ErrorCodes.SearchNotConfigured, Message = "web search is not configured" }, ProtocolJson.Default.ErrorBody).AsTask()
+                : _writer.WriteJsonAsync(FrameType.Response, id, new SearchReply
+                {
+                    Results = [.. Enumerable.Range(1, request.Search.MaxResults).Select(i => new SearchHit { Title = $"{request.Search.Query} {i}", Url = $"https://example.org/{i}", Snippet = "s" })],
+                }, ProtocolJson.Default.SearchReply).AsTask();
+            return;
+        }
+        if (request.Op != Ops.EgressOpen || request.EgressOpen is null)
+        {
+            _ = _writer.WriteJsonAsync(FrameType.Error, id, new ErrorBody { Code = ErrorCodes.UnknownOp, Message = request.Op }, ProtocolJson.Default.ErrorBody).AsTask();
+            return;
+        }
+        EgressOpens.Enqueue(request.EgressOpen);
+        if (!EgressTargets.TryGetValue(request.EgressOpen.Host, out int port))
+        {
+            _ = _writer.WriteJsonAsync(FrameType.Error, id, new ErrorBody { Code = "private_address", Message = $"egress to {request.EgressOpen.Host} denied by the fake host" }, ProtocolJson.Default.ErrorBody).AsTask();
+            return;
+        }
+        var frameStream = new FrameStream(_writer, id);
+        _streams[id] = frameStream;
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                using var client = new System.Net.Sockets.TcpClient();
+                await client.ConnectAsync(System.Net.IPAddress.Loopback, port);
+                await _writer.WriteJsonAsync(FrameType.Response, id, new OkBody(), ProtocolJson.Default.OkBody);
+                await frameStream.RelayAsync(client.GetStream(), () => client.Client.Shutdown(System.Net.Sockets.SocketShutdown.Send), ReadOnlyMemory<byte>.Empty, CancellationToken.None);
+            }
+            catch (Exception e)
+            {
+                await _writer.WriteJsonAsync(FrameType.Error, id, new ErrorBody { Code = "connect_failed", Message = e.Message }, ProtocolJson.Default.ErrorBody);
+            }
+            finally
+            {
+                _streams.TryRemove(id, out _);
+            }
+        });
+    }
+
     private Channel<Frame> Inbox(uint id) => _inboxes.GetOrAdd(id, _ => Channel.CreateUnbounded<Frame>());
 
     private async Task ReadLoopAsync()
@@ -283,7 +354,11 @@ internal sealed class AgentHarness : IAsyncDisposable
                 {
                     break;
                 }
-                if (read.Outcome == ReadOutcome.Frame)
+                if (read.Outcome == ReadOutcome.Frame && ProtocolInfo.IsAgentInitiated(read.Frame.Id))
+                {
+                    OnAgentInitiated(read.Frame);
+                }
+                else if (read.Outcome == ReadOutcome.Frame)
                 {
                     await Inbox(read.Frame.Id).Writer.WriteAsync(read.Frame, CancellationToken.None);
                 }

@@ -6,7 +6,7 @@ public class EgressPolicyTests
 {
     private static readonly TimeSpan ResolveTimeout = TimeSpan.FromSeconds(5);
 
-    /// <summary>The deny list of templates/websearch-tools.yaml, as written there.</summary>
+    /// <summary>The deny list templates/websearch-tools.yaml had before egress shipped (address ranges as deny rules).</summary>
     private static readonly string[] TemplateDeny =
     [
         "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16",

@@ -30,6 +30,9 @@ public abstract class ServerFixture : IAsyncLifetime
     /// <summary>Upload limit (above the 50 MB round-trip test, below the default, so going over it is cheap).</summary>
     public const long MaxUploadBytes = 60L << 20;
 
+    /// <summary>The loopback web site and search endpoint the egress tests reach through websearch-tools.</summary>
+    public EgressTestSite Site { get; private set; } = null!;
+
     public HttpClient Http { get; private set; } = null!;
     public string BaseUrl { get; private set; } = "";
     public IServiceProvider Services => _app!.Services;
@@ -46,8 +49,15 @@ public abstract class ServerFixture : IAsyncLifetime
         {
             throw new InvalidOperationException($"the guest agent is not published at {agent}: run scripts/test.sh (or scripts/build.sh) first");
         }
+        Site = await EgressTestSite.StartAsync();
         _app = SandboxVM.Server.ServerApp.Build([], o =>
         {
+            // websearch-tools may reach exactly the test site (127.0.0.1 on its port, nothing else on
+            // loopback) and searches it; names resolve through a fixed map, never DNS.
+            o.EgressAllow = [$"127.0.0.1:{Site.Port}"];
+            o.SearchProvider = "searxng";
+            o.SearchBaseUrl = Site.BaseUrl;
+            o.StartSingletonsWithServer = false;
             o.Runtime = Runtime;
             o.AgentPath = agent;
             o.BuildTemplatesOnStart = false;
@@ -55,7 +65,7 @@ public abstract class ServerFixture : IAsyncLifetime
             o.MaxSandboxes = MaxSandboxes;
             o.MaxUploadBytes = MaxUploadBytes;
             Configure(o);
-        }, "http://127.0.0.1:0");
+        }, "http://127.0.0.1:0", services => services.AddSingleton<SandboxVM.Egress.IEgressResolver, TestResolver>());
         await _app.StartAsync();
         var catalog = _app.Services.GetRequiredService<TemplateCatalog>();
         foreach (var t in catalog.All.Where(t => TemplateCatalog.UnavailableReason(t) is null))
@@ -118,6 +128,10 @@ public abstract class ServerFixture : IAsyncLifetime
         {
             await _app.StopAsync();
             await _app.DisposeAsync();
+        }
+        if (Site is not null)
+        {
+            await Site.DisposeAsync();
         }
     }
 }

@@ -67,14 +67,6 @@ public class ValidationTests(ProcessServer server)
     }
 
     [Fact]
-    public async Task WebsearchTemplate_IsListedButUnavailable()
-    {
-        var (status, problem, _) = await PostJsonAsync(new { template = "websearch-tools", code = "print(1)" });
-        Assert.Equal(HttpStatusCode.Conflict, status);
-        Assert.Equal("template_unavailable", problem.GetProperty("code").GetString());
-    }
-
-    [Fact]
     public async Task Templates_AreListedWithRuntimeIsolationAndAvailability()
     {
         var doc = JsonDocument.Parse(await server.Http.GetStringAsync("/v1/templates", Ct));
@@ -86,8 +78,8 @@ public class ValidationTests(ProcessServer server)
             Assert.Equal("process", templates[name].GetProperty("runtime").GetString());
             Assert.Equal("shared-kernel", templates[name].GetProperty("isolation").GetString());
         }
-        Assert.False(templates["websearch-tools"].GetProperty("available").GetBoolean());
-        Assert.Contains("proxy", templates["websearch-tools"].GetProperty("unavailable_reason").GetString());
+        Assert.True(templates["websearch-tools"].GetProperty("available").GetBoolean());
+        Assert.Equal("proxy", templates["websearch-tools"].GetProperty("network").GetString());
 
         using var one = await server.Http.GetAsync("/v1/templates/cpp-algorithm", Ct);
         Assert.Equal(HttpStatusCode.OK, one.StatusCode);

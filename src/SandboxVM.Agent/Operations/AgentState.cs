@@ -14,6 +14,9 @@ internal sealed class AgentState(AgentOptions options, ProcessSupervisor supervi
     /// <summary>The Python interpreter persistent run steps share (notebook state); outlives connections.</summary>
     public KernelHost Kernels { get; } = new(supervisor);
 
+    /// <summary>The in-guest HTTP proxy (started by egress_enable); outlives connections.</summary>
+    public Egress.EgressProxy Egress { get; } = new();
+
     /// <summary>Identity given by the last reinit (empty before).</summary>
     public string SandboxId { get; set; } = "";
 

@@ -45,4 +45,12 @@ internal static class SystemOperations
         state.SandboxId = request.SandboxId;
         await context.RespondAsync(new OkBody(), ProtocolJson.Default.OkBody);
     }
+
+    /// <summary>Starts the HTTP proxy on the requested loopback address (idempotent); replies with the bound address.</summary>
+    public static async Task EgressEnableAsync(OperationContext context, AgentState state)
+    {
+        var request = context.Request.EgressEnable ?? new EgressEnableRequest();
+        string bound = state.Egress.Start(request.Listen);
+        await context.RespondAsync(new EgressEnableReply { Listen = bound }, ProtocolJson.Default.EgressEnableReply);
+    }
 }

@@ -46,10 +46,6 @@ public sealed partial class TemplateCatalog : IVmSpecProvider
     /// <summary>Why a template cannot run in this build, or null when it can.</summary>
     public static string? UnavailableReason(TemplateDefinition t)
     {
-        if (t.Network.Mode != NetworkMode.None)
-        {
-            return "needs network access through the egress proxy, which this build does not have yet";
-        }
         if (t.Source.Type != TemplateSource.DebianType)
         {
             return $"source type '{t.Source.Type}' is not supported yet (only debian package sets are)";

@@ -146,8 +146,29 @@ public sealed partial class PoolManager : IAsyncDisposable
 
     public PoolStatus? Status(string template) => _pools.TryGetValue(template, out var p) ? p.Status : null;
 
+    /// <summary>Awaited with every VM handed out by <see cref="AcquireAsync"/> (connects egress, or makes sure there is none); a failure ends that VM.</summary>
+    public Func<TemplateDefinition, IVm, CancellationToken, Task>? OnAcquired { get; set; }
+
     /// <summary>A sandbox for one caller: from the pool when one is ready, else started now.</summary>
     public async Task<LeasedVm> AcquireAsync(TemplateDefinition template, CancellationToken cancellationToken)
+    {
+        LeasedVm lease = await AcquireCoreAsync(template, cancellationToken);
+        if (OnAcquired is { } onAcquired)
+        {
+            try
+            {
+                await onAcquired(template, lease.Vm, cancellationToken);
+            }
+            catch
+            {
+                await _tracker.KillAsync(lease.Vm);
+                throw;
+            }
+        }
+        return lease;
+    }
+
+    private async Task<LeasedVm> AcquireCoreAsync(TemplateDefinition template, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
         if (_pools.TryGetValue(template.Name, out var pool))

@@ -35,8 +35,8 @@ public sealed partial class SingletonManager : IAsyncDisposable
         _logger = logger;
     }
 
-    /// <summary>Called with every VM a singleton starts, before it serves (e.g. to connect its egress).</summary>
-    public Action<TemplateDefinition, IVm>? OnStarted { get; set; }
+    /// <summary>Awaited with every VM a singleton starts, before it serves (connects its egress); a failure ends that VM.</summary>
+    public Func<TemplateDefinition, IVm, CancellationToken, Task>? OnStarted { get; set; }
 
     /// <summary>How often a running singleton is pinged.</summary>
     public TimeSpan HealthInterval { get; init; } = TimeSpan.FromSeconds(5);
@@ -163,7 +163,18 @@ public sealed partial class SingletonManager : IAsyncDisposable
                 try
                 {
                     LeasedVm lease = await owner._pools.AcquireAsync(template, cancellationToken);
-                    owner.OnStarted?.Invoke(template, lease.Vm);
+                    if (owner.OnStarted is { } onStarted)
+                    {
+                        try
+                        {
+                            await onStarted(template, lease.Vm, cancellationToken);
+                        }
+                        catch
+                        {
+                            await owner._tracker.KillAsync(lease.Vm);
+                            throw;
+                        }
+                    }
                     if (_everStarted)
                     {
                         Interlocked.Increment(ref _restarts);

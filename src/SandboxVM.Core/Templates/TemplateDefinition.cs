@@ -36,8 +36,14 @@ public sealed class TemplateDefinition
     public WarmupPolicy Warmup { get; init; } = new();
 
     /// <summary>
-    /// SHA-256 (lowercase hex) over everything that changes the built image: the source and the
-    /// build steps. Description, limits, recipe and policies do not change the image, so editing
+    /// YAML <c>files</c>: absolute host path of a directory (given relative to the YAML file) whose tree is
+    /// copied into the rootfs at <c>/</c> when the image is built; null when the template has none.
+    /// </summary>
+    public string? FilesDir { get; init; }
+
+    /// <summary>
+    /// SHA-256 (lowercase hex) over everything that changes the built image: the source, the
+    /// build steps and the files tree (its paths, modes and contents, read now). Description, limits, recipe and policies do not change the image, so editing
     /// them never triggers a rebuild.
     /// </summary>
     public string ContentHash
@@ -64,6 +70,8 @@ public sealed class TemplateDefinition
 
             foreach (var step in BuildSteps)
                 Append(sb, "build", step);
+            if (FilesDir is not null)
+                Append(sb, "files", ImageKeys.HashTree(FilesDir));
             return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString())));
 
             static void Append(StringBuilder sb, string name, string value) =>
@@ -74,7 +82,7 @@ public sealed class TemplateDefinition
     /// <summary>The image builder's input for this template.</summary>
     /// <param name="agentPath">The guest agent binary to put into the rootfs.</param>
     public ImageSpec ToImageSpec(string agentPath) =>
-        new(Name, Source.Type, Source.Suite, Source.Packages.ToArray(), BuildSteps.ToArray(), agentPath);
+        new(Name, Source.Type, Source.Suite, Source.Packages.ToArray(), BuildSteps.ToArray(), agentPath, FilesDir);
 
     public override string ToString() => Name;
 }
@@ -180,6 +188,9 @@ public sealed class NetworkPolicy
 
     /// <summary>Same forms as <see cref="Allow"/>; deny wins over allow.</summary>
     public List<string> Deny { get; init; } = [];
+
+    /// <summary>Allowed destination ports (YAML <c>ports</c>); null: 80 and 443.</summary>
+    public List<int>? Ports { get; init; }
 }
 
 public enum WarmupStrategy

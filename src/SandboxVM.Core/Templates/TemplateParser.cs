@@ -13,7 +13,7 @@ namespace SandboxVM.Core.Templates;
 internal sealed partial class TemplateParser
 {
     private static readonly string[] _topKeys =
-        ["name", "description", "source", "build", "language", "vcpus", "memory_mib", "disk_mib", "limits", "output", "network", "warmup"];
+        ["name", "description", "source", "build", "files", "language", "vcpus", "memory_mib", "disk_mib", "limits", "output", "network", "warmup"];
 
     private static readonly string[] _sourceKeys = ["type", "suite", "packages", "reference", "path"];
     private static readonly string[] _languageKeys = ["name", "source_file", "compile", "run", "env", "fork_server"];
@@ -21,7 +21,7 @@ internal sealed partial class TemplateParser
     private static readonly string[] _limitKeys =
         ["compile_timeout_s", "run_timeout_s", "max_timeout_s", "output_bytes", "processes", "file_bytes"];
 
-    private static readonly string[] _networkKeys = ["mode", "allow", "deny"];
+    private static readonly string[] _networkKeys = ["mode", "allow", "deny", "ports"];
     private static readonly string[] _warmupKeys = ["strategy", "pool_size", "script"];
 
     private readonly string _file;
@@ -106,7 +106,31 @@ internal sealed partial class TemplateParser
             Output = top.Enum("output", OutputMode.Text, ("text", OutputMode.Text), ("text+images", OutputMode.TextAndImages)),
             Network = ParseNetwork(top.OptionalMap("network", _networkKeys)),
             Warmup = ParseWarmup(top.OptionalMap("warmup", _warmupKeys)),
+            FilesDir = ParseFiles(top),
         };
+    }
+
+    /// <summary><c>files</c>: a directory relative to the YAML file (absolute paths allowed), which must exist.</summary>
+    private string? ParseFiles(MapReader top)
+    {
+        var text = top.OptionalString("files");
+        if (text is null)
+            return null;
+        if (text.Trim().Length == 0)
+            throw Error("files", top.Node("files"), "must name a directory");
+        var baseDir = _file.Length > 0 ? Path.GetDirectoryName(Path.GetFullPath(_file))! : Directory.GetCurrentDirectory();
+        var dir = Path.GetFullPath(text, baseDir);
+        if (!Directory.Exists(dir))
+            throw Error("files", top.Node("files"), $"directory '{dir}' does not exist");
+        try
+        {
+            _ = SandboxVM.Images.ImageKeys.TreeFiles(dir);
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+        {
+            throw Error("files", top.Node("files"), e.Message);
+        }
+        return dir;
     }
 
     private TemplateSource ParseSource(MapReader m)
@@ -264,7 +288,21 @@ internal sealed partial class TemplateParser
 
         CheckRules(m, "allow", allow);
         CheckRules(m, "deny", deny);
-        return new NetworkPolicy { Mode = mode, Allow = allow, Deny = deny };
+        List<int>? ports = null;
+        if (m.Has("ports"))
+        {
+            if (mode == NetworkMode.None)
+                throw Error(m.Path("ports"), m.Node("ports"), "ports only apply with mode: proxy (mode is none: the sandbox has no network)");
+            ports = [];
+            var texts = m.StringList("ports");
+            for (var i = 0; i < texts.Count; i++)
+            {
+                if (!int.TryParse(texts[i], NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port is < 1 or > 65535)
+                    throw Error($"{m.Path("ports")}[{i}]", m.Node("ports"), $"'{texts[i]}' is not a TCP port (1..65535)");
+                ports.Add(port);
+            }
+        }
+        return new NetworkPolicy { Mode = mode, Allow = allow, Deny = deny, Ports = ports };
     }
 
     private void CheckRules(MapReader m, string key, List<string> rules)

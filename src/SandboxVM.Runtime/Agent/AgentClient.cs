@@ -24,6 +24,57 @@ public interface IExecObserver
 }
 
 /// <summary>
+/// Serves operations the agent opens (ids with <see cref="ProtocolInfo.AgentIdBit"/>: egress_open, search).
+/// <see cref="HandleAsync"/> runs on a task of its own; it must answer with exactly one of
+/// <see cref="AgentIncomingRequest.RespondAsync"/> / <see cref="AgentIncomingRequest.FailAsync"/>, and for a
+/// stream relay <see cref="AgentIncomingRequest.Stream"/> before it returns (the id is freed then).
+/// </summary>
+public interface IAgentRequestHandler
+{
+    Task HandleAsync(AgentIncomingRequest request, CancellationToken cancellationToken);
+}
+
+/// <summary>One operation the agent opened.</summary>
+public sealed class AgentIncomingRequest
+{
+    private readonly FrameWriter _writer;
+    private int _answered;
+
+    internal AgentIncomingRequest(FrameWriter writer, uint id, AgentRequest request)
+    {
+        _writer = writer;
+        Id = id;
+        Request = request;
+        Stream = new FrameStream(writer, id);
+    }
+
+    public uint Id { get; }
+
+    public AgentRequest Request { get; }
+
+    /// <summary>The byte stream on this id, for ops that become one (egress_open after an ok Response).</summary>
+    public FrameStream Stream { get; }
+
+    public bool IsAnswered => Volatile.Read(ref _answered) != 0;
+
+    public async Task RespondAsync<T>(T body, JsonTypeInfo<T> typeInfo)
+    {
+        if (Interlocked.Exchange(ref _answered, 1) == 0)
+        {
+            await _writer.WriteJsonAsync(FrameType.Response, Id, body, typeInfo, CancellationToken.None);
+        }
+    }
+
+    public async Task FailAsync(string code, string message)
+    {
+        if (Interlocked.Exchange(ref _answered, 1) == 0)
+        {
+            await _writer.WriteJsonAsync(FrameType.Error, Id, new ErrorBody { Code = code, Message = message }, ProtocolJson.Default.ErrorBody, CancellationToken.None);
+        }
+    }
+}
+
+/// <summary>
 /// Host side of the agent protocol over one duplex byte stream. One reader loop demultiplexes frames
 /// to operations by id; any number of operations may be in flight. Ownership: the client owns neither
 /// stream; the VM that created it closes them. When the stream breaks every pending operation fails
@@ -34,6 +85,7 @@ public sealed class AgentClient : IAsyncDisposable
     private readonly FrameReader _reader;
     private readonly FrameWriter _writer;
     private readonly ConcurrentDictionary<uint, Channel<Frame>> _pending = new();
+    private readonly ConcurrentDictionary<uint, AgentIncomingRequest> _incoming = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource<HelloReply> _hello = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task _readLoop;
@@ -49,6 +101,20 @@ public sealed class AgentClient : IAsyncDisposable
 
     /// <summary>Completes when the channel is closed or broken.</summary>
     public Task Completion => _readLoop;
+
+    /// <summary>
+    /// Serves operations the agent opens (egress, search); null (the default) refuses every one with
+    /// <see cref="ErrorCodes.UnknownOp"/>: sandboxes without network get none.
+    /// </summary>
+    public IAgentRequestHandler? RequestHandler { get; set; }
+
+    /// <summary>Agent-initiated operations open right now.</summary>
+    public int IncomingCount => _incoming.Count;
+
+    /// <summary>Starts the agent's in-guest HTTP proxy; returns the address it listens on.</summary>
+    public async Task<string> EnableEgressAsync(string listen, CancellationToken cancellationToken) =>
+        (await CallAsync(new AgentRequest { Op = Ops.EgressEnable, EgressEnable = new EgressEnableRequest { Listen = listen } },
+            ProtocolJson.Default.EgressEnableReply, cancellationToken)).Listen;
 
     public async Task<HelloReply> HelloAsync(CancellationToken cancellationToken)
     {
@@ -274,7 +340,11 @@ public sealed class AgentClient : IAsyncDisposable
                     throw new AgentException(ErrorCodes.BadFrame, r.Error ?? "bad frame from agent");
                 }
                 Frame f = r.Frame;
-                if (f.Type == FrameType.HelloReply)
+                if (ProtocolInfo.IsAgentInitiated(f.Id))
+                {
+                    OnAgentInitiated(f);
+                }
+                else if (f.Type == FrameType.HelloReply)
                 {
                     _hello.TrySetResult(Parse(f, ProtocolJson.Default.HelloReply));
                 }
@@ -301,6 +371,95 @@ public sealed class AgentClient : IAsyncDisposable
         foreach (var channel in _pending.Values)
         {
             channel.Writer.TryComplete();
+        }
+        foreach (var incoming in _incoming.Values)
+        {
+            incoming.Stream.Abort("the agent channel closed");
+        }
+    }
+
+    /// <summary>A frame on an id the agent opened. Runs on the reader loop: never blocks.</summary>
+    private void OnAgentInitiated(Frame f)
+    {
+        if (f.Type != FrameType.Request)
+        {
+            if (_incoming.TryGetValue(f.Id, out var open))
+            {
+                open.Stream.Deliver(f);
+            }
+            // Late frames of a finished operation are dropped.
+            return;
+        }
+        AgentRequest? request = null;
+        string? refusal = null;
+        string code = ErrorCodes.BadRequest;
+        try
+        {
+            request = JsonSerializer.Deserialize(f.Payload.Span, ProtocolJson.Default.AgentRequest);
+        }
+        catch (JsonException e)
+        {
+            refusal = "malformed request: " + e.Message;
+        }
+        var handler = RequestHandler;
+        if (refusal is not null)
+        {
+        }
+        else if (request is null || string.IsNullOrEmpty(request.Op))
+        {
+            refusal = "request has no 'op'";
+        }
+        else if (handler is null)
+        {
+            (code, refusal) = (ErrorCodes.UnknownOp, $"the host serves no '{request.Op}' for this sandbox (it has no network)");
+        }
+        else if (_incoming.ContainsKey(f.Id))
+        {
+            (code, refusal) = (ErrorCodes.DuplicateId, $"operation {f.Id} is still open");
+        }
+        else if (_incoming.Count >= ProtocolInfo.MaxAgentOperations)
+        {
+            (code, refusal) = (ErrorCodes.TooManyStreams, $"{ProtocolInfo.MaxAgentOperations} agent operations are open, the most a sandbox may have");
+        }
+        if (refusal is not null)
+        {
+            _ = SendQuietlyAsync(() => _writer.WriteJsonAsync(FrameType.Error, f.Id, new ErrorBody { Code = code, Message = refusal }, ProtocolJson.Default.ErrorBody));
+            return;
+        }
+        var incoming = new AgentIncomingRequest(_writer, f.Id, request!);
+        _incoming[f.Id] = incoming;
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                await handler!.HandleAsync(incoming, _stop.Token);
+                if (!incoming.IsAnswered)
+                {
+                    await incoming.FailAsync(ErrorCodes.Internal, "the host handler ended without a reply");
+                }
+            }
+            catch (Exception e)
+            {
+                incoming.Stream.Abort(e.Message);
+                await SendQuietlyAsync(() => new ValueTask(incoming.FailAsync(
+                    e is OperationCanceledException ? ErrorCodes.Cancelled : ErrorCodes.Internal, e.Message)));
+            }
+            finally
+            {
+                _incoming.TryRemove(KeyValuePair.Create(incoming.Id, incoming));
+            }
+        }, CancellationToken.None);
+    }
+
+    private static async Task SendQuietlyAsync(Func<ValueTask> write)
+    {
+        try
+        {
+            await write();
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+            // The channel is gone.
         }
     }
 

@@ -391,9 +391,41 @@ public sealed class TemplateLoaderTests : IDisposable
         Assert.True(registry.TryGet("websearch-tools", out var web));
         Assert.Equal(NetworkMode.Proxy, web.Network.Mode);
         Assert.Equal(WarmupStrategy.Singleton, web.Warmup.Strategy);
-        Assert.Contains("169.254.0.0/16", web.Network.Deny);
-        Assert.Contains("127.0.0.0/8", web.Network.Deny);
-        Assert.Contains("10.0.0.0/8", web.Network.Deny);
+        // Address ranges are left to the policy's built-in private_address check (so EgressAllow can open one).
+        Assert.Contains("localhost", web.Network.Deny);
+        Assert.DoesNotContain("127.0.0.0/8", web.Network.Deny);
+        Assert.NotNull(web.FilesDir);
+        Assert.True(File.Exists(Path.Combine(web.FilesDir!, "usr/lib/python3/dist-packages/websearch/__init__.py")));
+        Assert.Equal("http://127.0.0.1:3128", web.Language.Env["HTTPS_PROXY"]);
+        Assert.Contains("import websearch", web.Warmup.Script, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Files_AreRelativeToTheYaml_AndPartOfTheContentHash()
+    {
+        var files = Directory.CreateDirectory(Path.Combine(_dir, "t-files", "usr", "lib")).FullName;
+        File.WriteAllText(Path.Combine(files, "a.py"), "x = 1\n");
+        var t = TemplateRegistry.LoadFile(Write("t", Minimal + "files: t-files\n"));
+        Assert.Equal(Path.Combine(_dir, "t-files"), t.FilesDir);
+        string before = t.ContentHash;
+        Assert.NotEqual(TemplateRegistry.LoadFile(Write("t", Minimal)).ContentHash, before);
+
+        File.WriteAllText(Path.Combine(files, "a.py"), "x = 2\n");
+        Assert.NotEqual(before, t.ContentHash);
+
+        var e = LoadFails(Minimal + "files: nowhere\n");
+        Assert.Equal("files", e.Field);
+        Assert.Contains("does not exist", e.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void NetworkPorts_AreParsed_AndChecked()
+    {
+        var t = TemplateRegistry.LoadFile(Write("t", Minimal + "network:\n  mode: proxy\n  ports: [80, 8080]\n"));
+        Assert.Equal([80, 8080], t.Network.Ports);
+        Assert.Null(TemplateRegistry.LoadFile(Write("t", Minimal + "network:\n  mode: proxy\n")).Network.Ports);
+        Assert.Equal("network.ports[1]", LoadFails(Minimal + "network:\n  mode: proxy\n  ports: [80, 70000]\n").Field);
+        Assert.Equal("network.ports", LoadFails(Minimal + "network:\n  mode: none\n  ports: [80]\n").Field);
     }
 
     private static string RepoRoot()

@@ -1,0 +1,389 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using SandboxVM.Protocol;
+
+namespace SandboxVM.Agent.Egress;
+
+/// <summary>The connection to the host, as the proxy uses it (the current <see cref="AgentServer"/>).</summary>
+internal interface IHostLink
+{
+    /// <summary>Opens an agent-initiated operation that becomes a stream; throws <see cref="AgentException"/> with the host's error code.</summary>
+    Task<FrameStream> OpenAsync(AgentRequest request, CancellationToken cancellationToken);
+
+    /// <summary>An agent-initiated request/response operation.</summary>
+    Task<T> CallAsync<T>(AgentRequest request, JsonTypeInfo<T> replyType, CancellationToken cancellationToken);
+
+    /// <summary>Frees the id of a stream from <see cref="OpenAsync"/> once its relay ended.</summary>
+    void Release(uint id);
+}
+
+/// <summary>
+/// The guest's only way out: an HTTP proxy on a loopback address. <c>CONNECT host:port</c> becomes an
+/// egress stream (answer 200, or 403/502/504 with <c>X-SandboxVM-Egress-Reason</c>); an absolute-form
+/// request (<c>GET http://host/path</c>) is forwarded in origin form over a stream to host:port with
+/// <c>Connection: close</c> (one request per connection); <c>http://search.sandboxvm.internal/search?q=..&amp;max_results=N</c>
+/// is answered from the host's search provider as JSON. The host decides every destination.
+/// </summary>
+internal sealed class EgressProxy
+{
+    public const string SearchHost = "search.sandboxvm.internal";
+    public const string ReasonHeader = "X-SandboxVM-Egress-Reason";
+    private const int MaxHeadBytes = 16 * 1024;
+    private static readonly TimeSpan _headTimeout = TimeSpan.FromSeconds(30);
+
+    private static readonly HashSet<string> _denials = new(StringComparer.Ordinal)
+    {
+        "invalid_request", "denied_by_rule", "metadata_endpoint", "private_address", "port_not_allowed", "not_in_allow_list",
+    };
+
+    private readonly Lock _lock = new();
+    private readonly SemaphoreSlim _connections = new(ProtocolInfo.MaxAgentOperations, ProtocolInfo.MaxAgentOperations);
+    private TcpListener? _listener;
+    private volatile IHostLink? _link;
+
+    /// <summary>The host connection streams go over; null while no host is attached.</summary>
+    public IHostLink? Link
+    {
+        get => _link;
+        set => _link = value;
+    }
+
+    public void Detach(IHostLink link) => Interlocked.CompareExchange(ref _link, null, link);
+
+    /// <summary>Listens on <paramref name="listen"/> (ADDRESS:PORT, loopback only) unless already listening; returns the bound address.</summary>
+    public string Start(string listen)
+    {
+        lock (_lock)
+        {
+            if (_listener is not null)
+            {
+                return _listener.LocalEndpoint.ToString()!;
+            }
+            if (!IPEndPoint.TryParse(listen, out var endpoint) || !IPAddress.IsLoopback(endpoint.Address))
+            {
+                throw AgentException.BadRequest($"listen address '{listen}' is not a loopback ADDRESS:PORT");
+            }
+            var listener = new TcpListener(endpoint);
+            try
+            {
+                listener.Start(128);
+            }
+            catch (SocketException e)
+            {
+                throw new AgentException(ErrorCodes.IoError, $"cannot listen on {listen}: {e.Message}");
+            }
+            _listener = listener;
+            _ = Task.Run(() => AcceptLoopAsync(listener));
+            AgentLog.Write($"egress proxy listening on {listener.LocalEndpoint}");
+            return listener.LocalEndpoint.ToString()!;
+        }
+    }
+
+    private async Task AcceptLoopAsync(TcpListener listener)
+    {
+        while (true)
+        {
+            // At most MaxAgentOperations connections at once; further clients wait in the backlog.
+            await _connections.WaitAsync();
+            Socket client;
+            try
+            {
+                client = await listener.AcceptSocketAsync();
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
+            {
+                _connections.Release();
+                AgentLog.Write($"egress proxy: accept failed: {e.Message}");
+                await Task.Delay(100);
+                continue;
+            }
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    await ServeAsync(client);
+                }
+                catch (Exception e)
+                {
+                    AgentLog.Write($"egress proxy: connection failed: {e.Message}");
+                }
+                finally
+                {
+                    client.Dispose();
+                    _connections.Release();
+                }
+            });
+        }
+    }
+
+    private async Task ServeAsync(Socket client)
+    {
+        client.NoDelay = true;
+        await using var stream = new NetworkStream(client, ownsSocket: false);
+        using var headTimeout = new CancellationTokenSource(_headTimeout);
+        byte[] buffer = new byte[MaxHeadBytes];
+        int filled = 0;
+        int headEnd;
+        try
+        {
+            while ((headEnd = FindHeadEnd(buffer.AsSpan(0, filled))) < 0)
+            {
+                if (filled == buffer.Length)
+                {
+                    await WriteErrorAsync(stream, 431, "Request Header Fields Too Large", "bad_request", "request head over 16 KiB");
+                    return;
+                }
+                int n = await stream.ReadAsync(buffer.AsMemory(filled), headTimeout.Token);
+                if (n == 0)
+                {
+                    return;
+                }
+                filled += n;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+
+        string head = Encoding.Latin1.GetString(buffer, 0, headEnd);
+        var leftover = buffer.AsMemory(headEnd + 4, filled - headEnd - 4);
+        string[] lines = head.Split("\r\n");
+        string[] requestLine = lines[0].Split(' ');
+        if (requestLine.Length != 3 || !requestLine[2].StartsWith("HTTP/1.", StringComparison.Ordinal))
+        {
+            await WriteErrorAsync(stream, 400, "Bad Request", "bad_request", "not an HTTP/1.x request");
+            return;
+        }
+        string method = requestLine[0];
+        string target = requestLine[1];
+        var link = _link;
+
+        if (method == "CONNECT")
+        {
+            if (!TrySplitHostPort(target, out string host, out int port))
+            {
+                await WriteErrorAsync(stream, 400, "Bad Request", "invalid_request", $"CONNECT target '{target}' is not host:port");
+                return;
+            }
+            var opened = await OpenAsync(stream, link, host, port);
+            if (opened is null)
+            {
+                return;
+            }
+            await stream.WriteAsync("HTTP/1.1 200 Connection established\r\n\r\n"u8.ToArray());
+            await RelayAsync(link!, opened, stream, client, leftover);
+            return;
+        }
+
+        if (!Uri.TryCreate(target, UriKind.Absolute, out var uri) || uri.Scheme != "http" || uri.Host.Length == 0)
+        {
+            await WriteErrorAsync(stream, 400, "Bad Request", "invalid_request",
+                $"this is a proxy: send absolute-form http:// requests or CONNECT host:port (got '{Printable(target)}')");
+            return;
+        }
+        if (string.Equals(uri.Host, SearchHost, StringComparison.OrdinalIgnoreCase))
+        {
+            await SearchAsync(stream, link, uri);
+            return;
+        }
+
+        var forward = new StringBuilder();
+        forward.Append(method).Append(' ').Append(uri.PathAndQuery).Append(' ').Append(requestLine[2]).Append("\r\n");
+        bool hasHost = false;
+        foreach (string line in lines.Skip(1))
+        {
+            int colon = line.IndexOf(':', StringComparison.Ordinal);
+            string name = colon > 0 ? line[..colon].Trim() : "";
+            if (name.Equals("Proxy-Connection", StringComparison.OrdinalIgnoreCase) || name.Equals("Proxy-Authorization", StringComparison.OrdinalIgnoreCase)
+                || name.Equals("Connection", StringComparison.OrdinalIgnoreCase) || name.Equals("Keep-Alive", StringComparison.OrdinalIgnoreCase))
+            {
+                continue;
+            }
+            hasHost |= name.Equals("Host", StringComparison.OrdinalIgnoreCase);
+            forward.Append(line).Append("\r\n");
+        }
+        if (!hasHost)
+        {
+            forward.Append("Host: ").Append(uri.Authority).Append("\r\n");
+        }
+        forward.Append("Connection: close\r\n\r\n");
+
+        var stream2 = await OpenAsync(stream, link, uri.IdnHost, uri.Port);
+        if (stream2 is null)
+        {
+            return;
+        }
+        byte[] headBytes = Encoding.Latin1.GetBytes(forward.ToString());
+        byte[] initial = new byte[headBytes.Length + leftover.Length];
+        headBytes.CopyTo(initial, 0);
+        leftover.CopyTo(initial.AsMemory(headBytes.Length));
+        await RelayAsync(link!, stream2, stream, client, initial);
+    }
+
+    /// <summary>egress_open over the link; on refusal writes the error answer and returns null.</summary>
+    private static async Task<FrameStream?> OpenAsync(NetworkStream client, IHostLink? link, string host, int port)
+    {
+        if (link is null)
+        {
+            await WriteErrorAsync(client, 502, "Bad Gateway", "egress_unavailable", "the sandbox is not connected to its host");
+            return null;
+        }
+        try
+        {
+            return await link.OpenAsync(new AgentRequest { Op = Ops.EgressOpen, EgressOpen = new EgressOpenRequest { Host = host, Port = port } },
+                CancellationToken.None);
+        }
+        catch (AgentException e)
+        {
+            var (status, phrase) = e.Code switch
+            {
+                _ when _denials.Contains(e.Code) => (403, "Forbidden"),
+                "connect_timeout" => (504, "Gateway Timeout"),
+                _ => (502, "Bad Gateway"),
+            };
+            await WriteErrorAsync(client, status, phrase, e.Code, e.Message);
+            return null;
+        }
+    }
+
+    private static async Task RelayAsync(IHostLink link, FrameStream remote, NetworkStream local, Socket socket, ReadOnlyMemory<byte> initial)
+    {
+        try
+        {
+            await remote.RelayAsync(local, () =>
+            {
+                try
+                {
+                    socket.Shutdown(SocketShutdown.Send);
+                }
+                catch (Exception e) when (e is SocketException or ObjectDisposedException)
+                {
+                }
+            }, initial, CancellationToken.None);
+        }
+        finally
+        {
+            link.Release(remote.Id);
+        }
+    }
+
+    private static async Task SearchAsync(NetworkStream client, IHostLink? link, Uri uri)
+    {
+        if (link is null)
+        {
+            await WriteJsonErrorAsync(client, 502, "egress_unavailable", "the sandbox is not connected to its host");
+            return;
+        }
+        var query = ParseQuery(uri.Query);
+        if (uri.AbsolutePath != "/search" || !query.TryGetValue("q", out string? q) || string.IsNullOrWhiteSpace(q))
+        {
+            await WriteJsonErrorAsync(client, 400, "invalid_argument", "use GET /search?q=QUERY&max_results=N");
+            return;
+        }
+        int max = 5;
+        if (query.TryGetValue("max_results", out string? m) && !int.TryParse(m, NumberStyles.None, CultureInfo.InvariantCulture, out max))
+        {
+            await WriteJsonErrorAsync(client, 400, "invalid_argument", "max_results must be a positive integer");
+            return;
+        }
+        try
+        {
+            var reply = await link.CallAsync(new AgentRequest { Op = Ops.Search, Search = new SearchRequest { Query = q, MaxResults = max } },
+                ProtocolJson.Default.SearchReply, CancellationToken.None);
+            await WriteAnswerAsync(client, 200, "OK", null, "application/json", JsonSerializer.SerializeToUtf8Bytes(reply, ProtocolJson.Default.SearchReply));
+        }
+        catch (AgentException e)
+        {
+            int status = e.Code switch
+            {
+                ErrorCodes.SearchNotConfigured => 503,
+                ErrorCodes.BadRequest or "invalid_argument" => 400,
+                _ => 502,
+            };
+            await WriteJsonErrorAsync(client, status, e.Code, e.Message);
+        }
+    }
+
+    private static Dictionary<string, string> ParseQuery(string query)
+    {
+        var result = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (string pair in query.TrimStart('?').Split('&', StringSplitOptions.RemoveEmptyEntries))
+        {
+            int eq = pair.IndexOf('=', StringComparison.Ordinal);
+            string key = Uri.UnescapeDataString((eq < 0 ? pair : pair[..eq]).Replace('+', ' '));
+            string value = eq < 0 ? "" : Uri.UnescapeDataString(pair[(eq + 1)..].Replace('+', ' '));
+            result.TryAdd(key, value);
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// An error answer. The status line's phrase carries <c>[code] message</c> too, because clients that
+    /// fail a CONNECT (Python's http.client) show only the status line.
+    /// </summary>
+    private static Task WriteErrorAsync(NetworkStream client, int status, string phrase, string code, string message) =>
+        WriteAnswerAsync(client, status, $"{phrase} [{code}] {message}", code, "text/plain; charset=utf-8", Encoding.UTF8.GetBytes(message + "\n"));
+
+    private static Task WriteJsonErrorAsync(NetworkStream client, int status, string code, string message)
+    {
+        using var buffer = new MemoryStream();
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteStartObject("error");
+            w.WriteString("code", code);
+            w.WriteString("message", message);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+        return WriteAnswerAsync(client, status, status == 503 ? "Service Unavailable" : status == 400 ? "Bad Request" : "Bad Gateway", code,
+            "application/json", buffer.ToArray());
+    }
+
+    private static async Task WriteAnswerAsync(NetworkStream client, int status, string phrase, string? reason, string contentType, byte[] body)
+    {
+        var head = new StringBuilder();
+        head.Append(CultureInfo.InvariantCulture, $"HTTP/1.1 {status} {Printable(phrase)}\r\n");
+        if (reason is not null)
+        {
+            head.Append(CultureInfo.InvariantCulture, $"{ReasonHeader}: {Printable(reason)}\r\n");
+        }
+        head.Append(CultureInfo.InvariantCulture, $"Content-Type: {contentType}\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n");
+        try
+        {
+            await client.WriteAsync(Encoding.UTF8.GetBytes(head.ToString()));
+            await client.WriteAsync(body);
+        }
+        catch (IOException)
+        {
+            // The client went away.
+        }
+    }
+
+    private static bool TrySplitHostPort(string target, out string host, out int port)
+    {
+        host = "";
+        port = 0;
+        int colon = target.LastIndexOf(':');
+        if (colon <= 0 || !int.TryParse(target.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out port) || port is < 1 or > 65535)
+        {
+            return false;
+        }
+        host = target[..colon];
+        if (host.StartsWith('[') && host.EndsWith(']'))
+        {
+            host = host[1..^1];
+        }
+        return host.Length > 0;
+    }
+
+    private static int FindHeadEnd(ReadOnlySpan<byte> data) => data.IndexOf("\r\n\r\n"u8);
+
+    private static string Printable(string s) =>
+        new(s.Take(300).Select(c => c is < ' ' or (char)127 ? ' ' : c).ToArray());
+}

@@ -1,0 +1,221 @@
+using System.Buffers.Binary;
+using System.Threading.Channels;
+
+namespace SandboxVM.Protocol;
+
+/// <summary>
+/// One duplex byte stream carried on an operation id (egress connections): Data frames both ways,
+/// DataEnd = the sender will send no more (half-close), Cancel = abort. Flow control by credit: each
+/// side may have at most <see cref="Window"/> bytes of Data unconsumed by the peer; the receiver returns
+/// credit (a <see cref="FrameType.Credit"/> frame) as it hands the bytes on. So the reader loop that
+/// calls <see cref="Deliver"/> never blocks, and nothing buffers more than one window per stream.
+/// </summary>
+public sealed class FrameStream
+{
+    /// <summary>Unconsumed bytes a sender may have in flight per stream.</summary>
+    public const int Window = 256 * 1024;
+
+    /// <summary>Credit is returned once this much was consumed (or the queue ran empty).</summary>
+    private const int CreditBatch = 64 * 1024;
+
+    private readonly FrameWriter _writer;
+    private readonly Channel<ReadOnlyMemory<byte>> _inbound =
+        Channel.CreateUnbounded<ReadOnlyMemory<byte>>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private readonly CancellationTokenSource _aborted = new();
+    private readonly SemaphoreSlim _creditSignal = new(0);
+    private long _sendCredit = Window;
+    private long _buffered;
+    private long _lastActivity = Environment.TickCount64;
+    private string? _abortReason;
+
+    public FrameStream(FrameWriter writer, uint id)
+    {
+        _writer = writer;
+        Id = id;
+    }
+
+    public uint Id { get; }
+
+    /// <summary>No bytes either way for this long ends the relay (null: never).</summary>
+    public TimeSpan? IdleTimeout { get; set; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>Why the stream was aborted (peer Cancel, protocol violation, channel gone); null while it is not.</summary>
+    public string? AbortReason => Volatile.Read(ref _abortReason);
+
+    public long BytesSent { get; private set; }
+
+    public long BytesReceived { get; private set; }
+
+    /// <summary>A frame for this id, from the connection's reader loop. Never blocks.</summary>
+    public void Deliver(Frame frame)
+    {
+        switch (frame.Type)
+        {
+            case FrameType.Data:
+                if (Interlocked.Add(ref _buffered, frame.Payload.Length) > Window)
+                {
+                    Abort("the peer sent more than its credit");
+                    _ = SendCancelAsync();
+                    return;
+                }
+                _inbound.Writer.TryWrite(frame.Payload);
+                break;
+            case FrameType.DataEnd:
+                _inbound.Writer.TryComplete();
+                break;
+            case FrameType.Credit:
+                if (frame.Payload.Length == 4)
+                {
+                    Interlocked.Add(ref _sendCredit, BinaryPrimitives.ReadUInt32BigEndian(frame.Payload.Span));
+                    _creditSignal.Release();
+                }
+                break;
+            case FrameType.Cancel:
+                Abort("the peer cancelled the stream");
+                break;
+        }
+    }
+
+    /// <summary>Ends the stream at once (both directions); a running <see cref="RelayAsync"/> returns.</summary>
+    public void Abort(string reason)
+    {
+        Interlocked.CompareExchange(ref _abortReason, reason, null);
+        _inbound.Writer.TryComplete(new OperationCanceledException(reason));
+        try
+        {
+            _aborted.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
+
+    /// <summary>
+    /// Copies <paramref name="local"/> to the peer and the peer to <paramref name="local"/> until both
+    /// directions have ended (end of file read from local: DataEnd sent; DataEnd received:
+    /// <paramref name="shutdownLocalSend"/> called), or either side fails, is aborted or idles out (then the
+    /// peer gets a Cancel). <paramref name="initialUp"/> is sent first (bytes already read from local).
+    /// True when both directions ended cleanly.
+    /// </summary>
+    public async Task<bool> RelayAsync(Stream local, Action shutdownLocalSend, ReadOnlyMemory<byte> initialUp, CancellationToken cancellationToken)
+    {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _aborted.Token);
+        var token = linked.Token;
+        var up = PumpUpAsync(local, initialUp, token);
+        var down = PumpDownAsync(local, shutdownLocalSend, token);
+        var both = Task.WhenAll(up, down);
+        while (!both.IsCompleted)
+        {
+            var wake = IdleTimeout is { } idle ? Task.Delay(idle / 4, CancellationToken.None) : Task.Delay(Timeout.Infinite, token);
+            var first = await Task.WhenAny(both, up.IsCompleted ? down : up, wake).ConfigureAwait(false);
+            if (first is { IsFaulted: true } or { IsCanceled: true })
+            {
+                await linked.CancelAsync().ConfigureAwait(false);
+            }
+            else if (IdleTimeout is { } limit && Environment.TickCount64 - Interlocked.Read(ref _lastActivity) > limit.TotalMilliseconds)
+            {
+                Abort($"no data for {limit.TotalSeconds:0} s");
+                await linked.CancelAsync().ConfigureAwait(false);
+                await SendCancelAsync().ConfigureAwait(false);
+            }
+        }
+        try
+        {
+            await both.ConfigureAwait(false);
+            return true;
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException or ObjectDisposedException or ChannelClosedException
+                                      or System.Net.Sockets.SocketException)
+        {
+            if (AbortReason is null)
+            {
+                Abort(e.Message);
+                await SendCancelAsync().ConfigureAwait(false);
+            }
+            return false;
+        }
+    }
+
+    private async Task PumpUpAsync(Stream local, ReadOnlyMemory<byte> initialUp, CancellationToken token)
+    {
+        while (!initialUp.IsEmpty)
+        {
+            int credit = await WaitCreditAsync(token).ConfigureAwait(false);
+            int n = Math.Min(Math.Min(credit, Frame.ChunkSize), initialUp.Length);
+            await SendDataAsync(initialUp[..n], token).ConfigureAwait(false);
+            initialUp = initialUp[n..];
+        }
+        byte[] buffer = new byte[Frame.ChunkSize];
+        while (true)
+        {
+            int credit = await WaitCreditAsync(token).ConfigureAwait(false);
+            int n = await local.ReadAsync(buffer.AsMemory(0, Math.Min(credit, buffer.Length)), token).ConfigureAwait(false);
+            if (n == 0)
+            {
+                await _writer.WriteAsync(FrameType.DataEnd, Id, ReadOnlyMemory<byte>.Empty, token).ConfigureAwait(false);
+                return;
+            }
+            await SendDataAsync(buffer.AsMemory(0, n), token).ConfigureAwait(false);
+        }
+    }
+
+    private async Task SendDataAsync(ReadOnlyMemory<byte> data, CancellationToken token)
+    {
+        Interlocked.Add(ref _sendCredit, -data.Length);
+        await _writer.WriteAsync(FrameType.Data, Id, data, token).ConfigureAwait(false);
+        BytesSent += data.Length;
+        Interlocked.Exchange(ref _lastActivity, Environment.TickCount64);
+    }
+
+    private async Task<int> WaitCreditAsync(CancellationToken token)
+    {
+        while (true)
+        {
+            long credit = Interlocked.Read(ref _sendCredit);
+            if (credit > 0)
+            {
+                return (int)Math.Min(credit, int.MaxValue);
+            }
+            await _creditSignal.WaitAsync(token).ConfigureAwait(false);
+        }
+    }
+
+    private async Task PumpDownAsync(Stream local, Action shutdownLocalSend, CancellationToken token)
+    {
+        int pending = 0;
+        byte[] creditFrame = new byte[4];
+        var reader = _inbound.Reader;
+        while (await reader.WaitToReadAsync(token).ConfigureAwait(false))
+        {
+            while (reader.TryRead(out var chunk))
+            {
+                await local.WriteAsync(chunk, token).ConfigureAwait(false);
+                Interlocked.Add(ref _buffered, -chunk.Length);
+                BytesReceived += chunk.Length;
+                Interlocked.Exchange(ref _lastActivity, Environment.TickCount64);
+                pending += chunk.Length;
+                if (pending >= CreditBatch || !reader.TryPeek(out _))
+                {
+                    BinaryPrimitives.WriteUInt32BigEndian(creditFrame, (uint)pending);
+                    await _writer.WriteAsync(FrameType.Credit, Id, creditFrame, token).ConfigureAwait(false);
+                    pending = 0;
+                }
+            }
+        }
+        // WaitToReadAsync returned false: the peer's DataEnd (an abort completes the channel with an exception, which throws).
+        await local.FlushAsync(token).ConfigureAwait(false);
+        shutdownLocalSend();
+    }
+
+    private async Task SendCancelAsync()
+    {
+        try
+        {
+            await _writer.WriteAsync(FrameType.Cancel, Id, ReadOnlyMemory<byte>.Empty, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+        {
+            // The channel is gone; the peer aborts every stream then anyway.
+        }
+    }
+}
