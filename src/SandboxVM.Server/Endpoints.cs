@@ -30,6 +30,7 @@ internal static partial class Endpoints
                 : ProblemResult(404, ProblemCodes.UnknownTemplate, "name", $"unknown template '{name}'"));
         app.MapPost("/v1/run", RunAsync);
         SandboxEndpoints.Map(app);
+        ToolsEndpoints.Map(app);
         MetricsExporter.Map(app);
     }
 

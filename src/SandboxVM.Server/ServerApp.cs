@@ -160,6 +160,7 @@ public static class ServerApp
             options, sp.GetRequiredService<ILogger<SingletonManager>>()));
         services.AddSingleton<RunService>();
         services.AddSingleton<SessionManager>();
+        ToolsEndpoints.AddServices(services);
         MetricsExporter.AddServices(services);
         services.AddHostedService<StartupService>();
     }
