@@ -155,10 +155,13 @@ internal sealed class MetricsExporter : IDisposable
         _adapter = MeterAdapter.StartListening(new MeterAdapterOptions
         {
             Registry = Registry,
+            // Without it the adapter writes to prometheus-net's default registry whatever Registry says.
+            MetricFactory = Metrics.WithCustomRegistry(Registry),
             InstrumentFilterPredicate = i => i.Meter.Name is EgressMetrics.MeterName or ServerMetrics.MeterName,
-            // The adapter drops a series that has not changed for this long; a counter that came back would
-            // restart at zero. Label values here are few (templates, statuses, reasons), so keep them.
-            MetricsExpireAfter = TimeSpan.FromDays(30),
+            // The adapter drops a series that has not changed for this long (a counter that comes back
+            // restarts at zero). Label values here are few (templates, statuses, reasons): keep them for
+            // the longest the adapter allows.
+            MetricsExpireAfter = TimeSpan.FromDays(1),
             ResolveHistogramBuckets = i => i.Meter.Name == ServerMetrics.MeterName && i.Name == ServerMetrics.RunDuration
                 ? ServerMetrics.RunDurationBuckets
                 : MeterAdapterOptions.DefaultHistogramBuckets,
