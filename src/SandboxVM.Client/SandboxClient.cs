@@ -65,6 +65,8 @@ public sealed partial class SandboxClient : IDisposable
             _ownsHttp = true;
             _http = new HttpClient(handler ?? CreateHandler(), disposeHandler: handler is null) { Timeout = Timeout.InfiniteTimeSpan };
         }
+
+        Tools = new SandboxTools(this);
     }
 
     /// <summary>Creates a client for the server at <paramref name="baseUrl"/>.</summary>
@@ -75,6 +77,9 @@ public sealed partial class SandboxClient : IDisposable
         : this(new SandboxClientOptions { BaseUrl = baseUrl, ApiKey = apiKey })
     {
     }
+
+    /// <summary>Web search and page fetch, run by the server in its <c>websearch-tools</c> sandbox.</summary>
+    public SandboxTools Tools { get; }
 
     /// <summary>A process-wide connection pool for short-lived clients (<see cref="Sandbox.RunOnceAsync"/>).</summary>
     internal static HttpMessageHandler SharedHandler => s_sharedHandler.Value;

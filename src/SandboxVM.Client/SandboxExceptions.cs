@@ -158,6 +158,51 @@ public sealed class SandboxFileNotFoundException : SandboxApiException
 }
 
 /// <summary>
+/// The sandbox may not connect to the host a tool was asked to reach (HTTP 403, <c>egress_denied</c>): the server's
+/// egress policy refuses it, e.g. a private or loopback address. Not an API key problem.
+/// </summary>
+public sealed class EgressDeniedException : SandboxApiException
+{
+    internal EgressDeniedException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field, string? reason)
+        : base(statusCode, title, detail, code, field)
+    {
+        Reason = reason;
+    }
+
+    /// <summary>
+    /// The egress policy's reason code: <c>private_address</c>, <c>denied_by_rule</c>, <c>metadata_endpoint</c>,
+    /// <c>port_not_allowed</c>, <c>not_in_allow_list</c>, <c>invalid_request</c>…; null when the server sent none.
+    /// </summary>
+    public string? Reason { get; }
+}
+
+/// <summary>The server has no web search provider configured (HTTP 503, <c>search_not_configured</c>); retrying will not help until it has.</summary>
+public sealed class SearchNotConfiguredException : SandboxUnavailableException
+{
+    internal SearchNotConfiguredException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field, TimeSpan? retryAfter)
+        : base(statusCode, title, detail, code, field, retryAfter)
+    {
+    }
+}
+
+/// <summary>
+/// A tool call failed on the way out or in the sandbox (HTTP 502, 504): the site could not be fetched (<c>fetch_failed</c>),
+/// sent more than the tool reads (<c>fetch_too_large</c>), the search service failed (<c>search_failed</c>), the remote side
+/// (<c>upstream_timeout</c>) or the tool's run (<c>tool_timeout</c>) took too long, the tool failed (<c>tool_failed</c>) or its
+/// sandbox did (<c>sandbox_error</c>). <see cref="SandboxApiException.Code"/> says which.
+/// </summary>
+public sealed class ToolFailedException : SandboxApiException
+{
+    internal ToolFailedException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field)
+        : base(statusCode, title, detail, code, field)
+    {
+    }
+
+    /// <summary>True when the call failed for lack of time (<c>upstream_timeout</c>, <c>tool_timeout</c>): a retry may succeed.</summary>
+    public bool IsTimeout => Code is "upstream_timeout" or "tool_timeout";
+}
+
+/// <summary>
 /// The server could not be reached or did not answer in time (connection refused, DNS failure, reset, HTTP timeout).
 /// The message names the base URL; <see cref="Exception.InnerException"/> holds the transport error.
 /// </summary>

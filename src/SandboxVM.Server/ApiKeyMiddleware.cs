@@ -7,12 +7,12 @@ namespace SandboxVM.Server;
 
 internal sealed record ApiKeyOptions(string? Key);
 
-/// <summary>When an API key is configured, every /v1 call must carry it as a bearer token.</summary>
+/// <summary>When an API key is configured, every /v1 call and /metrics must carry it as a bearer token.</summary>
 internal sealed class ApiKeyMiddleware(RequestDelegate next, ApiKeyOptions options)
 {
     public Task InvokeAsync(HttpContext context)
     {
-        if (options.Key is not { Length: > 0 } key || !context.Request.Path.StartsWithSegments("/v1"))
+        if (options.Key is not { Length: > 0 } key || (!context.Request.Path.StartsWithSegments("/v1") && !context.Request.Path.StartsWithSegments(MetricsExporter.Path)))
         {
             return next(context);
         }

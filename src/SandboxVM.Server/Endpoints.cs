@@ -30,9 +30,11 @@ internal static partial class Endpoints
                 : ProblemResult(404, ProblemCodes.UnknownTemplate, "name", $"unknown template '{name}'"));
         app.MapPost("/v1/run", RunAsync);
         SandboxEndpoints.Map(app);
+        ToolsEndpoints.Map(app);
+        MetricsExporter.Map(app);
     }
 
-    private static async Task RunAsync(HttpContext context, RunService runs, IOptions<JsonOptions> json)
+    private static async Task RunAsync(HttpContext context, RunService runs, ServerMetrics metrics, IOptions<JsonOptions> json)
     {
         var request = await ReadJsonAsync<RunRequest>(context, json.Value.SerializerOptions, "run request");
         if (request is null)
@@ -41,12 +43,13 @@ internal static partial class Endpoints
         }
         if (RunStreaming.Wanted(context))
         {
-            await RunStreaming.WriteAsync(context, json.Value.SerializerOptions, (events, ct) => runs.RunAsync(request, events, ct));
+            await RunStreaming.WriteAsync(context, json.Value.SerializerOptions, (events, ct) =>
+                metrics.TrackAsync(() => request.Template, ServerMetrics.KindRun, runs.RunAsync(request, events, ct)));
             return;
         }
         try
         {
-            var result = await runs.RunAsync(request, context.RequestAborted);
+            var result = await metrics.TrackAsync(() => request.Template, ServerMetrics.KindRun, runs.RunAsync(request, context.RequestAborted));
             await context.Response.WriteAsJsonAsync(result, json.Value.SerializerOptions, context.RequestAborted);
         }
         catch (RunRequestException e)

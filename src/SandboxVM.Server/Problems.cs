@@ -6,7 +6,12 @@ namespace SandboxVM.Server;
 /// <summary>RFC 7807 problem+json with the stable <c>code</c> and the offending <c>field</c>.</summary>
 internal static class Problems
 {
-    public static async Task Write(HttpContext context, int status, string code, string? field, string detail, TimeSpan? retryAfter = null)
+    /// <summary>
+    /// Writes the problem. <paramref name="extra"/> adds members of its own (e.g. <c>reason</c>); it
+    /// cannot replace the standard ones.
+    /// </summary>
+    public static async Task Write(HttpContext context, int status, string code, string? field, string detail, TimeSpan? retryAfter = null,
+        IReadOnlyDictionary<string, object?>? extra = null)
     {
         context.Response.StatusCode = status;
         context.Response.ContentType = "application/problem+json";
@@ -23,6 +28,10 @@ internal static class Problems
             ["code"] = code,
             ["field"] = field,
         };
+        foreach (var (name, value) in extra ?? new Dictionary<string, object?>())
+        {
+            body.TryAdd(name, value);
+        }
         await JsonSerializer.SerializeAsync(context.Response.Body, body, cancellationToken: context.RequestAborted);
     }
 
@@ -30,11 +39,14 @@ internal static class Problems
     {
         400 => "Bad request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not found",
         409 => "Conflict",
         413 => "Payload too large",
         429 => "Too many requests",
+        502 => "Bad gateway",
         503 => "Service unavailable",
+        504 => "Gateway timeout",
         _ => "Internal error",
     };
 }

@@ -94,8 +94,10 @@ internal static class SandboxEndpoints
         await Handle(context, () => Task.FromResult<IResult>(Results.Json(Describe(sessions.KeepAlive(id, request.TimeoutS), runtime)))).ExecuteAsync(context);
     }
 
-    private static async Task RunAsync(string id, HttpContext context, SessionManager sessions, IOptions<JsonOptions> json)
+    private static async Task RunAsync(string id, HttpContext context, SessionManager sessions, ServerMetrics metrics, IOptions<JsonOptions> json)
     {
+        // The sandbox's template, looked up before the run: a run can end its sandbox.
+        string? template = sessions.List().FirstOrDefault(s => s.Id == id)?.Template.Name;
         var request = await Endpoints.ReadJsonAsync<RunRequest>(context, json.Value.SerializerOptions, "run request");
         if (request is null)
         {
@@ -103,11 +105,13 @@ internal static class SandboxEndpoints
         }
         if (RunStreaming.Wanted(context))
         {
-            await RunStreaming.WriteAsync(context, json.Value.SerializerOptions, (events, ct) => sessions.RunAsync(id, request, events, ct));
+            await RunStreaming.WriteAsync(context, json.Value.SerializerOptions, (events, ct) =>
+                metrics.TrackAsync(() => template, ServerMetrics.KindSandbox, sessions.RunAsync(id, request, events, ct)));
             return;
         }
         await Handle(context, async () =>
-            Results.Json(await sessions.RunAsync(id, request, null, context.RequestAborted), json.Value.SerializerOptions)).ExecuteAsync(context);
+            Results.Json(await metrics.TrackAsync(() => template, ServerMetrics.KindSandbox, sessions.RunAsync(id, request, null, context.RequestAborted)),
+                json.Value.SerializerOptions)).ExecuteAsync(context);
     }
 
     private static async Task UploadAsync(string id, string? path, HttpContext context, SessionManager sessions, SandboxVmOptions options)

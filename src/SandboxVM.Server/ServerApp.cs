@@ -177,6 +177,8 @@ public static class ServerApp
         });
         services.AddSingleton<RunService>();
         services.AddSingleton<SessionManager>();
+        ToolsEndpoints.AddServices(services);
+        MetricsExporter.AddServices(services);
         services.AddHostedService<StartupService>();
     }
 }

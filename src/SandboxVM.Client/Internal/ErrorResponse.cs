@@ -36,6 +36,12 @@ internal static class ErrorResponse
                 return new FileTooLargeException(status, title, detail, code, field);
             case "invalid_path":
                 return new SandboxInvalidPathException(status, title, detail, code, field);
+            case "egress_denied":
+                return new EgressDeniedException(status, title, detail, code, field, problem?.Reason);
+            case "search_not_configured":
+                return new SearchNotConfiguredException(status, title, detail, code, field, RetryAfter(response));
+            case "fetch_failed" or "fetch_too_large" or "search_failed" or "upstream_timeout" or "tool_timeout" or "tool_failed" or "sandbox_error":
+                return new ToolFailedException(status, title, detail, code, field);
         }
 
         return status switch

@@ -60,6 +60,20 @@ internal sealed class ArtifactList
     public List<Artifact>? Artifacts { get; init; }
 }
 
+/// <summary>Body of <c>POST /v1/tools/search</c>.</summary>
+internal sealed class SearchToolRequest
+{
+    public required string Query { get; init; }
+
+    public int MaxResults { get; init; }
+}
+
+/// <summary>Body of <c>POST /v1/tools/fetch</c>.</summary>
+internal sealed class FetchToolRequest
+{
+    public required string Url { get; init; }
+}
+
 /// <summary>Data of the <c>stdout</c> and <c>stderr</c> stream events.</summary>
 internal sealed class StreamText
 {
@@ -80,6 +94,9 @@ internal sealed class ProblemDetails
     public string? Code { get; init; }
 
     public string? Field { get; init; }
+
+    /// <summary>SandboxVM, <c>egress_denied</c>: the egress policy's reason code.</summary>
+    public string? Reason { get; init; }
 
     /// <summary>Not RFC 7807: some proxies and frameworks answer <c>{"error": "..."}</c>.</summary>
     public string? Error { get; init; }
@@ -110,4 +127,8 @@ internal sealed class ProblemDetails
 [JsonSerializable(typeof(Artifact))]
 [JsonSerializable(typeof(ArtifactList))]
 [JsonSerializable(typeof(StreamText))]
+[JsonSerializable(typeof(SearchToolRequest))]
+[JsonSerializable(typeof(FetchToolRequest))]
+[JsonSerializable(typeof(SearchResults))]
+[JsonSerializable(typeof(FetchResult))]
 internal sealed partial class SandboxJson : JsonSerializerContext;

@@ -6,29 +6,39 @@
 '42\\n'
 """
 
+from . import tools
 from ._version import __version__
 from .errors import (
     ApiError,
     AuthenticationError,
+    EgressDeniedError,
     FileTooLargeError,
     NotFoundError,
     RateLimitError,
     SandboxConnectionError,
     SandboxError,
     SandboxTimeoutError,
+    SearchNotConfiguredError,
     ServerError,
+    ToolError,
     UnavailableError,
     UnknownTemplateError,
     ValidationError,
 )
 from .models import Artifact, FileInfo, RunMetrics, RunResult, SandboxInfo
 from .sandbox import Files, Sandbox, list_templates
+from .tools import FetchResult, PageLink, SearchHit, SearchResults
 
 __all__ = [
     "__version__",
     "Sandbox",
     "Files",
     "list_templates",
+    "tools",
+    "SearchResults",
+    "SearchHit",
+    "FetchResult",
+    "PageLink",
     "RunResult",
     "RunMetrics",
     "Artifact",
@@ -46,4 +56,7 @@ __all__ = [
     "RateLimitError",
     "UnavailableError",
     "ServerError",
+    "EgressDeniedError",
+    "SearchNotConfiguredError",
+    "ToolError",
 ]

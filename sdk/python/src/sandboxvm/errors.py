@@ -23,6 +23,9 @@ __all__ = [
     "RateLimitError",
     "UnavailableError",
     "ServerError",
+    "EgressDeniedError",
+    "SearchNotConfiguredError",
+    "ToolError",
 ]
 
 
@@ -141,6 +144,36 @@ class ServerError(ApiError):
     """The server failed (HTTP 5xx other than 503)."""
 
 
+class EgressDeniedError(ApiError):
+    """A tool may not connect where it was asked to (HTTP 403 ``egress_denied``): the server's egress
+    policy refuses the host. Not an API key problem.
+
+    ``reason`` is the policy's reason code (``private_address``, ``denied_by_rule``,
+    ``metadata_endpoint``, ``port_not_allowed``, ``not_in_allow_list``, ``invalid_request``...), or None.
+    """
+
+    @property
+    def reason(self) -> Optional[str]:
+        value = self.body.get("reason")
+        return value if isinstance(value, str) and value else None
+
+
+class SearchNotConfiguredError(UnavailableError):
+    """The server has no web search provider configured (HTTP 503 ``search_not_configured``)."""
+
+
+class ToolError(ServerError):
+    """A tool call failed on the way out or in its sandbox (HTTP 502/504): ``fetch_failed``,
+    ``fetch_too_large``, ``search_failed``, ``upstream_timeout``, ``tool_timeout``, ``tool_failed``,
+    ``sandbox_error``. ``is_timeout`` is true for the two timeouts (a retry may succeed)."""
+
+    @property
+    def is_timeout(self) -> bool:
+        return self.code in ("upstream_timeout", "tool_timeout")
+
+
+_TOOL_FAILURES = ("fetch_failed", "fetch_too_large", "search_failed", "upstream_timeout", "tool_timeout", "tool_failed", "sandbox_error")
+
 _BY_CODE: Dict[str, Type[ApiError]] = {
     "unknown_template": UnknownTemplateError,
     "sandbox_not_found": NotFoundError,
@@ -150,6 +183,9 @@ _BY_CODE: Dict[str, Type[ApiError]] = {
     "too_many_sandboxes": RateLimitError,
     "overloaded": RateLimitError,
     "template_unavailable": UnavailableError,
+    "egress_denied": EgressDeniedError,
+    "search_not_configured": SearchNotConfiguredError,
+    **{code: ToolError for code in _TOOL_FAILURES},
 }
 
 

@@ -1,0 +1,189 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Prometheus;
+using SandboxVM.Core.Catalog;
+using SandboxVM.Core.Runs;
+using SandboxVM.Core.Sessions;
+using SandboxVM.Core.Singletons;
+using SandboxVM.Core.Templates;
+using SandboxVM.Egress;
+
+namespace SandboxVM.Server;
+
+/// <summary>
+/// The server's own instruments, meter <c>SandboxVM.Server</c>. Instrument names are short because the
+/// Prometheus exporter prefixes the meter name: <c>runs</c> is scraped as <c>sandboxvm_server_runs</c>.
+/// </summary>
+internal sealed class ServerMetrics
+{
+    public const string MeterName = "SandboxVM.Server";
+    public const string Runs = "runs";
+    public const string RunDuration = "run_duration_seconds";
+    public const string ToolRequests = "tool_requests";
+    public const string SandboxesLive = "sandboxes_live";
+    public const string VmsLive = "vms_live";
+    public const string SingletonRestarts = "singleton_restarts";
+
+    /// <summary>Run kinds (tag <c>kind</c>): <c>POST /v1/run</c>, a sandbox's run, a tools call.</summary>
+    public const string KindRun = "run";
+    public const string KindSandbox = "sandbox";
+    public const string KindTool = "tool";
+
+    /// <summary>Bucket bounds of <see cref="RunDuration"/>, seconds.</summary>
+    public static readonly double[] RunDurationBuckets = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+    private readonly Counter<long> _runs;
+    private readonly Histogram<double> _runDuration;
+    private readonly Counter<long> _toolRequests;
+    private readonly IServiceProvider _services;
+
+    public ServerMetrics(IMeterFactory meters, IServiceProvider services)
+    {
+        _services = services;
+        var meter = meters.Create(MeterName);
+        _runs = meter.CreateCounter<long>(Runs, unit: "{run}", description: "Finished runs by template, status and kind (run, sandbox, tool)");
+        _runDuration = meter.CreateHistogram<double>(RunDuration, unit: "s", description: "Run duration on the server (queue to result) by template and status");
+        _toolRequests = meter.CreateCounter<long>(ToolRequests, unit: "{request}", description: "Tools calls by tool and outcome (ok or the problem code)");
+        meter.CreateObservableGauge(SandboxesLive, ObserveSandboxes, unit: "{sandbox}", description: "Sandboxes (sessions) running");
+        meter.CreateObservableGauge(VmsLive, ObserveVms, unit: "{vm}", description: "VMs alive: pools, singletons, runs and sessions");
+        meter.CreateObservableGauge(SingletonRestarts, ObserveRestarts, unit: "{restart}", description: "Times each singleton template's VM was started again");
+    }
+
+    /// <summary>Counts a finished run and its duration (the server-measured total).</summary>
+    public void RecordRun(string? template, string kind, RunResult result)
+    {
+        var tags = new TagList
+        {
+            { "template", string.IsNullOrEmpty(template) ? "unknown" : template },
+            { "status", StatusName(result.Status) },
+            { "kind", kind },
+        };
+        _runs.Add(1, tags);
+        _runDuration.Record(Math.Max(0, result.Metrics.TotalMs) / 1000.0, tags);
+    }
+
+    /// <summary>Counts a tools call: <paramref name="outcome"/> is <c>ok</c> or the problem code it was answered with.</summary>
+    public void RecordTool(string tool, string outcome) =>
+        _toolRequests.Add(1, new TagList { { "tool", tool }, { "outcome", outcome } });
+
+    /// <summary>Runs <paramref name="run"/> and records it as a run of <paramref name="template"/>.</summary>
+    public async Task<RunResult> TrackAsync(Func<string?> template, string kind, Task<RunResult> run)
+    {
+        var result = await run;
+        RecordRun(template(), kind, result);
+        return result;
+    }
+
+    /// <summary>The wire name of a run status (<c>sandbox_error</c>), as in RunResult.</summary>
+    public static string StatusName(RunStatus status) => status switch
+    {
+        RunStatus.Ok => "ok",
+        RunStatus.Error => "error",
+        RunStatus.CompileError => "compile_error",
+        RunStatus.Timeout => "timeout",
+        RunStatus.Oom => "oom",
+        RunStatus.OutputLimit => "output_limit",
+        RunStatus.SandboxError => "sandbox_error",
+        _ => status.ToString().ToLowerInvariant(),
+    };
+
+    // Observations run on the scrape; a failure must not fail the scrape, so each one is guarded.
+    private IEnumerable<Measurement<int>> ObserveSandboxes()
+    {
+        int count = Guard(() => _services.GetService<SessionManager>()?.List().Count ?? 0);
+        return [new Measurement<int>(count)];
+    }
+
+    private IEnumerable<Measurement<int>> ObserveVms() =>
+        [new Measurement<int>(Guard(() => _services.GetService<VmTracker>()?.LiveCount ?? 0))];
+
+    private IEnumerable<Measurement<int>> ObserveRestarts()
+    {
+        var catalog = _services.GetService<TemplateCatalog>();
+        var singletons = _services.GetService<SingletonManager>();
+        if (catalog is null || singletons is null)
+        {
+            return [];
+        }
+        try
+        {
+            return catalog.All
+                .Where(t => t.Warmup.Strategy == WarmupStrategy.Singleton)
+                .Select(t => (t.Name, Status: singletons.Status(t.Name)))
+                .Where(s => s.Status is not null)
+                .Select(s => new Measurement<int>(s.Status!.Restarts, new KeyValuePair<string, object?>("template", s.Name)))
+                .ToList();
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return [];
+        }
+    }
+
+    private static int Guard(Func<int> observe)
+    {
+        try
+        {
+            return observe();
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return 0;
+        }
+    }
+}
+
+/// <summary>
+/// Serves <c>/metrics</c> in the Prometheus text format: the <c>SandboxVM.Egress</c> and <c>SandboxVM.Server</c>
+/// meters through prometheus-net's meter adapter, in a registry of this server's own (not prometheus-net's
+/// process-wide default one), plus the .NET process metrics.
+/// </summary>
+internal sealed class MetricsExporter : IDisposable
+{
+    public const string Path = "/metrics";
+
+    private readonly IDisposable _adapter;
+
+    public MetricsExporter(ServerMetrics server)
+    {
+        _ = server; // created first, so its instruments are published when the adapter starts listening
+        Registry = Metrics.NewCustomRegistry();
+        _adapter = MeterAdapter.StartListening(new MeterAdapterOptions
+        {
+            Registry = Registry,
+            // Without it the adapter writes to prometheus-net's default registry whatever Registry says.
+            MetricFactory = Metrics.WithCustomRegistry(Registry),
+            InstrumentFilterPredicate = i => i.Meter.Name is EgressMetrics.MeterName or ServerMetrics.MeterName,
+            // The adapter drops a series that has not changed for this long (a counter that comes back
+            // restarts at zero). Label values here are few (templates, statuses, reasons): keep them for
+            // the longest the adapter allows.
+            MetricsExpireAfter = TimeSpan.FromDays(1),
+            ResolveHistogramBuckets = i => i.Meter.Name == ServerMetrics.MeterName && i.Name == ServerMetrics.RunDuration
+                ? ServerMetrics.RunDurationBuckets
+                : MeterAdapterOptions.DefaultHistogramBuckets,
+        });
+        DotNetStats.Register(Registry);
+    }
+
+    public CollectorRegistry Registry { get; }
+
+    public static void AddServices(IServiceCollection services)
+    {
+        services.AddMetrics();
+        services.TryAddSingleton<ServerMetrics>();
+        services.TryAddSingleton<MetricsExporter>();
+    }
+
+    /// <summary>Maps <see cref="Path"/>; the exporter (and with it the meter listener) starts here.</summary>
+    public static void Map(IEndpointRouteBuilder app)
+    {
+        var exporter = app.ServiceProvider.GetRequiredService<MetricsExporter>();
+        app.MapMetrics(Path, exporter.Registry);
+    }
+
+    public void Dispose() => _adapter.Dispose();
+}
