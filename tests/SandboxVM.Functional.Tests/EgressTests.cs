@@ -1,3 +1,4 @@
+using System.Net.Http.Json;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using SandboxVM.Core.Catalog;
@@ -146,6 +147,31 @@ public abstract class EgressScenarios(ServerFixture server)
         Assert.Empty(o.GetProperty("proxy").EnumerateArray());
         Assert.NotEqual("connected", o.GetProperty("site").GetString());
         Assert.NotEqual("connected", o.GetProperty("agent_proxy").GetString());
+    }
+
+    [Fact]
+    public async Task ToolsRest_FetchAndSearch_RunInTheSingleton_AndDenialsCarryTheReason()
+    {
+        using var fetch = await server.Http.PostAsJsonAsync("/v1/tools/fetch", new { url = server.Site.BaseUrl + "/page" }, Ct);
+        using var search = await server.Http.PostAsJsonAsync("/v1/tools/search", new { query = "sandbox vm", max_results = 3 }, Ct);
+        using var denied = await server.Http.PostAsJsonAsync("/v1/tools/fetch", new { url = "http://169.254.169.254/latest/meta-data/" }, Ct);
+        string metrics = await server.Http.GetStringAsync("/metrics", Ct);
+
+        var page = await fetch.Content.ReadFromJsonAsync<JsonElement>(Ct);
+        Assert.True(fetch.IsSuccessStatusCode, page.ToString());
+        Assert.Equal(EgressTestSite.PageTitle, page.GetProperty("title").GetString());
+        Assert.Contains(EgressTestSite.PageText, page.GetProperty("text").GetString());
+        var hits = await search.Content.ReadFromJsonAsync<JsonElement>(Ct);
+        Assert.True(search.IsSuccessStatusCode, hits.ToString());
+        Assert.Equal(3, hits.GetProperty("results").GetArrayLength());
+        Assert.Contains("sandbox vm", hits.GetProperty("results")[0].GetProperty("snippet").GetString());
+        var problem = await denied.Content.ReadFromJsonAsync<JsonElement>(Ct);
+        Assert.Equal(System.Net.HttpStatusCode.Forbidden, denied.StatusCode);
+        Assert.Equal("egress_denied", problem.GetProperty("code").GetString());
+        Assert.Equal("metadata_endpoint", problem.GetProperty("reason").GetString());
+        // Every egress decision is counted: the allowed fetch and the denied one.
+        Assert.Matches("sandboxvm_egress_\\w*connections\\{[^}]*decision=\"allowed\"", metrics);
+        Assert.Matches("sandboxvm_egress_\\w*connections\\{[^}]*reason=\"metadata_endpoint\"", metrics);
     }
 
     [Fact]
