@@ -198,22 +198,18 @@ public sealed class SessionManagerTests : IAsyncLifetime
     public async Task FifoLock_LetsWaitersInInArrivalOrder()
     {
         var gate = new FifoLock();
-        var order = new List<int>();
-        var first = await gate.AcquireAsync(Ct);
-        var waiters = Enumerable.Range(1, 5).Select(async i =>
-        {
-            await Task.Delay(i * 20, Ct); // arrive in order 1..5
-            using var held = await gate.AcquireAsync(Ct);
-            lock (order)
-            {
-                order.Add(i);
-            }
-        }).ToList();
-        await Task.Delay(200, Ct);
-        first.Dispose();
-        await Task.WhenAll(waiters);
+        IDisposable holder = await gate.AcquireAsync(Ct);
+        // Five waiters arrive in order while the lock is held.
+        var waiters = Enumerable.Range(0, 5).Select(_ => gate.AcquireAsync(Ct)).ToList();
 
-        Assert.Equal([1, 2, 3, 4, 5], order);
+        for (int i = 0; i < waiters.Count; i++)
+        {
+            Assert.All(waiters.Skip(i), w => Assert.False(w.IsCompleted));
+            holder.Dispose();
+            holder = await waiters[i].WaitAsync(TimeSpan.FromSeconds(5), Ct);
+        }
+        holder.Dispose();
+        using var again = await gate.AcquireAsync(Ct).WaitAsync(TimeSpan.FromSeconds(5), Ct);
     }
 
     [Fact]
