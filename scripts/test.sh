@@ -7,6 +7,9 @@ scripts/build.sh
 artifacts/cli/sandboxvm templates build
 
 export SANDBOXVM_AGENT="$PWD/artifacts/agent/sandboxvm-agent"
+# The runtime's end-to-end tests boot a real guest: the kernel, initramfs and a root disk with the agent.
+eval "$(artifacts/cli/sandboxvm templates vm-images cpp-algorithm)"
+export SANDBOXVM_KERNEL SANDBOXVM_INITRD SANDBOXVM_ROOTFS_IMG
 results="$PWD/artifacts/test-results"
 rm -rf "$results"
 status=0

@@ -6,6 +6,7 @@ using SandboxVM.Client;
 using SandboxVM.Core.Catalog;
 using SandboxVM.Core.Templates;
 using SandboxVM.Images;
+using SandboxVM.Images.Boot;
 using SandboxVM.Server;
 
 namespace SandboxVM.Cli;
@@ -84,6 +85,30 @@ internal static class TemplatesCommand
             }
             return failures == 0 ? 0 : 1;
         });
-        return new Command("templates", "List or build templates") { list, build };
+        var vmName = new Argument<string>("name") { Description = "Template whose VM images to build" };
+        var vmImages = new Command("vm-images",
+            "Build a template's VM images (guest kernel, initramfs, ext4 root disk) and print their paths as shell assignments "
+            + "(SANDBOXVM_KERNEL, SANDBOXVM_INITRD, SANDBOXVM_ROOTFS_IMG), as the runtime end-to-end tests read them") { vmName };
+        vmImages.SetAction(async (parse, ct) =>
+        {
+            var options = ServerApp.LoadOptions(new ConfigurationBuilder().AddEnvironmentVariables().Build());
+            using var loggers = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning));
+            var images = new ImageBuilderOptions { CacheRoot = options.CacheDir };
+            var catalog = new TemplateCatalog(TemplateRegistry.Load(options.TemplateDirectories),
+                new ImageBuilder(images, loggers.CreateLogger<ImageBuilder>()), options, NullLogger<TemplateCatalog>.Instance,
+                new BootArtifactsBuilder(images, loggers.CreateLogger<BootArtifactsBuilder>()));
+            var t = catalog.Find(parse.GetValue(vmName)!);
+            if (t is null)
+            {
+                await Console.Error.WriteLineAsync($"sandboxvm: unknown template '{parse.GetValue(vmName)}'");
+                return 1;
+            }
+            var spec = await catalog.GetSpecAsync(t, ct);
+            Console.WriteLine($"SANDBOXVM_KERNEL='{spec.KernelPath}'");
+            Console.WriteLine($"SANDBOXVM_INITRD='{spec.InitrdPath}'");
+            Console.WriteLine($"SANDBOXVM_ROOTFS_IMG='{spec.RootfsImage}'");
+            return 0;
+        });
+        return new Command("templates", "List or build templates") { list, build, vmImages };
     }
 }
