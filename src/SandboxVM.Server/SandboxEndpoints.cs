@@ -131,7 +131,16 @@ internal static class SandboxEndpoints
         await Handle(context, async () =>
         {
             var body = new LimitedStream(context.Request.Body, limit);
-            var info = await sessions.UseAsync(id, path ?? "", (agent, p) => agent.WriteFileAsync(p, body, context.RequestAborted), mutates: true);
+            var info = await sessions.UseAsync(id, path ?? "", async (agent, p) =>
+            {
+                // Like writing to an object store: missing parent directories are created.
+                int slash = p.TrimEnd('/').LastIndexOf('/');
+                if (slash > 0)
+                {
+                    await agent.MakeDirAsync(p[..slash], parents: true, context.RequestAborted);
+                }
+                return await agent.WriteFileAsync(p, body, context.RequestAborted);
+            }, mutates: true);
             if (body.Exceeded)
             {
                 // The guest got limit+1 bytes and a clean end; what it wrote is not what was sent.
