@@ -54,8 +54,7 @@ internal static partial class Endpoints
         }
         catch (RunRequestException e)
         {
-            TimeSpan? retry = e.Status == 429 ? TimeSpan.FromSeconds(1) : null;
-            await Problems.Write(context, e.Status, e.Code, e.Field, e.Message, retry);
+            await Problems.Write(context, e);
         }
     }
 

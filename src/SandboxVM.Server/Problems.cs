@@ -6,6 +6,10 @@ namespace SandboxVM.Server;
 /// <summary>RFC 7807 problem+json with the stable <c>code</c> and the offending <c>field</c>.</summary>
 internal static class Problems
 {
+    /// <summary>Answers a refused request with its problem (and Retry-After when it has one).</summary>
+    public static Task Write(HttpContext context, SandboxVM.Core.Runs.RunRequestException e) =>
+        Write(context, e.Status, e.Code, e.Field, e.Message, e.RetryAfter);
+
     /// <summary>
     /// Writes the problem. <paramref name="extra"/> adds members of its own (e.g. <c>reason</c>); it
     /// cannot replace the standard ones.

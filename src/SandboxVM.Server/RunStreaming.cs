@@ -55,8 +55,7 @@ internal static class RunStreaming
         }
         catch (RunRequestException e) when (!started)
         {
-            TimeSpan? retry = e.Status == 429 ? TimeSpan.FromSeconds(1) : null;
-            await Problems.Write(context, e.Status, e.Code, e.Field, e.Message, retry);
+            await Problems.Write(context, e);
         }
         catch (OperationCanceledException) when (aborted.IsCancellationRequested)
         {

@@ -196,8 +196,7 @@ internal static class SandboxEndpoints
             }
             catch (RunRequestException e) when (!httpContext.Response.HasStarted)
             {
-                TimeSpan? retry = e.Status == 429 ? TimeSpan.FromSeconds(5) : null;
-                await Problems.Write(httpContext, e.Status, e.Code, e.Field, e.Message, retry);
+                await Problems.Write(httpContext, e);
                 return;
             }
             await result.ExecuteAsync(httpContext);

@@ -81,11 +81,14 @@ public interface IRunEvents
 }
 
 /// <summary>A request the server refuses: a stable code and the field at fault.</summary>
-public sealed class RunRequestException(string code, string? field, string message, int status = 400) : Exception(message)
+public sealed class RunRequestException(string code, string? field, string message, int status = 400, TimeSpan? retryAfter = null) : Exception(message)
 {
     public string Code { get; } = code;
     public string? Field { get; } = field;
     public int Status { get; } = status;
+
+    /// <summary>When a refused caller may try again (Retry-After): for a 429, one second unless the thrower knows better.</summary>
+    public TimeSpan? RetryAfter { get; } = retryAfter ?? (status == 429 ? TimeSpan.FromSeconds(1) : null);
 }
 
 public static class ProblemCodes

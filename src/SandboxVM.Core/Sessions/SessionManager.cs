@@ -83,7 +83,8 @@ public sealed partial class SessionManager : IAsyncDisposable
         {
             Interlocked.Decrement(ref _reserved);
             throw new RunRequestException(ProblemCodes.TooManySandboxes, null,
-                $"{_options.MaxSandboxes} sandboxes are live, the most this server keeps; end one or try again later", 429);
+                $"{_options.MaxSandboxes} sandboxes are live, the most this server keeps; end one or try again later", 429,
+                TimeSpan.FromSeconds(5));
         }
         LeasedVm lease;
         try
