@@ -84,18 +84,7 @@ internal static class ExternalCommand
         }
 
         var display = Display(fileName, arguments);
-        using var process = new Process { StartInfo = psi };
-        try
-        {
-            process.Start();
-        }
-        catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
-        {
-            throw new ExternalCommandException($"`{display}` could not be started: {e.Message}", e);
-        }
-
-        // Nothing is ever fed to stdin; EOF keeps tools from waiting on a terminal.
-        process.StandardInput.Close();
+        using var process = Start(psi, display);
 
         var gate = new Lock();
         var stdout = new StringBuilder();
@@ -119,6 +108,42 @@ internal static class ExternalCommand
             }
         });
 
+        await WaitOrKillAsync(process, cancellationToken).ConfigureAwait(false);
+        await Task.WhenAll(outTask, errTask).ConfigureAwait(false);
+        if (process.ExitCode != 0)
+        {
+            var tail = stderrTail.Count > 0 ? stderrTail : stdoutTail;
+            throw new ExternalCommandException(display, process.ExitCode, string.Join('\n', tail));
+        }
+
+        return stdout.ToString();
+    }
+
+    /// <summary>
+    /// Starts a process whose stdin, stdout and stderr are redirected; stdin is closed at once (nothing is
+    /// ever fed to it; end of file keeps tools from waiting on a terminal).
+    /// </summary>
+    /// <exception cref="ExternalCommandException">The program could not be started.</exception>
+    internal static Process Start(ProcessStartInfo psi, string display)
+    {
+        var process = new Process { StartInfo = psi };
+        try
+        {
+            process.Start();
+        }
+        catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
+        {
+            process.Dispose();
+            throw new ExternalCommandException($"`{display}` could not be started: {e.Message}", e);
+        }
+
+        process.StandardInput.Close();
+        return process;
+    }
+
+    /// <summary>Waits for the process to exit; on cancellation kills its whole tree, waits for it, and throws.</summary>
+    internal static async Task WaitOrKillAsync(Process process, CancellationToken cancellationToken)
+    {
         try
         {
             await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
@@ -137,15 +162,6 @@ internal static class ExternalCommand
             await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
             throw;
         }
-
-        await Task.WhenAll(outTask, errTask).ConfigureAwait(false);
-        if (process.ExitCode != 0)
-        {
-            var tail = stderrTail.Count > 0 ? stderrTail : stdoutTail;
-            throw new ExternalCommandException(display, process.ExitCode, string.Join('\n', tail));
-        }
-
-        return stdout.ToString();
     }
 
     /// <summary>Shell-quoted command line for messages and logs; long arguments are shortened.</summary>

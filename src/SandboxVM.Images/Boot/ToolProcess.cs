@@ -37,17 +37,7 @@ internal static class ToolProcess
             psi.ArgumentList.Add(a);
 
         var display = ExternalCommand.Display(fileName, arguments);
-        using var process = new Process { StartInfo = psi };
-        try
-        {
-            process.Start();
-        }
-        catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
-        {
-            throw new ExternalCommandException($"`{display}` could not be started: {e.Message}", e);
-        }
-
-        process.StandardInput.Close();
+        using var process = ExternalCommand.Start(psi, display);
         var gate = new Lock();
         var tail = new Queue<string>();
         void Line(string line)
@@ -66,25 +56,7 @@ internal static class ToolProcess
             ? process.StandardOutput.BaseStream.CopyToAsync(stdout, CancellationToken.None)
             : PumpAsync(process.StandardOutput, Line);
         var errTask = PumpAsync(process.StandardError, Line);
-        try
-        {
-            await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            try
-            {
-                process.Kill(entireProcessTree: true);
-            }
-            catch (InvalidOperationException)
-            {
-                // Already gone.
-            }
-
-            await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
-            throw;
-        }
-
+        await ExternalCommand.WaitOrKillAsync(process, cancellationToken).ConfigureAwait(false);
         await Task.WhenAll(outTask, errTask).ConfigureAwait(false);
         if (process.ExitCode != 0)
         {
