@@ -48,7 +48,7 @@ internal static class SandboxEndpoints
         g.MapGet("/{id}/artifacts", (string id, HttpContext context, SessionManager sessions) =>
             Handle(context, async () =>
             {
-                var list = await sessions.UseAsync(id, "/tmp/outputs", (agent, _) => agent.ListArtifactsAsync(context.RequestAborted));
+                var list = await sessions.UseAsync(id, RunService.OutputsDir, (agent, _) => agent.ListArtifactsAsync(context.RequestAborted));
                 return Results.Json(new
                 {
                     artifacts = list.Artifacts.OrderBy(a => a.Path, StringComparer.Ordinal).Select(a =>

@@ -20,7 +20,8 @@ namespace SandboxVM.Core.Runs;
 public sealed partial class RunService
 {
     private const string Home = "/home/sandbox";
-    private const string OutputsDir = "/tmp/outputs";
+    /// <summary>Where a run's artifacts are written in the sandbox.</summary>
+    public const string OutputsDir = "/tmp/outputs";
 
     private readonly TemplateCatalog _catalog;
     private readonly PoolManager _pools;

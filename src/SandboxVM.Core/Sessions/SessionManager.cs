@@ -29,7 +29,7 @@ public sealed class CreateSandboxRequest
 /// </summary>
 public sealed partial class SessionManager : IAsyncDisposable
 {
-    private const string OutputsDir = "/tmp/outputs";
+    private const string OutputsDir = RunService.OutputsDir;
     private const int MaxMetadataEntries = 32;
     private const int MaxMetadataChars = 1024;
 
