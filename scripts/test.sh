@@ -26,18 +26,31 @@ python3 - "$results" <<'PY'
 import glob, sys, xml.etree.ElementTree as ET
 ns = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
 passed = failed = skipped = 0
+failures = []  # (test, message): printed whole, since the runs above are quiet
+def clip(text, limit=4000):
+    text = (text or "").strip()
+    return text if len(text) <= limit else text[:limit] + "\n[...]"
 for f in glob.glob(sys.argv[1] + "/*.trx"):
     for r in ET.parse(f).getroot().iter("{%s}UnitTestResult" % ns["t"]):
         outcome = r.get("outcome")
         if outcome == "Passed": passed += 1
         elif outcome == "NotExecuted": skipped += 1
-        else: failed += 1
+        else:
+            failed += 1
+            message = r.findtext("t:Output/t:ErrorInfo/t:Message", "", ns)
+            stack = r.findtext("t:Output/t:ErrorInfo/t:StackTrace", "", ns)
+            failures.append((r.get("testName"), clip(message) + "\n" + clip(stack, 1500)))
 for f in glob.glob(sys.argv[1] + "/*.junit.xml"):  # pytest
     for case in ET.parse(f).getroot().iter("testcase"):
         kinds = {child.tag for child in case}
-        if kinds & {"failure", "error"}: failed += 1
+        if kinds & {"failure", "error"}:
+            failed += 1
+            bad = next(c for c in case if c.tag in ("failure", "error"))
+            failures.append((case.get("classname", "") + "::" + case.get("name", ""), clip((bad.get("message") or "") + "\n" + (bad.text or ""))))
         elif "skipped" in kinds: skipped += 1
         else: passed += 1
+for name, text in failures:
+    print(f"FAILED {name}\n{text}\n")
 print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")
 PY
 exit $status

@@ -179,7 +179,8 @@ public sealed class RunResultDto
     public List<ArtifactDto> Artifacts { get; set; } = [];
     public Dictionary<string, JsonElement> Metrics { get; set; } = [];
 
-    public override string ToString() => $"status={Status} exit={ExitCode} error={Error}\nstdout={Stdout}\nstderr={Stderr}";
+    public override string ToString() =>
+        $"status={Status} exit={ExitCode} error={Error}\nstdout={Stdout}\nstderr={Stderr}\nmetrics={string.Join(", ", Metrics.Select(m => $"{m.Key}={m.Value}"))}";
 }
 
 public sealed class ArtifactDto
