@@ -53,13 +53,20 @@ public sealed partial class PoolManager : IAsyncDisposable
     public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
-    /// A pooled sandbox that passed a health check (its start and priming) at most this long ago is
-    /// handed out after a look at its process and agent connection only, without the round trip
-    /// (10-25 ms under TCG); older ones are checked (and their clock and entropy refreshed) on take.
-    /// Zero (the default): every take checks, so a guest that hung in the pool is never handed out;
-    /// with a window, such a guest costs its run the run's deadline instead.
+    /// A pooled sandbox that passed a health check (its start, priming, or an idle re-check) at most
+    /// this long ago is handed out after a look at its process and agent connection only, without the
+    /// round trip (10-25 ms of a request under TCG); older ones are checked (and their clock and
+    /// entropy refreshed) on take. Waiting sandboxes are re-checked in the background every
+    /// <see cref="IdleRecheckInterval"/>, so on a healthy host every take finds a fresh one. A guest
+    /// that hangs inside the window is noticed by its run's deadline. Zero: every take checks.
     /// </summary>
-    public TimeSpan HealthCheckFreshness { get; init; } = TimeSpan.Zero;
+    public TimeSpan HealthCheckFreshness { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// How often a waiting pooled sandbox is health-checked (clock and entropy refreshed too) by the
+    /// pool itself, one at a time, off the request path. Zero: never (takes check instead).
+    /// </summary>
+    public TimeSpan IdleRecheckInterval { get; init; } = TimeSpan.FromSeconds(4);
 
     /// <summary>
     /// Run the warm-up in every restored sandbox before it is offered. Under TCG each QEMU translates
@@ -262,6 +269,8 @@ public sealed partial class PoolManager : IAsyncDisposable
         private readonly SemaphoreSlim _wake = new(0);
         private Task _loop = Task.CompletedTask;
         private int _starting;
+        // Taken out of _ready for an idle re-check: still counts as ready for the refill.
+        private int _rechecking;
         private string? _lastError;
 
         public PoolStatus Status
@@ -270,7 +279,7 @@ public sealed partial class PoolManager : IAsyncDisposable
             {
                 lock (_ready)
                 {
-                    return new PoolStatus(_ready.Count(v => !v.Vm.Exited.IsCompleted), template.Warmup.PoolSize, _starting, _lastError);
+                    return new PoolStatus(_ready.Count(v => !v.Vm.Exited.IsCompleted) + _rechecking, template.Warmup.PoolSize, _starting, _lastError);
                 }
             }
         }
@@ -293,7 +302,7 @@ public sealed partial class PoolManager : IAsyncDisposable
         {
             lock (_ready)
             {
-                return _ready.Count(v => !v.Vm.Exited.IsCompleted) + _starting;
+                return _ready.Count(v => !v.Vm.Exited.IsCompleted) + _rechecking + _starting;
             }
         }
 
@@ -306,14 +315,16 @@ public sealed partial class PoolManager : IAsyncDisposable
                 {
                     try
                     {
-                        // Woken by a take, or periodically to notice sandboxes that died while waiting.
-                        await _wake.WaitAsync(TimeSpan.FromSeconds(5), stopping);
+                        // Woken by a take, when the oldest check is due again, or periodically to
+                        // notice sandboxes that died while waiting.
+                        await _wake.WaitAsync(UntilNextRecheck(), stopping);
+                        DropDead();
+                        await RecheckDueAsync(stopping);
                     }
                     catch (OperationCanceledException)
                     {
                         break;
                     }
-                    DropDead();
                     continue;
                 }
                 Interlocked.Increment(ref _starting);
@@ -353,6 +364,80 @@ public sealed partial class PoolManager : IAsyncDisposable
                 finally
                 {
                     Interlocked.Decrement(ref _starting);
+                }
+            }
+        }
+
+        private TimeSpan UntilNextRecheck()
+        {
+            var idle = TimeSpan.FromSeconds(5);
+            if (owner.IdleRecheckInterval <= TimeSpan.Zero)
+            {
+                return idle;
+            }
+            lock (_ready)
+            {
+                if (_ready.Count == 0)
+                {
+                    return idle;
+                }
+                TimeSpan oldest = _ready.Max(v => Stopwatch.GetElapsedTime(v.CheckedAt));
+                TimeSpan due = owner.IdleRecheckInterval - oldest;
+                return due <= TimeSpan.Zero ? TimeSpan.Zero : due < idle ? due : idle;
+            }
+        }
+
+        /// <summary>
+        /// Checks, one at a time, every waiting sandbox whose last check is older than the re-check
+        /// interval: taken out of the queue for the round trip (so no caller gets it meanwhile), put back
+        /// fresh, or ended and replaced when it does not answer.
+        /// </summary>
+        private async Task RecheckDueAsync(CancellationToken stopping)
+        {
+            if (owner.IdleRecheckInterval <= TimeSpan.Zero)
+            {
+                return;
+            }
+            for (int i = 0; i < template.Warmup.PoolSize; i++)
+            {
+                IVm? vm = null;
+                lock (_ready)
+                {
+                    if (_ready.Count > 0 && Stopwatch.GetElapsedTime(_ready.Peek().CheckedAt) >= owner.IdleRecheckInterval)
+                    {
+                        vm = _ready.Dequeue().Vm;
+                        _rechecking++;
+                    }
+                }
+                if (vm is null)
+                {
+                    // The queue's head is the longest-waiting check; requeued ones go to the back.
+                    return;
+                }
+                try
+                {
+                    if (await owner.IsHealthyAsync(vm, stopping))
+                    {
+                        lock (_ready)
+                        {
+                            _ready.Enqueue((vm, Stopwatch.GetTimestamp()));
+                        }
+                        continue;
+                    }
+                    LogDiscarded(owner._logger, vm.Id, template.Name);
+                    await owner._tracker.KillAsync(vm);
+                }
+                catch (OperationCanceledException)
+                {
+                    await owner._tracker.KillAsync(vm);
+                    throw;
+                }
+                finally
+                {
+                    lock (_ready)
+                    {
+                        _rechecking--;
+                    }
                 }
             }
         }

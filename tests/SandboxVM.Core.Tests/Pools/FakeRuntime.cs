@@ -64,6 +64,9 @@ internal sealed class FakeVm : IVm
     public bool Disposed { get; private set; }
     /// <summary>When set, the fake agent stops answering pings (a hung guest).</summary>
     public volatile bool Hung;
+    private int _requests;
+    /// <summary>Requests (ping, reinit...) the fake agent has received.</summary>
+    public int Requests => Volatile.Read(ref _requests);
 
     public VmUsage ReadUsage() => new(0, null);
 
@@ -86,9 +89,13 @@ internal sealed class FakeVm : IVm
                 {
                     await writer.WriteJsonAsync(FrameType.HelloReply, 0, new HelloReply { ProtocolVersion = ProtocolInfo.Version }, ProtocolJson.Default.HelloReply);
                 }
-                else if (r.Frame.Type == FrameType.Request && !Hung)
+                else if (r.Frame.Type == FrameType.Request)
                 {
-                    await writer.WriteJsonAsync(FrameType.Response, r.Frame.Id, new OkBody(), ProtocolJson.Default.OkBody);
+                    Interlocked.Increment(ref _requests);
+                    if (!Hung)
+                    {
+                        await writer.WriteJsonAsync(FrameType.Response, r.Frame.Id, new OkBody(), ProtocolJson.Default.OkBody);
+                    }
                 }
             }
         }

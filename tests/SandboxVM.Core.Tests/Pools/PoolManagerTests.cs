@@ -29,12 +29,31 @@ public class PoolManagerTests : IAsyncLifetime
 
     public ValueTask InitializeAsync()
     {
-        _pools = new PoolManager(_runtime, new Specs(), _tracker, NullLogger<PoolManager>.Instance)
-        {
-            MaxBackoff = TimeSpan.FromMilliseconds(50),
-            HealthCheckTimeout = TimeSpan.FromMilliseconds(300),
-        };
+        _pools = Create(freshness: TimeSpan.Zero, recheck: TimeSpan.Zero);
         return ValueTask.CompletedTask;
+    }
+
+    /// <summary>A pool manager whose takes trust a check younger than <paramref name="freshness"/> and that re-checks waiting VMs every <paramref name="recheck"/> (zero: never).</summary>
+    private PoolManager Create(TimeSpan freshness, TimeSpan recheck) => new(_runtime, new Specs(), _tracker, NullLogger<PoolManager>.Instance)
+    {
+        MaxBackoff = TimeSpan.FromMilliseconds(50),
+        HealthCheckTimeout = TimeSpan.FromMilliseconds(300),
+        HealthCheckFreshness = freshness,
+        IdleRecheckInterval = recheck,
+    };
+
+    private async Task UseAsync(PoolManager pools)
+    {
+        await _pools.DisposeAsync();
+        _pools = pools;
+    }
+
+    private FakeVm[] StartedVms()
+    {
+        lock (_runtime.Vms)
+        {
+            return [.. _runtime.Vms];
+        }
     }
 
     public async ValueTask DisposeAsync()
@@ -103,6 +122,67 @@ public class PoolManagerTests : IAsyncLifetime
         Assert.NotEqual(second.Id, lease.Vm.Id);
         Assert.True(second.Disposed, "the hung VM was not ended");
         await WaitForReadyAsync("py", 2);
+        _tracker.Release(lease.Vm);
+    }
+
+    [Fact]
+    public async Task FreshlyCheckedVm_IsHandedOutWithoutARoundTrip()
+    {
+        await UseAsync(Create(freshness: TimeSpan.FromSeconds(30), recheck: TimeSpan.Zero));
+        var t = Template("py", WarmupStrategy.Pool, 1);
+        _pools.Start([t]);
+        await WaitForReadyAsync("py", 1);
+        FakeVm vm = StartedVms()[0];
+        int before = vm.Requests;
+
+        var lease = await _pools.AcquireAsync(t, Ct);
+        Assert.Equal(VmSource.Pool, lease.Source);
+        Assert.Equal(vm.Id, lease.Vm.Id);
+        Assert.Equal(before, vm.Requests);
+        _tracker.Release(lease.Vm);
+    }
+
+    [Fact]
+    public async Task VmWaitingLongerThanTheFreshnessWindow_IsCheckedOnTake()
+    {
+        await UseAsync(Create(freshness: TimeSpan.FromMilliseconds(50), recheck: TimeSpan.Zero));
+        var t = Template("py", WarmupStrategy.Pool, 1);
+        _pools.Start([t]);
+        await WaitForReadyAsync("py", 1);
+        FakeVm vm = StartedVms()[0];
+        int before = vm.Requests;
+        await Task.Delay(150, Ct);
+
+        var lease = await _pools.AcquireAsync(t, Ct);
+        Assert.Equal(vm.Id, lease.Vm.Id);
+        Assert.Equal(before + 1, vm.Requests);
+        _tracker.Release(lease.Vm);
+    }
+
+    [Fact]
+    public async Task WaitingVms_AreRecheckedInTheBackground_AndAHungOneIsReplacedBeforeAnyTake()
+    {
+        await UseAsync(Create(freshness: TimeSpan.FromSeconds(30), recheck: TimeSpan.FromMilliseconds(100)));
+        var t = Template("py", WarmupStrategy.Pool, 2);
+        _pools.Start([t]);
+        await WaitForReadyAsync("py", 2);
+        var (healthy, hung) = (StartedVms()[0], StartedVms()[1]);
+        int before = healthy.Requests;
+        hung.Hung = true;
+
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (!hung.Disposed || healthy.Requests < before + 2)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"hung ended: {hung.Disposed}, healthy re-checked {healthy.Requests - before} times");
+            await Task.Delay(20, Ct);
+        }
+        Assert.False(healthy.Disposed);
+        await WaitForReadyAsync("py", 2);
+        Assert.Equal(3, _runtime.Started);
+
+        // The pool never hands out the hung one, even right after its last good check.
+        var lease = await _pools.AcquireAsync(t, Ct);
+        Assert.NotEqual(hung.Id, lease.Vm.Id);
         _tracker.Release(lease.Vm);
     }
 
