@@ -2,23 +2,26 @@ using System.Diagnostics.Metrics;
 
 namespace SandboxVM.Egress;
 
-/// <summary>Names of the egress meter and its instruments, for the server's exporter.</summary>
+/// <summary>
+/// Names of the egress meter and its instruments, for the server's exporter. Instrument names are short
+/// because exporters prefix the meter name: <c>connections</c> is scraped as <c>sandboxvm_egress_connections</c>.
+/// </summary>
 public static class EgressMetrics
 {
     /// <summary>The <see cref="Meter"/> name: <c>SandboxVM.Egress</c>.</summary>
     public const string MeterName = "SandboxVM.Egress";
 
     /// <summary>Counter of connection requests, tagged <see cref="DecisionTag"/> and <see cref="ReasonTag"/>.</summary>
-    public const string Connections = "sandboxvm.egress.connections";
+    public const string Connections = "connections";
 
     /// <summary>Counter of bytes sent by sandboxes to remote hosts (added when a connection closes), unit <c>By</c>.</summary>
-    public const string BytesUp = "sandboxvm.egress.bytes_up";
+    public const string BytesUp = "bytes_up";
 
     /// <summary>Counter of bytes received from remote hosts (added when a connection closes), unit <c>By</c>.</summary>
-    public const string BytesDown = "sandboxvm.egress.bytes_down";
+    public const string BytesDown = "bytes_down";
 
     /// <summary>Up-down counter of open connections.</summary>
-    public const string ActiveConnections = "sandboxvm.egress.active_connections";
+    public const string ActiveConnections = "active_connections";
 
     /// <summary>Tag: <c>allowed</c>, <c>denied</c> (by the policy) or <c>failed</c> (allowed, but resolving or connecting failed).</summary>
     public const string DecisionTag = "decision";

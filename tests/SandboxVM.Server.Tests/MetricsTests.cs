@@ -48,7 +48,7 @@ public partial class MetricsTests
         string text = await ScrapeAsync(server);
 
         Assert.Contains("# TYPE sandboxvm_egress_", text);
-        double? count = Sample(text, "sandboxvm_egress_sandboxvm_egress_connections", "decision=\"denied\"", "reason=\"private_address\"");
+        double? count = Sample(text, "sandboxvm_egress_connections", "decision=\"denied\"", "reason=\"private_address\"");
         Assert.True(count >= 1, text);
     }
 
