@@ -83,6 +83,12 @@ public sealed class SandboxVmOptions
     /// <summary>Ports added to every proxy template's allowed ports (80 and 443 unless the template lists its own).</summary>
     public List<int> EgressPorts { get; set; } = [];
 
+    /// <summary>Egress connections one proxy sandbox may have open at once (more: denied <c>too_many_connections</c>).</summary>
+    public int EgressMaxConnections { get; set; } = 64;
+
+    /// <summary>Egress connection requests one proxy sandbox may make per minute (more: denied <c>rate_limited</c>).</summary>
+    public int EgressMaxConnectionsPerMinute { get; set; } = 600;
+
     /// <summary>Where the guest agent's HTTP proxy listens inside proxy sandboxes (HTTP_PROXY of the template points there).</summary>
     public string EgressListen { get; set; } = "127.0.0.1:3128";
 

@@ -42,6 +42,10 @@ public sealed class EgressDecision
     /// <summary>One line for people, e.g. <c>egress to example.com:443 (10.1.2.3) denied: 10.1.2.3 is a private address (10.0.0.0/8)</c>.</summary>
     public string Message { get; }
 
+    /// <summary>A request refused before the policy looked at it (a per-sandbox limit).</summary>
+    internal static EgressDecision Refused(EgressReason reason, string host, int port, string why) =>
+        new(false, reason, host, port, null, [], $"egress to {EgressPolicy.Describe(host, port, null)} denied ({reason.ToCode()}): {why}");
+
     /// <summary>The same decision with another outcome (a connection failure after the policy allowed it).</summary>
     internal EgressDecision WithOutcome(bool allowed, EgressReason reason, IPAddress? address, string message) =>
         new(allowed, reason, Host, Port, address, Addresses, message);

@@ -26,6 +26,19 @@ public sealed class EgressGatewayOptions
 
     /// <summary>How many of the checked addresses are tried, in resolver order, before giving up (at least 1).</summary>
     public int MaxConnectAttempts { get; set; } = 3;
+
+    /// <summary>Connections one sandbox may have open (or being opened) at once; more are denied <c>too_many_connections</c>.</summary>
+    public int MaxConnectionsPerSandbox { get; set; } = 64;
+
+    /// <summary>
+    /// Connection requests one sandbox may make per minute (a token bucket that refills evenly over the
+    /// minute, so a burst of this size is allowed); more are denied <c>rate_limited</c>. Denied requests
+    /// count too: a sandbox cannot make the host resolve names without bound.
+    /// </summary>
+    public int MaxConnectionsPerMinutePerSandbox { get; set; } = 600;
+
+    /// <summary>The clock of the per-minute limit (tests inject one).</summary>
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 }
 
 /// <summary>
@@ -41,6 +54,7 @@ public sealed partial class EgressGateway
     private readonly ILogger _logger;
     private readonly IEgressResolver _resolver;
     private readonly EgressInstruments _instruments;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, SandboxBudget> _budgets = new(StringComparer.Ordinal);
 
     /// <param name="policy">What may be reached.</param>
     /// <param name="options">Timeouts and upstream proxy; defaults when null.</param>
@@ -55,6 +69,8 @@ public sealed partial class EgressGateway
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(_options.ConnectTimeout, TimeSpan.Zero, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(_options.ResolveTimeout, TimeSpan.Zero, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.MaxConnectAttempts, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(_options.MaxConnectionsPerSandbox, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(_options.MaxConnectionsPerMinutePerSandbox, 1, nameof(options));
         _logger = logger ?? NullLogger.Instance;
         _resolver = resolver ?? SystemDnsResolver.Instance;
         _instruments = new EgressInstruments(meter ?? EgressMetrics.SharedMeter);
@@ -77,6 +93,33 @@ public sealed partial class EgressGateway
     public async Task<EgressConnection> ConnectAsync(EgressRequest request, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(request);
+        var budget = _budgets.GetOrAdd(request.SandboxId, _ => new SandboxBudget());
+        if (budget.TryOpen(_options, out var refusal) is { } limited)
+            return Finish(request, new EgressConnection(EgressDecision.Refused(limited, request.Host, request.Port, refusal!), null, null, false), "none");
+        EgressConnection connection;
+        try
+        {
+            connection = await ConnectWithinBudgetAsync(request, budget, cancellationToken);
+        }
+        catch
+        {
+            budget.Close();
+            throw;
+        }
+        // An open connection gives its place back when it closes (its stream's close callback).
+        if (connection.Stream is null)
+            budget.Close();
+        return connection;
+    }
+
+    /// <summary>
+    /// Forgets a sandbox's limits (its VM has ended). Connections it still has open release nothing
+    /// afterwards; a sandbox id is never reused.
+    /// </summary>
+    public void Forget(string sandboxId) => _budgets.TryRemove(sandboxId, out _);
+
+    private async Task<EgressConnection> ConnectWithinBudgetAsync(EgressRequest request, SandboxBudget budget, CancellationToken cancellationToken)
+    {
         var decision = await EvaluateAsync(request, cancellationToken);
         if (!decision.Allowed)
             return Finish(request, new EgressConnection(decision, null, null, false), "none");
@@ -100,8 +143,11 @@ public sealed partial class EgressGateway
                     $"egress to {EgressPolicy.Describe(decision.Host, decision.Port, address)} allowed ({route})");
                 var started = Stopwatch.GetTimestamp();
                 var sock = socket;
-                var stream = new CountingStream(new NetworkStream(socket, ownsSocket: true),
-                    (up, down) => Closed(request, connected, up, down, Stopwatch.GetElapsedTime(started)));
+                var stream = new CountingStream(new NetworkStream(socket, ownsSocket: true), (up, down) =>
+                {
+                    budget.Close();
+                    Closed(request, connected, up, down, Stopwatch.GetElapsedTime(started));
+                });
                 socket = null;
                 _instruments.Active.Add(1);
                 return Finish(request, new EgressConnection(connected, stream, sock, viaProxy), route);
@@ -244,4 +290,49 @@ public sealed partial class EgressGateway
     private static partial void LogClosed(ILogger logger, string sandboxId, string host, int port, string address, long bytesUp, long bytesDown, long durationMs);
 
     private sealed class ProxyException(string message) : Exception(message);
+
+    /// <summary>One sandbox's open connections and its per-minute token bucket.</summary>
+    private sealed class SandboxBudget
+    {
+        private readonly Lock _lock = new();
+        private int _open;
+        private double _tokens = double.NaN;
+        private long _refilledAt;
+
+        /// <summary>Counts a new connection, or says which limit refuses it (and why, for the guest).</summary>
+        public EgressReason? TryOpen(EgressGatewayOptions options, out string? why)
+        {
+            lock (_lock)
+            {
+                long now = options.TimeProvider.GetTimestamp();
+                int perMinute = options.MaxConnectionsPerMinutePerSandbox;
+                _tokens = double.IsNaN(_tokens)
+                    ? perMinute
+                    : Math.Min(perMinute, _tokens + options.TimeProvider.GetElapsedTime(_refilledAt, now).TotalMinutes * perMinute);
+                _refilledAt = now;
+                if (_tokens < 1)
+                {
+                    why = $"more than {perMinute} connection requests in a minute from this sandbox";
+                    return EgressReason.RateLimited;
+                }
+                _tokens -= 1;
+                if (_open >= options.MaxConnectionsPerSandbox)
+                {
+                    why = $"this sandbox already has {_open} connections open (at most {options.MaxConnectionsPerSandbox})";
+                    return EgressReason.TooManyConnections;
+                }
+                _open++;
+                why = null;
+                return null;
+            }
+        }
+
+        public void Close()
+        {
+            lock (_lock)
+            {
+                _open--;
+            }
+        }
+    }
 }

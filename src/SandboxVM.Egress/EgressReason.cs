@@ -35,6 +35,12 @@ public enum EgressReason
 
     /// <summary><c>upstream_proxy_failed</c>: the upstream proxy could not be reached or refused the CONNECT.</summary>
     UpstreamProxyFailed,
+
+    /// <summary><c>too_many_connections</c>: the sandbox already has as many open connections as the gateway allows one sandbox.</summary>
+    TooManyConnections,
+
+    /// <summary><c>rate_limited</c>: the sandbox opened more connections in the last minute than the gateway allows one sandbox.</summary>
+    RateLimited,
 }
 
 /// <summary>The stable codes of <see cref="EgressReason"/>, as used in logs, metrics and answers to the guest.</summary>
@@ -51,6 +57,8 @@ public static class EgressReasonCodes
     public const string ConnectFailed = "connect_failed";
     public const string ConnectTimeout = "connect_timeout";
     public const string UpstreamProxyFailed = "upstream_proxy_failed";
+    public const string TooManyConnections = "too_many_connections";
+    public const string RateLimited = "rate_limited";
 
     /// <summary>The code of <paramref name="reason"/>.</summary>
     public static string ToCode(this EgressReason reason) => reason switch
@@ -66,13 +74,16 @@ public static class EgressReasonCodes
         EgressReason.ConnectFailed => ConnectFailed,
         EgressReason.ConnectTimeout => ConnectTimeout,
         EgressReason.UpstreamProxyFailed => UpstreamProxyFailed,
+        EgressReason.TooManyConnections => TooManyConnections,
+        EgressReason.RateLimited => RateLimited,
         _ => throw new ArgumentOutOfRangeException(nameof(reason), reason, null),
     };
 
     /// <summary>
-    /// True for the reasons the policy decides (the guest asked for something it may not have); false for
+    /// True for the reasons the policy and the per-sandbox limits decide (the guest asked for something it may not have); false for
     /// <see cref="EgressReason.Allowed"/> and for failures of an allowed request (resolve, connect, upstream proxy).
     /// </summary>
     public static bool IsPolicyDenial(this EgressReason reason) => reason is EgressReason.InvalidRequest or EgressReason.DeniedByRule
-        or EgressReason.MetadataEndpoint or EgressReason.PrivateAddress or EgressReason.PortNotAllowed or EgressReason.NotInAllowList;
+        or EgressReason.MetadataEndpoint or EgressReason.PrivateAddress or EgressReason.PortNotAllowed or EgressReason.NotInAllowList
+        or EgressReason.TooManyConnections or EgressReason.RateLimited;
 }

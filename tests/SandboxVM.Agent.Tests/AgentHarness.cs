@@ -271,7 +271,8 @@ internal sealed class AgentHarness : IAsyncDisposable
 
     /// <summary>
     /// The fake host's egress: host name to a loopback port. egress_open of a host listed here connects to
-    /// 127.0.0.1:PORT (whatever port was asked) and relays; any other host is refused with private_address.
+    /// 127.0.0.1:PORT (whatever port was asked) and relays; <c>CODE.refused.test</c> is refused with CODE;
+    /// any other host is refused with private_address.
     /// </summary>
     public ConcurrentDictionary<string, int> EgressTargets { get; } = new(StringComparer.OrdinalIgnoreCase);
 
@@ -315,7 +316,9 @@ internal sealed class AgentHarness : IAsyncDisposable
         EgressOpens.Enqueue(request.EgressOpen);
         if (!EgressTargets.TryGetValue(request.EgressOpen.Host, out int port))
         {
-            _ = _writer.WriteJsonAsync(FrameType.Error, id, new ErrorBody { Code = "private_address", Message = $"egress to {request.EgressOpen.Host} denied by the fake host" }, ProtocolJson.Default.ErrorBody).AsTask();
+            const string refused = ".refused.test";
+            string code = request.EgressOpen.Host.EndsWith(refused, StringComparison.Ordinal) ? request.EgressOpen.Host[..^refused.Length] : "private_address";
+            _ = _writer.WriteJsonAsync(FrameType.Error, id, new ErrorBody { Code = code, Message = $"egress to {request.EgressOpen.Host} denied by the fake host" }, ProtocolJson.Default.ErrorBody).AsTask();
             return;
         }
         var frameStream = new FrameStream(_writer, id);

@@ -149,6 +149,24 @@ public sealed class EgressProxyTests : IAsyncLifetime
         }
     }
 
+    [Theory]
+    [InlineData("rate_limited", "403 Forbidden")]
+    [InlineData("too_many_connections", "403 Forbidden")]
+    [InlineData("not_in_allow_list", "403 Forbidden")]
+    [InlineData("connect_failed", "502 Bad Gateway")]
+    [InlineData("connect_timeout", "504 Gateway Timeout")]
+    public async Task Connect_Refused_AnswersTheStatusOfItsReason(string code, string status)
+    {
+        var (client, stream) = await ConnectProxyAsync();
+        using (client)
+        {
+            await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes($"CONNECT {code}.refused.test:443 HTTP/1.1\r\n\r\n"), Ct);
+            string answer = await ReadToEndAsync(stream);
+            Assert.StartsWith($"HTTP/1.1 {status} [{code}]", answer);
+            Assert.Contains($"\r\nX-SandboxVM-Egress-Reason: {code}\r\n", answer);
+        }
+    }
+
     [Fact]
     public async Task Search_IsAnsweredByTheHostAsJson()
     {

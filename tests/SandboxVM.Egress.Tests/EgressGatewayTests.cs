@@ -77,6 +77,73 @@ public sealed class EgressGatewayTests : IDisposable
     }
 
     [Fact]
+    public async Task A_sandbox_gets_at_most_its_limit_of_open_connections_and_a_closed_one_frees_a_place()
+    {
+        await using var echo = new LoopbackTcpServer();
+        var gateway = Gateway(AllowLoopback(echo.Port), options: new EgressGatewayOptions { MaxConnectionsPerSandbox = 2 });
+        var request = new EgressRequest("sb-limit", "127.0.0.1", echo.Port);
+
+        // A request the policy denies holds no place.
+        await using (var denied = await gateway.ConnectAsync(new EgressRequest("sb-limit", "127.0.0.1", echo.Port + 1), Ct))
+        {
+            Assert.Equal(EgressReason.PortNotAllowed, denied.Decision.Reason);
+        }
+        var first = await gateway.ConnectAsync(request, Ct);
+        await using var second = await gateway.ConnectAsync(request, Ct);
+        Assert.True(first.IsConnected && second.IsConnected);
+
+        await using (var third = await gateway.ConnectAsync(request, Ct))
+        {
+            Assert.False(third.IsConnected);
+            Assert.Equal(EgressReason.TooManyConnections, third.Decision.Reason);
+            Assert.Equal("too_many_connections", third.Decision.ReasonCode);
+            Assert.Contains("2 connections open", third.Decision.Message);
+        }
+        // Another sandbox has its own limit.
+        await using (var other = await gateway.ConnectAsync(new EgressRequest("sb-other", "127.0.0.1", echo.Port), Ct))
+        {
+            Assert.True(other.IsConnected, other.Decision.Message);
+        }
+
+        await first.DisposeAsync();
+        await using var again = await gateway.ConnectAsync(request, Ct);
+        Assert.True(again.IsConnected, again.Decision.Message);
+        Assert.Equal(1, _metrics.Sum(EgressMetrics.Connections, ("decision", "denied"), ("reason", "too_many_connections")));
+    }
+
+    [Fact]
+    public async Task A_sandbox_making_connections_faster_than_its_rate_is_denied_until_the_bucket_refills()
+    {
+        await using var echo = new LoopbackTcpServer();
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider();
+        var gateway = Gateway(AllowLoopback(echo.Port), options: new EgressGatewayOptions { MaxConnectionsPerMinutePerSandbox = 3, TimeProvider = time });
+        var request = new EgressRequest("sb-rate", "127.0.0.1", echo.Port);
+
+        for (int i = 0; i < 3; i++)
+        {
+            await using var ok = await gateway.ConnectAsync(request, Ct);
+            Assert.True(ok.IsConnected, ok.Decision.Message);
+        }
+        await using (var limited = await gateway.ConnectAsync(request, Ct))
+        {
+            Assert.Equal(EgressReason.RateLimited, limited.Decision.Reason);
+            Assert.Contains("more than 3 connection requests in a minute", limited.Decision.Message);
+        }
+
+        // Three per minute: one more every 20 s.
+        time.Advance(TimeSpan.FromSeconds(21));
+        await using (var refilled = await gateway.ConnectAsync(request, Ct))
+        {
+            Assert.True(refilled.IsConnected, refilled.Decision.Message);
+        }
+        await using (var limited = await gateway.ConnectAsync(request, Ct))
+        {
+            Assert.Equal(EgressReason.RateLimited, limited.Decision.Reason);
+        }
+        Assert.Equal(2, _metrics.Sum(EgressMetrics.Connections, ("decision", "denied"), ("reason", "rate_limited")));
+    }
+
+    [Fact]
     public async Task Disposing_the_stream_twice_reports_the_close_once()
     {
         await using var echo = new LoopbackTcpServer();

@@ -38,6 +38,7 @@ internal sealed class EgressProxy
     private static readonly HashSet<string> _denials = new(StringComparer.Ordinal)
     {
         "invalid_request", "denied_by_rule", "metadata_endpoint", "private_address", "port_not_allowed", "not_in_allow_list",
+        "too_many_connections", "rate_limited",
     };
 
     private readonly Lock _lock = new();

@@ -71,9 +71,15 @@ public sealed partial class EgressBridge : IDisposable
             return;
         }
         var gateway = _gateways.GetOrAdd(template.Name, _ => new EgressGateway(PolicyFor(template),
-            new EgressGatewayOptions { UpstreamProxy = UpstreamProxy.FromEnvironment() },
+            new EgressGatewayOptions
+            {
+                UpstreamProxy = UpstreamProxy.FromEnvironment(),
+                MaxConnectionsPerSandbox = _options.EgressMaxConnections,
+                MaxConnectionsPerMinutePerSandbox = _options.EgressMaxConnectionsPerMinute,
+            },
             _loggers.CreateLogger("SandboxVM.Egress.EgressGateway"), _resolver));
         vm.Agent.RequestHandler = new Handler(this, gateway, vm.Id);
+        _ = vm.Exited.ContinueWith(_ => gateway.Forget(vm.Id), TaskScheduler.Default);
         string listen = await vm.Agent.EnableEgressAsync(_options.EgressListen, cancellationToken);
         LogAttached(_logger, vm.Id, template.Name, listen);
     }
