@@ -3,7 +3,8 @@ using System.Text;
 
 namespace SandboxVM.Images;
 
-// The base phase: mmdebstrap, the sandbox user and directories, then the template's build steps.
+// The base phase: mmdebstrap (or an OCI image unpacked), the sandbox user and directories, then the
+// template's build steps.
 public sealed partial class ImageBuilder
 {
     private const string BuildPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -29,10 +30,10 @@ public sealed partial class ImageBuilder
     private async Task BuildBaseAsync(ImageSpec spec, string key, string tmp, IProgress<string>? progress, CancellationToken cancellationToken)
     {
         if (!Environment.IsPrivilegedProcess)
-            throw new InvalidOperationException("Building a Debian rootfs needs root (mmdebstrap --mode=root, chroot, chown).");
-        var mmdebstrap = TreeOps.FindExecutable("mmdebstrap") ?? throw new InvalidOperationException("mmdebstrap not found in PATH (apt-get install mmdebstrap).");
+            throw new InvalidOperationException("Building a rootfs needs root (mmdebstrap --mode=root or umoci keeping file owners, chroot, chown).");
 
         var started = DateTimeOffset.UtcNow;
+        string? ociDigest = null;
         Directory.CreateDirectory(tmp);
         var tree = Path.Combine(tmp, "rootfs");
         var logStream = File.Create(Path.Combine(tmp, "build.log"));
@@ -53,15 +54,10 @@ public sealed partial class ImageBuilder
                     LogBaseStep(spec.Name, message);
                 }
 
-                Phase($"mmdebstrap {spec.Suite} minbase + {spec.Packages.Count} packages");
-                var args = MmdebstrapArguments(spec, tree);
-                // A private mount namespace: whatever mmdebstrap mounts into the tree (proc, dev, sys)
-                // disappears with it, even if it is killed halfway.
-                var unshare = TreeOps.FindExecutable("unshare");
-                if (unshare is not null)
-                    await ExternalCommand.RunAsync(unshare, ["--mount", "--propagation", "private", "--", mmdebstrap, .. args], OnLine, null, cancellationToken).ConfigureAwait(false);
+                if (spec.Oci is { } oci)
+                    ociDigest = await UnpackOciAsync(oci, tmp, tree, OnLine, Phase, cancellationToken).ConfigureAwait(false);
                 else
-                    await ExternalCommand.RunAsync(mmdebstrap, args, OnLine, null, cancellationToken).ConfigureAwait(false);
+                    await DebootstrapAsync(spec, tree, OnLine, Phase, cancellationToken).ConfigureAwait(false);
 
                 Phase($"user {ImageLayout.UserName} ({ImageLayout.UserId}:{ImageLayout.GroupId}) and directories");
                 await PrepareLayoutAsync(tree, cancellationToken).ConfigureAwait(false);
@@ -86,7 +82,15 @@ public sealed partial class ImageBuilder
             w.WriteString("key", key);
             w.WriteString("name", spec.Name);
             w.WriteString("source_type", spec.SourceType);
-            w.WriteString("suite", spec.Suite);
+            if (spec.Oci is { } oci)
+            {
+                w.WriteString(oci.LayoutPath is null ? "reference" : "layout", oci.LayoutPath ?? oci.Reference);
+                w.WriteString("manifest_digest", ociDigest);
+            }
+            else
+            {
+                w.WriteString("suite", spec.Suite);
+            }
             w.WriteStartArray("packages");
             foreach (var p in spec.Packages)
                 w.WriteStringValue(p);
@@ -97,6 +101,20 @@ public sealed partial class ImageBuilder
             w.WriteEndArray();
             w.WriteNumber("build_seconds", Math.Round((DateTimeOffset.UtcNow - started).TotalSeconds, 1));
         }, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task DebootstrapAsync(ImageSpec spec, string tree, Action<string> onLine, Action<string> phase, CancellationToken cancellationToken)
+    {
+        var mmdebstrap = TreeOps.FindExecutable("mmdebstrap") ?? throw new InvalidOperationException("mmdebstrap not found in PATH (apt-get install mmdebstrap).");
+        phase($"mmdebstrap {spec.Suite} minbase + {spec.Packages.Count} packages");
+        var args = MmdebstrapArguments(spec, tree);
+        // A private mount namespace: whatever mmdebstrap mounts into the tree (proc, dev, sys)
+        // disappears with it, even if it is killed halfway.
+        var unshare = TreeOps.FindExecutable("unshare");
+        if (unshare is not null)
+            await ExternalCommand.RunAsync(unshare, ["--mount", "--propagation", "private", "--", mmdebstrap, .. args], onLine, null, cancellationToken).ConfigureAwait(false);
+        else
+            await ExternalCommand.RunAsync(mmdebstrap, args, onLine, null, cancellationToken).ConfigureAwait(false);
     }
 
     private List<string> MmdebstrapArguments(ImageSpec spec, string tree)

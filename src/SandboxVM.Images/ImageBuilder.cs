@@ -44,8 +44,9 @@ public sealed partial class ImageBuilder
     /// <param name="spec">What to build.</param>
     /// <param name="progress">Receives phase changes and the output lines of mmdebstrap and the build steps.</param>
     /// <param name="cancellationToken">Kills the running tool; the half-built directory is removed.</param>
-    /// <exception cref="NotSupportedException">The source type is not <c>debian</c>.</exception>
-    /// <exception cref="ExternalCommandException">mmdebstrap, a build step or another tool failed.</exception>
+    /// <exception cref="NotSupportedException">The source type is not one the builder knows.</exception>
+    /// <exception cref="ExternalCommandException">mmdebstrap, skopeo, umoci, a build step or another tool failed.</exception>
+    /// <exception cref="InvalidDataException">An OCI layout is broken, or the image lacks what a sandbox needs (<see cref="RequiredFiles"/>).</exception>
     public async Task<BuiltImage> BuildRootfsAsync(ImageSpec spec, IProgress<string>? progress, CancellationToken cancellationToken)
     {
         var stopwatch = Stopwatch.StartNew();
@@ -317,15 +318,27 @@ public sealed partial class ImageBuilder
         ArgumentNullException.ThrowIfNull(spec.Packages);
         ArgumentNullException.ThrowIfNull(spec.BuildSteps);
         ArgumentException.ThrowIfNullOrWhiteSpace(spec.AgentPath);
-        if (spec.SourceType != "debian")
-            throw new NotSupportedException($"Template '{spec.Name}': source type '{spec.SourceType}' is not supported yet by the image builder (only 'debian').");
-        if (!SuiteRegex().IsMatch(spec.Suite))
-            throw new ArgumentException($"'{spec.Suite}' is not a Debian suite name.", nameof(spec));
-        foreach (var p in spec.Packages)
+        switch (spec.SourceType)
         {
-            // Also keeps a package from being read as an mmdebstrap option or splitting --include.
-            if (!PackageRegex().IsMatch(p))
-                throw new ArgumentException($"'{p}' is not a Debian package name.", nameof(spec));
+            case "debian" when spec.Oci is null:
+                if (!SuiteRegex().IsMatch(spec.Suite))
+                    throw new ArgumentException($"'{spec.Suite}' is not a Debian suite name.", nameof(spec));
+                foreach (var p in spec.Packages)
+                {
+                    // Also keeps a package from being read as an mmdebstrap option or splitting --include.
+                    if (!PackageRegex().IsMatch(p))
+                        throw new ArgumentException($"'{p}' is not a Debian package name.", nameof(spec));
+                }
+                break;
+            case "oci" when spec.Oci is { Reference: { Length: > 0 } reference, LayoutPath: null }:
+                // Also keeps a reference from being read as a skopeo option.
+                if (reference.StartsWith('-') || reference.Any(char.IsWhiteSpace) || reference.Contains("://", StringComparison.Ordinal))
+                    throw new ArgumentException($"'{reference}' is not an image reference (HOST[:PORT]/REPOSITORY[:TAG|@DIGEST], no scheme).", nameof(spec));
+                break;
+            case "oci-layout" when spec.Oci is { Reference: null, LayoutPath: { } layout } && Path.IsPathFullyQualified(layout):
+                break;
+            default:
+                throw new NotSupportedException($"Template '{spec.Name}': source type '{spec.SourceType}' with {(spec.Oci is null ? "no" : "this")} OCI source is not something the image builder can build (debian; oci with a reference; oci-layout with an absolute path).");
         }
 
         if (!File.Exists(spec.AgentPath))

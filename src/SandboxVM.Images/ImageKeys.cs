@@ -13,7 +13,9 @@ public static class ImageKeys
     public const int BuilderVersion = 1;
 
     /// <summary>Key of the <c>base</c> phase: suite, packages (order and duplicates do not matter),
-    /// build steps (order matters) and <see cref="BuilderVersion"/>.</summary>
+    /// build steps (order matters) and <see cref="BuilderVersion"/>. For an OCI image: the reference as
+    /// written (pin it with <c>@sha256:</c> to follow content), or a layout's manifest digest (read from its
+    /// <c>index.json</c>, so a layout whose tag moves gives a new key).</summary>
     public static string Base(ImageSpec spec)
     {
         ArgumentNullException.ThrowIfNull(spec);
@@ -21,6 +23,13 @@ public static class ImageKeys
         Field(sb, "phase", "base");
         Field(sb, "builder", BuilderVersion.ToString(CultureInfo.InvariantCulture));
         Field(sb, "source", spec.SourceType);
+        if (spec.Oci is { } oci)
+        {
+            if (oci.LayoutPath is not null)
+                Field(sb, "manifest", OciLayout.ResolveManifest(oci.LayoutPath, oci.Tag).Digest);
+            else
+                Field(sb, "reference", oci.Reference ?? "");
+        }
         Field(sb, "suite", spec.Suite);
         foreach (var p in spec.Packages.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal))
             Field(sb, "package", p);

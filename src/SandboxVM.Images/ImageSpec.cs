@@ -2,15 +2,16 @@ namespace SandboxVM.Images;
 
 /// <summary>What to build: the image-relevant part of a template plus the agent binary.</summary>
 /// <param name="Name">Template name; for logs and the manifest only, never part of a cache key.</param>
-/// <param name="SourceType"><c>debian</c> (built), <c>oci</c> or <c>oci-layout</c> (not supported yet).</param>
-/// <param name="Suite">Debian suite, e.g. <c>bookworm</c>.</param>
-/// <param name="Packages">Packages installed on top of the minbase variant (no recommends).</param>
+/// <param name="SourceType"><c>debian</c> (mmdebstrap), <c>oci</c> (a registry image) or <c>oci-layout</c> (an image layout on this host).</param>
+/// <param name="Suite">Debian suite, e.g. <c>bookworm</c> (type <c>debian</c>).</param>
+/// <param name="Packages">Packages installed on top of the minbase variant (no recommends; type <c>debian</c>).</param>
 /// <param name="BuildSteps">Shell commands run as root inside the rootfs with <c>sh -ec</c>, in order.</param>
 /// <param name="AgentPath">Host path of the guest agent binary copied to <see cref="ImageLayout.AgentPath"/>.</param>
 /// <param name="FilesDir">
 /// Host directory whose tree is copied into the rootfs at <c>/</c> (e.g. <c>usr/lib/python3/dist-packages/mod/__init__.py</c>),
 /// in the rootfs phase so that changing a file never rebuilds the package base; null: none.
 /// </param>
+/// <param name="Oci">The image of types <c>oci</c> and <c>oci-layout</c>; null for <c>debian</c>.</param>
 public sealed record ImageSpec(
     string Name,
     string SourceType,
@@ -18,7 +19,8 @@ public sealed record ImageSpec(
     IReadOnlyList<string> Packages,
     IReadOnlyList<string> BuildSteps,
     string AgentPath,
-    string? FilesDir = null);
+    string? FilesDir = null,
+    OciSource? Oci = null);
 
 /// <summary>A built rootfs directory, ready to be mounted read-only.</summary>
 /// <param name="RootfsDir">The tree; never write into it (its files are hard links shared with the base).</param>

@@ -89,4 +89,44 @@ internal static class TreeOps
 
         return sb.ToString();
     }
+
+    /// <summary>
+    /// The host path of <paramref name="path"/> as seen from inside the tree at <paramref name="root"/>
+    /// (symlinks followed, absolute ones relative to the tree, never out of it), or null when nothing
+    /// is there or the links loop.
+    /// </summary>
+    public static string? ResolveInTree(string root, string path)
+    {
+        var pending = new Queue<string>(path.Split('/', StringSplitOptions.RemoveEmptyEntries));
+        var current = new List<string>();
+        for (int hops = 0; pending.TryDequeue(out var part);)
+        {
+            if (part == ".")
+                continue;
+            if (part == "..")
+            {
+                if (current.Count > 0)
+                    current.RemoveAt(current.Count - 1);
+                continue;
+            }
+            var host = Path.Combine(root, Path.Combine([.. current, part]));
+            var info = new FileInfo(host);
+            if (info.LinkTarget is { } target)
+            {
+                if (++hops > 40)
+                    return null;
+                if (target.StartsWith('/'))
+                    current.Clear();
+                var rest = pending.ToList();
+                pending.Clear();
+                foreach (var p in target.Split('/', StringSplitOptions.RemoveEmptyEntries).Concat(rest))
+                    pending.Enqueue(p);
+                continue;
+            }
+            if (!info.Exists && !Directory.Exists(host))
+                return null;
+            current.Add(part);
+        }
+        return Path.Combine(root, Path.Combine([.. current]));
+    }
 }

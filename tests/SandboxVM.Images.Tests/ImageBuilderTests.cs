@@ -117,14 +117,19 @@ public sealed class ImageBuilderTests
     }
 
     [Fact]
-    public async Task BuildRootfs_WithOciSource_IsNotSupportedYet()
+    public async Task BuildRootfs_WithAnOciTypeButNoImage_OrABadReference_IsRefusedBeforeAnythingRuns()
     {
         await using var cache = new TestCache();
-        var spec = Spec(cache.WriteAgent("o")) with { SourceType = "oci" };
+        var agent = cache.WriteAgent("o");
 
-        var e = await Assert.ThrowsAsync<NotSupportedException>(() => cache.Builder().BuildRootfsAsync(spec, null, TestContext.Current.CancellationToken));
+        var none = await Assert.ThrowsAsync<NotSupportedException>(() =>
+            cache.Builder().BuildRootfsAsync(Spec(agent) with { SourceType = "oci" }, null, TestContext.Current.CancellationToken));
+        Assert.Contains("source type 'oci' with no OCI source", none.Message, StringComparison.Ordinal);
 
-        Assert.Contains("not supported yet", e.Message, StringComparison.Ordinal);
+        var option = await Assert.ThrowsAsync<ArgumentException>(() => cache.Builder().BuildRootfsAsync(
+            Spec(agent) with { SourceType = "oci", Oci = new OciSource("--src-creds=x", null) }, null, TestContext.Current.CancellationToken));
+        Assert.Contains("'--src-creds=x' is not an image reference", option.Message, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(Path.Combine(cache.Root, "base")));
     }
 
     [Theory]

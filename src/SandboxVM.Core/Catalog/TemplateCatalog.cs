@@ -46,9 +46,16 @@ public sealed partial class TemplateCatalog : IVmSpecProvider
     /// <summary>Why a template cannot run in this build, or null when it can.</summary>
     public static string? UnavailableReason(TemplateDefinition t)
     {
-        if (t.Source.Type != TemplateSource.DebianType)
+        if (t.Source.Type == TemplateSource.OciLayoutType)
         {
-            return $"source type '{t.Source.Type}' is not supported yet (only debian package sets are)";
+            try
+            {
+                SandboxVM.Images.OciLayout.ResolveManifest(t.Source.Path!, t.Source.Tag);
+            }
+            catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+            {
+                return e.Message;
+            }
         }
         return null;
     }

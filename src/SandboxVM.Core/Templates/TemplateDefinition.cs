@@ -65,6 +65,18 @@ public sealed class TemplateDefinition
                     break;
                 case TemplateSource.OciLayoutType:
                     Append(sb, "path", Source.Path ?? "");
+                    Append(sb, "tag", Source.Tag ?? "");
+                    // What the tag names now (read from the layout's index): a moved tag is a new image.
+                    string digest;
+                    try
+                    {
+                        digest = OciLayout.ResolveManifest(Source.Path ?? "", Source.Tag).Digest;
+                    }
+                    catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+                    {
+                        digest = "";
+                    }
+                    Append(sb, "manifest", digest);
                     break;
             }
 
@@ -82,7 +94,12 @@ public sealed class TemplateDefinition
     /// <summary>The image builder's input for this template.</summary>
     /// <param name="agentPath">The guest agent binary to put into the rootfs.</param>
     public ImageSpec ToImageSpec(string agentPath) =>
-        new(Name, Source.Type, Source.Suite, Source.Packages.ToArray(), BuildSteps.ToArray(), agentPath, FilesDir);
+        new(Name, Source.Type, Source.Suite, Source.Packages.ToArray(), BuildSteps.ToArray(), agentPath, FilesDir, Source.Type switch
+        {
+            TemplateSource.OciType => new OciSource(Source.Reference, null, null, Source.TlsVerify),
+            TemplateSource.OciLayoutType => new OciSource(null, Source.Path, Source.Tag),
+            _ => null,
+        });
 
     public override string ToString() => Name;
 }
@@ -103,11 +120,17 @@ public sealed class TemplateSource
     /// <summary>Packages installed on top of the minbase variant (type <c>debian</c>).</summary>
     public List<string> Packages { get; init; } = [];
 
-    /// <summary>Image reference such as <c>docker.io/library/python:3.12-slim</c> (type <c>oci</c>).</summary>
+    /// <summary>Image reference such as <c>registry.example:5000/team/python:3.12-slim</c> or <c>...@sha256:DIGEST</c> (type <c>oci</c>), fetched with skopeo.</summary>
     public string? Reference { get; init; }
 
-    /// <summary>Absolute path of an OCI image layout or docker-archive (type <c>oci-layout</c>).</summary>
+    /// <summary>Verify the registry's TLS certificate (type <c>oci</c>); false also allows plain HTTP, e.g. a registry on loopback.</summary>
+    public bool TlsVerify { get; init; } = true;
+
+    /// <summary>Absolute path of an OCI image layout directory (type <c>oci-layout</c>).</summary>
     public string? Path { get; init; }
+
+    /// <summary>Which image of the layout (type <c>oci-layout</c>); null: its only one, else <c>latest</c>.</summary>
+    public string? Tag { get; init; }
 }
 
 /// <summary>How the guest agent turns submitted code into a running program.</summary>

@@ -15,7 +15,7 @@ internal sealed partial class TemplateParser
     private static readonly string[] _topKeys =
         ["name", "description", "source", "build", "files", "language", "vcpus", "memory_mib", "disk_mib", "limits", "output", "network", "warmup"];
 
-    private static readonly string[] _sourceKeys = ["type", "suite", "packages", "reference", "path"];
+    private static readonly string[] _sourceKeys = ["type", "suite", "packages", "reference", "tls_verify", "path", "tag"];
     private static readonly string[] _languageKeys = ["name", "source_file", "compile", "run", "env", "fork_server"];
     private static readonly string[] _forkServerKeys = ["preload"];
     private static readonly string[] _limitKeys =
@@ -139,8 +139,8 @@ internal sealed partial class TemplateParser
         string[] allowed = type switch
         {
             TemplateSource.DebianType => ["type", "suite", "packages"],
-            TemplateSource.OciType => ["type", "reference"],
-            TemplateSource.OciLayoutType => ["type", "path"],
+            TemplateSource.OciType => ["type", "reference", "tls_verify"],
+            TemplateSource.OciLayoutType => ["type", "path", "tag"],
             _ => throw Error(m.Path("type"), m.Node("type"),
                 $"unknown source type '{type}'; expected one of: {TemplateSource.DebianType}, {TemplateSource.OciType}, {TemplateSource.OciLayoutType}"),
         };
@@ -166,14 +166,20 @@ internal sealed partial class TemplateParser
                 return new TemplateSource { Type = type, Suite = suite, Packages = packages };
             case TemplateSource.OciType:
                 var reference = m.RequiredString("reference");
-                if (reference.Any(char.IsWhiteSpace))
-                    throw Error(m.Path("reference"), m.Node("reference"), $"'{reference}' is not an image reference (it contains white space)");
-                return new TemplateSource { Type = type, Reference = reference };
+                if (reference.Any(char.IsWhiteSpace) || reference.StartsWith('-') || reference.Contains("://", StringComparison.Ordinal))
+                    throw Error(m.Path("reference"), m.Node("reference"), $"'{reference}' is not an image reference (HOST[:PORT]/REPOSITORY[:TAG] or ...@sha256:DIGEST, no scheme)");
+                var tlsVerify = m.OptionalString("tls_verify") ?? "true";
+                if (tlsVerify is not ("true" or "false"))
+                    throw Error(m.Path("tls_verify"), m.Node("tls_verify"), $"expected true or false, got '{tlsVerify}'");
+                return new TemplateSource { Type = type, Reference = reference, TlsVerify = tlsVerify == "true" };
             default:
                 var path = m.RequiredString("path");
+                var tag = m.OptionalString("tag");
+                if (tag is not null && !SandboxVM.Images.OciLayout.IsValidTag(tag))
+                    throw Error(m.Path("tag"), m.Node("tag"), $"'{tag}' is not an image tag (letters, digits, '_', '.', '-'; at most 128)");
                 // Relative layout paths are relative to the template file, not the server's working directory.
                 var baseDir = _file.Length > 0 ? Path.GetDirectoryName(Path.GetFullPath(_file)) : null;
-                return new TemplateSource { Type = type, Path = baseDir is null ? Path.GetFullPath(path) : Path.GetFullPath(path, baseDir) };
+                return new TemplateSource { Type = type, Path = baseDir is null ? Path.GetFullPath(path) : Path.GetFullPath(path, baseDir), Tag = tag };
         }
     }
 

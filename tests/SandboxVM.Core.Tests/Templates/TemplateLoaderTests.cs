@@ -148,14 +148,26 @@ public sealed class TemplateLoaderTests : IDisposable
     [Fact]
     public void LoadFile_WithOciSources_ParsesThem()
     {
-        var oci = TemplateRegistry.LoadFile(Write("t", Minimal.Replace("type: debian", "type: oci\n  reference: docker.io/library/python:3.12-slim", StringComparison.Ordinal)));
+        var oci = TemplateRegistry.LoadFile(Write("t", Minimal.Replace("type: debian", "type: oci\n  reference: 127.0.0.1:5000/team/python:3.12-slim", StringComparison.Ordinal)));
         Assert.Equal("oci", oci.Source.Type);
-        Assert.Equal("docker.io/library/python:3.12-slim", oci.Source.Reference);
+        Assert.Equal("127.0.0.1:5000/team/python:3.12-slim", oci.Source.Reference);
+        Assert.True(oci.Source.TlsVerify);
+        var plain = TemplateRegistry.LoadFile(Write("t", Minimal.Replace("type: debian", "type: oci\n  reference: 127.0.0.1:5000/a:1\n  tls_verify: false", StringComparison.Ordinal)));
+        Assert.False(plain.Source.TlsVerify);
+        var badFlag = Assert.Throws<TemplateLoadException>(() => TemplateRegistry.LoadFile(Write("t", Minimal.Replace("type: debian", "type: oci\n  reference: 127.0.0.1:5000/a:1\n  tls_verify: maybe", StringComparison.Ordinal))));
+        Assert.Contains("source.tls_verify: expected true or false, got 'maybe'", badFlag.Message, StringComparison.Ordinal);
+        var scheme = Assert.Throws<TemplateLoadException>(() => TemplateRegistry.LoadFile(Write("t", Minimal.Replace("type: debian", "type: oci\n  reference: https://127.0.0.1:5000/a:1", StringComparison.Ordinal))));
+        Assert.Contains("source.reference: 'https://127.0.0.1:5000/a:1' is not an image reference", scheme.Message, StringComparison.Ordinal);
 
         var layout = TemplateRegistry.LoadFile(Write("t", Minimal.Replace("type: debian", "type: oci-layout\n  path: images/py", StringComparison.Ordinal)));
         Assert.Equal("oci-layout", layout.Source.Type);
         // Relative to the template file, not the working directory.
         Assert.Equal(Path.Combine(_dir, "images", "py"), layout.Source.Path);
+        Assert.Null(layout.Source.Tag);
+        var tagged = TemplateRegistry.LoadFile(Write("t", Minimal.Replace("type: debian", "type: oci-layout\n  path: /srv/images/py\n  tag: \"3.12\"", StringComparison.Ordinal)));
+        Assert.Equal("3.12", tagged.Source.Tag);
+        var badTag = Assert.Throws<TemplateLoadException>(() => TemplateRegistry.LoadFile(Write("t", Minimal.Replace("type: debian", "type: oci-layout\n  path: /srv/images/py\n  tag: a/b", StringComparison.Ordinal))));
+        Assert.Contains("source.tag: 'a/b' is not an image tag", badTag.Message, StringComparison.Ordinal);
     }
 
     private const string Python = """
