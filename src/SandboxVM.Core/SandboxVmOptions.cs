@@ -12,6 +12,12 @@ public sealed class SandboxVmOptions
     /// <summary>Snapshots of template VMs (guest RAM and device state): tmpfs is best, so restores map RAM pages.</summary>
     public string SnapshotDir { get; set; } = "/dev/shm/sandboxvm";
 
+    /// <summary>
+    /// After saving a template's snapshot, other snapshots of that template are removed only when none was
+    /// restored for this long and no live VM maps it (servers of other builds may share the store).
+    /// </summary>
+    public double SnapshotGracePeriodS { get; set; } = 900;
+
     /// <summary>auto, process, qemu or firecracker.</summary>
     public string Runtime { get; set; } = "auto";
 
