@@ -18,6 +18,15 @@ public sealed class SandboxVmOptions
     /// </summary>
     public double SnapshotGracePeriodS { get; set; } = 900;
 
+    /// <summary>
+    /// At start, remove image cache entries (in the background) not used for <see cref="CacheGcOlderThanDays"/>
+    /// and not needed by the current templates, as <c>sandboxvm cache gc</c> does. Off: the cache only grows.
+    /// </summary>
+    public bool CacheGcOnStart { get; set; } = true;
+
+    /// <summary>Period of the start-up cache collection, in days.</summary>
+    public double CacheGcOlderThanDays { get; set; } = 7;
+
     /// <summary>auto, process, qemu or firecracker.</summary>
     public string Runtime { get; set; } = "auto";
 
