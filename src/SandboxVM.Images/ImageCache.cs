@@ -218,7 +218,17 @@ public sealed partial class ImageCache
                 kept.Add((entry, "in use by a running process"));
                 continue;
             }
-            var held = CacheLock.TryAcquire(System.IO.Path.Combine(Root, LocksDir, $"{entry.Phase}-{entry.Key}.lock"));
+            CacheLock? held;
+            try
+            {
+                held = CacheLock.TryAcquire(System.IO.Path.Combine(Root, LocksDir, $"{entry.Phase}-{entry.Key}.lock"));
+            }
+            catch (UnauthorizedAccessException e)
+            {
+                // Another user's cache: its lock cannot even be opened, so it cannot be removed either.
+                failed.Add((entry, e.Message));
+                continue;
+            }
             if (held is null)
             {
                 kept.Add((entry, "locked (a build is in progress)"));
