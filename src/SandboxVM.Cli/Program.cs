@@ -7,6 +7,7 @@ var root = new RootCommand("SandboxVM: run AI-generated code in sandboxes")
     RunCommand.Create(),
     SandboxCommand.Create(),
     TemplatesCommand.Create(),
+    CacheCommand.Create(),
     DoctorCommand.Create(),
 };
 // Signals are left to the commands (serve stops its sandboxes on SIGTERM) instead of a forced exit.

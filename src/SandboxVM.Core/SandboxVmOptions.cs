@@ -12,6 +12,21 @@ public sealed class SandboxVmOptions
     /// <summary>Snapshots of template VMs (guest RAM and device state): tmpfs is best, so restores map RAM pages.</summary>
     public string SnapshotDir { get; set; } = "/dev/shm/sandboxvm";
 
+    /// <summary>
+    /// After saving a template's snapshot, other snapshots of that template are removed only when none was
+    /// restored for this long and no live VM maps it (servers of other builds may share the store).
+    /// </summary>
+    public double SnapshotGracePeriodS { get; set; } = 900;
+
+    /// <summary>
+    /// At start, remove image cache entries (in the background) not used for <see cref="CacheGcOlderThanDays"/>
+    /// and not needed by the current templates, as <c>sandboxvm cache gc</c> does. Off: the cache only grows.
+    /// </summary>
+    public bool CacheGcOnStart { get; set; } = true;
+
+    /// <summary>Period of the start-up cache collection, in days.</summary>
+    public double CacheGcOlderThanDays { get; set; } = 7;
+
     /// <summary>auto, process, qemu or firecracker.</summary>
     public string Runtime { get; set; } = "auto";
 

@@ -57,8 +57,16 @@ internal sealed class CacheLock : IAsyncDisposable
         var semaphore = _inProcess.GetOrAdd(path, _ => new SemaphoreSlim(1, 1));
         if (!semaphore.Wait(0))
             return null;
-        if (TryOpen(path) is { } file)
-            return new CacheLock(semaphore, file);
+        try
+        {
+            if (TryOpen(path) is { } file)
+                return new CacheLock(semaphore, file);
+        }
+        catch
+        {
+            semaphore.Release();
+            throw;
+        }
         semaphore.Release();
         return null;
     }

@@ -30,9 +30,13 @@ public sealed partial class ImageBuilder
         _options = options;
         _logger = logger;
         CacheRoot = Path.GetFullPath(options.CacheRoot);
+        Cache = new ImageCache(CacheRoot);
     }
 
     public string CacheRoot { get; }
+
+    /// <summary>The cache this builder fills: listing, last use, garbage collection.</summary>
+    public ImageCache Cache { get; }
 
     [GeneratedRegex("^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$")]
     private static partial Regex PackageRegex();
@@ -59,6 +63,9 @@ public sealed partial class ImageBuilder
 
         if (Directory.Exists(rootfsTree))
         {
+            // The base counts as used with every rootfs made from it: the next agent change needs it.
+            Cache.MarkUsed("rootfs", rootfsKey);
+            Cache.MarkUsed("base", baseKey);
             LogCached(spec.Name, "rootfs", rootfsKey);
             progress?.Report($"[rootfs] {spec.Name}: cached ({Short(rootfsKey)})");
             return new BuiltImage(rootfsTree, rootfsKey, true, stopwatch.Elapsed);
@@ -67,10 +74,12 @@ public sealed partial class ImageBuilder
         var builtBase = await EnsurePhaseAsync(spec.Name, "base", baseKey, Path.Combine(PhaseDir("base"), baseKey), progress,
             tmp => BuildBaseAsync(spec, baseKey, tmp, progress, cancellationToken), cancellationToken).ConfigureAwait(false);
         var baseTree = Path.Combine(PhaseDir("base"), baseKey, "rootfs");
+        Cache.MarkUsed("base", baseKey);
 
         var builtRootfs = await EnsurePhaseAsync(spec.Name, "rootfs", rootfsKey, Path.Combine(PhaseDir("rootfs"), rootfsKey), progress,
             tmp => BuildRootfsTreeAsync(spec, baseKey, baseTree, agentHash, filesHash, rootfsKey, tmp, cancellationToken), cancellationToken).ConfigureAwait(false);
 
+        Cache.MarkUsed("rootfs", rootfsKey);
         return new BuiltImage(rootfsTree, rootfsKey, !builtBase && !builtRootfs, stopwatch.Elapsed);
     }
 
@@ -86,6 +95,7 @@ public sealed partial class ImageBuilder
 
         var key = ImageKeys.Ext4(image.Key, diskMib);
         var path = Ext4Path(key);
+        Cache.MarkUsed("rootfs", image.Key);
         await EnsurePhaseAsync($"rootfs {Short(image.Key)}", "ext4", key, path, progress, async tmp =>
         {
             var mkfs = TreeOps.FindExecutable("mkfs.ext4") ?? throw new InvalidOperationException("mkfs.ext4 not found in PATH (install e2fsprogs).");
@@ -94,7 +104,27 @@ public sealed partial class ImageBuilder
                 ["-F", "-q", "-L", "root", "-d", image.RootfsDir, tmp, $"{diskMib}M"],
                 line => progress?.Report(line), null, cancellationToken).ConfigureAwait(false);
         }, cancellationToken).ConfigureAwait(false);
+        Cache.MarkUsed("ext4", key);
         return path;
+    }
+
+    /// <summary>
+    /// Ids (<c>PHASE/KEY</c>, see <see cref="CacheEntry.Id"/>) of the cache entries <paramref name="spec"/> needs:
+    /// base, and with the agent file present rootfs and (given <paramref name="diskMib"/>) ext4. Never builds.
+    /// </summary>
+    public IReadOnlyList<string> EntryIds(ImageSpec spec, int? diskMib)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        var baseKey = ImageKeys.Base(spec);
+        var ids = new List<string> { "base/" + baseKey };
+        if (File.Exists(spec.AgentPath))
+        {
+            var rootfsKey = ImageKeys.Rootfs(baseKey, AgentHash(spec.AgentPath), spec.FilesDir is null ? null : ImageKeys.HashTree(spec.FilesDir));
+            ids.Add("rootfs/" + rootfsKey);
+            if (diskMib is { } mib)
+                ids.Add("ext4/" + ImageKeys.Ext4(rootfsKey, mib));
+        }
+        return ids;
     }
 
     /// <summary>True when the rootfs for <paramref name="spec"/> is in the cache. Never builds.</summary>
@@ -107,7 +137,16 @@ public sealed partial class ImageBuilder
         ArgumentNullException.ThrowIfNull(spec);
         if (!File.Exists(spec.AgentPath))
             return null;
-        var key = ImageKeys.Rootfs(ImageKeys.Base(spec), AgentHash(spec.AgentPath), spec.FilesDir is null ? null : ImageKeys.HashTree(spec.FilesDir));
+        string baseKey;
+        try
+        {
+            baseKey = ImageKeys.Base(spec);
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+        {
+            return null;  // an OCI layout that is gone or broken: nothing built for it
+        }
+        var key = ImageKeys.Rootfs(baseKey, AgentHash(spec.AgentPath), spec.FilesDir is null ? null : ImageKeys.HashTree(spec.FilesDir));
         var tree = Path.Combine(PhaseDir("rootfs"), key, "rootfs");
         return Directory.Exists(tree) ? tree : null;
     }

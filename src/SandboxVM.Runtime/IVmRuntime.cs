@@ -74,6 +74,12 @@ public interface IVmRuntime
     Task<SnapshotInfo?> PrepareSnapshotAsync(VmSpec spec, Func<AgentClient, CancellationToken, Task>? warmup, CancellationToken cancellationToken) =>
         Task.FromResult<SnapshotInfo?>(null);
 
+    /// <summary>
+    /// Whether a snapshot returned by <see cref="PrepareSnapshotAsync"/> is still there (someone may have
+    /// removed it: a cleared tmpfs, a hand). When it is not, prepare it again.
+    /// </summary>
+    bool SnapshotExists(SnapshotInfo snapshot) => true;
+
     /// <summary>Ends sandboxes left behind by an earlier server process that died. Returns how many.</summary>
     Task<int> CleanupLeftoversAsync(CancellationToken cancellationToken);
 }

@@ -155,7 +155,12 @@ public static class ServerApp
             {
                 "process" => new ProcessRuntime(new ProcessRuntimeOptions(), sp.GetRequiredService<CgroupManager>(), sp.GetRequiredService<ILogger<ProcessRuntime>>()),
                 "qemu" => new QemuRuntime(
-                    new QemuRuntimeOptions { Accel = choice.Accel ?? "auto", SnapshotDirectory = options.SnapshotDir },
+                    new QemuRuntimeOptions
+                    {
+                        Accel = choice.Accel ?? "auto",
+                        SnapshotDirectory = options.SnapshotDir,
+                        SnapshotGracePeriod = TimeSpan.FromSeconds(options.SnapshotGracePeriodS),
+                    },
                     sp.GetRequiredService<CgroupManager>(), sp.GetRequiredService<ILogger<QemuRuntime>>()),
                 _ => throw new InvalidOperationException($"runtime '{choice.Runtime}' is not implemented"),
             };

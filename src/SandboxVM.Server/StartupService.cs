@@ -6,6 +6,7 @@ using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Sessions;
 using SandboxVM.Core.Singletons;
+using SandboxVM.Images;
 using SandboxVM.Runtime;
 
 namespace SandboxVM.Server;
@@ -22,6 +23,7 @@ internal sealed partial class StartupService(
     SessionManager sessions,
     SingletonManager singletons,
     VmTracker tracker,
+    ImageBuilder images,
     SandboxVmOptions options,
     ILogger<StartupService> logger) : IHostedService
 {
@@ -36,9 +38,19 @@ internal sealed partial class StartupService(
         {
             LogSwept(logger, swept);
         }
-        if (options.BuildTemplatesOnStart)
+        if (options.BuildTemplatesOnStart || options.CacheGcOnStart)
         {
-            _builds = Task.Run(() => BuildAllAsync(_stopping.Token), CancellationToken.None);
+            _builds = Task.Run(async () =>
+            {
+                if (options.BuildTemplatesOnStart)
+                {
+                    await BuildAllAsync(_stopping.Token);
+                }
+                if (options.CacheGcOnStart)
+                {
+                    await CollectCacheAsync(_stopping.Token);
+                }
+            }, CancellationToken.None);
         }
         if (options.Pools)
         {
@@ -67,6 +79,37 @@ internal sealed partial class StartupService(
         }
     }
 
+    /// <summary>The start-up image cache collection: what `sandboxvm cache gc --older-than Nd` does, logged.</summary>
+    private async Task CollectCacheAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            var (needed, keepPhases) = await catalog.CacheNeedsAsync(cancellationToken);
+            var result = await images.Cache.CollectAsync(new CacheGcOptions
+            {
+                OlderThan = TimeSpan.FromDays(options.CacheGcOlderThanDays),
+                Needed = needed,
+                KeepPhases = keepPhases,
+            }, cancellationToken);
+            foreach (var e in result.Removed)
+            {
+                LogCacheEntryRemoved(logger, e.Phase, e.Key, e.LastUsedUtc);
+            }
+            foreach (var (e, error) in result.Failed)
+            {
+                LogCacheEntryFailed(logger, e.Path, error);
+            }
+            LogCacheCollected(logger, result.Removed.Count, result.BytesFreed, result.Kept.Count, options.CacheGcOlderThanDays);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        catch (Exception e)
+        {
+            LogCacheGcFailed(logger, e);
+        }
+    }
+
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         await _stopping.CancelAsync();
@@ -82,6 +125,18 @@ internal sealed partial class StartupService(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "ended {Count} sandbox(es) left behind by an earlier server")]
     private static partial void LogSwept(ILogger logger, int count);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "image cache: removed {Phase} {Key} (last used {LastUsed:u})")]
+    private static partial void LogCacheEntryRemoved(ILogger logger, string phase, string key, DateTime lastUsed);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "image cache: could not remove {Path}: {Error}")]
+    private static partial void LogCacheEntryFailed(ILogger logger, string path, string error);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "image cache: removed {Count} entries unused for {Days} days, freed {Bytes} bytes; kept {Kept}")]
+    private static partial void LogCacheCollected(ILogger logger, int count, long bytes, int kept, double days);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "image cache collection failed")]
+    private static partial void LogCacheGcFailed(ILogger logger, Exception e);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "building template {Name} failed")]
     private static partial void LogBuildFailed(ILogger logger, string name, Exception e);

@@ -143,6 +143,32 @@ public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
     }
 
     [Fact]
+    public async Task A_snapshot_deleted_underneath_is_rebuilt_and_another_builds_snapshot_in_use_survives()
+    {
+        fixture.SkipUnlessAvailable();
+        // The fixture's snapshot plays another server's (same template, other key), saved moments ago.
+        SnapshotInfo others = await fixture.SnapshotAsync(Ct);
+        VmSpec spec = fixture.Spec with { WarmupKey = "deleted underneath" };
+        Func<AgentClient, CancellationToken, Task> warmup = (agent, ct) => QemuFixture.ShAsync(agent, "echo rebuilt > /tmp/warm", ct);
+
+        SnapshotInfo first = (await fixture.Runtime.PrepareSnapshotAsync(spec, warmup, Ct))!;
+        Assert.NotEqual(others.Key, first.Key);
+        Assert.True(fixture.Runtime.SnapshotExists(others), "saving a new snapshot removed another one still in use");
+
+        Directory.Delete(first.Directory, recursive: true);
+        Assert.False(fixture.Runtime.SnapshotExists(first));
+
+        SnapshotInfo again = (await fixture.Runtime.PrepareSnapshotAsync(spec, warmup, Ct))!;
+        Assert.True(again.Built);
+        Assert.Equal(first.Key, again.Key);
+        Assert.True(fixture.Runtime.SnapshotExists(again));
+        await using IVm vm = await fixture.Runtime.StartAsync(spec, Ct);
+        Assert.Equal(VmSource.Restore, vm.Source);
+        Assert.Equal("rebuilt", await QemuFixture.ShAsync(vm.Agent, "cat /tmp/warm", Ct));
+        Assert.True(File.Exists(Path.Combine(again.Directory, "last-used")));
+    }
+
+    [Fact]
     public async Task Killing_qemu_completes_Exited_and_the_next_start_works()
     {
         fixture.SkipUnlessAvailable();

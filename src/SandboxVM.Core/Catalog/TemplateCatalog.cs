@@ -22,6 +22,8 @@ public sealed partial class TemplateCatalog : IVmSpecProvider
     private readonly bool _needsDiskImages;
     private readonly ConcurrentDictionary<string, Lazy<Task<BuiltImage>>> _builds = new();
     private readonly ConcurrentDictionary<string, Lazy<Task<VmSpec>>> _specs = new();
+    // Per template spec: the cache entries it is made of, marked used with every start (throttled).
+    private readonly ConcurrentDictionary<VmSpec, string[]> _specEntries = new();
     private Lazy<Task<BootArtifacts>>? _bootArtifacts;
 
     /// <summary>
@@ -102,7 +104,13 @@ public sealed partial class TemplateCatalog : IVmSpecProvider
         var lazy = _specs.GetOrAdd(t.Name + "/" + t.ContentHash, _ => new Lazy<Task<VmSpec>>(() => BuildSpecAsync(t, null)));
         try
         {
-            return await lazy.Value.WaitAsync(cancellationToken);
+            var spec = await lazy.Value.WaitAsync(cancellationToken);
+            // A long-running server builds once and starts VMs for weeks: each start is a use of its images.
+            if (_specEntries.TryGetValue(spec, out var paths))
+            {
+                _builder.Cache.MarkUsed(paths);
+            }
+            return spec;
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -126,12 +134,13 @@ public sealed partial class TemplateCatalog : IVmSpecProvider
         };
         if (!_needsDiskImages)
         {
+            _specEntries[spec] = [image.RootfsDir, Path.Combine(_builder.CacheRoot, "base", ImageKeys.Base(t.ToImageSpec(AgentPath)))];
             return spec;
         }
         string disk = await _builder.BuildExt4Async(image, t.DiskMib, progress, CancellationToken.None);
         _bootArtifacts ??= new Lazy<Task<BootArtifacts>>(() => _boot!.BuildAsync(progress, CancellationToken.None));
         var boot = await _bootArtifacts.Value;
-        return spec with
+        var vmSpec = spec with
         {
             RootfsImage = disk,
             // The uncompressed kernel boots faster (no in-guest decompression, which is slow under TCG).
@@ -139,6 +148,39 @@ public sealed partial class TemplateCatalog : IVmSpecProvider
             InitrdPath = boot.InitrdPath,
             KernelArgs = $"sandboxvm.tmp_size={t.Limits.FileBytes >> 20}M sandboxvm.home_size={t.Limits.FileBytes >> 20}M",
         };
+        _specEntries[vmSpec] = [image.RootfsDir, Path.Combine(_builder.CacheRoot, "base", ImageKeys.Base(t.ToImageSpec(AgentPath))),
+            disk, boot.KernelPath, boot.InitrdPath];
+        return vmSpec;
+    }
+
+    /// <summary>
+    /// What the image cache must keep for the current templates (every available one, whether built or
+    /// not): ids (<c>PHASE/KEY</c>) of their base, rootfs and ext4 entries and of the current boot
+    /// artifacts, computed without building anything. Phases whose current keys cannot be told (no agent
+    /// binary: rootfs and ext4; apt does not know the kernel: the boot phases) come back in KeepPhases.
+    /// </summary>
+    public async Task<(IReadOnlySet<string> Needed, IReadOnlySet<string> KeepPhases)> CacheNeedsAsync(CancellationToken cancellationToken)
+    {
+        var needed = new HashSet<string>(StringComparer.Ordinal);
+        var keepPhases = new HashSet<string>(StringComparer.Ordinal);
+        string agent = _options.AgentPath ?? "";
+        if (!File.Exists(agent))
+        {
+            keepPhases.UnionWith(["rootfs", "ext4"]);
+        }
+        foreach (var t in All.Where(t => UnavailableReason(t) is null))
+        {
+            needed.UnionWith(_builder.EntryIds(t.ToImageSpec(agent), t.DiskMib));
+        }
+        if (_boot is null || await _boot.CurrentEntryIdsAsync(cancellationToken) is not { } boot)
+        {
+            keepPhases.UnionWith(["boot-kernel", "boot-initrd"]);
+        }
+        else
+        {
+            needed.UnionWith(boot);
+        }
+        return (needed, keepPhases);
     }
 
     /// <summary>Everything the warm-up depends on: a changed script or recipe means a new snapshot.</summary>

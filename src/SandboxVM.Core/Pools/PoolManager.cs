@@ -83,7 +83,9 @@ public sealed partial class PoolManager : IAsyncDisposable
 
     /// <summary>
     /// Makes sure the runtime has a snapshot of the template (booted, warmed up, saved) so pool refills
-    /// restore instead of booting. Once per template and inputs; a failure is retried on the next call.
+    /// restore instead of booting. Once per template and inputs; a failure is retried on the next call,
+    /// and so is a snapshot that has gone from the runtime's store since (removed by hand or by another
+    /// server, tmpfs cleared): it is prepared again instead of every refill booting cold.
     /// </summary>
     public async Task<SnapshotInfo?> EnsureSnapshotAsync(TemplateDefinition template, CancellationToken cancellationToken)
     {
@@ -93,15 +95,28 @@ public sealed partial class PoolManager : IAsyncDisposable
         }
         VmSpec spec = await _specs.GetSpecAsync(template, cancellationToken);
         string key = template.Name + "/" + spec.GetHashCode();
-        var lazy = _snapshots.GetOrAdd(key, _ => new Lazy<Task<SnapshotInfo?>>(() => PrepareSnapshotAsync(template, spec)));
-        try
+        for (int attempt = 0; ; attempt++)
         {
-            return await lazy.Value.WaitAsync(cancellationToken);
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            _snapshots.TryRemove(new KeyValuePair<string, Lazy<Task<SnapshotInfo?>>>(key, lazy));
-            throw;
+            var lazy = _snapshots.GetOrAdd(key, _ => new Lazy<Task<SnapshotInfo?>>(() => PrepareSnapshotAsync(template, spec)));
+            SnapshotInfo? info;
+            try
+            {
+                info = await lazy.Value.WaitAsync(cancellationToken);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                _snapshots.TryRemove(new KeyValuePair<string, Lazy<Task<SnapshotInfo?>>>(key, lazy));
+                throw;
+            }
+            if (info is null || attempt > 0 || _runtime.SnapshotExists(info))
+            {
+                return info;
+            }
+            // Only this entry: a concurrent caller may already have put a fresh one in its place.
+            if (_snapshots.TryRemove(new KeyValuePair<string, Lazy<Task<SnapshotInfo?>>>(key, lazy)))
+            {
+                LogSnapshotGone(_logger, template.Name, info.Directory);
+            }
         }
     }
 
@@ -480,6 +495,9 @@ public sealed partial class PoolManager : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "snapshot of {Template} {What} in {Directory} ({Ms} ms)")]
     private static partial void LogSnapshot(ILogger logger, string template, string what, string directory, long ms);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "snapshot of {Template} in {Directory} is gone; preparing it again")]
+    private static partial void LogSnapshotGone(ILogger logger, string template, string directory);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "pooled sandbox {Id} of {Template} warmed in {Ms} ms")]
     private static partial void LogWarmed(ILogger logger, string id, string template, long ms);

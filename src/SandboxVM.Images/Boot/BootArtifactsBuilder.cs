@@ -57,7 +57,10 @@ public sealed partial class BootArtifactsBuilder
         ArgumentException.ThrowIfNullOrWhiteSpace(options.CacheRoot);
         _logger = logger;
         CacheRoot = Path.GetFullPath(options.CacheRoot);
+        _cache = new ImageCache(CacheRoot);
     }
+
+    private readonly ImageCache _cache;
 
     public string CacheRoot { get; }
 
@@ -74,9 +77,10 @@ public sealed partial class BootArtifactsBuilder
             throw new PlatformNotSupportedException("Boot artifacts are built on Linux only.");
         void OnLine(string line) => progress?.Report(line);
 
-        var (kernelPackage, busybox) = await ResolvePackagesAsync(OnLine, cancellationToken).ConfigureAwait(false);
+        var (kernelPackage, busybox) = await ResolvePackagesAsync(OnLine, allowUpdate: true, cancellationToken).ConfigureAwait(false);
         var kernelKey = BootKeys.Kernel(kernelPackage, RequestedModules);
         var kernelDir = Path.Combine(CacheRoot, "boot", "kernel", kernelKey);
+        _cache.MarkUsed("boot-kernel", kernelKey);
         var builtKernel = await EnsurePhaseAsync("boot-kernel", kernelPackage.ToString(), kernelKey, kernelDir, progress,
             tmp => BuildKernelAsync(kernelPackage, kernelKey, tmp, OnLine, cancellationToken), cancellationToken).ConfigureAwait(false);
         var kernel = await KernelManifest.ReadAsync(kernelDir, cancellationToken).ConfigureAwait(false);
@@ -87,6 +91,7 @@ public sealed partial class BootArtifactsBuilder
         var builtInitrd = await EnsurePhaseAsync("boot-initrd", $"{busybox}, {kernel.LoadOrder.Count} modules", initrdKey, initrdDir, progress,
             tmp => BuildInitrdAsync(kernelDir, kernel, busybox, script, initrdKey, kernelKey, tmp, OnLine, cancellationToken), cancellationToken).ConfigureAwait(false);
 
+        _cache.MarkUsed("boot-initrd", initrdKey);
         var vmlinux = Path.Combine(kernelDir, "vmlinux");
         var artifacts = new BootArtifacts(
             Path.Combine(kernelDir, "vmlinuz"),
@@ -106,8 +111,37 @@ public sealed partial class BootArtifactsBuilder
 
     private static string Short(string key) => key[..12];
 
+    /// <summary>
+    /// Ids (<c>boot-kernel/KEY</c>, <c>boot-initrd/KEY</c>) of the cache entries <see cref="BuildAsync"/> would
+    /// use now, from the host's apt lists as they are (no <c>apt-get update</c>) and the cached kernel's
+    /// manifest. Null when they cannot be told (apt does not know the packages): keep every boot entry then.
+    /// Never builds or downloads.
+    /// </summary>
+    public async Task<IReadOnlyList<string>?> CurrentEntryIdsAsync(CancellationToken cancellationToken)
+    {
+        (DebianPackage Kernel, DebianPackage Busybox) packages;
+        try
+        {
+            packages = await ResolvePackagesAsync(_ => { }, allowUpdate: false, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is ExternalCommandException or InvalidOperationException or IOException or KeyNotFoundException)
+        {
+            return null;
+        }
+        var kernelKey = BootKeys.Kernel(packages.Kernel, RequestedModules);
+        var ids = new List<string> { "boot-kernel/" + kernelKey };
+        var kernelDir = Path.Combine(CacheRoot, "boot", "kernel", kernelKey);
+        if (File.Exists(Path.Combine(kernelDir, KernelManifest.FileName)))
+        {
+            var kernel = await KernelManifest.ReadAsync(kernelDir, cancellationToken).ConfigureAwait(false);
+            var script = InitScript.Render(kernel.LoadOrder);
+            ids.Add("boot-initrd/" + BootKeys.Initrd(kernel.LoadOrder.Select(m => (m, kernel.ModuleHashes[m])), packages.Busybox, script));
+        }
+        return ids;
+    }
+
     /// <summary>Candidate kernel and busybox packages in the host's apt lists; reused while the lists are unchanged.</summary>
-    private async Task<(DebianPackage Kernel, DebianPackage Busybox)> ResolvePackagesAsync(Action<string> onLine, CancellationToken cancellationToken)
+    private async Task<(DebianPackage Kernel, DebianPackage Busybox)> ResolvePackagesAsync(Action<string> onLine, bool allowUpdate, CancellationToken cancellationToken)
     {
         await _resolveLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -115,8 +149,8 @@ public sealed partial class BootArtifactsBuilder
             var fingerprint = DebianPackages.ListsFingerprint();
             if (_resolved is { } r && r.Fingerprint == fingerprint)
                 return (r.Kernel, r.Busybox);
-            var stanzas = await DebianPackages.ShowAsync([KernelMetapackage, BusyboxPackage], onLine, cancellationToken).ConfigureAwait(false);
-            var kernel = await DebianPackages.DependencyOfAsync(stanzas[KernelMetapackage], "linux-image-", onLine, cancellationToken).ConfigureAwait(false);
+            var stanzas = await DebianPackages.ShowAsync([KernelMetapackage, BusyboxPackage], onLine, cancellationToken, allowUpdate).ConfigureAwait(false);
+            var kernel = await DebianPackages.DependencyOfAsync(stanzas[KernelMetapackage], "linux-image-", onLine, cancellationToken, allowUpdate).ConfigureAwait(false);
             var busybox = new DebianPackage(BusyboxPackage, stanzas[BusyboxPackage]["Version"]);
             // Taken after apt-cache: an apt-get update it triggered has changed the lists.
             _resolved = (DebianPackages.ListsFingerprint(), kernel, busybox);

@@ -28,7 +28,7 @@ internal static partial class DebianPackages
     /// <c>apt-cache show</c>. Runs <c>apt-get update</c> once (as root) when apt does not know one of them.</summary>
     /// <exception cref="InvalidOperationException">apt does not know a package even after an update.</exception>
     public static async Task<IReadOnlyDictionary<string, IReadOnlyDictionary<string, string>>> ShowAsync(IReadOnlyList<string> names, Action<string>? onUpdate,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken, bool allowUpdate = true)
     {
         foreach (var name in names)
             ValidateName(name);
@@ -39,7 +39,7 @@ internal static partial class DebianPackages
         {
             output = await ToolProcess.OutputAsync(aptCache, args, cancellationToken).ConfigureAwait(false);
         }
-        catch (ExternalCommandException) when (Environment.IsPrivilegedProcess)
+        catch (ExternalCommandException) when (allowUpdate && Environment.IsPrivilegedProcess)
         {
             // Typically a container with empty package lists: fetch them once and ask again.
             onUpdate?.Invoke($"apt does not know {string.Join(", ", names)}; running apt-get update");
@@ -66,7 +66,7 @@ internal static partial class DebianPackages
     /// <summary>The package a metapackage such as <c>linux-image-cloud-amd64</c> points at (its first dependency
     /// whose name starts with <paramref name="prefix"/>) at the pinned version, else at its candidate.</summary>
     public static async Task<DebianPackage> DependencyOfAsync(IReadOnlyDictionary<string, string> metapackage, string prefix, Action<string>? onUpdate,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken, bool allowUpdate = true)
     {
         ArgumentNullException.ThrowIfNull(metapackage);
         var depends = metapackage.GetValueOrDefault("Depends", "");
@@ -74,7 +74,7 @@ internal static partial class DebianPackages
             ?? throw new InvalidOperationException($"{metapackage["Package"]} {metapackage["Version"]} depends on no {prefix}* package (Depends: {depends}).");
         if (relation.Version is not null)
             return new DebianPackage(relation.Name, relation.Version);
-        var target = await ShowAsync([relation.Name], onUpdate, cancellationToken).ConfigureAwait(false);
+        var target = await ShowAsync([relation.Name], onUpdate, cancellationToken, allowUpdate).ConfigureAwait(false);
         return new DebianPackage(relation.Name, target[relation.Name]["Version"]);
     }
 

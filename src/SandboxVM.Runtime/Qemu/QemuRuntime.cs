@@ -136,6 +136,8 @@ public sealed class QemuRuntime : IVmRuntime
         string snapshot = Path.Combine(_options.SnapshotDirectory, key);
         if (IsCompleteSnapshot(snapshot))
         {
+            // Before the launch: a server of another build sharing the store sees the snapshot in use.
+            SnapshotStore.MarkUsed(snapshot);
             try
             {
                 return await RestoreAsync(spec, snapshot, started, cancellationToken);
@@ -204,6 +206,7 @@ public sealed class QemuRuntime : IVmRuntime
                 ["build_ms"] = started.ElapsedMilliseconds,
             };
             await File.WriteAllTextAsync(Path.Combine(build, MetaFileName), meta.ToJsonString(), cancellationToken);
+            SnapshotStore.Touch(Path.Combine(build, SnapshotStore.LastUsedFileName), DateTime.UtcNow);
             try
             {
                 Directory.Move(build, final);
@@ -393,6 +396,11 @@ public sealed class QemuRuntime : IVmRuntime
             // The run dir (pid file) stays the server's; QEMU may only write its socket dir, which no other VM's uid can enter.
             Directory.CreateDirectory(sockets);
             await File.WriteAllTextAsync(Path.Combine(runDir, OwnerFileName), Environment.ProcessId.ToString(CultureInfo.InvariantCulture), CancellationToken.None);
+            if (memoryFile is not null)
+            {
+                // Which snapshot (or build) this VM maps: a server removing stale snapshots leaves it alone.
+                await File.WriteAllTextAsync(Path.Combine(runDir, SnapshotStore.RunDirMemoryFileName), Path.GetFullPath(memoryFile), CancellationToken.None);
+            }
             if (uid is { } u)
             {
                 QemuNative.Chown(sockets, u, _options.SandboxGid);
@@ -583,36 +591,43 @@ public sealed class QemuRuntime : IVmRuntime
     private static bool IsCompleteSnapshot(string dir) =>
         File.Exists(Path.Combine(dir, MetaFileName)) && File.Exists(Path.Combine(dir, StateFileName)) && File.Exists(Path.Combine(dir, MemFileName));
 
+    /// <summary>True while the snapshot's files are all in the store (a tmpfs cleared, or a directory deleted by hand, is not).</summary>
+    public bool SnapshotExists(SnapshotInfo snapshot) => IsCompleteSnapshot(snapshot.Directory);
+
     /// <summary>
-    /// Older snapshots of the same template hold host RAM (tmpfs) for nothing. Clones still running
-    /// from one keep their mapping of the deleted file.
+    /// Older snapshots of the same template hold host RAM (tmpfs) for nothing, but only once nobody
+    /// uses them: another server (another build: other agent, other key) may share the store and restore
+    /// from its own. Removed: those not restored within <see cref="QemuRuntimeOptions.SnapshotGracePeriod"/>
+    /// that no live VM maps (see <see cref="SnapshotStore"/>). Unfinished builds are never touched here.
+    /// Clones still running from a removed one keep their mapping of the deleted file.
     /// </summary>
     private void RemoveStaleSnapshots(string template, string keep)
     {
-        foreach (string dir in Directory.GetDirectories(_options.SnapshotDirectory))
+        try
         {
-            string name = Path.GetFileName(dir);
-            if (name == keep || name.StartsWith('.'))
+            var referenced = SnapshotStore.Referenced(_options.SnapshotDirectory, _runRoot,
+                runDir => _live.ContainsKey(Path.GetFileName(runDir)) || OwnerAlive(runDir));
+            foreach (string dir in SnapshotStore.SelectStale(_options.SnapshotDirectory, template, keep, DateTime.UtcNow, _options.SnapshotGracePeriod, referenced))
             {
-                continue;
-            }
-            try
-            {
-                var meta = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, MetaFileName)));
-                if (meta?["template"]?.GetValue<string>() == template)
+                try
                 {
                     Directory.Delete(dir, recursive: true);
-                    QemuLog.SnapshotRemoved(_logger, name, template);
+                    QemuLog.SnapshotRemoved(_logger, Path.GetFileName(dir), template);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    // Half gone or not ours to delete: leave it.
+                    QemuLog.CleanupFailed(_logger, dir, e.Message);
                 }
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException or InvalidOperationException)
-            {
-                // Not ours or half gone: leave it.
-            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            QemuLog.CleanupFailed(_logger, _options.SnapshotDirectory, e.Message);
         }
     }
 
-    private static bool OwnerAlive(string runDir) =>
+    internal static bool OwnerAlive(string runDir) =>
         int.TryParse(ReadOrNull(Path.Combine(runDir, OwnerFileName))?.Trim(), CultureInfo.InvariantCulture, out int owner)
         && owner > 0 && Directory.Exists($"/proc/{owner}");
 

@@ -13,6 +13,12 @@ public sealed class QemuRuntimeOptions
     /// <summary>Snapshot store: guest RAM files and device state, best on tmpfs. Default /dev/shm/sandboxvm.</summary>
     public string SnapshotDirectory { get; set; } = "/dev/shm/sandboxvm";
 
+    /// <summary>
+    /// Another snapshot of a template is removed after a new one is saved only when it has not been
+    /// restored for this long and no live VM maps it: servers of other builds sharing the store keep theirs.
+    /// </summary>
+    public TimeSpan SnapshotGracePeriod { get; set; } = TimeSpan.FromMinutes(15);
+
     /// <summary>QEMU's seccomp filter: -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny.</summary>
     public bool Seccomp { get; set; } = true;
 

@@ -34,6 +34,28 @@ internal sealed class FakeRuntime : IVmRuntime
     }
 
     public Task<int> CleanupLeftoversAsync(CancellationToken cancellationToken) => Task.FromResult(0);
+
+    /// <summary>When set, PrepareSnapshotAsync "saves" a snapshot (counted in <see cref="SnapshotsPrepared"/>); else it returns null.</summary>
+    public bool MakesSnapshots { get; set; }
+
+    /// <summary>What SnapshotExists answers: false plays a snapshot removed underneath the runtime.</summary>
+    public volatile bool SnapshotPresent = true;
+
+    private int _snapshotsPrepared;
+    public int SnapshotsPrepared => _snapshotsPrepared;
+
+    public Task<SnapshotInfo?> PrepareSnapshotAsync(VmSpec spec, Func<AgentClient, CancellationToken, Task>? warmup, CancellationToken cancellationToken)
+    {
+        if (!MakesSnapshots)
+        {
+            return Task.FromResult<SnapshotInfo?>(null);
+        }
+        int n = Interlocked.Increment(ref _snapshotsPrepared);
+        SnapshotPresent = true;
+        return Task.FromResult<SnapshotInfo?>(new SnapshotInfo("key", $"/fake/snapshots/{n}", Built: true, TimeSpan.Zero));
+    }
+
+    public bool SnapshotExists(SnapshotInfo snapshot) => SnapshotPresent;
 }
 
 internal sealed class FakeVm : IVm

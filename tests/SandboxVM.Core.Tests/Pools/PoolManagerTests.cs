@@ -73,6 +73,33 @@ public class PoolManagerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_snapshot_removed_underneath_is_prepared_again_and_the_pool_keeps_filling()
+    {
+        _runtime.MakesSnapshots = true;
+        var t = Template("py", WarmupStrategy.Pool, 2);
+        _pools.Start([t]);
+        await WaitForReadyAsync("py", 2);
+        Assert.Equal(1, _runtime.SnapshotsPrepared);
+
+        // Cached while it is there: no second prepare for later refills.
+        var lease = await _pools.AcquireAsync(t, Ct);
+        _tracker.Release(lease.Vm);
+        await WaitForReadyAsync("py", 2);
+        Assert.Equal(1, _runtime.SnapshotsPrepared);
+
+        _runtime.SnapshotPresent = false;
+        var next = await _pools.AcquireAsync(t, Ct);
+        Assert.Equal(VmSource.Pool, next.Source);
+        _tracker.Release(next.Vm);
+        await WaitForReadyAsync("py", 2);
+        Assert.Equal(2, _runtime.SnapshotsPrepared);
+        Assert.Null(_pools.Status("py")!.LastError);
+
+        var info = await _pools.EnsureSnapshotAsync(t, Ct);
+        Assert.Equal("/fake/snapshots/2", info!.Directory);
+    }
+
+    [Fact]
     public async Task Pool_FillsToItsTarget_AndRefillsAfterATake()
     {
         var t = Template("py", WarmupStrategy.Pool, 3);
