@@ -4,7 +4,7 @@ namespace SandboxVM.Agent;
 internal sealed class AgentOptions
 {
     public const string Usage =
-        "usage: sandboxvm-agent [--channel stdio|PATH] [--home DIR] [--outputs DIR] [--skel DIR] [--vm]";
+        "usage: sandboxvm-agent [--channel stdio|PATH] [--home DIR] [--outputs DIR] [--skel DIR] [--vm] [--user UID:GID|self]";
 
     /// <summary>"stdio", or the path of a character device (virtio-serial port) opened read/write.</summary>
     public string Channel { get; private set; } = "stdio";
@@ -21,11 +21,18 @@ internal sealed class AgentOptions
     /// <summary>Running as the guest's init or with --vm: the agent detects OOM kills itself.</summary>
     public bool VmMode { get; private set; }
 
+    /// <summary>
+    /// Who steps run as (see <see cref="SandboxUser"/>): <c>--user UID:GID</c> (needs root), <c>self</c>,
+    /// or by default the sandbox user (1000:1000) when the agent runs as root, else the agent's own user.
+    /// </summary>
+    public SandboxUser User { get; private set; } = SandboxUser.Self;
+
     public bool IsStdio => Channel == "stdio";
 
     public static AgentOptions Parse(IReadOnlyList<string> args)
     {
         var options = new AgentOptions { VmMode = Environment.ProcessId == 1 };
+        string? user = null;
         for (int i = 0; i < args.Count; i++)
         {
             string arg = args[i];
@@ -46,10 +53,14 @@ internal sealed class AgentOptions
                 case "--vm":
                     options.VmMode = true;
                     break;
+                case "--user":
+                    user = Value(args, ref i);
+                    break;
                 default:
                     throw new ArgumentException($"unknown argument '{arg}'\n{Usage}");
             }
         }
+        options.User = SandboxUser.Decide(Native.Libc.IsRoot, user);
         return options;
     }
 

@@ -2,11 +2,13 @@ namespace SandboxVM.Agent;
 
 /// <summary>
 /// Copies a template's skeleton (e.g. a prebuilt matplotlib font cache) into the writable home
-/// directory at start, keeping files that already exist there.
+/// directory at start, keeping files that already exist there. What it creates belongs to
+/// the user given to <see cref="Seed"/> (the sandbox user when the agent is root), so a program
+/// can write to it (matplotlib updates its cache under MPLCONFIGDIR, for one).
 /// </summary>
 internal static class HomeSeeder
 {
-    public static void Seed(string skel, string home)
+    public static void Seed(string skel, string home, SandboxUser user)
     {
         if (!Directory.Exists(skel))
         {
@@ -18,7 +20,7 @@ internal static class HomeSeeder
         {
             try
             {
-                Directory.CreateDirectory(pair.To);
+                user.CreateDirectory(pair.To);
                 foreach (var entry in new DirectoryInfo(pair.From).EnumerateFileSystemInfos())
                 {
                     string target = Path.Combine(pair.To, entry.Name);
@@ -27,6 +29,7 @@ internal static class HomeSeeder
                         if (!Path.Exists(target) && new FileInfo(target).LinkTarget is null)
                         {
                             File.CreateSymbolicLink(target, link);
+                            user.Own(target);
                         }
                     }
                     else if (entry is DirectoryInfo)
@@ -36,6 +39,7 @@ internal static class HomeSeeder
                     else if (!File.Exists(target))
                     {
                         File.Copy(entry.FullName, target);
+                        user.Own(target);
                     }
                 }
             }

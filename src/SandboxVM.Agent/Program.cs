@@ -26,16 +26,24 @@ if (!Libc.TrySetChildSubreaper())
 }
 try
 {
-    Directory.CreateDirectory(options.Home);
+    // Home is the user's: the agent creates it if missing and gives it (not what is in it) to the user.
+    options.User.CreateDirectory(options.Home);
+    options.User.Own(options.Home);
     Environment.CurrentDirectory = options.Home;
 }
 catch (Exception e) when (AgentException.IsIo(e))
 {
     AgentLog.Write($"cannot use home {options.Home}: {e.Message}");
 }
-HomeSeeder.Seed(options.SkelDir, options.Home);
+HomeSeeder.Seed(options.SkelDir, options.Home, options.User);
+if (options.User.Switches && !File.Exists(SandboxUser.SetprivPath))
+{
+    // Steps then fail to start (127): never silently as root.
+    AgentLog.Write($"{SandboxUser.SetprivPath} is missing: no step can run as the sandbox user");
+}
+AgentLog.Write($"steps run as {options.User}");
 
-var state = new AgentState(options, new ProcessSupervisor());
+var state = new AgentState(options, new ProcessSupervisor(options.User));
 if (options.IsStdio)
 {
     // Raw fds rather than System.Console streams: see AgentLog for why Console is avoided.

@@ -6,7 +6,8 @@ public sealed partial class ImageBuilder
 {
     /// <summary>
     /// Files every rootfs needs, with why: the NativeAOT agent is linked against glibc, build steps and
-    /// recipes use a shell, every compile and run step goes through <c>prlimit</c> (util-linux), and the
+    /// recipes use a shell, every compile and run step goes through <c>prlimit</c> and user work through
+    /// <c>setpriv</c> (util-linux), and the
     /// sandbox user is added to <c>/etc/passwd</c>. Debian- and Ubuntu-based images have them all.
     /// </summary>
     internal static readonly (string Path, string Why)[] RequiredFiles =
@@ -14,6 +15,7 @@ public sealed partial class ImageBuilder
         ("/lib64/ld-linux-x86-64.so.2", "the guest agent needs glibc on x86-64 (musl-based images such as Alpine do not work)"),
         ("/bin/sh", "build steps and recipes run with a POSIX shell"),
         ("/usr/bin/prlimit", "every compile and run step is started through util-linux's prlimit (its process cap)"),
+        ("/usr/bin/setpriv", "the agent starts user work as the sandbox user through util-linux's setpriv"),
         ("/etc/passwd", "the sandbox user is added to it"),
     ];
 

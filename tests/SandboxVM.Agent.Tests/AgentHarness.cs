@@ -92,6 +92,12 @@ internal sealed class AgentHarness : IAsyncDisposable
     public static Task<AgentHarness> StartAsync(Action<string>? prepareRoot, IReadOnlyList<string>? launcher, params string[] extraArgs)
     {
         string root = Directory.CreateTempSubdirectory("sandboxvm-agent-test-").FullName;
+        // An agent run as root starts its steps as the sandbox user (uid 1000), who must get through
+        // here to its home, outputs and fork server directories.
+        if (OperatingSystem.IsLinux())
+        {
+            File.SetUnixFileMode(root, (UnixFileMode)0b111_101_101);
+        }
         prepareRoot?.Invoke(root);
         var start = new ProcessStartInfo
         {

@@ -82,6 +82,7 @@ public class SessionOutputsTests : AgentTestBase
         Directory.CreateDirectory(Agent.Outputs);
         await File.WriteAllTextAsync(Path.Combine(Agent.Outputs, "figure-4.png"), "an earlier figure", Ct);
         await File.WriteAllTextAsync(Path.Combine(Agent.Outputs, "figure-x.png"), "not a number", Ct);
+        StepUser.Own(Agent.Outputs); // as an earlier run would have left them
 
         var (frames, result) = await ExecAsync(Python("""
             import matplotlib.pyplot as plt
@@ -169,6 +170,7 @@ public class SessionOutputsTests : AgentTestBase
             await File.WriteAllTextAsync(path, "x", Ct);
             File.SetLastWriteTimeUtc(path, earlier); // written by an earlier run
         }
+        StepUser.Own(Agent.Outputs);
         var exec = Shell("""
             cd "$OUT"
             echo more >> appended.txt

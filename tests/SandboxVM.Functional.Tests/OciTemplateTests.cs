@@ -20,6 +20,7 @@ public sealed class OciTemplateTests
 
     [Theory]
     [InlineData("process")]
+    [InlineData("qemu")]
     public async Task CodeRuns_InATemplateBuiltFromAnOciImageLayout(string runtime)
     {
         Assert.SkipUnless(Environment.IsPrivilegedProcess && OciTestImage.HasTool("umoci") && OciTestImage.CanCreate,

@@ -1,8 +1,8 @@
 namespace SandboxVM.Functional.Tests;
 
 /// <summary>
-/// The per-run process cap (RLIMIT_NPROC under the sandbox's cgroup). Process runtime only for now: in a
-/// VM the code runs as root, which that cap does not bind; a guest-side cgroup is the planned fix.
+/// The per-run process cap (RLIMIT_NPROC under the sandbox's cgroup) in the process runtime. In a VM
+/// the same cap binds the sandbox user: see <see cref="QemuGuestUserTests"/>.
 /// </summary>
 [Collection(ProcessServer.Collection)]
 public class ProcessLimitTests(ProcessServer server)

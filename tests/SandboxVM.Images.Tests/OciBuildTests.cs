@@ -61,13 +61,14 @@ public sealed class OciBuildTests
         SkipUnlessPossible();
         await using var cache = new TestCache();
         var tree = Path.Combine(cache.Root, "src");
-        await OciTestImage.CreateTreeAsync(tree, "/usr/bin/prlimit", "/lib64/ld-linux-x86-64.so.2");
+        await OciTestImage.CreateTreeAsync(tree, "/usr/bin/prlimit", "/usr/bin/setpriv", "/lib64/ld-linux-x86-64.so.2");
         var layout = Path.Combine(cache.Root, "layout");
         await OciTestImage.WriteLayoutAsync(tree, layout, "latest");
 
         var e = await Assert.ThrowsAsync<InvalidDataException>(() => cache.Builder().BuildRootfsAsync(LayoutSpec(cache.WriteAgent("x"), layout), null, Ct));
 
         Assert.Contains("/usr/bin/prlimit is missing", e.Message, StringComparison.Ordinal);
+        Assert.Contains("/usr/bin/setpriv is missing", e.Message, StringComparison.Ordinal);
         Assert.Contains("glibc", e.Message, StringComparison.Ordinal);
         Assert.DoesNotContain("/bin/sh is missing", e.Message, StringComparison.Ordinal);
         Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(cache.Root, "base")));

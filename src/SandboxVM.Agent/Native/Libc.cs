@@ -4,7 +4,8 @@ using Microsoft.Win32.SafeHandles;
 namespace SandboxVM.Agent.Native;
 
 /// <summary>Metadata of one path as <c>statx</c> reports it (symlinks not followed).</summary>
-internal readonly record struct FileStatus(FileKindBits Kind, long Size, long MtimeMs, int Mode, long MtimeNs, ulong Inode);
+internal readonly record struct FileStatus(FileKindBits Kind, long Size, long MtimeMs, int Mode, long MtimeNs, ulong Inode,
+    ulong Device = 0, uint Uid = 0, uint Gid = 0);
 
 /// <summary>File type bits of <c>st_mode</c>.</summary>
 internal enum FileKindBits
@@ -60,6 +61,7 @@ internal static unsafe partial class Libc
 
     private const int AtFdCwd = -100;
     private const int AtSymlinkNoFollow = 0x100;
+    private const int AtEmptyPath = 0x1000;
     private const uint StatxBasicStats = 0x7ff;
     private const int ClockRealtime = 0;
 
@@ -192,6 +194,15 @@ internal static unsafe partial class Libc
 
     [LibraryImport(LibName, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int SysStatx(int dirFd, string path, int flags, uint mask, byte* buffer);
+
+    [LibraryImport(LibName, EntryPoint = "lchown", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int SysLchown(string path, uint uid, uint gid);
+
+    [LibraryImport(LibName, EntryPoint = "fchown", SetLastError = true)]
+    private static partial int SysFchown(int fd, uint uid, uint gid);
+
+    [LibraryImport(LibName, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int SysStatxFd(int dirFd, string path, int flags, uint mask, byte* buffer);
 
     [LibraryImport(LibName, EntryPoint = "clock_settime", SetLastError = true)]
     private static partial int SysClockSetTime(int clockId, TimeSpec* time);
@@ -587,18 +598,53 @@ internal static unsafe partial class Libc
     /// <summary>lstat-like metadata through statx (one layout on every architecture). Returns 0 or the errno.</summary>
     public static int Stat(string path, out FileStatus status)
     {
-        // struct statx: stx_mode u16 at 28, stx_ino u64 at 32, stx_size u64 at 40, stx_mtime {s64 sec; u32 nsec} at 112.
         byte* buffer = stackalloc byte[256];
         if (SysStatx(AtFdCwd, path, AtSymlinkNoFollow, StatxBasicStats, buffer) != 0)
         {
             status = default;
             return Marshal.GetLastPInvokeError();
         }
+        status = ParseStatx(buffer);
+        return 0;
+    }
+
+    /// <summary>fstat-like metadata of an open file through statx. Returns 0 or the errno.</summary>
+    public static int Stat(SafeFileHandle handle, out FileStatus status)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            byte* buffer = stackalloc byte[256];
+            if (SysStatxFd((int)handle.DangerousGetHandle(), "", AtEmptyPath, StatxBasicStats, buffer) != 0)
+            {
+                status = default;
+                return Marshal.GetLastPInvokeError();
+            }
+            status = ParseStatx(buffer);
+            return 0;
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    private static FileStatus ParseStatx(byte* buffer)
+    {
+        // struct statx: stx_uid u32 at 20, stx_gid u32 at 24, stx_mode u16 at 28, stx_ino u64 at 32,
+        // stx_size u64 at 40, stx_mtime {s64 sec; u32 nsec} at 112, stx_dev_major/minor u32 at 136/140.
+        uint uid = *(uint*)(buffer + 20);
+        uint gid = *(uint*)(buffer + 24);
         int mode = *(ushort*)(buffer + 28);
         ulong inode = *(ulong*)(buffer + 32);
         long size = *(long*)(buffer + 40);
         long seconds = *(long*)(buffer + 112);
         uint nanos = *(uint*)(buffer + 120);
+        ulong device = ((ulong)*(uint*)(buffer + 136) << 32) | *(uint*)(buffer + 140);
         var kind = (mode & 0xF000) switch
         {
             0x8000 => FileKindBits.Regular,
@@ -606,8 +652,30 @@ internal static unsafe partial class Libc
             0xA000 => FileKindBits.Symlink,
             _ => FileKindBits.Other,
         };
-        status = new FileStatus(kind, size, seconds * 1000 + nanos / 1_000_000, mode & 0xFFF, seconds * 1_000_000_000 + nanos, inode);
-        return 0;
+        return new FileStatus(kind, size, seconds * 1000 + nanos / 1_000_000, mode & 0xFFF, seconds * 1_000_000_000 + nanos, inode,
+            device, uid, gid);
+    }
+
+    /// <summary>chown that does not follow a final symlink. Returns 0 or the errno.</summary>
+    public static int Lchown(string path, int uid, int gid) =>
+        SysLchown(path, (uint)uid, (uint)gid) == 0 ? 0 : Marshal.GetLastPInvokeError();
+
+    /// <summary>chown of an open file. Returns 0 or the errno.</summary>
+    public static int Fchown(SafeFileHandle handle, int uid, int gid)
+    {
+        bool added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            return SysFchown((int)handle.DangerousGetHandle(), (uint)uid, (uint)gid) == 0 ? 0 : Marshal.GetLastPInvokeError();
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
     }
 
     public static bool IsNotFound(int errno) => errno is ENoEnt or ENotDir;
@@ -628,6 +696,7 @@ internal static unsafe partial class Libc
         EPipe => "broken pipe",
         ESrch => "no such process",
         EConnRefused => "connection refused",
+        EPerm => "operation not permitted",
         _ => $"errno {errno}",
     };
 

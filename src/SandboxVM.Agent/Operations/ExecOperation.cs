@@ -7,6 +7,7 @@ namespace SandboxVM.Agent.Operations;
 /// <summary>
 /// exec: write the files, empty the outputs directory (or, with keep_outputs, note what it holds),
 /// compile (optional), run, list artifacts (with keep_outputs: only files new or changed since).
+/// Directories and files it creates belong to the user the steps run as (<see cref="SandboxUser"/>).
 /// </summary>
 internal static class ExecOperation
 {
@@ -25,15 +26,18 @@ internal static class ExecOperation
         }
         var cancellation = context.Cancellation;
 
+        var user = state.Options.User;
         string cwd = state.ResolvePath(request.Cwd);
-        CreateDirectory(cwd);
+        CreateDirectory(cwd, user);
         foreach (var (name, content) in request.Files)
         {
             string path = Path.GetFullPath(name, cwd);
             try
             {
-                Directory.CreateDirectory(Path.GetDirectoryName(path) ?? "/");
-                await File.WriteAllTextAsync(path, content, _utf8, cancellation);
+                user.CreateDirectory(Path.GetDirectoryName(path) ?? "/");
+                await using var file = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.ReadWrite, bufferSize: 0);
+                user.OwnWritten(file.SafeFileHandle, path);
+                await file.WriteAsync(_utf8.GetBytes(content), cancellation);
             }
             catch (Exception e) when (AgentException.IsIo(e))
             {
@@ -48,12 +52,12 @@ internal static class ExecOperation
         Dictionary<string, FileStamp>? outputsBefore = null;
         if (request.KeepOutputs)
         {
-            EnsureDirectory(outputs);
+            EnsureDirectory(outputs, user);
             outputsBefore = FileSystem.Snapshot(outputs);
         }
         else
         {
-            ResetDirectory(outputs);
+            ResetDirectory(outputs, user);
         }
 
         var environment = new Dictionary<string, string>(request.Env, StringComparer.Ordinal);
@@ -127,11 +131,11 @@ internal static class ExecOperation
     private static bool Contains(string dir, string path) =>
         path == dir || path.StartsWith(dir.EndsWith('/') ? dir : dir + "/", StringComparison.Ordinal);
 
-    private static void CreateDirectory(string path)
+    private static void CreateDirectory(string path, SandboxUser user)
     {
         try
         {
-            Directory.CreateDirectory(path);
+            user.CreateDirectory(path);
         }
         catch (Exception e) when (AgentException.IsIo(e))
         {
@@ -140,7 +144,7 @@ internal static class ExecOperation
     }
 
     /// <summary>Creates the directory if missing; anything else in its place is removed first.</summary>
-    private static void EnsureDirectory(string path)
+    private static void EnsureDirectory(string path, SandboxUser user)
     {
         try
         {
@@ -153,7 +157,7 @@ internal static class ExecOperation
             {
                 File.Delete(path);
             }
-            Directory.CreateDirectory(path);
+            user.CreateDirectory(path);
         }
         catch (Exception e) when (AgentException.IsIo(e))
         {
@@ -161,7 +165,7 @@ internal static class ExecOperation
         }
     }
 
-    private static void ResetDirectory(string path)
+    private static void ResetDirectory(string path, SandboxUser user)
     {
         try
         {
@@ -174,7 +178,7 @@ internal static class ExecOperation
             {
                 File.Delete(path);
             }
-            Directory.CreateDirectory(path);
+            user.CreateDirectory(path);
         }
         catch (Exception e) when (AgentException.IsIo(e))
         {

@@ -2,7 +2,11 @@ using SandboxVM.Protocol;
 
 namespace SandboxVM.Agent.Operations;
 
-/// <summary>file_write, file_read, file_list, file_stat, file_remove, file_mkdir and artifacts_list.</summary>
+/// <summary>
+/// file_write, file_read, file_list, file_stat, file_remove, file_mkdir and artifacts_list. Files written
+/// and directories made belong to the user steps run as (<see cref="SandboxUser"/>): an upload is the
+/// user's to read, overwrite or remove. Reading, listing and removing go on as the agent.
+/// </summary>
 internal static class FileOperations
 {
     /// <summary>Receives Data frames until DataEnd, writing each as it comes (never the whole file in memory).</summary>
@@ -33,6 +37,15 @@ internal static class FileOperations
         }
         await using (stream)
         {
+            try
+            {
+                // At once, so even a partial upload (cancelled, over the limit) is the user's to remove.
+                state.Options.User.OwnWritten(stream.SafeFileHandle, path);
+            }
+            catch (IOException e)
+            {
+                throw AgentException.FromIo(e, path);
+            }
             while (true)
             {
                 var item = await context.Inbox.ReadAsync(context.Cancellation);
@@ -162,7 +175,7 @@ internal static class FileOperations
             }
             try
             {
-                Directory.CreateDirectory(path);
+                state.Options.User.CreateDirectory(path);
             }
             catch (Exception e) when (AgentException.IsIo(e))
             {

@@ -71,16 +71,19 @@ internal sealed class ForkServer
         string socketPath;
         try
         {
-            // A fresh 0700 directory: nobody but the agent's user can reach the socket (and the server
-            // also checks that the peer is the agent).
+            // A fresh 0700 directory of the user the server runs as (it binds its socket there): nobody
+            // but that user and the agent can reach the socket, and the server also checks that the
+            // peer is the agent.
             directory = Directory.CreateTempSubdirectory("sandboxvm-fork-").FullName;
             File.SetUnixFileMode(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            supervisor.User.Own(directory);
             script = Path.Combine(directory, ResourceName);
             socketPath = Path.Combine(directory, "sock");
             using (var resource = typeof(ForkServer).Assembly.GetManifestResourceStream(ResourceName)
                 ?? throw new ForkServerException($"resource {ResourceName} is missing from the agent", serverBroken: true))
             using (var file = File.Create(script))
             {
+                supervisor.User.OwnWritten(file.SafeFileHandle, script);
                 await resource.CopyToAsync(file, CancellationToken.None);
             }
         }

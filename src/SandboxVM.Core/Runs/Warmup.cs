@@ -13,7 +13,7 @@ namespace SandboxVM.Core.Runs;
 public static class Warmup
 {
     /// <summary>Changes whenever what the warm-up does changes, so snapshots taken the old way are retired.</summary>
-    public const string Version = "2: fork server and session kernel";
+    public const string Version = "3: fork server and session kernel as the sandbox user";
 
     public static async Task RunAsync(TemplateDefinition template, AgentClient agent, CancellationToken cancellationToken)
     {
