@@ -8,7 +8,6 @@ packages=(
   mmdebstrap      # template rootfs builds
   busybox-static  # the guest initramfs; tests: the shell of a small OCI test image
   umoci skopeo    # templates from OCI images (skopeo fetches, umoci unpacks)
-  docker-registry # tests: a registry on loopback to fetch an OCI image from
   e2fsprogs       # mkfs.ext4 -d for VM root disks
   qemu-system-x86 # qemu runtime (KVM when usable, else TCG)
   kmod            # modinfo: guest kernel module order

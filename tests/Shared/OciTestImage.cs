@@ -125,76 +125,144 @@ internal static class OciTestImage
         return ("sha256:" + hex, content.Length);
     }
 
-    /// <summary>A Docker distribution registry on a free loopback port, storing in a temp dir; ended on dispose.</summary>
-    public sealed class LoopbackRegistry : IAsyncDisposable
+    /// <summary>
+    /// A read-only registry on a free loopback port serving one image layout over the distribution API, as
+    /// much as a pull needs (<c>/v2/</c>, manifests by tag or digest, blobs); ended on dispose. Written
+    /// here rather than running a registry package, whose install would start a system-wide service.
+    /// </summary>
+    public sealed class LayoutRegistry : IAsyncDisposable
     {
-        private readonly Process _process;
-        private readonly string _dir;
+        private readonly System.Net.HttpListener _listener;
+        private readonly string _layout;
+        private readonly Task _loop;
 
-        private LoopbackRegistry(Process process, string dir, int port)
+        private LayoutRegistry(System.Net.HttpListener listener, string layout, int port)
         {
-            _process = process;
-            _dir = dir;
+            _listener = listener;
+            _layout = layout;
             Address = $"127.0.0.1:{port}";
+            _loop = Task.Run(ServeAsync);
         }
 
+        /// <summary><c>127.0.0.1:PORT</c>: the host part of references to this registry.</summary>
         public string Address { get; }
 
-        public static bool Available => HasTool("docker-registry");
+        /// <summary>Requests served, e.g. <c>GET /v2/mini/manifests/1.0</c>.</summary>
+        public System.Collections.Concurrent.ConcurrentQueue<string> Requests { get; } = new();
 
-        public static async Task<LoopbackRegistry> StartAsync()
+        public static LayoutRegistry Start(string layout)
         {
-            var dir = Directory.CreateTempSubdirectory("sbvm-registry-").FullName;
-            var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-            listener.Start();
-            int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
-            listener.Stop();
-            var config = Path.Combine(dir, "config.yml");
-            await File.WriteAllTextAsync(config, $"""
-                version: 0.1
-                log:
-                  level: error
-                storage:
-                  filesystem:
-                    rootdirectory: {dir}/data
-                http:
-                  addr: 127.0.0.1:{port}
-                """);
-            var psi = new ProcessStartInfo("docker-registry") { RedirectStandardOutput = true, RedirectStandardError = true };
-            psi.ArgumentList.Add("serve");
-            psi.ArgumentList.Add(config);
-            var process = Process.Start(psi)!;
-            process.OutputDataReceived += (_, _) => { };
-            process.ErrorDataReceived += (_, _) => { };
-            process.BeginOutputReadLine();
-            process.BeginErrorReadLine();
-            var registry = new LoopbackRegistry(process, dir, port);
-            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
-            for (int i = 0; i < 100 && !process.HasExited; i++)
+            for (int attempt = 0; ; attempt++)
             {
+                var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+                probe.Start();
+                int port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+                probe.Stop();
+                var listener = new System.Net.HttpListener();
+                listener.Prefixes.Add($"http://127.0.0.1:{port}/");
                 try
                 {
-                    if ((await http.GetAsync($"http://{registry.Address}/v2/")).IsSuccessStatusCode)
-                        return registry;
+                    listener.Start();
+                    return new LayoutRegistry(listener, layout, port);
                 }
-                catch (HttpRequestException)
+                catch (System.Net.HttpListenerException) when (attempt < 5)
                 {
+                    listener.Close();  // the port was taken in between: another one
                 }
-                await Task.Delay(100);
             }
-            await registry.DisposeAsync();
-            throw new InvalidOperationException("docker-registry did not start on " + registry.Address);
+        }
+
+        private async Task ServeAsync()
+        {
+            while (_listener.IsListening)
+            {
+                System.Net.HttpListenerContext context;
+                try
+                {
+                    context = await _listener.GetContextAsync();
+                }
+                catch (Exception e) when (e is System.Net.HttpListenerException or ObjectDisposedException or InvalidOperationException)
+                {
+                    return;
+                }
+                try
+                {
+                    await AnswerAsync(context);
+                }
+                catch (Exception e) when (e is IOException or System.Net.HttpListenerException)
+                {
+                    // the client went away
+                }
+                finally
+                {
+                    context.Response.Close();
+                }
+            }
+        }
+
+        private async Task AnswerAsync(System.Net.HttpListenerContext context)
+        {
+            var request = context.Request;
+            var response = context.Response;
+            string path = request.Url!.AbsolutePath;
+            Requests.Enqueue($"{request.HttpMethod} {path}");
+            response.Headers["Docker-Distribution-API-Version"] = "registry/2.0";
+            if (path == "/v2/")
+            {
+                response.StatusCode = 200;
+                return;
+            }
+            // /v2/NAME/manifests/REFERENCE or /v2/NAME/blobs/DIGEST (NAME may contain slashes).
+            int manifests = path.LastIndexOf("/manifests/", StringComparison.Ordinal);
+            int blobs = path.LastIndexOf("/blobs/", StringComparison.Ordinal);
+            string? digest = null;
+            string contentType = "application/octet-stream";
+            if (path.StartsWith("/v2/", StringComparison.Ordinal) && manifests > 4)
+            {
+                string reference = path[(manifests + "/manifests/".Length)..];
+                digest = reference.StartsWith("sha256:", StringComparison.Ordinal) ? reference : TryResolve(reference);
+                contentType = "application/vnd.oci.image.manifest.v1+json";
+            }
+            else if (path.StartsWith("/v2/", StringComparison.Ordinal) && blobs > 4)
+            {
+                digest = path[(blobs + "/blobs/".Length)..];
+            }
+            string? file = digest is { Length: 71 } && digest.StartsWith("sha256:", StringComparison.Ordinal) && digest[7..].All(char.IsAsciiHexDigitLower)
+                ? Path.Combine(_layout, "blobs", "sha256", digest[7..])
+                : null;
+            if (file is null || !File.Exists(file))
+            {
+                response.StatusCode = 404;
+                response.ContentType = "application/json";
+                await response.OutputStream.WriteAsync("""{"errors":[{"code":"MANIFEST_UNKNOWN","message":"not here"}]}"""u8.ToArray());
+                return;
+            }
+            byte[] content = await File.ReadAllBytesAsync(file);
+            response.StatusCode = 200;
+            response.ContentType = contentType;
+            response.Headers["Docker-Content-Digest"] = digest;
+            response.ContentLength64 = content.Length;
+            if (request.HttpMethod != "HEAD")
+                await response.OutputStream.WriteAsync(content);
+        }
+
+        private string? TryResolve(string tag)
+        {
+            try
+            {
+                return OciLayout.ResolveManifest(_layout, tag).Digest;
+            }
+            catch (InvalidDataException)
+            {
+                return null;
+            }
         }
 
         public async ValueTask DisposeAsync()
         {
-            if (!_process.HasExited)
-            {
-                _process.Kill();
-                await _process.WaitForExitAsync(CancellationToken.None);
-            }
-            _process.Dispose();
-            Directory.Delete(_dir, recursive: true);
+            _listener.Stop();
+            _listener.Close();
+            await _loop;
         }
     }
 }
