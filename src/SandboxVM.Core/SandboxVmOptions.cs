@@ -104,6 +104,9 @@ public sealed class SandboxVmOptions
     /// <summary>Egress connection requests one proxy sandbox may make per minute (more: denied <c>rate_limited</c>).</summary>
     public int EgressMaxConnectionsPerMinute { get; set; } = 600;
 
+    /// <summary>Bytes per second one proxy sandbox may move through egress, both directions together (0: no limit).</summary>
+    public long EgressMaxBytesPerSecond { get; set; } = 16L << 20;
+
     /// <summary>Where the guest agent's HTTP proxy listens inside proxy sandboxes (HTTP_PROXY of the template points there).</summary>
     public string EgressListen { get; set; } = "127.0.0.1:3128";
 

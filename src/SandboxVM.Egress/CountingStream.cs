@@ -8,15 +8,29 @@ internal sealed class CountingStream : Stream
 {
     private readonly Stream _inner;
     private readonly Action<long, long> _onClose;
+    // How long to wait after moving so many bytes (a sandbox's bandwidth budget); null: no limit.
+    private readonly Func<long, TimeSpan>? _throttle;
+    private readonly TimeProvider _time;
     private long _up;
     private long _down;
     private int _closed;
 
-    public CountingStream(Stream inner, Action<long, long> onClose)
+    public CountingStream(Stream inner, Action<long, long> onClose, Func<long, TimeSpan>? throttle = null, TimeProvider? time = null)
     {
         _inner = inner;
         _onClose = onClose;
+        _throttle = throttle;
+        _time = time ?? TimeProvider.System;
     }
+
+    private void Pace(long bytes)
+    {
+        if (_throttle?.Invoke(bytes) is { } wait && wait > TimeSpan.Zero)
+            Thread.Sleep(wait);
+    }
+
+    private Task PaceAsync(long bytes, CancellationToken cancellationToken) =>
+        _throttle?.Invoke(bytes) is { } wait && wait > TimeSpan.Zero ? Task.Delay(wait, _time, cancellationToken) : Task.CompletedTask;
 
     public long BytesUp => Interlocked.Read(ref _up);
 
@@ -44,6 +58,7 @@ internal sealed class CountingStream : Stream
     {
         var n = _inner.Read(buffer);
         Interlocked.Add(ref _down, n);
+        Pace(n);
         return n;
     }
 
@@ -54,6 +69,8 @@ internal sealed class CountingStream : Stream
     {
         var n = await _inner.ReadAsync(buffer, cancellationToken);
         Interlocked.Add(ref _down, n);
+        // Paced after the read: the next read waits, so the remote side meets TCP back-pressure.
+        await PaceAsync(n, cancellationToken);
         return n;
     }
 
@@ -61,6 +78,7 @@ internal sealed class CountingStream : Stream
 
     public override void Write(ReadOnlySpan<byte> buffer)
     {
+        Pace(buffer.Length);
         _inner.Write(buffer);
         Interlocked.Add(ref _up, buffer.Length);
     }
@@ -70,6 +88,7 @@ internal sealed class CountingStream : Stream
 
     public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        await PaceAsync(buffer.Length, cancellationToken);
         await _inner.WriteAsync(buffer, cancellationToken);
         Interlocked.Add(ref _up, buffer.Length);
     }

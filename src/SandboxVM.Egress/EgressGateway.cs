@@ -37,7 +37,14 @@ public sealed class EgressGatewayOptions
     /// </summary>
     public int MaxConnectionsPerMinutePerSandbox { get; set; } = 600;
 
-    /// <summary>The clock of the per-minute limit (tests inject one).</summary>
+    /// <summary>
+    /// Bytes per second one sandbox may move through all its connections together, both directions
+    /// counted; a burst of one second's worth is allowed, beyond that reads and writes are paced (the
+    /// remote side meets TCP back-pressure). Zero: no limit.
+    /// </summary>
+    public long MaxBytesPerSecondPerSandbox { get; set; } = 16L << 20;
+
+    /// <summary>The clock of the per-minute and per-second limits (tests inject one).</summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 }
 
@@ -71,6 +78,7 @@ public sealed partial class EgressGateway
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.MaxConnectAttempts, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.MaxConnectionsPerSandbox, 1, nameof(options));
         ArgumentOutOfRangeException.ThrowIfLessThan(_options.MaxConnectionsPerMinutePerSandbox, 1, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfNegative(_options.MaxBytesPerSecondPerSandbox, nameof(options));
         _logger = logger ?? NullLogger.Instance;
         _resolver = resolver ?? SystemDnsResolver.Instance;
         _instruments = new EgressInstruments(meter ?? EgressMetrics.SharedMeter);
@@ -147,7 +155,7 @@ public sealed partial class EgressGateway
                 {
                     budget.Close();
                     Closed(request, connected, up, down, Stopwatch.GetElapsedTime(started));
-                });
+                }, _options.MaxBytesPerSecondPerSandbox > 0 ? bytes => budget.Spend(bytes, _options) : null, _options.TimeProvider);
                 socket = null;
                 _instruments.Active.Add(1);
                 return Finish(request, new EgressConnection(connected, stream, sock, viaProxy), route);
@@ -298,6 +306,8 @@ public sealed partial class EgressGateway
         private int _open;
         private double _tokens = double.NaN;
         private long _refilledAt;
+        private double _byteTokens = double.NaN;
+        private long _bytesRefilledAt;
 
         /// <summary>Counts a new connection, or says which limit refuses it (and why, for the guest).</summary>
         public EgressReason? TryOpen(EgressGatewayOptions options, out string? why)
@@ -324,6 +334,25 @@ public sealed partial class EgressGateway
                 _open++;
                 why = null;
                 return null;
+            }
+        }
+
+        /// <summary>
+        /// Takes <paramref name="bytes"/> from the sandbox's bandwidth bucket (one second's worth deep,
+        /// refilled at the limit); returns how long the caller waits for the debt to be paid off.
+        /// </summary>
+        public TimeSpan Spend(long bytes, EgressGatewayOptions options)
+        {
+            lock (_lock)
+            {
+                long now = options.TimeProvider.GetTimestamp();
+                double rate = options.MaxBytesPerSecondPerSandbox;
+                _byteTokens = double.IsNaN(_byteTokens)
+                    ? rate
+                    : Math.Min(rate, _byteTokens + options.TimeProvider.GetElapsedTime(_bytesRefilledAt, now).TotalSeconds * rate);
+                _bytesRefilledAt = now;
+                _byteTokens -= bytes;
+                return _byteTokens >= 0 ? TimeSpan.Zero : TimeSpan.FromSeconds(-_byteTokens / rate);
             }
         }
 

@@ -144,6 +144,27 @@ public sealed class EgressGatewayTests : IDisposable
     }
 
     [Fact]
+    public async Task A_sandbox_moving_more_than_its_bandwidth_is_paced_not_cut()
+    {
+        byte[] payload = System.Security.Cryptography.RandomNumberGenerator.GetBytes(192 * 1024);
+        await using var server = new LoopbackTcpServer(async (client, ct) =>
+        {
+            await client.GetStream().WriteAsync(payload, ct);
+            client.Client.Shutdown(SocketShutdown.Send);
+        });
+        // 64 KiB/s: the first second's worth may burst, the other 128 KiB take about two seconds.
+        var gateway = Gateway(AllowLoopback(server.Port), options: new EgressGatewayOptions { MaxBytesPerSecondPerSandbox = 64 * 1024 });
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+
+        await using var conn = await gateway.ConnectAsync(new EgressRequest("sb-bandwidth", "127.0.0.1", server.Port), Ct);
+        var received = new MemoryStream();
+        await conn.Stream!.CopyToAsync(received, Ct);
+
+        Assert.True(payload.AsSpan().SequenceEqual(received.ToArray()), "the paced bytes differ");
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(1.5), $"192 KiB at 64 KiB/s arrived in {clock.Elapsed.TotalSeconds:0.00} s");
+    }
+
+    [Fact]
     public async Task Disposing_the_stream_twice_reports_the_close_once()
     {
         await using var echo = new LoopbackTcpServer();

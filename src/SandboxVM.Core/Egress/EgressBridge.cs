@@ -76,6 +76,7 @@ public sealed partial class EgressBridge : IDisposable
                 UpstreamProxy = UpstreamProxy.FromEnvironment(),
                 MaxConnectionsPerSandbox = _options.EgressMaxConnections,
                 MaxConnectionsPerMinutePerSandbox = _options.EgressMaxConnectionsPerMinute,
+                MaxBytesPerSecondPerSandbox = _options.EgressMaxBytesPerSecond,
             },
             _loggers.CreateLogger("SandboxVM.Egress.EgressGateway"), _resolver));
         vm.Agent.RequestHandler = new Handler(this, gateway, vm.Id);
