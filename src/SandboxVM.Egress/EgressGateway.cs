@@ -299,33 +299,26 @@ public sealed partial class EgressGateway
 
     private sealed class ProxyException(string message) : Exception(message);
 
-    /// <summary>One sandbox's open connections and its per-minute token bucket.</summary>
+    /// <summary>One sandbox's open connections, its per-minute connection bucket and its bandwidth bucket.</summary>
     private sealed class SandboxBudget
     {
         private readonly Lock _lock = new();
+        private readonly TokenBucket _connections = new();
+        private readonly TokenBucket _bytes = new();
         private int _open;
-        private double _tokens = double.NaN;
-        private long _refilledAt;
-        private double _byteTokens = double.NaN;
-        private long _bytesRefilledAt;
 
         /// <summary>Counts a new connection, or says which limit refuses it (and why, for the guest).</summary>
         public EgressReason? TryOpen(EgressGatewayOptions options, out string? why)
         {
             lock (_lock)
             {
-                long now = options.TimeProvider.GetTimestamp();
                 int perMinute = options.MaxConnectionsPerMinutePerSandbox;
-                _tokens = double.IsNaN(_tokens)
-                    ? perMinute
-                    : Math.Min(perMinute, _tokens + options.TimeProvider.GetElapsedTime(_refilledAt, now).TotalMinutes * perMinute);
-                _refilledAt = now;
-                if (_tokens < 1)
+                if (_connections.Refill(perMinute, perMinute / 60.0, options.TimeProvider) < 1)
                 {
                     why = $"more than {perMinute} connection requests in a minute from this sandbox";
                     return EgressReason.RateLimited;
                 }
-                _tokens -= 1;
+                _connections.Tokens -= 1;
                 if (_open >= options.MaxConnectionsPerSandbox)
                 {
                     why = $"this sandbox already has {_open} connections open (at most {options.MaxConnectionsPerSandbox})";
@@ -345,14 +338,10 @@ public sealed partial class EgressGateway
         {
             lock (_lock)
             {
-                long now = options.TimeProvider.GetTimestamp();
                 double rate = options.MaxBytesPerSecondPerSandbox;
-                _byteTokens = double.IsNaN(_byteTokens)
-                    ? rate
-                    : Math.Min(rate, _byteTokens + options.TimeProvider.GetElapsedTime(_bytesRefilledAt, now).TotalSeconds * rate);
-                _bytesRefilledAt = now;
-                _byteTokens -= bytes;
-                return _byteTokens >= 0 ? TimeSpan.Zero : TimeSpan.FromSeconds(-_byteTokens / rate);
+                double left = _bytes.Refill(rate, rate, options.TimeProvider) - bytes;
+                _bytes.Tokens = left;
+                return left >= 0 ? TimeSpan.Zero : TimeSpan.FromSeconds(-left / rate);
             }
         }
 
@@ -362,6 +351,23 @@ public sealed partial class EgressGateway
             {
                 _open--;
             }
+        }
+    }
+
+    /// <summary>Tokens that refill evenly up to a capacity (full at first use); may go negative as a debt. Not thread-safe.</summary>
+    private sealed class TokenBucket
+    {
+        private long _refilledAt;
+
+        public double Tokens { get; set; } = double.NaN;
+
+        /// <summary>Adds what <paramref name="perSecond"/> earned since the last call, up to <paramref name="capacity"/>; returns the tokens.</summary>
+        public double Refill(double capacity, double perSecond, TimeProvider time)
+        {
+            long now = time.GetTimestamp();
+            Tokens = double.IsNaN(Tokens) ? capacity : Math.Min(capacity, Tokens + time.GetElapsedTime(_refilledAt, now).TotalSeconds * perSecond);
+            _refilledAt = now;
+            return Tokens;
         }
     }
 }
