@@ -68,6 +68,8 @@ public sealed class OciTemplateTests
                 o.AgentPath = agent;
                 o.BuildTemplatesOnStart = false;
                 o.TemplateDirectories = [templates.FullName];
+                // Its only template is this one: a collection at start would count every other cached image as unneeded.
+                o.CacheGcOnStart = false;
             }, "http://127.0.0.1:0");
             await app.StartAsync(Ct);
             try

@@ -64,6 +64,7 @@ public abstract class ServerFixture : IAsyncLifetime
             o.TemplateDirectories = [Path.Combine(RepoRoot(), "templates")];
             o.MaxSandboxes = MaxSandboxes;
             o.MaxUploadBytes = MaxUploadBytes;
+            o.CacheGcOnStart = false;  // tests share the host's image cache; collecting it is not theirs to do
             Configure(o);
         }, "http://127.0.0.1:0", services => services.AddSingleton<SandboxVM.Egress.IEgressResolver, TestResolver>());
         await _app.StartAsync();
