@@ -142,7 +142,7 @@ public sealed partial class ImageBuilder
         {
             baseKey = ImageKeys.Base(spec);
         }
-        catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+        catch (InvalidDataException)
         {
             return null;  // an OCI layout that is gone or broken: nothing built for it
         }

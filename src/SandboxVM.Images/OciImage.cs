@@ -30,7 +30,8 @@ public static partial class OciLayout
     /// <summary>
     /// The manifest the layout names <paramref name="tag"/> (null: its only image, or the one tagged
     /// <c>latest</c>): the tag to hand to umoci and the manifest's digest, which identifies the image's
-    /// content. Throws <see cref="InvalidDataException"/> naming what is wrong with the layout.
+    /// content. Throws <see cref="InvalidDataException"/> naming what is wrong with the layout (also when
+    /// it cannot be read).
     /// </summary>
     public static (string Tag, string Digest) ResolveManifest(string layoutPath, string? tag)
     {
@@ -60,6 +61,10 @@ public static partial class OciLayout
         catch (JsonException e)
         {
             throw new InvalidDataException($"{index} is not valid JSON: {e.Message}");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InvalidDataException($"cannot read {index}: {e.Message}", e);
         }
 
         (string? Name, string Digest) chosen;

@@ -54,7 +54,7 @@ public sealed partial class TemplateCatalog : IVmSpecProvider
             {
                 SandboxVM.Images.OciLayout.ResolveManifest(t.Source.Path!, t.Source.Tag);
             }
-            catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+            catch (InvalidDataException e)
             {
                 return e.Message;
             }

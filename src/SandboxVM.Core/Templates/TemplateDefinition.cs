@@ -72,7 +72,7 @@ public sealed class TemplateDefinition
                     {
                         digest = OciLayout.ResolveManifest(Source.Path ?? "", Source.Tag).Digest;
                     }
-                    catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+                    catch (InvalidDataException)
                     {
                         digest = "";
                     }
