@@ -78,18 +78,8 @@ internal sealed class ServerMetrics
         return result;
     }
 
-    /// <summary>The wire name of a run status (<c>sandbox_error</c>), as in RunResult.</summary>
-    public static string StatusName(RunStatus status) => status switch
-    {
-        RunStatus.Ok => "ok",
-        RunStatus.Error => "error",
-        RunStatus.CompileError => "compile_error",
-        RunStatus.Timeout => "timeout",
-        RunStatus.Oom => "oom",
-        RunStatus.OutputLimit => "output_limit",
-        RunStatus.SandboxError => "sandbox_error",
-        _ => status.ToString().ToLowerInvariant(),
-    };
+    /// <summary>The wire name of a run status (<c>sandbox_error</c>), as RunResult's JSON writes it.</summary>
+    public static string StatusName(RunStatus status) => ServerApp.WireNames.ConvertName(status.ToString());
 
     // Observations run on the scrape; a failure must not fail the scrape, so each one is guarded.
     private IEnumerable<Measurement<int>> ObserveSandboxes()

@@ -30,11 +30,14 @@ public static class ServerApp
 {
     public const string DefaultUrl = "http://127.0.0.1:8000";
 
+    /// <summary>How names and enum values are written on the wire (and in metric labels): snake_case.</summary>
+    public static readonly JsonNamingPolicy WireNames = JsonNamingPolicy.SnakeCaseLower;
+
     /// <summary>JSON on the wire: snake_case names and enum values, nulls kept so fields are always present.</summary>
     public static void ConfigureJson(JsonSerializerOptions o)
     {
-        o.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
-        o.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower, allowIntegerValues: false));
+        o.PropertyNamingPolicy = WireNames;
+        o.Converters.Add(new JsonStringEnumConverter(WireNames, allowIntegerValues: false));
         o.UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow;
         o.NumberHandling = JsonNumberHandling.Strict;
     }
