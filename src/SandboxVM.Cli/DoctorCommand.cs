@@ -16,8 +16,8 @@ internal static class DoctorCommand
             Line("qemu-system-x86_64", h.QemuPath ?? "not installed (apt-get install qemu-system-x86)");
             Line("bubblewrap", h.BwrapPath ?? "not installed (apt-get install bubblewrap)");
             Line("mmdebstrap", h.MmdebstrapPath ?? "not installed (apt-get install mmdebstrap): templates cannot be built");
-            Line("umoci", OnPath("umoci") ?? "not installed (apt-get install umoci): templates from OCI images cannot be built");
-            Line("skopeo", OnPath("skopeo") ?? "not installed (apt-get install skopeo): templates cannot fetch OCI images from a registry");
+            Line("umoci", HostFacts.FindOnPath("umoci") ?? "not installed (apt-get install umoci): templates from OCI images cannot be built");
+            Line("skopeo", HostFacts.FindOnPath("skopeo") ?? "not installed (apt-get install skopeo): templates cannot fetch OCI images from a registry");
             Line("cgroups", h.Cgroups switch
             {
                 Runtime.Cgroups.CgroupVersion.V1 => "v1 (memory, pids, cpu controllers)",
@@ -44,10 +44,6 @@ internal static class DoctorCommand
         });
         return command;
     }
-
-    private static string? OnPath(string name) =>
-        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
-            .Select(dir => Path.Combine(dir, name)).FirstOrDefault(File.Exists);
 
     private static void Line(string what, string value) => Console.WriteLine($"{what,-20} {value}");
 }
