@@ -396,8 +396,8 @@ public sealed partial class PoolManager : IAsyncDisposable
                 {
                     return idle;
                 }
-                TimeSpan oldest = _ready.Max(v => Stopwatch.GetElapsedTime(v.CheckedAt));
-                TimeSpan due = owner.IdleRecheckInterval - oldest;
+                // The head was checked longest ago: every enqueue stamps the time of its check.
+                TimeSpan due = owner.IdleRecheckInterval - Stopwatch.GetElapsedTime(_ready.Peek().CheckedAt);
                 return due <= TimeSpan.Zero ? TimeSpan.Zero : due < idle ? due : idle;
             }
         }
