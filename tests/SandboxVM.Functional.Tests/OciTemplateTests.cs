@@ -23,7 +23,7 @@ public sealed class OciTemplateTests
     [InlineData("qemu")]
     public async Task CodeRuns_InATemplateBuiltFromAnOciImageLayout(string runtime)
     {
-        Assert.SkipUnless(Environment.IsPrivilegedProcess && OciTestImage.HasTool("umoci") && OciTestImage.CanCreate,
+        Assert.SkipUnless(Environment.IsPrivilegedProcess && HostTools.HasTool("umoci") && OciTestImage.CanCreate,
             "needs root, umoci, busybox-static and util-linux (scripts/install-deps.sh)");
         string agent = Environment.GetEnvironmentVariable("SANDBOXVM_AGENT") ?? Path.Combine(ServerFixture.RepoRoot(), "artifacts", "agent", "sandboxvm-agent");
         Assert.True(File.Exists(agent), $"the guest agent is not published at {agent}: run scripts/test.sh first");
@@ -100,7 +100,7 @@ public sealed class OciTemplateTests
         }
         finally
         {
-            await OciTestImage.RunAsync("rm", "-rf", "--one-file-system", "--", dir.FullName);
+            await HostTools.RunAsync("rm", "-rf", "--one-file-system", "--", dir.FullName);
         }
     }
 }

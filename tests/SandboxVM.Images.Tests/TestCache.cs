@@ -33,19 +33,8 @@ internal sealed class TestCache : IAsyncDisposable
         await rm.WaitForExitAsync(CancellationToken.None);
     }
 
-    public static async Task<string> RunAsync(string file, params string[] args)
-    {
-        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args)
-            psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
-        var stderr = p.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
-        await p.WaitForExitAsync(TestContext.Current.CancellationToken);
-        Assert.True(p.ExitCode == 0, $"{file} {string.Join(' ', args)} failed: {await stderr}");
-        return await stdout;
-    }
+    /// <summary>Runs a tool to its end and returns its stdout; a failure fails the test with its stderr.</summary>
+    public static Task<string> RunAsync(string file, params string[] args) => SandboxVM.TestSupport.HostTools.RunAsync(file, args);
 
-    public static bool HasTool(string name) =>
-        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(d => d.Length > 0 && File.Exists(Path.Combine(d, name)));
+    public static bool HasTool(string name) => SandboxVM.TestSupport.HostTools.HasTool(name);
 }

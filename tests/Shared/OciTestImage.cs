@@ -27,7 +27,7 @@ internal static class OciTestImage
         foreach (var binary in _binaries)
         {
             files.Add(binary);
-            foreach (var line in (await RunAsync("ldd", binary)).Split('\n'))
+            foreach (var line in (await HostTools.RunAsync("ldd", binary)).Split('\n'))
             {
                 // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)"
                 var arrow = line.IndexOf("=> /", StringComparison.Ordinal);
@@ -91,24 +91,6 @@ internal static class OciTestImage
             ["manifests"] = new JsonArray(entry),
         }.ToJsonString());
         return manifest.Digest;
-    }
-
-    public static bool HasTool(string name) =>
-        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(d => d.Length > 0 && File.Exists(Path.Combine(d, name)));
-
-    /// <summary>Runs a tool to its end; its stdout, or an exception with its stderr when it fails.</summary>
-    public static async Task<string> RunAsync(string file, params string[] args)
-    {
-        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args)
-            psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        await p.WaitForExitAsync();
-        if (p.ExitCode != 0)
-            throw new InvalidOperationException($"{file} {string.Join(' ', args)} failed ({p.ExitCode}): {await stderr}");
-        return await stdout;
     }
 
     private static JsonObject Descriptor(string mediaType, (string Digest, long Size) blob) => new()
@@ -264,5 +246,27 @@ internal static class OciTestImage
             _listener.Close();
             await _loop;
         }
+    }
+}
+
+/// <summary>Host programs the tests run (shared by the image and end-to-end tests).</summary>
+internal static class HostTools
+{
+    public static bool HasTool(string name) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(d => d.Length > 0 && File.Exists(Path.Combine(d, name)));
+
+    /// <summary>Runs a tool to its end; its stdout, or an exception with its stderr when it fails.</summary>
+    public static async Task<string> RunAsync(string file, params string[] args)
+    {
+        var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in args)
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        if (p.ExitCode != 0)
+            throw new InvalidOperationException($"{file} {string.Join(' ', args)} failed ({p.ExitCode}): {await stderr}");
+        return await stdout;
     }
 }
