@@ -769,7 +769,8 @@ public sealed class QemuRuntime : IVmRuntime
         }
     }
 
-    private static string? ReadOrNull(string path)
+    /// <summary>The file's text, or null when it is gone or unreadable (a /proc entry of a process that ended).</summary>
+    internal static string? ReadOrNull(string path)
     {
         try
         {

@@ -138,7 +138,7 @@ internal static class SnapshotStore
         {
             foreach (string runDir in Directory.GetDirectories(runRoot, QemuRuntime.IdPrefix + "*"))
             {
-                if (ReadOrNull(Path.Combine(runDir, RunDirMemoryFileName))?.Trim() is { Length: > 0 } mem && runDirLive(runDir))
+                if (QemuRuntime.ReadOrNull(Path.Combine(runDir, RunDirMemoryFileName))?.Trim() is { Length: > 0 } mem && runDirLive(runDir))
                 {
                     Add(mem);
                 }
@@ -182,22 +182,10 @@ internal static class SnapshotStore
             {
                 continue;
             }
-            if (ReadOrNull(Path.Combine(dir, "cmdline")) is { Length: > 0 } cmdline)
+            if (QemuRuntime.ReadOrNull(Path.Combine(dir, "cmdline")) is { Length: > 0 } cmdline)
             {
                 yield return cmdline.Replace('\0', ' ');
             }
-        }
-    }
-
-    private static string? ReadOrNull(string path)
-    {
-        try
-        {
-            return File.ReadAllText(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return null;
         }
     }
 }
