@@ -47,23 +47,28 @@ public sealed partial class ImageBuilder
         }
 
         var (name, digest) = OciLayout.ResolveManifest(layout, tag);
-        phase($"umoci raw unpack {(fetched is null ? layout : oci.Reference)}:{name} ({digest})");
+        // What the template named: the layout and its tag, or the registry reference (whose local copy is tagged "image").
+        string image = fetched is null ? $"{layout}:{name}" : oci.Reference!;
+        phase($"umoci raw unpack {image} ({digest})");
         await ExternalCommand.RunAsync(umoci, ["raw", "unpack", "--image", $"{layout}:{name}", tree], onLine, null, cancellationToken).ConfigureAwait(false);
         if (fetched is not null)
             await TreeOps.DeleteAsync(fetched).ConfigureAwait(false);
 
         // Mount points the guest's init and the runtimes use; image tools often leave empty ones out.
+        const UnixFileMode rwxr_xr_x = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute
+            | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute;
+        const UnixFileMode rwxrwxrwt = rwxr_xr_x | UnixFileMode.GroupWrite | UnixFileMode.OtherWrite | UnixFileMode.StickyBit;
         foreach (var dir in new[] { "dev", "proc", "sys", "run", "tmp", "home", "etc", "opt" })
         {
             var full = Path.Combine(tree, dir);
             if (new DirectoryInfo(full) is { Exists: false, LinkTarget: null })
-                Directory.CreateDirectory(full, dir == "tmp" ? (UnixFileMode)0b1_111_111_111 : (UnixFileMode)0b111_101_101);
+                Directory.CreateDirectory(full, dir == "tmp" ? rwxrwxrwt : rwxr_xr_x);
         }
 
         var missing = RequiredFiles.Where(r => TreeOps.ResolveInTree(tree, r.Path) is null).ToList();
         if (missing.Count > 0)
         {
-            throw new InvalidDataException($"the image {oci.Reference ?? oci.LayoutPath}:{name} cannot be a sandbox rootfs: "
+            throw new InvalidDataException($"the image {image} cannot be a sandbox rootfs: "
                 + string.Join("; ", missing.Select(m => $"{m.Path} is missing ({m.Why})")));
         }
         return digest;
