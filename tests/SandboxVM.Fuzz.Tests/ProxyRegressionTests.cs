@@ -30,7 +30,7 @@ public sealed class ProxyRegressionTests
         await stream.WriteAsync(Fuzz.CorpusFile("proxy", corpusFile), TestContext.Current.CancellationToken);
         client.Client.Shutdown(SocketShutdown.Send);
         using var answer = new MemoryStream();
-        await stream.CopyToAsync(answer, TestContext.Current.CancellationToken).AsTask().WaitAsync(Fuzz.InputTimeout, TestContext.Current.CancellationToken);
+        await stream.CopyToAsync(answer, TestContext.Current.CancellationToken).WaitAsync(Fuzz.InputTimeout, TestContext.Current.CancellationToken);
         string status = Encoding.Latin1.GetString(answer.ToArray()).Split("\r\n")[0];
 
         Assert.All(link.Opened, host => Assert.Equal("allowed.example", host));
