@@ -151,79 +151,43 @@ internal sealed class EgressProxy
             return;
         }
 
-        string head = Encoding.Latin1.GetString(buffer, 0, headEnd);
+        var request = ProxyRequest.Parse(buffer.AsSpan(0, headEnd));
         var leftover = buffer.AsMemory(headEnd + 4, filled - headEnd - 4);
-        string[] lines = head.Split("\r\n");
-        string[] requestLine = lines[0].Split(' ');
-        if (requestLine.Length != 3 || !requestLine[2].StartsWith("HTTP/1.", StringComparison.Ordinal))
-        {
-            await WriteErrorAsync(stream, 400, "Bad Request", "bad_request", "not an HTTP/1.x request");
-            return;
-        }
-        string method = requestLine[0];
-        string target = requestLine[1];
         var link = _link;
-
-        if (method == "CONNECT")
+        switch (request.Kind)
         {
-            if (!TrySplitHostPort(target, out string host, out int port))
+            case ProxyRequestKind.Refused:
+                await WriteErrorAsync(stream, request.Status, request.Status == 400 ? "Bad Request" : "Error", request.Code, request.Message);
+                return;
+            case ProxyRequestKind.Search:
+                await SearchAsync(stream, link, request.Target!);
+                return;
+            case ProxyRequestKind.Connect:
             {
-                await WriteErrorAsync(stream, 400, "Bad Request", "invalid_request", $"CONNECT target '{target}' is not host:port");
+                var opened = await OpenAsync(stream, link, request.Host, request.Port);
+                if (opened is null)
+                {
+                    return;
+                }
+                await stream.WriteAsync("HTTP/1.1 200 Connection established\r\n\r\n"u8.ToArray());
+                await RelayAsync(link!, opened, stream, client, leftover);
                 return;
             }
-            var opened = await OpenAsync(stream, link, host, port);
-            if (opened is null)
+            default:
             {
+                var opened = await OpenAsync(stream, link, request.Host, request.Port);
+                if (opened is null)
+                {
+                    return;
+                }
+                byte[] headBytes = Encoding.Latin1.GetBytes(request.ForwardHead);
+                byte[] initial = new byte[headBytes.Length + leftover.Length];
+                headBytes.CopyTo(initial, 0);
+                leftover.CopyTo(initial.AsMemory(headBytes.Length));
+                await RelayAsync(link!, opened, stream, client, initial);
                 return;
             }
-            await stream.WriteAsync("HTTP/1.1 200 Connection established\r\n\r\n"u8.ToArray());
-            await RelayAsync(link!, opened, stream, client, leftover);
-            return;
         }
-
-        if (!Uri.TryCreate(target, UriKind.Absolute, out var uri) || uri.Scheme != "http" || uri.Host.Length == 0)
-        {
-            await WriteErrorAsync(stream, 400, "Bad Request", "invalid_request",
-                $"this is a proxy: send absolute-form http:// requests or CONNECT host:port (got '{Printable(target)}')");
-            return;
-        }
-        if (string.Equals(uri.Host, SearchHost, StringComparison.OrdinalIgnoreCase))
-        {
-            await SearchAsync(stream, link, uri);
-            return;
-        }
-
-        var forward = new StringBuilder();
-        forward.Append(method).Append(' ').Append(uri.PathAndQuery).Append(' ').Append(requestLine[2]).Append("\r\n");
-        bool hasHost = false;
-        foreach (string line in lines.Skip(1))
-        {
-            int colon = line.IndexOf(':', StringComparison.Ordinal);
-            string name = colon > 0 ? line[..colon].Trim() : "";
-            if (name.Equals("Proxy-Connection", StringComparison.OrdinalIgnoreCase) || name.Equals("Proxy-Authorization", StringComparison.OrdinalIgnoreCase)
-                || name.Equals("Connection", StringComparison.OrdinalIgnoreCase) || name.Equals("Keep-Alive", StringComparison.OrdinalIgnoreCase))
-            {
-                continue;
-            }
-            hasHost |= name.Equals("Host", StringComparison.OrdinalIgnoreCase);
-            forward.Append(line).Append("\r\n");
-        }
-        if (!hasHost)
-        {
-            forward.Append("Host: ").Append(uri.Authority).Append("\r\n");
-        }
-        forward.Append("Connection: close\r\n\r\n");
-
-        var stream2 = await OpenAsync(stream, link, uri.IdnHost, uri.Port);
-        if (stream2 is null)
-        {
-            return;
-        }
-        byte[] headBytes = Encoding.Latin1.GetBytes(forward.ToString());
-        byte[] initial = new byte[headBytes.Length + leftover.Length];
-        headBytes.CopyTo(initial, 0);
-        leftover.CopyTo(initial.AsMemory(headBytes.Length));
-        await RelayAsync(link!, stream2, stream, client, initial);
     }
 
     /// <summary>egress_open over the link; on refusal writes the error answer and returns null.</summary>
@@ -366,25 +330,8 @@ internal sealed class EgressProxy
         }
     }
 
-    private static bool TrySplitHostPort(string target, out string host, out int port)
-    {
-        host = "";
-        port = 0;
-        int colon = target.LastIndexOf(':');
-        if (colon <= 0 || !int.TryParse(target.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out port) || port is < 1 or > 65535)
-        {
-            return false;
-        }
-        host = target[..colon];
-        if (host.StartsWith('[') && host.EndsWith(']'))
-        {
-            host = host[1..^1];
-        }
-        return host.Length > 0;
-    }
-
     private static int FindHeadEnd(ReadOnlySpan<byte> data) => data.IndexOf("\r\n\r\n"u8);
 
-    private static string Printable(string s) =>
+    internal static string Printable(string s) =>
         new(s.Take(300).Select(c => c is < ' ' or (char)127 ? ' ' : c).ToArray());
 }

@@ -1,3 +1,4 @@
+using System.Text;
 using SandboxVM.Agent.Processes;
 
 namespace SandboxVM.Agent.Operations;
@@ -20,13 +21,36 @@ internal sealed class AgentState(AgentOptions options, ProcessSupervisor supervi
     /// <summary>Identity given by the last reinit (empty before).</summary>
     public string SandboxId { get; set; } = "";
 
-    /// <summary>A request path: absolute, or relative to the home directory.</summary>
+    private static readonly UTF8Encoding _strictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>
+    /// A request path: absolute, or relative to the home directory and staying under it (<c>..</c> does
+    /// not climb out of home; an absolute path names anything). What the kernel would refuse (over
+    /// PATH_MAX or NAME_MAX bytes) or could only get with a character replaced (a lone UTF-16
+    /// surrogate) is a bad request here rather than an I/O error later.
+    /// </summary>
     public string ResolvePath(string path)
     {
         if (string.IsNullOrEmpty(path) || path.Contains('\0', StringComparison.Ordinal))
         {
             throw AgentException.BadRequest("path is missing or invalid");
         }
-        return Path.GetFullPath(path, Options.Home);
+        string full = Path.GetFullPath(path, Options.Home);
+        if (!Path.IsPathRooted(path) && full != Options.Home && !full.StartsWith(Options.Home.TrimEnd('/') + "/", StringComparison.Ordinal))
+        {
+            throw AgentException.BadRequest($"relative path leaves {Options.Home} by '..'; give an absolute path");
+        }
+        try
+        {
+            if (_strictUtf8.GetByteCount(full) > 4095 || full.Split('/').Any(name => _strictUtf8.GetByteCount(name) > 255))
+            {
+                throw AgentException.BadRequest("path is longer than 4095 bytes or has a name longer than 255 bytes");
+            }
+        }
+        catch (EncoderFallbackException)
+        {
+            throw AgentException.BadRequest("path is not valid Unicode (a lone surrogate)");
+        }
+        return full;
     }
 }

@@ -230,7 +230,7 @@ public sealed partial class SessionManager : IAsyncDisposable
     public static string RelativeToOutputs(string guestPath) =>
         guestPath.StartsWith(OutputsDir + "/", StringComparison.Ordinal) ? guestPath[(OutputsDir.Length + 1)..] : guestPath;
 
-    private static string CheckPath(string path)
+    internal static string CheckPath(string path)
     {
         if (string.IsNullOrEmpty(path))
         {

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Text.RegularExpressions;
 using YamlDotNet.Core;
+using YamlDotNet.Core.Events;
 using YamlDotNet.RepresentationModel;
 
 namespace SandboxVM.Core.Templates;
@@ -23,6 +24,12 @@ internal sealed partial class TemplateParser
 
     private static readonly string[] _networkKeys = ["mode", "allow", "deny", "ports"];
     private static readonly string[] _warmupKeys = ["strategy", "pool_size", "script"];
+
+    /// <summary>Largest template file read, in characters (the built-in ones are under 3 KiB).</summary>
+    public const int MaxChars = 1024 * 1024;
+
+    /// <summary>Deepest nesting of lists and mappings (a template uses 4).</summary>
+    public const int MaxDepth = 64;
 
     private readonly string _file;
 
@@ -55,9 +62,12 @@ internal sealed partial class TemplateParser
 
     private TemplateDefinition ParseDocument(string yaml)
     {
+        if (yaml.Length > MaxChars)
+            throw Error("", null, $"the file is larger than {MaxChars / 1024} KiB");
         var stream = new YamlStream();
         try
         {
+            CheckShape(yaml);
             stream.Load(new StringReader(yaml));
         }
         catch (YamlException e)
@@ -69,8 +79,10 @@ internal sealed partial class TemplateParser
                 : "invalid YAML: " + reason;
             throw new TemplateLoadException(_file, "", ToLine(e.Start), reason, e);
         }
-        catch (ArgumentException e)
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException)
         {
+            // YamlDotNet 16 throws InvalidOperationException ("The scanner should contain no more tokens")
+            // for some broken flow collections, e.g. ": [\nW", instead of a YamlException.
             throw new TemplateLoadException(_file, "", null, "invalid YAML: " + e.Message, e);
         }
 
@@ -337,6 +349,44 @@ internal sealed partial class TemplateParser
             PoolSize = m.Int("pool_size", new WarmupPolicy().PoolSize, 0, 64),
             Script = m.OptionalString("script"),
         };
+    }
+
+    /// <summary>
+    /// Reads the event stream once, before YamlDotNet builds its node tree, and refuses what would take
+    /// that down: nesting deeper than <see cref="MaxDepth"/> (its loader recurses per level: 100 000
+    /// '[' overflow the stack and kill the process), keys that are lists, mappings or aliases (it
+    /// hashes keys recursively: <c>? &amp;a [*a]</c> never ends), and an alias inside the node it names.
+    /// A template needs none of these.
+    /// </summary>
+    private void CheckShape(string yaml)
+    {
+        var parser = new Parser(new StringReader(yaml));
+        var open = new List<(bool Mapping, int Children, string? Anchor)>();
+        while (parser.MoveNext())
+        {
+            var e = parser.Current!;
+            if (e is NodeEvent or AnchorAlias && open.Count > 0)
+            {
+                var parent = open[^1];
+                if (parent.Mapping && parent.Children % 2 == 0 && e is not Scalar)
+                    throw new TemplateLoadException(_file, "", ToLine(e.Start), "keys must be plain strings (not a list, a mapping or an alias)");
+                open[^1] = parent with { Children = parent.Children + 1 };
+            }
+            switch (e)
+            {
+                case AnchorAlias alias when open.Any(o => o.Anchor == alias.Value.Value):
+                    throw new TemplateLoadException(_file, "", ToLine(e.Start), $"alias '*{alias.Value.Value}' is inside the node it names");
+                case MappingStart or SequenceStart:
+                    if (open.Count == MaxDepth)
+                        throw new TemplateLoadException(_file, "", ToLine(e.Start), $"nested more than {MaxDepth} levels deep");
+                    var anchor = ((NodeEvent)e).Anchor;
+                    open.Add((e is MappingStart, 0, anchor.IsEmpty ? null : anchor.Value));
+                    break;
+                case MappingEnd or SequenceEnd:
+                    open.RemoveAt(open.Count - 1);
+                    break;
+            }
+        }
     }
 
     private MapReader Map(YamlNode node, string path, string[] allowedKeys)

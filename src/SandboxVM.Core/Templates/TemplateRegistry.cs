@@ -64,7 +64,11 @@ public sealed class TemplateRegistry
         string text;
         try
         {
-            text = File.ReadAllText(path);
+            // At most one character over the limit: the parser names the limit, and a file that never
+            // ends (a FIFO, a link to /dev/zero) is not read to the end.
+            using var reader = new StreamReader(path);
+            var buffer = new char[TemplateParser.MaxChars + 1];
+            text = new string(buffer, 0, reader.ReadBlock(buffer, 0, buffer.Length));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
