@@ -128,7 +128,7 @@ internal sealed class AllowedHosts
         foreach (string url in urls)
         {
             string host = Listening.HostOf(url);
-            if (host is not ("*" or "+" or "" or "0.0.0.0" or "[::]"))
+            if (host is not ("*" or "+" or "" or "0.0.0.0" or "[::]" or Listening.UnixSocket))
             {
                 names.Add(host);
             }
@@ -165,11 +165,14 @@ internal static class Listening
     public static IReadOnlyList<string> Urls(string urls) =>
         [.. urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)];
 
+    /// <summary>What <see cref="HostOf"/> answers for a Unix socket, which has no host.</summary>
+    public const string UnixSocket = "unix:";
+
     /// <summary>The host part of a listen URL as Kestrel reads it (<c>*</c>, <c>[::]</c>, a name, an address).</summary>
     public static string HostOf(string url)
     {
         var address = BindingAddress.Parse(url);
-        return address.IsUnixPipe ? "unix" : address.Host;
+        return address.IsUnixPipe ? UnixSocket : address.Host;
     }
 
     /// <summary>True for <c>localhost</c>, a loopback address and a Unix socket: only this machine can connect.</summary>

@@ -13,8 +13,9 @@ namespace SandboxVM.Core.Egress;
 /// Connects sandboxes of <c>network.mode: proxy</c> templates to the host's way out: sets a request
 /// handler on their agent channel that answers <c>egress_open</c> through an <see cref="EgressGateway"/>
 /// (the template's policy plus <see cref="SandboxVmOptions.EgressAllow"/>) and <c>search</c> through the
-/// configured <see cref="ISearchProvider"/> (within the <see cref="SearchBudget"/>), then tells the agent to start its HTTP proxy. Sandboxes of
-/// other templates get no handler, so the host refuses anything their agent opens.
+/// configured <see cref="ISearchProvider"/> (within the <see cref="SearchBudget"/>), then tells the agent to
+/// start its HTTP proxy. Sandboxes of other templates get no handler, so the host refuses anything their
+/// agent opens.
 /// </summary>
 public sealed partial class EgressBridge : IDisposable
 {
