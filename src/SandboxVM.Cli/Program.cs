@@ -9,6 +9,7 @@ var root = new RootCommand("SandboxVM: run AI-generated code in sandboxes")
     TemplatesCommand.Create(),
     CacheCommand.Create(),
     DoctorCommand.Create(),
+    KeysCommand.Create(),
 };
 // Signals are left to the commands (serve stops its sandboxes on SIGTERM) instead of a forced exit.
 return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });

@@ -9,17 +9,40 @@ internal static class ServeCommand
     {
         var url = new Option<string>("--url") { Description = "Address to listen on", DefaultValueFactory = _ => ServerApp.DefaultUrl };
         var runtime = new Option<string?>("--runtime") { Description = "auto (default), process, qemu or firecracker" };
-        var command = new Command("serve", "Start the SandboxVM server (binds 127.0.0.1:8000 by default)") { url, runtime };
+        var keysFile = new Option<string?>("--keys-file")
+        {
+            Description = "API keys file (default: $SANDBOXVM_API_KEYS_FILE); `sandboxvm keys new --file` writes entries",
+        };
+        var insecure = new Option<bool>("--insecure-no-auth")
+        {
+            Description = "Listen beyond loopback without API keys: anyone who can reach the port runs code. A trusted network only",
+        };
+        var command = new Command("serve", "Start the SandboxVM server (binds 127.0.0.1:8000 by default)") { url, runtime, keysFile, insecure };
         command.SetAction(async (parse, ct) =>
         {
             string? requested = parse.GetValue(runtime);
-            var app = ServerApp.Build([], o =>
+            Microsoft.AspNetCore.Builder.WebApplication app;
+            try
             {
-                if (requested is not null)
+                app = ServerApp.Build([], o =>
                 {
-                    o.Runtime = requested;
-                }
-            }, parse.GetValue(url));
+                    if (requested is not null)
+                    {
+                        o.Runtime = requested;
+                    }
+                    if (parse.GetValue(keysFile) is { } file)
+                    {
+                        o.ApiKeysFile = file;
+                    }
+                    o.InsecureNoAuth |= parse.GetValue(insecure);
+                }, parse.GetValue(url));
+            }
+            catch (InvalidOperationException e)
+            {
+                // Refusals that say what to do (keys, listen address): the message, not a stack trace.
+                await Console.Error.WriteLineAsync("sandboxvm: " + e.Message);
+                return 2;
+            }
             // The host handles SIGINT/SIGTERM itself and stops every sandbox before it exits.
             await app.RunAsync();
             return 0;

@@ -118,4 +118,45 @@ public sealed class SandboxVmOptions
 
     /// <summary>API key of the search service (brave); stays on the host (env SANDBOXVM_SEARCH_API_KEY).</summary>
     public string? SearchApiKey { get; set; }
+
+    /// <summary>Searches one sandbox may ask the host for per minute (a token bucket; more are refused <c>rate_limited</c>).</summary>
+    public int SearchesPerMinutePerSandbox { get; set; } = 30;
+
+    /// <summary>
+    /// JSON file of the API keys (callers): name, SHA-256 of the key, admin flag, limits; read again when it
+    /// changes (env SANDBOXVM_API_KEYS_FILE). Format in docs/API.md; <c>sandboxvm keys new</c> makes entries.
+    /// </summary>
+    public string? ApiKeysFile { get; set; }
+
+    /// <summary>
+    /// Host header names the server answers (<c>*.example.com</c> wildcards, <c>*</c> for any); others get a 400.
+    /// Empty: <c>localhost</c>, <c>127.0.0.1</c> and <c>[::1]</c>, plus this host's names and interface addresses
+    /// when it listens beyond loopback.
+    /// </summary>
+    public List<string> AllowedHosts { get; set; } = [];
+
+    /// <summary>
+    /// Listen on a non-loopback address without API keys, for a trusted network only (CLI
+    /// <c>serve --insecure-no-auth</c>). Without it such a server refuses to start.
+    /// </summary>
+    public bool InsecureNoAuth { get; set; }
+
+    /// <summary>Limits of every key in <see cref="ApiKeysFile"/> that does not set its own.</summary>
+    public KeyLimitOptions KeyLimits { get; set; } = new();
+}
+
+/// <summary>What one API key may use at once or per minute (each at least 1).</summary>
+public sealed class KeyLimitOptions
+{
+    /// <summary>Live sandboxes of the key.</summary>
+    public int Sandboxes { get; set; } = 4;
+
+    /// <summary>Runs (one-shot, sandbox and tools calls) the key may start per minute.</summary>
+    public int RunsPerMinute { get; set; } = 60;
+
+    /// <summary>Runs of the key executing at once.</summary>
+    public int ConcurrentRuns { get; set; } = 2;
+
+    /// <summary>Web searches per minute: <c>/v1/tools/search</c> calls and searches from the key's sandboxes.</summary>
+    public int SearchesPerMinute { get; set; } = 30;
 }

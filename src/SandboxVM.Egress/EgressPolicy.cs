@@ -13,6 +13,7 @@ namespace SandboxVM.Egress;
 /// <item>a port not in <see cref="AllowedPorts"/> unless a matching allow rule names that port: <c>port_not_allowed</c>;</item>
 /// <item>an address or CIDR allow rule covering the address: allowed (even a non-public address);</item>
 /// <item>a non-public address (<see cref="EgressAddressRanges"/>): <c>private_address</c> (a name allow rule does not override this);</item>
+/// <item>an address of the host itself (<see cref="HostAddresses"/>, public ones included): <c>private_address</c> too;</item>
 /// <item>a public address: allowed when the allow list is empty, otherwise only when a name allow rule matches, else <c>not_in_allow_list</c>.</item>
 /// </list>
 /// A name resolving to several addresses is allowed only when every address is; the connection then
@@ -27,12 +28,16 @@ public sealed class EgressPolicy
     private readonly EgressRule[] _deny;
     private readonly HashSet<int> _ports;
 
-    private EgressPolicy(EgressRule[] allow, EgressRule[] deny, HashSet<int> ports)
+    private EgressPolicy(EgressRule[] allow, EgressRule[] deny, HashSet<int> ports, HostAddresses host)
     {
         _allow = allow;
         _deny = deny;
         _ports = ports;
+        Host = host;
     }
+
+    /// <summary>The host's own addresses, denied like private ones.</summary>
+    public HostAddresses Host { get; }
 
     public IReadOnlyList<EgressRule> AllowRules => _allow;
 
@@ -44,8 +49,10 @@ public sealed class EgressPolicy
     /// A policy from rule texts (the template's <c>network.allow</c>/<c>network.deny</c>) and the allowed ports
     /// (null: <see cref="DefaultPorts"/>; empty: only ports named by allow rules). Throws
     /// <see cref="FormatException"/> naming the first bad rule, <see cref="ArgumentOutOfRangeException"/> for a bad port.
+    /// <paramref name="hostAddresses"/> are the host's own (default: <see cref="HostAddresses.System"/>).
     /// </summary>
-    public static EgressPolicy Create(IEnumerable<string>? allow, IEnumerable<string>? deny, IEnumerable<int>? allowedPorts = null)
+    public static EgressPolicy Create(IEnumerable<string>? allow, IEnumerable<string>? deny, IEnumerable<int>? allowedPorts = null,
+        HostAddresses? hostAddresses = null)
     {
         var ports = new HashSet<int>(allowedPorts ?? DefaultPorts);
         foreach (var p in ports)
@@ -53,7 +60,8 @@ public sealed class EgressPolicy
         return new EgressPolicy(
             (allow ?? []).Select(EgressRule.Parse).ToArray(),
             (deny ?? []).Select(EgressRule.Parse).ToArray(),
-            ports);
+            ports,
+            hostAddresses ?? HostAddresses.System);
     }
 
     /// <summary>
@@ -155,6 +163,9 @@ public sealed class EgressPolicy
                 continue;
             if (EgressAddressRanges.ClassifyNonPublic(address) is { } kind)
                 return Deny(EgressReason.PrivateAddress, host, port, address, addresses, $"{address} is not a public address: {kind}");
+            // The host's public addresses reach its own services as well as loopback does.
+            if (Host.Contains(address))
+                return Deny(EgressReason.PrivateAddress, host, port, address, addresses, $"{address} is not a public address: an address of this host");
             if (_allow.Length > 0 && !nameAllowed)
                 return Deny(EgressReason.NotInAllowList, host, port, address, addresses, "no allow rule matches");
         }

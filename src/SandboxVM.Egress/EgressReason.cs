@@ -15,7 +15,7 @@ public enum EgressReason
     /// <summary><c>metadata_endpoint</c>: a cloud metadata name or address; denied even over an allow rule.</summary>
     MetadataEndpoint,
 
-    /// <summary><c>private_address</c>: a resolved address is not public (private, loopback, link-local, ...) and no address allow rule covers it.</summary>
+    /// <summary><c>private_address</c>: a resolved address is not public (private, loopback, link-local, ...) or is the host's own, and no address allow rule covers it.</summary>
     PrivateAddress,
 
     /// <summary><c>port_not_allowed</c>: the port is not in the allowed ports and no allow rule names it.</summary>

@@ -18,6 +18,8 @@ namespace SandboxVM.Server;
 
 internal static partial class Endpoints
 {
+    private static readonly Dictionary<string, object?> s_expectJson = new() { ["expected"] = "application/json" };
+
     public static void Map(IEndpointRouteBuilder app)
     {
         app.MapGet("/healthz", () => Results.Json(new { status = "ok" }));
@@ -28,9 +30,10 @@ internal static partial class Endpoints
             catalog.Find(name) is { } t
                 ? Results.Json(Describe(t, catalog, runtime, pools, singletons))
                 : ProblemResult(404, ProblemCodes.UnknownTemplate, "name", $"unknown template '{name}'"));
-        app.MapPost("/v1/run", RunAsync);
+        app.MapPost("/v1/run", RunAsync).CountsAsRun();
         SandboxEndpoints.Map(app);
         ToolsEndpoints.Map(app);
+        AdminEndpoints.Map(app);
         MetricsExporter.Map(app);
     }
 
@@ -58,9 +61,20 @@ internal static partial class Endpoints
         }
     }
 
-    /// <summary>The request body as a <typeparamref name="T"/>; null after answering a 400 problem when it is not one.</summary>
+    /// <summary>
+    /// The request body as a <typeparamref name="T"/>; null after answering a 400 problem when it is not one,
+    /// or a 415 when it is not sent as JSON: a page of any site may POST text/plain, a form or multipart to
+    /// this server without asking (no CORS preflight), but never application/json.
+    /// </summary>
     internal static async Task<T?> ReadJsonAsync<T>(HttpContext context, JsonSerializerOptions options, string what) where T : class
     {
+        if (!context.Request.HasJsonContentType())
+        {
+            string sent = context.Request.ContentType is { Length: > 0 } type ? $"'{(type.Length > 100 ? type[..100] + "…" : type)}'" : "no Content-Type";
+            await Problems.Write(context, 415, HttpProblemCodes.UnsupportedMediaType, null,
+                $"the {what} must be sent as application/json (Content-Type: application/json); got {sent}", extra: s_expectJson);
+            return null;
+        }
         T? request;
         try
         {
@@ -88,7 +102,7 @@ internal static partial class Endpoints
         return end > 0 ? message[..end] : message;
     }
 
-    private static IResult ProblemResult(int status, string code, string? field, string detail) =>
+    internal static IResult ProblemResult(int status, string code, string? field, string detail) =>
         new ProblemWriter(status, code, field, detail);
 
     private sealed class ProblemWriter(int status, string code, string? field, string detail) : IResult

@@ -47,6 +47,7 @@ internal static class Problems
         404 => "Not found",
         409 => "Conflict",
         413 => "Payload too large",
+        415 => "Unsupported media type",
         429 => "Too many requests",
         502 => "Bad gateway",
         503 => "Service unavailable",

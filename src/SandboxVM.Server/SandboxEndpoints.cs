@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.Json;
 using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
 using SandboxVM.Core;
 using SandboxVM.Core.Runs;
@@ -20,19 +21,21 @@ internal static class SandboxEndpoints
     {
         var g = app.MapGroup("/v1/sandboxes");
         g.MapPost("", CreateAsync);
-        g.MapGet("", (SessionManager sessions, IVmRuntime runtime) =>
-            Results.Json(new { sandboxes = sessions.List().Select(s => Describe(s, runtime)).ToList() }));
-        g.MapGet("/{id}", (string id, HttpContext context, SessionManager sessions, IVmRuntime runtime) =>
+        g.MapGet("", (HttpContext context, SessionManager sessions, IVmRuntime runtime) =>
+            Results.Json(new { sandboxes = sessions.List().Where(s => s.Owner == context.GetCaller().Name).Select(s => Describe(s, runtime)).ToList() }));
+        // Every call on one sandbox passes the owner check first: another caller's sandbox is a 404 like an unknown id.
+        var one = g.MapGroup("/{id}").AddEndpointFilter(OwnerOnlyAsync);
+        one.MapGet("", (string id, HttpContext context, SessionManager sessions, IVmRuntime runtime) =>
             Handle(context, () => Task.FromResult<IResult>(Results.Json(Describe(sessions.Get(id), runtime)))));
-        g.MapDelete("/{id}", (string id, HttpContext context, SessionManager sessions) =>
+        one.MapDelete("", (string id, HttpContext context, SessionManager sessions) =>
             Handle(context, async () => await sessions.DeleteAsync(id)
                 ? Results.NoContent()
                 : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", 404)));
-        g.MapPost("/{id}/keepalive", KeepAliveAsync);
-        g.MapPost("/{id}/run", RunAsync);
-        g.MapPut("/{id}/files", UploadAsync);
-        g.MapGet("/{id}/files", DownloadOrListAsync);
-        g.MapDelete("/{id}/files", (string id, string? path, bool? recursive, HttpContext context, SessionManager sessions) =>
+        one.MapPost("/keepalive", KeepAliveAsync);
+        one.MapPost("/run", RunAsync).CountsAsRun();
+        one.MapPut("/files", UploadAsync);
+        one.MapGet("/files", DownloadOrListAsync);
+        one.MapDelete("/files", (string id, string? path, bool? recursive, HttpContext context, SessionManager sessions) =>
             Handle(context, async () =>
             {
                 await sessions.UseAsync(id, path ?? "", async (agent, p) =>
@@ -42,10 +45,10 @@ internal static class SandboxEndpoints
                 }, mutates: true);
                 return Results.NoContent();
             }));
-        g.MapPost("/{id}/files/mkdir", (string id, string? path, HttpContext context, SessionManager sessions) =>
+        one.MapPost("/files/mkdir", (string id, string? path, HttpContext context, SessionManager sessions) =>
             Handle(context, async () => Results.Json(Describe(await sessions.UseAsync(id, path ?? "",
                 (agent, p) => agent.MakeDirAsync(p, parents: true, context.RequestAborted), mutates: true)))));
-        g.MapGet("/{id}/artifacts", (string id, HttpContext context, SessionManager sessions) =>
+        one.MapGet("/artifacts", (string id, HttpContext context, SessionManager sessions) =>
             Handle(context, async () =>
             {
                 var list = await sessions.UseAsync(id, RunService.OutputsDir, (agent, _) => agent.ListArtifactsAsync(context.RequestAborted));
@@ -58,12 +61,29 @@ internal static class SandboxEndpoints
                     }).ToList(),
                 });
             }));
-        g.MapGet("/{id}/artifacts/{**path}", (string id, string path, HttpContext context, SessionManager sessions) =>
+        one.MapGet("/artifacts/{**path}", (string id, string path, HttpContext context, SessionManager sessions) =>
             Handle(context, async () =>
             {
                 await SendFileAsync(context, sessions, id, SessionManager.ArtifactPath(path), MimeTypes.For(path));
                 return Results.Empty;
             }));
+    }
+
+    /// <summary>Answers the same 404 as for an unknown id unless the sandbox in the route belongs to the caller.</summary>
+    private static async ValueTask<object?> OwnerOnlyAsync(EndpointFilterInvocationContext invocation, EndpointFilterDelegate next)
+    {
+        var context = invocation.HttpContext;
+        string id = context.GetRouteValue("id") as string ?? "";
+        try
+        {
+            context.RequestServices.GetRequiredService<SessionManager>().Get(id, context.GetCaller().Name);
+        }
+        catch (RunRequestException e)
+        {
+            await Problems.Write(context, e);
+            return Results.Empty;
+        }
+        return await next(invocation);
     }
 
     private static async Task CreateAsync(HttpContext context, SessionManager sessions, IVmRuntime runtime, IOptions<JsonOptions> json)
@@ -75,7 +95,8 @@ internal static class SandboxEndpoints
         }
         await Handle(context, async () =>
         {
-            var session = await sessions.CreateAsync(request, context.RequestAborted);
+            var caller = context.GetCaller();
+            var session = await sessions.CreateAsync(request, new SandboxOwner(caller.Name, caller.Limits.Sandboxes), context.RequestAborted);
             return Results.Json(Describe(session, runtime), statusCode: 201);
         }).ExecuteAsync(context);
     }
@@ -179,6 +200,7 @@ internal static class SandboxEndpoints
         }
         context.Response.ContentType = contentType;
         context.Response.ContentLength = info.Size;
+        SecurityHeadersMiddleware.SetAttachment(context.Response, info.Path);
         await sessions.UseAsync(id, info.Path, (agent, p) => agent.ReadFileAsync(p, context.Response.Body, context.RequestAborted));
     }
 

@@ -2,6 +2,8 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Json;
 using Microsoft.Extensions.Configuration;
@@ -26,7 +28,7 @@ using SandboxVM.Runtime.Qemu;
 namespace SandboxVM.Server;
 
 /// <summary>Builds and runs the HTTP server. The CLI's `serve` and the functional tests both start it here.</summary>
-public static class ServerApp
+public static partial class ServerApp
 {
     public const string DefaultUrl = "http://127.0.0.1:8000";
 
@@ -44,7 +46,9 @@ public static class ServerApp
 
     /// <summary>
     /// Creates the application. Settings come from (later wins) defaults, environment variables
-    /// SANDBOXVM_* (AGENT, CACHE, RUNTIME, TEMPLATES, API_KEY), configuration section "SandboxVM", and <paramref name="configure"/>.
+    /// SANDBOXVM_* (AGENT, CACHE, RUNTIME, TEMPLATES, API_KEY, API_KEYS_FILE), configuration section "SandboxVM",
+    /// and <paramref name="configure"/>. Throws <see cref="InvalidOperationException"/> (saying what to do) for a
+    /// keys file that does not read, and for a listen address beyond loopback without keys or InsecureNoAuth.
     /// </summary>
     /// <param name="args">Command line (configuration).</param>
     /// <param name="configure">Last changes to the options.</param>
@@ -63,18 +67,46 @@ public static class ServerApp
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         var options = LoadOptions(builder.Configuration);
         configure?.Invoke(options);
-        builder.WebHost.UseUrls(url ?? builder.Configuration["urls"] ?? DefaultUrl);
+        var urls = Listening.Urls(url ?? builder.Configuration["urls"] ?? DefaultUrl);
+        var callers = CallerStore.Create(builder.Configuration["SandboxVM:ApiKey"] ?? Environment.GetEnvironmentVariable("SANDBOXVM_API_KEY"),
+            options.ApiKeysFile, options.KeyLimits);
+        Listening.CheckAuth(urls, callers, options);
+        builder.WebHost.UseUrls([.. urls]);
         builder.Services.Configure<JsonOptions>(o => ConfigureJson(o.SerializerOptions));
         builder.Services.AddProblemDetails();
-        AddSandboxVm(builder.Services, options, builder.Configuration["SandboxVM:ApiKey"] ?? Environment.GetEnvironmentVariable("SANDBOXVM_API_KEY"));
+        AddSandboxVm(builder.Services, options);
+        HttpSurface.AddServices(builder.Services, callers, AllowedHosts.For(options, urls));
         configureServices?.Invoke(builder.Services);
 
         var app = builder.Build();
-        app.UseExceptionHandler(new ExceptionHandlerOptions { ExceptionHandler = Endpoints.HandleUnexpectedAsync });
-        app.UseMiddleware<ApiKeyMiddleware>();
+        HttpSurface.Use(app);
         Endpoints.Map(app);
+        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("SandboxVM.Server");
+        if (options.InsecureNoAuth && !callers.KeysRequired && urls.Any(u => !Listening.IsLoopback(u)))
+        {
+            LogInsecure(logger, string.Join(", ", urls));
+        }
+        app.Lifetime.ApplicationStarted.Register(() =>
+        {
+            callers.Watch(app.Services.GetRequiredService<ILogger<CallerStore>>());
+            // Kestrel may have been given other endpoints (Kestrel:Endpoints) than the URLs checked above.
+            var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
+            if (!callers.KeysRequired && !options.InsecureNoAuth && bound.FirstOrDefault(a => !Listening.IsLoopback(a)) is { } open)
+            {
+                LogRefusedOpen(logger, open);
+                app.Lifetime.StopApplication();
+            }
+        });
+        app.Lifetime.ApplicationStopped.Register(callers.Dispose);
         return app;
     }
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "INSECURE: listening on {Urls} without API keys (InsecureNoAuth): anyone who can reach it can run code and use every sandbox")]
+    private static partial void LogInsecure(ILogger logger, string urls);
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "stopping: listening on {Address} without API keys; configure keys or InsecureNoAuth")]
+    private static partial void LogRefusedOpen(ILogger logger, string address);
 
     public static SandboxVmOptions LoadOptions(IConfiguration configuration)
     {
@@ -87,6 +119,7 @@ public static class ServerApp
             SearchProvider = Environment.GetEnvironmentVariable("SANDBOXVM_SEARCH_PROVIDER"),
             SearchBaseUrl = Environment.GetEnvironmentVariable("SANDBOXVM_SEARCH_URL"),
             SearchApiKey = Environment.GetEnvironmentVariable("SANDBOXVM_SEARCH_API_KEY"),
+            ApiKeysFile = Environment.GetEnvironmentVariable("SANDBOXVM_API_KEYS_FILE"),
         };
         string? builtIn = FindBuiltInTemplates();
         if (builtIn is not null)
@@ -134,10 +167,9 @@ public static class ServerApp
         return null;
     }
 
-    internal static void AddSandboxVm(IServiceCollection services, SandboxVmOptions options, string? apiKey)
+    internal static void AddSandboxVm(IServiceCollection services, SandboxVmOptions options)
     {
         services.AddSingleton(options);
-        services.AddSingleton(new ApiKeyOptions(apiKey));
         services.AddSingleton(TimeProvider.System);
         // A bad template file stops the server here, naming the file and the field.
         services.AddSingleton(_ => TemplateRegistry.Load(options.TemplateDirectories));
@@ -169,7 +201,10 @@ public static class ServerApp
             };
         });
         services.AddSingleton<VmTracker>();
-        services.AddSingleton(sp => new EgressBridge(options, sp.GetRequiredService<ILoggerFactory>(), sp.GetService<IEgressResolver>()));
+        services.AddSingleton(sp => new EgressBridge(options, sp.GetRequiredService<ILoggerFactory>(), sp.GetService<IEgressResolver>())
+        {
+            SearchBudget = sp.GetService<SearchBudgets>(),
+        });
         services.AddSingleton(sp => new PoolManager(
             sp.GetRequiredService<IVmRuntime>(), sp.GetRequiredService<TemplateCatalog>(),
             sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>())

@@ -26,21 +26,30 @@ internal static class ToolsEndpoints
 
     public static void Map(IEndpointRouteBuilder app)
     {
-        app.MapPost("/v1/tools/search", SearchAsync);
-        app.MapPost("/v1/tools/fetch", FetchAsync);
+        app.MapPost("/v1/tools/search", SearchAsync).CountsAsRun();
+        app.MapPost("/v1/tools/fetch", FetchAsync).CountsAsRun();
     }
 
-    private static async Task SearchAsync(HttpContext context, WebsearchTools tools, ServerMetrics metrics, IOptions<JsonOptions> json)
+    /// <summary>The code a request refused while reading its body was answered with.</summary>
+    private static string ReadRefusal(HttpContext context) =>
+        context.Response.StatusCode == 415 ? HttpProblemCodes.UnsupportedMediaType : ProblemCodes.MalformedJson;
+
+    private static async Task SearchAsync(HttpContext context, WebsearchTools tools, ServerMetrics metrics, SearchBudgets budgets, IOptions<JsonOptions> json)
     {
         var request = await Endpoints.ReadJsonAsync<SearchToolRequest>(context, json.Value.SerializerOptions, "search request");
         if (request is null)
         {
-            metrics.RecordTool(WebsearchTools.Search, ProblemCodes.MalformedJson);
+            metrics.RecordTool(WebsearchTools.Search, ReadRefusal(context));
             return;
         }
         await AnswerAsync(context, WebsearchTools.Search, metrics, json.Value.SerializerOptions, ct =>
         {
             var (query, maxResults) = WebsearchTools.ValidateSearch(request);
+            // The caller's search budget; the tools sandbox's own budget applies when the module asks the host.
+            if (budgets.TryTake(context.GetCaller()) is { } refused)
+            {
+                throw new ToolException(429, HttpProblemCodes.RateLimited, null, refused.Why + "; try again later", retryAfter: refused.RetryAfter);
+            }
             return tools.SearchAsync(query, maxResults, ct);
         });
     }
@@ -50,7 +59,7 @@ internal static class ToolsEndpoints
         var request = await Endpoints.ReadJsonAsync<FetchToolRequest>(context, json.Value.SerializerOptions, "fetch request");
         if (request is null)
         {
-            metrics.RecordTool(WebsearchTools.Fetch, ProblemCodes.MalformedJson);
+            metrics.RecordTool(WebsearchTools.Fetch, ReadRefusal(context));
             return;
         }
         await AnswerAsync(context, WebsearchTools.Fetch, metrics, json.Value.SerializerOptions, ct =>

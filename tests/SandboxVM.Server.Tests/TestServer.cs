@@ -15,8 +15,8 @@ using SandboxVM.Core.Runs;
 namespace SandboxVM.Server.Tests;
 
 /// <summary>
-/// The tools and metrics endpoints, wired as ServerApp wires them, on a loopback port, with a fake
-/// runner instead of the websearch-tools sandbox.
+/// The tools and metrics endpoints behind the same middleware as ServerApp's, on a loopback port, with a
+/// fake runner instead of the websearch-tools sandbox.
 /// </summary>
 internal sealed class TestServer : IAsyncDisposable
 {
@@ -42,13 +42,14 @@ internal sealed class TestServer : IAsyncDisposable
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.Logging.ClearProviders();
         builder.Services.Configure<JsonOptions>(o => ServerApp.ConfigureJson(o.SerializerOptions));
-        builder.Services.AddSingleton(new ApiKeyOptions(apiKey));
+        builder.Services.AddSingleton(new SandboxVM.Core.SandboxVmOptions());
+        HttpSurface.AddServices(builder.Services, CallerStore.Create(apiKey, null, new SandboxVM.Core.KeyLimitOptions()),
+            new AllowedHosts(["127.0.0.1"]));
         builder.Services.AddSingleton<IToolRunner>(runner);
         ToolsEndpoints.AddServices(builder.Services);
         MetricsExporter.AddServices(builder.Services);
         var app = builder.Build();
-        app.UseExceptionHandler(new ExceptionHandlerOptions { ExceptionHandler = Endpoints.HandleUnexpectedAsync });
-        app.UseMiddleware<ApiKeyMiddleware>();
+        HttpSurface.Use(app);
         ToolsEndpoints.Map(app);
         MetricsExporter.Map(app);
         await app.StartAsync(TestContext.Current.CancellationToken);

@@ -13,8 +13,9 @@ namespace SandboxVM.Core.Egress;
 /// Connects sandboxes of <c>network.mode: proxy</c> templates to the host's way out: sets a request
 /// handler on their agent channel that answers <c>egress_open</c> through an <see cref="EgressGateway"/>
 /// (the template's policy plus <see cref="SandboxVmOptions.EgressAllow"/>) and <c>search</c> through the
-/// configured <see cref="ISearchProvider"/>, then tells the agent to start its HTTP proxy. Sandboxes of
-/// other templates get no handler, so the host refuses anything their agent opens.
+/// configured <see cref="ISearchProvider"/> (within the <see cref="SearchBudget"/>), then tells the agent to
+/// start its HTTP proxy. Sandboxes of other templates get no handler, so the host refuses anything their
+/// agent opens.
 /// </summary>
 public sealed partial class EgressBridge : IDisposable
 {
@@ -41,6 +42,9 @@ public sealed partial class EgressBridge : IDisposable
 
     /// <summary>How long a search may take, end to end.</summary>
     public TimeSpan SearchTimeout { get; init; } = TimeSpan.FromSeconds(20);
+
+    /// <summary>Searches each sandbox may make; none counted when null.</summary>
+    public ISearchBudget? SearchBudget { get; init; }
 
     public static bool NeedsEgress(TemplateDefinition template) => template.Network.Mode == NetworkMode.Proxy;
 
@@ -149,6 +153,12 @@ public sealed partial class EgressBridge : IDisposable
                 await request.FailAsync("invalid_argument", "search needs a query");
                 return;
             }
+            if (owner.SearchBudget?.TryTake(vmId) is { } refused)
+            {
+                LogSearchRefused(owner._logger, vmId, refused);
+                await request.FailAsync(EgressReasonCodes.RateLimited, refused);
+                return;
+            }
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(owner.SearchTimeout);
             try
@@ -183,6 +193,9 @@ public sealed partial class EgressBridge : IDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "search from vm {Vm} via {Provider}: {Count} results")]
     private static partial void LogSearch(ILogger logger, string vm, string provider, int count);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "search from vm {Vm} refused: {Reason}")]
+    private static partial void LogSearchRefused(ILogger logger, string vm, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "search from vm {Vm} via {Provider} failed: {Message}")]
     private static partial void LogSearchFailed(ILogger logger, string vm, string provider, string message);

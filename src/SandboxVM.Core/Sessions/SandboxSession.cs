@@ -21,10 +21,11 @@ public sealed class SandboxSession
     private DateTimeOffset _lastActivityAt;
     private int _activeCalls;
 
-    internal SandboxSession(string id, TemplateDefinition template, LeasedVm lease, DateTimeOffset now,
+    internal SandboxSession(string id, string owner, TemplateDefinition template, LeasedVm lease, DateTimeOffset now,
         double timeoutS, double idleTimeoutS, IReadOnlyDictionary<string, string> metadata)
     {
         Id = id;
+        Owner = owner;
         Template = template;
         Lease = lease;
         CreatedAt = now;
@@ -36,6 +37,8 @@ public sealed class SandboxSession
     }
 
     public string Id { get; }
+    /// <summary>The caller (API key name) the sandbox belongs to; only it sees and uses the sandbox.</summary>
+    public string Owner { get; }
     public TemplateDefinition Template { get; }
     internal LeasedVm Lease { get; }
     public IVm Vm => Lease.Vm;

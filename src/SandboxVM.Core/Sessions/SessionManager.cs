@@ -22,6 +22,13 @@ public sealed class CreateSandboxRequest
     public Dictionary<string, string>? Metadata { get; set; }
 }
 
+/// <summary>Who creates a sandbox: its owner's name and how many live sandboxes the owner may have (null: no own limit).</summary>
+public sealed record SandboxOwner(string Name, int? MaxSandboxes)
+{
+    /// <summary>The one caller of a server without API keys.</summary>
+    public static SandboxOwner Anonymous { get; } = new("anonymous", null);
+}
+
 /// <summary>
 /// Owns every live sandbox (session): creates them from the pools, runs code in them one run at a
 /// time, proxies their file and artifact calls, and ends them when asked, when their lifetime or idle
@@ -42,6 +49,7 @@ public sealed partial class SessionManager : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger<SessionManager> _logger;
     private readonly ITimer _reaper;
+    private readonly Dictionary<string, int> _reservedByOwner = new(StringComparer.Ordinal);
     private int _reserved;
     private int _disposed;
 
@@ -68,7 +76,24 @@ public sealed partial class SessionManager : IAsyncDisposable
             ? s
             : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", 404);
 
-    public async Task<SandboxSession> CreateAsync(CreateSandboxRequest request, CancellationToken cancellationToken)
+    /// <summary>
+    /// The live sandbox <paramref name="id"/> if it belongs to <paramref name="owner"/>; for any other owner the
+    /// same 404 problem as an unknown id, so a caller cannot tell another's sandbox from none.
+    /// </summary>
+    public SandboxSession Get(string id, string owner) =>
+        _sessions.TryGetValue(id, out var s) && s.State == SessionState.Running && s.Owner == owner
+            ? s
+            : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", 404);
+
+    /// <summary>The live sandbox running on VM <paramref name="vmId"/>, if one does.</summary>
+    public SandboxSession? FindByVm(string vmId) =>
+        _sessions.Values.FirstOrDefault(s => s.Vm.Id == vmId && s.State == SessionState.Running);
+
+    public Task<SandboxSession> CreateAsync(CreateSandboxRequest request, CancellationToken cancellationToken) =>
+        CreateAsync(request, SandboxOwner.Anonymous, cancellationToken);
+
+    /// <summary>Creates a sandbox for <paramref name="owner"/>; a 429 past the server's or the owner's live sandboxes.</summary>
+    public async Task<SandboxSession> CreateAsync(CreateSandboxRequest request, SandboxOwner owner, CancellationToken cancellationToken)
     {
         if (string.IsNullOrEmpty(request.Template))
         {
@@ -86,6 +111,12 @@ public sealed partial class SessionManager : IAsyncDisposable
                 $"{_options.MaxSandboxes} sandboxes are live, the most this server keeps; end one or try again later", 429,
                 TimeSpan.FromSeconds(5));
         }
+        if (!ReserveFor(owner))
+        {
+            Interlocked.Decrement(ref _reserved);
+            throw new RunRequestException(ProblemCodes.TooManySandboxes, null,
+                $"this API key has {owner.MaxSandboxes} live sandboxes, its limit; end one or try again later", 429, TimeSpan.FromSeconds(5));
+        }
         LeasedVm lease;
         try
         {
@@ -94,22 +125,55 @@ public sealed partial class SessionManager : IAsyncDisposable
         catch (Exception e) when (e is not OperationCanceledException)
         {
             Interlocked.Decrement(ref _reserved);
+            ReleaseFor(owner.Name);
             LogStartFailed(_logger, template.Name, e);
             throw new RunRequestException(ProblemCodes.SandboxStartFailed, null, "the sandbox could not be started: " + e.Message, 503);
         }
         catch
         {
             Interlocked.Decrement(ref _reserved);
+            ReleaseFor(owner.Name);
             throw;
         }
         string id = "sbx_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(10));
-        var session = new SandboxSession(id, template, lease, _time.GetUtcNow(), timeout, idle, metadata);
+        var session = new SandboxSession(id, owner.Name, template, lease, _time.GetUtcNow(), timeout, idle, metadata);
         _sessions[id] = session;
         // A VM that dies on its own (crash, host kill) ends its sandbox.
         _ = lease.Vm.Exited.ContinueWith(_ => EndAsync(session, "its VM stopped"), CancellationToken.None,
             TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        LogCreated(_logger, id, template.Name, lease.Vm.Id);
+        LogCreated(_logger, id, template.Name, lease.Vm.Id, owner.Name);
         return session;
+    }
+
+    /// <summary>Counts a sandbox against its owner's limit; false when the owner is at it.</summary>
+    private bool ReserveFor(SandboxOwner owner)
+    {
+        lock (_reservedByOwner)
+        {
+            int live = _reservedByOwner.GetValueOrDefault(owner.Name);
+            if (live >= (owner.MaxSandboxes ?? int.MaxValue))
+            {
+                return false;
+            }
+            _reservedByOwner[owner.Name] = live + 1;
+            return true;
+        }
+    }
+
+    private void ReleaseFor(string owner)
+    {
+        lock (_reservedByOwner)
+        {
+            int live = _reservedByOwner.GetValueOrDefault(owner) - 1;
+            if (live > 0)
+            {
+                _reservedByOwner[owner] = live;
+            }
+            else
+            {
+                _reservedByOwner.Remove(owner);
+            }
+        }
     }
 
     /// <summary>Moves the end of the sandbox's lifetime to now + <paramref name="timeoutS"/> (default: its lifetime).</summary>
@@ -309,6 +373,7 @@ public sealed partial class SessionManager : IAsyncDisposable
         }
         _sessions.TryRemove(session.Id, out _);
         Interlocked.Decrement(ref _reserved);
+        ReleaseFor(session.Owner);
         LogEnded(_logger, session.Id, reason);
         await _tracker.KillAsync(session.Vm);
         return true;
@@ -327,8 +392,8 @@ public sealed partial class SessionManager : IAsyncDisposable
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {Id} created from template {Template} (vm {Vm})")]
-    private static partial void LogCreated(ILogger logger, string id, string template, string vm);
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {Id} created from template {Template} (vm {Vm}) for {Owner}")]
+    private static partial void LogCreated(ILogger logger, string id, string template, string vm, string owner);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {Id} ended: {Reason}")]
     private static partial void LogEnded(ILogger logger, string id, string reason);

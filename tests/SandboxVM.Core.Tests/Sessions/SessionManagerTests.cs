@@ -12,7 +12,7 @@ using SandboxVM.Runtime;
 namespace SandboxVM.Core.Tests.Sessions;
 
 /// <summary>Sandbox lifecycle with fake VMs and injected time: creation, cap, keepalive, expiry, idle timeout, a dying VM.</summary>
-public sealed class SessionManagerTests : IAsyncLifetime
+public sealed partial class SessionManagerTests : IAsyncLifetime
 {
     private readonly FakeRuntime _runtime = new();
     private readonly VmTracker _tracker = new(NullLogger<VmTracker>.Instance);
