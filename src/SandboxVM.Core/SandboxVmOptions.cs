@@ -55,6 +55,16 @@ public sealed class SandboxVmOptions
     /// <summary>Slack the host grants past the guest's own timeouts before it kills the sandbox itself.</summary>
     public double HostTimeoutMarginS { get; set; } = 3;
 
+    /// <summary>
+    /// Time a run's artifacts may take to come back after the exec's own deadline (its timeouts plus
+    /// <see cref="HostTimeoutMarginS"/>): one host deadline covers the exec, the artifact list and every
+    /// file read. A guest still handing over artifacts past it is killed (status <c>sandbox_error</c>).
+    /// </summary>
+    public double ArtifactTimeoutS { get; set; } = 30;
+
+    /// <summary>Largest file a caller may download from a sandbox (GET .../files and .../artifacts/...); larger is a 409.</summary>
+    public long MaxDownloadBytes { get; set; } = 1L << 30;
+
     /// <summary>Keep warm sandboxes for templates whose warm-up strategy is <c>pool</c>.</summary>
     public bool Pools { get; set; } = true;
 

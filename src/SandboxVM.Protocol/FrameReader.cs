@@ -21,17 +21,22 @@ public readonly record struct ReadResult(ReadOutcome Outcome, Frame Frame, strin
 /// A frame whose declared length is too large, or whose type is unknown, is skipped (its bytes
 /// are consumed) so the connection stays usable; the caller answers it with an error frame.
 /// A stream that ends inside a frame throws <see cref="EndOfStreamException"/>: the channel is broken.
+/// A reader made with <c>skipOversized: false</c> (the host's: an oversized frame ends the connection
+/// anyway) returns an oversized frame's rejection at once instead of reading the bytes it claims, so a
+/// peer declaring 4 GiB cannot keep it reading; the stream is out of step afterwards and must be closed.
 /// </summary>
 public sealed class FrameReader
 {
     private readonly Stream _stream;
     private readonly int _maxPayload;
+    private readonly bool _skipOversized;
     private readonly byte[] _header = new byte[4 + Frame.HeaderSize];
 
-    public FrameReader(Stream stream, int maxPayload = Frame.MaxPayload)
+    public FrameReader(Stream stream, int maxPayload = Frame.MaxPayload, bool skipOversized = true)
     {
         _stream = stream;
         _maxPayload = maxPayload;
+        _skipOversized = skipOversized;
     }
 
     public async ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
@@ -59,7 +64,10 @@ public sealed class FrameReader
         long payloadLength = length - Frame.HeaderSize;
         if (payloadLength > _maxPayload)
         {
-            await SkipAsync(payloadLength, cancellationToken);
+            if (_skipOversized)
+            {
+                await SkipAsync(payloadLength, cancellationToken);
+            }
             return new ReadResult(ReadOutcome.Rejected, Frame.Empty(type, id),
                 $"frame payload of {payloadLength} bytes exceeds the limit of {_maxPayload}");
         }

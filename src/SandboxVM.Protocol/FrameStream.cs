@@ -1,5 +1,4 @@
 using System.Buffers.Binary;
-using System.Threading.Channels;
 
 namespace SandboxVM.Protocol;
 
@@ -8,7 +7,10 @@ namespace SandboxVM.Protocol;
 /// DataEnd = the sender will send no more (half-close), Cancel = abort. Flow control by credit: each
 /// side may have at most <see cref="Window"/> bytes of Data unconsumed by the peer; the receiver returns
 /// credit (a <see cref="FrameType.Credit"/> frame) as it hands the bytes on. So the reader loop that
-/// calls <see cref="Deliver"/> never blocks, and nothing buffers more than one window per stream.
+/// calls <see cref="Deliver"/> never blocks, and nothing buffers more than one window per stream: small
+/// frames share buffers (a window of one-byte frames costs a window, not a quarter million objects),
+/// empty Data frames are dropped, and a peer that sends past its credit or returns more credit than it
+/// was sent is cancelled (once; whatever it sends afterwards is dropped).
 /// </summary>
 public sealed class FrameStream
 {
@@ -19,10 +21,10 @@ public sealed class FrameStream
     private const int CreditBatch = 64 * 1024;
 
     private readonly FrameWriter _writer;
-    private readonly Channel<ReadOnlyMemory<byte>> _inbound =
-        Channel.CreateUnbounded<ReadOnlyMemory<byte>>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+    private readonly InboundBuffer _inbound = new();
     private readonly CancellationTokenSource _aborted = new();
-    private readonly SemaphoreSlim _creditSignal = new(0);
+    // At most one wake-up pending: a flood of Credit frames cannot overflow its count.
+    private readonly SemaphoreSlim _creditSignal = new(0, 1);
     private long _sendCredit = Window;
     private long _buffered;
     private long _lastActivity = Environment.TickCount64;
@@ -49,25 +51,43 @@ public sealed class FrameStream
     /// <summary>A frame for this id, from the connection's reader loop. Never blocks.</summary>
     public void Deliver(Frame frame)
     {
+        if (AbortReason is not null)
+        {
+            return;
+        }
         switch (frame.Type)
         {
             case FrameType.Data:
-                if (Interlocked.Add(ref _buffered, frame.Payload.Length) > Window)
+                if (frame.Payload.IsEmpty)
                 {
-                    Abort("the peer sent more than its credit");
-                    _ = SendCancelAsync();
                     return;
                 }
-                _inbound.Writer.TryWrite(frame.Payload);
+                if (Interlocked.Add(ref _buffered, frame.Payload.Length) > Window)
+                {
+                    Violation("the peer sent more than its credit");
+                    return;
+                }
+                _inbound.Append(frame.Payload);
                 break;
             case FrameType.DataEnd:
-                _inbound.Writer.TryComplete();
+                _inbound.Complete(null);
                 break;
             case FrameType.Credit:
                 if (frame.Payload.Length == 4)
                 {
-                    Interlocked.Add(ref _sendCredit, BinaryPrimitives.ReadUInt32BigEndian(frame.Payload.Span));
-                    _creditSignal.Release();
+                    if (Interlocked.Add(ref _sendCredit, BinaryPrimitives.ReadUInt32BigEndian(frame.Payload.Span)) > Window)
+                    {
+                        Violation("the peer returned more credit than it was sent");
+                        return;
+                    }
+                    try
+                    {
+                        _creditSignal.Release();
+                    }
+                    catch (SemaphoreFullException)
+                    {
+                        // A wake-up is pending already.
+                    }
                 }
                 break;
             case FrameType.Cancel:
@@ -76,11 +96,21 @@ public sealed class FrameStream
         }
     }
 
-    /// <summary>Ends the stream at once (both directions); a running <see cref="RelayAsync"/> returns.</summary>
-    public void Abort(string reason)
+    private void Violation(string reason)
     {
-        Interlocked.CompareExchange(ref _abortReason, reason, null);
-        _inbound.Writer.TryComplete(new OperationCanceledException(reason));
+        if (TryAbort(reason))
+        {
+            _ = SendCancelAsync();
+        }
+    }
+
+    /// <summary>Ends the stream at once (both directions); a running <see cref="RelayAsync"/> returns.</summary>
+    public void Abort(string reason) => TryAbort(reason);
+
+    private bool TryAbort(string reason)
+    {
+        bool first = Interlocked.CompareExchange(ref _abortReason, reason, null) is null;
+        _inbound.Complete(new OperationCanceledException(reason));
         try
         {
             _aborted.Cancel();
@@ -88,6 +118,7 @@ public sealed class FrameStream
         catch (ObjectDisposedException)
         {
         }
+        return first;
     }
 
     /// <summary>
@@ -124,8 +155,7 @@ public sealed class FrameStream
             await both.ConfigureAwait(false);
             return true;
         }
-        catch (Exception e) when (e is OperationCanceledException or IOException or ObjectDisposedException or ChannelClosedException
-                                      or System.Net.Sockets.SocketException)
+        catch (Exception e) when (e is OperationCanceledException or IOException or ObjectDisposedException or System.Net.Sockets.SocketException)
         {
             if (AbortReason is null)
             {
@@ -184,25 +214,21 @@ public sealed class FrameStream
     {
         int pending = 0;
         byte[] creditFrame = new byte[4];
-        var reader = _inbound.Reader;
-        while (await reader.WaitToReadAsync(token).ConfigureAwait(false))
+        while (await _inbound.ReadAsync(token).ConfigureAwait(false) is { } chunk)
         {
-            while (reader.TryRead(out var chunk))
+            await local.WriteAsync(chunk, token).ConfigureAwait(false);
+            Interlocked.Add(ref _buffered, -chunk.Length);
+            BytesReceived += chunk.Length;
+            Interlocked.Exchange(ref _lastActivity, Environment.TickCount64);
+            pending += chunk.Length;
+            if (pending >= CreditBatch || _inbound.IsEmpty)
             {
-                await local.WriteAsync(chunk, token).ConfigureAwait(false);
-                Interlocked.Add(ref _buffered, -chunk.Length);
-                BytesReceived += chunk.Length;
-                Interlocked.Exchange(ref _lastActivity, Environment.TickCount64);
-                pending += chunk.Length;
-                if (pending >= CreditBatch || !reader.TryPeek(out _))
-                {
-                    BinaryPrimitives.WriteUInt32BigEndian(creditFrame, (uint)pending);
-                    await _writer.WriteAsync(FrameType.Credit, Id, creditFrame, token).ConfigureAwait(false);
-                    pending = 0;
-                }
+                BinaryPrimitives.WriteUInt32BigEndian(creditFrame, (uint)pending);
+                await _writer.WriteAsync(FrameType.Credit, Id, creditFrame, token).ConfigureAwait(false);
+                pending = 0;
             }
         }
-        // WaitToReadAsync returned false: the peer's DataEnd (an abort completes the channel with an exception, which throws).
+        // The peer's DataEnd (an abort throws instead).
         await local.FlushAsync(token).ConfigureAwait(false);
         shutdownLocalSend();
     }
@@ -216,6 +242,121 @@ public sealed class FrameStream
         catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
         {
             // The channel is gone; the peer aborts every stream then anyway.
+        }
+    }
+
+    /// <summary>
+    /// Bytes received and not yet written on, in arrival order. Frames up to <see cref="SmallFrame"/>
+    /// bytes are copied into a shared segment; larger ones are queued as they are.
+    /// </summary>
+    private sealed class InboundBuffer
+    {
+        private const int SmallFrame = 1024;
+        private const int SegmentSize = 16 * 1024;
+
+        private readonly Queue<Segment> _segments = new();
+        private Segment? _tail;
+        private TaskCompletionSource? _waiter;
+        private bool _completed;
+        private Exception? _error;
+
+        private sealed class Segment(ReadOnlyMemory<byte> data, byte[]? shared)
+        {
+            public ReadOnlyMemory<byte> Data = data;
+            public readonly byte[]? Shared = shared;
+        }
+
+        public bool IsEmpty
+        {
+            get
+            {
+                lock (_segments)
+                {
+                    return _segments.Count == 0;
+                }
+            }
+        }
+
+        public void Append(ReadOnlyMemory<byte> data)
+        {
+            lock (_segments)
+            {
+                if (_completed)
+                {
+                    return;
+                }
+                if (data.Length > SmallFrame)
+                {
+                    _segments.Enqueue(new Segment(data, null));
+                    _tail = null;
+                }
+                else if (_tail is { Shared: { } buffer } tail && buffer.Length - tail.Data.Length >= data.Length)
+                {
+                    data.CopyTo(buffer.AsMemory(tail.Data.Length));
+                    tail.Data = buffer.AsMemory(0, tail.Data.Length + data.Length);
+                }
+                else
+                {
+                    byte[] shared = new byte[SegmentSize];
+                    data.CopyTo(shared);
+                    _tail = new Segment(shared.AsMemory(0, data.Length), shared);
+                    _segments.Enqueue(_tail);
+                }
+                WakeLocked();
+            }
+        }
+
+        /// <summary>The next bytes; null after DataEnd; throws once aborted.</summary>
+        public async ValueTask<ReadOnlyMemory<byte>?> ReadAsync(CancellationToken cancellationToken)
+        {
+            while (true)
+            {
+                Task wait;
+                lock (_segments)
+                {
+                    if (_error is not null)
+                    {
+                        throw new OperationCanceledException(_error.Message, _error);
+                    }
+                    if (_segments.TryDequeue(out var segment))
+                    {
+                        if (ReferenceEquals(segment, _tail))
+                        {
+                            _tail = null;
+                        }
+                        return segment.Data;
+                    }
+                    if (_completed)
+                    {
+                        return null;
+                    }
+                    _waiter ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    wait = _waiter.Task;
+                }
+                await wait.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        /// <summary>No more bytes: a clean end (null) or an abort, which drops what is queued.</summary>
+        public void Complete(Exception? error)
+        {
+            lock (_segments)
+            {
+                if (error is not null && _error is null)
+                {
+                    _error = error;
+                    _segments.Clear();
+                    _tail = null;
+                }
+                _completed = true;
+                WakeLocked();
+            }
+        }
+
+        private void WakeLocked()
+        {
+            _waiter?.TrySetResult();
+            _waiter = null;
         }
     }
 }

@@ -4,16 +4,43 @@ using System.Text.Json;
 
 namespace SandboxVM.Protocol;
 
+/// <summary>A frame write made no progress for <see cref="FrameWriter.WriteTimeout"/>: the peer does not read.</summary>
+public sealed class FrameWriteTimeoutException(TimeSpan timeout)
+    : IOException($"the peer did not read for {timeout.TotalSeconds:0.#} s (a frame write timed out)")
+{
+    public TimeSpan Timeout { get; } = timeout;
+}
+
 /// <summary>
 /// Writes frames to a byte stream. Thread-safe: concurrent operations share one connection, and each
-/// frame is written whole under a lock so frames never interleave.
+/// frame is written whole under a lock so frames never interleave. With a <see cref="WriteTimeout"/>, a
+/// frame whose bytes the peer does not take within it breaks the writer for good: that write and every
+/// later one (also those waiting for the lock) throw <see cref="FrameWriteTimeoutException"/>, and
+/// <c>onTimeout</c> is told once, so a peer that stops reading costs a bounded wait, not a stuck caller.
 /// </summary>
 public sealed class FrameWriter : IAsyncDisposable
 {
     private readonly Stream _stream;
     private readonly SemaphoreSlim _lock = new(1, 1);
+    private readonly CancellationTokenSource _abort = new();
+    private readonly Action<FrameWriteTimeoutException>? _onTimeout;
+    private volatile FrameWriteTimeoutException? _timedOut;
 
-    public FrameWriter(Stream stream) => _stream = stream;
+    public FrameWriter(Stream stream) : this(stream, Timeout.InfiniteTimeSpan)
+    {
+    }
+
+    /// <param name="stream">The connection.</param>
+    /// <param name="writeTimeout">Longest time one frame may take to be written (not counting the wait for earlier frames); infinite: no limit.</param>
+    /// <param name="onTimeout">Called once, on the writing task, when a write times out.</param>
+    public FrameWriter(Stream stream, TimeSpan writeTimeout, Action<FrameWriteTimeoutException>? onTimeout = null)
+    {
+        _stream = stream;
+        WriteTimeout = writeTimeout;
+        _onTimeout = onTimeout;
+    }
+
+    public TimeSpan WriteTimeout { get; }
 
     public async ValueTask WriteAsync(FrameType type, uint id, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken = default)
     {
@@ -25,19 +52,56 @@ public sealed class FrameWriter : IAsyncDisposable
         BinaryPrimitives.WriteUInt32BigEndian(header, (uint)(Frame.HeaderSize + payload.Length));
         header[4] = (byte)type;
         BinaryPrimitives.WriteUInt32BigEndian(header.AsSpan(5), id);
+        ThrowIfTimedOut();
         await _lock.WaitAsync(cancellationToken);
         try
         {
-            await _stream.WriteAsync(header, CancellationToken.None);
-            if (!payload.IsEmpty)
+            ThrowIfTimedOut();
+            if (WriteTimeout == Timeout.InfiniteTimeSpan)
             {
-                await _stream.WriteAsync(payload, CancellationToken.None);
+                // Once started a frame is written whole: a cancelled half frame would desynchronise the peer.
+                await WriteFrameAsync(header, payload, CancellationToken.None);
+                return;
             }
-            await _stream.FlushAsync(CancellationToken.None);
+            Task write = WriteFrameAsync(header, payload, _abort.Token);
+            try
+            {
+                await write.WaitAsync(WriteTimeout, CancellationToken.None);
+            }
+            catch (TimeoutException)
+            {
+                var e = new FrameWriteTimeoutException(WriteTimeout);
+                if (Interlocked.CompareExchange(ref _timedOut, e, null) is null)
+                {
+                    // The stuck write is cancelled where the stream can; its end is observed, never awaited.
+                    _ = write.ContinueWith(t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                    await _abort.CancelAsync();
+                    _onTimeout?.Invoke(e);
+                }
+                throw _timedOut!;
+            }
         }
         finally
         {
             _lock.Release();
+        }
+    }
+
+    private async Task WriteFrameAsync(byte[] header, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
+    {
+        await _stream.WriteAsync(header, cancellationToken);
+        if (!payload.IsEmpty)
+        {
+            await _stream.WriteAsync(payload, cancellationToken);
+        }
+        await _stream.FlushAsync(cancellationToken);
+    }
+
+    private void ThrowIfTimedOut()
+    {
+        if (_timedOut is { } e)
+        {
+            throw new FrameWriteTimeoutException(e.Timeout);
         }
     }
 
@@ -53,9 +117,9 @@ public sealed class FrameWriter : IAsyncDisposable
         }
     }
 
-    public ValueTask DisposeAsync()
-    {
-        _lock.Dispose();
-        return ValueTask.CompletedTask;
-    }
+    /// <summary>
+    /// Nothing to release: the lock has no wait handle and a write that timed out may still hold the
+    /// abort token; a write after the stream is closed fails on the stream.
+    /// </summary>
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 }

@@ -190,19 +190,15 @@ internal static class SandboxEndpoints
         }).ExecuteAsync(context);
     }
 
-    /// <summary>Streams a guest file to the response: stat first, so a missing file or a directory is a problem, not a broken body.</summary>
-    private static async Task SendFileAsync(HttpContext context, SessionManager sessions, string id, string path, string contentType)
-    {
-        var info = await sessions.UseAsync(id, path, (agent, p) => agent.StatAsync(p, context.RequestAborted));
-        if (info.Kind != FileKind.File)
+    /// <summary>Streams a guest file to the response (see <see cref="SessionManager.DownloadAsync"/>: stat first, capped at its size).</summary>
+    private static Task SendFileAsync(HttpContext context, SessionManager sessions, string id, string path, string contentType) =>
+        sessions.DownloadAsync(id, path, info =>
         {
-            throw new RunRequestException(ProblemCodes.InvalidPath, "path", $"'{path}' is a {info.Kind.ToString().ToLowerInvariant()}, not a file");
-        }
-        context.Response.ContentType = contentType;
-        context.Response.ContentLength = info.Size;
-        SecurityHeadersMiddleware.SetAttachment(context.Response, info.Path);
-        await sessions.UseAsync(id, info.Path, (agent, p) => agent.ReadFileAsync(p, context.Response.Body, context.RequestAborted));
-    }
+            context.Response.ContentType = contentType;
+            context.Response.ContentLength = info.Size;
+            SecurityHeadersMiddleware.SetAttachment(context.Response, info.Path);
+            return context.Response.Body;
+        }, context.RequestAborted);
 
     /// <summary>Runs a handler; a <see cref="RunRequestException"/> becomes its problem+json answer.</summary>
     private static IResult Handle(HttpContext context, Func<Task<IResult>> handler) => new Handled(handler);

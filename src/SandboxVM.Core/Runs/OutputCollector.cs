@@ -7,7 +7,9 @@ namespace SandboxVM.Core.Runs;
 /// <summary>
 /// Gathers a run's stdout and stderr on the host, each capped at the template's output limit. The agent
 /// enforces the same cap in the guest; if a guest ignores it and keeps sending, <see cref="Runaway"/>
-/// fires so the host can kill the sandbox: the limit never depends on the guest behaving.
+/// fires so the host can kill the sandbox: the limit never depends on the guest behaving. The counters are
+/// reset once, at the first <c>run_started</c> (compiler output is not the program's); a guest that sends
+/// it again gets nothing reset, so what it can push is bounded by twice the cap plus the slack.
 /// </summary>
 internal sealed class OutputCollector : IExecObserver
 {
@@ -54,7 +56,7 @@ internal sealed class OutputCollector : IExecObserver
         {
             _compileStarted = System.Diagnostics.Stopwatch.GetTimestamp();
         }
-        if (e.Kind == "run_started")
+        if (e.Kind == "run_started" && _runStarted is null)
         {
             _runStarted = System.Diagnostics.Stopwatch.GetTimestamp();
             // Compiler output of a successful build is not part of the program's output.

@@ -190,6 +190,11 @@ public sealed partial class RunService
         long oomBefore = vm.ReadUsage().OomKills;
         double guestBudgetS = (exec.Compile is null ? 0 : exec.CompileTimeoutMs / 1000.0) + exec.RunTimeoutMs / 1000.0;
         var hostDeadline = TimeSpan.FromSeconds(guestBudgetS + _options.HostTimeoutMarginS);
+        // One host deadline over the whole run: the exec by hostDeadline, then artifact collection and
+        // its file reads by runDeadline (both from now), whatever the guest reports or stalls on.
+        var runDeadline = hostDeadline + TimeSpan.FromSeconds(_options.ArtifactTimeoutS);
+        using var runTimer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        runTimer.CancelAfter(runDeadline);
 
         using var cancelExec = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         Task<ExecResult> execTask = vm.Agent.ExecAsync(exec, output, cancelExec.Token);
@@ -199,7 +204,15 @@ public sealed partial class RunService
         if (first == execTask && execTask.IsCompletedSuccessfully)
         {
             var result = Map(execTask.Result, output, vm.ReadUsage().OomKills > oomBefore);
-            await CollectArtifactsAsync(vm, execTask.Result.Artifacts, exec.OutputsDir, result, events, cancellationToken);
+            if (await CollectArtifactsAsync(vm, execTask.Result.Artifacts, exec.OutputsDir, result, events, runDeadline, runTimer.Token, cancellationToken) is { } failure)
+            {
+                // The guest misbehaved after its program ended: what it handed over is not trusted, the sandbox goes.
+                LogArtifactsFailed(_logger, template.Name, failure);
+                await _tracker.KillAsync(vm);
+                result.Status = RunStatus.SandboxError;
+                result.Error = failure;
+                return new RunOutcome(result, false);
+            }
             bool built = execTask.Result.Compile is { Reason: TerminationReason.Exited, ExitCode: 0 } && execTask.Result.Run is not null;
             return new RunOutcome(result, built);
         }
@@ -297,17 +310,43 @@ public sealed partial class RunService
         return result;
     }
 
-    private async Task CollectArtifactsAsync(IVm vm, List<ArtifactInfo> artifacts, string outputsDir, RunResult result, IRunEvents? events, CancellationToken cancellationToken)
+    /// <summary>
+    /// Adds the run's artifacts to <paramref name="result"/>, reading small ones inline, each read capped at
+    /// the size the agent listed (and the inline limits), all of it by <paramref name="deadline"/>. Null when
+    /// done; otherwise why the sandbox failed (it sent more than it listed, stalled, or broke the channel).
+    /// </summary>
+    private async Task<string?> CollectArtifactsAsync(IVm vm, List<ArtifactInfo>? artifacts, string outputsDir, RunResult result, IRunEvents? events,
+        TimeSpan runDeadline, CancellationToken deadline, CancellationToken cancellationToken)
     {
         long inlineBudget = _options.ArtifactInlineTotalBytes;
-        foreach (var a in artifacts.OrderBy(a => a.Path, StringComparer.Ordinal))
+        foreach (var a in (artifacts ?? []).OrderBy(a => a.Path, StringComparer.Ordinal))
         {
+            if (a is null || string.IsNullOrEmpty(a.Path) || a.Size < 0)
+            {
+                return "the agent listed an artifact without a path or with a negative size";
+            }
             string relative = a.Path.StartsWith(outputsDir + "/", StringComparison.Ordinal) ? a.Path[(outputsDir.Length + 1)..] : a.Path;
             var artifact = new RunArtifact { Path = relative, Mime = MimeTypes.For(relative), Size = a.Size, Sha256 = a.Sha256 };
             if (a.Size <= _options.ArtifactInlineMaxBytes && a.Size <= inlineBudget)
             {
-                using var bytes = new MemoryStream();
-                await vm.Agent.ReadFileAsync(a.Path, bytes, cancellationToken);
+                // Grown as bytes arrive: the listed size is the guest's word, not an allocation to make on its behalf.
+                using var bytes = new MemoryStream((int)Math.Min(a.Size, Frame.ChunkSize));
+                try
+                {
+                    await vm.Agent.ReadFileAsync(a.Path, bytes, a.Size, deadline);
+                }
+                catch (AgentReadLimitException)
+                {
+                    return $"artifact '{relative}' sent more than the {a.Size} bytes the agent listed for it; the host stopped the sandbox";
+                }
+                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                {
+                    return $"the sandbox did not hand over its artifacts within the run's deadline ({runDeadline.TotalSeconds:0.#} s); the host stopped it";
+                }
+                catch (Exception e) when (e is AgentException or AgentDisconnectedException or TimeoutException)
+                {
+                    return $"artifact '{relative}' could not be read: {e.Message}";
+                }
                 // Sizes and hashes the caller sees are the host's, computed on the bytes it got.
                 artifact.Size = bytes.Length;
                 artifact.Sha256 = Convert.ToHexStringLower(SHA256.HashData(bytes.GetBuffer().AsSpan(0, (int)bytes.Length)));
@@ -317,6 +356,7 @@ public sealed partial class RunService
             result.Artifacts.Add(artifact);
             events?.OnArtifact(artifact);
         }
+        return null;
     }
 
     [GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -427,6 +467,9 @@ public sealed partial class RunService
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "cannot remove {Dir} in the {Template} singleton")]
     private static partial void LogCleanupFailed(ILogger logger, string dir, string template, Exception e);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox for template {Template} failed while handing over artifacts: {Reason}")]
+    private static partial void LogArtifactsFailed(ILogger logger, string template, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox for template {Template} failed")]
     private static partial void LogSandboxFailed(ILogger logger, string template, Exception? e);

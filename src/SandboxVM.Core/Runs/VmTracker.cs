@@ -18,7 +18,25 @@ public sealed partial class VmTracker : IAsyncDisposable
 
     public int LiveCount => _live.Count;
 
-    public void Add(IVm vm) => _live[vm.Id] = vm;
+    /// <summary>
+    /// Tracks a started VM. When its agent channel ends while the VM is live (the host closed it because
+    /// the guest broke the protocol or stopped reading, or the agent went away), nobody can use the VM
+    /// any more: it is killed at once, whoever holds it (its run fails, its session ends).
+    /// </summary>
+    public void Add(IVm vm)
+    {
+        _live[vm.Id] = vm;
+        _ = vm.Agent.Completion.ContinueWith(_ => KillIfLiveAsync(vm), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).Unwrap();
+    }
+
+    private async Task KillIfLiveAsync(IVm vm)
+    {
+        if (_live.ContainsKey(vm.Id))
+        {
+            LogAgentClosed(_logger, vm.Id, vm.Agent.FailureReason ?? "the agent closed its channel");
+            await KillAsync(vm);
+        }
+    }
 
     /// <summary>Ends a VM in the background.</summary>
     public void Release(IVm vm)
@@ -59,6 +77,9 @@ public sealed partial class VmTracker : IAsyncDisposable
         }
         await Task.WhenAll(_teardowns.Keys);
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {Id} killed: its agent channel ended: {Reason}")]
+    private static partial void LogAgentClosed(ILogger logger, string id, string reason);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "teardown of sandbox {Id} failed")]
     private static partial void LogTeardownFailed(ILogger logger, string id, Exception e);

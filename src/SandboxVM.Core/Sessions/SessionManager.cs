@@ -268,15 +268,50 @@ public sealed partial class SessionManager : IAsyncDisposable
         {
             throw FileProblem(e, checkedPath);
         }
-        catch (AgentDisconnectedException)
+        catch (AgentDisconnectedException e)
         {
-            await EndAsync(session, "its VM stopped");
-            throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"sandbox '{id}' ended: its VM stopped", 404);
+            await EndAsync(session, "its agent channel closed: " + e.Message);
+            throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"sandbox '{id}' ended: {e.Message}", 404);
         }
         finally
         {
             session.Leave(_time.GetUtcNow());
         }
+    }
+
+    /// <summary>
+    /// Streams file <paramref name="path"/> of sandbox <paramref name="id"/> into the stream that
+    /// <paramref name="open"/> returns for it (the caller sets its headers there). Stat first, so a missing
+    /// file or a directory is a problem before any byte; a file over <see cref="SandboxVmOptions.MaxDownloadBytes"/>
+    /// is refused (409 <c>file_too_large</c>). Then at most the size stat reported is read, frame by frame
+    /// straight into the stream (never gathered in memory): a file that grew since is cut at that size, the
+    /// length the caller declared.
+    /// </summary>
+    public async Task<FileInfoBody> DownloadAsync(string id, string path, Func<FileInfoBody, Stream> open, CancellationToken cancellationToken)
+    {
+        var info = await UseAsync(id, path, (agent, p) => agent.StatAsync(p, cancellationToken));
+        if (info.Kind != FileKind.File)
+        {
+            throw new RunRequestException(ProblemCodes.InvalidPath, "path", $"'{path}' is a {info.Kind.ToString().ToLowerInvariant()}, not a file");
+        }
+        if (info.Size < 0 || info.Size > _options.MaxDownloadBytes)
+        {
+            throw new RunRequestException(ProblemCodes.FileTooLarge, "path",
+                $"'{path}' is {info.Size} bytes; downloads are limited to {_options.MaxDownloadBytes} bytes", 409);
+        }
+        var destination = open(info);
+        return await UseAsync(id, info.Path, async (agent, p) =>
+        {
+            try
+            {
+                return await agent.ReadFileAsync(p, destination, info.Size, cancellationToken);
+            }
+            catch (AgentReadLimitException)
+            {
+                // It grew after the stat: the caller has the length it declared.
+                return info;
+            }
+        });
     }
 
     /// <summary>Absolute path in the guest of artifact <paramref name="relative"/> (a path under /tmp/outputs).</summary>

@@ -12,8 +12,61 @@ public sealed class AgentException(string code, string message) : Exception(mess
     public string Code { get; } = code;
 }
 
-/// <summary>The channel to the agent broke: the VM or process is gone.</summary>
+/// <summary>
+/// What the host allows one agent connection: everything the guest sends is hostile, so every queue is
+/// bounded, every wait timed, and a guest past a bound gets its channel closed (its VM killed by the
+/// owner, see <see cref="AgentClient.FailureReason"/>). Defaults suit a real VM under TCG.
+/// </summary>
+public sealed record AgentClientLimits
+{
+    /// <summary>A frame the guest does not take within this long (it stopped reading): the channel is closed as hostile.</summary>
+    public TimeSpan WriteTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Bytes (payload + 64 per frame) queued for one operation before the reader loop waits for it to
+    /// take them: backpressure on the whole channel, so no operation buffers more than this.
+    /// </summary>
+    public int OperationQueueBytes { get; init; } = 1 << 20;
+
+    /// <summary>
+    /// How long the reader loop waits for an operation to make room (its consumer, e.g. a download's
+    /// HTTP client, is stuck) before it gives the operation up (Cancel to the agent, the caller gets a
+    /// <see cref="TimeoutException"/>). Not the guest's fault: the channel stays open.
+    /// </summary>
+    public TimeSpan OperationStallTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Refusals of agent-opened operations not yet written; one more and the channel is closed as hostile.</summary>
+    public int MaxPendingRefusals { get; init; } = 2 * ProtocolInfo.MaxAgentOperations;
+
+    /// <summary>Event frames one exec may send (the agent sends two: compile_started, run_started).</summary>
+    public int MaxExecEvents { get; init; } = 64;
+
+    /// <summary>
+    /// Frames for ids that are not open (payload + 64 bytes each) the host drops before it calls the
+    /// guest hostile. Every operation the host ends before the agent did (a Cancel, a read cut at its
+    /// limit) adds <see cref="LateFramesPerCancel"/>: an honest agent sends at most what was in flight.
+    /// </summary>
+    public long LateFramesAllowance { get; init; } = 16L << 20;
+
+    /// <summary>See <see cref="LateFramesAllowance"/>.</summary>
+    public long LateFramesPerCancel { get; init; } = 4L << 20;
+
+    public static AgentClientLimits Default { get; } = new();
+}
+
+/// <summary>The channel to the agent broke: the VM or process is gone, or the host closed it because the guest broke the protocol.</summary>
 public sealed class AgentDisconnectedException(string message, Exception? inner = null) : Exception(message, inner);
+
+/// <summary>
+/// A file read sent more bytes than the caller allowed (<see cref="AgentClient.ReadFileAsync"/>): the
+/// destination got exactly <see cref="Limit"/> bytes, the agent was told to cancel, the rest was dropped.
+/// </summary>
+public sealed class AgentReadLimitException(string path, long limit)
+    : Exception($"'{path}' sent more than the {limit} bytes the host reads of it")
+{
+    public string Path { get; } = path;
+    public long Limit { get; } = limit;
+}
 
 /// <summary>Receives what an exec streams while it runs. Callbacks run on the reader loop: keep them short.</summary>
 public interface IExecObserver
@@ -80,27 +133,48 @@ public sealed class AgentIncomingRequest
 /// stream; the VM that created it closes them. When the stream breaks every pending operation fails
 /// with <see cref="AgentDisconnectedException"/>.
 /// </summary>
+/// <remarks>
+/// Nothing the guest sends is trusted (<see cref="AgentClientLimits"/>): each operation's queue is
+/// bounded (the reader waits for room, so a fast guest is slowed, not buffered); a frame of the wrong
+/// kind for its operation, too many exec events, an oversized frame, too many frames for ids that are not
+/// open, too many unread refusals, or a write the guest does not take in time closes the channel for good,
+/// with <see cref="FailureReason"/> saying why. Its owner kills the VM then (<see cref="Completion"/>).
+/// </remarks>
 public sealed class AgentClient : IAsyncDisposable
 {
+    /// <summary>What a queued frame costs besides its payload (the frame and its queue slot).</summary>
+    private const int FrameOverhead = 64;
+
     private readonly FrameReader _reader;
     private readonly FrameWriter _writer;
-    private readonly ConcurrentDictionary<uint, Channel<Frame>> _pending = new();
+    private readonly AgentClientLimits _limits;
+    private readonly ConcurrentDictionary<uint, Operation> _pending = new();
     private readonly ConcurrentDictionary<uint, AgentIncomingRequest> _incoming = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource<HelloReply> _hello = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task _readLoop;
     private int _nextId;
+    private int _pendingRefusals;
+    private long _lateBytes;
+    private long _lateAllowance;
     private volatile Exception? _broken;
+    private string? _failureReason;
 
-    public AgentClient(Stream fromAgent, Stream toAgent)
+    public AgentClient(Stream fromAgent, Stream toAgent, AgentClientLimits? limits = null)
     {
-        _reader = new FrameReader(fromAgent);
-        _writer = new FrameWriter(toAgent);
+        _limits = limits ?? AgentClientLimits.Default;
+        _lateAllowance = _limits.LateFramesAllowance;
+        // An oversized frame closes the channel: it is refused at its header, never read through.
+        _reader = new FrameReader(fromAgent, Frame.MaxPayload, skipOversized: false);
+        _writer = new FrameWriter(toAgent, _limits.WriteTimeout, e => Fail(e.Message));
         _readLoop = Task.Run(ReadLoopAsync);
     }
 
     /// <summary>Completes when the channel is closed or broken.</summary>
     public Task Completion => _readLoop;
+
+    /// <summary>Why the host closed the channel (the guest broke the protocol or stopped reading); null otherwise.</summary>
+    public string? FailureReason => Volatile.Read(ref _failureReason);
 
     /// <summary>
     /// Serves operations the agent opens (egress, search); null (the default) refuses every one with
@@ -151,15 +225,15 @@ public sealed class AgentClient : IAsyncDisposable
     /// <summary>Runs an exec; output streams to <paramref name="observer"/>. Cancelling sends Cancel and waits for the agent's answer.</summary>
     public async Task<ExecResult> ExecAsync(ExecRequest request, IExecObserver observer, CancellationToken cancellationToken)
     {
-        var (id, frames) = Open();
+        var op = Open();
+        int events = 0;
         try
         {
-            await SendRequestAsync(id, new AgentRequest { Op = Ops.Exec, Exec = request });
-            using var onCancel = cancellationToken.Register(() =>
-                _ = _writer.WriteAsync(FrameType.Cancel, id, ReadOnlyMemory<byte>.Empty).AsTask());
+            await SendRequestAsync(op.Id, new AgentRequest { Op = Ops.Exec, Exec = request });
+            using var onCancel = cancellationToken.Register(() => _ = SendCancelAsync(op.Id));
             while (true)
             {
-                Frame f = await ReadFrameAsync(frames);
+                Frame f = await ReadFrameAsync(op, CancellationToken.None);
                 switch (f.Type)
                 {
                     case FrameType.Stdout:
@@ -169,108 +243,173 @@ public sealed class AgentClient : IAsyncDisposable
                         observer.OnStderr(f.Payload.Span);
                         break;
                     case FrameType.Event:
+                        if (++events > _limits.MaxExecEvents)
+                        {
+                            throw Violation($"the agent sent more than {_limits.MaxExecEvents} events for exec {op.Id}");
+                        }
                         observer.OnEvent(Parse(f, ProtocolJson.Default.ExecEvent));
                         break;
                     case FrameType.Response:
+                        op.Answered = true;
                         return Parse(f, ProtocolJson.Default.ExecResult);
                     case FrameType.Error:
+                        op.Answered = true;
                         throw ToException(f);
+                    default:
+                        throw Unexpected(f, "exec");
                 }
             }
         }
         finally
         {
-            _pending.TryRemove(id, out _);
+            End(op);
         }
     }
 
     /// <summary>Streams <paramref name="content"/> into a file in the guest.</summary>
     public async Task<FileInfoBody> WriteFileAsync(string path, Stream content, CancellationToken cancellationToken)
     {
-        var (id, frames) = Open();
+        var op = Open();
         try
         {
-            await SendRequestAsync(id, new AgentRequest { Op = Ops.FileWrite, File = new FileRequest { Path = path } });
+            await SendRequestAsync(op.Id, new AgentRequest { Op = Ops.FileWrite, File = new FileRequest { Path = path } });
             byte[] buffer = new byte[Frame.ChunkSize];
             int n;
             while ((n = await content.ReadAsync(buffer, cancellationToken)) > 0)
             {
                 // An early error (bad path) arrives before we finish sending: stop there.
-                if (frames.Reader.TryPeek(out Frame early) && early.Type == FrameType.Error)
+                if (op.HasQueued)
                 {
                     break;
                 }
-                await SendAsync(() => _writer.WriteAsync(FrameType.Data, id, buffer.AsMemory(0, n), cancellationToken));
+                await SendAsync(() => _writer.WriteAsync(FrameType.Data, op.Id, buffer.AsMemory(0, n), cancellationToken));
             }
-            await SendAsync(() => _writer.WriteAsync(FrameType.DataEnd, id, ReadOnlyMemory<byte>.Empty, cancellationToken));
-            Frame f = await ReadFrameAsync(frames).WaitAsync(cancellationToken);
-            return f.Type == FrameType.Response ? Parse(f, ProtocolJson.Default.FileInfoBody) : throw ToException(f);
+            await SendAsync(() => _writer.WriteAsync(FrameType.DataEnd, op.Id, ReadOnlyMemory<byte>.Empty, cancellationToken));
+            return Answer(await ReadFrameAsync(op, cancellationToken), op, ProtocolJson.Default.FileInfoBody, "file_write");
         }
         finally
         {
-            _pending.TryRemove(id, out _);
+            End(op);
         }
     }
 
-    /// <summary>Streams a guest file into <paramref name="destination"/>.</summary>
-    public async Task<FileInfoBody> ReadFileAsync(string path, Stream destination, CancellationToken cancellationToken)
+    /// <summary>
+    /// Streams a guest file into <paramref name="destination"/>, at most <paramref name="maxBytes"/> of it
+    /// (callers pass min(the size they were told, their own limit)). A file that sends more gets exactly
+    /// <paramref name="maxBytes"/> written, a Cancel, and <see cref="AgentReadLimitException"/>; the bytes
+    /// beyond are never buffered.
+    /// </summary>
+    public async Task<FileInfoBody> ReadFileAsync(string path, Stream destination, long maxBytes, CancellationToken cancellationToken)
     {
-        var (id, frames) = Open();
+        ArgumentOutOfRangeException.ThrowIfNegative(maxBytes);
+        var op = Open();
         try
         {
-            await SendRequestAsync(id, new AgentRequest { Op = Ops.FileRead, File = new FileRequest { Path = path } });
+            await SendRequestAsync(op.Id, new AgentRequest { Op = Ops.FileRead, File = new FileRequest { Path = path } });
+            long received = 0;
+            bool ended = false;
             while (true)
             {
-                Frame f = await ReadFrameAsync(frames).WaitAsync(cancellationToken);
+                Frame f = await ReadFrameAsync(op, cancellationToken);
                 switch (f.Type)
                 {
-                    case FrameType.Data:
-                        await destination.WriteAsync(f.Payload, cancellationToken);
+                    case FrameType.DataEnd when !ended:
+                        ended = true;
                         break;
-                    case FrameType.Response:
-                        return Parse(f, ProtocolJson.Default.FileInfoBody);
-                    case FrameType.Error:
-                        throw ToException(f);
+                    case FrameType.Data when !ended:
+                        long room = maxBytes - received;
+                        if (f.Payload.Length > room)
+                        {
+                            await destination.WriteAsync(f.Payload[..(int)room], cancellationToken);
+                            // Told before the caller hears of it (it may kill the VM next): the agent stops reading the file.
+                            op.CancelSent = true;
+                            await SendCancelAsync(op.Id);
+                            throw new AgentReadLimitException(path, maxBytes);
+                        }
+                        await destination.WriteAsync(f.Payload, cancellationToken);
+                        received += f.Payload.Length;
+                        break;
+                    case FrameType.Response or FrameType.Error:
+                        return Answer(f, op, ProtocolJson.Default.FileInfoBody, "file_read");
+                    default:
+                        throw Unexpected(f, "file_read");
                 }
             }
         }
         finally
         {
-            _pending.TryRemove(id, out _);
+            End(op);
         }
     }
 
     private async Task<T> CallAsync<T>(AgentRequest request, JsonTypeInfo<T> replyType, CancellationToken cancellationToken)
     {
-        var (id, frames) = Open();
+        var op = Open();
         try
         {
-            await SendRequestAsync(id, request);
-            Frame f = await ReadFrameAsync(frames).WaitAsync(cancellationToken);
-            return f.Type == FrameType.Response ? Parse(f, replyType) : throw ToException(f);
+            await SendRequestAsync(op.Id, request);
+            return Answer(await ReadFrameAsync(op, cancellationToken), op, replyType, request.Op);
         }
         finally
         {
-            _pending.TryRemove(id, out _);
+            End(op);
         }
     }
 
-    private (uint Id, Channel<Frame> Frames) Open()
+    /// <summary>The operation's closing frame as its reply (Response) or exception (Error); any other kind is a violation.</summary>
+    private T Answer<T>(Frame f, Operation op, JsonTypeInfo<T> replyType, string what)
+    {
+        switch (f.Type)
+        {
+            case FrameType.Response:
+                op.Answered = true;
+                return Parse(f, replyType);
+            case FrameType.Error:
+                op.Answered = true;
+                throw ToException(f);
+            default:
+                throw Unexpected(f, what);
+        }
+    }
+
+    private Operation Open()
     {
         if (_broken is { } e)
         {
-            throw new AgentDisconnectedException("agent channel is closed", e);
+            throw Disconnected(e);
         }
-        uint id = (uint)Interlocked.Increment(ref _nextId);
-        var frames = Channel.CreateUnbounded<Frame>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        _pending[id] = frames;
-        if (_broken is not null)
+        var op = new Operation((uint)Interlocked.Increment(ref _nextId));
+        _pending[op.Id] = op;
+        if (_broken is { } late)
         {
             // The reader loop ended between the check above and the registration.
-            frames.Writer.TryComplete();
+            op.Complete(Disconnected(late));
         }
-        return (id, frames);
+        return op;
     }
+
+    /// <summary>
+    /// The operation is over on the host's side. One the agent has not finished (a cancel, a read cut at
+    /// its limit, a caller that gave up) gets a Cancel, and its late frames are allowed for.
+    /// </summary>
+    private void End(Operation op)
+    {
+        if (!_pending.TryRemove(KeyValuePair.Create(op.Id, op)))
+        {
+            return;
+        }
+        op.Complete(null);
+        if (!op.Answered && _broken is null)
+        {
+            Interlocked.Add(ref _lateAllowance, _limits.LateFramesPerCancel);
+            if (!op.CancelSent)
+            {
+                _ = SendCancelAsync(op.Id);
+            }
+        }
+    }
+
+    private Task SendCancelAsync(uint id) => SendQuietlyAsync(() => _writer.WriteAsync(FrameType.Cancel, id, ReadOnlyMemory<byte>.Empty));
 
     private Task SendRequestAsync(uint id, AgentRequest request) =>
         SendAsync(() => _writer.WriteJsonAsync(FrameType.Request, id, request, ProtocolJson.Default.AgentRequest));
@@ -283,25 +422,30 @@ public sealed class AgentClient : IAsyncDisposable
         }
         catch (IOException e)
         {
-            throw new AgentDisconnectedException("agent channel broke while sending", e);
+            throw _broken is { } broken ? Disconnected(broken) : new AgentDisconnectedException("agent channel broke while sending: " + e.Message, e);
         }
         catch (ObjectDisposedException e)
         {
-            throw new AgentDisconnectedException("agent channel is closed", e);
+            throw _broken is { } broken ? Disconnected(broken) : new AgentDisconnectedException("agent channel is closed", e);
         }
     }
 
-    private async Task<Frame> ReadFrameAsync(Channel<Frame> frames)
+    private async Task<Frame> ReadFrameAsync(Operation op, CancellationToken cancellationToken)
     {
         try
         {
-            return await frames.Reader.ReadAsync();
+            return await op.ReadAsync(cancellationToken);
         }
         catch (ChannelClosedException e)
         {
-            throw new AgentDisconnectedException("agent channel closed during the operation", _broken ?? e);
+            throw e.InnerException is { } why and not ChannelClosedException
+                ? why
+                : Disconnected(_broken ?? e);
         }
     }
+
+    private static AgentDisconnectedException Disconnected(Exception why) =>
+        why as AgentDisconnectedException ?? new AgentDisconnectedException("agent channel closed: " + why.Message, why);
 
     private static T Parse<T>(Frame f, JsonTypeInfo<T> type)
     {
@@ -322,6 +466,52 @@ public sealed class AgentClient : IAsyncDisposable
         return new AgentException(body.Code, body.Message);
     }
 
+    private AgentDisconnectedException Unexpected(Frame f, string what) =>
+        Violation($"the agent sent a {f.Type} frame to {what} operation {f.Id}");
+
+    /// <summary>The guest broke the protocol: the channel is closed; the exception to throw where it was seen.</summary>
+    private AgentDisconnectedException Violation(string reason)
+    {
+        Fail(reason);
+        return Disconnected(_broken!);
+    }
+
+    /// <summary>
+    /// Closes the channel for good because of the guest: every operation fails naming
+    /// <paramref name="reason"/>, the reader stops, and the owner sees <see cref="FailureReason"/>.
+    /// </summary>
+    private void Fail(string reason)
+    {
+        if (Interlocked.CompareExchange(ref _failureReason, reason, null) is not null)
+        {
+            return;
+        }
+        Close(new AgentDisconnectedException("the host closed the agent channel: " + reason));
+        try
+        {
+            _stop.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
+
+    /// <summary>Marks the channel broken and ends every operation on it (idempotent).</summary>
+    private void Close(Exception why)
+    {
+        Interlocked.CompareExchange(ref _broken, why, null);
+        var error = Disconnected(_broken!);
+        _hello.TrySetException(new AgentDisconnectedException("agent closed the channel before hello: " + error.Message, error));
+        foreach (var op in _pending.Values)
+        {
+            op.Complete(error);
+        }
+        foreach (var incoming in _incoming.Values)
+        {
+            incoming.Stream.Abort("the agent channel closed");
+        }
+    }
+
     private async Task ReadLoopAsync()
     {
         Exception? failure = null;
@@ -337,7 +527,8 @@ public sealed class AgentClient : IAsyncDisposable
                 if (r.Outcome == ReadOutcome.Rejected)
                 {
                     // The agent never sends such frames; a peer that does is not our agent.
-                    throw new AgentException(ErrorCodes.BadFrame, r.Error ?? "bad frame from agent");
+                    Fail(r.Error ?? "bad frame from agent");
+                    break;
                 }
                 Frame f = r.Frame;
                 if (ProtocolInfo.IsAgentInitiated(f.Id))
@@ -352,11 +543,14 @@ public sealed class AgentClient : IAsyncDisposable
                 {
                     _hello.TrySetException(ToException(f));
                 }
-                else if (_pending.TryGetValue(f.Id, out var channel))
+                else if (_pending.TryGetValue(f.Id, out var op))
                 {
-                    channel.Writer.TryWrite(f);
+                    await PostAsync(op, f);
                 }
-                // Frames for an operation we gave up on (cancelled read) are dropped.
+                else
+                {
+                    Late(f);
+                }
             }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
@@ -366,15 +560,31 @@ public sealed class AgentClient : IAsyncDisposable
         {
             failure = e;
         }
-        _broken = failure ?? new EndOfStreamException("agent closed the channel");
-        _hello.TrySetException(new AgentDisconnectedException("agent closed the channel before hello", failure));
-        foreach (var channel in _pending.Values)
+        Close(failure ?? new EndOfStreamException(FailureReason ?? "agent closed the channel"));
+    }
+
+    /// <summary>
+    /// Queues a frame for its operation. Past the operation's byte bound the reader waits (the guest is
+    /// slowed by the socket filling); an operation that takes nothing for the stall timeout is given up.
+    /// </summary>
+    private async Task PostAsync(Operation op, Frame f)
+    {
+        if (await op.PostAsync(f, FrameOverhead + f.Payload.Length, _limits.OperationQueueBytes, _limits.OperationStallTimeout, _stop.Token))
         {
-            channel.Writer.TryComplete();
+            return;
         }
-        foreach (var incoming in _incoming.Values)
+        op.Complete(new TimeoutException(
+            $"operation {op.Id} took none of the agent's frames for {_limits.OperationStallTimeout.TotalSeconds:0.#} s; the host gave it up"));
+        End(op);
+    }
+
+    /// <summary>A frame for an id that is not open: dropped, and counted against the allowance for late frames.</summary>
+    private void Late(Frame f)
+    {
+        long late = Interlocked.Add(ref _lateBytes, FrameOverhead + f.Payload.Length);
+        if (late > Interlocked.Read(ref _lateAllowance))
         {
-            incoming.Stream.Abort("the agent channel closed");
+            Fail($"the agent sent {late} bytes of frames for operations that are not open");
         }
     }
 
@@ -387,7 +597,10 @@ public sealed class AgentClient : IAsyncDisposable
             {
                 open.Stream.Deliver(f);
             }
-            // Late frames of a finished operation are dropped.
+            else
+            {
+                Late(f);
+            }
             return;
         }
         AgentRequest? request = null;
@@ -423,7 +636,7 @@ public sealed class AgentClient : IAsyncDisposable
         }
         if (refusal is not null)
         {
-            _ = SendQuietlyAsync(() => _writer.WriteJsonAsync(FrameType.Error, f.Id, new ErrorBody { Code = code, Message = refusal }, ProtocolJson.Default.ErrorBody));
+            Refuse(f.Id, code, refusal);
             return;
         }
         var incoming = new AgentIncomingRequest(_writer, f.Id, request!);
@@ -447,8 +660,38 @@ public sealed class AgentClient : IAsyncDisposable
             finally
             {
                 _incoming.TryRemove(KeyValuePair.Create(incoming.Id, incoming));
+                // Frames the agent had in flight on it (at most a credit window) are late, not hostile.
+                Interlocked.Add(ref _lateAllowance, FrameStream.Window + FrameOverhead * 64);
             }
         }, CancellationToken.None);
+    }
+
+    /// <summary>
+    /// Answers an agent-opened operation with an Error, without waiting for the write. An honest agent
+    /// reads its answers; one that has more than <see cref="AgentClientLimits.MaxPendingRefusals"/>
+    /// unwritten is not reading them, and is cut off.
+    /// </summary>
+    private void Refuse(uint id, string code, string message)
+    {
+        if (Interlocked.Increment(ref _pendingRefusals) > _limits.MaxPendingRefusals)
+        {
+            Interlocked.Decrement(ref _pendingRefusals);
+            Fail($"the agent opened operations faster than it read the host's {_limits.MaxPendingRefusals} refusals");
+            return;
+        }
+        _ = SendRefusalAsync(id, code, message);
+    }
+
+    private async Task SendRefusalAsync(uint id, string code, string message)
+    {
+        try
+        {
+            await SendQuietlyAsync(() => _writer.WriteJsonAsync(FrameType.Error, id, new ErrorBody { Code = code, Message = message }, ProtocolJson.Default.ErrorBody));
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _pendingRefusals);
+        }
     }
 
     private static async Task SendQuietlyAsync(Func<ValueTask> write)
@@ -459,7 +702,7 @@ public sealed class AgentClient : IAsyncDisposable
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException)
         {
-            // The channel is gone.
+            // The channel is gone (or timed out, which closed it).
         }
     }
 
@@ -476,5 +719,76 @@ public sealed class AgentClient : IAsyncDisposable
         }
         await _writer.DisposeAsync();
         _stop.Dispose();
+    }
+
+    /// <summary>
+    /// One host-opened operation: its frames, queued by the reader loop and taken by the operation's task,
+    /// bounded in bytes (the reader waits for room rather than queue more).
+    /// </summary>
+    private sealed class Operation(uint id)
+    {
+        private readonly Channel<Frame> _frames = Channel.CreateUnbounded<Frame>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        private readonly SemaphoreSlim _room = new(0, 1);
+        private long _queued;
+        private volatile bool _completed;
+
+        public uint Id { get; } = id;
+
+        /// <summary>The agent's closing frame (Response/Error) was taken: nothing more is coming.</summary>
+        public bool Answered { get; set; }
+
+        /// <summary>The host already told the agent to stop this operation.</summary>
+        public bool CancelSent { get; set; }
+
+        public bool HasQueued => _frames.Reader.TryPeek(out _);
+
+        /// <summary>Reader loop. False when the operation took nothing for <paramref name="stall"/> while full.</summary>
+        public async ValueTask<bool> PostAsync(Frame f, int charge, int budget, TimeSpan stall, CancellationToken stop)
+        {
+            while (Interlocked.Read(ref _queued) is > 0 and var queued && queued + charge > budget)
+            {
+                if (_completed)
+                {
+                    return true; // ended meanwhile: the frame is dropped
+                }
+                if (!await _room.WaitAsync(stall, stop))
+                {
+                    return false;
+                }
+            }
+            Interlocked.Add(ref _queued, charge);
+            if (!_frames.Writer.TryWrite(f))
+            {
+                Interlocked.Add(ref _queued, -charge);
+            }
+            return true;
+        }
+
+        public async ValueTask<Frame> ReadAsync(CancellationToken cancellationToken)
+        {
+            Frame f = await _frames.Reader.ReadAsync(cancellationToken);
+            Interlocked.Add(ref _queued, -(FrameOverhead + f.Payload.Length));
+            Wake();
+            return f;
+        }
+
+        public void Complete(Exception? error)
+        {
+            _completed = true;
+            _frames.Writer.TryComplete(error);
+            Wake();
+        }
+
+        private void Wake()
+        {
+            try
+            {
+                _room.Release();
+            }
+            catch (SemaphoreFullException)
+            {
+                // A wake-up is pending already.
+            }
+        }
     }
 }
