@@ -104,7 +104,7 @@ internal static class UserProcesses
         }
     }
 
-    /// <summary>Processes of <paramref name="uid"/> (real uid) in the agent's PID namespace, other than the agent: live ones and zombies.</summary>
+    /// <summary>Processes of <paramref name="uid"/> (real uid) in the agent's PID namespace, other than the agent and the namespace's init: live ones and zombies.</summary>
     private static (int Live, int Zombies) Count(uint uid)
     {
         int live = 0;
@@ -113,7 +113,9 @@ internal static class UserProcesses
         foreach (string dir in Directory.EnumerateDirectories("/proc"))
         {
             string name = Path.GetFileName(dir);
-            if (name.Length == 0 || !char.IsAsciiDigit(name[0]) || name == self || NamespaceOf(name) != _ownNamespace.Value)
+            // PID 1 of the namespace is out of kill(-1)'s reach and not user work: the agent itself in a
+            // VM, bubblewrap's init in the process runtime.
+            if (name.Length == 0 || !char.IsAsciiDigit(name[0]) || name == self || name == "1" || NamespaceOf(name) != _ownNamespace.Value)
             {
                 continue;
             }
