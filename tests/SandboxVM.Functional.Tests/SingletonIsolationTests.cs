@@ -113,6 +113,8 @@ public abstract class SingletonIsolationScenarios(ServerFixture server)
         var b = await server.RunAsync(new { template = Template, code = VictimCode(daemonPid, marker), timeout_s = 60 }, Ct);
 
         Assert.True(b.Status == "ok", b.ToString());
+        // Printed instead of B's answer when A's daemon rewrote B's main.py before it ran (as it did before the fix).
+        Assert.DoesNotContain("TAMPERED", b.Stdout);
         using var doc = JsonDocument.Parse(b.Stdout.TrimEnd().Split('\n')[^1]);
         var seen = doc.RootElement;
         Assert.Equal("gone", seen.GetProperty("daemon").GetString());

@@ -47,6 +47,18 @@ internal sealed class RunDirectories
         }
     }
 
+    /// <summary>Whether an exec of a run user is in progress.</summary>
+    public bool AnyBusy
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _busy.Count > 0;
+            }
+        }
+    }
+
     /// <summary>Marks <paramref name="uid"/> as having an exec until the result is disposed; a second one is a bad request.</summary>
     public IDisposable Claim(int uid)
     {
