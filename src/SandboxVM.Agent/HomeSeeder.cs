@@ -1,14 +1,17 @@
+using SandboxVM.Agent.Files;
+
 namespace SandboxVM.Agent;
 
 /// <summary>
 /// Copies a template's skeleton (e.g. a prebuilt matplotlib font cache) into the writable home
-/// directory at start, keeping files that already exist there. What it creates belongs to
-/// the user given to <see cref="Seed"/> (the sandbox user when the agent is root), so a program
-/// can write to it (matplotlib updates its cache under MPLCONFIGDIR, for one).
+/// directory at start, keeping files that already exist there. It writes as the user given to
+/// <see cref="SeedAsync"/> (the sandbox user when the agent is root), so what it creates is the user's
+/// (matplotlib updates its cache under MPLCONFIGDIR, for one) and it never writes through anything the
+/// user could have put there. The skeleton itself is the image's, read as the agent.
 /// </summary>
 internal static class HomeSeeder
 {
-    public static void Seed(string skel, string home, SandboxUser user)
+    public static async Task SeedAsync(string skel, string home, SandboxUser user)
     {
         if (!Directory.Exists(skel))
         {
@@ -20,30 +23,27 @@ internal static class HomeSeeder
         {
             try
             {
-                user.CreateDirectory(pair.To);
+                await UserFiles.MakeDirectoryAsync(user, pair.To, parents: true);
                 foreach (var entry in new DirectoryInfo(pair.From).EnumerateFileSystemInfos())
                 {
                     string target = Path.Combine(pair.To, entry.Name);
                     if (entry.LinkTarget is { } link)
                     {
-                        if (!Path.Exists(target) && new FileInfo(target).LinkTarget is null)
-                        {
-                            File.CreateSymbolicLink(target, link);
-                            user.Own(target);
-                        }
+                        await UserFiles.CreateSymlinkAsync(user, link, target);
                     }
                     else if (entry is DirectoryInfo)
                     {
                         pending.Push((entry.FullName, target));
                     }
-                    else if (!File.Exists(target))
+                    else if (await UserFiles.OpenWriteAsync(user, target, (int)File.GetUnixFileMode(entry.FullName), keepExisting: true) is { } handle)
                     {
-                        File.Copy(entry.FullName, target);
-                        user.Own(target);
+                        await using var to = new FileStream(handle, FileAccess.Write, bufferSize: 0);
+                        await using var from = new FileStream(entry.FullName, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0);
+                        await from.CopyToAsync(to);
                     }
                 }
             }
-            catch (Exception e) when (AgentException.IsIo(e))
+            catch (Exception e) when (AgentException.IsIo(e) || e is AgentException)
             {
                 // A half-seeded home is still usable: say so and go on.
                 AgentLog.Write($"cannot seed {pair.To} from {pair.From}: {e.Message}");

@@ -1,5 +1,6 @@
 using Microsoft.Win32.SafeHandles;
 using SandboxVM.Agent;
+using SandboxVM.Agent.Files;
 using SandboxVM.Agent.Native;
 using SandboxVM.Agent.Operations;
 using SandboxVM.Agent.Processes;
@@ -24,18 +25,23 @@ if (!Libc.TrySetChildSubreaper())
 {
     AgentLog.Write("cannot become a child subreaper; orphans of a step go to init");
 }
+if (UserProcesses.IsGuestInit)
+{
+    GuestKernel.ProtectLinks();
+}
 try
 {
-    // Home is the user's: the agent creates it if missing and gives it (not what is in it) to the user.
-    options.User.CreateDirectory(options.Home);
-    options.User.Own(options.Home);
+    // Home is the user's: the agent creates it if missing (before any user code runs) and gives it
+    // (not what is in it) to the user.
+    await UserFiles.MakeDirectoryAsync(SandboxUser.Self, options.Home, parents: true);
+    await UserFiles.GiveDirectoryAsync(options.Home, options.User);
     Environment.CurrentDirectory = options.Home;
 }
-catch (Exception e) when (AgentException.IsIo(e))
+catch (Exception e) when (AgentException.IsIo(e) || e is AgentException)
 {
     AgentLog.Write($"cannot use home {options.Home}: {e.Message}");
 }
-HomeSeeder.Seed(options.SkelDir, options.Home, options.User);
+await HomeSeeder.SeedAsync(options.SkelDir, options.Home, options.User);
 if (options.User.Switches && !File.Exists(SandboxUser.SetprivPath))
 {
     // Steps then fail to start (127): never silently as root.

@@ -1,6 +1,4 @@
 using System.Globalization;
-using Microsoft.Win32.SafeHandles;
-using SandboxVM.Agent.Native;
 
 namespace SandboxVM.Agent;
 
@@ -13,8 +11,9 @@ namespace SandboxVM.Agent;
 /// per-run process cap) and could kill or trace the agent. So when the agent runs as root, every process
 /// it starts for user work (compile and run steps, the Python fork server and kernel, whose children and
 /// runs inherit their identity) runs as the sandbox user (uid/gid 1000, <c>ImageLayout.UserId</c>/
-/// <c>GroupId</c> in SandboxVM.Images) with no supplementary groups, and what the agent creates for that
-/// work (directories, written files, the home skeleton, the fork server's directory) is chowned to it.
+/// <c>GroupId</c> in SandboxVM.Images) with no supplementary groups, and every file operation the agent
+/// does for that work runs with its filesystem identity (<see cref="Files.PathThreads"/>), so what the
+/// agent creates is the user's and what the user swapped in reaches no further than the user could.
 /// <para>
 /// Mechanism: posix_spawn cannot change credentials, so the spawned program is
 /// <c>/usr/bin/setpriv --reuid=U --regid=G --clear-groups --no-new-privs -- ARGV...</c>. setpriv is part
@@ -46,7 +45,7 @@ internal sealed class SandboxUser
         Gid = gid;
     }
 
-    /// <summary>Steps run as the agent's own user; nothing is chowned.</summary>
+    /// <summary>Steps run as the agent's own user; file operations keep the agent's identity.</summary>
     public static SandboxUser Self { get; } = new(null, null);
 
     /// <summary>Uid user work runs as, or null when it runs as the agent itself.</summary>
@@ -54,7 +53,7 @@ internal sealed class SandboxUser
 
     public int? Gid { get; }
 
-    /// <summary>True when steps are started through setpriv and created files are chowned.</summary>
+    /// <summary>True when steps are started through setpriv and file operations take the user's identity.</summary>
     public bool Switches => Uid is not null;
 
     public static SandboxUser Of(int uid, int gid) => new(uid, gid);
@@ -109,74 +108,5 @@ internal sealed class SandboxUser
             .. argv,
         ];
         return (SetprivPath, wrapped);
-    }
-
-    /// <summary>Gives <paramref name="path"/> (not a symlink's target) to the user. Throws <see cref="IOException"/>.</summary>
-    public void Own(string path)
-    {
-        if (!Switches)
-        {
-            return;
-        }
-        int errno = Libc.Lchown(path, Uid!.Value, Gid!.Value);
-        if (errno != 0)
-        {
-            throw new IOException($"cannot give {path} to uid {Uid}: {Libc.DescribeErrno(errno)}");
-        }
-    }
-
-    /// <summary>
-    /// Gives a file the agent opened for writing at <paramref name="path"/> to the user, but only when it
-    /// is a regular file and the very file at that path: a symlink planted there (by user code, pointing at
-    /// a device, say) is written through as before, but its target is never given away. Throws <see cref="IOException"/>.
-    /// </summary>
-    public void OwnWritten(SafeFileHandle handle, string path)
-    {
-        if (!Switches)
-        {
-            return;
-        }
-        if (Libc.Stat(handle, out var opened) != 0 || Libc.Stat(path, out var named) != 0
-            || opened.Kind != FileKindBits.Regular || named.Kind != FileKindBits.Regular
-            || opened.Inode != named.Inode || opened.Device != named.Device)
-        {
-            AgentLog.Write($"{path} is not a plain file of its own (a symlink?): left to its owner");
-            return;
-        }
-        int errno = Libc.Fchown(handle, Uid!.Value, Gid!.Value);
-        if (errno != 0)
-        {
-            throw new IOException($"cannot give {path} to uid {Uid}: {Libc.DescribeErrno(errno)}");
-        }
-    }
-
-    /// <summary>
-    /// Like <see cref="Directory.CreateDirectory(string)"/> (parents too, an existing directory is fine),
-    /// giving every directory it creates to the user. Existing ones keep their owner.
-    /// </summary>
-    public void CreateDirectory(string path)
-    {
-        path = Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
-        if (!Switches)
-        {
-            Directory.CreateDirectory(path);
-            return;
-        }
-        var missing = new Stack<string>();
-        for (string? dir = path; dir is not null && !Directory.Exists(dir); dir = Path.GetDirectoryName(dir))
-        {
-            missing.Push(dir);
-        }
-        while (missing.TryPop(out string? dir))
-        {
-            // Created one level at a time so each new level can be given away; one that appeared
-            // meanwhile (a concurrent request) is someone else's and keeps its owner.
-            if (Directory.Exists(dir))
-            {
-                continue;
-            }
-            Directory.CreateDirectory(dir);
-            Own(dir);
-        }
     }
 }

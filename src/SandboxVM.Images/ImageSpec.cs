@@ -40,6 +40,9 @@ public static class ImageLayout
 
     public const string HomeDir = "/home/sandbox";
     public const string OutputsDir = "/tmp/outputs";
+
+    /// <summary>Parent of the private run directories in a VM several callers share: root's, 0711 (nobody can list it).</summary>
+    public const string RunsDir = "/tmp/runs";
     public const string UserName = "sandbox";
     public const int UserId = 1000;
     public const int GroupId = 1000;

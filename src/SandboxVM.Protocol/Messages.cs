@@ -5,8 +5,18 @@ namespace SandboxVM.Protocol;
 /// <summary>Version of the wire protocol. Bump on any incompatible change; the hello exchange checks it.</summary>
 public static class ProtocolInfo
 {
-    /// <summary>2: agent-initiated operations (ids with <see cref="AgentIdBit"/>), Credit frames, egress and search ops.</summary>
-    public const int Version = 2;
+    /// <summary>
+    /// 2: agent-initiated operations (ids with <see cref="AgentIdBit"/>), Credit frames, egress and search ops.
+    /// 3: <see cref="ExecRequest.User"/> and <see cref="ExecRequest.EndUserProcesses"/>, which an older agent
+    /// would silently ignore (it skips unknown members): a run meant to be isolated would not be.
+    /// </summary>
+    public const int Version = 3;
+
+    /// <summary>First uid an exec may name in <see cref="ExecRequest.User"/> (a per-run user of a shared VM).</summary>
+    public const int RunUserFirst = 2000;
+
+    /// <summary>Last uid an exec may name in <see cref="ExecRequest.User"/>.</summary>
+    public const int RunUserLast = 2999;
 
     /// <summary>Ids with this bit set are opened by the agent (its Request, the host's Response/Error); the host's ids never have it.</summary>
     public const uint AgentIdBit = 0x8000_0000;
@@ -145,6 +155,21 @@ public sealed class ExecRequest
     /// <see cref="ExecResult.Artifacts"/> only the files this exec created or changed.
     /// </summary>
     public bool KeepOutputs { get; set; }
+    /// <summary>
+    /// A per-run user for a VM that several callers share (the singleton): the exec runs as uid = gid =
+    /// this value (<see cref="ProtocolInfo.RunUserFirst"/>..<see cref="ProtocolInfo.RunUserLast"/>; needs
+    /// an agent running as root). <see cref="Cwd"/> must then be a fresh absolute path: its parent is
+    /// created root-owned 0711 if missing (an existing one must be root's and closed to others), the
+    /// directory itself 0700 for that user. Files under it are acted on as that user until it is removed.
+    /// Never two execs with the same user at once; the fork server is not used. Null: the agent's user.
+    /// </summary>
+    public int? User { get; set; }
+    /// <summary>
+    /// After the steps and before the artifacts are listed, kill every process of the exec's user (also
+    /// those that left the step's process group with setsid), so nothing the run started outlives it.
+    /// For one-shot runs (the VM is discarded afterwards), never for sessions.
+    /// </summary>
+    public bool EndUserProcesses { get; set; }
 }
 
 /// <summary>
@@ -310,6 +335,10 @@ public static class ErrorCodes
     public const string Cancelled = "cancelled";
     public const string SearchNotConfigured = "search_not_configured";
     public const string SearchFailed = "search_failed";
+    /// <summary>A path the agent would open on the user's behalf is a symlink, FIFO, device or socket; it is never followed or opened.</summary>
+    public const string NotRegularFile = "not_regular_file";
+    /// <summary>A file the agent would write on the user's behalf has more than one link (a hard link could point at a file that is not the user's).</summary>
+    public const string HardLinked = "hard_linked";
 }
 
 /// <summary>Source-generated JSON for every message (the agent is NativeAOT: no reflection).</summary>

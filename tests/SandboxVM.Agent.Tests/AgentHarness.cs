@@ -92,11 +92,12 @@ internal sealed class AgentHarness : IAsyncDisposable
     public static Task<AgentHarness> StartAsync(Action<string>? prepareRoot, IReadOnlyList<string>? launcher, params string[] extraArgs)
     {
         string root = Directory.CreateTempSubdirectory("sandboxvm-agent-test-").FullName;
-        // An agent run as root starts its steps as the sandbox user (uid 1000), who must get through
-        // here to its home, outputs and fork server directories.
+        // The guest's /tmp, where outputs and fork server directories are: root's, sticky and open to
+        // everyone. An agent run as root acts on them as the sandbox user (uid 1000), who must be able to
+        // create and remove its own entries here, but not root's.
         if (OperatingSystem.IsLinux())
         {
-            File.SetUnixFileMode(root, (UnixFileMode)0b111_101_101);
+            File.SetUnixFileMode(root, (UnixFileMode)0b1_111_111_111);
         }
         prepareRoot?.Invoke(root);
         var start = new ProcessStartInfo

@@ -235,6 +235,7 @@ public class ExecTests : AgentTestBase
         exec.Files["data.txt"] = "some data\n";
         Directory.CreateDirectory(Agent.Outputs);
         await File.WriteAllTextAsync(Path.Combine(Agent.Outputs, "stale.txt"), "from an earlier run", Ct);
+        StepUser.Own(Agent.Outputs); // as an earlier run would have left it
 
         var result = await Agent.ExecAsync(exec, Ct);
 

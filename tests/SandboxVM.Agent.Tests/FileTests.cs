@@ -11,8 +11,9 @@ public class FileTests : AgentTestBase
     {
         byte[] content = new byte[5 * 1024 * 1024 + 123];
         new Random(42).NextBytes(content);
-        uint id = await Agent.StartAsync(new AgentRequest { Op = Ops.FileWrite, File = new FileRequest { Path = "data/blob.bin" } }, Ct);
         Directory.CreateDirectory(Path.Combine(Agent.Home, "data"));
+        StepUser.Own(Path.Combine(Agent.Home, "data"));
+        uint id = await Agent.StartAsync(new AgentRequest { Op = Ops.FileWrite, File = new FileRequest { Path = "data/blob.bin" } }, Ct);
 
         for (int offset = 0; offset < content.Length; offset += Frame.ChunkSize)
         {
@@ -135,6 +136,7 @@ public class FileTests : AgentTestBase
         Directory.CreateDirectory(Path.Combine(dir, "deep"));
         await File.WriteAllTextAsync(Path.Combine(dir, "deep", "f"), "x", Ct);
         await File.WriteAllTextAsync(Path.Combine(Agent.Home, "single"), "x", Ct);
+        StepUser.Own(dir);
 
         var file = await Agent.FileAsync(Ops.FileRemove, "single", Ct);
         var notEmpty = await Agent.FileAsync(Ops.FileRemove, "tree", Ct);

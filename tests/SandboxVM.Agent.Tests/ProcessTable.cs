@@ -58,6 +58,51 @@ internal static class ProcessTable
         return children;
     }
 
+    /// <summary>
+    /// Every process (zombies included) in the PID namespace of <paramref name="pid"/>, with its real uid.
+    /// </summary>
+    public static List<(int Pid, int Uid)> InPidNamespaceOf(int pid)
+    {
+        string? ns = NamespaceOf(pid) ?? throw new InvalidOperationException($"process {pid} is gone");
+        var found = new List<(int, int)>();
+        foreach (string dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int other) || NamespaceOf(other) != ns)
+            {
+                continue;
+            }
+            try
+            {
+                string? uidLine = File.ReadLines(Path.Combine(dir, "status")).FirstOrDefault(l => l.StartsWith("Uid:", StringComparison.Ordinal));
+                if (uidLine is not null)
+                {
+                    found.Add((other, int.Parse(uidLine.Split('\t', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture)));
+                }
+            }
+            catch (IOException)
+            {
+                // exited while we looked
+            }
+        }
+        return found;
+    }
+
+    private static string? NamespaceOf(int pid)
+    {
+        try
+        {
+            return new FileInfo($"/proc/{pid}/ns/pid").LinkTarget;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
     public static bool IsAlive(int pid)
     {
         try

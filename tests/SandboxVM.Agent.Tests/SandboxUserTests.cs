@@ -109,22 +109,23 @@ public class SandboxUserTests : AgentTestBase
     }
 
     [Fact]
-    public async Task Upload_IsTheUsers_ButThroughASymlink_TheTargetKeepsItsOwner()
+    public async Task Upload_IsWrittenAsTheUser_OverTheUsersFile_ButNotOverRoots()
     {
         Assert.SkipUnless(StepUser.Switches, NeedsRoot);
-        // As user code could plant it: a link in home to a file that is not the user's.
-        string target = Path.Combine(Agent.Root, "not-the-users.txt");
-        await File.WriteAllTextAsync(target, "root's", Ct);
-        File.CreateSymbolicLink(Path.Combine(Agent.Home, "link"), target);
-        await File.WriteAllTextAsync(Path.Combine(Agent.Home, "existing.txt"), "root's", Ct);
+        await File.WriteAllTextAsync(Path.Combine(Agent.Home, "mine.txt"), "old", Ct);
+        StepUser.Own(Path.Combine(Agent.Home, "mine.txt"));
+        // A file of root's in the user's home: the user could remove it, but not write it.
+        await File.WriteAllTextAsync(Path.Combine(Agent.Home, "roots.txt"), "root's", Ct);
 
-        var throughLink = await WriteFileAsync("link", "written through");
-        var overExisting = await WriteFileAsync("existing.txt", "uploaded");
+        var overMine = await WriteFileAsync("mine.txt", "uploaded");
+        var overRoots = await WriteFileAsync("roots.txt", "uploaded");
 
-        Assert.True(throughLink.Succeeded && overExisting.Succeeded);
-        Assert.Equal("written through", await File.ReadAllTextAsync(target, Ct));
-        Assert.Equal("0:0", StepUser.OwnerOf(target));
-        Assert.Equal("1000:1000", StepUser.OwnerOf(Path.Combine(Agent.Home, "existing.txt")));
+        Assert.True(overMine.Succeeded);
+        Assert.Equal("uploaded", await File.ReadAllTextAsync(Path.Combine(Agent.Home, "mine.txt"), Ct));
+        Assert.Equal("1000:1000", StepUser.OwnerOf(Path.Combine(Agent.Home, "mine.txt")));
+        Assert.Equal(ErrorCodes.IoError, overRoots.Error().Code);
+        Assert.Contains("permission denied", overRoots.Error().Message);
+        Assert.Equal("root's", await File.ReadAllTextAsync(Path.Combine(Agent.Home, "roots.txt"), Ct));
     }
 
     [Fact]

@@ -5,7 +5,11 @@ namespace SandboxVM.Agent.Native;
 
 /// <summary>Metadata of one path as <c>statx</c> reports it (symlinks not followed).</summary>
 internal readonly record struct FileStatus(FileKindBits Kind, long Size, long MtimeMs, int Mode, long MtimeNs, ulong Inode,
-    ulong Device = 0, uint Uid = 0, uint Gid = 0);
+    ulong Device = 0, uint Uid = 0, uint Gid = 0, uint Links = 1)
+{
+    /// <summary>Same file (device and inode) as <paramref name="other"/>.</summary>
+    public bool IsSameFile(FileStatus other) => Inode == other.Inode && Device == other.Device;
+}
 
 /// <summary>File type bits of <c>st_mode</c>.</summary>
 internal enum FileKindBits
@@ -14,6 +18,25 @@ internal enum FileKindBits
     Regular,
     Directory,
     Symlink,
+    Fifo,
+    CharDevice,
+    BlockDevice,
+    Socket,
+}
+
+/// <summary>How Libc.OpenAt opens; close-on-exec, non-blocking and no controlling tty always.</summary>
+[Flags]
+internal enum OpenFlags
+{
+    ReadOnly = 0,
+    WriteOnly = 1,
+    Create = 2,
+    Exclusive = 4,
+    Directory = 8,
+    /// <summary>O_PATH: a handle to name the object in *at calls, nothing else (no read permission needed).</summary>
+    PathOnly = 16,
+    /// <summary>A final symlink fails (ELOOP) instead of being followed.</summary>
+    NoFollow = 32,
 }
 
 /// <summary>posix_spawn failed; <see cref="Errno"/> says why (ENOENT, EACCES, ENOEXEC...).</summary>
@@ -34,14 +57,21 @@ internal static unsafe partial class Libc
     public const int SigKill = 9;
     public const int EAccess = 13;
     public const int ENoExec = 8;
-    private const int ENoEnt = 2;
+    public const int ENoEnt = 2;
     private const int EIntr = 4;
     private const int EAgain = 11;
     private const int EPipe = 32;
-    private const int ENotDir = 20;
+    public const int ENotDir = 20;
     private const int EPerm = 1;
     private const int ESrch = 3;
     private const int EConnRefused = 111;
+    public const int EExist = 17;
+    public const int ELoop = 40;
+    public const int ENotEmpty = 39;
+    public const int EIsDir = 21;
+    public const int EMFile = 24;
+    private const int ENoSys = 38;
+    public const int ENxIo = 6;
 
     private const int OCloExec = 0x80000;
     private const int ONonBlock = 0x800;
@@ -168,8 +198,8 @@ internal static unsafe partial class Libc
     [LibraryImport(LibName, EntryPoint = "posix_spawn_file_actions_adddup2")]
     private static partial int SysFileActionsAddDup2(void* fileActions, int fd, int newFd);
 
-    [LibraryImport(LibName, EntryPoint = "posix_spawn_file_actions_addchdir_np", StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int SysFileActionsAddChdir(void* fileActions, string path);
+    [LibraryImport(LibName, EntryPoint = "posix_spawn_file_actions_addfchdir_np")]
+    private static partial int SysFileActionsAddFchdir(void* fileActions, int fd);
 
     [LibraryImport(LibName, EntryPoint = "posix_spawnattr_init")]
     private static partial int SysSpawnAttrInit(void* attr);
@@ -195,9 +225,6 @@ internal static unsafe partial class Libc
     [LibraryImport(LibName, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int SysStatx(int dirFd, string path, int flags, uint mask, byte* buffer);
 
-    [LibraryImport(LibName, EntryPoint = "lchown", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int SysLchown(string path, uint uid, uint gid);
-
     [LibraryImport(LibName, EntryPoint = "fchown", SetLastError = true)]
     private static partial int SysFchown(int fd, uint uid, uint gid);
 
@@ -209,8 +236,17 @@ internal static unsafe partial class Libc
 
     public static bool IsRoot => SysGetEuid() == 0;
 
+    public static int EffectiveUid => (int)SysGetEuid();
+
     /// <summary>SIGKILL to every process of group <paramref name="pgid"/>. False when the group is gone.</summary>
     public static bool KillGroup(int pgid) => pgid > 1 && SysKill(-pgid, SigKill) == 0;
+
+    /// <summary>
+    /// kill(-1, SIGKILL): every process this one may signal except itself (its whole thread group) and its
+    /// PID namespace's init. True when at least one was signalled (zombies count until reaped), false when
+    /// none was left (ESRCH).
+    /// </summary>
+    public static bool KillEveryoneElse() => SysKill(-1, SigKill) == 0 || Marshal.GetLastPInvokeError() != ESrch;
 
     /// <summary>SIGKILL to one process. Only call while the pid is known not to be reaped yet.</summary>
     public static bool KillProcess(int pid) => pid > 1 && SysKill(pid, SigKill) == 0;
@@ -328,15 +364,17 @@ internal static unsafe partial class Libc
     }
 
     /// <summary>
-    /// Starts <paramref name="path"/> in a new session (so its pid is its process group id), in
-    /// <paramref name="cwd"/>, with exactly <paramref name="environment"/>, every signal at its default
+    /// Starts <paramref name="path"/> in a new session (so its pid is its process group id), in the
+    /// directory <paramref name="cwd"/> is open on (fchdir: the child never resolves a path the user could
+    /// have changed, and it still is root at that point), with exactly <paramref name="environment"/>, every signal at its default
     /// disposition and none blocked (the runtime ignores SIGPIPE; children must not inherit that), and
     /// stdin/stdout/stderr on fresh pipes. Returns the pid and the agent's ends of the pipes; the stdin
     /// end is non-blocking so a child that never reads cannot wedge its writer.
     /// </summary>
-    public static int Spawn(string path, IReadOnlyList<string> argv, IReadOnlyList<string> environment, string cwd,
+    public static int Spawn(string path, IReadOnlyList<string> argv, IReadOnlyList<string> environment, SafeFileHandle cwd,
         out SafeFileHandle stdinWrite, out SafeFileHandle stdoutRead, out SafeFileHandle stderrRead)
     {
+        bool cwdAdded = false;
         int* fds = stackalloc int[6];
         for (int i = 0; i < 6; i++)
         {
@@ -375,7 +413,8 @@ internal static unsafe partial class Libc
             Check(SysFileActionsAddDup2(fileActions, fds[0], 0), "adddup2");
             Check(SysFileActionsAddDup2(fileActions, fds[3], 1), "adddup2");
             Check(SysFileActionsAddDup2(fileActions, fds[5], 2), "adddup2");
-            Check(SysFileActionsAddChdir(fileActions, cwd), "addchdir_np");
+            cwd.DangerousAddRef(ref cwdAdded);
+            Check(SysFileActionsAddFchdir(fileActions, (int)cwd.DangerousGetHandle()), "addfchdir_np");
             Check(SysSpawnAttrInit(attr), "posix_spawnattr_init");
             attrReady = true;
             Check(SysSpawnAttrSetFlags(attr, PosixSpawnSetSid | PosixSpawnSetSigDef | PosixSpawnSetSigMask), "setflags");
@@ -423,6 +462,10 @@ internal static unsafe partial class Libc
             NativeMemory.Free(sigset);
             FreeStringArray(argvPtr, argv.Count);
             FreeStringArray(envPtr, environment.Count);
+            if (cwdAdded)
+            {
+                cwd.DangerousRelease();
+            }
             if (!ok)
             {
                 stdinWrite = stdoutRead = stderrRead = null!;
@@ -484,6 +527,8 @@ internal static unsafe partial class Libc
     /// </summary>
     public static SafeFileHandle ConnectUnix(string path)
     {
+        // connect() resolves the path and checks write permission on the socket with the thread's identity.
+        RequirePathThread();
         byte[] pathBytes = System.Text.Encoding.UTF8.GetBytes(path);
         if (pathBytes.Length >= MaxUnixPathBytes)
         {
@@ -595,17 +640,35 @@ internal static unsafe partial class Libc
         }
     }
 
-    /// <summary>lstat-like metadata through statx (one layout on every architecture). Returns 0 or the errno.</summary>
-    public static int Stat(string path, out FileStatus status)
+    /// <summary>
+    /// Metadata of <paramref name="name"/> in directory <paramref name="dir"/> (null: relative to the
+    /// working directory, or absolute) through statx (one layout on every architecture); a final symlink is
+    /// described unless <paramref name="follow"/>. Path thread only. Returns 0 or the errno.
+    /// </summary>
+    public static int StatAt(SafeFileHandle? dir, string name, bool follow, out FileStatus status)
     {
-        byte* buffer = stackalloc byte[256];
-        if (SysStatx(AtFdCwd, path, AtSymlinkNoFollow, StatxBasicStats, buffer) != 0)
+        RequirePathThread();
+        bool added = false;
+        try
         {
-            status = default;
-            return Marshal.GetLastPInvokeError();
+            dir?.DangerousAddRef(ref added);
+            byte* buffer = stackalloc byte[256];
+            int dirFd = dir is null ? AtFdCwd : (int)dir.DangerousGetHandle();
+            if (SysStatx(dirFd, name, follow ? 0 : AtSymlinkNoFollow, StatxBasicStats, buffer) != 0)
+            {
+                status = default;
+                return Marshal.GetLastPInvokeError();
+            }
+            status = ParseStatx(buffer);
+            return 0;
         }
-        status = ParseStatx(buffer);
-        return 0;
+        finally
+        {
+            if (added)
+            {
+                dir!.DangerousRelease();
+            }
+        }
     }
 
     /// <summary>fstat-like metadata of an open file through statx. Returns 0 or the errno.</summary>
@@ -637,6 +700,7 @@ internal static unsafe partial class Libc
     {
         // struct statx: stx_uid u32 at 20, stx_gid u32 at 24, stx_mode u16 at 28, stx_ino u64 at 32,
         // stx_size u64 at 40, stx_mtime {s64 sec; u32 nsec} at 112, stx_dev_major/minor u32 at 136/140.
+        uint links = *(uint*)(buffer + 16);
         uint uid = *(uint*)(buffer + 20);
         uint gid = *(uint*)(buffer + 24);
         int mode = *(ushort*)(buffer + 28);
@@ -650,15 +714,15 @@ internal static unsafe partial class Libc
             0x8000 => FileKindBits.Regular,
             0x4000 => FileKindBits.Directory,
             0xA000 => FileKindBits.Symlink,
+            0x1000 => FileKindBits.Fifo,
+            0x2000 => FileKindBits.CharDevice,
+            0x6000 => FileKindBits.BlockDevice,
+            0xC000 => FileKindBits.Socket,
             _ => FileKindBits.Other,
         };
         return new FileStatus(kind, size, seconds * 1000 + nanos / 1_000_000, mode & 0xFFF, seconds * 1_000_000_000 + nanos, inode,
-            device, uid, gid);
+            device, uid, gid, links);
     }
-
-    /// <summary>chown that does not follow a final symlink. Returns 0 or the errno.</summary>
-    public static int Lchown(string path, int uid, int gid) =>
-        SysLchown(path, (uint)uid, (uint)gid) == 0 ? 0 : Marshal.GetLastPInvokeError();
 
     /// <summary>chown of an open file. Returns 0 or the errno.</summary>
     public static int Fchown(SafeFileHandle handle, int uid, int gid)
@@ -680,6 +744,8 @@ internal static unsafe partial class Libc
 
     public static bool IsNotFound(int errno) => errno is ENoEnt or ENotDir;
 
+    public static bool IsPermissionDenied(int errno) => errno is EAccess or EPerm;
+
     /// <summary>Sets CLOCK_REALTIME. Returns 0 or the errno (EPERM without CAP_SYS_TIME).</summary>
     public static int SetRealtimeClock(long unixTimeMs)
     {
@@ -697,6 +763,12 @@ internal static unsafe partial class Libc
         ESrch => "no such process",
         EConnRefused => "connection refused",
         EPerm => "operation not permitted",
+        EExist => "file exists",
+        ELoop => "a symlink where none may be (or too many levels of them)",
+        ENotEmpty => "directory not empty",
+        EIsDir => "is a directory",
+        EMFile => "too many open files",
+        ENxIo => "no such device or address",
         _ => $"errno {errno}",
     };
 
@@ -756,4 +828,338 @@ internal static unsafe partial class Libc
         _ = SysClose(fd);
         return errno;
     }
+
+    // ---- Path syscalls. Each runs only on a path thread (Files/PathThreads), whose filesystem identity
+    // (fsuid, fsgid, no supplementary groups) is the one the operation is done for: the kernel then
+    // checks every lookup, open, create and remove exactly as for that user. ----
+
+    [ThreadStatic]
+    private static bool _onPathThread;
+
+    private static readonly bool _arm64 = RuntimeInformation.ProcessArchitecture == Architecture.Arm64;
+
+    // x86-64 and the generic table (arm64) differ in these O_* bits and syscall numbers.
+    private static int ODirectoryBit => _arm64 ? 0x4000 : 0x10000;
+    private static int ONoFollowBit => _arm64 ? 0x8000 : 0x20000;
+    private static long SysOpenatNumber => _arm64 ? 56 : 257;
+    private static long SysSetgroupsNumber => _arm64 ? 159 : 116;
+    private const int OWrOnlyBit = 0x1;
+    private const int OCreatBit = 0x40;
+    private const int OExclBit = 0x80;
+    private const int ONoCttyBit = 0x100;
+    private const int OPathBit = 0x200000;
+    private const int FDupFdCloExec = 1030;
+    private const long SysOpenat2Number = 437;
+    /// <summary>openat2: never follow a /proc magic link (/proc/PID/fd/N, cwd, root) while resolving.</summary>
+    private const ulong ResolveNoMagicLinks = 0x02;
+    private const int AtRemoveDir = 0x200;
+    private const int AtEAccess = 0x200;
+    private const int XOk = 1;
+    /// <summary>d_name in glibc's 64-bit struct dirent (d_ino u64, d_off i64, d_reclen u16, d_type u8).</summary>
+    private const int DirentNameOffset = 19;
+    private static int _openat2Missing;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct OpenHow
+    {
+        public ulong Flags;
+        public ulong Mode;
+        public ulong Resolve;
+    }
+
+    // glibc's syscall() is assembly that only moves registers, so calling it with fixed arguments is safe.
+    [LibraryImport(LibName, EntryPoint = "syscall", SetLastError = true)]
+    private static partial long SysCall(long number, nint a1, nint a2, nint a3, nint a4);
+
+    [LibraryImport(LibName, EntryPoint = "mkdirat", SetLastError = true)]
+    private static partial int SysMkdirAt(int dirFd, byte* path, uint mode);
+
+    [LibraryImport(LibName, EntryPoint = "unlinkat", SetLastError = true)]
+    private static partial int SysUnlinkAt(int dirFd, byte* path, int flags);
+
+    [LibraryImport(LibName, EntryPoint = "symlinkat", SetLastError = true)]
+    private static partial int SysSymlinkAt(byte* target, int dirFd, byte* path);
+
+    [LibraryImport(LibName, EntryPoint = "faccessat", SetLastError = true)]
+    private static partial int SysFaccessAt(int dirFd, byte* path, int mode, int flags);
+
+    [LibraryImport(LibName, EntryPoint = "statx", SetLastError = true)]
+    private static partial int SysStatxRaw(int dirFd, byte* path, int flags, uint mask, byte* buffer);
+
+    [LibraryImport(LibName, EntryPoint = "fchmod", SetLastError = true)]
+    private static partial int SysFchmod(int fd, uint mode);
+
+    [LibraryImport(LibName, EntryPoint = "ftruncate", SetLastError = true)]
+    private static partial int SysFtruncate(int fd, long length);
+
+    [LibraryImport(LibName, EntryPoint = "fdopendir", SetLastError = true)]
+    private static partial nint SysFdopendir(int fd);
+
+    [LibraryImport(LibName, EntryPoint = "readdir", SetLastError = true)]
+    private static partial byte* SysReaddir(nint dir);
+
+    [LibraryImport(LibName, EntryPoint = "closedir", SetLastError = true)]
+    private static partial int SysClosedir(nint dir);
+
+    [LibraryImport(LibName, EntryPoint = "setfsuid")]
+    private static partial int SysSetfsuid(uint uid);
+
+    [LibraryImport(LibName, EntryPoint = "setfsgid")]
+    private static partial int SysSetfsgid(uint gid);
+
+    [LibraryImport(LibName, EntryPoint = "getegid")]
+    private static partial uint SysGetEgid();
+
+    /// <summary>
+    /// Makes the calling thread a path thread: with <paramref name="dropGroups"/> (the agent is root), its
+    /// supplementary groups are cleared for good. The raw syscall changes this thread only; glibc's
+    /// setgroups() would change every thread of the process (it broadcasts set*id calls). Throws
+    /// <see cref="InvalidOperationException"/> when it cannot.
+    /// </summary>
+    internal static void BecomePathThread(bool dropGroups)
+    {
+        if (dropGroups && SysCall(SysSetgroupsNumber, 0, 0, 0, 0) != 0)
+        {
+            throw new InvalidOperationException($"setgroups on a path thread failed: {DescribeErrno(Marshal.GetLastPInvokeError())}");
+        }
+        _onPathThread = true;
+    }
+
+    /// <summary>
+    /// Sets this path thread's filesystem identity (fsgid first: it needs CAP_SETGID, which an fsuid
+    /// other than 0 does not take away, unlike the file capabilities). Null: the agent's own. Checked by
+    /// reading both back; throws <see cref="InvalidOperationException"/> when they did not take.
+    /// </summary>
+    internal static void SetFilesystemIdentity(int? uid, int? gid)
+    {
+        RequirePathThread();
+        uint wantUid = uid is { } u ? (uint)u : SysGetEuid();
+        uint wantGid = gid is { } g ? (uint)g : SysGetEgid();
+        SysSetfsgid(wantGid);
+        SysSetfsuid(wantUid);
+        // An invalid id (-1) changes nothing and returns the current one.
+        if ((uint)SysSetfsgid(uint.MaxValue) != wantGid || (uint)SysSetfsuid(uint.MaxValue) != wantUid)
+        {
+            throw new InvalidOperationException($"cannot take filesystem identity {wantUid}:{wantGid}");
+        }
+    }
+
+    private static void RequirePathThread()
+    {
+        if (!_onPathThread)
+        {
+            throw new InvalidOperationException("a path syscall off the path threads would run with the agent's own identity");
+        }
+    }
+
+    /// <summary>UTF-8 with the terminating NUL.</summary>
+    private static byte[] CString(ReadOnlySpan<byte> utf8)
+    {
+        byte[] z = new byte[utf8.Length + 1];
+        utf8.CopyTo(z);
+        return z;
+    }
+
+    private static byte[] CString(string text) => CString(System.Text.Encoding.UTF8.GetBytes(text));
+
+    /// <summary>Runs <paramref name="call"/> with the raw fd of <paramref name="dir"/> (AT_FDCWD when null) kept alive.</summary>
+    private static int WithDir(SafeFileHandle? dir, Func<int, int> call)
+    {
+        bool added = false;
+        try
+        {
+            dir?.DangerousAddRef(ref added);
+            return call(dir is null ? AtFdCwd : (int)dir.DangerousGetHandle());
+        }
+        finally
+        {
+            if (added)
+            {
+                dir!.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>
+    /// openat2 (magic links never followed) of <paramref name="name"/> in <paramref name="dir"/> (null:
+    /// absolute or relative to the working directory), always close-on-exec, non-blocking (a FIFO never
+    /// blocks the open) and without taking a controlling terminal; openat where the kernel has no
+    /// openat2. <paramref name="mode"/> is used with <see cref="OpenFlags.Create"/>. Path thread only.
+    /// Returns 0 or the errno.
+    /// </summary>
+    public static int OpenAt(SafeFileHandle? dir, ReadOnlySpan<byte> name, OpenFlags flags, int mode, out SafeFileHandle handle)
+    {
+        RequirePathThread();
+        int bits = OCloExec
+            | ((flags & OpenFlags.Directory) != 0 ? ODirectoryBit : 0)
+            | ((flags & OpenFlags.NoFollow) != 0 ? ONoFollowBit : 0);
+        // O_PATH takes no other flags (openat2 refuses them).
+        bits |= (flags & OpenFlags.PathOnly) != 0
+            ? OPathBit
+            : ONonBlock | ONoCttyBit
+              | ((flags & OpenFlags.WriteOnly) != 0 ? OWrOnlyBit : 0)
+              | ((flags & OpenFlags.Create) != 0 ? OCreatBit : 0)
+              | ((flags & OpenFlags.Exclusive) != 0 ? OExclBit : 0);
+        ulong createMode = (flags & OpenFlags.Create) != 0 ? (ulong)(mode & 0xfff) : 0;
+        byte[] path = CString(name);
+        long fd = -1;
+        int errno = WithDir(dir, dirFd =>
+        {
+            fixed (byte* p = path)
+            {
+                if (Volatile.Read(ref _openat2Missing) == 0)
+                {
+                    var how = new OpenHow { Flags = (ulong)bits, Mode = createMode, Resolve = ResolveNoMagicLinks };
+                    fd = SysCall(SysOpenat2Number, dirFd, (nint)p, (nint)(&how), sizeof(OpenHow));
+                    if (fd >= 0)
+                    {
+                        return 0;
+                    }
+                    int e = Marshal.GetLastPInvokeError();
+                    if (e != ENoSys)
+                    {
+                        return e;
+                    }
+                    Volatile.Write(ref _openat2Missing, 1);
+                }
+                fd = SysCall(SysOpenatNumber, dirFd, (nint)p, bits, (nint)createMode);
+                return fd >= 0 ? 0 : Marshal.GetLastPInvokeError();
+            }
+        });
+        handle = errno == 0 ? new SafeFileHandle((nint)fd, ownsHandle: true) : null!;
+        return errno;
+    }
+
+    public static int OpenAt(SafeFileHandle? dir, string name, OpenFlags flags, int mode, out SafeFileHandle handle) =>
+        OpenAt(dir, System.Text.Encoding.UTF8.GetBytes(name), flags, mode, out handle);
+
+    /// <summary>Metadata of <paramref name="name"/> in <paramref name="dir"/>, a final symlink not followed. Path thread only.</summary>
+    public static int StatAt(SafeFileHandle dir, ReadOnlySpan<byte> name, out FileStatus status)
+    {
+        RequirePathThread();
+        byte[] path = CString(name);
+        FileStatus found = default;
+        int errno = WithDir(dir, dirFd =>
+        {
+            byte* buffer = stackalloc byte[256];
+            fixed (byte* p = path)
+            {
+                if (SysStatxRaw(dirFd, p, AtSymlinkNoFollow, StatxBasicStats, buffer) != 0)
+                {
+                    return Marshal.GetLastPInvokeError();
+                }
+            }
+            found = ParseStatx(buffer);
+            return 0;
+        });
+        status = found;
+        return errno;
+    }
+
+    /// <summary>mkdirat. Path thread only. Returns 0 or the errno (EEXIST when something is there).</summary>
+    public static int MakeDirectoryAt(SafeFileHandle? dir, ReadOnlySpan<byte> name, int mode)
+    {
+        RequirePathThread();
+        byte[] path = CString(name);
+        return WithDir(dir, dirFd =>
+        {
+            fixed (byte* p = path)
+            {
+                return SysMkdirAt(dirFd, p, (uint)mode) == 0 ? 0 : Marshal.GetLastPInvokeError();
+            }
+        });
+    }
+
+    /// <summary>unlinkat: the entry itself (a symlink, not its target); <paramref name="directory"/>: rmdir. Path thread only.</summary>
+    public static int UnlinkAt(SafeFileHandle dir, ReadOnlySpan<byte> name, bool directory)
+    {
+        RequirePathThread();
+        byte[] path = CString(name);
+        return WithDir(dir, dirFd =>
+        {
+            fixed (byte* p = path)
+            {
+                return SysUnlinkAt(dirFd, p, directory ? AtRemoveDir : 0) == 0 ? 0 : Marshal.GetLastPInvokeError();
+            }
+        });
+    }
+
+    /// <summary>symlinkat: <paramref name="name"/> in <paramref name="dir"/> pointing at <paramref name="target"/>. Path thread only.</summary>
+    public static int SymlinkAt(string target, SafeFileHandle dir, ReadOnlySpan<byte> name)
+    {
+        RequirePathThread();
+        byte[] to = CString(target);
+        byte[] path = CString(name);
+        return WithDir(dir, dirFd =>
+        {
+            fixed (byte* t = to)
+            fixed (byte* p = path)
+            {
+                return SysSymlinkAt(t, dirFd, p) == 0 ? 0 : Marshal.GetLastPInvokeError();
+            }
+        });
+    }
+
+    /// <summary>Whether the thread's filesystem identity may execute <paramref name="path"/> (faccessat with AT_EACCESS). Path thread only.</summary>
+    public static bool CanExecute(string path)
+    {
+        RequirePathThread();
+        byte[] z = CString(path);
+        fixed (byte* p = z)
+        {
+            return SysFaccessAt(AtFdCwd, p, XOk, AtEAccess) == 0;
+        }
+    }
+
+    /// <summary>
+    /// The names in the directory <paramref name="dir"/> is open on (without . and ..), as raw bytes. Reads
+    /// through a fresh descriptor of it ("." opened relative to it), so the read permission is checked with
+    /// the thread's identity and the handle's own offset is untouched. Path thread only.
+    /// </summary>
+    public static int ReadDirectory(SafeFileHandle dir, List<byte[]> names)
+    {
+        int errno = OpenAt(dir, "."u8, OpenFlags.ReadOnly | OpenFlags.Directory, 0, out var reading);
+        if (errno != 0)
+        {
+            return errno;
+        }
+        // fdopendir takes the descriptor over; closedir closes it.
+        int fd = (int)reading.DangerousGetHandle();
+        reading.SetHandleAsInvalid();
+        nint stream = SysFdopendir(fd);
+        if (stream == 0)
+        {
+            errno = Marshal.GetLastPInvokeError();
+            SysClose(fd);
+            return errno;
+        }
+        try
+        {
+            while (true)
+            {
+                byte* entry = SysReaddir(stream);
+                if (entry == null)
+                {
+                    return Marshal.GetLastPInvokeError();
+                }
+                var name = MemoryMarshal.CreateReadOnlySpanFromNullTerminated(entry + DirentNameOffset);
+                if (!name.SequenceEqual("."u8) && !name.SequenceEqual(".."u8))
+                {
+                    names.Add(name.ToArray());
+                }
+            }
+        }
+        finally
+        {
+            SysClosedir(stream);
+        }
+    }
+
+    /// <summary>chmod of an open file. Returns 0 or the errno.</summary>
+    public static int Fchmod(SafeFileHandle handle, int mode) =>
+        WithDir(handle, fd => SysFchmod(fd, (uint)mode) == 0 ? 0 : Marshal.GetLastPInvokeError());
+
+    /// <summary>Cuts an open file to <paramref name="length"/> bytes. Returns 0 or the errno.</summary>
+    public static int Truncate(SafeFileHandle handle, long length) =>
+        WithDir(handle, fd => SysFtruncate(fd, length) == 0 ? 0 : Marshal.GetLastPInvokeError());
 }

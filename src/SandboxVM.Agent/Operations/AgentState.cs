@@ -18,6 +18,12 @@ internal sealed class AgentState(AgentOptions options, ProcessSupervisor supervi
     /// <summary>The in-guest HTTP proxy (started by egress_enable); outlives connections.</summary>
     public Egress.EgressProxy Egress { get; } = new();
 
+    /// <summary>Private directories of per-run users (exec <c>user</c>); paths under them are acted on as their user.</summary>
+    public Files.RunDirectories RunDirectories { get; } = new();
+
+    /// <summary>Whom a file operation on <paramref name="path"/> is done for: the run user whose directory holds it, else the sandbox user.</summary>
+    public SandboxUser IdentityFor(string path) => RunDirectories.OwnerOf(path) ?? Options.User;
+
     /// <summary>Identity given by the last reinit (empty before).</summary>
     public string SandboxId { get; set; } = "";
 

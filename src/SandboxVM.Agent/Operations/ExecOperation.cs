@@ -1,13 +1,16 @@
 using System.Text;
+using Microsoft.Win32.SafeHandles;
+using SandboxVM.Agent.Files;
 using SandboxVM.Agent.Processes;
 using SandboxVM.Protocol;
 
 namespace SandboxVM.Agent.Operations;
 
 /// <summary>
-/// exec: write the files, empty the outputs directory (or, with keep_outputs, note what it holds),
-/// compile (optional), run, list artifacts (with keep_outputs: only files new or changed since).
-/// Directories and files it creates belong to the user the steps run as (<see cref="SandboxUser"/>).
+/// exec: make the working directory, write the files, empty the outputs directory (or, with keep_outputs,
+/// note what it holds), compile (optional), run, end the user's processes (when asked), list artifacts
+/// (with keep_outputs: only files new or changed since). Every file operation is done as the user the
+/// steps run as (<see cref="UserFiles"/>); with exec.user, that is a run user in a fresh private directory.
 /// </summary>
 internal static class ExecOperation
 {
@@ -18,48 +21,76 @@ internal static class ExecOperation
     public static async Task RunAsync(OperationContext context, AgentState state)
     {
         var request = context.Request.Exec ?? throw AgentException.BadRequest("exec needs an 'exec' member");
-        Validate(request);
+        Validate(request, state);
         ForkPlan? forkPlan = null;
         if (request.ForkServer is { } fork)
         {
             forkPlan = ForkPlan.Create(request.Run, fork, out string? error) ?? throw AgentException.BadRequest(error!);
         }
         var cancellation = context.Cancellation;
-
-        var user = state.Options.User;
         string cwd = state.ResolvePath(request.Cwd);
-        CreateDirectory(cwd, user);
-        foreach (var (name, content) in request.Files)
-        {
-            string path = Path.GetFullPath(name, cwd);
-            try
-            {
-                user.CreateDirectory(Path.GetDirectoryName(path) ?? "/");
-                await using var file = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.ReadWrite, bufferSize: 0);
-                user.OwnWritten(file.SafeFileHandle, path);
-                await file.WriteAsync(_utf8.GetBytes(content), cancellation);
-            }
-            catch (Exception e) when (AgentException.IsIo(e))
-            {
-                throw AgentException.FromIo(e, path);
-            }
-        }
         string outputs = Path.GetFullPath(request.OutputsDir, cwd);
         if (outputs == "/" || Contains(outputs, cwd) || Contains(outputs, state.Options.Home))
         {
             throw AgentException.BadRequest($"outputs_dir {outputs} holds the working or home directory, which emptying it would delete");
         }
-        Dictionary<string, FileStamp>? outputsBefore = null;
-        if (request.KeepOutputs)
+
+        SandboxUser who;
+        IDisposable? claim = null;
+        SafeFileHandle? runDirectory = null;
+        if (request.User is int uid)
         {
-            EnsureDirectory(outputs, user);
-            outputsBefore = FileSystem.Snapshot(outputs);
+            // A run of its own in a VM others share: a fresh private directory, nothing of an earlier run
+            // of this uid left, and never the fork server (it runs as the sandbox user).
+            claim = state.RunDirectories.Claim(uid);
+            who = SandboxUser.Of(uid, uid);
+            try
+            {
+                await UserProcesses.EndAllAsync(who, state.Supervisor);
+                await state.RunDirectories.RemoveLeftoversAsync(uid);
+                runDirectory = await state.RunDirectories.CreateAsync(cwd, uid);
+            }
+            catch
+            {
+                claim.Dispose();
+                throw;
+            }
+            if (forkPlan is not null)
+            {
+                AgentLog.Write($"exec {context.Id} runs as user {uid}: the fork server is not used");
+                forkPlan = null;
+            }
         }
         else
         {
-            ResetDirectory(outputs, user);
+            who = state.IdentityFor(cwd);
         }
+        using (claim)
+        {
+            SafeFileHandle cwdHandle;
+            Dictionary<string, FileStamp>? outputsBefore;
+            try
+            {
+                (cwdHandle, outputsBefore) = await UserFiles.PrepareExecAsync(who, cwd, runDirectory,
+                    [.. request.Files.Select(f => (Path.GetFullPath(f.Key, cwd), _utf8.GetBytes(f.Value)))], outputs, request.KeepOutputs);
+            }
+            catch
+            {
+                runDirectory?.Dispose();
+                throw;
+            }
+            using (cwdHandle)
+            {
+                var result = await RunStepsAsync(context, state, request, who, cwd, cwdHandle, outputs, outputsBefore, forkPlan, cancellation);
+                await context.RespondAsync(result, ProtocolJson.Default.ExecResult);
+            }
+        }
+    }
 
+    private static async Task<ExecResult> RunStepsAsync(OperationContext context, AgentState state, ExecRequest request, SandboxUser who,
+        string cwd, SafeFileHandle cwdHandle, string outputs, Dictionary<string, FileStamp>? outputsBefore, ForkPlan? forkPlan,
+        CancellationToken cancellation)
+    {
         var environment = new Dictionary<string, string>(request.Env, StringComparer.Ordinal);
         environment.TryAdd("PATH", DefaultPath);
         environment.TryAdd("HOME", state.Options.Home);
@@ -69,7 +100,7 @@ internal static class ExecOperation
         if (request.Compile is { Count: > 0 } compile)
         {
             await context.SendEventAsync("compile_started", CancellationToken.None);
-            var spec = new StepSpec(compile, cwd, environment, null, request.CompileTimeoutMs, request.OutputLimitBytes);
+            var spec = new StepSpec(compile, cwd, cwdHandle, who, environment, null, request.CompileTimeoutMs, request.OutputLimitBytes);
             result.Compile = await StepRunner.RunAsync(spec, state.Supervisor, context, state.Options.VmMode, cancellation);
             run = result.Compile is { Reason: TerminationReason.Exited, ExitCode: 0 };
         }
@@ -77,7 +108,7 @@ internal static class ExecOperation
         {
             await context.SendEventAsync("run_started", CancellationToken.None);
             byte[]? stdin = request.Stdin is null ? null : _utf8.GetBytes(request.Stdin);
-            var spec = new StepSpec(request.Run, cwd, environment, stdin, request.RunTimeoutMs, request.OutputLimitBytes);
+            var spec = new StepSpec(request.Run, cwd, cwdHandle, who, environment, stdin, request.RunTimeoutMs, request.OutputLimitBytes);
             result.Run = forkPlan switch
             {
                 null => await StepRunner.RunAsync(spec, state.Supervisor, context, state.Options.VmMode, cancellation),
@@ -85,13 +116,40 @@ internal static class ExecOperation
                 _ => await state.ForkServers.RunAsync(spec, forkPlan, outputs, context, state.Options.VmMode, cancellation),
             };
         }
+        if (request.EndUserProcesses)
+        {
+            // Before the listing: nothing the run started may change the outputs after they were hashed.
+            // In a one-shot VM everything but the agent is the sandbox user's: kill(-1) from the agent does.
+            bool everyoneElse = UserProcesses.IsGuestInit && request.User is null && who.Uid == state.Options.User.Uid && !state.RunDirectories.AnyBusy;
+            int ended = await UserProcesses.EndAllAsync(who, state.Supervisor, everyoneElse);
+            if (ended > 0)
+            {
+                AgentLog.Write($"exec {context.Id}: ended {ended} processes of {who} left after the run");
+            }
+        }
         // Listed even after a cancel: the caller may still want what was written.
-        result.Artifacts = await FileSystem.ListArtifactsAsync(outputs, CancellationToken.None, outputsBefore);
-        await context.RespondAsync(result, ProtocolJson.Default.ExecResult);
+        result.Artifacts = await UserFiles.ListArtifactsAsync(who, outputs, CancellationToken.None, outputsBefore);
+        return result;
     }
 
-    private static void Validate(ExecRequest request)
+    private static void Validate(ExecRequest request, AgentState state)
     {
+        if (request.User is int user)
+        {
+            if (user is < ProtocolInfo.RunUserFirst or > ProtocolInfo.RunUserLast)
+            {
+                throw AgentException.BadRequest(
+                    $"exec.user {user} is not a run user ({ProtocolInfo.RunUserFirst}..{ProtocolInfo.RunUserLast})");
+            }
+            if (!state.Options.User.Switches)
+            {
+                throw AgentException.BadRequest($"exec.user {user} needs an agent running as root (this one runs steps as {state.Options.User})");
+            }
+        }
+        if ((request.EndUserProcesses || request.User is not null) && !UserProcesses.CanEnd)
+        {
+            throw AgentException.BadRequest(UserProcesses.CannotEndReason);
+        }
         if (request.Run is not { Count: > 0 } || request.Run[0].Length == 0)
         {
             throw AgentException.BadRequest("exec.run needs at least a program name");
@@ -130,59 +188,4 @@ internal static class ExecOperation
     /// <summary>True when <paramref name="path"/> is <paramref name="dir"/> or lies under it.</summary>
     private static bool Contains(string dir, string path) =>
         path == dir || path.StartsWith(dir.EndsWith('/') ? dir : dir + "/", StringComparison.Ordinal);
-
-    private static void CreateDirectory(string path, SandboxUser user)
-    {
-        try
-        {
-            user.CreateDirectory(path);
-        }
-        catch (Exception e) when (AgentException.IsIo(e))
-        {
-            throw AgentException.FromIo(e, path);
-        }
-    }
-
-    /// <summary>Creates the directory if missing; anything else in its place is removed first.</summary>
-    private static void EnsureDirectory(string path, SandboxUser user)
-    {
-        try
-        {
-            var existing = FileSystem.TryDescribe(path);
-            if (existing?.Kind == FileKind.Directory)
-            {
-                return;
-            }
-            if (existing is not null)
-            {
-                File.Delete(path);
-            }
-            user.CreateDirectory(path);
-        }
-        catch (Exception e) when (AgentException.IsIo(e))
-        {
-            throw AgentException.FromIo(e, path);
-        }
-    }
-
-    private static void ResetDirectory(string path, SandboxUser user)
-    {
-        try
-        {
-            var existing = FileSystem.TryDescribe(path);
-            if (existing?.Kind == FileKind.Directory)
-            {
-                Directory.Delete(path, recursive: true);
-            }
-            else if (existing is not null)
-            {
-                File.Delete(path);
-            }
-            user.CreateDirectory(path);
-        }
-        catch (Exception e) when (AgentException.IsIo(e))
-        {
-            throw AgentException.FromIo(e, path);
-        }
-    }
 }

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Win32.SafeHandles;
+using SandboxVM.Agent.Files;
 using SandboxVM.Agent.Native;
 
 namespace SandboxVM.Agent.Processes;
@@ -44,14 +45,16 @@ internal sealed class ForkServer
     private const int SendTimeoutMs = 5_000;
 
     private readonly ChildProcess _process;
+    private readonly SandboxUser _user;
     private readonly string _directory;
     private readonly string _socketPath;
 
-    private ForkServer(string key, string name, ChildProcess process, string directory, string socketPath)
+    private ForkServer(string key, string name, ChildProcess process, SandboxUser user, string directory, string socketPath)
     {
         Key = key;
         Name = name;
         _process = process;
+        _user = user;
         _directory = directory;
         _socketPath = socketPath;
     }
@@ -66,34 +69,32 @@ internal sealed class ForkServer
     /// <summary>Starts a server and waits until it has imported its modules and listens. Throws <see cref="ForkServerException"/>.</summary>
     public static async Task<ForkServer> StartAsync(ForkServerLaunch launch, ProcessSupervisor supervisor, TimeSpan deadline)
     {
+        var user = supervisor.User;
         string directory;
         string script;
         string socketPath;
         try
         {
-            // A fresh 0700 directory of the user the server runs as (it binds its socket there): nobody
-            // but that user and the agent can reach the socket, and the server also checks that the
-            // peer is the agent.
-            directory = Directory.CreateTempSubdirectory("sandboxvm-fork-").FullName;
-            File.SetUnixFileMode(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            supervisor.User.Own(directory);
+            // A fresh 0700 directory made as the user the server runs as (it binds its socket there):
+            // nobody but that user and the agent can reach the socket, and the server also checks that the
+            // peer is the agent. The agent writes into it as that user too: it is the user's to change.
+            directory = await UserFiles.CreatePrivateDirectoryAsync(user,
+                Path.TrimEndingDirectorySeparator(Path.GetFullPath(Path.GetTempPath())), "sandboxvm-fork-");
             script = Path.Combine(directory, ResourceName);
             socketPath = Path.Combine(directory, "sock");
-            using (var resource = typeof(ForkServer).Assembly.GetManifestResourceStream(ResourceName)
-                ?? throw new ForkServerException($"resource {ResourceName} is missing from the agent", serverBroken: true))
-            using (var file = File.Create(script))
-            {
-                supervisor.User.OwnWritten(file.SafeFileHandle, script);
-                await resource.CopyToAsync(file, CancellationToken.None);
-            }
+            using var resource = typeof(ForkServer).Assembly.GetManifestResourceStream(ResourceName)
+                ?? throw new ForkServerException($"resource {ResourceName} is missing from the agent", serverBroken: true);
+            var handle = await UserFiles.OpenWriteAsync(user, script, UserFiles.DefaultFileMode);
+            await using var file = new FileStream(handle!, FileAccess.Write, bufferSize: 0);
+            await resource.CopyToAsync(file, CancellationToken.None);
         }
-        catch (Exception e) when (AgentException.IsIo(e))
+        catch (Exception e) when (AgentException.IsIo(e) || e is AgentException)
         {
             throw new ForkServerException($"cannot write the fork server: {e.Message}", serverBroken: true);
         }
         if (Encoding.UTF8.GetByteCount(socketPath) >= Libc.MaxUnixPathBytes)
         {
-            DeleteDirectory(directory);
+            await DeleteDirectoryAsync(user, directory);
             throw new ForkServerException($"socket path {socketPath} is too long for a unix socket", serverBroken: true);
         }
 
@@ -102,14 +103,15 @@ internal sealed class ForkServer
         ChildProcess process;
         try
         {
-            process = supervisor.Start(launch.InterpreterPath, argv, launch.Environment, launch.Cwd, background: true);
+            using var cwd = await UserFiles.OpenDirectoryAsync(user, launch.Cwd);
+            process = supervisor.Start(launch.InterpreterPath, argv, launch.Environment, cwd, background: true);
         }
-        catch (SpawnException e)
+        catch (Exception e) when (e is SpawnException or AgentException)
         {
-            DeleteDirectory(directory);
+            await DeleteDirectoryAsync(user, directory);
             throw new ForkServerException(e.Message, serverBroken: true);
         }
-        _ = process.Exited.ContinueWith(_ => DeleteDirectory(directory), CancellationToken.None,
+        _ = process.Exited.ContinueWith(_ => DeleteDirectoryAsync(user, directory), CancellationToken.None,
             TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -140,7 +142,7 @@ internal sealed class ForkServer
         Task done = await Task.WhenAny(ready.Task, process.Exited, Task.Delay(deadline, CancellationToken.None));
         if (done == ready.Task)
         {
-            return new ForkServer(launch.Key, name, process, directory, socketPath);
+            return new ForkServer(launch.Key, name, process, user, directory, socketPath);
         }
         Libc.KillGroup(process.Pid);
         string why = done == process.Exited ? "it exited" : $"it was not ready within {deadline.TotalSeconds:0} s";
@@ -198,7 +200,7 @@ internal sealed class ForkServer
             SafeFileHandle socket;
             try
             {
-                socket = Libc.ConnectUnix(_socketPath);
+                socket = await UserFiles.ConnectUnixAsync(_user, _socketPath);
             }
             catch (IOException e)
             {
@@ -277,7 +279,7 @@ internal sealed class ForkServer
     public void KillAndClean()
     {
         Kill();
-        DeleteDirectory(_directory);
+        DeleteDirectoryAsync(_user, _directory).GetAwaiter().GetResult();
     }
 
     /// <summary>Reads a pipe to its end on a thread of its own, one callback per line.</summary>
@@ -320,13 +322,14 @@ internal sealed class ForkServer
             }
         }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
-    private static void DeleteDirectory(string directory)
+    /// <summary>Removes the server's directory as its user (it is the user's to change). Never throws.</summary>
+    private static async Task DeleteDirectoryAsync(SandboxUser user, string directory)
     {
         try
         {
-            Directory.Delete(directory, recursive: true);
+            await UserFiles.RemoveAsync(user, directory, recursive: true);
         }
-        catch (Exception e) when (AgentException.IsIo(e))
+        catch (Exception e) when (e is AgentException or InvalidOperationException || AgentException.IsIo(e))
         {
             AgentLog.Write($"cannot remove {directory}: {e.Message}");
         }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using SandboxVM.Agent.Files;
 using SandboxVM.Protocol;
 
 namespace SandboxVM.Agent.Processes;
@@ -33,7 +34,7 @@ internal sealed class ForkServerHost(ProcessSupervisor supervisor)
     public async Task<StepResult> RunAsync(StepSpec spec, ForkPlan plan, string outputsDir, IStepOutput output, bool detectOom,
         CancellationToken cancellationToken)
     {
-        string? interpreter = StepRunner.ResolveExecutable(plan.Interpreter[0], spec.Cwd, spec.Environment.GetValueOrDefault("PATH"));
+        string? interpreter = await UserFiles.ResolveExecutableAsync(supervisor.User, plan.Interpreter[0], spec.Cwd, spec.Environment.GetValueOrDefault("PATH"));
         if (interpreter is not null)
         {
             var launch = new ForkServerLaunch(plan.ServerKey(spec.Environment), interpreter, plan.Interpreter, plan.Preload,

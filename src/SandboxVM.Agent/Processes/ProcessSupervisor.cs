@@ -52,8 +52,9 @@ internal sealed class ChildProcess(ProcessSupervisor supervisor, int pid, SafeFi
 /// others are discarded. Also keeps the set of live process groups so that all of them can be killed
 /// when the connection ends. Background children (fork servers) outlive connections: they are neither
 /// killed by <see cref="KillAll"/> nor waited for by <see cref="WaitForChildrenAsync"/>.
-/// Every child runs as <see cref="User"/> (through setpriv when that is not the agent's own user): this
-/// is the one place the agent starts processes, so no user work can start as root.
+/// Every child runs as <see cref="User"/> or the run user it is started for (through setpriv when that is
+/// not the agent's own user): this is the one place the agent starts processes, so no user work can start
+/// as root.
 /// </summary>
 internal sealed class ProcessSupervisor(SandboxUser user)
 {
@@ -65,16 +66,18 @@ internal sealed class ProcessSupervisor(SandboxUser user)
     private long _spawnCount;
     private Thread? _reaper;
 
-    /// <summary>Who the children run as, and who owns what the agent creates for them.</summary>
+    /// <summary>Who the children run as unless started for a run user, and for whom the agent acts on files.</summary>
     public SandboxUser User { get; } = user;
 
     /// <summary>
-    /// Starts <paramref name="argv"/> (argv[0] resolved to <paramref name="path"/>) as <see cref="User"/>,
-    /// in a session of its own, in <paramref name="cwd"/>, with exactly <paramref name="environment"/>.
+    /// Starts <paramref name="argv"/> (argv[0] resolved to <paramref name="path"/>) as <paramref name="runAs"/>
+    /// (default <see cref="User"/>), in a session of its own, in the directory <paramref name="cwd"/> is
+    /// open on, with exactly <paramref name="environment"/>.
     /// </summary>
-    public ChildProcess Start(string path, IReadOnlyList<string> argv, IReadOnlyList<string> environment, string cwd, bool background = false)
+    public ChildProcess Start(string path, IReadOnlyList<string> argv, IReadOnlyList<string> environment, SafeFileHandle cwd,
+        SandboxUser? runAs = null, bool background = false)
     {
-        (path, argv) = User.Wrap(path, argv);
+        (path, argv) = (runAs ?? User).Wrap(path, argv);
         // Spawn and register under the lock the reaper takes before it looks a pid up, so a child that
         // exits at once is never reaped before it is known.
         lock (_gate)

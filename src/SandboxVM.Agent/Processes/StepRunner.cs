@@ -1,15 +1,21 @@
 using System.Diagnostics;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
+using SandboxVM.Agent.Files;
 using SandboxVM.Agent.Native;
 using SandboxVM.Protocol;
 
 namespace SandboxVM.Agent.Processes;
 
-/// <summary>One program to run: argv, where, with what, and its limits.</summary>
+/// <summary>
+/// One program to run: argv, where (<paramref name="Cwd"/>, open as <paramref name="CwdHandle"/>), as whom,
+/// with what, and its limits.
+/// </summary>
 internal sealed record StepSpec(
     IReadOnlyList<string> Argv,
     string Cwd,
+    SafeFileHandle CwdHandle,
+    SandboxUser User,
     IReadOnlyDictionary<string, string> Environment,
     byte[]? Stdin,
     int TimeoutMs,
@@ -40,7 +46,7 @@ internal static class StepRunner
     public static async Task<StepResult> RunAsync(StepSpec spec, ProcessSupervisor supervisor, IStepOutput output,
         bool detectOom, CancellationToken cancellationToken)
     {
-        string? path = ResolveExecutable(spec.Argv[0], spec.Cwd, spec.Environment.GetValueOrDefault("PATH"));
+        string? path = await UserFiles.ResolveExecutableAsync(spec.User, spec.Argv[0], spec.Cwd, spec.Environment.GetValueOrDefault("PATH"));
         if (path is null)
         {
             return Failed(output, 127, $"{spec.Argv[0]}: command not found");
@@ -55,7 +61,7 @@ internal static class StepRunner
         ChildProcess child;
         try
         {
-            child = supervisor.Start(path, spec.Argv, [.. spec.Environment.Select(kv => $"{kv.Key}={kv.Value}")], spec.Cwd);
+            child = supervisor.Start(path, spec.Argv, [.. spec.Environment.Select(kv => $"{kv.Key}={kv.Value}")], spec.CwdHandle, spec.User);
         }
         catch (SpawnException e)
         {
@@ -146,28 +152,6 @@ internal static class StepRunner
                 : TerminationReason.Signal;
         }
         return TerminationReason.Exited;
-    }
-
-    /// <summary>
-    /// Finds argv[0] the way a shell would, but on the step's own PATH (posix_spawnp would use the
-    /// agent's). Names with a slash are taken relative to the working directory.
-    /// </summary>
-    internal static string? ResolveExecutable(string name, string cwd, string? pathVariable)
-    {
-        if (name.Contains('/', StringComparison.Ordinal))
-        {
-            return Path.GetFullPath(name, cwd);
-        }
-        foreach (string dir in (pathVariable ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
-        {
-            string candidate = Path.Combine(Path.GetFullPath(dir, cwd), name);
-            if (File.Exists(candidate) &&
-                (File.GetUnixFileMode(candidate) & (UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute)) != 0)
-            {
-                return candidate;
-            }
-        }
-        return null;
     }
 
     private static StepResult Failed(IStepOutput output, int exitCode, string message)

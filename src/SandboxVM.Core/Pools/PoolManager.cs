@@ -46,6 +46,9 @@ public sealed partial class PoolManager : IAsyncDisposable
         _logger = logger;
     }
 
+    /// <summary>What the runtime behind the pools isolates with (the singletons decide from it whether runs get a uid of their own).</summary>
+    public RuntimeCapabilities Capabilities => _runtime.Capabilities;
+
     /// <summary>Health check a pooled sandbox must pass before it is handed out.</summary>
     public TimeSpan HealthCheckTimeout { get; init; } = TimeSpan.FromSeconds(2);
 

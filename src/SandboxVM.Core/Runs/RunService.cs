@@ -23,6 +23,9 @@ public sealed partial class RunService
     /// <summary>Where a run's artifacts are written in the sandbox.</summary>
     public const string OutputsDir = "/tmp/outputs";
 
+    /// <summary>Parent of the singleton runs' private directories (root-owned 0711: made so by the guest init, checked by the agent).</summary>
+    public const string SingletonRunsDir = SandboxVM.Images.ImageLayout.RunsDir;
+
     private readonly TemplateCatalog _catalog;
     private readonly PoolManager _pools;
     private readonly SingletonManager? _singletons;
@@ -58,6 +61,9 @@ public sealed partial class RunService
         }
         using var slot = await TakeSlotAsync(cancellationToken);
         double queueMs = clock.Elapsed.TotalMilliseconds;
+        // The VM is discarded after this run: whatever the run started (a setsid daemon) goes before the
+        // artifacts are listed, so nothing can change them after they were hashed.
+        exec.EndUserProcesses = true;
         RunResult? result = null;
         LeasedVm? lease = null;
         try
@@ -89,16 +95,23 @@ public sealed partial class RunService
     }
 
     /// <summary>
-    /// A run in the template's one long-lived VM: in a working directory of its own (outputs included),
-    /// removed afterwards, so concurrent requests do not see each other's files.
+    /// A run in the template's one long-lived VM, which other callers share: in a fresh working directory
+    /// of its own (outputs, HOME and TMPDIR inside) removed afterwards, and in a VM as a uid of its own
+    /// (its slot's): the directory is 0700 in a root-owned 0711 parent, so concurrent runs see neither
+    /// each other's files nor (with /proc mounted hidepid) each other's processes. Every process of the
+    /// run is killed when it ends, before its artifacts are listed and before the slot goes to the next.
     /// </summary>
     private async Task<RunResult> RunInSingletonAsync(TemplateDefinition template, ExecRequest exec, IRunEvents? events, Stopwatch clock, CancellationToken cancellationToken)
     {
-        string dir = $"/tmp/runs/{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8))}";
+        string dir = $"{SingletonRunsDir}/{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8))}";
         exec.Cwd = dir;
         exec.OutputsDir = dir + "/outputs";
-        var result = await _singletons!.UseAsync(template, async (vm, ct) =>
+        exec.Env["HOME"] = dir;
+        exec.Env["TMPDIR"] = dir;
+        exec.EndUserProcesses = true;
+        var result = await _singletons!.UseAsync(template, async (vm, slot, ct) =>
         {
+            exec.User = slot.RunUser;
             double queueMs = clock.Elapsed.TotalMilliseconds;
             RunResult r;
             try
@@ -115,6 +128,7 @@ public sealed partial class RunService
                     }
                     catch (Exception e) when (e is not OperationCanceledException)
                     {
+                        // The agent removes what a run user left when that uid runs next.
                         LogCleanupFailed(_logger, dir, template.Name, e);
                     }
                 }

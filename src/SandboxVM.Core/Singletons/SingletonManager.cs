@@ -4,18 +4,32 @@ using Microsoft.Extensions.Logging;
 using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Templates;
+using SandboxVM.Protocol;
 using SandboxVM.Runtime;
 
 namespace SandboxVM.Core.Singletons;
+
+/// <summary>
+/// The place one piece of work has in a singleton: <see cref="Index"/> (0 .. concurrency-1, unique among
+/// the work running at once) and the uid its run gets (<see cref="RunUser"/>, from
+/// <see cref="ProtocolInfo.RunUserFirst"/>), or null where the runtime cannot give runs uids of
+/// their own (then the singleton runs one piece of work at a time).
+/// </summary>
+public sealed record SingletonSlot(int Index, int? RunUser);
 
 /// <summary>State of one singleton template's VM, as /v1/templates shows it.</summary>
 public sealed record SingletonStatus(string State, int Restarts, int Running, int Queued, string? LastError, DateTimeOffset? StartedAt);
 
 /// <summary>
 /// Keeps one long-lived VM per <c>singleton</c> template (websearch-tools): started with the server or on
-/// first use, health-checked, and started again when it dies or stops answering. Requests share it,
-/// each in a working directory of its own that is removed afterwards, at most
-/// <see cref="SandboxVmOptions.SingletonConcurrency"/> at once with a bounded queue behind them.
+/// first use, health-checked, and started again when it dies or stops answering. Requests of different
+/// callers share it, each in a working directory of its own that is removed afterwards, at most
+/// <see cref="SandboxVmOptions.SingletonConcurrency"/> at once with a bounded queue behind them. Each
+/// running piece of work has a slot, and in a VM its run a uid of its own (2000 + slot), so concurrent
+/// runs cannot reach each other's files or processes; the agent kills everything of that uid when the
+/// run ends, before the slot is given to the next one. A runtime whose sandbox runs everything as one
+/// uid (bubblewrap: the agent is not root there) cannot separate concurrent runs, so there the
+/// singleton runs one at a time (and everything a run started is still killed at its end).
 /// </summary>
 public sealed partial class SingletonManager : IAsyncDisposable
 {
@@ -33,7 +47,16 @@ public sealed partial class SingletonManager : IAsyncDisposable
         _tracker = tracker;
         _options = options;
         _logger = logger;
+        RunUsers = pools.Capabilities.Isolation == IsolationLevel.Vm;
+        int range = ProtocolInfo.RunUserLast - ProtocolInfo.RunUserFirst + 1;
+        Concurrency = RunUsers ? Math.Clamp(options.SingletonConcurrency, 1, range) : 1;
     }
+
+    /// <summary>Whether runs get a uid of their own (the agent is root in a VM; under bubblewrap every process is one uid).</summary>
+    public bool RunUsers { get; }
+
+    /// <summary>Pieces of work a singleton runs at once.</summary>
+    public int Concurrency { get; }
 
     /// <summary>Awaited with every VM a singleton starts, before it serves (connects its egress); a failure ends that VM.</summary>
     public Func<TemplateDefinition, IVm, CancellationToken, Task>? OnStarted { get; set; }
@@ -65,7 +88,11 @@ public sealed partial class SingletonManager : IAsyncDisposable
     /// Runs <paramref name="work"/> against the template's singleton VM once a slot is free; throws a 429
     /// problem when the queue is full. The VM is started first when it is not running.
     /// </summary>
-    public async Task<T> UseAsync<T>(TemplateDefinition template, Func<IVm, CancellationToken, Task<T>> work, CancellationToken cancellationToken)
+    public Task<T> UseAsync<T>(TemplateDefinition template, Func<IVm, CancellationToken, Task<T>> work, CancellationToken cancellationToken) =>
+        UseAsync(template, (vm, _, ct) => work(vm, ct), cancellationToken);
+
+    /// <summary>Like <see cref="UseAsync{T}(TemplateDefinition, Func{IVm, CancellationToken, Task{T}}, CancellationToken)"/>, with the slot the work has.</summary>
+    public async Task<T> UseAsync<T>(TemplateDefinition template, Func<IVm, SingletonSlot, CancellationToken, Task<T>> work, CancellationToken cancellationToken)
     {
         if (!_singletons.TryGetValue(template.Name, out var s))
         {
@@ -90,7 +117,9 @@ public sealed partial class SingletonManager : IAsyncDisposable
     /// <summary>One singleton template: its current VM, its slots and its watchdog.</summary>
     private sealed class Singleton(SingletonManager owner, TemplateDefinition template)
     {
-        private readonly SemaphoreSlim _slots = new(owner._options.SingletonConcurrency, owner._options.SingletonConcurrency);
+        private readonly SemaphoreSlim _slots = new(owner.Concurrency, owner.Concurrency);
+        // As many as the semaphore admits, so a free one is always there after a wait.
+        private readonly ConcurrentQueue<int> _freeSlots = new(Enumerable.Range(0, owner.Concurrency));
         private readonly SemaphoreSlim _starting = new(1, 1);
         private IVm? _vm;
         private Task _watchdog = Task.CompletedTask;
@@ -111,7 +140,7 @@ public sealed partial class SingletonManager : IAsyncDisposable
             }
         }
 
-        public async Task<T> UseAsync<T>(Func<IVm, CancellationToken, Task<T>> work, CancellationToken cancellationToken)
+        public async Task<T> UseAsync<T>(Func<IVm, SingletonSlot, CancellationToken, Task<T>> work, CancellationToken cancellationToken)
         {
             if (Interlocked.Increment(ref _queued) > owner._options.SingletonQueue && _slots.CurrentCount == 0)
             {
@@ -128,13 +157,19 @@ public sealed partial class SingletonManager : IAsyncDisposable
                 Interlocked.Decrement(ref _queued);
             }
             Interlocked.Increment(ref _running);
+            if (!_freeSlots.TryDequeue(out int index))
+            {
+                throw new InvalidOperationException("a singleton slot was admitted without a free index");
+            }
             try
             {
                 IVm vm = await GetVmAsync(cancellationToken);
-                return await work(vm, cancellationToken);
+                var slot = new SingletonSlot(index, owner.RunUsers ? ProtocolInfo.RunUserFirst + index : null);
+                return await work(vm, slot, cancellationToken);
             }
             finally
             {
+                _freeSlots.Enqueue(index);
                 Interlocked.Decrement(ref _running);
                 _slots.Release();
             }

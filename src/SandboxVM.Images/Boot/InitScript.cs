@@ -4,7 +4,8 @@ namespace SandboxVM.Images.Boot;
 
 /// <summary>
 /// The initramfs <c>/init</c>: a busybox shell script that loads the modules, mounts the read-only root
-/// disk, puts tmpfs over the writable paths and hands PID 1 to the agent with <c>switch_root</c>.
+/// disk, puts tmpfs over the writable paths and hands PID 1 to the agent with <c>switch_root</c>. /proc is
+/// mounted <c>hidepid=invisible</c>; <c>/tmp/runs</c> (private run directories) is made root's, 0711.
 /// It prints nothing when all goes well; on any failure it says why on the console and powers the VM
 /// off, so a broken image ends the VM instead of hanging it.
 /// </summary>
@@ -40,7 +41,9 @@ public static class InitScript
 
         mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev || fail "cannot mount devtmpfs on /dev"
         exec </dev/console >/dev/console 2>&1
-        mount -t proc -o nosuid,nodev,noexec proc /proc || fail "cannot mount /proc"
+        # hidepid=invisible: a process sees only its own uid's processes in /proc (root sees all), so
+        # runs of different users (the shared singleton VM) cannot read each other's command lines.
+        mount -t proc -o nosuid,nodev,noexec,hidepid=invisible proc /proc || fail "cannot mount /proc"
         mount -t sysfs -o nosuid,nodev,noexec sysfs /sys || fail "cannot mount /sys"
 
         root=/dev/vda
@@ -99,6 +102,7 @@ public static class InitScript
         [ -x /newroot@AGENT@ ] || fail "@AGENT@ is missing from the root disk"
         mount -t tmpfs -o nosuid,nodev,mode=1777,size="$tmp_size" tmpfs /newroot/tmp || fail "cannot mount tmpfs on /tmp"
         mkdir /newroot@OUTPUTS@ && chown @UID@:@GID@ /newroot@OUTPUTS@ || fail "cannot create @OUTPUTS@"
+        mkdir -m 0711 /newroot@RUNS@ || fail "cannot create @RUNS@"
         mount -t tmpfs -o nosuid,nodev,mode=0755,uid=@UID@,gid=@GID@,size="$home_size" tmpfs /newroot@HOME@ || fail "cannot mount tmpfs on @HOME@"
         if [ -d /newroot/run ]; then
             mount -t tmpfs -o nosuid,nodev,mode=0755,size=16M tmpfs /newroot/run || fail "cannot mount tmpfs on /run"
@@ -131,6 +135,7 @@ public static class InitScript
             .Replace("@AGENT@", ImageLayout.AgentPath, StringComparison.Ordinal)
             .Replace("@HOME@", ImageLayout.HomeDir, StringComparison.Ordinal)
             .Replace("@OUTPUTS@", ImageLayout.OutputsDir, StringComparison.Ordinal)
+            .Replace("@RUNS@", ImageLayout.RunsDir, StringComparison.Ordinal)
             .Replace("@UID@", ImageLayout.UserId.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal)
             .Replace("@GID@", ImageLayout.GroupId.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal);
     }

@@ -11,7 +11,7 @@ internal sealed class FakeRuntime : IVmRuntime
     private int _started;
 
     public string Name => "fake";
-    public RuntimeCapabilities Capabilities { get; } = new(IsolationLevel.Vm, true, false, true);
+    public RuntimeCapabilities Capabilities { get; init; } = new(IsolationLevel.Vm, true, false, true);
     public string? Accel => null;
     public int Started => _started;
     public List<FakeVm> Vms { get; } = [];
@@ -90,6 +90,9 @@ internal sealed class FakeVm : IVm
     /// <summary>Requests (ping, reinit...) the fake agent has received.</summary>
     public int Requests => Volatile.Read(ref _requests);
 
+    /// <summary>Every request the fake agent received, in order.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<AgentRequest> Received { get; } = new();
+
     public VmUsage ReadUsage() => new(0, null);
 
     public void Die() => _exited.TrySetResult();
@@ -114,6 +117,7 @@ internal sealed class FakeVm : IVm
                 else if (r.Frame.Type == FrameType.Request)
                 {
                     Interlocked.Increment(ref _requests);
+                    Received.Enqueue(System.Text.Json.JsonSerializer.Deserialize(r.Frame.Payload.Span, ProtocolJson.Default.AgentRequest)!);
                     if (!Hung)
                     {
                         await writer.WriteJsonAsync(FrameType.Response, r.Frame.Id, new OkBody(), ProtocolJson.Default.OkBody);

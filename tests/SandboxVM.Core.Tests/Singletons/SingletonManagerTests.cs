@@ -131,4 +131,54 @@ public sealed class SingletonManagerTests : IAsyncLifetime
         Assert.Equal(1, await running);
         Assert.Equal(2, await waiting);
     }
+
+    [Fact]
+    public async Task ConcurrentWork_GetsDistinctSlots_EachWithARunUserOfItsOwn_AndFreedSlotsAreReused()
+    {
+        var options = new SandboxVmOptions { SingletonConcurrency = 3, SingletonQueue = 4 };
+        await using var singletons = new SingletonManager(_pools, _tracker, options, NullLogger<SingletonManager>.Instance);
+        singletons.Start([Web], startNow: false);
+        var release = new TaskCompletionSource();
+        var seen = new System.Collections.Concurrent.ConcurrentBag<SingletonSlot>();
+        async Task<int> HoldAsync(IVm vm, SingletonSlot slot, CancellationToken ct)
+        {
+            seen.Add(slot);
+            await release.Task;
+            return slot.Index;
+        }
+
+        Task<int>[] running = [.. Enumerable.Range(0, 3).Select(_ => singletons.UseAsync(Web, HoldAsync, Ct))];
+        await WaitForAsync(() => seen.Count == 3, "three to run at once");
+        release.SetResult();
+        await Task.WhenAll(running);
+        var next = await singletons.UseAsync(Web, (_, slot, _) => Task.FromResult(slot), Ct);
+
+        Assert.Equal([0, 1, 2], seen.Select(s => s.Index).Order());
+        Assert.Equal([2000, 2001, 2002], seen.Select(s => s.RunUser!.Value).Order());
+        Assert.InRange(next.Index, 0, 2);
+        Assert.Equal(2000 + next.Index, next.RunUser);
+    }
+
+    [Fact]
+    public async Task OnARuntimeWithoutUidsPerRun_WorkRunsOneAtATime_WithoutARunUser()
+    {
+        var runtime = new FakeRuntime { Capabilities = new RuntimeCapabilities(IsolationLevel.SharedKernel, false, false, false) };
+        await using var pools = new PoolManager(runtime, new Specs(), _tracker, NullLogger<PoolManager>.Instance);
+        var options = new SandboxVmOptions { SingletonConcurrency = 4, SingletonQueue = 4 };
+        await using var singletons = new SingletonManager(pools, _tracker, options, NullLogger<SingletonManager>.Instance);
+        singletons.Start([Web], startNow: false);
+        var release = new TaskCompletionSource();
+
+        Task<SingletonSlot> first = singletons.UseAsync(Web, async (_, slot, _) => { await release.Task; return slot; }, Ct);
+        await WaitForAsync(() => singletons.Status("web")!.Running == 1, "the first to run");
+        Task<SingletonSlot> second = singletons.UseAsync(Web, (_, slot, _) => Task.FromResult(slot), Ct);
+        await WaitForAsync(() => singletons.Status("web")!.Queued == 1, "the second to wait");
+
+        Assert.False(singletons.RunUsers);
+        Assert.Equal(1, singletons.Concurrency);
+        Assert.False(second.IsCompleted);
+        release.SetResult();
+        Assert.Equal(new SingletonSlot(0, null), await first);
+        Assert.Equal(new SingletonSlot(0, null), await second);
+    }
 }

@@ -74,6 +74,8 @@ public sealed class BootInputsTests
         Assert.Contains("for m in virtio_ring virtio virtio_mmio; do", script, StringComparison.Ordinal);
         Assert.Contains("exec switch_root /newroot /opt/sandboxvm/bin/sandboxvm-agent --channel /dev/virtio-ports/$port --vm --home /home/sandbox", script, StringComparison.Ordinal);
         Assert.Contains("chown 1000:1000 /newroot/tmp/outputs", script, StringComparison.Ordinal);
+        Assert.Contains("mkdir -m 0711 /newroot/tmp/runs", script, StringComparison.Ordinal);
+        Assert.Contains("-o nosuid,nodev,noexec,hidepid=invisible proc /proc", script, StringComparison.Ordinal);
         Assert.DoesNotContain("@", script.Replace("$@", "", StringComparison.Ordinal), StringComparison.Ordinal);
         Assert.DoesNotContain("\r", script, StringComparison.Ordinal);
     }
