@@ -150,7 +150,8 @@ internal static class ExternalCommand
         var process = new Process { StartInfo = psi };
         try
         {
-            process.Start();
+            // Build steps' bubblewrap dies with its parent: the server, not a pool thread.
+            SpawnThread.Start(process);
         }
         catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
         {
