@@ -179,7 +179,27 @@ internal static class SandboxEndpoints
         }
         context.Response.ContentType = contentType;
         context.Response.ContentLength = info.Size;
-        await sessions.UseAsync(id, info.Path, (agent, p) => agent.ReadFileAsync(p, context.Response.Body, context.RequestAborted));
+        var body = new ExactLengthStream(context.Response.Body, info.Size, path);
+        try
+        {
+            await sessions.UseAsync(id, info.Path, (agent, p) => agent.ReadFileAsync(p, body, context.RequestAborted));
+            if (body.Written < info.Size)
+            {
+                throw body.Changed();
+            }
+        }
+        catch (RunRequestException) when (!context.Response.HasStarted)
+        {
+            // Answered as a problem instead: without the file's length and type.
+            context.Response.ContentLength = null;
+            context.Response.ContentType = null;
+            throw;
+        }
+        catch (RunRequestException) when (context.Response.HasStarted)
+        {
+            // Part of the file is out: a cut connection is the only honest end.
+            context.Abort();
+        }
     }
 
     /// <summary>Runs a handler; a <see cref="RunRequestException"/> becomes its problem+json answer.</summary>
