@@ -4,6 +4,7 @@ set -euo pipefail
 
 packages=(
   bubblewrap      # process runtime
+  libseccomp2     # process runtime: its seccomp filter is compiled with libseccomp
   util-linux      # setpriv, setsid
   mmdebstrap      # template rootfs builds
   busybox-static  # the guest initramfs; tests: the shell of a small OCI test image

@@ -66,6 +66,7 @@ public class SandboxApiException : SandboxException
 
 /// <summary>
 /// The request was rejected as invalid (HTTP 400, 413, 422): empty or too large code, timeout out of range, malformed JSON…
+/// Also a file of the sandbox it may not touch (HTTP 403 <c>permission_denied</c>).
 /// Subclasses: <see cref="FileTooLargeException"/>, <see cref="SandboxInvalidPathException"/>.
 /// </summary>
 public class SandboxBadRequestException : SandboxApiException
@@ -136,7 +137,7 @@ public sealed class FileTooLargeException : SandboxBadRequestException
     }
 }
 
-/// <summary>A path given for a file operation in a sandbox is not acceptable (HTTP 400, <c>invalid_path</c>).</summary>
+/// <summary>A path given for a file operation in a sandbox is not acceptable (HTTP 400, <c>invalid_path</c>), or names something other than a regular file (<c>not_regular_file</c>).</summary>
 public sealed class SandboxInvalidPathException : SandboxBadRequestException
 {
     internal SandboxInvalidPathException(HttpStatusCode statusCode, string? title, string? detail, string? code, string? field)

@@ -55,14 +55,18 @@ internal static class ExternalCommand
     /// <param name="onLine">Receives every stdout and stderr line, serialized; may be null.</param>
     /// <param name="environment">When not null, the child gets exactly this environment.</param>
     /// <param name="cancellationToken">Kills the process tree and throws.</param>
-    /// <returns>What the command wrote to stdout, line by line, each line ending in \n.</returns>
+    /// <param name="handshake">When not null, runs once the process has started, before its stdout is
+    /// read line by line: it may read the first lines and write to stdin, and must close stdin. When it
+    /// fails the process tree is killed and the failure reported with the command's stderr.</param>
+    /// <returns>What the command wrote to stdout after the handshake, line by line, each line ending in \n.</returns>
     /// <exception cref="ExternalCommandException">The command exited with a non-zero code or could not start.</exception>
     public static async Task<string> RunAsync(
         string fileName,
         IReadOnlyList<string> arguments,
         Action<string>? onLine,
         IReadOnlyDictionary<string, string>? environment,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken,
+        Func<Process, CancellationToken, Task>? handshake = null)
     {
         cancellationToken.ThrowIfCancellationRequested();
         var psi = new ProcessStartInfo(fileName)
@@ -84,26 +88,42 @@ internal static class ExternalCommand
         }
 
         var display = Display(fileName, arguments);
-        using var process = Start(psi, display);
+        using var process = Start(psi, display, closeStdin: handshake is null);
 
         var gate = new Lock();
         var stdout = new StringBuilder();
         var stderrTail = new Queue<string>();
         var stdoutTail = new Queue<string>();
+        var errTask = PumpAsync(process.StandardError, line =>
+        {
+            lock (gate)
+            {
+                Keep(stderrTail, line);
+                onLine?.Invoke(line);
+            }
+        });
+        if (handshake is not null)
+        {
+            try
+            {
+                await handshake(process, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                KillTree(process);
+                await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
+                await errTask.ConfigureAwait(false);
+                if (e is OperationCanceledException)
+                    throw;
+                throw new ExternalCommandException(display, process.ExitCode, string.Join('\n', stderrTail.Append(e.Message)));
+            }
+        }
         var outTask = PumpAsync(process.StandardOutput, line =>
         {
             lock (gate)
             {
                 stdout.Append(line).Append('\n');
                 Keep(stdoutTail, line);
-                onLine?.Invoke(line);
-            }
-        });
-        var errTask = PumpAsync(process.StandardError, line =>
-        {
-            lock (gate)
-            {
-                Keep(stderrTail, line);
                 onLine?.Invoke(line);
             }
         });
@@ -120,16 +140,18 @@ internal static class ExternalCommand
     }
 
     /// <summary>
-    /// Starts a process whose stdin, stdout and stderr are redirected; stdin is closed at once (nothing is
-    /// ever fed to it; end of file keeps tools from waiting on a terminal).
+    /// Starts a process whose stdin, stdout and stderr are redirected; stdin is closed at once unless
+    /// <paramref name="closeStdin"/> is false (nothing else is fed to it; end of file keeps tools from
+    /// waiting on a terminal).
     /// </summary>
     /// <exception cref="ExternalCommandException">The program could not be started.</exception>
-    internal static Process Start(ProcessStartInfo psi, string display)
+    internal static Process Start(ProcessStartInfo psi, string display, bool closeStdin = true)
     {
         var process = new Process { StartInfo = psi };
         try
         {
-            process.Start();
+            // Build steps' bubblewrap dies with its parent: the server, not a pool thread.
+            SpawnThread.Start(process);
         }
         catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
         {
@@ -137,7 +159,8 @@ internal static class ExternalCommand
             throw new ExternalCommandException($"`{display}` could not be started: {e.Message}", e);
         }
 
-        process.StandardInput.Close();
+        if (closeStdin)
+            process.StandardInput.Close();
         return process;
     }
 
@@ -150,17 +173,21 @@ internal static class ExternalCommand
         }
         catch (OperationCanceledException)
         {
-            try
-            {
-                process.Kill(entireProcessTree: true);
-            }
-            catch (InvalidOperationException)
-            {
-                // Already gone.
-            }
-
+            KillTree(process);
             await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
             throw;
+        }
+    }
+
+    private static void KillTree(Process process)
+    {
+        try
+        {
+            process.Kill(entireProcessTree: true);
+        }
+        catch (InvalidOperationException)
+        {
+            // Already gone.
         }
     }
 

@@ -62,11 +62,40 @@ public sealed partial class ImageBuilder
                 Phase($"user {ImageLayout.UserName} ({ImageLayout.UserId}:{ImageLayout.GroupId}) and directories");
                 await PrepareLayoutAsync(tree, cancellationToken).ConfigureAwait(false);
 
-                for (var i = 0; i < spec.BuildSteps.Count; i++)
+                if (spec.BuildSteps.Count > 0)
                 {
-                    var step = spec.BuildSteps[i];
-                    Phase($"build step {i + 1}/{spec.BuildSteps.Count}: {FirstLine(step)}");
-                    await RunBuildStepAsync(tree, step, OnLine, cancellationToken).ConfigureAwait(false);
+                    // Steps run as root of a user namespace whose ids are an unprivileged host range: the
+                    // tree's owners move into that range for the steps and back afterwards.
+                    var bwrap = TreeOps.FindExecutable("bwrap")
+                        ?? throw new InvalidOperationException("build steps need bubblewrap (apt-get install bubblewrap): they never run as host root");
+                    var setpriv = TreeOps.FindExecutable("setpriv")
+                        ?? throw new InvalidOperationException("build steps need setpriv (util-linux)");
+                    var unshare = TreeOps.FindExecutable("unshare")
+                        ?? throw new InvalidOperationException("build steps need unshare (util-linux)");
+                    var idBase = (uint)_options.BuildStepIdBase + (uint)Random.Shared.Next(_options.BuildStepIdRanges) * BuildStepSandbox.IdCount;
+                    var watch = System.Diagnostics.Stopwatch.StartNew();
+                    var shifted = BuildStepSandbox.ShiftOwners(tree, 0, idBase, cancellationToken);
+                    Phase($"build steps as root of a user namespace (host ids {idBase}..{idBase + BuildStepSandbox.IdCount - 1}; {shifted} owners shifted in {watch.ElapsedMilliseconds} ms)");
+                    var stage = BuildStepSandbox.CreateStage();
+                    try
+                    {
+                        for (var i = 0; i < spec.BuildSteps.Count; i++)
+                        {
+                            var step = spec.BuildSteps[i];
+                            Phase($"build step {i + 1}/{spec.BuildSteps.Count}: {FirstLine(step)}");
+                            var (file, args) = BuildStepSandbox.Command(unshare, bwrap, setpriv, tree, stage.FullName, step, idBase, _options.BuildStepsNetwork);
+                            await ExternalCommand.RunAsync(file, args, OnLine, _buildEnvironment, cancellationToken,
+                                (process, ct) => BuildStepSandbox.MapIdsAsync(process, idBase, ct)).ConfigureAwait(false);
+                        }
+                    }
+                    finally
+                    {
+                        // Empty outside the steps' mount namespaces.
+                        stage.Delete();
+                    }
+                    watch.Restart();
+                    shifted = BuildStepSandbox.ShiftOwners(tree, idBase, 0, cancellationToken);
+                    Phase($"owners shifted back to host ids ({shifted} entries in {watch.ElapsedMilliseconds} ms)");
                 }
 
                 // Build steps may fill the skeleton as root; the agent copies it for uid 1000.
@@ -197,37 +226,6 @@ public sealed partial class ImageBuilder
         var text = File.Exists(path) ? await File.ReadAllTextAsync(path, cancellationToken).ConfigureAwait(false) : "";
         var prefix = text.Length > 0 && !text.EndsWith('\n') ? "\n" : "";
         await File.AppendAllTextAsync(path, prefix + line + "\n", cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <summary>Runs one build step as root inside the tree with <c>sh -ec</c>.</summary>
-    private async Task RunBuildStepAsync(string tree, string step, Action<string> onLine, CancellationToken cancellationToken)
-    {
-        var bwrap = TreeOps.FindExecutable("bwrap");
-        if (bwrap is null)
-        {
-            // Plain chroot: no /proc or /dev inside, which most steps do not need.
-            LogNoBubblewrap();
-            await ExternalCommand.RunAsync("chroot", [tree, "/bin/sh", "-ec", step], onLine, _buildEnvironment, cancellationToken).ConfigureAwait(false);
-            return;
-        }
-
-        // bubblewrap as a chroot with fresh /proc, /dev and /tmp that vanish with it (nothing to unmount,
-        // nothing left in the image). No user namespace: steps must be able to chown to other uids.
-        var args = new List<string>
-        {
-            "--bind", tree, "/",
-            "--proc", "/proc",
-            "--dev", "/dev",
-            "--tmpfs", "/tmp",
-            "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
-            "--hostname", "sandboxvm-build",
-            "--die-with-parent",
-            "--chdir", "/",
-        };
-        if (!_options.BuildStepsNetwork)
-            args.Add("--unshare-net");
-        args.AddRange(["/bin/sh", "-ec", step]);
-        await ExternalCommand.RunAsync(bwrap, args, onLine, _buildEnvironment, cancellationToken).ConfigureAwait(false);
     }
 
     private static string FirstLine(string step)

@@ -27,7 +27,4 @@ public sealed partial class ImageBuilder
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Could not remove {Path}; the next build will retry")]
     private partial void LogDeleteFailed(Exception exception, string path);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "bwrap not found: build steps run under plain chroot without /proc and /dev")]
-    private partial void LogNoBubblewrap();
 }

@@ -14,4 +14,13 @@ public sealed class ImageBuilderOptions
 
     /// <summary>Give build steps the host's network. Off by default so builds only use the package set.</summary>
     public bool BuildStepsNetwork { get; set; }
+
+    /// <summary>
+    /// Build steps run as root of a user namespace whose ids 0..65535 are an unprivileged host range:
+    /// <c>BuildStepIdBase + k * 65536</c>, k picked at random below <see cref="BuildStepIdRanges"/> per
+    /// build. Apart from the sandbox uids (900000001.. by default).
+    /// </summary>
+    public int BuildStepIdBase { get; set; } = 1_000_000_000;
+
+    public int BuildStepIdRanges { get; set; } = 1000;
 }

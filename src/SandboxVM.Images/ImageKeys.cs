@@ -12,6 +12,9 @@ public static class ImageKeys
     /// every image is then rebuilt once.</summary>
     public const int BuilderVersion = 1;
 
+    /// <summary>How build steps run, part of the key of a base that has any (see <see cref="BuildStepSandbox"/>).</summary>
+    internal const string StepsRunAs = "userns-root-2";
+
     /// <summary>Key of the <c>base</c> phase: suite, packages (order and duplicates do not matter),
     /// build steps (order matters) and <see cref="BuilderVersion"/>. For an OCI image: the reference as
     /// written (pin it with <c>@sha256:</c> to follow content), or a layout's manifest digest (read from its
@@ -35,6 +38,10 @@ public static class ImageKeys
             Field(sb, "package", p);
         foreach (var step in spec.BuildSteps)
             Field(sb, "step", step);
+        // How steps run: as root of a user namespace (not host root) since version 2. Images without
+        // steps keep their key.
+        if (spec.BuildSteps.Count > 0)
+            Field(sb, "steps-run-as", StepsRunAs);
         return Hash(sb);
     }
 

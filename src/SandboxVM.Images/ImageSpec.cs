@@ -5,7 +5,7 @@ namespace SandboxVM.Images;
 /// <param name="SourceType"><c>debian</c> (mmdebstrap), <c>oci</c> (a registry image) or <c>oci-layout</c> (an image layout on this host).</param>
 /// <param name="Suite">Debian suite, e.g. <c>bookworm</c> (type <c>debian</c>).</param>
 /// <param name="Packages">Packages installed on top of the minbase variant (no recommends; type <c>debian</c>).</param>
-/// <param name="BuildSteps">Shell commands run as root inside the rootfs with <c>sh -ec</c>, in order.</param>
+/// <param name="BuildSteps">Shell commands run with <c>sh -ec</c> in the rootfs, in order, as root of a user namespace (never host root).</param>
 /// <param name="AgentPath">Host path of the guest agent binary copied to <see cref="ImageLayout.AgentPath"/>.</param>
 /// <param name="FilesDir">
 /// Host directory whose tree is copied into the rootfs at <c>/</c> (e.g. <c>usr/lib/python3/dist-packages/mod/__init__.py</c>),

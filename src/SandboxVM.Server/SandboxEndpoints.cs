@@ -190,15 +190,43 @@ internal static class SandboxEndpoints
         }).ExecuteAsync(context);
     }
 
-    /// <summary>Streams a guest file to the response (see <see cref="SessionManager.DownloadAsync"/>: stat first, capped at its size).</summary>
-    private static Task SendFileAsync(HttpContext context, SessionManager sessions, string id, string path, string contentType) =>
-        sessions.DownloadAsync(id, path, info =>
+    /// <summary>
+    /// Streams a guest file to the response (see <see cref="SessionManager.DownloadAsync"/>: stat first, at
+    /// most its size). A file that shrank meanwhile is <c>file_changed</c> before the answer starts and a cut
+    /// connection after.
+    /// </summary>
+    private static async Task SendFileAsync(HttpContext context, SessionManager sessions, string id, string path, string contentType)
+    {
+        ExactLengthStream? body = null;
+        long expected = 0;
+        try
         {
-            context.Response.ContentType = contentType;
-            context.Response.ContentLength = info.Size;
-            SecurityHeadersMiddleware.SetAttachment(context.Response, info.Path);
-            return context.Response.Body;
-        }, context.RequestAborted);
+            await sessions.DownloadAsync(id, path, info =>
+            {
+                context.Response.ContentType = contentType;
+                context.Response.ContentLength = expected = info.Size;
+                SecurityHeadersMiddleware.SetAttachment(context.Response, info.Path);
+                return body = new ExactLengthStream(context.Response.Body, info.Size, path);
+            }, context.RequestAborted);
+            if (body is not null && body.Written < expected)
+            {
+                throw body.Changed();
+            }
+        }
+        catch (RunRequestException) when (!context.Response.HasStarted)
+        {
+            // Answered as a problem instead: without the file's length, type and name.
+            context.Response.ContentLength = null;
+            context.Response.ContentType = null;
+            context.Response.Headers.ContentDisposition = default;
+            throw;
+        }
+        catch (RunRequestException) when (context.Response.HasStarted)
+        {
+            // Part of the file is out: a cut connection is the only honest end.
+            context.Abort();
+        }
+    }
 
     /// <summary>Runs a handler; a <see cref="RunRequestException"/> becomes its problem+json answer.</summary>
     private static IResult Handle(HttpContext context, Func<Task<IResult>> handler) => new Handled(handler);

@@ -99,6 +99,21 @@ public abstract class ServerFixture : IAsyncLifetime
         return JsonSerializer.Deserialize<RunResultDto>(body, Json)!;
     }
 
+    /// <summary>A new sandbox's id (POST /v1/sandboxes must answer 201).</summary>
+    public async Task<string> CreateSandboxAsync(string template, CancellationToken cancellationToken)
+    {
+        using var response = await Http.PostAsJsonAsync("/v1/sandboxes", new { template }, Json, cancellationToken);
+        string body = await response.Content.ReadAsStringAsync(cancellationToken);
+        Assert.True(response.StatusCode == System.Net.HttpStatusCode.Created, $"POST /v1/sandboxes answered {(int)response.StatusCode}: {body}");
+        return JsonDocument.Parse(body).RootElement.GetProperty("id").GetString()!;
+    }
+
+    /// <summary>Ends a sandbox (whatever the answer: tests call it in finally blocks).</summary>
+    public async Task DeleteSandboxAsync(string id)
+    {
+        using var _ = await Http.DeleteAsync($"/v1/sandboxes/{id}", CancellationToken.None);
+    }
+
     /// <summary>Waits until every sandbox the server started has been torn down.</summary>
     public async Task WaitForNoLiveSandboxesAsync(TimeSpan timeout)
     {

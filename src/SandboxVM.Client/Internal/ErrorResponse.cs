@@ -34,8 +34,11 @@ internal static class ErrorResponse
                 return new TooManySandboxesException(status, title, detail, code, field, RetryAfter(response));
             case "file_too_large":
                 return new FileTooLargeException(status, title, detail, code, field);
-            case "invalid_path":
+            case "invalid_path" or "not_regular_file":
                 return new SandboxInvalidPathException(status, title, detail, code, field);
+            case "permission_denied":
+                // 403 about a file in the sandbox, not about the API key.
+                return new SandboxBadRequestException(status, title, detail, code, field);
             case "egress_denied":
                 return new EgressDeniedException(status, title, detail, code, field, problem?.Reason);
             case "search_not_configured":

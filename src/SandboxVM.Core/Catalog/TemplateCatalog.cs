@@ -56,7 +56,10 @@ public sealed partial class TemplateCatalog : IVmSpecProvider
             }
             catch (InvalidDataException e)
             {
-                return e.Message;
+                // Callers see this: the layout by the path the template gives, not where it is on the host.
+                string full = t.Source.Path!;
+                string relative = t.FilePath.Length > 0 ? Path.GetRelativePath(Path.GetDirectoryName(Path.GetFullPath(t.FilePath))!, full) : Path.GetFileName(full);
+                return e.Message.Replace(full, relative, StringComparison.Ordinal);
             }
         }
         return null;
@@ -115,7 +118,7 @@ public sealed partial class TemplateCatalog : IVmSpecProvider
         catch (Exception e) when (e is not OperationCanceledException)
         {
             _specs.TryRemove(new KeyValuePair<string, Lazy<Task<VmSpec>>>(t.Name + "/" + t.ContentHash, lazy));
-            throw;
+            throw new TemplateImageException(t.Name, e);
         }
     }
 
@@ -202,4 +205,14 @@ public sealed partial class TemplateCatalog : IVmSpecProvider
 
     [LoggerMessage(Level = LogLevel.Information, Message = "template {Name} image ready (cached: {Cached}, {Ms} ms)")]
     private static partial void LogBuilt(ILogger logger, string name, bool cached, long ms);
+}
+
+/// <summary>
+/// The image of a template could not be built or found. <see cref="Exception.Message"/> keeps the whole
+/// story (command lines, cache paths) for the log; <see cref="Reason"/> is what a caller is told.
+/// </summary>
+public sealed class TemplateImageException(string template, Exception inner)
+    : Exception($"the image of template {template} could not be built: {inner.Message}", inner)
+{
+    public string Reason { get; } = $"the image of template {template} could not be built (the server log has why)";
 }

@@ -367,7 +367,7 @@ public sealed partial class PoolManager : IAsyncDisposable
                 }
                 catch (Exception e)
                 {
-                    _lastError = e.Message;
+                    _lastError = CallerErrors.Describe(e);
                     LogRefillFailed(owner._logger, template.Name, backoff.TotalSeconds, e);
                     try
                     {

@@ -113,4 +113,9 @@ public static class ProblemCodes
     public const string FileNotFound = "file_not_found";
     public const string FileError = "file_error";
     public const string FileTooLarge = "file_too_large";
+    public const string PermissionDenied = "permission_denied";
+    public const string NotRegularFile = "not_regular_file";
+    public const string FileChanged = "file_changed";
+    /// <summary>The sandbox's agent failed in a way this server does not know (HTTP 502).</summary>
+    public const string AgentError = "agent_error";
 }

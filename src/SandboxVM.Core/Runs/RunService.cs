@@ -73,7 +73,7 @@ public sealed partial class RunService
         catch (Exception e) when (e is not OperationCanceledException)
         {
             LogSandboxFailed(_logger, template.Name, e);
-            result = new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started: " + e.Message };
+            result = new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started: " + CallerErrors.Describe(e) };
         }
         if (lease is not null)
         {
@@ -268,7 +268,7 @@ public sealed partial class RunService
             Exception? e = execTask.Exception?.GetBaseException();
             LogSandboxFailed(_logger, template.Name, e);
             failed.Status = RunStatus.SandboxError;
-            failed.Error = "the sandbox failed: " + (e?.Message ?? "unknown error");
+            failed.Error = "the sandbox failed: " + CallerErrors.Describe(e);
         }
         return new RunOutcome(failed, false);
     }

@@ -127,7 +127,7 @@ public sealed partial class SessionManager : IAsyncDisposable
             Interlocked.Decrement(ref _reserved);
             ReleaseFor(owner.Name);
             LogStartFailed(_logger, template.Name, e);
-            throw new RunRequestException(ProblemCodes.SandboxStartFailed, null, "the sandbox could not be started: " + e.Message, 503);
+            throw new RunRequestException(ProblemCodes.SandboxStartFailed, null, "the sandbox could not be started: " + CallerErrors.Describe(e), 503);
         }
         catch
         {
@@ -306,6 +306,12 @@ public sealed partial class SessionManager : IAsyncDisposable
             {
                 return await agent.ReadFileAsync(p, destination, info.Size, cancellationToken);
             }
+            catch (AgentReadLimitException) when (info.Size == 0)
+            {
+                // A pseudo-file (/proc, /sys): stat says 0 bytes, reading it gives more.
+                throw new RunRequestException(ProblemCodes.NotRegularFile, "path",
+                    $"'{path}' has content but a size of 0: a pseudo-file (/proc, /sys) cannot be downloaded; print it from a run", 400);
+            }
             catch (AgentReadLimitException)
             {
                 // It grew after the stat: the caller has the length it declared.
@@ -342,12 +348,25 @@ public sealed partial class SessionManager : IAsyncDisposable
         return path;
     }
 
-    private static RunRequestException FileProblem(AgentException e, string path) => e.Code switch
+    /// <summary>
+    /// The problem for an agent's error on a file operation, by its code: what the caller asked for is
+    /// missing (404), not theirs (403), the wrong kind of file or path (400), too large (413) or in a state
+    /// that refuses it (409). A code this server does not know is the agent's failure (502), never ours (500).
+    /// </summary>
+    internal static RunRequestException FileProblem(AgentException e, string path)
     {
-        ErrorCodes.NotFound => new RunRequestException(ProblemCodes.FileNotFound, "path", $"'{path}': {e.Message}", 404),
-        ErrorCodes.BadRequest => new RunRequestException(ProblemCodes.InvalidPath, "path", $"'{path}': {e.Message}"),
-        _ => new RunRequestException(ProblemCodes.FileError, "path", $"'{path}': {e.Message}", 409),
-    };
+        string detail = $"'{path}': {e.Message}";
+        return e.Code switch
+        {
+            ErrorCodes.NotFound => new RunRequestException(ProblemCodes.FileNotFound, "path", detail, 404),
+            "permission_denied" or "access_denied" => new RunRequestException(ProblemCodes.PermissionDenied, "path", detail, 403),
+            "not_regular_file" or "is_a_directory" or "not_a_directory" => new RunRequestException(ProblemCodes.NotRegularFile, "path", detail, 400),
+            ErrorCodes.BadRequest or "invalid_path" => new RunRequestException(ProblemCodes.InvalidPath, "path", detail, 400),
+            "file_too_large" or "too_large" or "no_space" => new RunRequestException(ProblemCodes.FileTooLarge, "path", detail, 413),
+            ErrorCodes.IoError or "exists" or "not_empty" or ErrorCodes.Cancelled => new RunRequestException(ProblemCodes.FileError, "path", detail, 409),
+            _ => new RunRequestException(ProblemCodes.AgentError, "path", $"'{path}': the sandbox's agent failed ({e.Code}): {e.Message}", 502),
+        };
+    }
 
     private static string BuildHash(ExecRequest exec)
     {

@@ -223,9 +223,9 @@ public sealed partial class SingletonManager : IAsyncDisposable
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
-                    _lastError = e.Message;
+                    _lastError = CallerErrors.Describe(e);
                     LogStartFailed(owner._logger, template.Name, e);
-                    throw new RunRequestException(ProblemCodes.SandboxStartFailed, null, $"the {template.Name} sandbox could not be started: {e.Message}", 503);
+                    throw new RunRequestException(ProblemCodes.SandboxStartFailed, null, $"the {template.Name} sandbox could not be started: {_lastError}", 503);
                 }
             }
             finally

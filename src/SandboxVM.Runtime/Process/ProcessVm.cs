@@ -11,17 +11,21 @@ internal sealed class ProcessVm : IVm
 
     private readonly System.Diagnostics.Process _process;
     private readonly Cgroup? _cgroup;
+    private readonly Action? _released;
     private readonly ILogger _logger;
     private readonly StringBuilder _stderr = new();
     private readonly Task _stderrPump;
     private int _disposed;
 
-    public ProcessVm(string id, string templateName, System.Diagnostics.Process process, Cgroup? cgroup, ILogger logger)
+    /// <summary>Takes over <paramref name="process"/> and <paramref name="cgroup"/>; <paramref name="released"/> runs once
+    /// everything of the sandbox is gone (it gives the sandbox's host uid back).</summary>
+    public ProcessVm(string id, string templateName, System.Diagnostics.Process process, Cgroup? cgroup, Action? released, ILogger logger)
     {
         Id = id;
         TemplateName = templateName;
         _process = process;
         _cgroup = cgroup;
+        _released = released;
         _logger = logger;
         Agent = new AgentClient(process.StandardOutput.BaseStream, process.StandardInput.BaseStream);
         Exited = process.WaitForExitAsync();
@@ -107,6 +111,11 @@ internal sealed class ProcessVm : IVm
         {
             // bubblewrap was in the group too; now that it is gone the directories can go.
             await _cgroup.DestroyAsync(CancellationToken.None);
+        }
+        if (_process.HasExited)
+        {
+            // Nothing runs as its uid any more (without a cgroup, a process that escaped the kill could).
+            _released?.Invoke();
         }
         await Agent.DisposeAsync();
         _process.Dispose();

@@ -55,7 +55,6 @@ public sealed class QemuRuntime : IVmRuntime
     private readonly int? _tscKhz;
     private readonly string _runRoot;
     private readonly ConcurrentDictionary<string, QemuVm> _live = new();
-    private readonly HashSet<int> _usedUids = [];
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _buildLocks = new();
     // Process-wide: another runtime instance in this process must not sweep a build in progress.
     private static readonly ConcurrentDictionary<string, byte> _building = new();
@@ -387,7 +386,7 @@ public sealed class QemuRuntime : IVmRuntime
         string id = IdPrefix + Guid.NewGuid().ToString("N")[..12];
         string runDir = Path.Combine(_runRoot, id);
         string sockets = Path.Combine(runDir, SocketDirName);
-        int? uid = _dropPrivileges ? AllocateUid() : null;
+        int? uid = _dropPrivileges ? HostUidPool.Allocate(_options.UidBase, _options.UidCount) : null;
         Cgroup? cgroup = null;
         System.Diagnostics.Process? process = null;
         QemuVm? vm = null;
@@ -728,35 +727,12 @@ public sealed class QemuRuntime : IVmRuntime
         };
     }
 
-    private int AllocateUid()
-    {
-        lock (_usedUids)
-        {
-            if (_usedUids.Count >= _options.UidCount)
-            {
-                throw new InvalidOperationException($"all {_options.UidCount} sandbox uids are in use");
-            }
-            while (true)
-            {
-                // Random rather than sequential: a uid still held by a leftover of a dead server is unlikely to be picked.
-                int uid = _options.UidBase + Random.Shared.Next(_options.UidCount);
-                if (_usedUids.Add(uid))
-                {
-                    return uid;
-                }
-            }
-        }
-    }
-
     private void Release(string id, int? uid)
     {
         _live.TryRemove(id, out _);
         if (uid is { } u)
         {
-            lock (_usedUids)
-            {
-                _usedUids.Remove(u);
-            }
+            HostUidPool.Release(u);
         }
     }
 

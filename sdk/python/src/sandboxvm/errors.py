@@ -96,7 +96,8 @@ class ApiError(SandboxError):
 
 class ValidationError(ApiError):
     """The request was refused as invalid (HTTP 400): ``empty_code``, ``missing_field``,
-    ``timeout_out_of_range``, ``invalid_path``, ``malformed_json``..."""
+    ``timeout_out_of_range``, ``invalid_path``, ``not_regular_file``, ``malformed_json``...; also a
+    sandbox file it may not touch (HTTP 403 ``permission_denied``)."""
 
 
 class NotFoundError(ApiError):
@@ -179,6 +180,8 @@ _BY_CODE: Dict[str, Type[ApiError]] = {
     "sandbox_not_found": NotFoundError,
     "file_not_found": NotFoundError,
     "file_too_large": FileTooLargeError,
+    # 403 about a file in the sandbox, not about the API key.
+    "permission_denied": ValidationError,
     "unauthorized": AuthenticationError,
     "too_many_sandboxes": RateLimitError,
     "overloaded": RateLimitError,

@@ -1,0 +1,62 @@
+using SandboxVM.Core.Catalog;
+using SandboxVM.Core.Runs;
+using SandboxVM.Core.Sessions;
+using SandboxVM.Runtime.Agent;
+using SandboxVM.Runtime.Process;
+
+namespace SandboxVM.Core.Tests.Runs;
+
+public sealed class CallerErrorsTests
+{
+    private const string HostPath = "/var/cache/sandboxvm/rootfs/0123abcd";
+
+    public static TheoryData<Exception, string> Failures => new()
+    {
+        { new SandboxStartException($"rootfs of template t not found at {HostPath}"), "the runtime could not start it" },
+        { new SandboxStartException("its agent did not answer within 20 s", $"sandbox x did not start; agent stderr: {HostPath}"), "its agent did not answer within 20 s" },
+        { new SandboxStartException($"qemu did not start: {HostPath}", new TimeoutException(HostPath)), "it did not answer in time" },
+        { new SandboxStartException($"qemu did not start: {HostPath}", new AgentDisconnectedException(HostPath)), "it exited while starting" },
+        { new TemplateImageException("t", new IOException($"`mmdebstrap ... {HostPath}` failed")), "the image of template t could not be built" },
+        { new AgentDisconnectedException($"read failed on {HostPath}"), "its VM stopped" },
+        { new AggregateException(new AgentDisconnectedException(HostPath)), "its VM stopped" },
+        { new DirectoryNotFoundException($"Could not find a part of the path '{HostPath}'"), "an internal error on the host" },
+        { new InvalidOperationException($"the guest agent binary was not found at '{HostPath}'"), "an internal error on the host" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Failures))]
+    public void Describe_SaysWhatKindOfFailure_WithoutTheHostDetail(Exception e, string expected)
+    {
+        string told = CallerErrors.Describe(e);
+
+        Assert.StartsWith(expected, told, StringComparison.Ordinal);
+        Assert.DoesNotContain(HostPath, told, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Describe_PassesTheAgentsOwnWordsAboutItsFiles() =>
+        Assert.Equal("the agent answered not_found: /tmp/x: no such file or directory",
+            CallerErrors.Describe(new AgentException("not_found", "/tmp/x: no such file or directory")));
+}
+
+public sealed class FileProblemTests
+{
+    [Theory]
+    [InlineData("not_found", 404, "file_not_found")]
+    [InlineData("permission_denied", 403, "permission_denied")]
+    [InlineData("not_regular_file", 400, "not_regular_file")]
+    [InlineData("bad_request", 400, "invalid_path")]
+    [InlineData("file_too_large", 413, "file_too_large")]
+    [InlineData("io_error", 409, "file_error")]
+    [InlineData("something_new", 502, "agent_error")]
+    [InlineData("internal", 502, "agent_error")]
+    public void EveryAgentErrorCode_MapsToA4xx_OrToBadGateway_NeverTo500(string code, int status, string problem)
+    {
+        var e = SessionManager.FileProblem(new AgentException(code, "/proc/1/mem: what the agent said"), "/proc/1/mem");
+
+        Assert.Equal(status, e.Status);
+        Assert.Equal(problem, e.Code);
+        Assert.Equal("path", e.Field);
+        Assert.Contains("/proc/1/mem", e.Message, StringComparison.Ordinal);
+    }
+}
