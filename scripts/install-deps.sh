@@ -31,6 +31,37 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# gVisor (runsc) for the gvisor runtime: Debian's bookworm-backports build (0.0~20240729, the one the
+# runtime is measured and tested with; bookworm's own is from 2022). The suite is added with the mirror
+# this machine already uses for bookworm, never a new host. Idempotent: nothing is done when a 2024 or
+# later runsc is installed, and the suite is added only when no source names it yet.
+install_runsc() {
+  local installed
+  installed=$(dpkg-query -W -f='${Status} ${Version}' runsc 2>/dev/null || true)
+  case "$installed" in
+    "install ok installed 0.0~2024"*|"install ok installed 0.0~2025"*|"install ok installed 0.0~2026"*) return 0 ;;
+  esac
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: runsc (gVisor) from bookworm-backports is missing; run as root" >&2
+    return 1
+  fi
+  if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    local mirror
+    mirror=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | grep -v security | head -n1)
+    [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list 2>/dev/null)
+    if [ -z "$mirror" ]; then
+      echo "install-deps: cannot tell which Debian mirror this machine uses for bookworm; add bookworm-backports by hand" >&2
+      return 1
+    fi
+    echo "install-deps: adding bookworm-backports from $mirror"
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      "$mirror" > /etc/apt/sources.list.d/bookworm-backports.sources
+  fi
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -t bookworm-backports runsc
+}
+install_runsc
+
 if ! command -v dotnet >/dev/null; then
   echo "install-deps: the .NET 10 SDK (dotnet) is required and was not found on PATH" >&2
   exit 1
