@@ -1,4 +1,5 @@
 using System.Globalization;
+using SandboxVM.Protocol;
 using SandboxVM.Runtime.Gvisor;
 
 namespace SandboxVM.Runtime.Tests;
@@ -90,6 +91,40 @@ public sealed class GvisorRuntimeE2ETests(GvisorFixture fixture)
             {
                 await second.DisposeAsync();
             }
+        }
+    }
+
+    [Fact]
+    public async Task Python_runs_fork_from_the_warm_interpreter_and_the_session_kernel_keeps_its_state()
+    {
+        fixture.SkipUnlessAvailable();
+        Assert.SkipUnless(File.Exists("/usr/bin/python3"), "needs the host's python3 (the sandbox's root is the host's /)");
+        // The fork server and the kernel accept jobs only from the agent: under gVisor that check must
+        // not depend on SO_PEERCRED, which gVisor answers with the caller's own pid.
+        IVm vm = await fixture.Runtime.StartAsync(fixture.Spec with { WarmupKey = "fork-" + Guid.NewGuid() }, Ct);
+        try
+        {
+            ExecRequest Python(string code, bool persistent) => new()
+            {
+                Files = new() { ["main.py"] = code },
+                Run = ["/usr/bin/python3", "-u", "main.py"],
+                RunTimeoutMs = 60_000,
+                KeepOutputs = persistent,
+                ForkServer = new ForkServerRequest { Preload = ["json"], Script = "main.py", Persistent = persistent },
+            };
+            var output = new CollectingObserver();
+            var forked = await vm.Agent.ExecAsync(Python("import json\nprint(json.dumps([1]))\n", persistent: false), output, Ct);
+            Assert.True(forked.Run is { Reason: TerminationReason.Exited, ExitCode: 0, Forked: true }, $"{forked.Run?.Reason} forked={forked.Run?.Forked}: {output.Stderr} {((GvisorVm)vm).Diagnostics}");
+            Assert.Equal("[1]\n", output.Stdout);
+
+            await vm.Agent.ExecAsync(Python("x = 41\n", persistent: true), new CollectingObserver(), Ct);
+            var second = await vm.Agent.ExecAsync(Python("x + 1\n", persistent: true), new CollectingObserver(), Ct);
+            Assert.True(second.Run is { Forked: true, StateReset: false }, $"forked={second.Run?.Forked} reset={second.Run?.StateReset} {((GvisorVm)vm).Diagnostics}");
+            Assert.Equal("42", second.Run!.ResultRepr);
+        }
+        finally
+        {
+            await vm.DisposeAsync();
         }
     }
 
