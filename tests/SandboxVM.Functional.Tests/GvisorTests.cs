@@ -50,8 +50,14 @@ public class GvisorTests
         Assert.InRange(hostNow - guestTime, -1.0, 1.0 + a.Metrics["total_ms"].GetDouble() / 1000);
     }
 
+    /// <summary>
+    /// Under gVisor each forked child of the warm interpreter (numpy, pandas, matplotlib loaded) costs
+    /// the sentry tens of MB (measured: the 1 GiB template's cgroup was full after 35-40 forks, before
+    /// the process cap of 64), so the bomb may end as <c>oom</c> instead of meeting the cap. Either way
+    /// it is contained: the run reports, the server stays healthy, the next run gets a working sandbox.
+    /// </summary>
     [Fact]
-    public async Task Run_ForkBomb_IsContained_AndTheSandboxReports()
+    public async Task Run_ForkBomb_IsContained_AndTheNextRunWorks()
     {
         const string code = """
             import os, time
@@ -66,8 +72,11 @@ public class GvisorTests
                 print("stopped", n < 100000)
             """;
         var r = await _server.RunAsync(new { template = "python-data-analysis", code, timeout_s = 10 }, Ct);
-        Assert.True(r.Stdout.Contains("stopped True"), r.ToString());
-        Assert.Equal("ok", r.Status);
+        Assert.True(r.Status == "oom" || (r.Status == "ok" && r.Stdout.Contains("stopped True")), r.ToString());
+
+        Assert.Contains("ok", await _server.Http.GetStringAsync("/healthz", Ct));
+        var after = await _server.RunAsync(new { template = "python-data-analysis", code = "print('still here')" }, Ct);
+        Assert.True(after.Status == "ok" && after.Stdout == "still here\n", after.ToString());
     }
 
     [Fact]

@@ -23,6 +23,8 @@ public sealed class GvisorVm : IVm
     private readonly StringBuilder _stderr = new();
     private readonly Task _stderrPump;
     private int _disposed;
+    // Read before the cgroup goes: a run that failed is judged (OOM or not) after its sandbox was ended.
+    private VmUsage? _finalUsage;
 
     internal GvisorVm(string id, string templateName, VmSource source, System.Diagnostics.Process process, Cgroup? cgroup,
         string bundleDir, Func<string, Task> forget, ILogger logger)
@@ -51,7 +53,7 @@ public sealed class GvisorVm : IVm
     /// <summary>Host pid of the runsc process that holds the agent's channel.</summary>
     public int ProcessId => _process.Id;
 
-    public VmUsage ReadUsage() => new(_cgroup?.OomKillCount() ?? 0, _cgroup?.PeakMemoryBytes());
+    public VmUsage ReadUsage() => _finalUsage ?? new(_cgroup?.OomKillCount() ?? 0, _cgroup?.PeakMemoryBytes());
 
     /// <summary>runsc's and the agent's stderr (the agent's goes through runsc), last bytes, for error reports.</summary>
     public string Diagnostics
@@ -107,6 +109,7 @@ public sealed class GvisorVm : IVm
         // SIGKILL to all of them at once, whatever state the sentry is in.
         if (_cgroup is not null)
         {
+            _finalUsage = ReadUsage();
             await _cgroup.DestroyAsync(CancellationToken.None);
         }
         try
