@@ -7,8 +7,8 @@ using SandboxVM.Runtime.Gvisor;
 namespace SandboxVM.Functional.Tests;
 
 /// <summary>
-/// What gVisor sandboxes restored from one checkpoint must show: clones that differ, limits the host
-/// enforces, a sandbox that dies, and how the server reports the runtime.
+/// What gVisor sandboxes must show: limits the host enforces, a sandbox that dies, how the server
+/// reports the runtime (clones: <see cref="SnapshotCloneScenarios"/>).
 /// </summary>
 [Collection(GvisorServer.Collection)]
 public class GvisorTests
@@ -33,23 +33,6 @@ public class GvisorTests
         Assert.Equal("systrap", python.GetProperty("accel").GetString());
     }
 
-    [Fact]
-    public async Task ClonesOfOneCheckpoint_HaveTheirOwnRandomness_AndTheHostsClock()
-    {
-        const string code = "import os, time\nprint(os.urandom(16).hex(), time.time())";
-        await PoolScenarios.WaitForFullPoolAsync(_server, "python-data-analysis", TimeSpan.FromSeconds(180));
-        var a = await _server.RunAsync(new { template = "python-data-analysis", code }, Ct);
-        double hostNow = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0;
-        var b = await _server.RunAsync(new { template = "python-data-analysis", code }, Ct);
-        Assert.True(a.Status == "ok", a.ToString());
-        Assert.True(b.Status == "ok", b.ToString());
-        Assert.True(a.Metrics["vm_source"].GetString() == "pool", a.ToString());
-        string[] pa = a.Stdout.Split(' '), pb = b.Stdout.Split(' ');
-        Assert.NotEqual(pa[0], pb[0]);
-        double guestTime = double.Parse(pa[1], System.Globalization.CultureInfo.InvariantCulture);
-        Assert.InRange(hostNow - guestTime, -1.0, 1.0 + a.Metrics["total_ms"].GetDouble() / 1000);
-    }
-
     /// <summary>
     /// Under gVisor each forked child of the warm interpreter (numpy, pandas, matplotlib loaded) costs
     /// the sentry tens of MB (measured: the 1 GiB template's cgroup was full after 35-40 forks, before
@@ -59,19 +42,7 @@ public class GvisorTests
     [Fact]
     public async Task Run_ForkBomb_IsContained_AndTheNextRunWorks()
     {
-        const string code = """
-            import os, time
-            n = 0
-            try:
-                for _ in range(100000):
-                    if os.fork() == 0:
-                        time.sleep(30)
-                        os._exit(0)
-                    n += 1
-            except OSError as e:
-                print("stopped", n < 100000)
-            """;
-        var r = await _server.RunAsync(new { template = "python-data-analysis", code, timeout_s = 10 }, Ct);
+        var r = await _server.RunAsync(new { template = "python-data-analysis", code = ProcessLimitTests.ForkBomb, timeout_s = 10 }, Ct);
         Assert.True(r.Status == "oom" || (r.Status == "ok" && r.Stdout.Contains("stopped True")), r.ToString());
 
         Assert.Contains("ok", await _server.Http.GetStringAsync("/healthz", Ct));

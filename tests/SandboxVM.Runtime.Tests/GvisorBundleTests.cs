@@ -127,7 +127,7 @@ public sealed class GvisorBundleTests
         }
         Assert.Equal(["run", "--bundle", "/b", "gvisor-1-x"], commands[0].Skip(7));
         Assert.Equal(["restore", "--image-path", "/img", "--bundle", "/b", "gvisor-1-x"], commands[1].Skip(7));
-        Assert.Equal(["checkpoint", "--image-path", "/img", "gvisor-1-x"], commands[2].Skip(7));
+        Assert.Equal(["checkpoint", "--image-path", "/img", "--compression=none", "--exclude-committed-zero-pages", "gvisor-1-x"], commands[2].Skip(7));
         Assert.Equal(["delete", "--force", "gvisor-1-x"], commands[3].Skip(7));
     }
 

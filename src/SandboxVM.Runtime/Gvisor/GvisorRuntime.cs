@@ -36,7 +36,8 @@ public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
     internal const string ImageDirName = "image";
     internal const string SnapshotSubdirectory = "gvisor";
     private const string BuildPrefix = ".build-";
-    private const int KeyFormatVersion = 1;
+    // 2: uncompressed images (see Runsc.CheckpointArguments).
+    private const int KeyFormatVersion = 2;
 
     private readonly GvisorRuntimeOptions _options;
     private readonly CgroupManager _cgroups;
