@@ -8,7 +8,7 @@ internal static class ServeCommand
     public static Command Create()
     {
         var url = new Option<string>("--url") { Description = "Address to listen on", DefaultValueFactory = _ => ServerApp.DefaultUrl };
-        var runtime = new Option<string?>("--runtime") { Description = "auto (default), process, qemu, gvisor or firecracker" };
+        var runtime = new Option<string?>("--runtime") { Description = "auto (default), process, qemu or firecracker" };
         var command = new Command("serve", "Start the SandboxVM server (binds 127.0.0.1:8000 by default)") { url, runtime };
         command.SetAction(async (parse, ct) =>
         {
