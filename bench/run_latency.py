@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """POST /v1/run latency per template against a bare run of the same trivial program on the host.
 
-Usage: bench/run_latency.py [--url http://127.0.0.1:8000] [--runs 30]
-Needs a running server (scripts/serve.sh). Writes a Markdown report to bench/results/.
+Usage: bench/run_latency.py [--url http://127.0.0.1:8000] [--runs 30] [--settle]
+       bench/run_latency.py --runtimes process,gvisor,qemu [--runs 30] [--settle]
+The first form needs a running server (scripts/serve.sh). The second starts artifacts/cli/sandboxvm serve
+once per runtime on a free loopback port (one after the other, never two at once), waits until every pool
+is full, measures, stops it, and writes one table for all of them. --settle waits for a full pool before
+every run (the pooled path); without it runs go back to back and the vm_source column says where each
+sandbox came from. Writes a Markdown report to bench/results/.
 """
-import argparse, datetime, json, os, platform, shutil, statistics, subprocess, tempfile, time, urllib.request
+import argparse, datetime, json, os, platform, shutil, signal, socket, statistics, subprocess, tempfile, time, urllib.request
 
 PROGRAMS = {
     # /usr/bin/python3, not a PATH shim (pyenv's adds tens of ms of bash).
@@ -54,48 +59,124 @@ def machine():
     return f"{os.cpu_count()} cores, {cpu}, {int(mem) // 1024 // 1024} GiB, kernel {platform.release()}"
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--url", default="http://127.0.0.1:8000")
-    ap.add_argument("--runs", type=int, default=30)
-    args = ap.parse_args()
+def templates_of(url):
+    with urllib.request.urlopen(url + "/v1/templates") as r:
+        return {t["name"]: t for t in json.load(r)["templates"]}
 
-    with urllib.request.urlopen(args.url + "/v1/templates") as r:
-        templates = {t["name"]: t for t in json.load(r)["templates"]}
+
+def wait_for_pools(url, names, timeout_s=900):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ts = templates_of(url)
+        if all(not ts[n].get("pool") or ts[n]["pool"]["ready"] >= ts[n]["pool"]["target"] for n in names if n in ts):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"pools did not fill within {timeout_s} s: {[(n, ts[n].get('pool')) for n in names if n in ts]}")
+        time.sleep(0.1)
+
+
+def measure(url, runs, settle):
+    """Rows of (template, runtime, accel, wall, startup, compile+run, host_ms, sources) for every available template."""
+    templates = templates_of(url)
+    names = [n for n in PROGRAMS if n in templates and templates[n]["available"]]
+    wait_for_pools(url, names)
     rows = []
-    for name, (source, code, compile_cmd, run_cmd) in PROGRAMS.items():
-        if name not in templates or not templates[name]["available"]:
-            continue
-        post(args.url, {"template": name, "code": code})  # warm caches once; not counted
-        wall, host_ms, startup, run_ms = [], [], [], []
-        for _ in range(args.runs):
-            ms, result = post(args.url, {"template": name, "code": code})
+    for name in names:
+        source, code, _, _ = PROGRAMS[name]
+        post(url, {"template": name, "code": code})  # warm caches once; not counted
+        wall, host_ms, startup, run_ms, sources = [], [], [], [], {}
+        for _ in range(runs):
+            if settle:
+                wait_for_pools(url, [name])
+            ms, result = post(url, {"template": name, "code": code})
             if result["status"] != "ok":
                 raise SystemExit(f"{name}: run failed: {result}")
             m = result["metrics"]
             wall.append(ms); host_ms.append(m["host_ms"]); startup.append(m["startup_ms"]); run_ms.append(m["run_ms"] + m["compile_ms"])
-        base = host_baseline(source, code, compile_cmd, run_cmd, args.runs)
-        rows.append((name, templates[name]["runtime"], wall, startup, run_ms, host_ms, base))
-        print(f"{name}: median {statistics.median(wall):.1f} ms, p95 {pct(wall, 95):.1f} ms")
+            sources[m["vm_source"]] = sources.get(m["vm_source"], 0) + 1
+        t = templates[name]
+        rows.append((name, t["runtime"], t.get("accel") or "-", wall, startup, run_ms, host_ms, sources))
+        print(f"{name} on {t['runtime']}: median {statistics.median(wall):.1f} ms, p95 {pct(wall, 95):.1f} ms, {sources}", flush=True)
+    return rows
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_and_measure(runtime, runs, settle, log_dir):
+    """Starts the CLI's server with one runtime, measures, and stops it (SIGTERM: it ends every sandbox)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cli = os.path.join(repo, "artifacts", "cli", "sandboxvm")
+    url = f"http://127.0.0.1:{free_port()}"
+    log = open(os.path.join(log_dir, f"serve-{runtime}.log"), "w")
+    server = subprocess.Popen([cli, "serve", "--runtime", runtime, "--url", url], stdout=log, stderr=subprocess.STDOUT, cwd=repo)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                templates_of(url)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the {runtime} server did not come up; see {log.name}")
+                time.sleep(0.5)
+        return measure(url, runs, settle)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", default="http://127.0.0.1:8000")
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--runtimes", help="comma-separated: start a server per runtime instead of using --url")
+    ap.add_argument("--settle", action="store_true", help="wait for a full pool before every run")
+    args = ap.parse_args()
+
+    if args.runtimes:
+        log_dir = tempfile.mkdtemp(prefix="sandboxvm-bench-")
+        rows = []
+        for runtime in args.runtimes.split(","):
+            rows += serve_and_measure(runtime, args.runs, args.settle, log_dir)
+        command = f"`bench/run_latency.py --runtimes {args.runtimes} --runs {args.runs}{' --settle' if args.settle else ''}` (each runtime's server started by the script, one at a time)"
+    else:
+        rows = measure(args.url, args.runs, args.settle)
+        command = f"`bench/run_latency.py --runs {args.runs}{' --settle' if args.settle else ''}` against `scripts/serve.sh`"
+    bases = {name: host_baseline(*PROGRAMS[name], args.runs) for name in {r[0] for r in rows}}
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
+    load = open("/proc/loadavg").read().split()[0]
     lines = [
         f"# POST /v1/run latency, {stamp}",
         "",
-        f"Machine: {machine()}. Runs per template: {args.runs} (after one warm-up run).",
-        "Command: `bench/run_latency.py` against `scripts/serve.sh`. Baseline: the same program compiled (C++/Go)",
+        f"Machine: {machine()}; load average {load} at the end. Runs per template and runtime: {args.runs} (after one warm-up run)"
+        + (", each after the pool was full again." if args.settle else ", back to back."),
+        f"Command: {command}. Baseline: the same program compiled (C++/Go)",
         "and run bare on the host each time, as the sandbox does; the host's go build cache is warm after the first run.",
+        "Times in ms. vm_source: where each run's sandbox came from (pool: taken ready; restore/boot: started for the run).",
         "",
-        "| template | runtime | wall median ms | wall p95 ms | startup median | compile+run median | host_ms median | host bare median ms | sandbox/bare |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| template | runtime | accel | wall median | wall p95 | startup median | compile+run median | host_ms median | host bare median | sandbox/bare | vm_source |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, runtime, wall, startup, run_ms, host_ms, base in rows:
+    for name, runtime, accel, wall, startup, run_ms, host_ms, sources in rows:
+        base = bases[name]
         b = statistics.median(base) if base else None
         ratio = f"{statistics.median(wall) / b:.1f}x" if b else "-"
-        lines.append(f"| {name} | {runtime} | {statistics.median(wall):.1f} | {pct(wall, 95):.1f} | {statistics.median(startup):.1f} | "
-                     f"{statistics.median(run_ms):.1f} | {statistics.median(host_ms):.1f} | {f'{b:.1f}' if b else 'n/a'} | {ratio} |")
+        lines.append(f"| {name} | {runtime} | {accel} | {statistics.median(wall):.1f} | {pct(wall, 95):.1f} | {statistics.median(startup):.1f} | "
+                     f"{statistics.median(run_ms):.1f} | {statistics.median(host_ms):.1f} | {f'{b:.1f}' if b else 'n/a'} | {ratio} | "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(sources.items())) + " |")
     os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-    out = os.path.join(os.path.dirname(__file__), "results", f"run-latency-{stamp}.md")
+    kind = "runtime-compare" if args.runtimes else "run-latency"
+    out = os.path.join(os.path.dirname(__file__), "results", f"{kind}-{stamp}.md")
     with open(out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("wrote", out)

@@ -36,3 +36,35 @@ if ! command -v dotnet >/dev/null; then
   echo "install-deps: the .NET 10 SDK (dotnet) is required and was not found on PATH" >&2
   exit 1
 fi
+
+# gVisor (runsc) for the gvisor runtime: Debian's bookworm-backports build (0.0~20240729, the one the
+# runtime is measured and tested with; bookworm's own is from 2022). The suite is added with the mirror
+# this machine already uses for bookworm, never a new host. Idempotent: nothing is done when a 2024 or
+# later runsc is installed. ensure_backports is the same as the QEMU block's (defined here only when that
+# block has not defined it already), so either block works alone and together they add the suite once.
+if ! declare -F ensure_backports >/dev/null; then
+  ensure_backports() {
+    grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/ && return 0
+    local mirror
+    mirror=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | grep -v security | head -n1)
+    [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list 2>/dev/null)
+    if [ -z "$mirror" ]; then
+      echo "install-deps: cannot tell which Debian mirror this machine uses for bookworm; add bookworm-backports by hand" >&2
+      return 1
+    fi
+    echo "install-deps: adding bookworm-backports from $mirror"
+    printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      "$mirror" > /etc/apt/sources.list.d/bookworm-backports.sources
+  }
+fi
+runsc_version=$(dpkg-query -W -f='${Version}' runsc 2>/dev/null || true)
+if ! dpkg --compare-versions "${runsc_version:-0}" ge 0.0~20240101; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: runsc (gVisor) 20240101 or later is missing (installed: ${runsc_version:-none}); run as root" >&2
+    exit 1
+  fi
+  ensure_backports
+  echo "install-deps: installing runsc from bookworm-backports (installed: ${runsc_version:-none})"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -t bookworm-backports runsc
+fi

@@ -1,5 +1,7 @@
-// VM start-up benchmark: cold boot to agent-ready vs snapshot restore to agent-ready, per template, on the
-// qemu runtime. Usage: dotnet run -c Release --project bench/SandboxVM.Bench -- [--accel tcg|kvm|auto] [--boots 5] [--restores 10]
+// VM start-up benchmark: cold boot to agent-ready, snapshot (checkpoint) save, and restore to agent-ready,
+// per template, on the qemu or gvisor runtime.
+// Usage: dotnet run -c Release --project bench/SandboxVM.Bench -- [--runtime qemu|gvisor] [--accel tcg|kvm|auto]
+//        [--boots 5] [--restores 10] [--saves 3] [--templates a,b]
 // Writes a Markdown report to bench/results/.
 using System.Diagnostics;
 using Microsoft.Extensions.Configuration;
@@ -12,6 +14,7 @@ using SandboxVM.Images;
 using SandboxVM.Images.Boot;
 using SandboxVM.Runtime;
 using SandboxVM.Runtime.Cgroups;
+using SandboxVM.Runtime.Gvisor;
 using SandboxVM.Runtime.Qemu;
 using SandboxVM.Server;
 using SandboxVM.Bench;
@@ -20,6 +23,8 @@ string accel = Arg("--accel", "tcg");
 string mode = args.Length > 0 && !args[0].StartsWith("--", StringComparison.Ordinal) ? args[0] : "startup";
 int boots = int.Parse(Arg("--boots", "5"));
 int restores = int.Parse(Arg("--restores", "10"));
+int saves = int.Parse(Arg("--saves", "3"));
+string runtimeName = Arg("--runtime", "qemu");
 
 using var loggers = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning));
 var options = ServerApp.LoadOptions(new ConfigurationBuilder().AddEnvironmentVariables().Build());
@@ -30,7 +35,8 @@ var runtime = NewRuntime(_ => { });
 var imageOptions = new ImageBuilderOptions { CacheRoot = options.CacheDir };
 var catalog = new TemplateCatalog(TemplateRegistry.Load(options.TemplateDirectories),
     new ImageBuilder(imageOptions, loggers.CreateLogger<ImageBuilder>()), options, loggers.CreateLogger<TemplateCatalog>(),
-    new BootArtifactsBuilder(imageOptions, loggers.CreateLogger<BootArtifactsBuilder>()));
+    // gvisor runs the unpacked rootfs: no kernel, initramfs or ext4 disk to build.
+    runtimeName == "gvisor" ? null : new BootArtifactsBuilder(imageOptions, loggers.CreateLogger<BootArtifactsBuilder>()));
 
 if (mode == "probe")
 {
@@ -215,42 +221,83 @@ if (mode is "run" or "phases")
     return 0;
 }
 
-var rows = new List<string>();
-foreach (var t in catalog.All.Where(t => TemplateCatalog.UnavailableReason(t) is null))
+// The start-up report: qemu (the clock and run modes above are qemu only) or gvisor.
+IVmRuntime startupRuntime = runtimeName switch
 {
-    var spec = await catalog.GetSpecAsync(t, CancellationToken.None);
-    await runtime.PrepareSnapshotAsync(spec, (agent, ct) => Warmup.RunAsync(t, agent, ct), CancellationToken.None);
+    "qemu" => runtime,
+    "gvisor" => new GvisorRuntime(new GvisorRuntimeOptions { SnapshotDirectory = snapshotDir, RunDirectory = runDir }, new CgroupManager(),
+        loggers.CreateLogger<GvisorRuntime>()),
+    _ => throw new ArgumentException("--runtime: qemu or gvisor"),
+};
+string[]? only = Arg("--templates", "") is { Length: > 0 } names ? names.Split(',') : null;
+var rows = new List<string>();
+try
+{
+    foreach (var t in catalog.All.Where(t => TemplateCatalog.UnavailableReason(t) is null && (only is null || only.Contains(t.Name))))
+    {
+        var spec = await catalog.GetSpecAsync(t, CancellationToken.None);
+        await startupRuntime.PrepareSnapshotAsync(spec, (agent, ct) => Warmup.RunAsync(t, agent, ct), CancellationToken.None);
 
-    // A warm-up key no snapshot has: the runtime boots cold.
-    var coldSpec = spec with { WarmupKey = "bench-cold-" + Guid.NewGuid().ToString("N") };
-    var cold = await MeasureAsync(coldSpec, boots, VmSource.Boot);
-    var warm = await MeasureAsync(spec, restores, VmSource.Restore);
-    double ratio = Median(cold) / Median(warm);
-    string row = $"| {t.Name} | {runtime.Accel} | {Median(cold):0} | {P95(cold):0} | {Median(warm):0} | {P95(warm):0} | {ratio:0.0}x |";
-    Console.WriteLine(row);
-    rows.Add(row);
+        // A warm-up key no snapshot has: the runtime boots cold.
+        var coldSpec = spec with { WarmupKey = "bench-cold-" + Guid.NewGuid().ToString("N") };
+        var cold = await MeasureAsync(coldSpec, boots, VmSource.Boot);
+        var warm = await MeasureAsync(spec, restores, VmSource.Restore);
+        // Saves: each a snapshot of its own (fresh warm-up key), removed after it is measured.
+        var saveTotal = new List<double>();
+        var saveOnly = new List<double>();
+        long bytes = 0;
+        for (int i = 0; i < saves; i++)
+        {
+            var saveSpec = spec with { WarmupKey = spec.WarmupKey + "-bench-save-" + Guid.NewGuid().ToString("N") };
+            var info = (await startupRuntime.PrepareSnapshotAsync(saveSpec, (agent, ct) => Warmup.RunAsync(t, agent, ct), CancellationToken.None))!;
+            saveTotal.Add(info.Elapsed.TotalMilliseconds);
+            var meta = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(info.Directory, "meta.json")))!;
+            if (meta["checkpoint_ms"] is { } ms)
+            {
+                saveOnly.Add(ms.GetValue<long>());
+            }
+            bytes = meta["image_bytes"]?.GetValue<long>() ?? meta["state_bytes"]?.GetValue<long>() ?? 0;
+            Directory.Delete(info.Directory, recursive: true);
+        }
+        double ratio = Median(cold) / Median(warm);
+        string save = saveOnly.Count > 0 ? $"{Median(saveOnly):0} / {P95(saveOnly):0}" : "n/a";
+        string row = $"| {t.Name} | {startupRuntime.Name} | {startupRuntime.Accel} | {Median(cold):0} | {P95(cold):0} | {Median(warm):0} | {P95(warm):0} | {ratio:0.0}x | "
+            + $"{(saveTotal.Count > 0 ? $"{Median(saveTotal):0} / {P95(saveTotal):0}" : "n/a")} | {save} | {bytes / 1e6:0.0} |";
+        Console.WriteLine(row);
+        rows.Add(row);
+    }
+}
+finally
+{
+    if (startupRuntime is GvisorRuntime gvisor)
+    {
+        await gvisor.DisposeAsync();
+    }
 }
 
 string stamp = DateTime.UtcNow.ToString("yyyy-MM-ddTHHmm") + "Z";
 string cpu = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "?";
+long memKb = long.Parse(File.ReadLines("/proc/meminfo").First(l => l.StartsWith("MemTotal:", StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
 string report = string.Join('\n',
 [
-    $"# VM start-up: cold boot vs snapshot restore, {stamp}",
+    $"# Sandbox start-up: cold start vs snapshot restore, {startupRuntime.Name}, {stamp}",
     "",
-    $"Machine: {Environment.ProcessorCount} cores, {cpu}, kernel {Environment.OSVersion.Version}. Accel: {runtime.Accel}.",
-    $"Command: `dotnet run -c Release --project bench/SandboxVM.Bench -- --accel {accel} --boots {boots} --restores {restores}`.",
-    "Both are measured from the start request to the agent's hello (plus reinit for restores), in ms.",
+    $"Machine: {Environment.ProcessorCount} cores, {cpu}, {memKb >> 20} GiB, kernel {Environment.OSVersion.Version}, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]} at the end. Runtime: {startupRuntime.Name} ({startupRuntime.Accel}).",
+    $"Command: `dotnet run -c Release --project bench/SandboxVM.Bench -- --runtime {runtimeName}{(runtimeName == "qemu" ? $" --accel {accel}" : "")} --boots {boots} --restores {restores} --saves {saves}`.",
+    "Cold start and restore are measured from the start request to the agent's hello (plus reinit), in ms, median / p95.",
+    "Snapshot prepare = cold start + the template's warm-up + save; save = `runsc checkpoint` alone (gvisor); size = checkpoint image (gvisor) or device state (qemu; its RAM file is the guest's size).",
     "",
-    "| template | accel | cold boot median | cold p95 | restore median | restore p95 | boot/restore |",
-    "|---|---|---|---|---|---|---|",
+    "| template | runtime | accel | cold median | cold p95 | restore median | restore p95 | cold/restore | snapshot prepare ms | save ms | size MB |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
     .. rows,
     "",
 ]);
 string dir = Path.Combine(FindRepo(), "bench", "results");
 Directory.CreateDirectory(dir);
-string file = Path.Combine(dir, $"vm-startup-{stamp}.md");
+string file = Path.Combine(dir, $"startup-{startupRuntime.Name}-{stamp}.md");
 File.WriteAllText(file, report);
 Console.WriteLine("wrote " + file);
+await CleanupAsync();
 return 0;
 
 async Task<List<double>> MeasureAsync(VmSpec spec, int count, VmSource expected)
@@ -258,7 +305,7 @@ async Task<List<double>> MeasureAsync(VmSpec spec, int count, VmSource expected)
     var times = new List<double>();
     for (int i = 0; i < count; i++)
     {
-        var vm = await runtime.StartAsync(spec, CancellationToken.None);
+        var vm = await startupRuntime.StartAsync(spec, CancellationToken.None);
         try
         {
             if (vm.Source != expected)

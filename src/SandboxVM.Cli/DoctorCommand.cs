@@ -14,6 +14,8 @@ internal static class DoctorCommand
             Line("/dev/kvm", h.KvmUsable ? "usable" : h.KvmPresent ? "present but not usable (no permission, or QEMU cannot run a guest with it)" : "missing (no hardware virtualization here)");
             Line("firecracker", h.FirecrackerPath ?? "not installed");
             Line("qemu-system-x86_64", h.QemuPath ?? "not installed (apt-get install qemu-system-x86)");
+            Line("runsc (gVisor)", h.RunscPath is null ? "not installed (scripts/install-deps.sh: runsc from bookworm-backports)"
+                : h.Runsc is { } runsc ? (runsc.Works ? $"works: {runsc.Detail} ({runsc.Version})" : $"does not work here: {runsc.Detail}") : h.RunscPath);
             Line("bubblewrap", h.BwrapPath ?? "not installed (apt-get install bubblewrap)");
             Line("mmdebstrap", h.MmdebstrapPath ?? "not installed (apt-get install mmdebstrap): templates cannot be built");
             Line("umoci", HostFacts.FindOnPath("umoci") ?? "not installed (apt-get install umoci): templates from OCI images cannot be built");
@@ -30,10 +32,12 @@ internal static class DoctorCommand
                 var choice = RuntimeSelector.Choose("auto", h);
                 Line("auto picks", choice.Runtime + (choice.Accel is null ? "" : $" ({choice.Accel})"));
                 Line("because", choice.Reason);
-                if (choice.Runtime == "process")
+                Line("isolation", (choice.Runtime switch
                 {
-                    Line("isolation", "shared-kernel: bubblewrap namespaces and cgroups on the host kernel, weaker than a VM");
-                }
+                    "process" => IsolationLevel.SharedKernel,
+                    "gvisor" => IsolationLevel.UserSpaceKernel,
+                    _ => IsolationLevel.Vm,
+                }).Describe());
                 return 0;
             }
             catch (InvalidOperationException e)

@@ -15,7 +15,7 @@ public sealed class TemplateInfo
     /// <summary>VM backend serving it: <c>firecracker</c>, <c>qemu</c> or <c>process</c>.</summary>
     public string Runtime { get; init => field = value ?? ""; } = "";
 
-    /// <summary><c>vm</c> (own kernel) or <c>shared-kernel</c> (process sandbox, weaker isolation).</summary>
+    /// <summary><c>vm</c> (own kernel), <c>user-space-kernel</c> (gVisor) or <c>shared-kernel</c> (process sandbox, weakest).</summary>
     public string Isolation { get; init => field = value ?? ""; } = "";
 
     /// <summary>Acceleration in use, e.g. <c>kvm</c> or <c>tcg</c>; null when not applicable.</summary>

@@ -9,6 +9,31 @@ public enum IsolationLevel
     SharedKernel,
     /// <summary>A virtual machine with its own kernel.</summary>
     Vm,
+    /// <summary>
+    /// gVisor: code talks to a kernel implemented in user space (the sentry), which itself makes only a
+    /// small, filtered set of host system calls; namespaces and a cgroup around it. Between the two above.
+    /// </summary>
+    UserSpaceKernel,
+}
+
+/// <summary>The names an isolation level goes by in the API, the CLI and the docs.</summary>
+public static class IsolationNames
+{
+    /// <summary><c>vm</c>, <c>user-space-kernel</c> or <c>shared-kernel</c>.</summary>
+    public static string Name(this IsolationLevel level) => level switch
+    {
+        IsolationLevel.Vm => "vm",
+        IsolationLevel.UserSpaceKernel => "user-space-kernel",
+        _ => "shared-kernel",
+    };
+
+    /// <summary>One line on what the level means, for `sandboxvm doctor`.</summary>
+    public static string Describe(this IsolationLevel level) => level switch
+    {
+        IsolationLevel.Vm => "vm: a virtual machine with its own Linux kernel; code never reaches the host kernel",
+        IsolationLevel.UserSpaceKernel => "user-space-kernel: gVisor's sentry answers the code's system calls in user space and uses few, filtered host calls itself",
+        _ => "shared-kernel: bubblewrap namespaces and cgroups on the host kernel, weaker than a VM",
+    };
 }
 
 /// <summary>How a VM was obtained for a request; reported in run metrics.</summary>
@@ -50,17 +75,17 @@ public sealed record VmSpec
 public sealed record SnapshotInfo(string Key, string Directory, bool Built, TimeSpan Elapsed);
 
 /// <summary>
-/// One backend that runs sandboxes: process (bubblewrap), qemu, firecracker. The seam between
+/// One backend that runs sandboxes: process (bubblewrap), qemu, gvisor. The seam between
 /// everything above (pools, runs, HTTP) and the machinery that isolates code.
 /// </summary>
 public interface IVmRuntime
 {
-    /// <summary>"process", "qemu" or "firecracker".</summary>
+    /// <summary>"process", "qemu" or "gvisor".</summary>
     string Name { get; }
 
     RuntimeCapabilities Capabilities { get; }
 
-    /// <summary>Hardware acceleration in use ("kvm", "tcg"), or null where it does not apply.</summary>
+    /// <summary>How the runtime runs guest code: qemu's acceleration ("kvm", "tcg"), gvisor's platform ("systrap", "kvm"), or null where it does not apply.</summary>
     string? Accel { get; }
 
     /// <summary>Starts a sandbox and returns once its agent has answered hello.</summary>

@@ -119,7 +119,7 @@ internal static partial class Endpoints
             Description = t.Description,
             Language = t.Language.Name,
             Runtime = runtime.Name,
-            Isolation = runtime.Capabilities.Isolation == IsolationLevel.Vm ? "vm" : "shared-kernel",
+            Isolation = runtime.Capabilities.Isolation.Name(),
             Accel = runtime.Accel,
             Available = unavailable is null,
             UnavailableReason = unavailable,

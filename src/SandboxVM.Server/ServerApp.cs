@@ -22,6 +22,7 @@ using SandboxVM.Images;
 using SandboxVM.Images.Boot;
 using SandboxVM.Runtime;
 using SandboxVM.Runtime.Cgroups;
+using SandboxVM.Runtime.Gvisor;
 using SandboxVM.Runtime.Process;
 using SandboxVM.Runtime.Qemu;
 
@@ -180,7 +181,8 @@ public static partial class ServerApp
             sp.GetRequiredService<IVmRuntime>().Capabilities.OwnKernel
                 ? new BootArtifactsBuilder(new ImageBuilderOptions { CacheRoot = options.CacheDir }, sp.GetRequiredService<ILogger<BootArtifactsBuilder>>())
                 : null));
-        services.AddSingleton(HostFacts.Probe());
+        // The runsc probe runs a tiny sandbox (about a second): only where gvisor may be chosen.
+        services.AddSingleton(HostFacts.Probe(probeRunsc: options.Runtime == "gvisor" || (options.Runtime == "auto" && RuntimeSelector.AutoPicksGvisor)));
         services.AddSingleton(sp => RuntimeSelector.Choose(options.Runtime, sp.GetRequiredService<HostFacts>(), options.Accel));
         services.AddSingleton<CgroupManager>();
         services.AddSingleton<IVmRuntime>(sp =>
@@ -197,6 +199,9 @@ public static partial class ServerApp
                         SnapshotGracePeriod = TimeSpan.FromSeconds(options.SnapshotGracePeriodS),
                     },
                     sp.GetRequiredService<CgroupManager>(), sp.GetRequiredService<ILogger<QemuRuntime>>()),
+                "gvisor" => new GvisorRuntime(
+                    new GvisorRuntimeOptions { Platform = choice.Accel ?? HostFacts.GvisorPlatform, SnapshotDirectory = options.SnapshotDir, SnapshotGracePeriod = TimeSpan.FromSeconds(options.SnapshotGracePeriodS) },
+                    sp.GetRequiredService<CgroupManager>(), sp.GetRequiredService<ILogger<GvisorRuntime>>()),
                 _ => throw new InvalidOperationException($"runtime '{choice.Runtime}' is not implemented"),
             };
         });

@@ -198,6 +198,45 @@ public class ForkServerTests : AgentTestBase
     }
 
     [Fact]
+    public async Task Fork_AJobFromAnotherProcessThanTheAgent_IsRefusedWithoutRunning()
+    {
+        // The server is up (its pid is a forked child's parent); its socket is on its command line.
+        var warmUp = await Agent.ExecAsync(Python("import os\nprint(os.getppid())\n"), Ct);
+        Assert.True(warmUp.Response(ProtocolJson.Default.ExecResult).Run!.Forked, Agent.AgentStderr);
+        string server = warmUp.StdoutText.Trim();
+        string socketPath = File.ReadAllText($"/proc/{server}/cmdline").Split('\0').First(a => a.EndsWith("/sock", StringComparison.Ordinal));
+        string marker = Path.Combine(Agent.Home, "impostor-ran");
+
+        // Another process sends a well-formed job with three fds, as the agent would.
+        const string Impostor = """
+            import array, json, os, socket, struct, sys
+            c = socket.socket(socket.AF_UNIX)
+            c.connect(sys.argv[1])
+            job = json.dumps({"script": sys.argv[2], "args": [], "cwd": "/", "env": {}, "outputs": "/tmp", "save_figures": False}).encode()
+            r, w = os.pipe()
+            c.sendmsg([struct.pack(">I", len(job)) + job], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r, w, w]))])
+            c.settimeout(10)
+            print(c.recv(4096).decode(), end="")
+            """;
+        await File.WriteAllTextAsync(Path.Combine(Agent.Home, "impostor.py"), Impostor, Ct);
+        await File.WriteAllTextAsync(Path.Combine(Agent.Home, "job.py"), $"open({System.Text.Json.JsonSerializer.Serialize(marker)}, 'w').write('x')\n", Ct);
+        var psi = new ProcessStartInfo("python3") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in (string[])[Path.Combine(Agent.Home, "impostor.py"), socketPath, Path.Combine(Agent.Home, "job.py")])
+        {
+            psi.ArgumentList.Add(a);
+        }
+        using var impostor = Process.Start(psi)!;
+        string answer = await impostor.StandardOutput.ReadToEndAsync(Ct);
+        await impostor.WaitForExitAsync(Ct);
+
+        Assert.StartsWith("error connection from pid", answer);
+        Assert.Contains("not from the agent", answer);
+        Assert.False(File.Exists(marker), "the impostor's job ran");
+        // The agent's own jobs still run.
+        Assert.True((await Agent.ExecAsync(Python("print(1)\n"), Ct)).Response(ProtocolJson.Default.ExecResult).Run!.Forked, Agent.AgentStderr);
+    }
+
+    [Fact]
     public async Task Fork_ConcurrentExecs_ShareTheServer()
     {
         const string Code = "import os, time\ntime.sleep(0.5)\nprint(os.getppid())\n";

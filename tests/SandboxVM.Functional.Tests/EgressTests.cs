@@ -201,3 +201,6 @@ public sealed class ProcessEgressTests(ProcessServer server) : EgressScenarios(s
 
 [Collection(QemuServer.Collection)]
 public sealed class QemuEgressTests(QemuServer server) : EgressScenarios(server);
+
+[Collection(GvisorServer.Collection)]
+public sealed class GvisorEgressTests(GvisorServer server) : EgressScenarios(server.OrSkip());

@@ -49,3 +49,6 @@ public sealed class ProcessPoolTests(ProcessServer server) : PoolScenarios(serve
 
 [Collection(QemuServer.Collection)]
 public sealed class QemuPoolTests(QemuServer server) : PoolScenarios(server);
+
+[Collection(GvisorServer.Collection)]
+public sealed class GvisorPoolTests(GvisorServer server) : PoolScenarios(server.OrSkip());

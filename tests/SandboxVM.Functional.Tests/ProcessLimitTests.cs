@@ -9,22 +9,24 @@ public class ProcessLimitTests(ProcessServer server)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
+    /// <summary>Forks children that sleep until fork fails, then prints <c>stopped True</c>.</summary>
+    internal const string ForkBomb = """
+        import os, time
+        n = 0
+        try:
+            for _ in range(100000):
+                if os.fork() == 0:
+                    time.sleep(30)
+                    os._exit(0)
+                n += 1
+        except OSError as e:
+            print("stopped", n < 100000)
+        """;
+
     [Fact]
     public async Task Run_ForkBomb_IsContainedByThePidsLimit()
     {
-        const string code = """
-            import os, time
-            n = 0
-            try:
-                for _ in range(100000):
-                    if os.fork() == 0:
-                        time.sleep(30)
-                        os._exit(0)
-                    n += 1
-            except OSError as e:
-                print("stopped", n < 100000)
-            """;
-        var r = await server.RunAsync(new { template = "python-data-analysis", code, timeout_s = 10 }, Ct);
+        var r = await server.RunAsync(new { template = "python-data-analysis", code = ForkBomb, timeout_s = 10 }, Ct);
         Assert.True(r.Stdout.Contains("stopped True"), r.ToString());
         // The sandbox itself (agent included) survived the bomb and reported normally.
         Assert.Equal("ok", r.Status);

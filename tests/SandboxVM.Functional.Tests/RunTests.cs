@@ -188,3 +188,6 @@ public sealed class ProcessRunTests(ProcessServer server) : RunScenarios(server)
 
 [Collection(QemuServer.Collection)]
 public sealed class QemuRunTests(QemuServer server) : RunScenarios(server);
+
+[Collection(GvisorServer.Collection)]
+public sealed class GvisorRunTests(GvisorServer server) : RunScenarios(server.OrSkip());

@@ -20,6 +20,16 @@ public abstract class ServerFixture : IAsyncLifetime
     /// <summary>The runtime every sandbox of this server uses.</summary>
     public abstract string Runtime { get; }
 
+    /// <summary>Why this runtime cannot run on this host (its tests are skipped saying so), or null.</summary>
+    public virtual string? SkipReason => null;
+
+    /// <summary>This server, or a skip of the test being constructed when its runtime cannot run here.</summary>
+    public ServerFixture OrSkip()
+    {
+        Assert.SkipWhen(SkipReason is not null, $"{Runtime}: {SkipReason}");
+        return this;
+    }
+
     protected virtual void Configure(SandboxVM.Core.SandboxVmOptions options)
     {
     }
@@ -44,6 +54,10 @@ public abstract class ServerFixture : IAsyncLifetime
 
     public async ValueTask InitializeAsync()
     {
+        if (SkipReason is not null)
+        {
+            return;
+        }
         string agent = Environment.GetEnvironmentVariable("SANDBOXVM_AGENT") ?? Path.Combine(RepoRoot(), "artifacts", "agent", "sandboxvm-agent");
         if (!File.Exists(agent))
         {
@@ -178,6 +192,32 @@ public sealed class QemuServer : ServerFixture
 
 [CollectionDefinition(QemuServer.Collection)]
 public sealed class QemuCollection : ICollectionFixture<QemuServer>;
+
+/// <summary>
+/// gVisor sandboxes (runsc, systrap): a kernel in user space between the code and the host, fast
+/// without KVM. Skipped with the reason when runsc is missing or cannot run a sandbox here.
+/// </summary>
+public sealed class GvisorServer : ServerFixture
+{
+    public const string Collection = "gvisor runtime";
+
+    private static readonly Lazy<string?> _skipReason = new(() =>
+    {
+        if (SandboxVM.Runtime.HostFacts.FindOnPath("runsc") is not { } runsc)
+        {
+            return "runsc is not installed (scripts/install-deps.sh installs it from bookworm-backports)";
+        }
+        var status = SandboxVM.Runtime.Gvisor.RunscProbe.Check(runsc, SandboxVM.Runtime.HostFacts.GvisorPlatform, TimeSpan.FromSeconds(30));
+        return status.Works ? null : "gVisor cannot run a sandbox here: " + status.Detail;
+    });
+
+    public override string Runtime => "gvisor";
+
+    public override string? SkipReason => _skipReason.Value;
+}
+
+[CollectionDefinition(GvisorServer.Collection)]
+public sealed class GvisorCollection : ICollectionFixture<GvisorServer>;
 
 /// <summary>The RunResult as a caller reads it off the wire (deliberately not the server's own type).</summary>
 public sealed class RunResultDto

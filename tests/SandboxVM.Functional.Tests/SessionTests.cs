@@ -435,3 +435,6 @@ public sealed class ProcessSessionTests(ProcessServer server) : SessionScenarios
 
 [Collection(QemuServer.Collection)]
 public sealed class QemuSessionTests(QemuServer server) : SessionScenarios(server);
+
+[Collection(GvisorServer.Collection)]
+public sealed class GvisorSessionTests(GvisorServer server) : SessionScenarios(server.OrSkip());

@@ -10,7 +10,10 @@ interpreter up and the modules imported:
   job (a notebook kernel). The job's pipes sit on fds 0-2 while it runs; afterwards the kernel's own
   stdio is put back, so the agent reads end of file on the job's pipes.
 
-One connection per job, from the agent only (checked with SO_PEERCRED):
+One connection per job, from the agent only: checked with the SCM_CREDENTIALS the kernel attaches to
+the job's first bytes (SO_PASSCRED is set on the listener), whose pid is the agent's, or under gVisor
+the id of one of the agent's threads (gVisor 20240729 puts the sending thread's id there; Linux the
+process's). Not SO_PEERCRED, which gVisor answers with the caller's own pid:
   agent -> server: 4-byte big-endian length + JSON {"script", "args", "cwd", "env", "outputs",
                    "save_figures"}, with the job's stdin, stdout and stderr attached to the first bytes
                    (SCM_RIGHTS).
@@ -80,6 +83,9 @@ class Server:
         self._agent_pid = agent_pid
         self._selector = selectors.DefaultSelector()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Before any connection: accepted sockets inherit it, and the kernel then attaches the sender's
+        # credentials (verified: a process without CAP_SYS_ADMIN cannot claim another pid) to what it sends.
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self._listener.bind(socket_path)
         self._listener.listen(64)
         self._children = {}  # pid -> (connection, pidfd or None)
@@ -147,17 +153,21 @@ class Server:
 
     def _read_job(self, connection):
         connection.settimeout(_JOB_READ_TIMEOUT_S)
-        creds = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        peer_pid, _, _ = struct.unpack("3i", creds)
-        if peer_pid != self._agent_pid:
-            raise PermissionError(f"connection from pid {peer_pid}, not from the agent")
         fds = array.array("i")
+        creds = struct.Struct("3i")
         data, ancillary, _, _ = connection.recvmsg(
-            65536, socket.CMSG_SPACE(3 * fds.itemsize), socket.MSG_CMSG_CLOEXEC)
+            65536, socket.CMSG_SPACE(3 * fds.itemsize) + socket.CMSG_SPACE(creds.size), socket.MSG_CMSG_CLOEXEC)
+        peer_pid = None
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+            elif level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= creds.size:
+                peer_pid, _, _ = creds.unpack_from(payload)
         fds = list(fds)
+        if not self._from_agent(peer_pid):
+            for fd in fds:
+                os.close(fd)
+            raise PermissionError(f"connection from pid {peer_pid}, not from the agent")
         if len(fds) != 3:
             raise ValueError(f"expected 3 file descriptors, got {len(fds)}")
         while len(data) < _HEADER.size:
@@ -171,6 +181,12 @@ class Server:
         job = json.loads(body.decode("utf-8"))
         job["fds"] = fds
         return job, fds
+
+    def _from_agent(self, pid):
+        if pid is None or pid <= 0:
+            return False
+        # A process without CAP_SYS_ADMIN cannot claim another process's (or thread's) id.
+        return pid == self._agent_pid or os.path.isdir(f"/proc/{self._agent_pid}/task/{pid}")
 
     @staticmethod
     def _recv(connection):

@@ -309,6 +309,9 @@ public sealed partial class RunService
             TerminationReason.Oom => RunStatus.Oom,
             // A SIGKILL nobody asked for, while the cgroup counted an OOM kill, is the OOM killer.
             TerminationReason.Signal when hostSawOom && step.Signal == 9 => RunStatus.Oom,
+            // Under gVisor the host's OOM killer kills the sandbox's stub process, and the sentry ends the
+            // program with exit code 1 (runsc 20240729; measured): a failure while the cgroup counted one is OOM.
+            TerminationReason.Exited when hostSawOom && step.ExitCode != 0 => RunStatus.Oom,
             _ when compileFailed => RunStatus.CompileError,
             TerminationReason.Exited when step.ExitCode == 0 => RunStatus.Ok,
             _ => RunStatus.Error,

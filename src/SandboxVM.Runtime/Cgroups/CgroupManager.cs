@@ -80,6 +80,14 @@ public sealed class CgroupManager
         return names.Count;
     }
 
+    /// <summary>The existing group <paramref name="name"/> under our parent (to end a dead server's sandbox), or null when there is none.</summary>
+    public Cgroup? OpenExisting(string name) => Version switch
+    {
+        CgroupVersion.V1 when CgroupV1.Controllers.Any(c => Directory.Exists(Path.Combine(_root, c, Cgroup.ParentName, name))) => CgroupV1.Open(_root, name),
+        CgroupVersion.V2 when Directory.Exists(Path.Combine(_root, Cgroup.ParentName, name)) => CgroupV2.Open(_root, name),
+        _ => null,
+    };
+
     /// <summary>Name for a new group owned by this process: the sweep of a later server recognises it.</summary>
     public static string OwnedName(string prefix, string id) => $"{prefix}-{Environment.ProcessId}-{id}";
 

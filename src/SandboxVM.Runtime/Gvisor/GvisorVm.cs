@@ -1,0 +1,156 @@
+using System.Text;
+using Microsoft.Extensions.Logging;
+using SandboxVM.Runtime.Agent;
+using SandboxVM.Runtime.Cgroups;
+
+namespace SandboxVM.Runtime.Gvisor;
+
+/// <summary>
+/// One gVisor sandbox: the <c>runsc run</c> (or <c>runsc restore</c>) process whose stdin and stdout are
+/// the agent's channel (runsc hands its own stdio to the container's init, and a restore hands the
+/// restoring process's stdio to the restored init), its cgroup and its bundle directory. Disposing it
+/// kills every process of the sandbox (the cgroup), lets runsc forget the container and removes the bundle.
+/// </summary>
+public sealed class GvisorVm : IVm
+{
+    private const int StderrKeep = 16 * 1024;
+
+    private readonly System.Diagnostics.Process _process;
+    private readonly Cgroup? _cgroup;
+    private readonly string _bundleDir;
+    private readonly Func<string, Task> _forget;
+    private readonly ILogger _logger;
+    private readonly StringBuilder _stderr = new();
+    private readonly Task _stderrPump;
+    private int _disposed;
+    // Read before the cgroup goes: a run that failed is judged (OOM or not) after its sandbox was ended.
+    private VmUsage? _finalUsage;
+
+    internal GvisorVm(string id, string templateName, VmSource source, System.Diagnostics.Process process, Cgroup? cgroup,
+        string bundleDir, Func<string, Task> forget, ILogger logger)
+    {
+        Id = id;
+        TemplateName = templateName;
+        Source = source;
+        _process = process;
+        _cgroup = cgroup;
+        _bundleDir = bundleDir;
+        _forget = forget;
+        _logger = logger;
+        Agent = new AgentClient(process.StandardOutput.BaseStream, process.StandardInput.BaseStream);
+        Exited = process.WaitForExitAsync();
+        _stderrPump = PumpStderrAsync();
+    }
+
+    /// <summary>The container id (also the cgroup's name).</summary>
+    public string Id { get; }
+    public string TemplateName { get; }
+    public VmSource Source { get; }
+    public AgentClient Agent { get; }
+    public TimeSpan StartupTime { get; internal set; }
+    public Task Exited { get; }
+
+    /// <summary>Host pid of the runsc process that holds the agent's channel.</summary>
+    public int ProcessId => _process.Id;
+
+    public VmUsage ReadUsage() => _finalUsage ?? new(_cgroup?.OomKillCount() ?? 0, _cgroup?.PeakMemoryBytes());
+
+    /// <summary>runsc's and the agent's stderr (the agent's goes through runsc), last bytes, for error reports.</summary>
+    public string Diagnostics
+    {
+        get
+        {
+            lock (_stderr)
+            {
+                string text = _stderr.ToString().Trim();
+                return text.Length > 0 ? "runsc: " + text : "runsc: (nothing on stderr)";
+            }
+        }
+    }
+
+    private async Task PumpStderrAsync()
+    {
+        // Keep only the tail: a misbehaving agent or runsc must not grow host memory.
+        char[] buffer = new char[4096];
+        try
+        {
+            int n;
+            while ((n = await _process.StandardError.ReadAsync(buffer)) > 0)
+            {
+                lock (_stderr)
+                {
+                    _stderr.Append(buffer, 0, n);
+                    if (_stderr.Length > StderrKeep)
+                    {
+                        _stderr.Remove(0, _stderr.Length - StderrKeep);
+                    }
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+        }
+    }
+
+    /// <summary>Waits (bounded) until runsc has exited and its stderr is read to the end.</summary>
+    internal async Task WaitExitedAsync(TimeSpan timeout)
+    {
+        await Exited.WaitAsync(timeout);
+        await _stderrPump.WaitAsync(TimeSpan.FromSeconds(1)).ContinueWith(_ => { }, TaskScheduler.Default);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        // The cgroup holds everything of the sandbox (runsc, the sentry, its stub processes, the gofer):
+        // SIGKILL to all of them at once, whatever state the sentry is in.
+        if (_cgroup is not null)
+        {
+            _finalUsage = ReadUsage();
+            await _cgroup.DestroyAsync(CancellationToken.None);
+        }
+        try
+        {
+            // runsc's state files for the container (and, without a cgroup, the kill of the sandbox itself).
+            await _forget(Id);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            GvisorLog.KillFailed(_logger, Id, e.Message);
+        }
+        try
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: true);
+            }
+            await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(5));
+        }
+        catch (Exception e) when (e is InvalidOperationException or TimeoutException or System.ComponentModel.Win32Exception)
+        {
+            GvisorLog.KillFailed(_logger, Id, e.Message);
+        }
+        if (_cgroup is not null)
+        {
+            // Now that every process is gone the directories can go.
+            await _cgroup.DestroyAsync(CancellationToken.None);
+        }
+        await Agent.DisposeAsync();
+        await _stderrPump.WaitAsync(TimeSpan.FromSeconds(1)).ContinueWith(_ => { }, TaskScheduler.Default);
+        try
+        {
+            if (Directory.Exists(_bundleDir))
+            {
+                Directory.Delete(_bundleDir, recursive: true);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            GvisorLog.CleanupFailed(_logger, _bundleDir, e.Message);
+        }
+        _process.Dispose();
+    }
+}
