@@ -18,7 +18,7 @@ namespace SandboxVM.Server.Tests;
 
 /// <summary>
 /// The whole server as ServerApp builds it (middleware, endpoints, sessions, runs), on a loopback
-/// port, with <see cref="FakeAgentRuntime"/> instead of VMs and every log line captured.
+/// port, with <see cref="InProcessAgentRuntime"/> instead of VMs and every log line captured.
 /// </summary>
 internal sealed class ApiServer : IAsyncDisposable
 {
@@ -30,7 +30,7 @@ internal sealed class ApiServer : IAsyncDisposable
 
     private readonly WebApplication _app;
 
-    private ApiServer(WebApplication app, FakeAgentRuntime runtime, LogCapture logs, string baseUrl)
+    private ApiServer(WebApplication app, InProcessAgentRuntime runtime, LogCapture logs, string baseUrl)
     {
         _app = app;
         Runtime = runtime;
@@ -39,7 +39,7 @@ internal sealed class ApiServer : IAsyncDisposable
         Http = new HttpClient { BaseAddress = new Uri(baseUrl), Timeout = TimeSpan.FromSeconds(30) };
     }
 
-    public FakeAgentRuntime Runtime { get; }
+    public InProcessAgentRuntime Runtime { get; }
     public LogCapture Logs { get; }
     public string BaseUrl { get; }
     public HttpClient Http { get; }
@@ -67,7 +67,7 @@ internal sealed class ApiServer : IAsyncDisposable
     ];
 
     /// <summary>Builds the server as <see cref="ServerApp.Build"/> does; the application is not started.</summary>
-    public static WebApplication Build(string[] args, FakeAgentRuntime runtime, LogCapture logs, Action<SandboxVmOptions>? configure = null,
+    public static WebApplication Build(string[] args, InProcessAgentRuntime runtime, LogCapture logs, Action<SandboxVmOptions>? configure = null,
         string url = "http://127.0.0.1:0", Action<IServiceCollection>? services = null) =>
         ServerApp.Build(args, o =>
         {
@@ -92,9 +92,9 @@ internal sealed class ApiServer : IAsyncDisposable
         });
 
     public static async Task<ApiServer> StartAsync(string[]? args = null, Action<SandboxVmOptions>? configure = null,
-        Action<IServiceCollection>? services = null, FakeAgentRuntime? runtime = null)
+        Action<IServiceCollection>? services = null, InProcessAgentRuntime? runtime = null)
     {
-        runtime ??= new FakeAgentRuntime();
+        runtime ??= new InProcessAgentRuntime();
         var logs = new LogCapture();
         var app = Build(args ?? [], runtime, logs, configure, services: services);
         await app.StartAsync(Ct);

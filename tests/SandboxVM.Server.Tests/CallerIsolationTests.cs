@@ -34,9 +34,9 @@ public class CallerIsolationTests
         _ => ApiServer.Json(body),
     };
 
-    private static FakeAgentRuntime RuntimeWithASecret()
+    private static InProcessAgentRuntime RuntimeWithASecret()
     {
-        var runtime = new FakeAgentRuntime();
+        var runtime = new InProcessAgentRuntime();
         runtime.InitialFiles["/home/sandbox/secret.txt"] = "alice's data"u8.ToArray();
         runtime.InitialFiles["/tmp/outputs/report.html"] = "<p>alice's report</p>"u8.ToArray();
         return runtime;

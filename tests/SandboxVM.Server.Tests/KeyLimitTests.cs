@@ -65,7 +65,7 @@ public class KeyLimitTests
     {
         var keys = new TestKeys().WithDefaults(aliceLimits: new { concurrent_runs = 1 });
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var runtime = new FakeAgentRuntime { ExecGate = () => gate.Task };
+        var runtime = new InProcessAgentRuntime { ExecGate = () => gate.Task };
         return (await ApiServer.StartAsync([keys.Arg], runtime: runtime), keys, gate);
     }
 

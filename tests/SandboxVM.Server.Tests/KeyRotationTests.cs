@@ -57,7 +57,7 @@ public class KeyRotationTests
         using var keys = new TestKeys();
         keys.WriteRaw(text);
 
-        var e = Assert.ThrowsAny<Exception>(() => ApiServer.Build([keys.Arg], new FakeAgentRuntime(), new LogCapture()));
+        var e = Assert.ThrowsAny<Exception>(() => ApiServer.Build([keys.Arg], new InProcessAgentRuntime(), new LogCapture()));
 
         Assert.Contains(keys.Path, e.Message);
         Assert.Contains(named, e.Message);
@@ -68,7 +68,7 @@ public class KeyRotationTests
     {
         using var keys = new TestKeys();
 
-        var e = Assert.ThrowsAny<Exception>(() => ApiServer.Build([keys.Arg], new FakeAgentRuntime(), new LogCapture()));
+        var e = Assert.ThrowsAny<Exception>(() => ApiServer.Build([keys.Arg], new InProcessAgentRuntime(), new LogCapture()));
 
         Assert.Contains(keys.Path, e.Message);
     }
@@ -77,7 +77,7 @@ public class KeyRotationTests
     public async Task NoKeyOrHash_EverReachesALogLineOrAnAnswer()
     {
         using var keys = new TestKeys().WithDefaults(aliceLimits: new { runs_per_minute = 1 });
-        var runtime = new FakeAgentRuntime();
+        var runtime = new InProcessAgentRuntime();
         runtime.InitialFiles["/tmp/outputs/r.txt"] = "x"u8.ToArray();
         await using var server = await ApiServer.StartAsync([keys.Arg], runtime: runtime);
         var answers = new List<string>();

@@ -15,7 +15,7 @@ public class SdkTests
     public async Task EveryCallOfTheSdk_PassesTheServersChecks()
     {
         using var keys = new TestKeys().WithDefaults();
-        var runtime = new FakeAgentRuntime();
+        var runtime = new InProcessAgentRuntime();
         runtime.InitialFiles["/tmp/outputs/plot.png"] = [0x89, (byte)'P', (byte)'N', (byte)'G'];
         var tools = new FakeToolRunner();
         await using var server = await ApiServer.StartAsync([keys.Arg], runtime: runtime, services: s => s.AddSingleton<IToolRunner>(tools));

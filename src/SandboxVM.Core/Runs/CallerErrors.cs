@@ -19,6 +19,8 @@ public static class CallerErrors
         AggregateException { InnerExceptions: [var only] } => Describe(only),
         SandboxStartException s => s.Reason,
         TemplateImageException i => i.Reason,
+        // What the guest did wrong is the caller's business (it is the caller's code's doing, or a broken agent).
+        AgentDisconnectedException { GuestFault: { } fault } => "the host closed the agent channel: " + fault,
         AgentDisconnectedException => "its VM stopped",
         // The guest's own words about its own files and processes.
         AgentException a => $"the agent answered {a.Code}: {a.Message}",

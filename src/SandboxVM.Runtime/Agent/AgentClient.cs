@@ -55,7 +55,11 @@ public sealed record AgentClientLimits
 }
 
 /// <summary>The channel to the agent broke: the VM or process is gone, or the host closed it because the guest broke the protocol.</summary>
-public sealed class AgentDisconnectedException(string message, Exception? inner = null) : Exception(message, inner);
+public sealed class AgentDisconnectedException(string message, Exception? inner = null, string? guestFault = null) : Exception(message, inner)
+{
+    /// <summary>How the guest broke the protocol when that is why the host closed the channel (no host detail in it); else null.</summary>
+    public string? GuestFault { get; } = guestFault;
+}
 
 /// <summary>
 /// A file read sent more bytes than the caller allowed (<see cref="AgentClient.ReadFileAsync"/>): the
@@ -486,7 +490,7 @@ public sealed class AgentClient : IAsyncDisposable
         {
             return;
         }
-        Close(new AgentDisconnectedException("the host closed the agent channel: " + reason));
+        Close(new AgentDisconnectedException("the host closed the agent channel: " + reason, guestFault: reason));
         try
         {
             _stop.Cancel();

@@ -13,7 +13,7 @@ namespace SandboxVM.Server.Tests;
 /// a fixed stdout, files live in a dictionary, and the guest side can open agent-initiated operations
 /// (search) as a real agent's proxy would. Fast enough for every HTTP test.
 /// </summary>
-internal sealed class FakeAgentRuntime : IVmRuntime
+internal sealed class InProcessAgentRuntime : IVmRuntime
 {
     private int _started;
 
@@ -21,7 +21,7 @@ internal sealed class FakeAgentRuntime : IVmRuntime
     public RuntimeCapabilities Capabilities { get; } = new(IsolationLevel.Vm, false, false, true);
     public string? Accel => null;
 
-    public ConcurrentQueue<FakeAgentVm> Vms { get; } = new();
+    public ConcurrentQueue<InProcessAgentVm> Vms { get; } = new();
 
     /// <summary>Files every new sandbox starts with (guest path to content).</summary>
     public Dictionary<string, byte[]> InitialFiles { get; } = new(StringComparer.Ordinal);
@@ -34,7 +34,7 @@ internal sealed class FakeAgentRuntime : IVmRuntime
 
     public async Task<IVm> StartAsync(VmSpec spec, CancellationToken cancellationToken)
     {
-        var vm = new FakeAgentVm($"fake-{Interlocked.Increment(ref _started)}", spec.TemplateName, this);
+        var vm = new InProcessAgentVm($"fake-{Interlocked.Increment(ref _started)}", spec.TemplateName, this);
         await vm.Agent.HelloAsync(cancellationToken);
         Vms.Enqueue(vm);
         return vm;
@@ -43,7 +43,7 @@ internal sealed class FakeAgentRuntime : IVmRuntime
     public Task<int> CleanupLeftoversAsync(CancellationToken cancellationToken) => Task.FromResult(0);
 }
 
-internal sealed class FakeAgentVm : IVm
+internal sealed class InProcessAgentVm : IVm
 {
     private readonly AnonymousPipeServerStream _toAgent = new(PipeDirection.Out);
     private readonly AnonymousPipeServerStream _fromAgent = new(PipeDirection.In);
@@ -54,12 +54,12 @@ internal sealed class FakeAgentVm : IVm
     private readonly TaskCompletionSource _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ConcurrentDictionary<uint, TaskCompletionSource<Frame>> _outgoing = new();
     private readonly ConcurrentDictionary<uint, MemoryStream> _uploads = new();
-    private readonly FakeAgentRuntime _runtime;
+    private readonly InProcessAgentRuntime _runtime;
     private readonly Task _loop;
     private uint _nextOutgoing;
     private int _execs;
 
-    public FakeAgentVm(string id, string template, FakeAgentRuntime runtime)
+    public InProcessAgentVm(string id, string template, InProcessAgentRuntime runtime)
     {
         Id = id;
         TemplateName = template;
