@@ -432,9 +432,10 @@ public sealed class QemuRuntime : IVmRuntime
             };
             process = System.Diagnostics.Process.Start(BuildStartInfo(QemuCommandLine.Build(launch), Path.Combine(runDir, PidFileName), cgroup, uid))
                 ?? throw new InvalidOperationException("qemu did not start");
+            // process.StandardInput stays open as long as the VM: its end of file is the launch chain's
+            // sign that this server is gone (CgroupLauncher, endWithServer).
             vm = new QemuVm(id, spec.TemplateName, source, process, cgroup, runDir, () => Release(id, uid), _options.QuitTimeout, _logger);
             _live[id] = vm;
-            process.StandardInput.Close();
             await vm.ConnectQmpAsync(_qmpTimeout, cancellationToken);
             await vm.ConnectConsoleAsync(cancellationToken);
             await vm.ConnectAgentAsync(cancellationToken);
@@ -470,7 +471,7 @@ public sealed class QemuRuntime : IVmRuntime
 
     private ProcessStartInfo BuildStartInfo(IReadOnlyList<string> qemuArgs, string pidFile, Cgroup? cgroup, int? uid)
     {
-        var psi = CgroupLauncher.StartInfo(cgroup, pidFile);
+        var psi = CgroupLauncher.StartInfo(cgroup, pidFile, endWithServer: true);
         var a = psi.ArgumentList;
         if (uid is { } u)
         {
