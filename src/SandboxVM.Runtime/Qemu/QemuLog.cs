@@ -13,8 +13,8 @@ internal static partial class QemuLog
     [LoggerMessage(Level = LogLevel.Warning, Message = "the host TSC frequency is unknown: TCG guests calibrate it themselves and may hang at boot; set TscKhz")]
     internal static partial void NoTsc(ILogger logger);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "/dev/kvm is not accessible to an unprivileged uid (mode {Mode}): qemu runs as root under its seccomp filter")]
-    internal static partial void KvmNeedsRoot(ILogger logger, string mode);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "/dev/kvm (mode {Mode}) only lets root in and QEMU never runs as root: using tcg (give /dev/kvm a group, e.g. chgrp kvm and chmod 0660, to use KVM)")]
+    internal static partial void KvmRootOnly(ILogger logger, string mode);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "VM {Id} ({Template}) {Source} ready in {Ms} ms")]
     internal static partial void Started(ILogger logger, string id, string template, VmSource source, long ms);

@@ -85,7 +85,13 @@ public sealed class QemuRuntime : IVmRuntime
             }
             QemuLog.NoCgroups(logger);
         }
-        _dropPrivileges = options.DropPrivileges && Environment.IsPrivilegedProcess;
+        // A root server never runs QEMU as root: each VM gets its own uid, and what cannot work that way is an error.
+        _dropPrivileges = Environment.IsPrivilegedProcess;
+        if (_dropPrivileges && !File.Exists(options.SetprivPath))
+        {
+            throw new InvalidOperationException(
+                $"the qemu runtime runs every QEMU as its own unprivileged uid with {options.SetprivPath}, which is missing (apt-get install util-linux)");
+        }
         if (_dropPrivileges && Accel == "kvm")
         {
             // An unprivileged QEMU needs /dev/kvm through "other" or group bits (then it joins the group).
@@ -96,10 +102,15 @@ public sealed class QemuRuntime : IVmRuntime
                 {
                     _kvmGroup = k.Gid;
                 }
+                else if (options.Accel == "kvm")
+                {
+                    throw new InvalidOperationException(
+                        $"accel kvm was requested but /dev/kvm (mode {Convert.ToString(k.Mode & 0xfff, 8)}) only lets root in, and QEMU never runs as root: give it a group (chgrp kvm /dev/kvm; chmod 0660 /dev/kvm) or use accel tcg");
+                }
                 else
                 {
-                    QemuLog.KvmNeedsRoot(logger, Convert.ToString(k.Mode & 0xfff, 8));
-                    _dropPrivileges = false;
+                    QemuLog.KvmRootOnly(logger, Convert.ToString(k.Mode & 0xfff, 8));
+                    Accel = "tcg";
                 }
             }
         }
@@ -387,7 +398,7 @@ public sealed class QemuRuntime : IVmRuntime
         string id = IdPrefix + Guid.NewGuid().ToString("N")[..12];
         string runDir = Path.Combine(_runRoot, id);
         string sockets = Path.Combine(runDir, SocketDirName);
-        int? uid = _dropPrivileges ? AllocateUid() : null;
+        int? uid = _dropPrivileges ? AllocateUid(spec.TemplateName) : null;
         Cgroup? cgroup = null;
         System.Diagnostics.Process? process = null;
         QemuVm? vm = null;
@@ -729,13 +740,15 @@ public sealed class QemuRuntime : IVmRuntime
         };
     }
 
-    private int AllocateUid()
+    private int AllocateUid(string template)
     {
         lock (_usedUids)
         {
             if (_usedUids.Count >= _options.UidCount)
             {
-                throw new InvalidOperationException($"all {_options.UidCount} sandbox uids are in use");
+                // Never a shared uid, never root: no VM starts without a uid of its own.
+                throw new SandboxStartException(
+                    $"qemu for {template} did not start: all {_options.UidCount} unprivileged uids ({_options.UidBase}..{_options.UidBase + _options.UidCount - 1}) are in use");
             }
             while (true)
             {
