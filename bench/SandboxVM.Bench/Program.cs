@@ -1,6 +1,8 @@
 // VM start-up benchmark: cold boot to agent-ready vs snapshot restore to agent-ready, per template, on the
 // qemu runtime. Usage: dotnet run -c Release --project bench/SandboxVM.Bench -- [--accel tcg|kvm|auto] [--boots 5] [--restores 10]
-// Writes a Markdown report to bench/results/.
+// [--qemu /path/to/qemu-system-x86_64] [--templates a,b] [--snapshot-dir DIR] [--attempt-timeout-s 120]
+// Writes a Markdown report to bench/results/. A start that fails or hangs is counted, not fatal: the report
+// says how many of each kind did not reach the agent.
 using System.Diagnostics;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Logging;
@@ -20,6 +22,9 @@ string accel = Arg("--accel", "tcg");
 string mode = args.Length > 0 && !args[0].StartsWith("--", StringComparison.Ordinal) ? args[0] : "startup";
 int boots = int.Parse(Arg("--boots", "5"));
 int restores = int.Parse(Arg("--restores", "10"));
+string qemuPath = Arg("--qemu", new QemuRuntimeOptions().QemuPath);
+var onlyTemplates = Arg("--templates", "").Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
+var attemptTimeout = TimeSpan.FromSeconds(int.Parse(Arg("--attempt-timeout-s", "120")));
 
 using var loggers = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning));
 var options = ServerApp.LoadOptions(new ConfigurationBuilder().AddEnvironmentVariables().Build());
@@ -216,19 +221,29 @@ if (mode is "run" or "phases")
 }
 
 var rows = new List<string>();
-foreach (var t in catalog.All.Where(t => TemplateCatalog.UnavailableReason(t) is null))
+string qemuVersion = QemuVersionLine(qemuPath);
+try
 {
-    var spec = await catalog.GetSpecAsync(t, CancellationToken.None);
-    await runtime.PrepareSnapshotAsync(spec, (agent, ct) => Warmup.RunAsync(t, agent, ct), CancellationToken.None);
+    foreach (var t in catalog.All.Where(t => TemplateCatalog.UnavailableReason(t) is null && (onlyTemplates.Count == 0 || onlyTemplates.Contains(t.Name))))
+    {
+        var spec = await catalog.GetSpecAsync(t, CancellationToken.None);
+        var build = Stopwatch.StartNew();
+        var snapshot = await runtime.PrepareSnapshotAsync(spec, (agent, ct) => Warmup.RunAsync(t, agent, ct), CancellationToken.None);
+        string built = snapshot is null ? "none" : snapshot.Built ? $"{build.Elapsed.TotalSeconds:0.0} s" : "reused";
 
-    // A warm-up key no snapshot has: the runtime boots cold.
-    var coldSpec = spec with { WarmupKey = "bench-cold-" + Guid.NewGuid().ToString("N") };
-    var cold = await MeasureAsync(coldSpec, boots, VmSource.Boot);
-    var warm = await MeasureAsync(spec, restores, VmSource.Restore);
-    double ratio = Median(cold) / Median(warm);
-    string row = $"| {t.Name} | {runtime.Accel} | {Median(cold):0} | {P95(cold):0} | {Median(warm):0} | {P95(warm):0} | {ratio:0.0}x |";
-    Console.WriteLine(row);
-    rows.Add(row);
+        // A warm-up key no snapshot has: the runtime boots cold.
+        var coldSpec = spec with { WarmupKey = "bench-cold-" + Guid.NewGuid().ToString("N") };
+        var (cold, coldFailed) = await MeasureAsync(coldSpec, boots, VmSource.Boot);
+        var (warm, warmFailed) = await MeasureAsync(spec, restores, snapshot is null ? VmSource.Boot : VmSource.Restore);
+        double ratio = Median(cold) / Median(warm);
+        string row = $"| {t.Name} | {runtime.Accel} | {built} | {Median(cold):0} | {P95(cold):0} | {coldFailed}/{boots} | {Median(warm):0} | {P95(warm):0} | {warmFailed}/{restores} | {ratio:0.0}x |";
+        Console.WriteLine(row);
+        rows.Add(row);
+    }
+}
+finally
+{
+    await CleanupAsync();
 }
 
 string stamp = DateTime.UtcNow.ToString("yyyy-MM-ddTHHmm") + "Z";
@@ -237,12 +252,13 @@ string report = string.Join('\n',
 [
     $"# VM start-up: cold boot vs snapshot restore, {stamp}",
     "",
-    $"Machine: {Environment.ProcessorCount} cores, {cpu}, kernel {Environment.OSVersion.Version}. Accel: {runtime.Accel}.",
-    $"Command: `dotnet run -c Release --project bench/SandboxVM.Bench -- --accel {accel} --boots {boots} --restores {restores}`.",
-    "Both are measured from the start request to the agent's hello (plus reinit for restores), in ms.",
+    $"Machine: {Environment.ProcessorCount} cores, {cpu}, kernel {Environment.OSVersion.Version}. Accel: {runtime.Accel}. {qemuVersion}.",
+    $"Command: `dotnet run -c Release --project bench/SandboxVM.Bench -- {string.Join(' ', args)}`.",
+    "Both are measured from the start request to the agent's hello (plus reinit for restores), in ms; failed = did not",
+    $"reach the agent (error or {attemptTimeout.TotalSeconds:0} s). Snapshot: time to build it (boot, warm-up, save), or reused.",
     "",
-    "| template | accel | cold boot median | cold p95 | restore median | restore p95 | boot/restore |",
-    "|---|---|---|---|---|---|---|",
+    "| template | accel | snapshot | cold boot median | cold p95 | cold failed | restore median | restore p95 | restore failed | boot/restore |",
+    "|---|---|---|---|---|---|---|---|---|---|",
     .. rows,
     "",
 ]);
@@ -253,12 +269,27 @@ File.WriteAllText(file, report);
 Console.WriteLine("wrote " + file);
 return 0;
 
-async Task<List<double>> MeasureAsync(VmSpec spec, int count, VmSource expected)
+async Task<(List<double> Times, int Failed)> MeasureAsync(VmSpec spec, int count, VmSource expected)
 {
     var times = new List<double>();
+    int failed = 0;
     for (int i = 0; i < count; i++)
     {
-        var vm = await runtime.StartAsync(spec, CancellationToken.None);
+        IVm vm;
+        using (var attempt = new CancellationTokenSource(attemptTimeout))
+        {
+            try
+            {
+                vm = await runtime.StartAsync(spec, attempt.Token);
+            }
+            catch (Exception e) when (e is SandboxVM.Runtime.Process.SandboxStartException or OperationCanceledException)
+            {
+                // A hang or a failure is what a reliability check is for: count it, say it, go on.
+                failed++;
+                Console.WriteLine($"{spec.TemplateName} {expected} {i + 1}/{count} failed: {e.Message}");
+                continue;
+            }
+        }
         try
         {
             if (vm.Source != expected)
@@ -272,11 +303,11 @@ async Task<List<double>> MeasureAsync(VmSpec spec, int count, VmSource expected)
             await vm.DisposeAsync();
         }
     }
-    return times;
+    return (times, failed);
 }
 
-static double Median(List<double> v) => Percentile(v, 50);
-static double P95(List<double> v) => Percentile(v, 95);
+static double Median(List<double> v) => v.Count == 0 ? double.NaN : Percentile(v, 50);
+static double P95(List<double> v) => v.Count == 0 ? double.NaN : Percentile(v, 95);
 static double Percentile(List<double> v, double p)
 {
     var s = v.Order().ToList();
@@ -285,7 +316,7 @@ static double Percentile(List<double> v, double p)
 
 QemuRuntime NewRuntime(Action<QemuRuntimeOptions> configure)
 {
-    var o = new QemuRuntimeOptions { Accel = accel, SnapshotDirectory = snapshotDir, RunDirectory = runDir };
+    var o = new QemuRuntimeOptions { Accel = accel, QemuPath = qemuPath, SnapshotDirectory = snapshotDir, RunDirectory = runDir };
     configure(o);
     return new QemuRuntime(o, new CgroupManager(), loggers.CreateLogger<QemuRuntime>());
 }
@@ -298,6 +329,14 @@ async Task CleanupAsync()
     {
         Directory.Delete(runDir, recursive: true);
     }
+}
+
+static string QemuVersionLine(string qemu)
+{
+    using var p = Process.Start(new ProcessStartInfo(qemu, "--version") { RedirectStandardOutput = true })!;
+    string line = p.StandardOutput.ReadLine() ?? "";
+    p.WaitForExit();
+    return line.Trim();
 }
 
 string Arg(string name, string fallback)

@@ -28,7 +28,7 @@ public sealed class QemuRuntimeOptions
     /// </summary>
     public int UidBase { get; set; } = 900_000_001;
     public int UidCount { get; set; } = 100_000;
-    /// <summary>Group of every QEMU; snapshot RAM files are writable by it (QEMU 7.2 opens them read-write even for a private mapping).</summary>
+    /// <summary>Group of every QEMU; it may read (never write) snapshot RAM files.</summary>
     public int SandboxGid { get; set; } = 900_000_000;
 
     public string SetprivPath { get; set; } = "/usr/bin/setpriv";
