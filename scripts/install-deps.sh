@@ -10,7 +10,6 @@ packages=(
   busybox-static  # the guest initramfs; tests: the shell of a small OCI test image
   umoci skopeo    # templates from OCI images (skopeo fetches, umoci unpacks)
   e2fsprogs       # mkfs.ext4 -d for VM root disks
-  qemu-system-x86 # qemu runtime (KVM when usable, else TCG)
   kmod            # modinfo: guest kernel module order
   gcc binutils libc6-dev  # NativeAOT link of the guest agent (clang is used instead when present)
   python3
@@ -30,6 +29,35 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# QEMU for the qemu runtime (KVM when usable, else TCG), from bookworm-backports (10.0): clones open a
+# snapshot's RAM file read-only (memory-backend-file readonly=on,rom=off, QEMU 8.2 or later); with
+# bookworm's 7.2 the runtime boots every VM cold. The suite is added with the mirror this machine already
+# uses for bookworm, never a new host. Idempotent: nothing is done when QEMU 8.2 or later is installed.
+ensure_backports() {
+  grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/ && return 0
+  local mirror
+  mirror=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | grep -v security | head -n1)
+  [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list 2>/dev/null)
+  if [ -z "$mirror" ]; then
+    echo "install-deps: cannot tell which Debian mirror this machine uses for bookworm; add bookworm-backports by hand" >&2
+    return 1
+  fi
+  echo "install-deps: adding bookworm-backports from $mirror"
+  printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+    "$mirror" > /etc/apt/sources.list.d/bookworm-backports.sources
+}
+qemu_version=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+if ! dpkg --compare-versions "${qemu_version:-0}" ge 1:8.2; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: qemu-system-x86 8.2 or later is missing (installed: ${qemu_version:-none}); run as root" >&2
+    exit 1
+  fi
+  ensure_backports
+  echo "install-deps: installing qemu-system-x86 from bookworm-backports (installed: ${qemu_version:-none})"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -t bookworm-backports qemu-system-x86
 fi
 
 if ! command -v dotnet >/dev/null; then

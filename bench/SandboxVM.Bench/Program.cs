@@ -1,8 +1,10 @@
-// VM start-up benchmark: cold boot to agent-ready, snapshot (checkpoint) save, and restore to agent-ready,
-// per template, on the qemu or gvisor runtime.
+// Sandbox start-up benchmark: cold start to agent-ready, snapshot (checkpoint) save, and restore to
+// agent-ready, per template, on the qemu or gvisor runtime.
 // Usage: dotnet run -c Release --project bench/SandboxVM.Bench -- [--runtime qemu|gvisor] [--accel tcg|kvm|auto]
-//        [--boots 5] [--restores 10] [--saves 3] [--templates a,b]
-// Writes a Markdown report to bench/results/.
+//        [--qemu /path/to/qemu-system-x86_64] [--boots 5] [--restores 10] [--saves 3] [--templates a,b]
+//        [--snapshot-dir DIR] [--attempt-timeout-s 120]
+// Writes a Markdown report to bench/results/. A start that fails or hangs is counted, not fatal: the report
+// says how many of each kind did not reach the agent.
 using System.Diagnostics;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Logging;
@@ -25,6 +27,9 @@ int boots = int.Parse(Arg("--boots", "5"));
 int restores = int.Parse(Arg("--restores", "10"));
 int saves = int.Parse(Arg("--saves", "3"));
 string runtimeName = Arg("--runtime", "qemu");
+string qemuPath = Arg("--qemu", new QemuRuntimeOptions().QemuPath);
+var onlyTemplates = Arg("--templates", "").Split(',', StringSplitOptions.RemoveEmptyEntries).ToHashSet(StringComparer.Ordinal);
+var attemptTimeout = TimeSpan.FromSeconds(int.Parse(Arg("--attempt-timeout-s", "120")));
 
 using var loggers = LoggerFactory.Create(b => b.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning));
 var options = ServerApp.LoadOptions(new ConfigurationBuilder().AddEnvironmentVariables().Build());
@@ -229,24 +234,26 @@ IVmRuntime startupRuntime = runtimeName switch
         loggers.CreateLogger<GvisorRuntime>()),
     _ => throw new ArgumentException("--runtime: qemu or gvisor"),
 };
-string[]? only = Arg("--templates", "") is { Length: > 0 } names ? names.Split(',') : null;
+string versionLine = runtimeName == "qemu" ? QemuVersion.Read(qemuPath).Text : "";
 var rows = new List<string>();
 try
 {
-    foreach (var t in catalog.All.Where(t => TemplateCatalog.UnavailableReason(t) is null && (only is null || only.Contains(t.Name))))
+    foreach (var t in catalog.All.Where(t => TemplateCatalog.UnavailableReason(t) is null && (onlyTemplates.Count == 0 || onlyTemplates.Contains(t.Name))))
     {
         var spec = await catalog.GetSpecAsync(t, CancellationToken.None);
-        await startupRuntime.PrepareSnapshotAsync(spec, (agent, ct) => Warmup.RunAsync(t, agent, ct), CancellationToken.None);
+        var build = Stopwatch.StartNew();
+        var snapshot = await startupRuntime.PrepareSnapshotAsync(spec, (agent, ct) => Warmup.RunAsync(t, agent, ct), CancellationToken.None);
+        string built = snapshot is null ? "none" : snapshot.Built ? $"{build.Elapsed.TotalSeconds:0.0} s" : "reused";
 
         // A warm-up key no snapshot has: the runtime boots cold.
         var coldSpec = spec with { WarmupKey = "bench-cold-" + Guid.NewGuid().ToString("N") };
-        var cold = await MeasureAsync(coldSpec, boots, VmSource.Boot);
-        var warm = await MeasureAsync(spec, restores, VmSource.Restore);
+        var (cold, coldFailed) = await MeasureAsync(coldSpec, boots, VmSource.Boot);
+        var (warm, warmFailed) = await MeasureAsync(spec, restores, snapshot is null ? VmSource.Boot : VmSource.Restore);
         // Saves: each a snapshot of its own (fresh warm-up key), removed after it is measured.
         var saveTotal = new List<double>();
         var saveOnly = new List<double>();
         long bytes = 0;
-        for (int i = 0; i < saves; i++)
+        for (int i = 0; i < (snapshot is null ? 0 : saves); i++)
         {
             var saveSpec = spec with { WarmupKey = spec.WarmupKey + "-bench-save-" + Guid.NewGuid().ToString("N") };
             var info = (await startupRuntime.PrepareSnapshotAsync(saveSpec, (agent, ct) => Warmup.RunAsync(t, agent, ct), CancellationToken.None))!;
@@ -261,7 +268,7 @@ try
         }
         double ratio = Median(cold) / Median(warm);
         string save = saveOnly.Count > 0 ? $"{Median(saveOnly):0} / {P95(saveOnly):0}" : "n/a";
-        string row = $"| {t.Name} | {startupRuntime.Name} | {startupRuntime.Accel} | {Median(cold):0} | {P95(cold):0} | {Median(warm):0} | {P95(warm):0} | {ratio:0.0}x | "
+        string row = $"| {t.Name} | {startupRuntime.Name} | {startupRuntime.Accel} | {built} | {Median(cold):0} | {P95(cold):0} | {coldFailed}/{boots} | {Median(warm):0} | {P95(warm):0} | {warmFailed}/{restores} | {ratio:0.0}x | "
             + $"{(saveTotal.Count > 0 ? $"{Median(saveTotal):0} / {P95(saveTotal):0}" : "n/a")} | {save} | {bytes / 1e6:0.0} |";
         Console.WriteLine(row);
         rows.Add(row);
@@ -273,6 +280,7 @@ finally
     {
         await gvisor.DisposeAsync();
     }
+    await CleanupAsync();
 }
 
 string stamp = DateTime.UtcNow.ToString("yyyy-MM-ddTHHmm") + "Z";
@@ -282,13 +290,14 @@ string report = string.Join('\n',
 [
     $"# Sandbox start-up: cold start vs snapshot restore, {startupRuntime.Name}, {stamp}",
     "",
-    $"Machine: {Environment.ProcessorCount} cores, {cpu}, {memKb >> 20} GiB, kernel {Environment.OSVersion.Version}, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]} at the end. Runtime: {startupRuntime.Name} ({startupRuntime.Accel}).",
-    $"Command: `dotnet run -c Release --project bench/SandboxVM.Bench -- --runtime {runtimeName}{(runtimeName == "qemu" ? $" --accel {accel}" : "")} --boots {boots} --restores {restores} --saves {saves}`.",
-    "Cold start and restore are measured from the start request to the agent's hello (plus reinit), in ms, median / p95.",
+    $"Machine: {Environment.ProcessorCount} cores, {cpu}, {memKb >> 20} GiB, kernel {Environment.OSVersion.Version}, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]} at the end. Runtime: {startupRuntime.Name} ({startupRuntime.Accel}). {versionLine}",
+    $"Command: `dotnet run -c Release --project bench/SandboxVM.Bench -- {string.Join(' ', args)}`.",
+    "Cold start and restore are measured from the start request to the agent's hello (plus reinit), in ms, median / p95; failed = did not",
+    $"reach the agent (error or {attemptTimeout.TotalSeconds:0} s). Snapshot: time to build it (boot, warm-up, save), reused, or none (the runtime has no snapshots).",
     "Snapshot prepare = cold start + the template's warm-up + save; save = `runsc checkpoint` alone (gvisor); size = checkpoint image (gvisor) or device state (qemu; its RAM file is the guest's size).",
     "",
-    "| template | runtime | accel | cold median | cold p95 | restore median | restore p95 | cold/restore | snapshot prepare ms | save ms | size MB |",
-    "|---|---|---|---|---|---|---|---|---|---|---|",
+    "| template | runtime | accel | snapshot | cold median | cold p95 | cold failed | restore median | restore p95 | restore failed | cold/restore | snapshot prepare ms | save ms | size MB |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     .. rows,
     "",
 ]);
@@ -300,12 +309,27 @@ Console.WriteLine("wrote " + file);
 await CleanupAsync();
 return 0;
 
-async Task<List<double>> MeasureAsync(VmSpec spec, int count, VmSource expected)
+async Task<(List<double> Times, int Failed)> MeasureAsync(VmSpec spec, int count, VmSource expected)
 {
     var times = new List<double>();
+    int failed = 0;
     for (int i = 0; i < count; i++)
     {
-        var vm = await startupRuntime.StartAsync(spec, CancellationToken.None);
+        IVm vm;
+        using (var attempt = new CancellationTokenSource(attemptTimeout))
+        {
+            try
+            {
+                vm = await startupRuntime.StartAsync(spec, attempt.Token);
+            }
+            catch (Exception e) when (e is SandboxVM.Runtime.Process.SandboxStartException or OperationCanceledException)
+            {
+                // A hang or a failure is what a reliability check is for: count it, say it, go on.
+                failed++;
+                Console.WriteLine($"{spec.TemplateName} {expected} {i + 1}/{count} failed: {e.Message}");
+                continue;
+            }
+        }
         try
         {
             if (vm.Source != expected)
@@ -319,11 +343,11 @@ async Task<List<double>> MeasureAsync(VmSpec spec, int count, VmSource expected)
             await vm.DisposeAsync();
         }
     }
-    return times;
+    return (times, failed);
 }
 
-static double Median(List<double> v) => Percentile(v, 50);
-static double P95(List<double> v) => Percentile(v, 95);
+static double Median(List<double> v) => v.Count == 0 ? double.NaN : Percentile(v, 50);
+static double P95(List<double> v) => v.Count == 0 ? double.NaN : Percentile(v, 95);
 static double Percentile(List<double> v, double p)
 {
     var s = v.Order().ToList();
@@ -332,7 +356,7 @@ static double Percentile(List<double> v, double p)
 
 QemuRuntime NewRuntime(Action<QemuRuntimeOptions> configure)
 {
-    var o = new QemuRuntimeOptions { Accel = accel, SnapshotDirectory = snapshotDir, RunDirectory = runDir };
+    var o = new QemuRuntimeOptions { Accel = accel, QemuPath = qemuPath, SnapshotDirectory = snapshotDir, RunDirectory = runDir };
     configure(o);
     return new QemuRuntime(o, new CgroupManager(), loggers.CreateLogger<QemuRuntime>());
 }

@@ -16,6 +16,17 @@ internal static class DoctorCommand
             Line("qemu-system-x86_64", h.QemuPath ?? "not installed (apt-get install qemu-system-x86)");
             Line("runsc (gVisor)", h.RunscPath is null ? "not installed (scripts/install-deps.sh: runsc from bookworm-backports)"
                 : h.Runsc is { } runsc ? (runsc.Works ? $"works: {runsc.Detail} ({runsc.Version})" : $"does not work here: {runsc.Detail}") : h.RunscPath);
+            if (h.QemuPath is { } qemu)
+            {
+                var v = Runtime.Qemu.QemuVersion.Read(qemu);
+                Line("qemu version", v.Text);
+                Line("qemu snapshots", v.ReadOnlySnapshotMemory
+                    ? "on: clones map the snapshot's RAM read-only, copy-on-write (readonly=on,rom=off)"
+                    : $"off, every VM boots cold: QEMU {Runtime.Qemu.QemuVersion.ReadOnlySnapshotMemorySince}+ is needed to map a snapshot's RAM read-only (scripts/install-deps.sh installs 10.0 from bookworm-backports)");
+                Line("qemu runs as", h.IsRoot
+                    ? "its own unprivileged uid per VM, never root"
+                    : "this user (as root each VM's QEMU gets its own uid)");
+            }
             Line("bubblewrap", h.BwrapPath ?? "not installed (apt-get install bubblewrap)");
             Line("mmdebstrap", h.MmdebstrapPath ?? "not installed (apt-get install mmdebstrap): templates cannot be built");
             Line("umoci", HostFacts.FindOnPath("umoci") ?? "not installed (apt-get install umoci): templates from OCI images cannot be built");

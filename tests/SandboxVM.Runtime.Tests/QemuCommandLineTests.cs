@@ -58,7 +58,8 @@ public sealed class QemuCommandLineTests
     {
         Assert.Equal("memory-backend-ram,id=mem,size=512M", After(QemuCommandLine.Build(Spec(GuestMemoryKind.Anonymous)), "-object"));
         Assert.Equal("memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/snap/mem,share=on", After(QemuCommandLine.Build(Spec(GuestMemoryKind.SharedFile)), "-object"));
-        Assert.Equal("memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/snap/mem,share=off", After(QemuCommandLine.Build(Spec(GuestMemoryKind.PrivateFile)), "-object"));
+        // A clone opens the snapshot read-only and still gets writable (copy-on-write) RAM.
+        Assert.Equal("memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/snap/mem,share=off,readonly=on,rom=off", After(QemuCommandLine.Build(Spec(GuestMemoryKind.PrivateFile)), "-object"));
     }
 
     [Fact]
@@ -66,7 +67,7 @@ public sealed class QemuCommandLineTests
         Assert.Throws<ArgumentException>(() => QemuCommandLine.Build(Spec() with { MemoryFile = null }));
 
     [Fact]
-    public void Clone_differs_from_template_only_in_share_sockets_and_incoming()
+    public void Clone_differs_from_template_only_in_memory_flags_sockets_and_incoming()
     {
         var template = QemuCommandLine.Build(Spec(GuestMemoryKind.SharedFile, "/run/t"));
         var clone = QemuCommandLine.Build(Spec(GuestMemoryKind.PrivateFile, "/run/c", incoming: true));
@@ -74,7 +75,7 @@ public sealed class QemuCommandLineTests
         Assert.Equal(["-incoming", "defer"], clone.Skip(template.Count));
         var differing = template.Zip(clone).Where(p => p.First != p.Second).ToList();
         Assert.All(differing, p => Assert.True(
-            p.First.Replace("/run/t/", "/run/c/", StringComparison.Ordinal).Replace("share=on", "share=off", StringComparison.Ordinal) == p.Second,
+            p.First.Replace("/run/t/", "/run/c/", StringComparison.Ordinal).Replace("share=on", "share=off,readonly=on,rom=off", StringComparison.Ordinal) == p.Second,
             $"{p.First} vs {p.Second}"));
         Assert.Equal(4, differing.Count);
     }

@@ -41,6 +41,9 @@ public sealed class QemuFixture : IAsyncLifetime
     public static string? Initrd => Environment.GetEnvironmentVariable("SANDBOXVM_INITRD");
     public static string? RootfsImage => Environment.GetEnvironmentVariable("SANDBOXVM_ROOTFS_IMG");
 
+    /// <summary>The QEMU under test: SANDBOXVM_QEMU (e.g. a newer build unpacked beside the system's), else the system's.</summary>
+    public static string QemuPath => Environment.GetEnvironmentVariable("SANDBOXVM_QEMU") is { Length: > 0 } q ? q : "/usr/bin/qemu-system-x86_64";
+
     /// <summary>Guest RAM of the test VMs.</summary>
     public const int MemoryMib = 512;
 
@@ -61,6 +64,7 @@ public sealed class QemuFixture : IAsyncLifetime
     public QemuRuntimeOptions Options() => new()
     {
         Accel = "tcg",
+        QemuPath = QemuPath,
         RunDirectory = RunDirectory,
         SnapshotDirectory = SnapshotDirectory,
         RequireCgroups = false,
@@ -74,9 +78,9 @@ public sealed class QemuFixture : IAsyncLifetime
         {
             return "needs Linux";
         }
-        if (!File.Exists("/usr/bin/qemu-system-x86_64"))
+        if (!File.Exists(QemuPath))
         {
-            return "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)";
+            return $"{QemuPath} is not installed (apt-get install qemu-system-x86)";
         }
         foreach (var (name, value) in new[] { ("SANDBOXVM_KERNEL", Kernel), ("SANDBOXVM_INITRD", Initrd), ("SANDBOXVM_ROOTFS_IMG", RootfsImage) })
         {
@@ -94,9 +98,14 @@ public sealed class QemuFixture : IAsyncLifetime
 
     public void SkipUnlessAvailable() => Assert.SkipWhen(SkipReason is not null, SkipReason ?? "");
 
-    /// <summary>The fixture's snapshot; the warm-up leaves /tmp/warm in the guest, which every clone must see.</summary>
+    /// <summary>Snapshots need a QEMU that can open their RAM file read-only (see the runtime's README).</summary>
+    private void SkipUnlessSnapshots() =>
+        Assert.SkipUnless(Runtime.Capabilities.Snapshots, $"{QemuPath} cannot map a snapshot's RAM read-only (needs QEMU 8.2 or later): this runtime boots every VM cold");
+
+    /// <summary>The fixture's snapshot (the test is skipped where the runtime has none); the warm-up leaves /tmp/warm in the guest, which every clone must see.</summary>
     public async Task<SnapshotInfo> SnapshotAsync(CancellationToken cancellationToken)
     {
+        SkipUnlessSnapshots();
         await _snapshotLock.WaitAsync(cancellationToken);
         try
         {
@@ -111,6 +120,21 @@ public sealed class QemuFixture : IAsyncLifetime
             _snapshotLock.Release();
         }
     }
+
+    /// <summary>
+    /// For tests that only want fast starts: prepares the fixture's snapshot where the runtime has
+    /// snapshots (starts restore), and nothing where it has none (starts boot, see <see cref="StartSource"/>).
+    /// </summary>
+    public async Task PrepareIfSnapshotsAsync(CancellationToken cancellationToken)
+    {
+        if (Runtime.Capabilities.Snapshots)
+        {
+            await SnapshotAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>How a start of <see cref="Spec"/> comes up after <see cref="PrepareIfSnapshotsAsync"/>.</summary>
+    public VmSource StartSource => Runtime.Capabilities.Snapshots ? VmSource.Restore : VmSource.Boot;
 
     public ValueTask InitializeAsync()
     {

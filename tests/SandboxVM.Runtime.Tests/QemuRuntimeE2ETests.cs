@@ -172,7 +172,7 @@ public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
     public async Task Killing_qemu_completes_Exited_and_the_next_start_works()
     {
         fixture.SkipUnlessAvailable();
-        await fixture.SnapshotAsync(Ct);
+        await fixture.PrepareIfSnapshotsAsync(Ct);
         var vm = (QemuVm)await fixture.Runtime.StartAsync(fixture.Spec, Ct);
         try
         {
@@ -190,7 +190,7 @@ public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
         IVm next = await fixture.Runtime.StartAsync(fixture.Spec, Ct);
         try
         {
-            Assert.Equal(VmSource.Restore, next.Source);
+            Assert.Equal(fixture.StartSource, next.Source);
             Assert.Equal("ok", await QemuFixture.ShAsync(next.Agent, "echo ok", Ct));
         }
         finally
@@ -203,7 +203,7 @@ public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
     public async Task Dispose_leaves_no_process_cgroup_or_run_directory()
     {
         fixture.SkipUnlessAvailable();
-        await fixture.SnapshotAsync(Ct);
+        await fixture.PrepareIfSnapshotsAsync(Ct);
         var vm = (QemuVm)await fixture.Runtime.StartAsync(fixture.Spec, Ct);
         int pid = vm.ProcessId;
         bool cgroups = new CgroupManager().IsUsable;
@@ -232,7 +232,7 @@ public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
     public async Task CleanupLeftovers_ends_a_qemu_whose_server_is_gone()
     {
         fixture.SkipUnlessAvailable();
-        await fixture.SnapshotAsync(Ct);
+        await fixture.PrepareIfSnapshotsAsync(Ct);
         var previous = fixture.NewRuntime();
         var vm = (QemuVm)await previous.StartAsync(fixture.Spec, Ct);
         try
@@ -262,7 +262,7 @@ public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
     public async Task CleanupLeftovers_leaves_the_vms_of_a_running_server_alone()
     {
         fixture.SkipUnlessAvailable();
-        await fixture.SnapshotAsync(Ct);
+        await fixture.PrepareIfSnapshotsAsync(Ct);
         var other = fixture.NewRuntime();
         IVm vm = await other.StartAsync(fixture.Spec, Ct);
         try
@@ -283,7 +283,7 @@ public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
     public async Task CleanupLeftovers_leaves_the_instances_own_vms_alone()
     {
         fixture.SkipUnlessAvailable();
-        await fixture.SnapshotAsync(Ct);
+        await fixture.PrepareIfSnapshotsAsync(Ct);
         var runtime = fixture.NewRuntime();
         IVm vm = await runtime.StartAsync(fixture.Spec, Ct);
         try
@@ -341,7 +341,7 @@ public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
     {
         fixture.SkipUnlessAvailable();
         Assert.SkipUnless(new CgroupManager().IsUsable, "needs writable cgroups (root)");
-        await fixture.SnapshotAsync(Ct);
+        await fixture.PrepareIfSnapshotsAsync(Ct);
         // A cap below the guest's own RAM: the host kernel, not the guest, must stop it.
         var options = fixture.Options();
         options.MemoryOverheadMib = -(options.TcgTranslationBufferMib + QemuFixture.MemoryMib / 2);
@@ -404,7 +404,7 @@ public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
         Assert.True(Math.Abs(host - guest) <= 2, $"guest clock {guest}, host {host}");
     }
 
-    private static string HashFile(string path)
+    internal static string HashFile(string path)
     {
         using var stream = File.OpenRead(path);
         return Convert.ToHexString(SHA256.HashData(stream));

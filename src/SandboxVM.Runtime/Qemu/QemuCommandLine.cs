@@ -9,7 +9,10 @@ public enum GuestMemoryKind
     Anonymous,
     /// <summary>A file mapped shared: the template VM, whose RAM becomes the snapshot.</summary>
     SharedFile,
-    /// <summary>The snapshot's file mapped private (copy-on-write): a clone; the file is never written.</summary>
+    /// <summary>
+    /// The snapshot's file opened read-only and mapped private (copy-on-write): a clone. Needs QEMU 8.2
+    /// or later (readonly=on,rom=off); older ones open the file read-write even for a private mapping.
+    /// </summary>
     PrivateFile,
 }
 
@@ -39,8 +42,8 @@ public sealed record QemuLaunchSpec
 
 /// <summary>
 /// Builds the qemu-system-x86_64 arguments. Template and clones must describe the same machine
-/// (same devices in the same order): only the RAM backend's share flag, socket paths and -incoming
-/// differ, or the saved device state would not load.
+/// (same devices in the same order): only the RAM backend's share and read-only flags, socket paths
+/// and -incoming differ, or the saved device state would not load.
 /// </summary>
 public static class QemuCommandLine
 {
@@ -78,7 +81,8 @@ public static class QemuCommandLine
         {
             GuestMemoryKind.Anonymous => $"memory-backend-ram,id=mem,size={mem}",
             GuestMemoryKind.SharedFile => $"memory-backend-file,id=mem,size={mem},mem-path={Escape(RequireFile(s))},share=on",
-            GuestMemoryKind.PrivateFile => $"memory-backend-file,id=mem,size={mem},mem-path={Escape(RequireFile(s))},share=off",
+            // readonly=on opens the file O_RDONLY; rom=off still maps it writable (MAP_PRIVATE, copy-on-write).
+            GuestMemoryKind.PrivateFile => $"memory-backend-file,id=mem,size={mem},mem-path={Escape(RequireFile(s))},share=off,readonly=on,rom=off",
             _ => throw new ArgumentOutOfRangeException(nameof(s), s.Memory, "unknown memory kind"),
         });
         a.AddRange(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);

@@ -4,8 +4,14 @@ namespace SandboxVM.Runtime.Qemu;
 
 internal static partial class QemuLog
 {
-    [LoggerMessage(Level = LogLevel.Information, Message = "qemu runtime: accel {Accel}, tsc {TscKhz} kHz, run dir {RunDir}, snapshots {SnapshotDir}, cgroups {Cgroups}, unprivileged {Unprivileged}")]
-    internal static partial void Configured(ILogger logger, string accel, int? tscKhz, string runDir, string snapshotDir, bool cgroups, bool unprivileged);
+    [LoggerMessage(Level = LogLevel.Information, Message = "qemu runtime: {Qemu}, accel {Accel}, tsc {TscKhz} kHz, run dir {RunDir}, snapshots {SnapshotDir}, cgroups {Cgroups}, unprivileged {Unprivileged}")]
+    internal static partial void Configured(ILogger logger, string qemu, string accel, int? tscKhz, string runDir, string snapshotDir, bool cgroups, bool unprivileged);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "snapshots are off, every VM boots cold: {Qemu} cannot map a snapshot's RAM file read-only (QEMU {Since} or later can; scripts/install-deps.sh installs it from bookworm-backports)")]
+    internal static partial void SnapshotsOff(ILogger logger, string qemu, string since);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "not restoring from {Path} ({State}): a snapshot's RAM file must be the server's and read-only to everyone else; booting instead")]
+    internal static partial void SnapshotNotSealed(ILogger logger, string path, string state);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "cgroups are not usable: qemu runs without a memory cap")]
     internal static partial void NoCgroups(ILogger logger);
@@ -13,8 +19,8 @@ internal static partial class QemuLog
     [LoggerMessage(Level = LogLevel.Warning, Message = "the host TSC frequency is unknown: TCG guests calibrate it themselves and may hang at boot; set TscKhz")]
     internal static partial void NoTsc(ILogger logger);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "/dev/kvm is not accessible to an unprivileged uid (mode {Mode}): qemu runs as root under its seccomp filter")]
-    internal static partial void KvmNeedsRoot(ILogger logger, string mode);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "/dev/kvm (mode {Mode}) only lets root in and QEMU never runs as root: using tcg (give /dev/kvm a group, e.g. chgrp kvm and chmod 0660, to use KVM)")]
+    internal static partial void KvmRootOnly(ILogger logger, string mode);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "VM {Id} ({Template}) {Source} ready in {Ms} ms")]
     internal static partial void Started(ILogger logger, string id, string template, VmSource source, long ms);

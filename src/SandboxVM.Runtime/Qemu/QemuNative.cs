@@ -4,8 +4,8 @@ namespace SandboxVM.Runtime.Qemu;
 
 /// <summary>
 /// The libc calls the qemu backend needs beyond <see cref="Native"/>: passing a file descriptor over
-/// the QMP socket (SCM_RIGHTS; .NET sockets cannot send ancillary data), chown (no managed API) and a
-/// non-blocking read of the kernel log.
+/// the QMP socket (SCM_RIGHTS; .NET sockets cannot send ancillary data), chown and geteuid (no managed
+/// API) and a non-blocking read of the kernel log.
 /// </summary>
 internal static unsafe partial class QemuNative
 {
@@ -65,6 +65,12 @@ internal static unsafe partial class QemuNative
 
     [LibraryImport("libc", EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static partial int SysStatx(int dirfd, string path, int flags, uint mask, byte* buffer);
+
+    [LibraryImport("libc", EntryPoint = "geteuid")]
+    private static partial uint SysGetEuid();
+
+    /// <summary>The server's effective uid (the owner of what it creates).</summary>
+    internal static int EffectiveUid() => (int)SysGetEuid();
 
     /// <summary>Owner, group, mode and inode of a path (statx: one layout on every architecture).</summary>
     internal readonly record struct FileIdentity(int Uid, int Gid, int Mode, ulong Inode);

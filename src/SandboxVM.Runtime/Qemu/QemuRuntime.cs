@@ -43,7 +43,8 @@ public sealed class QemuRuntime : IVmRuntime
     internal const string StateFileName = "state";
     internal const string MetaFileName = "meta.json";
     private const string BuildPrefix = ".build-";
-    private const int KeyFormatVersion = 1;
+    // 2: the RAM file is sealed read-only after the build; a snapshot of format 1 is group-writable and never restored.
+    private const int KeyFormatVersion = 2;
     private static readonly TimeSpan _qmpTimeout = TimeSpan.FromSeconds(10);
 
     private readonly QemuRuntimeOptions _options;
@@ -58,15 +59,18 @@ public sealed class QemuRuntime : IVmRuntime
     private readonly ConcurrentDictionary<string, SemaphoreSlim> _buildLocks = new();
     // Process-wide: another runtime instance in this process must not sweep a build in progress.
     private static readonly ConcurrentDictionary<string, byte> _building = new();
-    // One `qemu --version` per binary and process, not per runtime instance.
-    private static readonly ConcurrentDictionary<string, Lazy<Task<string>>> _qemuVersions = new();
-    private string? _qemuVersion;
 
     public QemuRuntime(QemuRuntimeOptions options, CgroupManager cgroups, ILogger<QemuRuntime> logger)
     {
         _options = options;
         _cgroups = cgroups;
         _logger = logger;
+        Version = QemuVersion.Read(options.QemuPath);
+        Capabilities = new(IsolationLevel.Vm, Snapshots: Version.ReadOnlySnapshotMemory, Networking: false, OwnKernel: true);
+        if (!Version.ReadOnlySnapshotMemory)
+        {
+            QemuLog.SnapshotsOff(logger, Version.Text, QemuVersion.ReadOnlySnapshotMemorySince.ToString());
+        }
         Accel = options.Accel switch
         {
             "auto" => Native.KvmCanCreateVm() ? "kvm" : "tcg",
@@ -84,7 +88,13 @@ public sealed class QemuRuntime : IVmRuntime
             }
             QemuLog.NoCgroups(logger);
         }
-        _dropPrivileges = options.DropPrivileges && Environment.IsPrivilegedProcess;
+        // A root server never runs QEMU as root: each VM gets its own uid, and what cannot work that way is an error.
+        _dropPrivileges = Environment.IsPrivilegedProcess;
+        if (_dropPrivileges && !File.Exists(options.SetprivPath))
+        {
+            throw new InvalidOperationException(
+                $"the qemu runtime runs every QEMU as its own unprivileged uid with {options.SetprivPath}, which is missing (apt-get install util-linux)");
+        }
         if (_dropPrivileges && Accel == "kvm")
         {
             // An unprivileged QEMU needs /dev/kvm through "other" or group bits (then it joins the group).
@@ -95,10 +105,15 @@ public sealed class QemuRuntime : IVmRuntime
                 {
                     _kvmGroup = k.Gid;
                 }
+                else if (options.Accel == "kvm")
+                {
+                    throw new InvalidOperationException(
+                        $"accel kvm was requested but /dev/kvm (mode {Convert.ToString(k.Mode & 0xfff, 8)}) only lets root in, and QEMU never runs as root: give it a group (chgrp kvm /dev/kvm; chmod 0660 /dev/kvm) or use accel tcg");
+                }
                 else
                 {
-                    QemuLog.KvmNeedsRoot(logger, Convert.ToString(k.Mode & 0xfff, 8));
-                    _dropPrivileges = false;
+                    QemuLog.KvmRootOnly(logger, Convert.ToString(k.Mode & 0xfff, 8));
+                    Accel = "tcg";
                 }
             }
         }
@@ -110,12 +125,16 @@ public sealed class QemuRuntime : IVmRuntime
         _runRoot = options.RunDirectory ?? (Environment.IsPrivilegedProcess
             ? "/run/sandboxvm/qemu"
             : Path.Combine(Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR") is { Length: > 0 } xdg ? xdg : Path.Combine(Path.GetTempPath(), "sandboxvm-" + Environment.UserName), "sandboxvm", "qemu"));
-        QemuLog.Configured(logger, Accel, _tscKhz, _runRoot, options.SnapshotDirectory, _useCgroups, _dropPrivileges);
+        QemuLog.Configured(logger, Version.Text, Accel, _tscKhz, _runRoot, options.SnapshotDirectory, _useCgroups, _dropPrivileges);
     }
 
     public string Name => "qemu";
 
-    public RuntimeCapabilities Capabilities { get; } = new(IsolationLevel.Vm, Snapshots: true, Networking: false, OwnKernel: true);
+    /// <summary>Snapshots only with a QEMU that maps their RAM read-only (<see cref="QemuVersion.ReadOnlySnapshotMemory"/>).</summary>
+    public RuntimeCapabilities Capabilities { get; }
+
+    /// <summary>The QEMU binary this runtime starts, as it reported itself when the runtime was created.</summary>
+    public QemuVersion Version { get; }
 
     /// <summary>"kvm" or "tcg".</summary>
     public string Accel { get; }
@@ -131,9 +150,9 @@ public sealed class QemuRuntime : IVmRuntime
     {
         ValidateSpec(spec);
         var started = Stopwatch.StartNew();
-        string key = await SnapshotKeyAsync(spec, cancellationToken);
+        string key = SnapshotKey(spec);
         string snapshot = Path.Combine(_options.SnapshotDirectory, key);
-        if (IsCompleteSnapshot(snapshot))
+        if (Capabilities.Snapshots && IsCompleteSnapshot(snapshot) && IsSealed(Path.Combine(snapshot, MemFileName)))
         {
             // Before the launch: a server of another build sharing the store sees the snapshot in use.
             SnapshotStore.MarkUsed(snapshot);
@@ -154,8 +173,13 @@ public sealed class QemuRuntime : IVmRuntime
     public async Task<SnapshotInfo?> PrepareSnapshotAsync(VmSpec spec, Func<Agent.AgentClient, CancellationToken, Task>? warmup, CancellationToken cancellationToken)
     {
         ValidateSpec(spec);
+        if (!Capabilities.Snapshots)
+        {
+            // Logged once at start-up; every VM boots cold.
+            return null;
+        }
         var started = Stopwatch.StartNew();
-        string key = await SnapshotKeyAsync(spec, cancellationToken);
+        string key = SnapshotKey(spec);
         string final = Path.Combine(_options.SnapshotDirectory, key);
         if (IsCompleteSnapshot(final))
         {
@@ -183,14 +207,10 @@ public sealed class QemuRuntime : IVmRuntime
             using (File.OpenHandle(mem, FileMode.CreateNew, FileAccess.Write, FileShare.None, FileOptions.None, preallocationSize: (long)spec.MemoryMib << 20))
             {
             }
-            if (_dropPrivileges)
-            {
-                // QEMU 7.2 opens a RAM file read-write even to map it private: every VM's group may.
-                QemuNative.Chown(mem, 0, _options.SandboxGid);
-                SetMode(mem, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite);
-            }
 
+            // The template's QEMU writes the file as its owner while it runs (LaunchAsync); it is gone when this returns.
             long stateBytes = await BuildSnapshotAsync(spec, warmup, build, started, cancellationToken);
+            Seal(mem);
 
             var meta = new JsonObject
             {
@@ -200,7 +220,7 @@ public sealed class QemuRuntime : IVmRuntime
                 ["accel"] = Accel,
                 ["memory_mib"] = spec.MemoryMib,
                 ["vcpus"] = spec.Vcpus,
-                ["qemu_version"] = _qemuVersion,
+                ["qemu_version"] = Version.Text,
                 ["state_bytes"] = stateBytes,
                 ["build_ms"] = started.ElapsedMilliseconds,
             };
@@ -386,7 +406,7 @@ public sealed class QemuRuntime : IVmRuntime
         string id = IdPrefix + Guid.NewGuid().ToString("N")[..12];
         string runDir = Path.Combine(_runRoot, id);
         string sockets = Path.Combine(runDir, SocketDirName);
-        int? uid = _dropPrivileges ? HostUidPool.Allocate(_options.UidBase, _options.UidCount) : null;
+        int? uid = _dropPrivileges ? AllocateUid(spec.TemplateName) : null;
         Cgroup? cgroup = null;
         System.Diagnostics.Process? process = null;
         QemuVm? vm = null;
@@ -404,6 +424,13 @@ public sealed class QemuRuntime : IVmRuntime
             {
                 QemuNative.Chown(sockets, u, _options.SandboxGid);
                 SetMode(sockets, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+                if (memory == GuestMemoryKind.SharedFile)
+                {
+                    // The template VM's RAM becomes the snapshot: only its own QEMU may write it while it
+                    // is built, not every VM's group; Seal hands it back to the server read-only.
+                    QemuNative.Chown(memoryFile!, u, _options.SandboxGid);
+                    SetMode(memoryFile!, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+                }
             }
             if (_useCgroups)
             {
@@ -431,9 +458,10 @@ public sealed class QemuRuntime : IVmRuntime
             };
             process = System.Diagnostics.Process.Start(BuildStartInfo(QemuCommandLine.Build(launch), Path.Combine(runDir, PidFileName), cgroup, uid))
                 ?? throw new InvalidOperationException("qemu did not start");
+            // process.StandardInput stays open as long as the VM: its end of file is the launch chain's
+            // sign that this server is gone (CgroupLauncher, endWithServer).
             vm = new QemuVm(id, spec.TemplateName, source, process, cgroup, runDir, () => Release(id, uid), _options.QuitTimeout, _logger);
             _live[id] = vm;
-            process.StandardInput.Close();
             await vm.ConnectQmpAsync(_qmpTimeout, cancellationToken);
             await vm.ConnectConsoleAsync(cancellationToken);
             await vm.ConnectAgentAsync(cancellationToken);
@@ -469,7 +497,7 @@ public sealed class QemuRuntime : IVmRuntime
 
     private ProcessStartInfo BuildStartInfo(IReadOnlyList<string> qemuArgs, string pidFile, Cgroup? cgroup, int? uid)
     {
-        var psi = CgroupLauncher.StartInfo(cgroup, pidFile);
+        var psi = CgroupLauncher.StartInfo(cgroup, pidFile, endWithServer: true);
         var a = psi.ArgumentList;
         if (uid is { } u)
         {
@@ -513,9 +541,10 @@ public sealed class QemuRuntime : IVmRuntime
     /// Files are identified by path, size, mtime and inode, not hashed (images are gigabytes and their
     /// builder already names them by content).
     /// </summary>
-    public async Task<string> SnapshotKeyAsync(VmSpec spec, CancellationToken cancellationToken)
+    public string SnapshotKey(VmSpec spec)
     {
-        string version = await QemuVersionAsync(cancellationToken);
+        // The binary as it is now (an upgrade in place changes the key), read once per binary.
+        string version = QemuVersion.Read(_options.QemuPath).Text;
         var text = new StringBuilder();
         void Line(string name, string? value) => text.Append(name).Append('=').Append(value).Append('\n');
         Line("format", KeyFormatVersion.ToString(CultureInfo.InvariantCulture));
@@ -538,34 +567,6 @@ public sealed class QemuRuntime : IVmRuntime
         var info = new FileInfo(path);
         ulong inode = QemuNative.Stat(info.FullName)?.Inode ?? 0;
         return string.Create(CultureInfo.InvariantCulture, $"{info.FullName}|{info.Length}|{info.LastWriteTimeUtc.Ticks}|{inode}");
-    }
-
-    private async Task<string> QemuVersionAsync(CancellationToken cancellationToken)
-    {
-        var info = new FileInfo(_options.QemuPath);
-        string cacheKey = $"{info.FullName}|{info.LastWriteTimeUtc.Ticks}";
-        var lazy = _qemuVersions.GetOrAdd(cacheKey, _ => new Lazy<Task<string>>(() => ReadQemuVersionAsync(_options.QemuPath)));
-        try
-        {
-            _qemuVersion = await lazy.Value.WaitAsync(cancellationToken);
-            return _qemuVersion;
-        }
-        catch (Exception) when (lazy.Value.IsFaulted)
-        {
-            _qemuVersions.TryRemove(cacheKey, out _);
-            throw;
-        }
-    }
-
-    private static async Task<string> ReadQemuVersionAsync(string qemuPath)
-    {
-        var psi = new ProcessStartInfo(qemuPath) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add("--version");
-        using var p = System.Diagnostics.Process.Start(psi) ?? throw new InvalidOperationException($"{qemuPath} did not start");
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        string output = await p.StandardOutput.ReadToEndAsync(timeout.Token);
-        await p.WaitForExitAsync(timeout.Token);
-        return output.Split('\n')[0].Trim();
     }
 
     private static void ValidateSpec(VmSpec spec)
@@ -727,6 +728,20 @@ public sealed class QemuRuntime : IVmRuntime
         };
     }
 
+    private int AllocateUid(string template)
+    {
+        try
+        {
+            return HostUidPool.Allocate(_options.UidBase, _options.UidCount);
+        }
+        catch (InvalidOperationException e)
+        {
+            // Never a shared uid, never root: no VM starts without a uid of its own.
+            throw new SandboxStartException(
+                $"qemu for {template} did not start: {e.Message} ({_options.UidBase}..{_options.UidBase + _options.UidCount - 1})");
+        }
+    }
+
     private void Release(string id, int? uid)
     {
         _live.TryRemove(id, out _);
@@ -734,6 +749,36 @@ public sealed class QemuRuntime : IVmRuntime
         {
             HostUidPool.Release(u);
         }
+    }
+
+    /// <summary>
+    /// Hands a built snapshot's RAM file to the server, read-only to every VM: clones open it read-only
+    /// (readonly=on,rom=off) and map it private, so a QEMU escape in one clone cannot change what the
+    /// others start from. As root the VMs' group may read it; otherwise QEMU runs as the server's user.
+    /// </summary>
+    private void Seal(string mem)
+    {
+        if (_dropPrivileges)
+        {
+            QemuNative.Chown(mem, 0, _options.SandboxGid);
+            SetMode(mem, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead);
+        }
+        else
+        {
+            SetMode(mem, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+    }
+
+    /// <summary>A RAM file is restored from only when it is the server's and neither its group nor others may write it.</summary>
+    private bool IsSealed(string mem)
+    {
+        var file = QemuNative.Stat(mem);
+        if (file is { } f && f.Uid == QemuNative.EffectiveUid() && (f.Mode & 0b010_010) == 0)
+        {
+            return true;
+        }
+        QemuLog.SnapshotNotSealed(_logger, mem, file is { } g ? $"owner {g.Uid}, mode {Convert.ToString(g.Mode & 0xfff, 8)}" : "gone");
+        return false;
     }
 
     private static void SetMode(string path, UnixFileMode mode)

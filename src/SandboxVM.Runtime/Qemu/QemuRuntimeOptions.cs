@@ -23,13 +23,12 @@ public sealed class QemuRuntimeOptions
     public bool Seccomp { get; set; } = true;
 
     /// <summary>
-    /// When the server runs as root, run each QEMU as its own unprivileged uid (UidBase + a free slot)
-    /// in the shared group <see cref="SandboxGid"/>, so one VM's QEMU cannot signal, trace or read another's.
+    /// A root server runs each QEMU as its own unprivileged uid (UidBase + a free slot), never as root,
+    /// so one VM's QEMU cannot signal, trace or read another's. No free uid is a start error.
     /// </summary>
-    public bool DropPrivileges { get; set; } = true;
     public int UidBase { get; set; } = 900_000_001;
     public int UidCount { get; set; } = 100_000;
-    /// <summary>Group of every QEMU; snapshot RAM files are writable by it (QEMU 7.2 opens them read-write even for a private mapping).</summary>
+    /// <summary>Group of every QEMU; it may read (never write) snapshot RAM files.</summary>
     public int SandboxGid { get; set; } = 900_000_000;
 
     public string SetprivPath { get; set; } = "/usr/bin/setpriv";
