@@ -67,6 +67,7 @@ internal sealed class TestVm : IAsyncDisposable
         string[] args =
         [
             "-M", "microvm,x-option-roms=off,rtc=on,pit=on",
+            "-bios", "qboot.rom", // as the qemu runtime does (QemuCommandLine): SeaBIOS of QEMU 10.0 does not boot it
             "-accel", "tcg",
             "-cpu", "max", "-m", "512", "-smp", "1",
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
