@@ -21,7 +21,7 @@ internal sealed class AgentException(string code, string message) : Exception(me
     public static AgentException FromIo(Exception e, string path) => e switch
     {
         FileNotFoundException or DirectoryNotFoundException => NotFound(path),
-        UnauthorizedAccessException => new(ErrorCodes.IoError, $"{path}: permission denied"),
+        UnauthorizedAccessException => new(ErrorCodes.PermissionDenied, $"{path}: permission denied"),
         _ => new(ErrorCodes.IoError, $"{path}: {e.Message}"),
     };
 }

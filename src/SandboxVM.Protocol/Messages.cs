@@ -339,6 +339,8 @@ public static class ErrorCodes
     public const string NotRegularFile = "not_regular_file";
     /// <summary>A file the agent would write on the user's behalf has more than one link (a hard link could point at a file that is not the user's).</summary>
     public const string HardLinked = "hard_linked";
+    /// <summary>The user the operation is done for may not reach that path (EACCES/EPERM as that user).</summary>
+    public const string PermissionDenied = "permission_denied";
 }
 
 /// <summary>Source-generated JSON for every message (the agent is NativeAOT: no reflection).</summary>

@@ -186,7 +186,7 @@ public class HostilePathTests : AgentTestBase
     [InlineData(Plant.Fifo, "not_regular_file")]
     [InlineData(Plant.Device, "not_regular_file")]
     // Reading a hard link is no worse than reading the file: the kernel decides, as for the user.
-    [InlineData(Plant.HardLink, "io_error")]
+    [InlineData(Plant.HardLink, "permission_denied")]
     public async Task FileRead_OfAPlant_IsRefused_AndNothingIsSent(Plant plant, string code)
     {
         Assert.SkipUnless(StepUser.Switches, NeedsRoot);
@@ -269,7 +269,7 @@ public class HostilePathTests : AgentTestBase
         var frames = await Agent.FileAsync(Ops.FileRemove, "tree", Ct, recursive: true);
 
         var error = frames.Error();
-        Assert.Equal(ErrorCodes.IoError, error.Code);
+        Assert.Equal(ErrorCodes.PermissionDenied, error.Code);
         Assert.Contains("permission denied", error.Message);
         Assert.Equal("root's", await File.ReadAllTextAsync(Path.Combine(rootsOwn, "keep.txt"), Ct));
         AssertRootFilesUntouched();
@@ -293,7 +293,7 @@ public class HostilePathTests : AgentTestBase
         Assert.All([stat, list, read, mkdir, remove, write], frames =>
         {
             var error = frames.Error();
-            Assert.Equal(ErrorCodes.IoError, error.Code);
+            Assert.Equal(ErrorCodes.PermissionDenied, error.Code);
             Assert.Contains("permission denied", error.Message);
         });
         Assert.Empty(read.Data);
@@ -332,7 +332,7 @@ public class HostilePathTests : AgentTestBase
         var frames = await Agent.ExecAsync(exec, Ct);
 
         var error = frames.Error();
-        Assert.Equal(ErrorCodes.IoError, error.Code);
+        Assert.Equal(ErrorCodes.PermissionDenied, error.Code);
         Assert.Contains("permission denied", error.Message);
         Assert.Empty(frames.Stdout);
         AssertRootFilesUntouched();
@@ -351,7 +351,7 @@ public class HostilePathTests : AgentTestBase
         var frames = await Agent.ExecAsync(Shell("echo ran"), Ct);
 
         var error = frames.Error();
-        Assert.Equal(ErrorCodes.IoError, error.Code);
+        Assert.Equal(ErrorCodes.PermissionDenied, error.Code);
         Assert.Contains("permission denied", error.Message);
         Assert.Equal("root's", await File.ReadAllTextAsync(Path.Combine(rootsOwn, "keep.txt"), Ct));
         Assert.Empty(frames.Stdout);

@@ -123,7 +123,7 @@ public class SandboxUserTests : AgentTestBase
         Assert.True(overMine.Succeeded);
         Assert.Equal("uploaded", await File.ReadAllTextAsync(Path.Combine(Agent.Home, "mine.txt"), Ct));
         Assert.Equal("1000:1000", StepUser.OwnerOf(Path.Combine(Agent.Home, "mine.txt")));
-        Assert.Equal(ErrorCodes.IoError, overRoots.Error().Code);
+        Assert.Equal(ErrorCodes.PermissionDenied, overRoots.Error().Code);
         Assert.Contains("permission denied", overRoots.Error().Message);
         Assert.Equal("root's", await File.ReadAllTextAsync(Path.Combine(Agent.Home, "roots.txt"), Ct));
     }

@@ -216,6 +216,26 @@ public abstract class SessionScenarios(ServerFixture server)
     }
 
     [Fact]
+    public async Task Files_AreReadAsTheSandboxUser_AlsoThroughADirectorySymlinkTheCodePlanted()
+    {
+        // The agent is root in a VM and in gVisor; the files API must reach no further than the code could.
+        // Under gVisor (no setfsuid) this read /etc/shadow as root before the path threads took the user's
+        // effective ids there.
+        await using var sb = await CreateAsync("python-data-analysis");
+        var r = await sb.RunAsync("import os\nos.symlink('/etc', 'e')\nprint(os.path.exists('/etc/shadow'), os.access('/etc/shadow', os.R_OK))\n");
+        Assert.True(r.Status == "ok", r.ToString());
+        Assert.Equal("True False", r.Stdout.Trim());
+
+        foreach (string path in new[] { "/etc/shadow", "e/shadow" })
+        {
+            using var response = await server.Http.GetAsync(sb.Url("/files?path=" + Uri.EscapeDataString(path)), Ct);
+            string text = await response.Content.ReadAsStringAsync(Ct);
+            Assert.True(response.StatusCode == HttpStatusCode.Forbidden, $"{path}: {(int)response.StatusCode} {text}");
+            Assert.Equal("permission_denied", JsonDocument.Parse(text).RootElement.GetProperty("code").GetString());
+        }
+    }
+
+    [Fact]
     public async Task Artifacts_AreListedWithASha256ThatMatchesTheDownloadedBytes()
     {
         await using var sb = await CreateAsync("python-data-analysis");

@@ -604,7 +604,7 @@ internal static class UserFiles
     internal static AgentException Fail(int errno, string path) => errno switch
     {
         _ when Libc.IsNotFound(errno) => AgentException.NotFound(path),
-        _ when Libc.IsPermissionDenied(errno) => new AgentException(ErrorCodes.IoError, $"{path}: permission denied"),
+        _ when Libc.IsPermissionDenied(errno) => new AgentException(ErrorCodes.PermissionDenied, $"{path}: permission denied"),
         _ => new AgentException(ErrorCodes.IoError, $"{path}: {Libc.DescribeErrno(errno)}"),
     };
 

@@ -162,6 +162,13 @@ internal static unsafe partial class Libc
     [LibraryImport(LibName, EntryPoint = "geteuid")]
     private static partial uint SysGetEuid();
 
+    // The agent's own ids: a path thread may have taken another effective id (see SetFilesystemIdentity).
+    [LibraryImport(LibName, EntryPoint = "getuid")]
+    private static partial uint SysGetUid();
+
+    [LibraryImport(LibName, EntryPoint = "getgid")]
+    private static partial uint SysGetGid();
+
     [LibraryImport(LibName, EntryPoint = "prctl", SetLastError = true)]
     private static partial int SysPrctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
 
@@ -234,9 +241,9 @@ internal static unsafe partial class Libc
     [LibraryImport(LibName, EntryPoint = "clock_settime", SetLastError = true)]
     private static partial int SysClockSetTime(int clockId, TimeSpec* time);
 
-    public static bool IsRoot => SysGetEuid() == 0;
+    public static bool IsRoot => SysGetUid() == 0;
 
-    public static int EffectiveUid => (int)SysGetEuid();
+    public static int EffectiveUid => (int)SysGetUid();
 
     /// <summary>SIGKILL to every process of group <paramref name="pgid"/>. False when the group is gone.</summary>
     public static bool KillGroup(int pgid) => pgid > 1 && SysKill(-pgid, SigKill) == 0;
@@ -925,22 +932,64 @@ internal static unsafe partial class Libc
         _onPathThread = true;
     }
 
+    // x86-64 / generic (arm64) numbers: the raw calls change the calling thread only (glibc broadcasts).
+    private static long SysSetfsuidNumber => _arm64 ? 151 : 122;
+    private static long SysSetresuidNumber => _arm64 ? 147 : 117;
+    private static long SysSetresgidNumber => _arm64 ? 149 : 119;
+    private const int ENosys = 38;
+
+    /// <summary>
+    /// Whether the kernel has setfsuid. gVisor (runsc 20240729) answers ENOSYS; there a path thread takes
+    /// the user's ids as its effective ids instead (see <see cref="SetFilesystemIdentity"/>).
+    /// </summary>
+    private static readonly Lazy<bool> _hasFsuid = new(() =>
+        SysCall(SysSetfsuidNumber, unchecked((nint)uint.MaxValue), 0, 0, 0) != -1 || Marshal.GetLastPInvokeError() != ENosys);
+
     /// <summary>
     /// Sets this path thread's filesystem identity (fsgid first: it needs CAP_SETGID, which an fsuid
     /// other than 0 does not take away, unlike the file capabilities). Null: the agent's own. Checked by
     /// reading both back; throws <see cref="InvalidOperationException"/> when they did not take.
+    /// Where the kernel has no setfsuid (gVisor), the thread's effective uid and gid are set instead with
+    /// the raw per-thread setresuid/setresgid, real and saved ids staying the agent's: permission checks
+    /// use the effective ids there, and signals and ptrace look at the real and saved ones, so user code
+    /// still cannot reach these threads; the effective capabilities leave with euid 0 and come back with it.
     /// </summary>
     internal static void SetFilesystemIdentity(int? uid, int? gid)
     {
         RequirePathThread();
-        uint wantUid = uid is { } u ? (uint)u : SysGetEuid();
-        uint wantGid = gid is { } g ? (uint)g : SysGetEgid();
+        uint wantUid = uid is { } u ? (uint)u : SysGetUid();
+        uint wantGid = gid is { } g ? (uint)g : SysGetGid();
+        if (!_hasFsuid.Value)
+        {
+            SetEffectiveIdentity(wantUid, wantGid);
+            return;
+        }
         SysSetfsgid(wantGid);
         SysSetfsuid(wantUid);
         // An invalid id (-1) changes nothing and returns the current one.
         if ((uint)SysSetfsgid(uint.MaxValue) != wantGid || (uint)SysSetfsuid(uint.MaxValue) != wantUid)
         {
             throw new InvalidOperationException($"cannot take filesystem identity {wantUid}:{wantGid}");
+        }
+    }
+
+    private static void SetEffectiveIdentity(uint wantUid, uint wantGid)
+    {
+        nint keep = unchecked((nint)uint.MaxValue);
+        if (SysGetEuid() == wantUid && SysGetEgid() == wantGid)
+        {
+            return;
+        }
+        // Back to the agent's euid first (allowed: it is the saved uid), so the gid can change, then to the user's.
+        if (SysGetEuid() != SysGetUid() && SysCall(SysSetresuidNumber, keep, (nint)SysGetUid(), keep, 0) != 0
+            || SysCall(SysSetresgidNumber, keep, (nint)wantGid, keep, 0) != 0
+            || SysCall(SysSetresuidNumber, keep, (nint)wantUid, keep, 0) != 0)
+        {
+            throw new InvalidOperationException($"cannot take identity {wantUid}:{wantGid}: {DescribeErrno(Marshal.GetLastPInvokeError())}");
+        }
+        if (SysGetEuid() != wantUid || SysGetEgid() != wantGid)
+        {
+            throw new InvalidOperationException($"cannot take identity {wantUid}:{wantGid}");
         }
     }
 

@@ -359,7 +359,7 @@ public sealed partial class SessionManager : IAsyncDisposable
         return e.Code switch
         {
             ErrorCodes.NotFound => new RunRequestException(ProblemCodes.FileNotFound, "path", detail, 404),
-            "permission_denied" or "access_denied" => new RunRequestException(ProblemCodes.PermissionDenied, "path", detail, 403),
+            ErrorCodes.PermissionDenied or "access_denied" => new RunRequestException(ProblemCodes.PermissionDenied, "path", detail, 403),
             "not_regular_file" or "is_a_directory" or "not_a_directory" => new RunRequestException(ProblemCodes.NotRegularFile, "path", detail, 400),
             ErrorCodes.BadRequest or "invalid_path" => new RunRequestException(ProblemCodes.InvalidPath, "path", detail, 400),
             "file_too_large" or "too_large" or "no_space" => new RunRequestException(ProblemCodes.FileTooLarge, "path", detail, 413),
