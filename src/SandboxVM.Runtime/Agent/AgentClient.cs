@@ -324,7 +324,11 @@ public sealed class AgentClient : IAsyncDisposable
                         long room = maxBytes - received;
                         if (f.Payload.Length > room)
                         {
-                            await destination.WriteAsync(f.Payload[..(int)room], cancellationToken);
+                            if (room > 0)
+                            {
+                                // Not an empty write: to an HTTP response that would start it, with nothing to say.
+                                await destination.WriteAsync(f.Payload[..(int)room], cancellationToken);
+                            }
                             // Told before the caller hears of it (it may kill the VM next): the agent stops reading the file.
                             op.CancelSent = true;
                             await SendCancelAsync(op.Id);
