@@ -4,6 +4,7 @@ using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Templates;
 using SandboxVM.Runtime;
+using SandboxVM.Testing;
 
 namespace SandboxVM.Core.Tests.Pools;
 

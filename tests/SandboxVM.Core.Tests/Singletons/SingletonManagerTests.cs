@@ -6,6 +6,7 @@ using SandboxVM.Core.Singletons;
 using SandboxVM.Core.Templates;
 using SandboxVM.Core.Tests.Pools;
 using SandboxVM.Runtime;
+using SandboxVM.Testing;
 
 namespace SandboxVM.Core.Tests.Singletons;
 

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Time.Testing;
 
-namespace SandboxVM.Core.Tests;
+namespace SandboxVM.Testing;
 
 /// <summary>
 /// Waits for what the code under test does on tasks of its own: a condition polled against a real-time
