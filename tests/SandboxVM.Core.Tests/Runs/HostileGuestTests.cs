@@ -78,15 +78,8 @@ public sealed class HostileGuestTests
     }
 
     /// <summary>A sandbox whose VM was killed ends (its session learns of it from the VM's exit).</summary>
-    private static async Task AssertEndedAsync(SandboxSession session)
-    {
-        var deadline = DateTime.UtcNow + Patience;
-        while (session.State != SessionState.Ended && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(10, Ct);
-        }
-        Assert.Equal(SessionState.Ended, session.State);
-    }
+    private static Task AssertEndedAsync(SandboxSession session) =>
+        Eventually.TrueAsync(() => session.State == SessionState.Ended, () => $"the sandbox is {session.State}, not ended");
 
     private static async Task AssertRunAnswersAsync(HostileHost host)
     {
