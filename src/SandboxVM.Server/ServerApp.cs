@@ -206,7 +206,7 @@ public static partial class ServerApp
             };
         });
         services.AddSingleton<VmTracker>();
-        services.AddSingleton(sp => new EgressBridge(options, sp.GetRequiredService<ILoggerFactory>(), sp.GetService<IEgressResolver>())
+        services.AddSingleton(sp => new EgressBridge(options, sp.GetRequiredService<ILoggerFactory>(), sp.GetService<IEgressResolver>(), time: sp.GetRequiredService<TimeProvider>())
         {
             SearchBudget = sp.GetService<SearchBudgets>(),
         });
