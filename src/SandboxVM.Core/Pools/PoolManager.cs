@@ -462,30 +462,34 @@ public sealed partial class PoolManager : IAsyncDisposable
                     // The queue's head is the longest-waiting check; requeued ones go to the back.
                     return;
                 }
+                bool healthy;
                 try
                 {
-                    if (await owner.IsHealthyAsync(vm, stopping))
-                    {
-                        lock (_ready)
-                        {
-                            _ready.Enqueue((vm, owner._time.GetTimestamp()));
-                        }
-                        continue;
-                    }
-                    LogDiscarded(owner._logger, vm.Id, template.Name);
-                    await owner._tracker.KillAsync(vm);
+                    healthy = await owner.IsHealthyAsync(vm, stopping);
                 }
                 catch (OperationCanceledException)
-                {
-                    await owner._tracker.KillAsync(vm);
-                    throw;
-                }
-                finally
                 {
                     lock (_ready)
                     {
                         _rechecking--;
                     }
+                    await owner._tracker.KillAsync(vm);
+                    throw;
+                }
+                // Back in the queue, or no longer counted, in one step: the status never counts it twice
+                // or counts one that failed its check while it is being ended.
+                lock (_ready)
+                {
+                    _rechecking--;
+                    if (healthy)
+                    {
+                        _ready.Enqueue((vm, owner._time.GetTimestamp()));
+                    }
+                }
+                if (!healthy)
+                {
+                    LogDiscarded(owner._logger, vm.Id, template.Name);
+                    await owner._tracker.KillAsync(vm);
                 }
             }
         }
