@@ -21,24 +21,28 @@ public sealed class FrameStream
     private const int CreditBatch = 64 * 1024;
 
     private readonly FrameWriter _writer;
+    private readonly TimeProvider _time;
     private readonly InboundBuffer _inbound = new();
     private readonly CancellationTokenSource _aborted = new();
     // At most one wake-up pending: a flood of Credit frames cannot overflow its count.
     private readonly SemaphoreSlim _creditSignal = new(0, 1);
     private long _sendCredit = Window;
     private long _buffered;
-    private long _lastActivity = Environment.TickCount64;
+    private long _lastActivity;
     private string? _abortReason;
 
-    public FrameStream(FrameWriter writer, uint id)
+    /// <summary>A stream on <paramref name="id"/>; <paramref name="time"/> (null: the system clock) times <see cref="IdleTimeout"/>.</summary>
+    public FrameStream(FrameWriter writer, uint id, TimeProvider? time = null)
     {
         _writer = writer;
+        _time = time ?? TimeProvider.System;
+        _lastActivity = _time.GetTimestamp();
         Id = id;
     }
 
     public uint Id { get; }
 
-    /// <summary>No bytes either way for this long ends the relay (null: never).</summary>
+    /// <summary>No bytes either way for this long ends the relay (null: never); looked at every quarter of it.</summary>
     public TimeSpan? IdleTimeout { get; set; } = TimeSpan.FromMinutes(2);
 
     /// <summary>Why the stream was aborted (peer Cancel, protocol violation, channel gone); null while it is not.</summary>
@@ -135,19 +139,31 @@ public sealed class FrameStream
         var up = PumpUpAsync(local, initialUp, token);
         var down = PumpDownAsync(local, shutdownLocalSend, token);
         var both = Task.WhenAll(up, down);
+        // The timer only looks (every quarter of the limit); the relay aborts, so the Cancel is out before it returns.
+        TimeSpan? limit = IdleTimeout;
+        var idled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using ITimer? idleCheck = limit is { } idle
+            ? _time.CreateTimer(_ =>
+            {
+                if (_time.GetElapsedTime(Interlocked.Read(ref _lastActivity)) > idle)
+                {
+                    idled.TrySetResult();
+                }
+            }, null, idle / 4, idle / 4)
+            : null;
         while (!both.IsCompleted)
         {
-            var wake = IdleTimeout is { } idle ? Task.Delay(idle / 4, CancellationToken.None) : Task.Delay(Timeout.Infinite, token);
-            var first = await Task.WhenAny(both, up.IsCompleted ? down : up, wake).ConfigureAwait(false);
+            var first = await Task.WhenAny(both, up.IsCompleted ? down : up, idled.Task).ConfigureAwait(false);
+            if (first == idled.Task)
+            {
+                Abort($"no data for {limit!.Value.TotalSeconds:0} s");
+                await linked.CancelAsync().ConfigureAwait(false);
+                await SendCancelAsync().ConfigureAwait(false);
+                break;
+            }
             if (first is { IsFaulted: true } or { IsCanceled: true })
             {
                 await linked.CancelAsync().ConfigureAwait(false);
-            }
-            else if (IdleTimeout is { } limit && Environment.TickCount64 - Interlocked.Read(ref _lastActivity) > limit.TotalMilliseconds)
-            {
-                Abort($"no data for {limit.TotalSeconds:0} s");
-                await linked.CancelAsync().ConfigureAwait(false);
-                await SendCancelAsync().ConfigureAwait(false);
             }
         }
         try
@@ -193,8 +209,9 @@ public sealed class FrameStream
     {
         Interlocked.Add(ref _sendCredit, -data.Length);
         await _writer.WriteAsync(FrameType.Data, Id, data, token).ConfigureAwait(false);
+        // Stamped before the count (a fence): whoever sees the bytes counted sees the activity.
+        Interlocked.Exchange(ref _lastActivity, _time.GetTimestamp());
         BytesSent += data.Length;
-        Interlocked.Exchange(ref _lastActivity, Environment.TickCount64);
     }
 
     private async Task<int> WaitCreditAsync(CancellationToken token)
@@ -218,8 +235,8 @@ public sealed class FrameStream
         {
             await local.WriteAsync(chunk, token).ConfigureAwait(false);
             Interlocked.Add(ref _buffered, -chunk.Length);
+            Interlocked.Exchange(ref _lastActivity, _time.GetTimestamp());
             BytesReceived += chunk.Length;
-            Interlocked.Exchange(ref _lastActivity, Environment.TickCount64);
             pending += chunk.Length;
             if (pending >= CreditBatch || _inbound.IsEmpty)
             {

@@ -24,6 +24,7 @@ public sealed class FrameWriter : IAsyncDisposable
     private readonly SemaphoreSlim _lock = new(1, 1);
     private readonly CancellationTokenSource _abort = new();
     private readonly Action<FrameWriteTimeoutException>? _onTimeout;
+    private readonly TimeProvider _time;
     private volatile FrameWriteTimeoutException? _timedOut;
 
     public FrameWriter(Stream stream) : this(stream, Timeout.InfiniteTimeSpan)
@@ -33,11 +34,13 @@ public sealed class FrameWriter : IAsyncDisposable
     /// <param name="stream">The connection.</param>
     /// <param name="writeTimeout">Longest time one frame may take to be written (not counting the wait for earlier frames); infinite: no limit.</param>
     /// <param name="onTimeout">Called once, on the writing task, when a write times out.</param>
-    public FrameWriter(Stream stream, TimeSpan writeTimeout, Action<FrameWriteTimeoutException>? onTimeout = null)
+    /// <param name="time">The clock of <paramref name="writeTimeout"/>; null: the system clock.</param>
+    public FrameWriter(Stream stream, TimeSpan writeTimeout, Action<FrameWriteTimeoutException>? onTimeout = null, TimeProvider? time = null)
     {
         _stream = stream;
         WriteTimeout = writeTimeout;
         _onTimeout = onTimeout;
+        _time = time ?? TimeProvider.System;
     }
 
     public TimeSpan WriteTimeout { get; }
@@ -66,7 +69,7 @@ public sealed class FrameWriter : IAsyncDisposable
             Task write = WriteFrameAsync(header, payload, _abort.Token);
             try
             {
-                await write.WaitAsync(WriteTimeout, CancellationToken.None);
+                await write.WaitAsync(WriteTimeout, _time, CancellationToken.None);
             }
             catch (TimeoutException)
             {

@@ -206,20 +206,20 @@ public static partial class ServerApp
             };
         });
         services.AddSingleton<VmTracker>();
-        services.AddSingleton(sp => new EgressBridge(options, sp.GetRequiredService<ILoggerFactory>(), sp.GetService<IEgressResolver>())
+        services.AddSingleton(sp => new EgressBridge(options, sp.GetRequiredService<ILoggerFactory>(), sp.GetService<IEgressResolver>(), time: sp.GetRequiredService<TimeProvider>())
         {
             SearchBudget = sp.GetService<SearchBudgets>(),
         });
         services.AddSingleton(sp => new PoolManager(
             sp.GetRequiredService<IVmRuntime>(), sp.GetRequiredService<TemplateCatalog>(),
-            sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>())
+            sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>(), sp.GetRequiredService<TimeProvider>())
         {
             Warmup = Warmup.RunAsync,
             // Sessions of proxy templates get their way out; every other sandbox gets a channel without a handler.
             OnAcquired = sp.GetRequiredService<EgressBridge>().AttachAsync,
         });
         services.AddSingleton(sp => new SingletonManager(sp.GetRequiredService<PoolManager>(), sp.GetRequiredService<VmTracker>(),
-            options, sp.GetRequiredService<ILogger<SingletonManager>>())
+            options, sp.GetRequiredService<ILogger<SingletonManager>>(), sp.GetRequiredService<TimeProvider>())
         {
             OnStarted = sp.GetRequiredService<EgressBridge>().AttachAsync,
         });

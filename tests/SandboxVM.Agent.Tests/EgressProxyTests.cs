@@ -20,6 +20,7 @@ public sealed class EgressProxyTests : IAsyncLifetime
     private readonly TcpListener _origin = new(IPAddress.Loopback, 0);
     private readonly List<string> _originHeads = [];
     private Task _originLoop = Task.CompletedTask;
+    private long _echoed;
     private readonly CancellationTokenSource _stop = new();
 
     public async ValueTask InitializeAsync()
@@ -48,7 +49,13 @@ public sealed class EgressProxyTests : IAsyncLifetime
             var stream = client.GetStream();
             if (echo)
             {
-                await stream.CopyToAsync(stream, _stop.Token);
+                byte[] buffer = new byte[64 * 1024];
+                int n;
+                while ((n = await stream.ReadAsync(buffer, _stop.Token)) > 0)
+                {
+                    await stream.WriteAsync(buffer.AsMemory(0, n), _stop.Token);
+                    Interlocked.Add(ref _echoed, n);
+                }
                 client.Client.Shutdown(SocketShutdown.Send);
                 continue;
             }
@@ -125,7 +132,9 @@ public sealed class EgressProxyTests : IAsyncLifetime
                 await stream.WriteAsync(payload, Ct);
                 client.Client.Shutdown(SocketShutdown.Send);
             }, Ct);
-            await Task.Delay(500, Ct);
+            // Read nothing back until a whole window has come down: from then on it moves as credit returns.
+            Assert.True(await ProcessTable.WaitUntilAsync(() => Interlocked.Read(ref _echoed) >= FrameStream.Window, TimeSpan.FromSeconds(60), Ct),
+                $"the origin echoed {Interlocked.Read(ref _echoed)} bytes");
             byte[] back = new byte[payload.Length];
             await stream.ReadExactlyAsync(back, Ct).AsTask().WaitAsync(TimeSpan.FromSeconds(60), Ct);
             await send;

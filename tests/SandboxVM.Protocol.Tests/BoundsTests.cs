@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Net.Sockets;
+using Microsoft.Extensions.Time.Testing;
 using SandboxVM.Testing;
 
 namespace SandboxVM.Protocol.Tests;
@@ -117,5 +118,31 @@ public sealed class BoundsTests
 
         Assert.Equal("the peer returned more credit than it was sent", stream.AbortReason);
         Assert.Single(await FramesIn(written), f => f.Type == FrameType.Cancel);
+    }
+
+    [Fact]
+    public async Task ARelayWithNoBytesEitherWay_EndsAfterItsIdleTimeoutOnItsClock_AndCancelsThePeer()
+    {
+        var time = new FakeTimeProvider();
+        var written = new MemoryStream();
+        var stream = new FrameStream(new FrameWriter(written), 5, time) { IdleTimeout = TimeSpan.FromMinutes(2) };
+        var (host, guest) = FakeAgent.SocketPair();
+        using var hostSocket = host;
+        using var guestSocket = guest;
+        using var local = new NetworkStream(host);
+        Task<bool> relay = stream.RelayAsync(local, () => { }, ReadOnlyMemory<byte>.Empty, Ct);
+
+        // Bytes from the peer at 1:30 are activity: two minutes count from them.
+        time.Advance(TimeSpan.FromSeconds(90));
+        stream.Deliver(Data(5, 10));
+        await Eventually.TrueAsync(() => stream.BytesReceived == 10, () => "the relay did not hand the bytes on");
+        time.Advance(TimeSpan.FromSeconds(90));
+        Assert.Null(stream.AbortReason);
+        Assert.False(relay.IsCompleted);
+
+        time.Advance(TimeSpan.FromSeconds(60));
+        Assert.False(await relay.WaitAsync(TimeSpan.FromSeconds(20), Ct));
+        Assert.Equal("no data for 120 s", stream.AbortReason);
+        Assert.Single(await FramesIn(written), f => f is { Type: FrameType.Cancel, Id: 5 });
     }
 }

@@ -1,4 +1,6 @@
+using System.IO.Pipelines;
 using System.Net.Sockets;
+using Microsoft.Extensions.Time.Testing;
 using SandboxVM.Protocol;
 using SandboxVM.Runtime.Agent;
 using SandboxVM.Testing;
@@ -26,10 +28,10 @@ public sealed class AgentClientBoundsTests : IAsyncDisposable
         _agent = new FakeAgent(guest);
     }
 
-    private async Task<AgentClient> StartAsync(AgentClientLimits? limits = null)
+    private async Task<AgentClient> StartAsync(AgentClientLimits? limits = null, TimeProvider? time = null)
     {
         _agent.Start();
-        _client = new AgentClient(_stream, _stream, limits);
+        _client = new AgentClient(_stream, _stream, limits, time);
         await _client.HelloAsync(Ct);
         return _client;
     }
@@ -134,6 +136,33 @@ public sealed class AgentClientBoundsTests : IAsyncDisposable
 
         Assert.Contains("Stdout frame to ping", e.Message);
         Assert.NotNull(client.FailureReason);
+    }
+
+    [Fact]
+    public async Task AnOperationWhoseReaderStalls_IsGivenUpAfterTheStallTimeoutOnTheClientsClock_AndTheChannelStaysOpen()
+    {
+        var time = new FakeTimeProvider();
+        var opened = new TaskCompletionSource<uint>();
+        ServeLongRead(chunks: 1000, lateChunks: 32, opened);
+        // No write timeout: the only timer on the fake clock is the stall wait.
+        var client = await StartAsync(new AgentClientLimits { OperationStallTimeout = TimeSpan.FromSeconds(30), WriteTimeout = Timeout.InfiniteTimeSpan }, time);
+        // A consumer that stopped taking bytes: its first write waits until the pipe is read.
+        var pipe = new Pipe(new PipeOptions(pauseWriterThreshold: 1, resumeWriterThreshold: 1));
+
+        Task read = client.ReadFileAsync("/tmp/big", pipe.Writer.AsStream(), long.MaxValue, Ct);
+        Task<bool> cancelled = _agent.WasCancelledAsync(await opened.Task, TimeSpan.FromSeconds(30));
+        // The reader loop fills the operation's queue (1 MiB) and waits for room; the clock is stepped
+        // because the test cannot see when that wait starts.
+        await time.AdvanceUntilAsync(TimeSpan.FromSeconds(10), () => cancelled.IsCompleted, () => "the agent was not told to stop");
+        Assert.True(await cancelled, "the agent was not told to stop");
+        Task drain = pipe.Reader.AsStream().CopyToAsync(Stream.Null, Ct);
+
+        var e = await Assert.ThrowsAsync<TimeoutException>(() => read);
+        await pipe.Writer.CompleteAsync();
+        await drain;
+        Assert.Contains("for 30 s", e.Message);
+        await client.PingAsync(Ct);
+        Assert.Null(client.FailureReason);
     }
 
     private sealed class NullObserver : IExecObserver

@@ -23,6 +23,7 @@ public sealed partial class EgressBridge : IDisposable
     private readonly ILogger _logger;
     private readonly ILoggerFactory _loggers;
     private readonly IEgressResolver? _resolver;
+    private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, EgressGateway> _gateways = new(StringComparer.Ordinal);
     private readonly Lazy<(ISearchProvider? Provider, string? NotConfigured)> _search;
     private HttpClient? _searchHttp;
@@ -31,9 +32,11 @@ public sealed partial class EgressBridge : IDisposable
     /// <param name="loggers">Loggers of the bridge and its gateways (every egress decision is logged).</param>
     /// <param name="resolver">Name resolution for the gateways; the system resolver when null (tests map names without DNS).</param>
     /// <param name="search">A search provider to use instead of the one <paramref name="options"/> configure.</param>
-    public EgressBridge(SandboxVmOptions options, ILoggerFactory loggers, IEgressResolver? resolver = null, ISearchProvider? search = null)
+    /// <param name="time">The clock of the search timeout and the gateways' rate windows; null: the system clock.</param>
+    public EgressBridge(SandboxVmOptions options, ILoggerFactory loggers, IEgressResolver? resolver = null, ISearchProvider? search = null, TimeProvider? time = null)
     {
         _options = options;
+        _time = time ?? TimeProvider.System;
         _loggers = loggers;
         _logger = loggers.CreateLogger<EgressBridge>();
         _resolver = resolver;
@@ -81,6 +84,7 @@ public sealed partial class EgressBridge : IDisposable
                 MaxConnectionsPerSandbox = _options.EgressMaxConnections,
                 MaxConnectionsPerMinutePerSandbox = _options.EgressMaxConnectionsPerMinute,
                 MaxBytesPerSecondPerSandbox = _options.EgressMaxBytesPerSecond,
+                TimeProvider = _time,
             },
             _loggers.CreateLogger("SandboxVM.Egress.EgressGateway"), _resolver));
         vm.Agent.RequestHandler = new Handler(this, gateway, vm.Id);
@@ -159,8 +163,8 @@ public sealed partial class EgressBridge : IDisposable
                 await request.FailAsync(EgressReasonCodes.RateLimited, refused);
                 return;
             }
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(owner.SearchTimeout);
+            using var expiry = new CancellationTokenSource(owner.SearchTimeout, owner._time);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, expiry.Token);
             try
             {
                 var results = await provider.SearchAsync(search.Query, search.MaxResults, timeout.Token);

@@ -33,17 +33,24 @@ public sealed partial class PoolManager : IAsyncDisposable
     private readonly IVmSpecProvider _specs;
     private readonly VmTracker _tracker;
     private readonly ILogger<PoolManager> _logger;
+    private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, TemplatePool> _pools = new();
     private readonly ConcurrentDictionary<string, Lazy<Task<SnapshotInfo?>>> _snapshots = new();
     private readonly CancellationTokenSource _stopping = new();
     private int _disposed;
 
-    public PoolManager(IVmRuntime runtime, IVmSpecProvider specs, VmTracker tracker, ILogger<PoolManager> logger)
+    /// <summary>
+    /// <paramref name="time"/> is the clock of every wait and window here (health-check timeouts,
+    /// freshness, idle re-checks, refill backoff); null: the system clock. Durations reported to callers
+    /// (acquire times) are measured on the real clock whatever it is.
+    /// </summary>
+    public PoolManager(IVmRuntime runtime, IVmSpecProvider specs, VmTracker tracker, ILogger<PoolManager> logger, TimeProvider? time = null)
     {
         _runtime = runtime;
         _specs = specs;
         _tracker = tracker;
         _logger = logger;
+        _time = time ?? TimeProvider.System;
     }
 
     /// <summary>What the runtime behind the pools isolates with (the singletons decide from it whether runs get a uid of their own).</summary>
@@ -202,7 +209,7 @@ public sealed partial class PoolManager : IAsyncDisposable
             {
                 double checkMs = 0;
                 bool healthy;
-                if (HealthCheckFreshness > TimeSpan.Zero && Stopwatch.GetElapsedTime(checkedAt) <= HealthCheckFreshness)
+                if (HealthCheckFreshness > TimeSpan.Zero && _time.GetElapsedTime(checkedAt) <= HealthCheckFreshness)
                 {
                     // Checked moments ago (restored, reinitialised, primed): what can have changed since
                     // shows as an exited QEMU or a closed agent connection; the run's own deadline covers the rest.
@@ -243,15 +250,15 @@ public sealed partial class PoolManager : IAsyncDisposable
         }
         try
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(HealthCheckTimeout);
+            using var expiry = new CancellationTokenSource(HealthCheckTimeout, _time);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, expiry.Token);
             if (_runtime.Capabilities.OwnKernel)
             {
                 // A sandbox that waited a while: set its clock again (it keeps the host's rate, but nothing
                 // corrects it over hours), with fresh entropy. This round trip is also the health check.
                 await vm.Agent.ReinitAsync(new ReinitRequest
                 {
-                    UnixTimeMs = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(),
+                    UnixTimeMs = _time.GetUtcNow().ToUnixTimeMilliseconds(),
                     Entropy = RandomNumberGenerator.GetBytes(32),
                     SandboxId = vm.Id,
                 }, timeout.Token);
@@ -282,7 +289,7 @@ public sealed partial class PoolManager : IAsyncDisposable
     /// <summary>One template's ready sandboxes and the loop that refills them.</summary>
     private sealed class TemplatePool(PoolManager owner, TemplateDefinition template)
     {
-        // Each ready sandbox with the Stopwatch timestamp of its last passed health check.
+        // Each ready sandbox with the timestamp (owner._time) of its last passed health check.
         private readonly Queue<(IVm Vm, long CheckedAt)> _ready = new();
         private readonly SemaphoreSlim _wake = new(0);
         private Task _loop = Task.CompletedTask;
@@ -335,7 +342,7 @@ public sealed partial class PoolManager : IAsyncDisposable
                     {
                         // Woken by a take, when the oldest check is due again, or periodically to
                         // notice sandboxes that died while waiting.
-                        await _wake.WaitAsync(UntilNextRecheck(), stopping);
+                        await WaitForWakeAsync(UntilNextRecheck(), stopping);
                         DropDead();
                         await RecheckDueAsync(stopping);
                     }
@@ -354,7 +361,7 @@ public sealed partial class PoolManager : IAsyncDisposable
                     lock (_ready)
                     {
                         // Started (hello + reinit) and, if primed, just ran the warm-up: healthy now.
-                        _ready.Enqueue((vm, Stopwatch.GetTimestamp()));
+                        _ready.Enqueue((vm, owner._time.GetTimestamp()));
                         _lastError = null;
                     }
                     _ = vm.Exited.ContinueWith(_ => _wake.Release(), TaskScheduler.Default);
@@ -371,7 +378,7 @@ public sealed partial class PoolManager : IAsyncDisposable
                     LogRefillFailed(owner._logger, template.Name, backoff.TotalSeconds, e);
                     try
                     {
-                        await Task.Delay(backoff, stopping);
+                        await Task.Delay(backoff, owner._time, stopping);
                     }
                     catch (OperationCanceledException)
                     {
@@ -383,6 +390,29 @@ public sealed partial class PoolManager : IAsyncDisposable
                 {
                     Interlocked.Decrement(ref _starting);
                 }
+            }
+        }
+
+        /// <summary>
+        /// Until a take or a death releases <see cref="_wake"/>, or <paramref name="due"/> passes on the
+        /// owner's clock. A late wake-up (or a clock that jumped) loses nothing: the re-check decides
+        /// from the timestamps.
+        /// </summary>
+        private async Task WaitForWakeAsync(TimeSpan due, CancellationToken stopping)
+        {
+            if (due <= TimeSpan.Zero)
+            {
+                return;
+            }
+            using var timer = new CancellationTokenSource(due, owner._time);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(stopping, timer.Token);
+            try
+            {
+                await _wake.WaitAsync(linked.Token);
+            }
+            catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
+            {
+                // Due.
             }
         }
 
@@ -400,7 +430,7 @@ public sealed partial class PoolManager : IAsyncDisposable
                     return idle;
                 }
                 // The head was checked longest ago: every enqueue stamps the time of its check.
-                TimeSpan due = owner.IdleRecheckInterval - Stopwatch.GetElapsedTime(_ready.Peek().CheckedAt);
+                TimeSpan due = owner.IdleRecheckInterval - owner._time.GetElapsedTime(_ready.Peek().CheckedAt);
                 return due <= TimeSpan.Zero ? TimeSpan.Zero : due < idle ? due : idle;
             }
         }
@@ -421,7 +451,7 @@ public sealed partial class PoolManager : IAsyncDisposable
                 IVm? vm = null;
                 lock (_ready)
                 {
-                    if (_ready.Count > 0 && Stopwatch.GetElapsedTime(_ready.Peek().CheckedAt) >= owner.IdleRecheckInterval)
+                    if (_ready.Count > 0 && owner._time.GetElapsedTime(_ready.Peek().CheckedAt) >= owner.IdleRecheckInterval)
                     {
                         vm = _ready.Dequeue().Vm;
                         _rechecking++;
@@ -432,30 +462,34 @@ public sealed partial class PoolManager : IAsyncDisposable
                     // The queue's head is the longest-waiting check; requeued ones go to the back.
                     return;
                 }
+                bool healthy;
                 try
                 {
-                    if (await owner.IsHealthyAsync(vm, stopping))
-                    {
-                        lock (_ready)
-                        {
-                            _ready.Enqueue((vm, Stopwatch.GetTimestamp()));
-                        }
-                        continue;
-                    }
-                    LogDiscarded(owner._logger, vm.Id, template.Name);
-                    await owner._tracker.KillAsync(vm);
+                    healthy = await owner.IsHealthyAsync(vm, stopping);
                 }
                 catch (OperationCanceledException)
-                {
-                    await owner._tracker.KillAsync(vm);
-                    throw;
-                }
-                finally
                 {
                     lock (_ready)
                     {
                         _rechecking--;
                     }
+                    await owner._tracker.KillAsync(vm);
+                    throw;
+                }
+                // Back in the queue, or no longer counted, in one step: the status never counts it twice
+                // or counts one that failed its check while it is being ended.
+                lock (_ready)
+                {
+                    _rechecking--;
+                    if (healthy)
+                    {
+                        _ready.Enqueue((vm, owner._time.GetTimestamp()));
+                    }
+                }
+                if (!healthy)
+                {
+                    LogDiscarded(owner._logger, vm.Id, template.Name);
+                    await owner._tracker.KillAsync(vm);
                 }
             }
         }

@@ -32,12 +32,18 @@ public sealed partial class RunService
     private readonly VmTracker _tracker;
     private readonly SandboxVmOptions _options;
     private readonly ILogger<RunService> _logger;
+    private readonly TimeProvider _time;
     private readonly SemaphoreSlim _slots;
     private int _waiting;
 
+    /// <summary>
+    /// <paramref name="time"/> (null: the system clock) times the host's deadlines over a run; the run's
+    /// metrics are measured on the real clock whatever it is.
+    /// </summary>
     public RunService(TemplateCatalog catalog, PoolManager pools, VmTracker tracker, SandboxVmOptions options, ILogger<RunService> logger,
-        SingletonManager? singletons = null)
+        SingletonManager? singletons = null, TimeProvider? time = null)
     {
+        _time = time ?? TimeProvider.System;
         _catalog = catalog;
         _pools = pools;
         _singletons = singletons;
@@ -124,7 +130,7 @@ public sealed partial class RunService
                 {
                     try
                     {
-                        await vm.Agent.RemoveAsync(dir, recursive: true, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None);
+                        await vm.Agent.RemoveAsync(dir, recursive: true, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10), _time, CancellationToken.None);
                     }
                     catch (Exception e) when (e is not OperationCanceledException)
                     {
@@ -207,12 +213,12 @@ public sealed partial class RunService
         // One host deadline over the whole run: the exec by hostDeadline, then artifact collection and
         // its file reads by runDeadline (both from now), whatever the guest reports or stalls on.
         var runDeadline = hostDeadline + TimeSpan.FromSeconds(_options.ArtifactTimeoutS);
-        using var runTimer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        runTimer.CancelAfter(runDeadline);
+        using var runExpiry = new CancellationTokenSource(runDeadline, _time);
+        using var runTimer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, runExpiry.Token);
 
         using var cancelExec = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         Task<ExecResult> execTask = vm.Agent.ExecAsync(exec, output, cancelExec.Token);
-        Task deadline = Task.Delay(hostDeadline, cancellationToken);
+        Task deadline = Task.Delay(hostDeadline, _time, cancellationToken);
         Task first = await Task.WhenAny(execTask, output.Runaway, deadline);
 
         if (first == execTask && execTask.IsCompletedSuccessfully)
@@ -236,7 +242,7 @@ public sealed partial class RunService
         {
             // The caller went away: the agent was told to cancel (the linked token); a sandbox that
             // lives on must have finished that exec before its next run starts.
-            await Task.WhenAny(execTask, Task.Delay(TimeSpan.FromSeconds(5), CancellationToken.None));
+            await Task.WhenAny(execTask, Task.Delay(TimeSpan.FromSeconds(5), _time, CancellationToken.None));
             if (!execTask.IsCompleted)
             {
                 await _tracker.KillAsync(vm);

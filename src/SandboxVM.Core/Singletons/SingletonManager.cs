@@ -37,16 +37,19 @@ public sealed partial class SingletonManager : IAsyncDisposable
     private readonly VmTracker _tracker;
     private readonly SandboxVmOptions _options;
     private readonly ILogger<SingletonManager> _logger;
+    private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, Singleton> _singletons = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
     private int _disposed;
 
-    public SingletonManager(PoolManager pools, VmTracker tracker, SandboxVmOptions options, ILogger<SingletonManager> logger)
+    /// <summary><paramref name="time"/> is the clock of the watchdog's rounds and ping timeouts, and of <see cref="SingletonStatus.StartedAt"/>; null: the system clock.</summary>
+    public SingletonManager(PoolManager pools, VmTracker tracker, SandboxVmOptions options, ILogger<SingletonManager> logger, TimeProvider? time = null)
     {
         _pools = pools;
         _tracker = tracker;
         _options = options;
         _logger = logger;
+        _time = time ?? TimeProvider.System;
         RunUsers = pools.Capabilities.Isolation == IsolationLevel.Vm;
         int range = ProtocolInfo.RunUserLast - ProtocolInfo.RunUserFirst + 1;
         Concurrency = RunUsers ? Math.Clamp(options.SingletonConcurrency, 1, range) : 1;
@@ -61,9 +64,10 @@ public sealed partial class SingletonManager : IAsyncDisposable
     /// <summary>Awaited with every VM a singleton starts, before it serves (connects its egress); a failure ends that VM.</summary>
     public Func<TemplateDefinition, IVm, CancellationToken, Task>? OnStarted { get; set; }
 
-    /// <summary>How often a running singleton is pinged.</summary>
+    /// <summary>How often a running singleton is pinged (every interval from <see cref="Start"/>, on the manager's clock).</summary>
     public TimeSpan HealthInterval { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>A ping not answered within this long: the VM is ended and started again.</summary>
     public TimeSpan HealthTimeout { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>Registers the singleton templates; with <paramref name="startNow"/> their VMs start in the background.</summary>
@@ -216,7 +220,7 @@ public sealed partial class SingletonManager : IAsyncDisposable
                     }
                     _everStarted = true;
                     _vm = lease.Vm;
-                    _startedAt = DateTimeOffset.UtcNow;
+                    _startedAt = owner._time.GetUtcNow();
                     _lastError = null;
                     LogStarted(owner._logger, template.Name, lease.Vm.Id, clock.Elapsed.TotalMilliseconds);
                     return lease.Vm;
@@ -235,13 +239,22 @@ public sealed partial class SingletonManager : IAsyncDisposable
         }
 
         /// <summary>Pings the VM now and then; one that died or does not answer is ended and started again.</summary>
-        public void StartWatchdog(CancellationToken stopping) => _watchdog = Task.Run(async () =>
+        public void StartWatchdog(CancellationToken stopping)
         {
+            // Made here, not on the loop's task: the rounds are due every interval from Start, whenever that task runs.
+            var rounds = new PeriodicTimer(owner.HealthInterval, owner._time);
+            _watchdog = Task.Run(() => WatchAsync(rounds, stopping), CancellationToken.None);
+        }
+
+        private async Task WatchAsync(PeriodicTimer rounds, CancellationToken stopping)
+        {
+            using PeriodicTimer timer = rounds;
             while (!stopping.IsCancellationRequested)
             {
                 try
                 {
-                    await Task.Delay(owner.HealthInterval, stopping);
+                    // A round that outlasts the interval (a restart) is followed by the next at once.
+                    await timer.WaitForNextTickAsync(stopping);
                 }
                 catch (OperationCanceledException)
                 {
@@ -257,8 +270,8 @@ public sealed partial class SingletonManager : IAsyncDisposable
                 {
                     try
                     {
-                        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping);
-                        timeout.CancelAfter(owner.HealthTimeout);
+                        using var expiry = new CancellationTokenSource(owner.HealthTimeout, owner._time);
+                        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping, expiry.Token);
                         await vm.Agent.PingAsync(timeout.Token);
                     }
                     catch (Exception) when (!stopping.IsCancellationRequested)
@@ -288,7 +301,7 @@ public sealed partial class SingletonManager : IAsyncDisposable
                     }
                 }
             }
-        }, CancellationToken.None);
+        }
 
         public async Task StopAsync()
         {

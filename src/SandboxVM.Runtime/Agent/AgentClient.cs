@@ -97,12 +97,12 @@ public sealed class AgentIncomingRequest
     private readonly FrameWriter _writer;
     private int _answered;
 
-    internal AgentIncomingRequest(FrameWriter writer, uint id, AgentRequest request)
+    internal AgentIncomingRequest(FrameWriter writer, uint id, AgentRequest request, TimeProvider time)
     {
         _writer = writer;
         Id = id;
         Request = request;
-        Stream = new FrameStream(writer, id);
+        Stream = new FrameStream(writer, id, time);
     }
 
     public uint Id { get; }
@@ -152,6 +152,7 @@ public sealed class AgentClient : IAsyncDisposable
     private readonly FrameReader _reader;
     private readonly FrameWriter _writer;
     private readonly AgentClientLimits _limits;
+    private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<uint, Operation> _pending = new();
     private readonly ConcurrentDictionary<uint, AgentIncomingRequest> _incoming = new();
     private readonly CancellationTokenSource _stop = new();
@@ -164,13 +165,18 @@ public sealed class AgentClient : IAsyncDisposable
     private volatile Exception? _broken;
     private string? _failureReason;
 
-    public AgentClient(Stream fromAgent, Stream toAgent, AgentClientLimits? limits = null)
+    /// <summary>
+    /// A client over the two streams; <paramref name="time"/> (null: the system clock) times the write
+    /// and stall limits and the idle timeout of streams the agent opens.
+    /// </summary>
+    public AgentClient(Stream fromAgent, Stream toAgent, AgentClientLimits? limits = null, TimeProvider? time = null)
     {
         _limits = limits ?? AgentClientLimits.Default;
+        _time = time ?? TimeProvider.System;
         _lateAllowance = _limits.LateFramesAllowance;
         // An oversized frame closes the channel: it is refused at its header, never read through.
         _reader = new FrameReader(fromAgent, Frame.MaxPayload, skipOversized: false);
-        _writer = new FrameWriter(toAgent, _limits.WriteTimeout, e => Fail(e.Message));
+        _writer = new FrameWriter(toAgent, _limits.WriteTimeout, e => Fail(e.Message), _time);
         _readLoop = Task.Run(ReadLoopAsync);
     }
 
@@ -577,7 +583,7 @@ public sealed class AgentClient : IAsyncDisposable
     /// </summary>
     private async Task PostAsync(Operation op, Frame f)
     {
-        if (await op.PostAsync(f, FrameOverhead + f.Payload.Length, _limits.OperationQueueBytes, _limits.OperationStallTimeout, _stop.Token))
+        if (await op.PostAsync(f, FrameOverhead + f.Payload.Length, _limits.OperationQueueBytes, _limits.OperationStallTimeout, _time, _stop.Token))
         {
             return;
         }
@@ -647,7 +653,7 @@ public sealed class AgentClient : IAsyncDisposable
             Refuse(f.Id, code, refusal);
             return;
         }
-        var incoming = new AgentIncomingRequest(_writer, f.Id, request!);
+        var incoming = new AgentIncomingRequest(_writer, f.Id, request!, _time);
         _incoming[f.Id] = incoming;
         _ = Task.Run(async () =>
         {
@@ -750,8 +756,8 @@ public sealed class AgentClient : IAsyncDisposable
 
         public bool HasQueued => _frames.Reader.TryPeek(out _);
 
-        /// <summary>Reader loop. False when the operation took nothing for <paramref name="stall"/> while full.</summary>
-        public async ValueTask<bool> PostAsync(Frame f, int charge, int budget, TimeSpan stall, CancellationToken stop)
+        /// <summary>Reader loop. False when the operation took nothing for <paramref name="stall"/> (on <paramref name="time"/>) while full.</summary>
+        public async ValueTask<bool> PostAsync(Frame f, int charge, int budget, TimeSpan stall, TimeProvider time, CancellationToken stop)
         {
             while (Interlocked.Read(ref _queued) is > 0 and var queued && queued + charge > budget)
             {
@@ -759,7 +765,13 @@ public sealed class AgentClient : IAsyncDisposable
                 {
                     return true; // ended meanwhile: the frame is dropped
                 }
-                if (!await _room.WaitAsync(stall, stop))
+                using var stalled = new CancellationTokenSource(stall, time);
+                using var wait = CancellationTokenSource.CreateLinkedTokenSource(stop, stalled.Token);
+                try
+                {
+                    await _room.WaitAsync(wait.Token);
+                }
+                catch (OperationCanceledException) when (!stop.IsCancellationRequested)
                 {
                     return false;
                 }

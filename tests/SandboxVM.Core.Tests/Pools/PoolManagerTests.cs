@@ -1,14 +1,22 @@
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
 using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Templates;
 using SandboxVM.Runtime;
+using SandboxVM.Testing;
 
 namespace SandboxVM.Core.Tests.Pools;
 
+/// <summary>
+/// Pools on a fake clock: health-check timeouts, the freshness window, idle re-checks and the refill
+/// backoff move only when a test advances it, so a slow host cannot time a healthy VM out.
+/// </summary>
 public class PoolManagerTests : IAsyncLifetime
 {
+    private static readonly TimeSpan CheckTimeout = TimeSpan.FromSeconds(2);
     private readonly FakeRuntime _runtime = new();
+    private readonly FakeTimeProvider _time = new();
     private readonly VmTracker _tracker = new(NullLogger<VmTracker>.Instance);
     private PoolManager _pools = null!;
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
@@ -34,10 +42,10 @@ public class PoolManagerTests : IAsyncLifetime
     }
 
     /// <summary>A pool manager whose takes trust a check younger than <paramref name="freshness"/> and that re-checks waiting VMs every <paramref name="recheck"/> (zero: never).</summary>
-    private PoolManager Create(TimeSpan freshness, TimeSpan recheck) => new(_runtime, new Specs(), _tracker, NullLogger<PoolManager>.Instance)
+    private PoolManager Create(TimeSpan freshness, TimeSpan recheck) => new(_runtime, new Specs(), _tracker, NullLogger<PoolManager>.Instance, _time)
     {
-        MaxBackoff = TimeSpan.FromMilliseconds(50),
-        HealthCheckTimeout = TimeSpan.FromMilliseconds(300),
+        MaxBackoff = TimeSpan.FromSeconds(1),
+        HealthCheckTimeout = CheckTimeout,
         HealthCheckFreshness = freshness,
         IdleRecheckInterval = recheck,
     };
@@ -62,15 +70,8 @@ public class PoolManagerTests : IAsyncLifetime
         await _tracker.DisposeAsync();
     }
 
-    private async Task WaitForReadyAsync(string template, int ready)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
-        while (_pools.Status(template)!.Ready != ready)
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"pool of {template} has {_pools.Status(template)} and not {ready} ready");
-            await Task.Delay(10, Ct);
-        }
-    }
+    private Task WaitForReadyAsync(string template, int ready) =>
+        Eventually.TrueAsync(() => _pools.Status(template)!.Ready == ready, () => $"pool of {template} has {_pools.Status(template)} and not {ready} ready");
 
     [Fact]
     public async Task A_snapshot_removed_underneath_is_prepared_again_and_the_pool_keeps_filling()
@@ -106,6 +107,8 @@ public class PoolManagerTests : IAsyncLifetime
         _pools.Start([t]);
         await WaitForReadyAsync("py", 3);
 
+        // Freshness zero: the take checks the VM. On the real clock that check had 300 ms, which a
+        // loaded host could miss: the healthy VM was discarded and one more started (5, not 4).
         var lease = await _pools.AcquireAsync(t, Ct);
         Assert.Equal(VmSource.Pool, lease.Source);
         await WaitForReadyAsync("py", 3);
@@ -143,8 +146,14 @@ public class PoolManagerTests : IAsyncLifetime
         }
         first.Die();
         second.Hung = true;
+        int asked = second.Requests;
 
-        var lease = await _pools.AcquireAsync(t, Ct);
+        // The dead one is dropped without a word; the hung one holds the take until its check times out.
+        Task<LeasedVm> take = _pools.AcquireAsync(t, Ct);
+        await Eventually.TrueAsync(() => second.Requests > asked, () => "the take did not check the hung VM");
+        Assert.False(take.IsCompleted);
+        _time.Advance(CheckTimeout);
+        var lease = await take;
         Assert.NotEqual(first.Id, lease.Vm.Id);
         Assert.NotEqual(second.Id, lease.Vm.Id);
         Assert.True(second.Disposed, "the hung VM was not ended");
@@ -172,13 +181,13 @@ public class PoolManagerTests : IAsyncLifetime
     [Fact]
     public async Task VmWaitingLongerThanTheFreshnessWindow_IsCheckedOnTake()
     {
-        await UseAsync(Create(freshness: TimeSpan.FromMilliseconds(50), recheck: TimeSpan.Zero));
+        await UseAsync(Create(freshness: TimeSpan.FromSeconds(10), recheck: TimeSpan.Zero));
         var t = Template("py", WarmupStrategy.Pool, 1);
         _pools.Start([t]);
         await WaitForReadyAsync("py", 1);
         FakeVm vm = StartedVms()[0];
         int before = vm.Requests;
-        await Task.Delay(150, Ct);
+        _time.Advance(TimeSpan.FromSeconds(11));
 
         var lease = await _pools.AcquireAsync(t, Ct);
         Assert.Equal(vm.Id, lease.Vm.Id);
@@ -189,23 +198,31 @@ public class PoolManagerTests : IAsyncLifetime
     [Fact]
     public async Task WaitingVms_AreRecheckedInTheBackground_AndAHungOneIsReplacedBeforeAnyTake()
     {
-        await UseAsync(Create(freshness: TimeSpan.FromSeconds(30), recheck: TimeSpan.FromMilliseconds(100)));
+        var recheck = TimeSpan.FromSeconds(4);
+        await UseAsync(Create(freshness: TimeSpan.FromSeconds(30), recheck: recheck));
         var t = Template("py", WarmupStrategy.Pool, 2);
         _pools.Start([t]);
         await WaitForReadyAsync("py", 2);
+        // Both were checked at the same fake instant; the queue re-checks them in start order.
         var (healthy, hung) = (StartedVms()[0], StartedVms()[1]);
-        int before = healthy.Requests;
+        var (before, hungBefore) = (healthy.Requests, hung.Requests);
         hung.Hung = true;
 
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
-        while (!hung.Disposed || healthy.Requests < before + 2)
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"hung ended: {hung.Disposed}, healthy re-checked {healthy.Requests - before} times");
-            await Task.Delay(20, Ct);
-        }
-        Assert.False(healthy.Disposed);
+        _time.Advance(recheck);
+        await Eventually.TrueAsync(() => healthy.Requests == before + 1 && hung.Requests == hungBefore + 1,
+            () => $"re-checked: healthy {healthy.Requests - before}, hung {hung.Requests - hungBefore} times");
+        Assert.False(hung.Disposed);
+
+        // The hung one's check times out on the pool's clock; it is ended and replaced.
+        _time.Advance(CheckTimeout);
+        await Eventually.TrueAsync(() => hung.Disposed, () => "the hung VM was not ended");
         await WaitForReadyAsync("py", 2);
         Assert.Equal(3, _runtime.Started);
+
+        // The healthy one is due again one interval after its last check, and passes again.
+        _time.Advance(recheck - CheckTimeout);
+        await Eventually.TrueAsync(() => healthy.Requests == before + 2, () => $"healthy re-checked {healthy.Requests - before} times");
+        Assert.False(healthy.Disposed);
 
         // The pool never hands out the hung one, even right after its last good check.
         var lease = await _pools.AcquireAsync(t, Ct);
@@ -231,7 +248,11 @@ public class PoolManagerTests : IAsyncLifetime
         _runtime.FailStart = n => n <= 3 ? new InvalidOperationException("boom " + n) : null;
         var t = Template("py", WarmupStrategy.Pool, 1);
         _pools.Start([t]);
-        await WaitForReadyAsync("py", 1);
+        await Eventually.TrueAsync(() => _pools.Status("py")!.LastError is not null, () => "the first start did not fail");
+        Assert.Equal(1, _runtime.Started);
+
+        // Each retry waits out its backoff on the pool's clock.
+        await _time.AdvanceUntilAsync(TimeSpan.FromMilliseconds(250), () => _pools.Status("py")!.Ready == 1, () => $"pool has {_pools.Status("py")}");
         Assert.Null(_pools.Status("py")!.LastError);
         Assert.Equal(4, _runtime.Started);
     }

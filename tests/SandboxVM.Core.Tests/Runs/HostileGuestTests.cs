@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Diagnostics;
+using Microsoft.Extensions.Time.Testing;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Sessions;
 using SandboxVM.Protocol;
@@ -78,15 +79,8 @@ public sealed class HostileGuestTests
     }
 
     /// <summary>A sandbox whose VM was killed ends (its session learns of it from the VM's exit).</summary>
-    private static async Task AssertEndedAsync(SandboxSession session)
-    {
-        var deadline = DateTime.UtcNow + Patience;
-        while (session.State != SessionState.Ended && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(10, Ct);
-        }
-        Assert.Equal(SessionState.Ended, session.State);
-    }
+    private static Task AssertEndedAsync(SandboxSession session) =>
+        Eventually.TrueAsync(() => session.State == SessionState.Ended, () => $"the sandbox is {session.State}, not ended");
 
     private static async Task AssertRunAnswersAsync(HostileHost host)
     {
@@ -127,23 +121,31 @@ public sealed class HostileGuestTests
     public async Task AnArtifactReadThatNeverAnswers_EndsTheRunAtItsDeadline_AsASandboxError()
     {
         // A FIFO in place of the artifact: the agent's open blocks for good, Cancel or not.
-        await using var host = new HostileHost();
+        var time = new FakeTimeProvider();
+        await using var host = new HostileHost(time: time);
         var other = await host.CreateSessionAsync(Ct);
+        var reading = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         host.Hostile(2, agent =>
         {
             agent.Files["/tmp/outputs/fifo"] = "0123456789"u8.ToArray();
-            agent.Override(Ops.FileRead, _ => Task.Delay(Timeout.Infinite, agent.Stopping));
+            agent.Override(Ops.FileRead, _ =>
+            {
+                reading.TrySetResult();
+                return Task.Delay(Timeout.Infinite, agent.Stopping);
+            });
         });
 
-        var clock = Stopwatch.StartNew();
-        var result = await host.RunAsync(timeoutS: 1, cancellationToken: Ct).WaitAsync(Patience, Ct);
+        var run = host.RunAsync(timeoutS: 1, cancellationToken: Ct);
+        await reading.Task.WaitAsync(Patience, Ct);
 
-        // Deadline: run timeout 1 s + host margin 1 s + artifact time 2 s.
+        // Deadline, on the host's clock from the exec's start: run timeout 1 s + host margin 1 s + artifact time 2 s.
+        time.Advance(TimeSpan.FromSeconds(3.9));
+        Assert.False(run.IsCompleted, "answered before the deadline");
+        time.Advance(TimeSpan.FromSeconds(0.2));
+        var result = await run.WaitAsync(Patience, Ct);
         Assert.Equal(RunStatus.SandboxError, result.Status);
         Assert.Contains("artifacts", result.Error);
         Assert.Contains("4 s", result.Error);
-        Assert.True(clock.Elapsed.TotalSeconds >= 3.5, $"answered after {clock.Elapsed.TotalSeconds:0.0} s, before the deadline");
-        Assert.True(clock.Elapsed.TotalSeconds < 15, $"answered after {clock.Elapsed.TotalSeconds:0.0} s, long past the deadline of 4 s");
         Assert.Equal("hello\n", result.Stdout);
         await AssertKilledAsync(host.Vm(2));
         await host.AssertOtherSandboxAnswersAsync(other);

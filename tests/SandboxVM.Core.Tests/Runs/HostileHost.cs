@@ -21,8 +21,11 @@ internal sealed class HostileHost : IAsyncDisposable
 
     private readonly string _cache = Path.Combine(Path.GetTempPath(), "sandboxvm-hostile-" + Guid.NewGuid().ToString("N"));
 
-    public HostileHost(Action<SandboxVmOptions>? configure = null)
+    /// <param name="configure">Changes to the options before anything is built.</param>
+    /// <param name="time">The host's clock (run deadlines, sessions, pools); null: the system clock.</param>
+    public HostileHost(Action<SandboxVmOptions>? configure = null, TimeProvider? time = null)
     {
+        time ??= TimeProvider.System;
         Options = new SandboxVmOptions
         {
             MaxConcurrentRuns = 4,
@@ -44,9 +47,9 @@ internal sealed class HostileHost : IAsyncDisposable
             new ImageBuilder(new ImageBuilderOptions { CacheRoot = _cache }, NullLogger<ImageBuilder>.Instance),
             Options, NullLogger<TemplateCatalog>.Instance);
         Tracker = new VmTracker(NullLogger<VmTracker>.Instance);
-        Pools = new PoolManager(Runtime, new Specs(), Tracker, NullLogger<PoolManager>.Instance);
-        Runs = new RunService(catalog, Pools, Tracker, Options, NullLogger<RunService>.Instance);
-        Sessions = new SessionManager(catalog, Pools, Tracker, Runs, Options, TimeProvider.System, NullLogger<SessionManager>.Instance);
+        Pools = new PoolManager(Runtime, new Specs(), Tracker, NullLogger<PoolManager>.Instance, time);
+        Runs = new RunService(catalog, Pools, Tracker, Options, NullLogger<RunService>.Instance, time: time);
+        Sessions = new SessionManager(catalog, Pools, Tracker, Runs, Options, time, NullLogger<SessionManager>.Instance);
     }
 
     public FakeAgentRuntime Runtime { get; } = new();

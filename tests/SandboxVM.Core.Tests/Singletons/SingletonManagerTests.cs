@@ -1,17 +1,25 @@
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
 using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Singletons;
 using SandboxVM.Core.Templates;
 using SandboxVM.Core.Tests.Pools;
 using SandboxVM.Runtime;
+using SandboxVM.Testing;
 
 namespace SandboxVM.Core.Tests.Singletons;
 
-/// <summary>The one long-lived VM of a singleton template: shared, restarted when it dies or hangs, bounded queue.</summary>
+/// <summary>
+/// The one long-lived VM of a singleton template: shared, restarted when it dies or hangs, bounded queue.
+/// The watchdog runs on a fake clock: a round happens when a test advances it by <see cref="Interval"/>.
+/// </summary>
 public sealed class SingletonManagerTests : IAsyncLifetime
 {
+    private static readonly TimeSpan Interval = TimeSpan.FromSeconds(5);
+    private static readonly TimeSpan PingTimeout = TimeSpan.FromSeconds(3);
     private readonly FakeRuntime _runtime = new();
+    private readonly FakeTimeProvider _time = new();
     private readonly VmTracker _tracker = new(NullLogger<VmTracker>.Instance);
     private readonly SandboxVmOptions _options = new() { SingletonConcurrency = 1, SingletonQueue = 1 };
     private PoolManager _pools = null!;
@@ -34,11 +42,11 @@ public sealed class SingletonManagerTests : IAsyncLifetime
 
     public ValueTask InitializeAsync()
     {
-        _pools = new PoolManager(_runtime, new Specs(), _tracker, NullLogger<PoolManager>.Instance);
-        _singletons = new SingletonManager(_pools, _tracker, _options, NullLogger<SingletonManager>.Instance)
+        _pools = new PoolManager(_runtime, new Specs(), _tracker, NullLogger<PoolManager>.Instance, _time);
+        _singletons = new SingletonManager(_pools, _tracker, _options, NullLogger<SingletonManager>.Instance, _time)
         {
-            HealthInterval = TimeSpan.FromMilliseconds(50),
-            HealthTimeout = TimeSpan.FromMilliseconds(200),
+            HealthInterval = Interval,
+            HealthTimeout = PingTimeout,
         };
         return ValueTask.CompletedTask;
     }
@@ -50,15 +58,8 @@ public sealed class SingletonManagerTests : IAsyncLifetime
         await _tracker.DisposeAsync();
     }
 
-    private async Task WaitForAsync(Func<bool> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting for {what}: {_singletons.Status("web")}");
-            await Task.Delay(10, Ct);
-        }
-    }
+    private Task WaitForAsync(Func<bool> condition, string what) =>
+        Eventually.TrueAsync(condition, () => $"{what}: {_singletons.Status("web")}");
 
     [Fact]
     public async Task Start_BootsOneVm_ThatEveryRequestShares()
@@ -81,6 +82,7 @@ public sealed class SingletonManagerTests : IAsyncLifetime
         await WaitForAsync(() => _singletons.Status("web")!.State == "ready", "ready");
 
         _runtime.Vms[0].Die();
+        _time.Advance(Interval);
         await WaitForAsync(() => _runtime.Started == 2 && _singletons.Status("web")!.State == "ready", "a second vm");
 
         Assert.Equal(1, _singletons.Status("web")!.Restarts);
@@ -95,18 +97,26 @@ public sealed class SingletonManagerTests : IAsyncLifetime
         _singletons.Start([Web], startNow: true);
         await WaitForAsync(() => _singletons.Status("web")!.State == "ready", "ready");
 
-        _runtime.Vms[0].Hung = true;
+        FakeVm hung = _runtime.Vms[0];
+        int pings = hung.Requests;
+        hung.Hung = true;
 
+        _time.Advance(Interval);
+        await WaitForAsync(() => hung.Requests == pings + 1, "the watchdog's ping");
+        Assert.False(hung.Disposed);
+        _time.Advance(PingTimeout);
         await WaitForAsync(() => _runtime.Started == 2 && _singletons.Status("web")!.State == "ready", "a second vm");
-        Assert.True(_runtime.Vms[0].Disposed);
+        Assert.True(hung.Disposed);
+        Assert.Equal(1, _singletons.Status("web")!.Restarts);
     }
 
     [Fact]
     public async Task OnFirstUse_StartsTheVmOnlyWhenARequestComes()
     {
+        // Start with startNow asks the pool for the VM before it returns; without, nothing does.
         _singletons.Start([Web], startNow: false);
-        await Task.Delay(200, Ct);
         Assert.Equal(0, _runtime.Started);
+        Assert.Equal("stopped", _singletons.Status("web")!.State);
 
         await _singletons.UseAsync(Web, (vm, _) => Task.FromResult(vm.Id), Ct);
 
