@@ -6,6 +6,7 @@ using SandboxVM.Runtime;
 
 namespace SandboxVM.Core.Tests.Pools;
 
+[Trait("tier", "unit")]
 public class PoolManagerTests : IAsyncLifetime
 {
     private readonly FakeRuntime _runtime = new();

@@ -9,6 +9,7 @@ using SandboxVM.Runtime;
 namespace SandboxVM.Core.Tests.Singletons;
 
 /// <summary>The one long-lived VM of a singleton template: shared, restarted when it dies or hangs, bounded queue.</summary>
+[Trait("tier", "unit")]
 public sealed class SingletonManagerTests : IAsyncLifetime
 {
     private readonly FakeRuntime _runtime = new();
