@@ -3,7 +3,9 @@ using System.Globalization;
 using System.Reflection;
 using SandboxVM.Runtime;
 using SandboxVM.Runtime.Agent;
+using Microsoft.Extensions.Logging.Abstractions;
 using SandboxVM.Runtime.Cgroups;
+using SandboxVM.Runtime.Process;
 
 namespace SandboxVM.Testing;
 
@@ -78,25 +80,15 @@ public sealed class LocalAgentRuntime : IVmRuntime, IAsyncDisposable
     {
         string id = CgroupManager.OwnedName(CgroupPrefix, Interlocked.Increment(ref _started).ToString(CultureInfo.InvariantCulture));
         var cgroup = _cgroups?.Create(id, new CgroupLimits((long)(spec.MemoryMib + AgentHeadroomMib) << 20, spec.MaxProcesses + 128, spec.Vcpus));
-        var psi = new ProcessStartInfo("/bin/sh")
-        {
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        psi.Environment.Clear();
+        // The process runtime's launcher: joins the cgroup before anything else runs, then the namespaces.
+        var psi = CgroupLauncher.StartInfo(cgroup);
         psi.Environment["PATH"] = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
         psi.Environment["HOME"] = "/home/sandbox";
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         // No diagnostics IPC socket in the sandbox's /tmp.
         psi.Environment["DOTNET_EnableDiagnostics"] = "0";
-        // Joins the cgroup (one cgroup.procs per v1 controller) before anything else runs, then the namespaces.
-        var procs = cgroup?.ProcsFiles ?? [];
         foreach (string arg in (string[])
                  [
-                     "-ec", "n=$1; shift; while [ \"$n\" -gt 0 ]; do echo $$ > \"$1\"; shift; n=$((n-1)); done; exec \"$@\"", "sandboxvm-join",
-                     procs.Count.ToString(CultureInfo.InvariantCulture), .. procs,
                      "unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--kill-child", "--",
                      "/bin/sh", "-ec", Init, "sandboxvm-init", spec.WritableBytes.ToString(CultureInfo.InvariantCulture),
                      .. _agent, "--home", "/home/sandbox", "--outputs", "/tmp/outputs",
@@ -117,7 +109,8 @@ public sealed class LocalAgentRuntime : IVmRuntime, IAsyncDisposable
             }
             throw;
         }
-        var vm = new LocalAgentVm(id, spec.TemplateName, process, cgroup);
+        // From here the VM owns the process and the cgroup, as a process-runtime sandbox does.
+        var vm = new LocalAgentVm(new ProcessVm(id, spec.TemplateName, process, cgroup, null, NullLogger.Instance), process.Id);
         lock (_vms)
         {
             _vms.Add(vm);
@@ -131,7 +124,7 @@ public sealed class LocalAgentRuntime : IVmRuntime, IAsyncDisposable
         catch (Exception e)
         {
             await vm.DisposeAsync();
-            throw new SandboxVM.Runtime.Process.SandboxStartException("its agent did not start", $"local agent {id} did not answer hello: {e.Message}. stderr: {vm.Diagnostics}", e);
+            throw new SandboxStartException("its agent did not start", $"local agent {id} did not answer hello: {e.Message}. stderr: {vm.Diagnostics}", e);
         }
         return vm;
     }
@@ -193,69 +186,40 @@ public sealed class LocalAgentRuntime : IVmRuntime, IAsyncDisposable
     }
 }
 
-/// <summary>A sandbox of <see cref="LocalAgentRuntime"/>: a local agent process in its namespaces (and cgroup).</summary>
+/// <summary>A sandbox of <see cref="LocalAgentRuntime"/>: a process-runtime sandbox (<see cref="ProcessVm"/>) whose agent a test can kill alone.</summary>
 public sealed class LocalAgentVm : IVm
 {
-    private const int StderrKeep = 8 * 1024;
+    private readonly ProcessVm _vm;
+    private readonly int _launcherPid;
 
-    private readonly Process _process;
-    private readonly Cgroup? _cgroup;
-    private readonly System.Text.StringBuilder _stderr = new();
-    private int _disposed;
-
-    internal LocalAgentVm(string id, string template, Process process, Cgroup? cgroup)
+    internal LocalAgentVm(ProcessVm vm, int launcherPid)
     {
-        Id = id;
-        TemplateName = template;
-        _process = process;
-        _cgroup = cgroup;
-        Agent = new AgentClient(process.StandardOutput.BaseStream, process.StandardInput.BaseStream);
-        Exited = process.WaitForExitAsync();
-        process.ErrorDataReceived += (_, e) =>
-        {
-            lock (_stderr)
-            {
-                _stderr.AppendLine(e.Data);
-                if (_stderr.Length > StderrKeep)
-                {
-                    _stderr.Remove(0, _stderr.Length - StderrKeep);
-                }
-            }
-        };
-        process.BeginErrorReadLine();
+        _vm = vm;
+        _launcherPid = launcherPid;
     }
 
-    public string Id { get; }
-    public string TemplateName { get; }
-    public VmSource Source => VmSource.Process;
-    public AgentClient Agent { get; }
-    public TimeSpan StartupTime => TimeSpan.Zero;
-    public Task Exited { get; }
+    public string Id => _vm.Id;
+    public string TemplateName => _vm.TemplateName;
+    public VmSource Source => _vm.Source;
+    public AgentClient Agent => _vm.Agent;
+    public TimeSpan StartupTime => _vm.StartupTime;
+    public Task Exited => _vm.Exited;
 
-    /// <summary>True once the host ended this sandbox (or it died).</summary>
-    public bool Ended => Volatile.Read(ref _disposed) != 0 || _process.HasExited;
+    /// <summary>True once the sandbox is gone (ended by the host, or dead).</summary>
+    public bool Ended => _vm.Exited.IsCompleted;
 
     /// <summary>The agent's stderr (its log), the last 8 KiB.</summary>
-    public string Diagnostics
-    {
-        get
-        {
-            lock (_stderr)
-            {
-                return _stderr.ToString();
-            }
-        }
-    }
+    public string Diagnostics => _vm.Diagnostics;
 
-    public VmUsage ReadUsage() => new(_cgroup?.OomKillCount() ?? 0, _cgroup?.PeakMemoryBytes());
+    public VmUsage ReadUsage() => _vm.ReadUsage();
 
     /// <summary>
     /// SIGKILLs the agent process alone (a guest whose agent crashed): the host sees its channel end.
-    /// The chain is sh (cgroup join, exec'd into unshare) → namespace init sh → agent.
+    /// The chain is the launcher (exec'd into unshare) → namespace init sh → agent.
     /// </summary>
     public void KillAgent()
     {
-        int init = Children(_process.Id).Single();
+        int init = Children(_launcherPid).Single();
         int agent = Children(init).Single();
         Process.GetProcessById(agent).Kill();
     }
@@ -266,33 +230,5 @@ public sealed class LocalAgentVm : IVm
             .Select(p => int.Parse(p, CultureInfo.InvariantCulture)),
     ];
 
-    public async ValueTask DisposeAsync()
-    {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0)
-        {
-            return;
-        }
-        if (_cgroup is not null)
-        {
-            await _cgroup.DestroyAsync(CancellationToken.None);
-        }
-        try
-        {
-            if (!_process.HasExited)
-            {
-                // unshare (--kill-child) takes the namespace's init with it, and the init every process in it.
-                _process.Kill(entireProcessTree: true);
-            }
-            await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
-        }
-        catch (Exception e) when (e is InvalidOperationException or TimeoutException)
-        {
-        }
-        if (_cgroup is not null)
-        {
-            await _cgroup.DestroyAsync(CancellationToken.None);
-        }
-        await Agent.DisposeAsync();
-        _process.Dispose();
-    }
+    public ValueTask DisposeAsync() => _vm.DisposeAsync();
 }
