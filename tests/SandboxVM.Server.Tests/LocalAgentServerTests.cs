@@ -154,7 +154,8 @@ public sealed class LocalAgentServerTests(LocalAgentServer server) : IClassFixtu
     [Fact]
     public async Task Run_PastItsTimeout_IsATimeout_AndKeepsTheOutputSoFar()
     {
-        var result = await RunAsync("import time\nprint('before', flush=True)\ntime.sleep(60)", timeoutS: 1);
+        // sh, not Python: its start-up fits in the timeout even on a loaded machine (Python's did not, at a load of 40).
+        var result = await RunAsync("echo before\nsleep 60", LocalAgentServer.Shell, timeoutS: 2);
 
         AssertStatus(RunStatus.Timeout, result);
         Assert.Equal("before\n", result.Stdout);
