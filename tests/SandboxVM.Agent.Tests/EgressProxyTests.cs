@@ -11,6 +11,7 @@ namespace SandboxVM.Agent.Tests;
 /// The agent's HTTP proxy over the real agent (stdio) with a fake host that answers egress_open with a
 /// loopback connection and search with canned hits. Everything stays on 127.0.0.1.
 /// </summary>
+[Trait("tier", "integration")]
 public sealed class EgressProxyTests : IAsyncLifetime
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

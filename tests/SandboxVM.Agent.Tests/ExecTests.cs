@@ -5,6 +5,7 @@ using SandboxVM.Protocol;
 
 namespace SandboxVM.Agent.Tests;
 
+[Trait("tier", "integration")]
 public class ExecTests : AgentTestBase
 {
     [Fact]

@@ -4,6 +4,7 @@ using SandboxVM.Protocol;
 
 namespace SandboxVM.Agent.Tests;
 
+[Trait("tier", "integration")]
 public class FileTests : AgentTestBase
 {
     [Fact]
@@ -190,6 +191,7 @@ public class FileTests : AgentTestBase
     }
 }
 
+[Trait("tier", "integration")]
 public class StartupTests
 {
     [Fact]

@@ -10,6 +10,7 @@ namespace SandboxVM.Agent.Tests;
 /// stdlib ones (json, decimal): the host may have no numpy.
 /// </summary>
 [SupportedOSPlatform("linux")]
+[Trait("tier", "integration")]
 public class ForkServerTests : AgentTestBase
 {
     private static readonly string[] _preload = ["json", "decimal"];

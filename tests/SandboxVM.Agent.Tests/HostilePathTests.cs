@@ -28,6 +28,7 @@ public enum Plant
 /// agent then runs as root with the default sandbox user 1000:1000, as in a VM).
 /// </summary>
 [SupportedOSPlatform("linux")]
+[Trait("tier", "integration")]
 public class HostilePathTests : AgentTestBase
 {
     private const string NeedsRoot = "needs root: the agent acts as the sandbox user only when it runs as root";

@@ -8,6 +8,7 @@ namespace SandboxVM.Agent.Tests;
 /// runtime would reap every child on SIGCHLD if anything installed its handler; these tests prove the
 /// agent still gets true exit statuses and reaps the orphans re-parented to it.
 /// </summary>
+[Trait("tier", "integration")]
 public class InitModeTests
 {
     private static readonly string[] _launcher = ["unshare", "--pid", "--fork", "--kill-child"];

@@ -9,6 +9,7 @@ namespace SandboxVM.Agent.Tests;
 /// kernel, with one __main__ namespace from run to run. Uses the host's python3.
 /// </summary>
 [SupportedOSPlatform("linux")]
+[Trait("tier", "integration")]
 public class KernelTests : AgentTestBase
 {
     /// <summary>main.py in the test's home, run as <c>python3 -u main.py</c> in the kernel.</summary>

@@ -10,6 +10,7 @@ namespace SandboxVM.Agent.Tests;
 /// the user" is that namespace's and no process of the test machine can be touched.
 /// </summary>
 [SupportedOSPlatform("linux")]
+[Trait("tier", "integration")]
 public sealed class RunUserTests : IAsyncLifetime
 {
     private const string NeedsRoot = "needs root: the agent switches users only when it runs as root";

@@ -10,6 +10,7 @@ namespace SandboxVM.Agent.Tests;
 /// These tests need the test process to be root (the agent is started as the test's user).
 /// </summary>
 [SupportedOSPlatform("linux")]
+[Trait("tier", "integration")]
 public class SandboxUserTests : AgentTestBase
 {
     private const string NeedsRoot = "needs root: the agent switches users only when it runs as root";

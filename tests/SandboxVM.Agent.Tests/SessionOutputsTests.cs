@@ -10,6 +10,7 @@ namespace SandboxVM.Agent.Tests;
 /// scripts/install-deps.sh) and <see cref="ExecRequest.KeepOutputs"/>.
 /// </summary>
 [SupportedOSPlatform("linux")]
+[Trait("tier", "integration")]
 public class SessionOutputsTests : AgentTestBase
 {
     private static readonly byte[] _pngSignature = [0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A];

@@ -1,5 +1,6 @@
 namespace SandboxVM.Client.Tests;
 
+[Trait("tier", "unit")]
 public sealed class ArtifactTests : IDisposable
 {
     private readonly string _dir = Path.Combine(Path.GetTempPath(), "sandboxvm-client-tests-" + Guid.NewGuid().ToString("N"));

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 
 namespace SandboxVM.Client.Tests;
 
+[Trait("tier", "unit")]
 public class ErrorTests
 {
     private static SandboxClient ClientAnswering(HttpResponseMessage response) =>

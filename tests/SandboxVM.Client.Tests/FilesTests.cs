@@ -4,6 +4,7 @@ using System.Text;
 
 namespace SandboxVM.Client.Tests;
 
+[Trait("tier", "unit")]
 public class FilesTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

@@ -3,6 +3,7 @@ using System.Text.Json;
 
 namespace SandboxVM.Client.Tests;
 
+[Trait("tier", "unit")]
 public class RequestTests
 {
     private const string OkResult = """{"stdout":"","stderr":"","output":"","exit_code":0,"status":"ok","artifacts":[],"metrics":{},"truncated":false}""";

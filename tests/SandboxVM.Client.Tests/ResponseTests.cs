@@ -3,6 +3,7 @@ using System.Text;
 
 namespace SandboxVM.Client.Tests;
 
+[Trait("tier", "unit")]
 public class ResponseTests
 {
     private static readonly byte[] s_png = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0xFF];

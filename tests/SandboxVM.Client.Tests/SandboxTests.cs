@@ -5,6 +5,7 @@ using System.Text.Json;
 
 namespace SandboxVM.Client.Tests;
 
+[Trait("tier", "unit")]
 public class SandboxTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

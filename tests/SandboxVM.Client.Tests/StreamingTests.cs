@@ -5,6 +5,7 @@ using SandboxVM.Client.Internal;
 
 namespace SandboxVM.Client.Tests;
 
+[Trait("tier", "unit")]
 public class StreamingTests
 {
     private const string Result = """{"stdout":"line 1\n","stderr":"warning\n","output":"line 1\nwarning\n","exit_code":0,"status":"ok","result":"42"}""";

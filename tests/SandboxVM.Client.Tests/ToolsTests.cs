@@ -3,6 +3,7 @@ using System.Text.Json;
 
 namespace SandboxVM.Client.Tests;
 
+[Trait("tier", "unit")]
 public class ToolsTests
 {
     private const string SearchAnswer = """

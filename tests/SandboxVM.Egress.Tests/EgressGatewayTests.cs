@@ -5,6 +5,7 @@ using System.Text;
 
 namespace SandboxVM.Egress.Tests;
 
+[Trait("tier", "unit")]
 public sealed class EgressGatewayTests : IDisposable
 {
     // Each test has its own meter instance (same name), so parallel tests do not see each other's measurements.

@@ -2,6 +2,7 @@ using System.Net;
 
 namespace SandboxVM.Egress.Tests;
 
+[Trait("tier", "unit")]
 public class EgressPolicyTests
 {
     private static readonly TimeSpan ResolveTimeout = TimeSpan.FromSeconds(5);

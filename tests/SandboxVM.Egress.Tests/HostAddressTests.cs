@@ -7,6 +7,7 @@ namespace SandboxVM.Egress.Tests;
 /// The host's own addresses are not a way out: a public address of the host reaches the host's
 /// services (the API itself, a database bound to 0.0.0.0) as surely as loopback does.
 /// </summary>
+[Trait("tier", "unit")]
 public class HostAddressTests
 {
     private static Task<EgressDecision> Evaluate(EgressPolicy policy, string host, int port, MapResolver? resolver = null) =>

@@ -3,6 +3,7 @@ using SandboxVM.Egress.Search;
 
 namespace SandboxVM.Egress.Tests;
 
+[Trait("tier", "unit")]
 public class SearchProviderTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

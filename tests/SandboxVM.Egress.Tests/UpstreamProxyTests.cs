@@ -2,6 +2,7 @@ using System.Net;
 
 namespace SandboxVM.Egress.Tests;
 
+[Trait("tier", "unit")]
 public class UpstreamProxyTests
 {
     private static Func<string, string?> Env(params (string Key, string Value)[] vars) =>

@@ -2,6 +2,7 @@ namespace SandboxVM.Functional.Tests;
 
 /// <summary>Whatever a program leaves running is gone once its run is over: nothing leaks onto the host.</summary>
 [Collection(ProcessServer.Collection)]
+[Trait("tier", "vm")]
 public class CleanupTests(ProcessServer server)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

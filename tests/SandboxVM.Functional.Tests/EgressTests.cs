@@ -197,10 +197,13 @@ public abstract class EgressScenarios(ServerFixture server)
 }
 
 [Collection(ProcessServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class ProcessEgressTests(ProcessServer server) : EgressScenarios(server);
 
 [Collection(QemuServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class QemuEgressTests(QemuServer server) : EgressScenarios(server);
 
 [Collection(GvisorServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class GvisorEgressTests(GvisorServer server) : EgressScenarios(server.OrSkip());

@@ -7,6 +7,7 @@ namespace SandboxVM.Functional.Tests;
 /// size says 0), devices, pipes, directories, missing files. It answered 500 for /proc files.
 /// </summary>
 [Collection(ProcessServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class FilesApiErrorTests(ProcessServer server)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

@@ -11,6 +11,7 @@ namespace SandboxVM.Functional.Tests;
 /// reports the runtime (clones: <see cref="SnapshotCloneScenarios"/>).
 /// </summary>
 [Collection(GvisorServer.Collection)]
+[Trait("tier", "vm")]
 public class GvisorTests
 {
     private readonly GvisorServer _server;

@@ -13,6 +13,7 @@ namespace SandboxVM.Functional.Tests;
 /// </summary>
 [Collection(ProcessServer.Collection)]
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+[Trait("tier", "vm")]
 public sealed class HostPathErrorTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

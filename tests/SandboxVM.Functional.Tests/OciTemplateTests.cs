@@ -12,6 +12,7 @@ namespace SandboxVM.Functional.Tests;
 /// </summary>
 [Collection(QemuServer.Collection)]
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+[Trait("tier", "vm")]
 public sealed class OciTemplateTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

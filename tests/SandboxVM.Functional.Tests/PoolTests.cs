@@ -45,10 +45,13 @@ public abstract class PoolScenarios(ServerFixture server)
 }
 
 [Collection(ProcessServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class ProcessPoolTests(ProcessServer server) : PoolScenarios(server);
 
 [Collection(QemuServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class QemuPoolTests(QemuServer server) : PoolScenarios(server);
 
 [Collection(GvisorServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class GvisorPoolTests(GvisorServer server) : PoolScenarios(server.OrSkip());

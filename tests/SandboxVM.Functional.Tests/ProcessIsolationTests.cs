@@ -10,6 +10,7 @@ namespace SandboxVM.Functional.Tests;
 /// seccomp filter and a host uid per sandbox.
 /// </summary>
 [Collection(ProcessServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class ProcessIsolationTests(ProcessServer server)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

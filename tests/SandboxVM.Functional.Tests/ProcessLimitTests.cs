@@ -5,6 +5,7 @@ namespace SandboxVM.Functional.Tests;
 /// the same cap binds the sandbox user: see <see cref="QemuGuestUserTests"/>.
 /// </summary>
 [Collection(ProcessServer.Collection)]
+[Trait("tier", "vm")]
 public class ProcessLimitTests(ProcessServer server)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

@@ -10,6 +10,7 @@ namespace SandboxVM.Functional.Tests;
 /// with no supplementary groups, so it cannot kill the agent and the per-run process cap binds.
 /// </summary>
 [Collection(QemuServer.Collection)]
+[Trait("tier", "vm")]
 public class QemuGuestUserTests(QemuServer server)
 {
     private const string Template = "python-data-analysis";

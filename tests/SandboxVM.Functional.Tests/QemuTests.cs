@@ -6,6 +6,7 @@ namespace SandboxVM.Functional.Tests;
 
 /// <summary>What only real VMs must show: a VM that dies mid-run (clones: <see cref="SnapshotCloneScenarios"/>).</summary>
 [Collection(QemuServer.Collection)]
+[Trait("tier", "vm")]
 public class QemuTests(QemuServer server)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

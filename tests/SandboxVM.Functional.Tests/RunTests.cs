@@ -184,10 +184,13 @@ public abstract class RunScenarios(ServerFixture server)
 }
 
 [Collection(ProcessServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class ProcessRunTests(ProcessServer server) : RunScenarios(server);
 
 [Collection(QemuServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class QemuRunTests(QemuServer server) : RunScenarios(server);
 
 [Collection(GvisorServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class GvisorRunTests(GvisorServer server) : RunScenarios(server.OrSkip());

@@ -12,6 +12,7 @@ namespace SandboxVM.Functional.Tests;
 /// child process.
 /// </summary>
 [Collection(QemuServer.Collection)]
+[Trait("tier", "vm")]
 public class ServerLifecycleTests
 {
     private const string RunRoot = "/run/sandboxvm/qemu";

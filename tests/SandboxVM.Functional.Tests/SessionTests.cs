@@ -451,10 +451,13 @@ public abstract class SessionScenarios(ServerFixture server)
 }
 
 [Collection(ProcessServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class ProcessSessionTests(ProcessServer server) : SessionScenarios(server);
 
 [Collection(QemuServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class QemuSessionTests(QemuServer server) : SessionScenarios(server);
 
 [Collection(GvisorServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class GvisorSessionTests(GvisorServer server) : SessionScenarios(server.OrSkip());

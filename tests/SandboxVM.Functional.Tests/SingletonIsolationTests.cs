@@ -143,7 +143,9 @@ public abstract class SingletonIsolationScenarios(ServerFixture server)
 }
 
 [Collection(ProcessServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class ProcessSingletonIsolationTests(ProcessServer server) : SingletonIsolationScenarios(server);
 
 [Collection(QemuServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class QemuSingletonIsolationTests(QemuServer server) : SingletonIsolationScenarios(server);

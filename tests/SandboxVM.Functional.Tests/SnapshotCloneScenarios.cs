@@ -25,7 +25,9 @@ public abstract class SnapshotCloneScenarios(ServerFixture server)
 }
 
 [Collection(QemuServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class QemuCloneTests(QemuServer server) : SnapshotCloneScenarios(server);
 
 [Collection(GvisorServer.Collection)]
+[Trait("tier", "vm")]
 public sealed class GvisorCloneTests(GvisorServer server) : SnapshotCloneScenarios(server.OrSkip());

@@ -7,6 +7,7 @@ namespace SandboxVM.Functional.Tests;
 
 /// <summary>Bad input gets a 400-class problem+json naming what is wrong; nothing reaches a sandbox.</summary>
 [Collection(ProcessServer.Collection)]
+[Trait("tier", "vm")]
 public class ValidationTests(ProcessServer server)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

@@ -13,6 +13,7 @@ namespace SandboxVM.Fuzz.Tests;
 /// input hangs.
 /// </summary>
 [Trait("category", Fuzz.Category)]
+[Trait("tier", "unit")]
 public sealed class FrameReaderFuzzTests
 {
     private const int SkipBuffer = 64 * 1024;

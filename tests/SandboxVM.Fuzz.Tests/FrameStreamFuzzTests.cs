@@ -14,6 +14,7 @@ namespace SandboxVM.Fuzz.Tests;
 /// its own Data unacknowledged; a Cancel at any point ends the relay.
 /// </summary>
 [Trait("category", Fuzz.Category)]
+[Trait("tier", "unit")]
 public sealed class FrameStreamFuzzTests
 {
     private const uint Id = 0x8000_0007;

@@ -17,6 +17,7 @@ namespace SandboxVM.Fuzz.Tests;
 /// /tmp/outputs. Nothing else is thrown (that would be a 500).
 /// </summary>
 [Trait("category", Fuzz.Category)]
+[Trait("tier", "unit")]
 public sealed class PathFuzzTests
 {
     private const string Home = "/home/sandbox";

@@ -18,6 +18,7 @@ namespace SandboxVM.Fuzz.Tests;
 /// CR, LF, NUL or other control character and exactly one Host, the opened one.
 /// </summary>
 [Trait("category", Fuzz.Category)]
+[Trait("tier", "unit")]
 public sealed partial class ProxyFuzzTests
 {
     private static readonly IReadOnlyList<byte[]> _corpus = [.. Fuzz.Corpus("proxy").Select(c => c.Bytes)];

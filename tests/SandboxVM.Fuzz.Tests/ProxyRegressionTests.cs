@@ -12,6 +12,7 @@ namespace SandboxVM.Fuzz.Tests;
 /// on loopback: the fake host link records every destination opened and every byte forwarded to it.
 /// </summary>
 [Trait("category", Fuzz.Category)]
+[Trait("tier", "unit")]
 public sealed class ProxyRegressionTests
 {
     [Theory]

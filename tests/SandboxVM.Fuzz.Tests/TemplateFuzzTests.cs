@@ -12,6 +12,7 @@ namespace SandboxVM.Fuzz.Tests;
 /// allocates in proportion to the text.
 /// </summary>
 [Trait("category", Fuzz.Category)]
+[Trait("tier", "unit")]
 public sealed class TemplateFuzzTests
 {
     private static readonly IReadOnlyList<(string Name, byte[] Bytes)> _builtin = Fuzz.Corpus("templates-builtin");

@@ -7,6 +7,7 @@ namespace SandboxVM.Images.Tests;
 /// the tree they build and nothing over the host.
 /// </summary>
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+[Trait("tier", "integration")]
 public sealed class BuildStepIsolationTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
@@ -33,16 +34,9 @@ public sealed class BuildStepIsolationTests
     [Fact]
     public async Task BuildStep_RunsAsRootOfItsTree_ButCannotActAsHostRoot()
     {
-        Assert.SkipUnless(Environment.IsPrivilegedProcess, "needs root (image builds keep file owners)");
-        Assert.SkipUnless(TestCache.HasTool("umoci") && TestCache.HasTool("bwrap"), "needs umoci and bubblewrap (scripts/install-deps.sh)");
-        Assert.SkipUnless(OciTestImage.CanCreate, "needs busybox-static, util-linux and glibc on the host to make the test image");
+        SkipUnlessPossible();
         await using var cache = new TestCache();
-        var tree = Path.Combine(cache.Root, "src");
-        await OciTestImage.CreateTreeAsync(tree);
-        var layout = Path.Combine(cache.Root, "layout");
-        await OciTestImage.WriteLayoutAsync(tree, layout, "v1");
-        var spec = new ImageSpec("step-test", "oci-layout", "bookworm", [], [HostileStep, "echo second-step-sees-the-first > /etc/second"], cache.WriteAgent("steps"),
-            Oci: new OciSource(null, layout, "v1"));
+        var spec = await BusyboxSpecAsync(cache, "step-test", [HostileStep, "echo second-step-sees-the-first > /etc/second"]);
 
         var image = await cache.Builder().BuildRootfsAsync(spec, null, Ct);
 
@@ -65,6 +59,38 @@ public sealed class BuildStepIsolationTests
         Assert.Equal("1000:1000", await OwnerAsync(root, "home/sandbox"));
         Assert.Equal("0:0 4755", (await TestCache.RunAsync("stat", "-c", "%u:%g %a", Path.Combine(root, "bin/setuid-copy"))).Trim());
         Assert.Equal("second-step-sees-the-first\n", File.ReadAllText(Path.Combine(root, "etc/second")));
+    }
+
+    [Fact]
+    public async Task BuildStep_ThatFails_ThrowsWithItsOutput_AndKeepsNothing()
+    {
+        SkipUnlessPossible();
+        await using var cache = new TestCache();
+        var spec = await BusyboxSpecAsync(cache, "broken", ["echo about to fail >&2; exit 7"]);
+
+        var e = await Assert.ThrowsAsync<ExternalCommandException>(() => cache.Builder().BuildRootfsAsync(spec, null, Ct));
+
+        Assert.Equal(7, e.ExitCode);
+        Assert.Contains("about to fail", e.Message, StringComparison.Ordinal);
+        Assert.Contains("exit 7", e.Command, StringComparison.Ordinal);
+        Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(cache.Root, "base")));
+    }
+
+    private static void SkipUnlessPossible()
+    {
+        Assert.SkipUnless(Environment.IsPrivilegedProcess, "needs root (image builds keep file owners)");
+        Assert.SkipUnless(TestCache.HasTool("umoci") && TestCache.HasTool("bwrap"), "needs umoci and bubblewrap (scripts/install-deps.sh)");
+        Assert.SkipUnless(OciTestImage.CanCreate, "needs busybox-static, util-linux and glibc on the host to make the test image");
+    }
+
+    /// <summary>A template of a tiny busybox image (an OCI layout the test makes) with <paramref name="steps"/>: a base without mmdebstrap.</summary>
+    private static async Task<ImageSpec> BusyboxSpecAsync(TestCache cache, string name, List<string> steps)
+    {
+        var tree = Path.Combine(cache.Root, "src");
+        await OciTestImage.CreateTreeAsync(tree);
+        var layout = Path.Combine(cache.Root, "layout");
+        await OciTestImage.WriteLayoutAsync(tree, layout, "v1");
+        return new ImageSpec(name, "oci-layout", "bookworm", [], steps, cache.WriteAgent(name), Oci: new OciSource(null, layout, "v1"));
     }
 
     private static async Task<string> OwnerAsync(string root, string relative) =>

@@ -1,5 +1,6 @@
 namespace SandboxVM.Images.Tests;
 
+[Trait("tier", "unit")]
 public sealed class CacheLockTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("sbvm-lock-").FullName;

@@ -2,6 +2,7 @@ using System.Diagnostics;
 
 namespace SandboxVM.Images.Tests;
 
+[Trait("tier", "integration")]
 public sealed class ExternalCommandTests
 {
     [Fact]

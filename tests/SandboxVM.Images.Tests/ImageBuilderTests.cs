@@ -5,6 +5,7 @@ namespace SandboxVM.Images.Tests;
 
 /// <summary>The rootfs and ext4 phases, on a seeded fake base: no mmdebstrap, no network.</summary>
 [SupportedOSPlatform("linux")]
+[Trait("tier", "integration")]
 public sealed class ImageBuilderTests
 {
     private static readonly UnixFileMode _mode0755 = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute

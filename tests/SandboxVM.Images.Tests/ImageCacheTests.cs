@@ -7,6 +7,7 @@ namespace SandboxVM.Images.Tests;
 
 /// <summary>Last use and garbage collection of the image cache, on fake entries in a temp cache.</summary>
 [SupportedOSPlatform("linux")]
+[Trait("tier", "integration")]
 public sealed class ImageCacheTests
 {
     private static readonly DateTime _now = DateTime.UtcNow;

@@ -1,5 +1,6 @@
 namespace SandboxVM.Images.Tests;
 
+[Trait("tier", "unit")]
 public sealed class ImageKeysTests
 {
     private static readonly ImageSpec _spec = new("t", "debian", "bookworm", ["g++", "make"], ["echo one", "echo two"], "/agent");

@@ -4,6 +4,7 @@ namespace SandboxVM.Images.Tests;
 
 /// <summary>Rootfs images from OCI images: a layout on this host, and a registry on loopback (umoci, skopeo, root).</summary>
 [System.Runtime.Versioning.UnsupportedOSPlatform("windows")]
+[Trait("tier", "integration")]
 public sealed class OciBuildTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

@@ -11,6 +11,7 @@ public sealed class HeapMeasuring;
 
 /// <summary>What a hostile peer can make the frame layer hold or do: every buffer and wait is bounded.</summary>
 [Collection(nameof(HeapMeasuring))]
+[Trait("tier", "unit")]
 public sealed class BoundsTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

@@ -5,6 +5,7 @@ using SandboxVM.Protocol;
 
 namespace SandboxVM.Protocol.Tests;
 
+[Trait("tier", "unit")]
 public class FramingTests
 {
     private static async Task<MemoryStream> WriteAsync(params Frame[] frames)

@@ -12,6 +12,7 @@ namespace SandboxVM.Runtime.Tests;
 /// protocol violations closing the channel with the reason, and no false alarm for an honest agent's
 /// late frames or bursts of refused requests.
 /// </summary>
+[Trait("tier", "unit")]
 public sealed class AgentClientBoundsTests : IAsyncDisposable
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

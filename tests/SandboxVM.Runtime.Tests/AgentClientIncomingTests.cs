@@ -6,6 +6,7 @@ using SandboxVM.Runtime.Agent;
 namespace SandboxVM.Runtime.Tests;
 
 /// <summary>Operations the agent opens (high-bit ids): refused without a handler, served with one.</summary>
+[Trait("tier", "unit")]
 public sealed class AgentClientIncomingTests : IAsyncDisposable
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

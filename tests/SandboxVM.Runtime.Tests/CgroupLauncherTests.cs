@@ -7,6 +7,7 @@ namespace SandboxVM.Runtime.Tests;
 /// The launch chain of a sandbox process, without a cgroup. The server's death is what closes the last
 /// write end of the launcher's stdin; here the test closes it itself, as the kernel does for a dead server.
 /// </summary>
+[Trait("tier", "integration")]
 public sealed class CgroupLauncherTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

@@ -4,6 +4,7 @@ using SandboxVM.Runtime.Gvisor;
 namespace SandboxVM.Runtime.Tests;
 
 /// <summary>The OCI config of a gVisor sandbox and the runsc command lines: what the sandbox may and may not do.</summary>
+[Trait("tier", "unit")]
 public sealed class GvisorBundleTests
 {
     private static VmSpec Spec(string rootfs = "/var/cache/sandboxvm/rootfs/abc/rootfs") => new()

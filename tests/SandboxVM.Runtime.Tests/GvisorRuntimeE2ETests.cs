@@ -10,6 +10,7 @@ namespace SandboxVM.Runtime.Tests;
 /// </summary>
 [Trait("Category", "E2E")]
 [Collection(GvisorCollection.Name)]
+[Trait("tier", "vm")]
 public sealed class GvisorRuntimeE2ETests(GvisorFixture fixture)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

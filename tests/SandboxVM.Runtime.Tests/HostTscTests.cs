@@ -2,6 +2,7 @@ using SandboxVM.Runtime.Qemu;
 
 namespace SandboxVM.Runtime.Tests;
 
+[Trait("tier", "unit")]
 public sealed class HostTscTests
 {
     [Fact]
@@ -32,6 +33,7 @@ public sealed class HostTscTests
     }
 }
 
+[Trait("tier", "unit")]
 public sealed class QemuKernelCmdlineTests
 {
     private static QemuRuntime Tcg(int? tscKhz) => new(

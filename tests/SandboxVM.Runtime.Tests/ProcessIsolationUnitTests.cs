@@ -3,6 +3,7 @@ using SandboxVM.Runtime.Process;
 
 namespace SandboxVM.Runtime.Tests;
 
+[Trait("tier", "integration")]
 public sealed class HostUidPoolTests
 {
     // A range of its own per test, far from the sandboxes' (900000001..) and the build steps' (1000000000..).
@@ -67,6 +68,7 @@ public sealed class HostUidPoolTests
     }
 }
 
+[Trait("tier", "integration")]
 public sealed class SeccompFilterTests
 {
     [Fact]

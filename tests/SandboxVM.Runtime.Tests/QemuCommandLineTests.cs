@@ -2,6 +2,7 @@ using SandboxVM.Runtime.Qemu;
 
 namespace SandboxVM.Runtime.Tests;
 
+[Trait("tier", "unit")]
 public sealed class QemuCommandLineTests
 {
     private static QemuLaunchSpec Spec(GuestMemoryKind memory = GuestMemoryKind.SharedFile, string dir = "/run/vm1", bool incoming = false, string accel = "tcg") => new()

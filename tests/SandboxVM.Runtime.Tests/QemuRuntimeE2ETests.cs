@@ -13,6 +13,7 @@ namespace SandboxVM.Runtime.Tests;
 /// </summary>
 [Trait("Category", "E2E")]
 [Collection(QemuCollection.Name)]
+[Trait("tier", "vm")]
 public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

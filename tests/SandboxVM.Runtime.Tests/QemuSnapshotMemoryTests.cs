@@ -12,6 +12,7 @@ namespace SandboxVM.Runtime.Tests;
 /// </summary>
 [Trait("Category", "E2E")]
 [Collection(QemuCollection.Name)]
+[Trait("tier", "vm")]
 public sealed class QemuSnapshotMemoryTests(QemuFixture fixture)
 {
     private const int OAccMode = 3;

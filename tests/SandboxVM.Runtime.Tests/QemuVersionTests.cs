@@ -2,6 +2,7 @@ using SandboxVM.Runtime.Qemu;
 
 namespace SandboxVM.Runtime.Tests;
 
+[Trait("tier", "unit")]
 public sealed class QemuVersionTests
 {
     [Theory]

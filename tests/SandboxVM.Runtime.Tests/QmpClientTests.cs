@@ -3,6 +3,7 @@ using SandboxVM.Runtime.Qemu;
 
 namespace SandboxVM.Runtime.Tests;
 
+[Trait("tier", "unit")]
 public sealed class QmpClientTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

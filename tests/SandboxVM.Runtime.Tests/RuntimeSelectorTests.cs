@@ -4,6 +4,7 @@ using SandboxVM.Runtime.Gvisor;
 namespace SandboxVM.Runtime.Tests;
 
 /// <summary>What `auto` picks on hosts with and without KVM, gVisor, QEMU; and what an explicit choice needs.</summary>
+[Trait("tier", "unit")]
 public sealed class RuntimeSelectorTests
 {
     private static readonly RunscStatus Works = new(true, "runsc version 0.0~20240729.0", "a systrap sandbox ran /bin/true");

@@ -6,6 +6,7 @@ using SandboxVM.Runtime.Qemu;
 namespace SandboxVM.Runtime.Tests;
 
 /// <summary>Which snapshots a server may remove after saving a new one: fake stores, no VM.</summary>
+[Trait("tier", "integration")]
 public sealed class SnapshotStoreTests : IDisposable
 {
     private static readonly DateTime _now = new(2026, 11, 28, 12, 0, 0, DateTimeKind.Utc);

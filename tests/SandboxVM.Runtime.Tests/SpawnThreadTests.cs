@@ -2,6 +2,7 @@ using System.Diagnostics;
 
 namespace SandboxVM.Runtime.Tests;
 
+[Trait("tier", "integration")]
 public sealed class SpawnThreadTests
 {
     [Fact]

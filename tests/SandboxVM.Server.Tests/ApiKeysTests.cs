@@ -6,6 +6,7 @@ namespace SandboxVM.Server.Tests;
 
 /// <summary>Making keys and keys file entries (what `sandboxvm keys new` does), and a server taking them.</summary>
 [SupportedOSPlatform("linux")]
+[Trait("tier", "unit")]
 public class ApiKeysTests
 {
     [Fact]

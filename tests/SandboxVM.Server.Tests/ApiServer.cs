@@ -13,12 +13,13 @@ using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Templates;
 using SandboxVM.Runtime;
+using SandboxVM.Testing;
 
 namespace SandboxVM.Server.Tests;
 
 /// <summary>
 /// The whole server as ServerApp builds it (middleware, endpoints, sessions, runs), on a loopback
-/// port, with <see cref="InProcessAgentRuntime"/> instead of VMs and every log line captured.
+/// port, with <see cref="FakeAgentRuntime"/> (honest fake agents) instead of VMs and every log line captured.
 /// </summary>
 internal sealed class ApiServer : IAsyncDisposable
 {
@@ -30,7 +31,7 @@ internal sealed class ApiServer : IAsyncDisposable
 
     private readonly WebApplication _app;
 
-    private ApiServer(WebApplication app, InProcessAgentRuntime runtime, LogCapture logs, string baseUrl)
+    private ApiServer(WebApplication app, FakeAgentRuntime runtime, LogCapture logs, string baseUrl)
     {
         _app = app;
         Runtime = runtime;
@@ -39,7 +40,7 @@ internal sealed class ApiServer : IAsyncDisposable
         Http = new HttpClient { BaseAddress = new Uri(baseUrl), Timeout = TimeSpan.FromSeconds(30) };
     }
 
-    public InProcessAgentRuntime Runtime { get; }
+    public FakeAgentRuntime Runtime { get; }
     public LogCapture Logs { get; }
     public string BaseUrl { get; }
     public HttpClient Http { get; }
@@ -67,7 +68,7 @@ internal sealed class ApiServer : IAsyncDisposable
     ];
 
     /// <summary>Builds the server as <see cref="ServerApp.Build"/> does; the application is not started.</summary>
-    public static WebApplication Build(string[] args, InProcessAgentRuntime runtime, LogCapture logs, Action<SandboxVmOptions>? configure = null,
+    public static WebApplication Build(string[] args, FakeAgentRuntime runtime, LogCapture logs, Action<SandboxVmOptions>? configure = null,
         string url = "http://127.0.0.1:0", Action<IServiceCollection>? services = null) =>
         ServerApp.Build(args, o =>
         {
@@ -83,7 +84,7 @@ internal sealed class ApiServer : IAsyncDisposable
             s.AddSingleton(new TemplateRegistry(Templates));
             s.AddSingleton<IVmRuntime>(runtime);
             s.AddSingleton(new RuntimeChoice("fake", null, "tests"));
-            s.AddSingleton(sp => new PoolManager(runtime, new Specs(), sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>())
+            s.AddSingleton(sp => new PoolManager(runtime, new TemplateSpecs(), sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>())
             {
                 OnAcquired = sp.GetRequiredService<EgressBridge>().AttachAsync,
             });
@@ -92,9 +93,9 @@ internal sealed class ApiServer : IAsyncDisposable
         });
 
     public static async Task<ApiServer> StartAsync(string[]? args = null, Action<SandboxVmOptions>? configure = null,
-        Action<IServiceCollection>? services = null, InProcessAgentRuntime? runtime = null)
+        Action<IServiceCollection>? services = null, FakeAgentRuntime? runtime = null)
     {
-        runtime ??= new InProcessAgentRuntime();
+        runtime ??= new FakeAgentRuntime();
         var logs = new LogCapture();
         var app = Build(args ?? [], runtime, logs, configure, services: services);
         await app.StartAsync(Ct);
@@ -144,12 +145,7 @@ internal sealed class ApiServer : IAsyncDisposable
         Http.Dispose();
         await _app.StopAsync(CancellationToken.None);
         await _app.DisposeAsync();
-    }
-
-    private sealed class Specs : IVmSpecProvider
-    {
-        public Task<VmSpec> GetSpecAsync(TemplateDefinition template, CancellationToken cancellationToken) =>
-            Task.FromResult(new VmSpec { TemplateName = template.Name, RootfsDir = "/nonexistent" });
+        await Runtime.DisposeAllAsync();
     }
 }
 

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text;
+using SandboxVM.Testing;
 
 namespace SandboxVM.Server.Tests;
 
@@ -7,6 +8,7 @@ namespace SandboxVM.Server.Tests;
 /// Callers with different keys share a server, never each other's sandboxes: another key's sandbox
 /// is indistinguishable from one that does not exist.
 /// </summary>
+[Trait("tier", "unit")]
 public class CallerIsolationTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
@@ -34,9 +36,9 @@ public class CallerIsolationTests
         _ => ApiServer.Json(body),
     };
 
-    private static InProcessAgentRuntime RuntimeWithASecret()
+    private static FakeAgentRuntime RuntimeWithASecret()
     {
-        var runtime = new InProcessAgentRuntime();
+        var runtime = new FakeAgentRuntime();
         runtime.InitialFiles["/home/sandbox/secret.txt"] = "alice's data"u8.ToArray();
         runtime.InitialFiles["/tmp/outputs/report.html"] = "<p>alice's report</p>"u8.ToArray();
         return runtime;
@@ -64,9 +66,9 @@ public class CallerIsolationTests
 
         // Alice's sandbox is untouched: alive, her file as it was, nothing run in it.
         var vm = Assert.Single(runtime.Vms);
-        Assert.Equal("alice's data", Encoding.UTF8.GetString(vm.Files["/home/sandbox/secret.txt"]));
-        Assert.False(vm.Files.ContainsKey("/home/sandbox/planted"));
-        Assert.Equal(0, vm.Execs);
+        Assert.Equal("alice's data", Encoding.UTF8.GetString(vm.Guest.Files["/home/sandbox/secret.txt"]));
+        Assert.False(vm.Guest.Files.ContainsKey("/home/sandbox/planted"));
+        Assert.Equal(0, vm.Guest.Execs);
         Assert.Equal(HttpStatusCode.OK, (await server.GetAsync($"/v1/sandboxes/{id}", TestKeys.Alice)).StatusCode);
     }
 

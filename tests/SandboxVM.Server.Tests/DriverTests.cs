@@ -8,6 +8,7 @@ namespace SandboxVM.Server.Tests;
 /// The Python driver the tools run, executed by this machine's python3 against a stand-in
 /// <c>websearch</c> package that prints the argv it got: what a caller sends is what the module receives.
 /// </summary>
+[Trait("tier", "integration")]
 public sealed class DriverTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("sandboxvm-driver-").FullName;

@@ -14,29 +14,114 @@ using SandboxVM.Testing;
 namespace SandboxVM.Server.Tests;
 
 /// <summary>
-/// The whole server (ServerApp, every endpoint, runs, sessions, pools) on loopback, with
-/// <see cref="FakeAgentRuntime"/> for its runtime: each sandbox's agent is scripted by the test.
-/// One template, <see cref="Template"/>, with a small output cap.
+/// The whole server (ServerApp, every endpoint, runs, sessions, pools) on loopback with the runtime a
+/// test gives it, and templates from YAML the test writes (loaded by the real template loader). Images
+/// are never built: each sandbox's spec is the template's resources with no root filesystem.
+/// </summary>
+internal sealed class LoopbackServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly string _dir;
+
+    private LoopbackServer(WebApplication app, string dir, Uri baseUri)
+    {
+        _app = app;
+        _dir = dir;
+        BaseUri = baseUri;
+        Http = new HttpClient { BaseAddress = baseUri, Timeout = TimeSpan.FromSeconds(60) };
+    }
+
+    public Uri BaseUri { get; }
+    public HttpClient Http { get; }
+    public IServiceProvider Services => _app.Services;
+
+    /// <param name="runtime">Every sandbox's runtime.</param>
+    /// <param name="templates">Template YAML by name.</param>
+    /// <param name="configure">Changes to the server's options.</param>
+    /// <param name="services">Changes to its services, after the runtime's.</param>
+    public static async Task<LoopbackServer> StartAsync(IVmRuntime runtime, IReadOnlyDictionary<string, string> templates,
+        Action<SandboxVmOptions>? configure = null, Action<IServiceCollection>? services = null)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "sandboxvm-loopback-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(Path.Combine(dir, "templates"));
+        foreach (var (name, yaml) in templates)
+        {
+            await File.WriteAllTextAsync(Path.Combine(dir, "templates", name + ".yaml"), yaml);
+        }
+        var app = ServerApp.Build([], o =>
+        {
+            o.TemplateDirectories = [Path.Combine(dir, "templates")];
+            o.CacheDir = Path.Combine(dir, "cache");
+            o.BuildTemplatesOnStart = false;
+            o.CacheGcOnStart = false;
+            o.Pools = false;
+            o.StartSingletonsWithServer = false;
+            configure?.Invoke(o);
+        }, "http://127.0.0.1:0", s =>
+        {
+            s.AddLogging(b => b.ClearProviders());
+            s.AddSingleton(runtime);
+            s.AddSingleton(new RuntimeChoice(runtime.Name, null, "tests"));
+            s.AddSingleton(sp => new PoolManager(runtime, new TemplateSpecs(), sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>()));
+            services?.Invoke(s);
+        });
+        try
+        {
+            await app.StartAsync(TestContext.Current.CancellationToken);
+        }
+        catch
+        {
+            await app.DisposeAsync();
+            Directory.Delete(dir, recursive: true);
+            throw;
+        }
+        string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        return new LoopbackServer(app, dir, new Uri(address + "/"));
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Http.Dispose();
+        await _app.StopAsync(CancellationToken.None);
+        await _app.DisposeAsync();
+        Directory.Delete(_dir, recursive: true);
+    }
+}
+
+/// <summary>The spec of a template's sandbox as the catalog makes it (its resources), without building an image.</summary>
+internal sealed class TemplateSpecs : IVmSpecProvider
+{
+    public Task<VmSpec> GetSpecAsync(TemplateDefinition template, CancellationToken cancellationToken) =>
+        Task.FromResult(new VmSpec
+        {
+            TemplateName = template.Name,
+            RootfsDir = "/nonexistent",
+            Vcpus = template.Vcpus,
+            MemoryMib = template.MemoryMib,
+            MaxProcesses = template.Limits.Processes,
+            WritableBytes = template.Limits.FileBytes,
+        });
+}
+
+/// <summary>
+/// <see cref="LoopbackServer"/> with <see cref="FakeAgentRuntime"/> for its runtime: each sandbox's agent
+/// is scripted by the test. One template, <see cref="Template"/>, with a small output cap.
 /// </summary>
 internal sealed class FakeRuntimeServer : IAsyncDisposable
 {
     public const string Template = "fake-py";
 
-    private readonly WebApplication _app;
-    private readonly string _dir;
+    private readonly LoopbackServer _server;
 
-    private FakeRuntimeServer(WebApplication app, string dir, FakeAgentRuntime runtime, Uri baseUri)
+    private FakeRuntimeServer(LoopbackServer server, FakeAgentRuntime runtime)
     {
-        _app = app;
-        _dir = dir;
+        _server = server;
         Runtime = runtime;
-        BaseUri = baseUri;
-        Http = new HttpClient { BaseAddress = baseUri, Timeout = TimeSpan.FromSeconds(60) };
     }
 
     public FakeAgentRuntime Runtime { get; }
-    public Uri BaseUri { get; }
-    public HttpClient Http { get; }
+    public Uri BaseUri => _server.BaseUri;
+    public HttpClient Http => _server.Http;
 
     /// <param name="outputBytes">The template's output cap.</param>
     /// <param name="configure">Changes to the server's options.</param>
@@ -47,69 +132,48 @@ internal sealed class FakeRuntimeServer : IAsyncDisposable
     public static async Task<FakeRuntimeServer> StartAsync(long outputBytes = 64 * 1024, Action<SandboxVmOptions>? configure = null,
         bool noMinimumResponseRate = false)
     {
-        string dir = Path.Combine(Path.GetTempPath(), "sandboxvm-fakeserver-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(Path.Combine(dir, "templates"));
-        await File.WriteAllTextAsync(Path.Combine(dir, "templates", Template + ".yaml"), $"""
-            name: {Template}
-            description: served by the fake runtime of the tests
-            source:
-              type: debian
-              suite: bookworm
-              packages: []
-            language:
-              name: python
-              source_file: main.py
-              run: [python3, main.py]
-            limits:
-              run_timeout_s: 5
-              max_timeout_s: 60
-              output_bytes: {outputBytes}
-            output: text
-            network:
-              mode: none
-            warmup:
-              strategy: cold
-            """);
         var runtime = new FakeAgentRuntime();
-        var app = ServerApp.Build([], o =>
+        var server = await LoopbackServer.StartAsync(runtime, new Dictionary<string, string>
         {
-            o.TemplateDirectories = [Path.Combine(dir, "templates")];
-            o.CacheDir = Path.Combine(dir, "cache");
-            o.BuildTemplatesOnStart = false;
-            o.CacheGcOnStart = false;
-            o.Pools = false;
-            o.StartSingletonsWithServer = false;
+            [Template] = $"""
+                name: {Template}
+                description: served by the fake runtime of the tests
+                source:
+                  type: debian
+                  suite: bookworm
+                  packages: []
+                language:
+                  name: python
+                  source_file: main.py
+                  run: [python3, main.py]
+                limits:
+                  run_timeout_s: 5
+                  max_timeout_s: 60
+                  output_bytes: {outputBytes}
+                output: text
+                network:
+                  mode: none
+                warmup:
+                  strategy: cold
+                """,
+        }, o =>
+        {
             o.HostTimeoutMarginS = 1;
             o.ArtifactTimeoutS = 2;
             configure?.Invoke(o);
-        }, "http://127.0.0.1:0", services =>
+        }, services =>
         {
-            services.AddLogging(b => b.ClearProviders());
             if (noMinimumResponseRate)
             {
                 services.Configure<KestrelServerOptions>(k => k.Limits.MinResponseDataRate = null);
             }
-            services.AddSingleton<IVmRuntime>(runtime);
-            services.AddSingleton(new RuntimeChoice("fake", null, "tests"));
-            services.AddSingleton(sp => new PoolManager(runtime, new Specs(), sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>()));
         });
-        await app.StartAsync(TestContext.Current.CancellationToken);
-        string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        return new FakeRuntimeServer(app, dir, runtime, new Uri(address + "/"));
-    }
-
-    private sealed class Specs : IVmSpecProvider
-    {
-        public Task<VmSpec> GetSpecAsync(TemplateDefinition template, CancellationToken cancellationToken) =>
-            Task.FromResult(new VmSpec { TemplateName = template.Name, RootfsDir = "/nonexistent" });
+        return new FakeRuntimeServer(server, runtime);
     }
 
     public async ValueTask DisposeAsync()
     {
-        Http.Dispose();
-        await _app.StopAsync(CancellationToken.None);
-        await _app.DisposeAsync();
+        await _server.DisposeAsync();
         await Runtime.DisposeAllAsync();
-        Directory.Delete(_dir, recursive: true);
     }
 }

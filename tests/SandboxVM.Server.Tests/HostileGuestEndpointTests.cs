@@ -14,6 +14,7 @@ namespace SandboxVM.Server.Tests;
 /// the streaming run's event queue and the session file downloads. The server runs in this process, so
 /// its heap is measured with <see cref="HeapWatch"/> (this assembly runs its tests one at a time).
 /// </summary>
+[Trait("tier", "unit")]
 public sealed class HostileGuestEndpointTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

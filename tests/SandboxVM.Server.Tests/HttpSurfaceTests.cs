@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
+using SandboxVM.Testing;
 
 namespace SandboxVM.Server.Tests;
 
@@ -9,6 +10,7 @@ namespace SandboxVM.Server.Tests;
 /// script in artifacts, DNS rebinding through a foreign Host, a server listening on every interface
 /// with nobody checking keys.
 /// </summary>
+[Trait("tier", "unit")]
 public class HttpSurfaceTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
@@ -94,7 +96,7 @@ public class HttpSurfaceTests
     [Fact]
     public async Task Artifacts_AreServedAsAttachments_NeverAsPagesOfTheApisOrigin()
     {
-        var runtime = new InProcessAgentRuntime();
+        var runtime = new FakeAgentRuntime();
         runtime.InitialFiles["/tmp/outputs/r.html"] = "<script>fetch('/v1/sandboxes').then(r => r.text()).then(steal)</script>"u8.ToArray();
         runtime.InitialFiles["/tmp/outputs/img/logo.svg"] = """<svg xmlns="http://www.w3.org/2000/svg"><script>steal()</script></svg>"""u8.ToArray();
         await using var server = await ApiServer.StartAsync(runtime: runtime);
@@ -124,7 +126,7 @@ public class HttpSurfaceTests
     [InlineData("ümlaut.png", "ümlaut.png")]
     public async Task DownloadFileNames_AreSafe(string name, string expected)
     {
-        var runtime = new InProcessAgentRuntime();
+        var runtime = new FakeAgentRuntime();
         runtime.InitialFiles["/tmp/outputs/" + name] = "x"u8.ToArray();
         await using var server = await ApiServer.StartAsync(runtime: runtime);
         string id = await server.CreateSandboxAsync();
@@ -211,7 +213,7 @@ public class HttpSurfaceTests
     [InlineData("http://*:0")]
     public void ListeningBeyondLoopback_WithoutKeys_IsRefused_SayingWhatToDo(string url)
     {
-        var e = Assert.ThrowsAny<InvalidOperationException>(() => ApiServer.Build([], new InProcessAgentRuntime(), new LogCapture(), url: url));
+        var e = Assert.ThrowsAny<InvalidOperationException>(() => ApiServer.Build([], new FakeAgentRuntime(), new LogCapture(), url: url));
 
         Assert.Contains("API key", e.Message);
         Assert.Contains("--insecure-no-auth", e.Message);
@@ -222,7 +224,7 @@ public class HttpSurfaceTests
     public async Task ListeningBeyondLoopback_WithInsecureNoAuth_Starts_AndSaysSoLoudly()
     {
         var logs = new LogCapture();
-        await using var app = ApiServer.Build(["--SandboxVM:InsecureNoAuth=true"], new InProcessAgentRuntime(), logs, url: "http://0.0.0.0:0");
+        await using var app = ApiServer.Build(["--SandboxVM:InsecureNoAuth=true"], new FakeAgentRuntime(), logs, url: "http://0.0.0.0:0");
         await app.StartAsync(Ct);
         try
         {
@@ -238,7 +240,7 @@ public class HttpSurfaceTests
     [Fact]
     public async Task ListeningBeyondLoopback_WithAKey_Starts()
     {
-        await using var app = ApiServer.Build(["--SandboxVM:ApiKey=k-0123456789"], new InProcessAgentRuntime(), new LogCapture(), url: "http://0.0.0.0:0");
+        await using var app = ApiServer.Build(["--SandboxVM:ApiKey=k-0123456789"], new FakeAgentRuntime(), new LogCapture(), url: "http://0.0.0.0:0");
         await app.StartAsync(Ct);
         await app.StopAsync(CancellationToken.None);
     }

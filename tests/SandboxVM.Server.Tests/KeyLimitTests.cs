@@ -8,10 +8,12 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using SandboxVM.Protocol;
+using SandboxVM.Testing;
 
 namespace SandboxVM.Server.Tests;
 
 /// <summary>Per-key limits: past each one a 429 problem with Retry-After, for that key only.</summary>
+[Trait("tier", "unit")]
 public class KeyLimitTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
@@ -65,7 +67,7 @@ public class KeyLimitTests
     {
         var keys = new TestKeys().WithDefaults(aliceLimits: new { concurrent_runs = 1 });
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var runtime = new InProcessAgentRuntime { ExecGate = () => gate.Task };
+        var runtime = new FakeAgentRuntime { ExecGate = () => gate.Task };
         return (await ApiServer.StartAsync([keys.Arg], runtime: runtime), keys, gate);
     }
 
@@ -141,12 +143,12 @@ public class KeyLimitTests
         await server.CreateSandboxAsync(TestKeys.Bob, ApiServer.WebTemplate);
         var vms = server.Runtime.Vms.ToArray();
 
-        Assert.Equal(FrameType.Response, (await vms[0].SearchFromGuestAsync("one", Ct)).Type);
-        Assert.Equal(FrameType.Response, (await vms[0].SearchFromGuestAsync("two", Ct)).Type);
-        AssertRefused(await vms[0].SearchFromGuestAsync("three", Ct), "sandbox");  // this sandbox's 2 a minute
-        Assert.Equal(FrameType.Response, (await vms[1].SearchFromGuestAsync("four", Ct)).Type);
-        AssertRefused(await vms[1].SearchFromGuestAsync("five", Ct), "key");       // alice's 3 a minute
-        Assert.Equal(FrameType.Response, (await vms[2].SearchFromGuestAsync("six", Ct)).Type); // bob's own budget
+        Assert.Equal(FrameType.Response, (await vms[0].Guest.SearchAsync("one", Ct)).Type);
+        Assert.Equal(FrameType.Response, (await vms[0].Guest.SearchAsync("two", Ct)).Type);
+        AssertRefused(await vms[0].Guest.SearchAsync("three", Ct), "sandbox");  // this sandbox's 2 a minute
+        Assert.Equal(FrameType.Response, (await vms[1].Guest.SearchAsync("four", Ct)).Type);
+        AssertRefused(await vms[1].Guest.SearchAsync("five", Ct), "key");       // alice's 3 a minute
+        Assert.Equal(FrameType.Response, (await vms[2].Guest.SearchAsync("six", Ct)).Type); // bob's own budget
         Assert.Equal(4, search.Queries.Count);
     }
 

@@ -1,8 +1,10 @@
 using System.Net;
+using SandboxVM.Testing;
 
 namespace SandboxVM.Server.Tests;
 
 /// <summary>The keys file is read again when it changes, while the server runs; keys never reach a log.</summary>
+[Trait("tier", "unit")]
 public class KeyRotationTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
@@ -57,7 +59,7 @@ public class KeyRotationTests
         using var keys = new TestKeys();
         keys.WriteRaw(text);
 
-        var e = Assert.ThrowsAny<Exception>(() => ApiServer.Build([keys.Arg], new InProcessAgentRuntime(), new LogCapture()));
+        var e = Assert.ThrowsAny<Exception>(() => ApiServer.Build([keys.Arg], new FakeAgentRuntime(), new LogCapture()));
 
         Assert.Contains(keys.Path, e.Message);
         Assert.Contains(named, e.Message);
@@ -68,7 +70,7 @@ public class KeyRotationTests
     {
         using var keys = new TestKeys();
 
-        var e = Assert.ThrowsAny<Exception>(() => ApiServer.Build([keys.Arg], new InProcessAgentRuntime(), new LogCapture()));
+        var e = Assert.ThrowsAny<Exception>(() => ApiServer.Build([keys.Arg], new FakeAgentRuntime(), new LogCapture()));
 
         Assert.Contains(keys.Path, e.Message);
     }
@@ -77,7 +79,7 @@ public class KeyRotationTests
     public async Task NoKeyOrHash_EverReachesALogLineOrAnAnswer()
     {
         using var keys = new TestKeys().WithDefaults(aliceLimits: new { runs_per_minute = 1 });
-        var runtime = new InProcessAgentRuntime();
+        var runtime = new FakeAgentRuntime();
         runtime.InitialFiles["/tmp/outputs/r.txt"] = "x"u8.ToArray();
         await using var server = await ApiServer.StartAsync([keys.Arg], runtime: runtime);
         var answers = new List<string>();

@@ -5,6 +5,7 @@ using SandboxVM.Egress;
 namespace SandboxVM.Server.Tests;
 
 /// <summary>Which listen addresses count as this machine only, and the Host names a server answers by default.</summary>
+[Trait("tier", "unit")]
 public class ListeningTests
 {
     [Theory]

@@ -7,6 +7,7 @@ using SandboxVM.Egress;
 namespace SandboxVM.Server.Tests;
 
 /// <summary>/metrics: Prometheus text with the egress and server meters.</summary>
+[Trait("tier", "unit")]
 public partial class MetricsTests
 {
     private static async Task<string> ScrapeAsync(TestServer server, string? apiKey = null)

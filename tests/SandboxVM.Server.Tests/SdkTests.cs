@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using SandboxVM.Client;
+using SandboxVM.Testing;
 
 namespace SandboxVM.Server.Tests;
 
@@ -7,6 +8,7 @@ namespace SandboxVM.Server.Tests;
 /// The C# SDK (and so the CLI, which uses it) against the real server with keys: every kind of call
 /// still passes the content-type, Host and key checks, and the SDK sees the server's refusals.
 /// </summary>
+[Trait("tier", "unit")]
 public class SdkTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
@@ -15,16 +17,16 @@ public class SdkTests
     public async Task EveryCallOfTheSdk_PassesTheServersChecks()
     {
         using var keys = new TestKeys().WithDefaults();
-        var runtime = new InProcessAgentRuntime();
+        var runtime = new FakeAgentRuntime();
         runtime.InitialFiles["/tmp/outputs/plot.png"] = [0x89, (byte)'P', (byte)'N', (byte)'G'];
         var tools = new FakeToolRunner();
         await using var server = await ApiServer.StartAsync([keys.Arg], runtime: runtime, services: s => s.AddSingleton<IToolRunner>(tools));
         using var client = new SandboxClient(new SandboxClientOptions { BaseUrl = server.BaseUrl, ApiKey = TestKeys.Alice });
 
         var once = await client.RunAsync(new SandboxVM.Client.RunRequest { Template = ApiServer.Template, Code = "print(1)" }, Ct);
-        Assert.Equal("ran\n", once.Stdout);
+        Assert.Equal("hello\n", once.Stdout);
         await using var sb = await client.CreateSandboxAsync(ApiServer.Template, cancellationToken: Ct);
-        Assert.Equal("ran\n", (await sb.RunAsync("print(1)", cancellationToken: Ct)).Stdout);
+        Assert.Equal("hello\n", (await sb.RunAsync("print(1)", cancellationToken: Ct)).Stdout);
         await foreach (var _ in sb.RunStreamAsync("print(1)", cancellationToken: Ct))
         {
         }

@@ -5,6 +5,7 @@ using SandboxVM.Core.Runs;
 namespace SandboxVM.Server.Tests;
 
 /// <summary>/v1/tools over HTTP with a fake runner: validation, what reaches the sandbox, what comes back.</summary>
+[Trait("tier", "unit")]
 public class ToolsEndpointTests
 {
     private static async Task<JsonElement> JsonOf(HttpResponseMessage response)

@@ -6,6 +6,7 @@ using SandboxVM.Egress;
 
 namespace SandboxVM.Core.Tests.Egress;
 
+[Trait("tier", "unit")]
 public sealed class EgressBridgeTests
 {
     private static readonly TemplateDefinition _websearch = TemplateRegistry.LoadFile(Path.Combine(RepoRoot(), "templates", "websearch-tools.yaml"));

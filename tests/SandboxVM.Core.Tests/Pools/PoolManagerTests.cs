@@ -12,6 +12,7 @@ namespace SandboxVM.Core.Tests.Pools;
 /// Pools on a fake clock: health-check timeouts, the freshness window, idle re-checks and the refill
 /// backoff move only when a test advances it, so a slow host cannot time a healthy VM out.
 /// </summary>
+[Trait("tier", "unit")]
 public class PoolManagerTests : IAsyncLifetime
 {
     private static readonly TimeSpan CheckTimeout = TimeSpan.FromSeconds(2);

@@ -6,6 +6,7 @@ using SandboxVM.Runtime.Process;
 
 namespace SandboxVM.Core.Tests.Runs;
 
+[Trait("tier", "unit")]
 public sealed class CallerErrorsTests
 {
     private const string HostPath = "/var/cache/sandboxvm/rootfs/0123abcd";
@@ -39,6 +40,7 @@ public sealed class CallerErrorsTests
             CallerErrors.Describe(new AgentException("not_found", "/tmp/x: no such file or directory")));
 }
 
+[Trait("tier", "unit")]
 public sealed class FileProblemTests
 {
     [Theory]

@@ -19,6 +19,7 @@ public sealed class HeapMeasuring;
 /// bound (measured with <see cref="HeapWatch"/>), and another sandbox keeps answering meanwhile.
 /// </summary>
 [Collection(nameof(HeapMeasuring))]
+[Trait("tier", "unit")]
 public sealed class HostileGuestTests
 {
     /// <summary>What a guest pushes at the host in the flooding tests.</summary>

@@ -16,6 +16,7 @@ namespace SandboxVM.Core.Tests.Runs;
 /// process of their user before the artifacts are listed; runs in the shared singleton VM also get a
 /// uid and a fresh private directory of their own, removed afterwards; sessions keep their processes.
 /// </summary>
+[Trait("tier", "unit")]
 public sealed class RunIsolationTests : IAsyncLifetime
 {
     private readonly FakeRuntime _runtime = new();

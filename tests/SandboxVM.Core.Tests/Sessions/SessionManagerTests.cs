@@ -13,6 +13,7 @@ using SandboxVM.Testing;
 namespace SandboxVM.Core.Tests.Sessions;
 
 /// <summary>Sandbox lifecycle with fake VMs and injected time: creation, cap, keepalive, expiry, idle timeout, a dying VM.</summary>
+[Trait("tier", "unit")]
 public sealed partial class SessionManagerTests : IAsyncLifetime
 {
     private readonly FakeRuntime _runtime = new();

@@ -14,6 +14,7 @@ namespace SandboxVM.Core.Tests.Singletons;
 /// The one long-lived VM of a singleton template: shared, restarted when it dies or hangs, bounded queue.
 /// The watchdog runs on a fake clock: a round happens when a test advances it by <see cref="Interval"/>.
 /// </summary>
+[Trait("tier", "unit")]
 public sealed class SingletonManagerTests : IAsyncLifetime
 {
     private static readonly TimeSpan Interval = TimeSpan.FromSeconds(5);

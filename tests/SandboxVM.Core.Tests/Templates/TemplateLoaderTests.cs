@@ -2,6 +2,7 @@ using SandboxVM.Core.Templates;
 
 namespace SandboxVM.Core.Tests.Templates;
 
+[Trait("tier", "unit")]
 public sealed class TemplateLoaderTests : IDisposable
 {
     private const string Minimal = """

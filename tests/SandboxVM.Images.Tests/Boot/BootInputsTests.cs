@@ -3,6 +3,7 @@ using SandboxVM.Images.Boot;
 namespace SandboxVM.Images.Tests.Boot;
 
 /// <summary>Parsing and keys: apt output, the init script, the kernel command line.</summary>
+[Trait("tier", "integration")]
 public sealed class BootInputsTests
 {
     private const string AptShowCloudMeta = """

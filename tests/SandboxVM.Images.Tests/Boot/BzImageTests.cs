@@ -4,6 +4,7 @@ using SandboxVM.Images.Boot;
 
 namespace SandboxVM.Images.Tests.Boot;
 
+[Trait("tier", "integration")]
 public sealed class BzImageTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("sbvm-bzimage-").FullName;

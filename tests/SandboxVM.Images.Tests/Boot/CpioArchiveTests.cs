@@ -4,6 +4,7 @@ using SandboxVM.Images.Boot;
 
 namespace SandboxVM.Images.Tests.Boot;
 
+[Trait("tier", "integration")]
 public sealed class CpioArchiveTests
 {
     private static CpioArchive Sample(bool reversed)

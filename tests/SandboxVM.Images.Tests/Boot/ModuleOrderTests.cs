@@ -2,6 +2,7 @@ using SandboxVM.Images.Boot;
 
 namespace SandboxVM.Images.Tests.Boot;
 
+[Trait("tier", "unit")]
 public sealed class ModuleOrderTests
 {
     // modinfo -F depends of Debian bookworm's 6.1 cloud kernel.

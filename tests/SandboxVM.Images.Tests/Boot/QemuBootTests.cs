@@ -7,6 +7,7 @@ namespace SandboxVM.Images.Tests.Boot;
 
 /// <summary>Boots the built kernel and initramfs under qemu TCG and talks to the agent inside.</summary>
 [Trait("Category", "Slow")]
+[Trait("tier", "vm")]
 public sealed class QemuBootTests(QemuBootFixture fixture) : IClassFixture<QemuBootFixture>
 {
     private static readonly TimeSpan _bootTimeout = TimeSpan.FromSeconds(120);

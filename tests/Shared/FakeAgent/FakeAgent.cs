@@ -12,8 +12,9 @@ namespace SandboxVM.Testing;
 /// A guest agent played by a test: the real frame protocol over a Unix socket pair (QEMU's agent port is
 /// one too), so the host's <c>AgentClient</c> and everything above it run unchanged. Honest by default
 /// (hello, ping, an exec that prints <see cref="Stdout"/> and lists the files under its outputs directory,
-/// file read/write/stat/list from <see cref="Files"/>); a test replaces <see cref="Handler"/> (per op) or
-/// writes raw frames with <see cref="Writer"/> to play a hostile guest.
+/// file read/write/stat/list from <see cref="Files"/>); a test holds execs open with <see cref="ExecGate"/>,
+/// asks the host for a search as the guest's proxy would (<see cref="SearchAsync"/>), replaces
+/// <see cref="Handler"/> (per op) or writes raw frames with <see cref="Writer"/> to play a hostile guest.
 /// </summary>
 public sealed class FakeAgent : IAsyncDisposable
 {
@@ -27,8 +28,11 @@ public sealed class FakeAgent : IAsyncDisposable
     private readonly CancellationTokenSource _readStop;
     private readonly List<Task> _tasks = [];
     private readonly SemaphoreSlim _answers = new(0);
+    private readonly ConcurrentDictionary<uint, TaskCompletionSource<Frame>> _outgoing = new();
     private Task _loop = Task.CompletedTask;
     private long _framesReceived;
+    private uint _nextOutgoing;
+    private int _execs;
 
     public FakeAgent(Socket socket)
     {
@@ -47,6 +51,12 @@ public sealed class FakeAgent : IAsyncDisposable
 
     /// <summary>What the honest exec prints.</summary>
     public string Stdout { get; set; } = "hello\n";
+
+    /// <summary>Awaited by every honest exec (after it is counted) before it answers: tests hold runs open with it.</summary>
+    public Func<Task> ExecGate { get; set; } = () => Task.CompletedTask;
+
+    /// <summary>Exec requests the honest agent received.</summary>
+    public int Execs => Volatile.Read(ref _execs);
 
     /// <summary>Serves each operation the host opens, on a task of its own. Default: <see cref="HonestAsync"/>.</summary>
     public Func<FakeOperation, Task> Handler { get; set; }
@@ -80,6 +90,20 @@ public sealed class FakeAgent : IAsyncDisposable
                 throw new TimeoutException($"the host answered {i} of {count} agent requests within {timeout.TotalSeconds:0.#} s");
             }
         }
+    }
+
+    /// <summary>
+    /// What the guest's search proxy does: asks the host to search (an agent-initiated request) and
+    /// returns its answer, a Response (<see cref="SearchReply"/>) or an Error (<see cref="ErrorBody"/>) frame.
+    /// </summary>
+    public async Task<Frame> SearchAsync(string query, CancellationToken cancellationToken, int maxResults = 3)
+    {
+        uint id = ProtocolInfo.AgentIdBit | Interlocked.Increment(ref _nextOutgoing);
+        var answer = new TaskCompletionSource<Frame>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _outgoing[id] = answer;
+        await Writer.WriteJsonAsync(FrameType.Request, id, new AgentRequest { Op = Ops.Search, Search = new SearchRequest { Query = query, MaxResults = maxResults } },
+            ProtocolJson.Default.AgentRequest, cancellationToken);
+        return await answer.Task.WaitAsync(cancellationToken);
     }
 
     /// <summary>Completes when the host closed the channel (its end of the socket): the VM was killed or disposed.</summary>
@@ -187,6 +211,10 @@ public sealed class FakeAgent : IAsyncDisposable
                 }
                 break;
             case FrameType.Response or FrameType.Error when ProtocolInfo.IsAgentInitiated(frame.Id):
+                if (_outgoing.TryRemove(frame.Id, out var waiter))
+                {
+                    waiter.TrySetResult(new Frame(frame.Type, frame.Id, frame.Payload.ToArray()));
+                }
                 _answers.Release();
                 break;
             case FrameType.Data or FrameType.DataEnd:
@@ -258,6 +286,8 @@ public sealed class FakeAgent : IAsyncDisposable
     public async Task HonestExecAsync(FakeOperation op)
     {
         var exec = op.Request.Exec!;
+        Interlocked.Increment(ref _execs);
+        await ExecGate();
         foreach (var (name, content) in exec.Files)
         {
             Files[Path.Combine(exec.Cwd, name)] = Encoding.UTF8.GetBytes(content);

@@ -7,7 +7,8 @@ namespace SandboxVM.Testing;
 /// <summary>
 /// A runtime whose sandboxes are <see cref="FakeAgent"/>s behind a real <see cref="AgentClient"/> on a Unix
 /// socket pair: pools, runs, sessions and the HTTP endpoints above it run for real against a guest the
-/// test scripts. <see cref="Configure"/> sets up each agent before it answers hello (1-based start count).
+/// test scripts: the honest agent by default (files in a dictionary, an exec that prints and lists its
+/// outputs), set up per sandbox by <see cref="Configure"/> before it answers hello (1-based start count).
 /// </summary>
 public sealed class FakeAgentRuntime : IVmRuntime
 {
@@ -20,6 +21,15 @@ public sealed class FakeAgentRuntime : IVmRuntime
 
     /// <summary>Called for every agent before it starts (its number, 1-based, and the agent).</summary>
     public Action<int, FakeAgent>? Configure { get; set; }
+
+    /// <summary>Files every new sandbox starts with (guest path to content).</summary>
+    public Dictionary<string, byte[]> InitialFiles { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Awaited by every honest exec of every sandbox before it answers; tests hold runs open with it.</summary>
+    public Func<Task> ExecGate { get; set; } = () => Task.CompletedTask;
+
+    /// <summary>Execs every sandbox of this runtime has received.</summary>
+    public int Execs => Vms.Sum(v => v.Guest.Execs);
 
     /// <summary>Limits of the host's AgentClient of every VM started from now on.</summary>
     public AgentClientLimits Limits { get; set; } = AgentClientLimits.Default;
@@ -39,7 +49,11 @@ public sealed class FakeAgentRuntime : IVmRuntime
     {
         int n = Interlocked.Increment(ref _started);
         var (host, guest) = FakeAgent.SocketPair();
-        var agent = new FakeAgent(guest);
+        var agent = new FakeAgent(guest) { ExecGate = () => ExecGate() };
+        foreach (var (path, content) in InitialFiles)
+        {
+            agent.Files[path] = content;
+        }
         Configure?.Invoke(n, agent);
         agent.Start();
         var vm = new FakeAgentVm($"fake-{n}", spec.TemplateName, host, agent, Limits);
