@@ -44,8 +44,9 @@ internal sealed class FakeRuntimeServer : IAsyncDisposable
     /// Turns off Kestrel's minimum response data rate, which cuts clients that read under 240 B/s: a
     /// client that reads just above it is never cut, and this plays one without pacing a reader.
     /// </param>
+    /// <param name="services">Last changes to the server's services (e.g. its TimeProvider).</param>
     public static async Task<FakeRuntimeServer> StartAsync(long outputBytes = 64 * 1024, Action<SandboxVmOptions>? configure = null,
-        bool noMinimumResponseRate = false)
+        bool noMinimumResponseRate = false, Action<IServiceCollection>? services = null)
     {
         string dir = Path.Combine(Path.GetTempPath(), "sandboxvm-fakeserver-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(Path.Combine(dir, "templates"));
@@ -82,16 +83,17 @@ internal sealed class FakeRuntimeServer : IAsyncDisposable
             o.HostTimeoutMarginS = 1;
             o.ArtifactTimeoutS = 2;
             configure?.Invoke(o);
-        }, "http://127.0.0.1:0", services =>
+        }, "http://127.0.0.1:0", s =>
         {
-            services.AddLogging(b => b.ClearProviders());
+            s.AddLogging(b => b.ClearProviders());
             if (noMinimumResponseRate)
             {
-                services.Configure<KestrelServerOptions>(k => k.Limits.MinResponseDataRate = null);
+                s.Configure<KestrelServerOptions>(k => k.Limits.MinResponseDataRate = null);
             }
-            services.AddSingleton<IVmRuntime>(runtime);
-            services.AddSingleton(new RuntimeChoice("fake", null, "tests"));
-            services.AddSingleton(sp => new PoolManager(runtime, new Specs(), sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>()));
+            s.AddSingleton<IVmRuntime>(runtime);
+            s.AddSingleton(new RuntimeChoice("fake", null, "tests"));
+            s.AddSingleton(sp => new PoolManager(runtime, new Specs(), sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>()));
+            services?.Invoke(s);
         });
         await app.StartAsync(TestContext.Current.CancellationToken);
         string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
