@@ -52,6 +52,13 @@ internal static class Problems
     public static IResult Result(int status, string code, string? field, string detail, TimeSpan? retryAfter = null,
         IReadOnlyDictionary<string, object?>? extra = null)
     {
+        var problem = Create(status, code, field, detail, extra);
+        return retryAfter is { } r ? new WithRetryAfter(TypedResults.Problem(problem), r) : TypedResults.Problem(problem);
+    }
+
+    /// <summary>The problem's body.</summary>
+    public static ProblemDetails Create(int status, string code, string? field, string detail, IReadOnlyDictionary<string, object?>? extra = null)
+    {
         var problem = new ProblemDetails
         {
             Type = "urn:sandboxvm:problem:" + code,
@@ -68,7 +75,7 @@ internal static class Problems
                 problem.Extensions.TryAdd(name, value);
             }
         }
-        return retryAfter is { } r ? new WithRetryAfter(TypedResults.Problem(problem), r) : TypedResults.Problem(problem);
+        return problem;
     }
 
     private sealed class WithRetryAfter(IResult problem, TimeSpan retryAfter) : IResult

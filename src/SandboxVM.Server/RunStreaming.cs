@@ -124,8 +124,6 @@ internal static class RunStreaming
 
     private sealed record RunEvent(string Name, object Payload);
 
-    private sealed record TextPayload(string Text);
-
     /// <summary>
     /// Events from the run (called on the agent's reader: never blocks) for the response writer. Output
     /// is decoded per stream across chunk boundaries; consecutive output of one stream merges into the
@@ -181,13 +179,7 @@ internal static class RunStreaming
         {
             lock (_queue)
             {
-                EnqueueLocked(new Queued("artifact", null, new
-                {
-                    path = artifact.Path,
-                    mime = artifact.Mime,
-                    size = artifact.Size,
-                    sha256 = artifact.Sha256,
-                }));
+                EnqueueLocked(new Queued("artifact", null, new ArtifactInfoDto(artifact.Path, artifact.Mime, artifact.Size, artifact.Sha256)));
             }
         }
 
@@ -292,7 +284,7 @@ internal static class RunStreaming
                 while (_queue.Count > (held ? 1 : 0))
                 {
                     var q = _queue.Dequeue();
-                    events.Add(new RunEvent(q.Name, q.Text is { } t ? new TextPayload(t.ToString()) : q.Payload!));
+                    events.Add(new RunEvent(q.Name, q.Text is { } t ? new StreamText(t.ToString()) : q.Payload!));
                 }
                 if (_queue.Count == 0)
                 {

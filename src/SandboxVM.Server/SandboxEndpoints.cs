@@ -57,7 +57,7 @@ internal static class SandboxEndpoints
                     artifacts = list.Artifacts.OrderBy(a => a.Path, StringComparer.Ordinal).Select(a =>
                     {
                         string rel = SessionManager.RelativeToOutputs(a.Path);
-                        return new { path = rel, mime = MimeTypes.For(rel), size = a.Size, sha256 = a.Sha256 };
+                        return new ArtifactInfoDto(rel, MimeTypes.For(rel), a.Size, a.Sha256);
                     }).ToList(),
                 });
             }));
@@ -249,14 +249,8 @@ internal static class SandboxEndpoints
         }
     }
 
-    private static object Describe(FileInfoBody f) => new
-    {
-        path = f.Path,
-        name = f.Name,
-        kind = f.Kind.ToString().ToLowerInvariant(),
-        size = f.Size,
-        mtime = DateTimeOffset.FromUnixTimeMilliseconds(f.MtimeMs).UtcDateTime,
-    };
+    private static FileInfoDto Describe(FileInfoBody f) =>
+        new(f.Path, f.Name, f.Kind.ToString().ToLowerInvariant(), f.Size, DateTimeOffset.FromUnixTimeMilliseconds(f.MtimeMs).UtcDateTime);
 
     private static SandboxInfo Describe(SandboxSession s, IVmRuntime runtime) => new()
     {
