@@ -38,7 +38,7 @@ internal static class Problems
 
     /// <summary>Answers a refused request with its problem (and Retry-After when it has one).</summary>
     public static Task Write(HttpContext context, SandboxVM.Core.Runs.RunRequestException e) =>
-        Write(context, e.Status, e.Code, e.Field, e.Message, e.RetryAfter);
+        Write(context, ProblemStatus.Of(e.Kind), e.Code, e.Field, e.Message, e.RetryAfter);
 
     /// <summary>
     /// Writes the problem. <paramref name="extra"/> adds members of its own (e.g. <c>reason</c>); it
@@ -101,5 +101,22 @@ internal static class Problems
         503 => "Service unavailable",
         504 => "Gateway timeout",
         _ => "Internal error",
+    };
+}
+
+/// <summary>The one place a refusal of Core becomes an HTTP status.</summary>
+internal static class ProblemStatus
+{
+    public static int Of(SandboxVM.Core.Runs.RefusalKind kind) => kind switch
+    {
+        SandboxVM.Core.Runs.RefusalKind.Invalid => StatusCodes.Status400BadRequest,
+        SandboxVM.Core.Runs.RefusalKind.Forbidden => StatusCodes.Status403Forbidden,
+        SandboxVM.Core.Runs.RefusalKind.NotFound => StatusCodes.Status404NotFound,
+        SandboxVM.Core.Runs.RefusalKind.Conflict => StatusCodes.Status409Conflict,
+        SandboxVM.Core.Runs.RefusalKind.TooLarge => StatusCodes.Status413PayloadTooLarge,
+        SandboxVM.Core.Runs.RefusalKind.Busy => StatusCodes.Status429TooManyRequests,
+        SandboxVM.Core.Runs.RefusalKind.SandboxFailed => StatusCodes.Status502BadGateway,
+        SandboxVM.Core.Runs.RefusalKind.Unavailable => StatusCodes.Status503ServiceUnavailable,
+        _ => StatusCodes.Status500InternalServerError,
     };
 }

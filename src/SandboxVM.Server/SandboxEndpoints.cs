@@ -30,7 +30,7 @@ internal static class SandboxEndpoints
         one.MapDelete("", (string id, HttpContext context, SessionManager sessions) =>
             Handle(context, async () => await sessions.DeleteAsync(id)
                 ? Results.NoContent()
-                : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", 404)));
+                : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", RefusalKind.NotFound)));
         one.MapPost("/keepalive", KeepAliveAsync);
         one.MapPost("/run", RunAsync).CountsAsRun();
         one.MapPut("/files", UploadAsync);
@@ -170,7 +170,7 @@ internal static class SandboxEndpoints
                     await agent.RemoveAsync(p, recursive: false, CancellationToken.None);
                     return true;
                 });
-                throw new RunRequestException(ProblemCodes.FileTooLarge, null, $"the upload is over the limit of {limit} bytes", 413);
+                throw new RunRequestException(ProblemCodes.FileTooLarge, null, $"the upload is over the limit of {limit} bytes", RefusalKind.TooLarge);
             }
             return Results.Json(Describe(info));
         }).ExecuteAsync(context);

@@ -344,7 +344,7 @@ internal sealed class WebsearchTools(IToolRunner runner, ServerMetrics metrics)
         ProblemCodes.UnknownTemplate => new ToolException(409, ProblemCodes.TemplateUnavailable, null,
             $"web tools are not available: this server has no template '{Template}'"),
         ProblemCodes.TemplateUnavailable => new ToolException(409, ProblemCodes.TemplateUnavailable, null, "web tools are not available: " + e.Message),
-        _ => new ToolException(e.Status, e.Code, null, e.Message, retryAfter: e.RetryAfter),
+        _ => new ToolException(ProblemStatus.Of(e.Kind), e.Code, null, e.Message, retryAfter: e.RetryAfter),
     };
 
     /// <summary>

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text.Json;
+using SandboxVM.Core.Runs;
 
 namespace SandboxVM.Server.Tests;
 
@@ -70,4 +71,19 @@ public sealed class ProblemTests
         Assert.Equal("sandbox_not_found", body.GetProperty("code").GetString());
         Assert.Equal(JsonValueKind.Null, body.GetProperty("field").ValueKind);
     }
+
+    [Theory]
+    [InlineData(RefusalKind.Invalid, 400)]
+    [InlineData(RefusalKind.Forbidden, 403)]
+    [InlineData(RefusalKind.NotFound, 404)]
+    [InlineData(RefusalKind.Conflict, 409)]
+    [InlineData(RefusalKind.TooLarge, 413)]
+    [InlineData(RefusalKind.Busy, 429)]
+    [InlineData(RefusalKind.SandboxFailed, 502)]
+    [InlineData(RefusalKind.Unavailable, 503)]
+    public void EachRefusalOfCore_HasItsStatus(RefusalKind kind, int status) => Assert.Equal(status, ProblemStatus.Of(kind));
+
+    [Fact]
+    public void NoRefusalOfCore_IsA500() =>
+        Assert.All(Enum.GetValues<RefusalKind>(), kind => Assert.NotEqual(500, ProblemStatus.Of(kind)));
 }
