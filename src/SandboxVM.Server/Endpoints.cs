@@ -39,11 +39,12 @@ internal static partial class Endpoints
 
     private static async Task RunAsync(HttpContext context, RunService runs, ServerMetrics metrics, IOptions<JsonOptions> json)
     {
-        var request = await ReadJsonAsync<RunRequest>(context, json.Value.SerializerOptions, "run request");
-        if (request is null)
+        var body = await ReadJsonAsync<RunRequestBody>(context, json.Value.SerializerOptions, "run request");
+        if (body is null)
         {
             return;
         }
+        var request = body.ToCore();
         if (RunStreaming.Wanted(context))
         {
             await RunStreaming.WriteAsync(context, json.Value.SerializerOptions, (events, ct) =>
@@ -53,7 +54,7 @@ internal static partial class Endpoints
         try
         {
             var result = await metrics.TrackAsync(() => request.Template, ServerMetrics.KindRun, runs.RunAsync(request, context.RequestAborted));
-            await context.Response.WriteAsJsonAsync(result, json.Value.SerializerOptions, context.RequestAborted);
+            await context.Response.WriteAsJsonAsync(RunResultBody.From(result), json.Value.SerializerOptions, context.RequestAborted);
         }
         catch (RunRequestException e)
         {

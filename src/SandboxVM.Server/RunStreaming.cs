@@ -75,7 +75,7 @@ internal static class RunStreaming
                 await StartAsync(context);
                 started = true;
             }
-            yield return new SseItem<object>(result, "result");
+            yield return new SseItem<object>(RunResultBody.From(result), "result");
         }
 
         try

@@ -88,11 +88,12 @@ internal static class SandboxEndpoints
 
     private static async Task CreateAsync(HttpContext context, SessionManager sessions, IVmRuntime runtime, IOptions<JsonOptions> json)
     {
-        var request = await Endpoints.ReadJsonAsync<CreateSandboxRequest>(context, json.Value.SerializerOptions, "sandbox request");
-        if (request is null)
+        var body = await Endpoints.ReadJsonAsync<CreateSandboxBody>(context, json.Value.SerializerOptions, "sandbox request");
+        if (body is null)
         {
             return;
         }
+        var request = body.ToCore();
         await Handle(context, async () =>
         {
             var caller = context.GetCaller();
@@ -119,11 +120,12 @@ internal static class SandboxEndpoints
     {
         // The sandbox's template, looked up before the run: a run can end its sandbox.
         string? template = sessions.List().FirstOrDefault(s => s.Id == id)?.Template.Name;
-        var request = await Endpoints.ReadJsonAsync<RunRequest>(context, json.Value.SerializerOptions, "run request");
-        if (request is null)
+        var body = await Endpoints.ReadJsonAsync<RunRequestBody>(context, json.Value.SerializerOptions, "run request");
+        if (body is null)
         {
             return;
         }
+        var request = body.ToCore();
         if (RunStreaming.Wanted(context))
         {
             await RunStreaming.WriteAsync(context, json.Value.SerializerOptions, (events, ct) =>
@@ -131,7 +133,7 @@ internal static class SandboxEndpoints
             return;
         }
         await Handle(context, async () =>
-            Results.Json(await metrics.TrackAsync(() => template, ServerMetrics.KindSandbox, sessions.RunAsync(id, request, null, context.RequestAborted)),
+            Results.Json(RunResultBody.From(await metrics.TrackAsync(() => template, ServerMetrics.KindSandbox, sessions.RunAsync(id, request, null, context.RequestAborted))),
                 json.Value.SerializerOptions)).ExecuteAsync(context);
     }
 

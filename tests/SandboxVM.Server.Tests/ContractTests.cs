@@ -34,10 +34,10 @@ public sealed class ContractTests
     }
 
     [Fact]
-    public void RunRequest_IsReadAndWrittenAsTheSample() => AssertRoundTrip<RunRequest>(Sample("run_request.json"));
+    public void RunRequest_IsReadAndWrittenAsTheSample() => AssertRoundTrip<RunRequestBody>(Sample("run_request.json"));
 
     [Fact]
-    public void RunResult_WithArtifactsAndMetrics_IsReadAndWrittenAsTheSample() => AssertRoundTrip<RunResult>(Sample("run_result.json"));
+    public void RunResult_WithArtifactsAndMetrics_IsReadAndWrittenAsTheSample() => AssertRoundTrip<RunResultBody>(Sample("run_result.json"));
 
     [Fact]
     public void SandboxInfo_IsReadAndWrittenAsTheSample() => AssertRoundTrip<SandboxInfo>(Sample("sandbox_info.json"));
