@@ -13,6 +13,7 @@ packages=(
   kmod            # modinfo: guest kernel module order
   gcc binutils libc6-dev  # NativeAOT link of the guest agent (clang is used instead when present)
   python3
+  python3-venv python3-setuptools python3-wheel  # the Python SDK's offline install (sdk/python/README.md)
   python3-matplotlib python3-numpy  # agent tests: saved figures (fork_server.save_figures)
 )
 

@@ -1,3 +1,4 @@
+using System.Net.ServerSentEvents;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
 using SandboxVM.Client.Internal;
@@ -43,10 +44,13 @@ public sealed partial class SandboxClient
             var stream = await ReadStreamAsync(call, response).ConfigureAwait(false);
             await using (stream.ConfigureAwait(false))
             {
-                using var reader = new ServerSentEventReader(stream);
+                // System.Net.ServerSentEvents' parser: LF, CRLF or CR line ends, comments, multi-line data;
+                // an event not closed by a blank line before the end is dropped.
+                var events = SseParser.Create(stream).EnumerateAsync(call.Token).GetAsyncEnumerator(call.Token);
+                await using var _ = events.ConfigureAwait(false);
                 while (true)
                 {
-                    var runEvent = await NextEventAsync(call, response, reader).ConfigureAwait(false);
+                    var runEvent = await NextEventAsync(call, response, events).ConfigureAwait(false);
                     yield return runEvent;
                     if (runEvent is ResultEvent)
                     {
@@ -99,13 +103,13 @@ public sealed partial class SandboxClient
     }
 
     /// <summary>The next event the SDK knows (others are skipped); throws when the stream ends first.</summary>
-    private static async Task<RunEvent> NextEventAsync(Call call, HttpResponseMessage response, ServerSentEventReader reader)
+    private static async Task<RunEvent> NextEventAsync(Call call, HttpResponseMessage response, IAsyncEnumerator<SseItem<string>> events)
     {
         try
         {
-            while (await reader.ReadAsync(call.Token).ConfigureAwait(false) is { } sse)
+            while (await events.MoveNextAsync().ConfigureAwait(false))
             {
-                if (ToRunEvent(sse, response) is { } runEvent)
+                if (ToRunEvent(events.Current, response) is { } runEvent)
                 {
                     return runEvent;
                 }
@@ -119,11 +123,11 @@ public sealed partial class SandboxClient
         throw call.StreamEnded();
     }
 
-    private static RunEvent? ToRunEvent(ServerSentEvent sse, HttpResponseMessage response)
+    private static RunEvent? ToRunEvent(SseItem<string> sse, HttpResponseMessage response)
     {
         try
         {
-            return sse.Type switch
+            return sse.EventType switch
             {
                 "stdout" => new StdoutEvent(Parse(sse, SandboxJson.Default.StreamText).Text ?? ""),
                 "stderr" => new StderrEvent(Parse(sse, SandboxJson.Default.StreamText).Text ?? ""),
@@ -134,10 +138,10 @@ public sealed partial class SandboxClient
         }
         catch (JsonException ex)
         {
-            throw InvalidResponse(response, $"malformed '{sse.Type}' event: {ex.Message}", ex);
+            throw InvalidResponse(response, $"malformed '{sse.EventType}' event: {ex.Message}", ex);
         }
     }
 
-    private static T Parse<T>(ServerSentEvent sse, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) =>
+    private static T Parse<T>(SseItem<string> sse, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) =>
         JsonSerializer.Deserialize(sse.Data, type) ?? throw new JsonException("the data was JSON null");
 }

@@ -29,7 +29,7 @@ internal static class AdminEndpoints
         g.MapDelete("/sandboxes/{id}", async (string id, SessionManager sessions) =>
             await sessions.DeleteAsync(id)
                 ? Results.NoContent()
-                : Endpoints.ProblemResult(404, SandboxVM.Core.Runs.ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'"));
+                : Problems.Result(404, SandboxVM.Core.Runs.ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'"));
         g.MapGet("/keys", (CallerStore callers, SessionManager sessions) =>
         {
             var live = sessions.List().GroupBy(s => s.Owner).ToDictionary(x => x.Key, x => x.Count(), StringComparer.Ordinal);

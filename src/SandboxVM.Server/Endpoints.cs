@@ -29,7 +29,7 @@ internal static partial class Endpoints
         app.MapGet("/v1/templates/{name}", (string name, TemplateCatalog catalog, IVmRuntime runtime, PoolManager pools, SingletonManager singletons) =>
             catalog.Find(name) is { } t
                 ? Results.Json(Describe(t, catalog, runtime, pools, singletons))
-                : ProblemResult(404, ProblemCodes.UnknownTemplate, "name", $"unknown template '{name}'"));
+                : Problems.Result(404, ProblemCodes.UnknownTemplate, "name", $"unknown template '{name}'"));
         app.MapPost("/v1/run", RunAsync).CountsAsRun();
         SandboxEndpoints.Map(app);
         ToolsEndpoints.Map(app);
@@ -39,11 +39,12 @@ internal static partial class Endpoints
 
     private static async Task RunAsync(HttpContext context, RunService runs, ServerMetrics metrics, IOptions<JsonOptions> json)
     {
-        var request = await ReadJsonAsync<RunRequest>(context, json.Value.SerializerOptions, "run request");
-        if (request is null)
+        var body = await ReadJsonAsync<RunRequestBody>(context, json.Value.SerializerOptions, "run request");
+        if (body is null)
         {
             return;
         }
+        var request = body.ToCore();
         if (RunStreaming.Wanted(context))
         {
             await RunStreaming.WriteAsync(context, json.Value.SerializerOptions, (events, ct) =>
@@ -53,7 +54,7 @@ internal static partial class Endpoints
         try
         {
             var result = await metrics.TrackAsync(() => request.Template, ServerMetrics.KindRun, runs.RunAsync(request, context.RequestAborted));
-            await context.Response.WriteAsJsonAsync(result, json.Value.SerializerOptions, context.RequestAborted);
+            await context.Response.WriteAsJsonAsync(RunResultBody.From(result), json.Value.SerializerOptions, context.RequestAborted);
         }
         catch (RunRequestException e)
         {
@@ -100,14 +101,6 @@ internal static partial class Endpoints
     {
         int end = message.IndexOf(". ", StringComparison.Ordinal);
         return end > 0 ? message[..end] : message;
-    }
-
-    internal static IResult ProblemResult(int status, string code, string? field, string detail) =>
-        new ProblemWriter(status, code, field, detail);
-
-    private sealed class ProblemWriter(int status, string code, string? field, string detail) : IResult
-    {
-        public Task ExecuteAsync(HttpContext httpContext) => Problems.Write(httpContext, status, code, field, detail);
     }
 
     private static TemplateInfo Describe(TemplateDefinition t, TemplateCatalog catalog, IVmRuntime runtime, PoolManager pools, SingletonManager singletons)

@@ -21,7 +21,7 @@ internal sealed class ExactLengthStream(Stream inner, long length, string path) 
         {
             throw length == 0
                 ? new RunRequestException(ProblemCodes.NotRegularFile, "path",
-                    $"'{path}' has content but a size of 0: a pseudo-file (/proc, /sys) cannot be downloaded; print it from a run", 400)
+                    $"'{path}' has content but a size of 0: a pseudo-file (/proc, /sys) cannot be downloaded; print it from a run", RefusalKind.Invalid)
                 : Changed();
         }
         await inner.WriteAsync(buffer, cancellationToken);
@@ -30,7 +30,7 @@ internal sealed class ExactLengthStream(Stream inner, long length, string path) 
 
     /// <summary>The file was not as long as its size said by the time it was read.</summary>
     public RunRequestException Changed() =>
-        new(ProblemCodes.FileChanged, "path", $"'{path}' changed while it was read (its size was {length} bytes); try again", 409);
+        new(ProblemCodes.FileChanged, "path", $"'{path}' changed while it was read (its size was {length} bytes); try again", RefusalKind.Conflict);
 
     public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();

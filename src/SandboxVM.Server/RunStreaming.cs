@@ -1,13 +1,17 @@
+using System.Buffers;
+using System.Net.ServerSentEvents;
+using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
 using SandboxVM.Core.Runs;
 
 namespace SandboxVM.Server;
 
 /// <summary>
 /// Answers a run as a server-sent event stream: stdout, stderr and artifact events as they happen,
-/// then one result event. The stream starts with the first event, so a request refused before the run
+/// then one result event, written by System.Net.ServerSentEvents' <see cref="SseFormatter"/>. The stream starts with the first event, so a request refused before the run
 /// begins (bad input, overload) still gets its problem+json status. A client that disconnects cancels
 /// the run through the request's abort token.
 /// </summary>
@@ -17,11 +21,16 @@ namespace SandboxVM.Server;
 /// into one event, and at most <see cref="MaxQueuedEvents"/> events wait. A client further behind than
 /// that is treated like one that left: the run is cancelled and the connection closed (Kestrel's
 /// minimum response data rate ends clients that stop reading the final event).
+/// Not <c>TypedResults.ServerSentEvents</c>: it sets the stream's headers before the first event, and
+/// a run refused before its first event answers problem+json instead.
 /// </remarks>
 internal static class RunStreaming
 {
     /// <summary>Events (after merging) that may wait for the client before the stream is ended.</summary>
     public const int MaxQueuedEvents = 4096;
+
+    /// <summary>How long output that ends inside a line waits for the rest of the line before it is sent anyway.</summary>
+    public static readonly TimeSpan PartialLineWait = TimeSpan.FromMilliseconds(50);
 
     public static bool Wanted(HttpContext context) =>
         context.Request.Headers.Accept.Any(a => a is not null && a.Contains("text/event-stream", StringComparison.OrdinalIgnoreCase));
@@ -31,7 +40,8 @@ internal static class RunStreaming
     {
         CancellationToken aborted = context.RequestAborted;
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(aborted);
-        var sink = new EventQueue(MaxQueuedEvents, stop);
+        var time = context.RequestServices.GetService<TimeProvider>() ?? TimeProvider.System;
+        var sink = new EventQueue(MaxQueuedEvents, stop, time, PartialLineWait);
         Task<RunResult> running = Task.Run(async () =>
         {
             try
@@ -45,9 +55,9 @@ internal static class RunStreaming
         }, CancellationToken.None);
 
         bool started = false;
-        try
+        async IAsyncEnumerable<SseItem<object>> EventsAsync([EnumeratorCancellation] CancellationToken cancellationToken)
         {
-            while (await sink.WaitAsync(stop.Token))
+            while (await sink.WaitAsync(cancellationToken))
             {
                 if (!started)
                 {
@@ -56,17 +66,22 @@ internal static class RunStreaming
                 }
                 foreach (var e in sink.TakeAll())
                 {
-                    await WriteEventAsync(context, e.Name, e.Payload, json, stop.Token);
+                    yield return new SseItem<object>(e.Payload, e.Name);
                 }
-                await context.Response.Body.FlushAsync(stop.Token);
             }
             RunResult result = await running;
             if (!started)
             {
                 await StartAsync(context);
+                started = true;
             }
-            await WriteEventAsync(context, "result", result, json, stop.Token);
-            await context.Response.Body.FlushAsync(stop.Token);
+            yield return new SseItem<object>(RunResultBody.From(result), "result");
+        }
+
+        try
+        {
+            // Each event is one write; Kestrel sends every write at once.
+            await SseFormatter.WriteAsync(EventsAsync(stop.Token), context.Response.Body, (item, buffer) => WriteJson(item.Data, buffer, json), stop.Token);
         }
         catch (RunRequestException e) when (!started)
         {
@@ -100,23 +115,23 @@ internal static class RunStreaming
         await context.Response.Body.FlushAsync(context.RequestAborted);
     }
 
-    private static async Task WriteEventAsync(HttpContext context, string name, object payload, JsonSerializerOptions json, CancellationToken cancellationToken)
+    /// <summary>An event's data: its JSON on one line (JSON never contains a raw newline).</summary>
+    private static void WriteJson(object payload, IBufferWriter<byte> buffer, JsonSerializerOptions json)
     {
-        // JSON never contains a raw newline, so one data line carries the whole payload.
-        string data = JsonSerializer.Serialize(payload, payload.GetType(), json);
-        await context.Response.WriteAsync($"event: {name}\ndata: {data}\n\n", cancellationToken);
+        using var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = json.Encoder, MaxDepth = json.MaxDepth });
+        JsonSerializer.Serialize(writer, payload, payload.GetType(), json);
     }
 
     private sealed record RunEvent(string Name, object Payload);
 
-    private sealed record TextPayload(string Text);
-
     /// <summary>
     /// Events from the run (called on the agent's reader: never blocks) for the response writer. Output
     /// is decoded per stream across chunk boundaries; consecutive output of one stream merges into the
-    /// event that is still waiting; past <c>maxEvents</c> waiting the stream is stopped.
+    /// event that is still waiting; past <c>maxEvents</c> waiting the stream is stopped. Output that ends
+    /// inside a line, with nothing after it, is held up to <c>partialLineWait</c> for the rest of its line:
+    /// <c>python3 -u</c> writes <c>print</c>'s text and its newline with two system calls.
     /// </summary>
-    private sealed class EventQueue(int maxEvents, CancellationTokenSource stop) : IRunEvents
+    private sealed class EventQueue(int maxEvents, CancellationTokenSource stop, TimeProvider time, TimeSpan partialLineWait) : IRunEvents
     {
         private readonly Queue<Queued> _queue = new();
         private readonly Decoder _stdout = Encoding.UTF8.GetDecoder();
@@ -125,6 +140,10 @@ internal static class RunStreaming
         private TaskCompletionSource? _waiter;
         private bool _completed;
         private int _overflowed;
+        /// <summary>When the waiting tail started to end inside a line; null when it does not.</summary>
+        private long? _partialSince;
+        /// <summary>The held tail waited its time: the next take sends it.</summary>
+        private bool _releaseTail;
 
         private sealed class Queued(string name, StringBuilder? text, object? payload)
         {
@@ -149,6 +168,7 @@ internal static class RunStreaming
                 if (_tail is { Text: { } waiting } tail && tail.Name == stream)
                 {
                     waiting.Append(chars, 0, n);
+                    WakeLocked();
                     return;
                 }
                 EnqueueLocked(new Queued(stream, new StringBuilder().Append(chars, 0, n), null));
@@ -159,13 +179,7 @@ internal static class RunStreaming
         {
             lock (_queue)
             {
-                EnqueueLocked(new Queued("artifact", null, new
-                {
-                    path = artifact.Path,
-                    mime = artifact.Mime,
-                    size = artifact.Size,
-                    sha256 = artifact.Sha256,
-                }));
+                EnqueueLocked(new Queued("artifact", null, new ArtifactInfoDto(artifact.Path, artifact.Mime, artifact.Size, artifact.Sha256)));
             }
         }
 
@@ -196,39 +210,88 @@ internal static class RunStreaming
             }
             _queue.Enqueue(e);
             _tail = e;
+            _partialSince = null;
             WakeLocked();
         }
 
-        /// <summary>True when events are waiting; false once the run has ended and all were taken.</summary>
+        /// <summary>True while the tail is output that ends inside a line and may still wait for the rest.</summary>
+        private bool TailHeldLocked()
+        {
+            if (_completed || _releaseTail || _tail is not { Text: { Length: > 0 } text } || text[^1] == '\n')
+            {
+                _partialSince = null;
+                return false;
+            }
+            _partialSince ??= time.GetTimestamp();
+            return true;
+        }
+
+        /// <summary>True when events are ready to send; false once the run has ended and all were taken.</summary>
         public async ValueTask<bool> WaitAsync(CancellationToken cancellationToken)
         {
             while (true)
             {
                 Task wait;
+                TimeSpan hold = Timeout.InfiniteTimeSpan;
                 lock (_queue)
                 {
-                    if (_queue.Count > 0)
+                    bool held = TailHeldLocked();
+                    if (_queue.Count > (held ? 1 : 0))
                     {
                         return true;
                     }
-                    if (_completed)
+                    if (_queue.Count == 0 && _completed)
                     {
                         return false;
+                    }
+                    if (held)
+                    {
+                        hold = partialLineWait - time.GetElapsedTime(_partialSince!.Value);
+                        if (hold <= TimeSpan.Zero)
+                        {
+                            _releaseTail = true;
+                            return true;
+                        }
                     }
                     _waiter ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                     wait = _waiter.Task;
                 }
-                await wait.WaitAsync(cancellationToken);
+                if (hold == Timeout.InfiniteTimeSpan)
+                {
+                    await wait.WaitAsync(cancellationToken);
+                }
+                else
+                {
+                    try
+                    {
+                        await wait.WaitAsync(hold, time, cancellationToken);
+                    }
+                    catch (TimeoutException)
+                    {
+                        // The rest of the line did not come in time: the next round sends what there is.
+                    }
+                }
             }
         }
 
+        /// <summary>The events ready to send (a held partial line stays, first in the queue).</summary>
         public List<RunEvent> TakeAll()
         {
             lock (_queue)
             {
-                var events = _queue.Select(q => new RunEvent(q.Name, q.Text is { } t ? new TextPayload(t.ToString()) : q.Payload!)).ToList();
-                _queue.Clear();
-                _tail = null;
+                bool held = TailHeldLocked();
+                var events = new List<RunEvent>(_queue.Count);
+                while (_queue.Count > (held ? 1 : 0))
+                {
+                    var q = _queue.Dequeue();
+                    events.Add(new RunEvent(q.Name, q.Text is { } t ? new StreamText(t.ToString()) : q.Payload!));
+                }
+                if (_queue.Count == 0)
+                {
+                    _tail = null;
+                    _partialSince = null;
+                    _releaseTail = false;
+                }
                 return events;
             }
         }

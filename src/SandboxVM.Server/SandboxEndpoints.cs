@@ -30,7 +30,7 @@ internal static class SandboxEndpoints
         one.MapDelete("", (string id, HttpContext context, SessionManager sessions) =>
             Handle(context, async () => await sessions.DeleteAsync(id)
                 ? Results.NoContent()
-                : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", 404)));
+                : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", RefusalKind.NotFound)));
         one.MapPost("/keepalive", KeepAliveAsync);
         one.MapPost("/run", RunAsync).CountsAsRun();
         one.MapPut("/files", UploadAsync);
@@ -57,7 +57,7 @@ internal static class SandboxEndpoints
                     artifacts = list.Artifacts.OrderBy(a => a.Path, StringComparer.Ordinal).Select(a =>
                     {
                         string rel = SessionManager.RelativeToOutputs(a.Path);
-                        return new { path = rel, mime = MimeTypes.For(rel), size = a.Size, sha256 = a.Sha256 };
+                        return new ArtifactInfoDto(rel, MimeTypes.For(rel), a.Size, a.Sha256);
                     }).ToList(),
                 });
             }));
@@ -88,11 +88,12 @@ internal static class SandboxEndpoints
 
     private static async Task CreateAsync(HttpContext context, SessionManager sessions, IVmRuntime runtime, IOptions<JsonOptions> json)
     {
-        var request = await Endpoints.ReadJsonAsync<CreateSandboxRequest>(context, json.Value.SerializerOptions, "sandbox request");
-        if (request is null)
+        var body = await Endpoints.ReadJsonAsync<CreateSandboxBody>(context, json.Value.SerializerOptions, "sandbox request");
+        if (body is null)
         {
             return;
         }
+        var request = body.ToCore();
         await Handle(context, async () =>
         {
             var caller = context.GetCaller();
@@ -119,11 +120,12 @@ internal static class SandboxEndpoints
     {
         // The sandbox's template, looked up before the run: a run can end its sandbox.
         string? template = sessions.List().FirstOrDefault(s => s.Id == id)?.Template.Name;
-        var request = await Endpoints.ReadJsonAsync<RunRequest>(context, json.Value.SerializerOptions, "run request");
-        if (request is null)
+        var body = await Endpoints.ReadJsonAsync<RunRequestBody>(context, json.Value.SerializerOptions, "run request");
+        if (body is null)
         {
             return;
         }
+        var request = body.ToCore();
         if (RunStreaming.Wanted(context))
         {
             await RunStreaming.WriteAsync(context, json.Value.SerializerOptions, (events, ct) =>
@@ -131,7 +133,7 @@ internal static class SandboxEndpoints
             return;
         }
         await Handle(context, async () =>
-            Results.Json(await metrics.TrackAsync(() => template, ServerMetrics.KindSandbox, sessions.RunAsync(id, request, null, context.RequestAborted)),
+            Results.Json(RunResultBody.From(await metrics.TrackAsync(() => template, ServerMetrics.KindSandbox, sessions.RunAsync(id, request, null, context.RequestAborted))),
                 json.Value.SerializerOptions)).ExecuteAsync(context);
     }
 
@@ -170,7 +172,7 @@ internal static class SandboxEndpoints
                     await agent.RemoveAsync(p, recursive: false, CancellationToken.None);
                     return true;
                 });
-                throw new RunRequestException(ProblemCodes.FileTooLarge, null, $"the upload is over the limit of {limit} bytes", 413);
+                throw new RunRequestException(ProblemCodes.FileTooLarge, null, $"the upload is over the limit of {limit} bytes", RefusalKind.TooLarge);
             }
             return Results.Json(Describe(info));
         }).ExecuteAsync(context);
@@ -249,14 +251,8 @@ internal static class SandboxEndpoints
         }
     }
 
-    private static object Describe(FileInfoBody f) => new
-    {
-        path = f.Path,
-        name = f.Name,
-        kind = f.Kind.ToString().ToLowerInvariant(),
-        size = f.Size,
-        mtime = DateTimeOffset.FromUnixTimeMilliseconds(f.MtimeMs).UtcDateTime,
-    };
+    private static FileInfoDto Describe(FileInfoBody f) =>
+        new(f.Path, f.Name, f.Kind.ToString().ToLowerInvariant(), f.Size, DateTimeOffset.FromUnixTimeMilliseconds(f.MtimeMs).UtcDateTime);
 
     private static SandboxInfo Describe(SandboxSession s, IVmRuntime runtime) => new()
     {

@@ -74,7 +74,7 @@ public static partial class ServerApp
         Listening.CheckAuth(urls, callers, options);
         builder.WebHost.UseUrls([.. urls]);
         builder.Services.Configure<JsonOptions>(o => ConfigureJson(o.SerializerOptions));
-        builder.Services.AddProblemDetails();
+        Problems.AddServices(builder.Services);
         AddSandboxVm(builder.Services, options);
         HttpSurface.AddServices(builder.Services, callers, AllowedHosts.For(options, urls));
         configureServices?.Invoke(builder.Services);

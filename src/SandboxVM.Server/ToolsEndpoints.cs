@@ -149,7 +149,7 @@ internal sealed class SearchHit
 internal sealed class SearchToolResponse
 {
     public List<SearchHit> Results { get; set; } = [];
-    public RunMetrics Metrics { get; set; } = new();
+    public RunMetricsBody Metrics { get; set; } = new();
 }
 
 internal sealed class PageLink
@@ -170,7 +170,7 @@ internal sealed class FetchToolResponse
     public List<PageLink> Links { get; set; } = [];
     public bool Truncated { get; set; }
     public long Bytes { get; set; }
-    public RunMetrics Metrics { get; set; } = new();
+    public RunMetricsBody Metrics { get; set; } = new();
 }
 
 /// <summary>
@@ -344,7 +344,7 @@ internal sealed class WebsearchTools(IToolRunner runner, ServerMetrics metrics)
         ProblemCodes.UnknownTemplate => new ToolException(409, ProblemCodes.TemplateUnavailable, null,
             $"web tools are not available: this server has no template '{Template}'"),
         ProblemCodes.TemplateUnavailable => new ToolException(409, ProblemCodes.TemplateUnavailable, null, "web tools are not available: " + e.Message),
-        _ => new ToolException(e.Status, e.Code, null, e.Message, retryAfter: e.RetryAfter),
+        _ => new ToolException(ProblemStatus.Of(e.Kind), e.Code, null, e.Message, retryAfter: e.RetryAfter),
     };
 
     /// <summary>
@@ -413,7 +413,7 @@ internal sealed class WebsearchTools(IToolRunner runner, ServerMetrics metrics)
             }
             hits.Add(new SearchHit { Title = Text(r, "title") ?? "", Url = Text(r, "url") ?? "", Snippet = Text(r, "snippet") ?? "" });
         }
-        return new SearchToolResponse { Results = hits, Metrics = runMetrics };
+        return new SearchToolResponse { Results = hits, Metrics = RunMetricsBody.From(runMetrics) };
     }
 
     internal static FetchToolResponse ParseFetch(JsonElement root, RunMetrics runMetrics)
@@ -441,7 +441,7 @@ internal sealed class WebsearchTools(IToolRunner runner, ServerMetrics metrics)
             Links = links,
             Truncated = root.TryGetProperty("truncated", out var t) && t.ValueKind == JsonValueKind.True,
             Bytes = root.TryGetProperty("bytes", out var b) && b.ValueKind == JsonValueKind.Number && b.TryGetInt64(out long n) ? n : 0,
-            Metrics = runMetrics,
+            Metrics = RunMetricsBody.From(runMetrics),
         };
     }
 

@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
-using SandboxVM.Client.Internal;
 
 namespace SandboxVM.Client.Tests;
 
@@ -109,39 +108,32 @@ public class StreamingTests
         var bytes = Encoding.UTF8.GetBytes(s_stream);
         for (var cut = 1; cut < bytes.Length; cut += 7)
         {
-            using var stream = new ScriptedStream(bytes[..cut], bytes[cut..]);
-            using var reader = new ServerSentEventReader(stream);
-            var types = new List<string>();
-            while (await reader.ReadAsync(Ct) is { } e)
-            {
-                types.Add(e.Type);
-            }
+            var (client, _) = ClientStreaming(new ScriptedStream(bytes[..cut], bytes[cut..]));
+            using var __ = client;
 
-            Assert.Equal(["stdout", "stderr", "artifact", "progress", "result"], types);
+            AssertTheStandardEvents(await CollectAsync(client.RunStreamAsync(new RunRequest { Template = "t", Code = "c" }, Ct)));
         }
     }
 
     [Fact]
-    public async Task Reader_JoinsMultiLineData_SkipsCommentsAndEmptyEvents_AndHandlesBareCr()
+    public async Task Stream_JoinsMultiLineData_SkipsCommentsAndEventsWithoutData_AndTakesCrLineEnds()
     {
-        using var stream = ScriptedStream.Text(
+        var (client, _) = ClientStreaming(ScriptedStream.Text(
             ":comment only\n\n",
-            "event: a\ndata: first\ndata:second\ndata\nid: 7\nretry: 100\n\n",
-            "event: lonely\n\n",
-            "data: default type\r\r",
-            "event:b\ndata:  two spaces\n\n",
-            "event: c\ndata: cut off before the blank line");
-        using var reader = new ServerSentEventReader(stream);
+            "event: stdout\ndata: {\"text\":\ndata:\"first\"}\nid: 7\nretry: 100\n\n",
+            "event: stdout\n\n",
+            "event:stderr\rdata:{\"text\": \"second\"}\r\r",
+            "event: result\r\ndata: " + Result + "\r\n\r\n",
+            "event: stdout\ndata: {\"text\": \"cut off before the blank line\"}"));
+        using var __ = client;
 
-        var events = new List<ServerSentEvent>();
-        while (await reader.ReadAsync(Ct) is { } e)
-        {
-            events.Add(e);
-        }
+        var events = await CollectAsync(client.RunStreamAsync(new RunRequest { Template = "t", Code = "c" }, Ct));
 
-        Assert.Equal(
-            [new("a", "first\nsecond\n"), new("message", "default type"), new("b", " two spaces")],
-            events);
+        Assert.Collection(
+            events,
+            e => Assert.Equal("first", Assert.IsType<StdoutEvent>(e).Text),
+            e => Assert.Equal("second", Assert.IsType<StderrEvent>(e).Text),
+            e => Assert.Equal(RunStatus.Ok, Assert.IsType<ResultEvent>(e).Result.Status));
     }
 
     [Fact]

@@ -134,7 +134,7 @@ public sealed class PathFuzzTests
         }
         catch (RunRequestException e)
         {
-            Assert.Equal(400, e.Status);
+            Assert.Equal(RefusalKind.Invalid, e.Kind);
             Assert.Equal(ProblemCodes.InvalidPath, e.Code);
             Assert.False(string.IsNullOrWhiteSpace(e.Message));
             return null;

@@ -129,8 +129,9 @@ internal sealed class FakeRuntimeServer : IAsyncDisposable
     /// Turns off Kestrel's minimum response data rate, which cuts clients that read under 240 B/s: a
     /// client that reads just above it is never cut, and this plays one without pacing a reader.
     /// </param>
+    /// <param name="services">Last changes to the server's services (e.g. its TimeProvider).</param>
     public static async Task<FakeRuntimeServer> StartAsync(long outputBytes = 64 * 1024, Action<SandboxVmOptions>? configure = null,
-        bool noMinimumResponseRate = false)
+        bool noMinimumResponseRate = false, Action<IServiceCollection>? services = null)
     {
         var runtime = new FakeAgentRuntime();
         var server = await LoopbackServer.StartAsync(runtime, new Dictionary<string, string>
@@ -161,12 +162,13 @@ internal sealed class FakeRuntimeServer : IAsyncDisposable
             o.HostTimeoutMarginS = 1;
             o.ArtifactTimeoutS = 2;
             configure?.Invoke(o);
-        }, services =>
+        }, s =>
         {
             if (noMinimumResponseRate)
             {
-                services.Configure<KestrelServerOptions>(k => k.Limits.MinResponseDataRate = null);
+                s.Configure<KestrelServerOptions>(k => k.Limits.MinResponseDataRate = null);
             }
+            services?.Invoke(s);
         });
         return new FakeRuntimeServer(server, runtime);
     }

@@ -345,7 +345,7 @@ public class ToolsEndpointTests
     {
         await using var server = await TestServer.StartAsync();
         server.Runner.Respond = _ => throw new RunRequestException(ProblemCodes.TemplateUnavailable, "template",
-            "template 'websearch-tools' is unavailable: needs network proxy support", 409);
+            "template 'websearch-tools' is unavailable: needs network proxy support", RefusalKind.Conflict);
 
         var response = await server.PostJsonAsync("/v1/tools/fetch", """{"url": "https://e.example/"}""");
 
@@ -357,7 +357,7 @@ public class ToolsEndpointTests
     public async Task AFullQueue_Is429WithRetryAfter()
     {
         await using var server = await TestServer.StartAsync();
-        server.Runner.Respond = _ => throw new RunRequestException(ProblemCodes.Overloaded, null, "the websearch-tools sandbox has 64 requests waiting", 429);
+        server.Runner.Respond = _ => throw new RunRequestException(ProblemCodes.Overloaded, null, "the websearch-tools sandbox has 64 requests waiting", RefusalKind.Busy);
 
         var response = await server.PostJsonAsync("/v1/tools/search", """{"query": "q"}""");
 

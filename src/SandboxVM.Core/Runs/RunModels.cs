@@ -80,15 +80,40 @@ public interface IRunEvents
     void OnArtifact(RunArtifact artifact);
 }
 
-/// <summary>A request the server refuses: a stable code and the field at fault.</summary>
-public sealed class RunRequestException(string code, string? field, string message, int status = 400, TimeSpan? retryAfter = null) : Exception(message)
+/// <summary>
+/// Why a request is refused, as Core sees it; the HTTP layer maps each kind to its status (the
+/// server's <c>ProblemStatus</c>), so Core names no HTTP status.
+/// </summary>
+public enum RefusalKind
+{
+    /// <summary>The request is wrong: a field, a path, a size or a name the caller sent.</summary>
+    Invalid,
+    /// <summary>What it names does not exist (or is not the caller's).</summary>
+    NotFound,
+    /// <summary>The sandbox may not touch what it names.</summary>
+    Forbidden,
+    /// <summary>The state of the server or the sandbox refuses it now (template unavailable, file state, a download over the limit).</summary>
+    Conflict,
+    /// <summary>What the caller sends is over a size limit.</summary>
+    TooLarge,
+    /// <summary>A capacity limit is reached; the caller may try again later.</summary>
+    Busy,
+    /// <summary>A sandbox could not be started.</summary>
+    Unavailable,
+    /// <summary>The sandbox's agent failed in a way the host does not know.</summary>
+    SandboxFailed,
+}
+
+/// <summary>A request Core refuses: a stable code, the field at fault and the kind of refusal.</summary>
+public sealed class RunRequestException(string code, string? field, string message, RefusalKind kind = RefusalKind.Invalid, TimeSpan? retryAfter = null)
+    : Exception(message)
 {
     public string Code { get; } = code;
     public string? Field { get; } = field;
-    public int Status { get; } = status;
+    public RefusalKind Kind { get; } = kind;
 
-    /// <summary>When a refused caller may try again (Retry-After): for a 429, one second unless the thrower knows better.</summary>
-    public TimeSpan? RetryAfter { get; } = retryAfter ?? (status == 429 ? TimeSpan.FromSeconds(1) : null);
+    /// <summary>When a refused caller may try again: for <see cref="RefusalKind.Busy"/>, one second unless the thrower knows better.</summary>
+    public TimeSpan? RetryAfter { get; } = retryAfter ?? (kind == RefusalKind.Busy ? TimeSpan.FromSeconds(1) : null);
 }
 
 public static class ProblemCodes

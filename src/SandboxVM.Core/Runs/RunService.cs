@@ -174,7 +174,7 @@ public sealed partial class RunService
         if (Interlocked.Increment(ref _waiting) > _options.MaxQueuedRuns)
         {
             Interlocked.Decrement(ref _waiting);
-            throw new RunRequestException(ProblemCodes.Overloaded, null, $"more than {_options.MaxQueuedRuns} runs are waiting; try again later", 429);
+            throw new RunRequestException(ProblemCodes.Overloaded, null, $"more than {_options.MaxQueuedRuns} runs are waiting; try again later", RefusalKind.Busy);
         }
         try
         {
@@ -403,7 +403,7 @@ public sealed partial class RunService
                 $"unknown template '{name}'; available: {string.Join(", ", _catalog.All.Select(t => t.Name))}");
         if (TemplateCatalog.UnavailableReason(template) is { } why)
         {
-            throw new RunRequestException(ProblemCodes.TemplateUnavailable, "template", $"template '{template.Name}' is unavailable: {why}", 409);
+            throw new RunRequestException(ProblemCodes.TemplateUnavailable, "template", $"template '{template.Name}' is unavailable: {why}", RefusalKind.Conflict);
         }
         return template;
     }

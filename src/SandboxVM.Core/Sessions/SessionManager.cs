@@ -74,7 +74,7 @@ public sealed partial class SessionManager : IAsyncDisposable
     public SandboxSession Get(string id) =>
         _sessions.TryGetValue(id, out var s) && s.State == SessionState.Running
             ? s
-            : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", 404);
+            : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", RefusalKind.NotFound);
 
     /// <summary>
     /// The live sandbox <paramref name="id"/> if it belongs to <paramref name="owner"/>; for any other owner the
@@ -83,7 +83,7 @@ public sealed partial class SessionManager : IAsyncDisposable
     public SandboxSession Get(string id, string owner) =>
         _sessions.TryGetValue(id, out var s) && s.State == SessionState.Running && s.Owner == owner
             ? s
-            : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", 404);
+            : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", RefusalKind.NotFound);
 
     /// <summary>The live sandbox running on VM <paramref name="vmId"/>, if one does.</summary>
     public SandboxSession? FindByVm(string vmId) =>
@@ -108,14 +108,14 @@ public sealed partial class SessionManager : IAsyncDisposable
         {
             Interlocked.Decrement(ref _reserved);
             throw new RunRequestException(ProblemCodes.TooManySandboxes, null,
-                $"{_options.MaxSandboxes} sandboxes are live, the most this server keeps; end one or try again later", 429,
+                $"{_options.MaxSandboxes} sandboxes are live, the most this server keeps; end one or try again later", RefusalKind.Busy,
                 TimeSpan.FromSeconds(5));
         }
         if (!ReserveFor(owner))
         {
             Interlocked.Decrement(ref _reserved);
             throw new RunRequestException(ProblemCodes.TooManySandboxes, null,
-                $"this API key has {owner.MaxSandboxes} live sandboxes, its limit; end one or try again later", 429, TimeSpan.FromSeconds(5));
+                $"this API key has {owner.MaxSandboxes} live sandboxes, its limit; end one or try again later", RefusalKind.Busy, TimeSpan.FromSeconds(5));
         }
         LeasedVm lease;
         try
@@ -127,7 +127,7 @@ public sealed partial class SessionManager : IAsyncDisposable
             Interlocked.Decrement(ref _reserved);
             ReleaseFor(owner.Name);
             LogStartFailed(_logger, template.Name, e);
-            throw new RunRequestException(ProblemCodes.SandboxStartFailed, null, "the sandbox could not be started: " + CallerErrors.Describe(e), 503);
+            throw new RunRequestException(ProblemCodes.SandboxStartFailed, null, "the sandbox could not be started: " + CallerErrors.Describe(e), RefusalKind.Unavailable);
         }
         catch
         {
@@ -271,7 +271,7 @@ public sealed partial class SessionManager : IAsyncDisposable
         catch (AgentDisconnectedException e)
         {
             await EndAsync(session, "its agent channel closed: " + e.Message);
-            throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"sandbox '{id}' ended: {e.Message}", 404);
+            throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"sandbox '{id}' ended: {e.Message}", RefusalKind.NotFound);
         }
         finally
         {
@@ -297,7 +297,7 @@ public sealed partial class SessionManager : IAsyncDisposable
         if (info.Size < 0 || info.Size > _options.MaxDownloadBytes)
         {
             throw new RunRequestException(ProblemCodes.FileTooLarge, "path",
-                $"'{path}' is {info.Size} bytes; downloads are limited to {_options.MaxDownloadBytes} bytes", 409);
+                $"'{path}' is {info.Size} bytes; downloads are limited to {_options.MaxDownloadBytes} bytes", RefusalKind.Conflict);
         }
         var destination = open(info);
         return await UseAsync(id, info.Path, async (agent, p) =>
@@ -310,7 +310,7 @@ public sealed partial class SessionManager : IAsyncDisposable
             {
                 // A pseudo-file (/proc, /sys): stat says 0 bytes, reading it gives more.
                 throw new RunRequestException(ProblemCodes.NotRegularFile, "path",
-                    $"'{path}' has content but a size of 0: a pseudo-file (/proc, /sys) cannot be downloaded; print it from a run", 400);
+                    $"'{path}' has content but a size of 0: a pseudo-file (/proc, /sys) cannot be downloaded; print it from a run", RefusalKind.Invalid);
             }
             catch (AgentReadLimitException)
             {
@@ -349,22 +349,22 @@ public sealed partial class SessionManager : IAsyncDisposable
     }
 
     /// <summary>
-    /// The problem for an agent's error on a file operation, by its code: what the caller asked for is
-    /// missing (404), not theirs (403), the wrong kind of file or path (400), too large (413) or in a state
-    /// that refuses it (409). A code this server does not know is the agent's failure (502), never ours (500).
+    /// The refusal for an agent's error on a file operation, by its code: what the caller asked for is
+    /// missing, not theirs, the wrong kind of file or path, too large or in a state that refuses it. A code
+    /// this server does not know is the sandbox's failure (<see cref="RefusalKind.SandboxFailed"/>), never the host's.
     /// </summary>
     internal static RunRequestException FileProblem(AgentException e, string path)
     {
         string detail = $"'{path}': {e.Message}";
         return e.Code switch
         {
-            ErrorCodes.NotFound => new RunRequestException(ProblemCodes.FileNotFound, "path", detail, 404),
-            ErrorCodes.PermissionDenied or "access_denied" => new RunRequestException(ProblemCodes.PermissionDenied, "path", detail, 403),
-            "not_regular_file" or "is_a_directory" or "not_a_directory" => new RunRequestException(ProblemCodes.NotRegularFile, "path", detail, 400),
-            ErrorCodes.BadRequest or "invalid_path" => new RunRequestException(ProblemCodes.InvalidPath, "path", detail, 400),
-            "file_too_large" or "too_large" or "no_space" => new RunRequestException(ProblemCodes.FileTooLarge, "path", detail, 413),
-            ErrorCodes.IoError or "exists" or "not_empty" or ErrorCodes.Cancelled => new RunRequestException(ProblemCodes.FileError, "path", detail, 409),
-            _ => new RunRequestException(ProblemCodes.AgentError, "path", $"'{path}': the sandbox's agent failed ({e.Code}): {e.Message}", 502),
+            ErrorCodes.NotFound => new RunRequestException(ProblemCodes.FileNotFound, "path", detail, RefusalKind.NotFound),
+            ErrorCodes.PermissionDenied or "access_denied" => new RunRequestException(ProblemCodes.PermissionDenied, "path", detail, RefusalKind.Forbidden),
+            "not_regular_file" or "is_a_directory" or "not_a_directory" => new RunRequestException(ProblemCodes.NotRegularFile, "path", detail, RefusalKind.Invalid),
+            ErrorCodes.BadRequest or "invalid_path" => new RunRequestException(ProblemCodes.InvalidPath, "path", detail, RefusalKind.Invalid),
+            "file_too_large" or "too_large" or "no_space" => new RunRequestException(ProblemCodes.FileTooLarge, "path", detail, RefusalKind.TooLarge),
+            ErrorCodes.IoError or "exists" or "not_empty" or ErrorCodes.Cancelled => new RunRequestException(ProblemCodes.FileError, "path", detail, RefusalKind.Conflict),
+            _ => new RunRequestException(ProblemCodes.AgentError, "path", $"'{path}': the sandbox's agent failed ({e.Code}): {e.Message}", RefusalKind.SandboxFailed),
         };
     }
 

@@ -150,7 +150,7 @@ public sealed partial class SingletonManager : IAsyncDisposable
             {
                 Interlocked.Decrement(ref _queued);
                 throw new RunRequestException(ProblemCodes.Overloaded, null,
-                    $"the {template.Name} sandbox has {owner._options.SingletonQueue} requests waiting; try again later", 429);
+                    $"the {template.Name} sandbox has {owner._options.SingletonQueue} requests waiting; try again later", RefusalKind.Busy);
             }
             try
             {
@@ -229,7 +229,7 @@ public sealed partial class SingletonManager : IAsyncDisposable
                 {
                     _lastError = CallerErrors.Describe(e);
                     LogStartFailed(owner._logger, template.Name, e);
-                    throw new RunRequestException(ProblemCodes.SandboxStartFailed, null, $"the {template.Name} sandbox could not be started: {_lastError}", 503);
+                    throw new RunRequestException(ProblemCodes.SandboxStartFailed, null, $"the {template.Name} sandbox could not be started: {_lastError}", RefusalKind.Unavailable);
                 }
             }
             finally

@@ -44,19 +44,19 @@ public sealed class CallerErrorsTests
 public sealed class FileProblemTests
 {
     [Theory]
-    [InlineData("not_found", 404, "file_not_found")]
-    [InlineData("permission_denied", 403, "permission_denied")]
-    [InlineData("not_regular_file", 400, "not_regular_file")]
-    [InlineData("bad_request", 400, "invalid_path")]
-    [InlineData("file_too_large", 413, "file_too_large")]
-    [InlineData("io_error", 409, "file_error")]
-    [InlineData("something_new", 502, "agent_error")]
-    [InlineData("internal", 502, "agent_error")]
-    public void EveryAgentErrorCode_MapsToA4xx_OrToBadGateway_NeverTo500(string code, int status, string problem)
+    [InlineData("not_found", RefusalKind.NotFound, "file_not_found")]
+    [InlineData("permission_denied", RefusalKind.Forbidden, "permission_denied")]
+    [InlineData("not_regular_file", RefusalKind.Invalid, "not_regular_file")]
+    [InlineData("bad_request", RefusalKind.Invalid, "invalid_path")]
+    [InlineData("file_too_large", RefusalKind.TooLarge, "file_too_large")]
+    [InlineData("io_error", RefusalKind.Conflict, "file_error")]
+    [InlineData("something_new", RefusalKind.SandboxFailed, "agent_error")]
+    [InlineData("internal", RefusalKind.SandboxFailed, "agent_error")]
+    public void EveryAgentErrorCode_MapsToARefusal_OrToTheSandboxsFailure(string code, RefusalKind kind, string problem)
     {
         var e = SessionManager.FileProblem(new AgentException(code, "/proc/1/mem: what the agent said"), "/proc/1/mem");
 
-        Assert.Equal(status, e.Status);
+        Assert.Equal(kind, e.Kind);
         Assert.Equal(problem, e.Code);
         Assert.Equal("path", e.Field);
         Assert.Contains("/proc/1/mem", e.Message, StringComparison.Ordinal);

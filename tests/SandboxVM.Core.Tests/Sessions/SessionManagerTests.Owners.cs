@@ -21,7 +21,7 @@ public sealed partial class SessionManagerTests
         Assert.Same(s, _sessions.Get(s.Id, "alice"));
         var other = Assert.Throws<RunRequestException>(() => _sessions.Get(s.Id, "bob"));
         var unknown = Assert.Throws<RunRequestException>(() => _sessions.Get("sbx_unknown", "bob"));
-        Assert.Equal((404, ProblemCodes.SandboxNotFound), (other.Status, other.Code));
+        Assert.Equal((RefusalKind.NotFound, ProblemCodes.SandboxNotFound), (other.Kind, other.Code));
         Assert.Equal(unknown.Message.Replace("sbx_unknown", s.Id, StringComparison.Ordinal), other.Message);
         Assert.Same(s, _sessions.FindByVm(s.Vm.Id));
     }
@@ -32,12 +32,12 @@ public sealed partial class SessionManagerTests
         await CreateForAsync(Alice);
 
         var e = await Assert.ThrowsAsync<RunRequestException>(() => CreateForAsync(Alice));
-        Assert.Equal((429, ProblemCodes.TooManySandboxes), (e.Status, e.Code));
+        Assert.Equal((RefusalKind.Busy, ProblemCodes.TooManySandboxes), (e.Kind, e.Code));
         Assert.Contains("this API key", e.Message);
         Assert.NotNull(e.RetryAfter);
         Assert.Equal(1, _runtime.Started);
         await CreateForAsync(new SandboxOwner("carol", null)); // no cap of its own; the server's still counts
-        Assert.Equal(429, (await Assert.ThrowsAsync<RunRequestException>(() => CreateForAsync(Bob))).Status);
+        Assert.Equal(RefusalKind.Busy, (await Assert.ThrowsAsync<RunRequestException>(() => CreateForAsync(Bob))).Kind);
     }
 
     [Fact]
@@ -58,7 +58,7 @@ public sealed partial class SessionManagerTests
                 await CreateForAsync(Bob);
                 break;
             }
-            catch (RunRequestException e) when (e.Status == 429 && DateTime.UtcNow < deadline)
+            catch (RunRequestException e) when (e.Kind == RefusalKind.Busy && DateTime.UtcNow < deadline)
             {
                 await Task.Delay(10, Ct);
             }

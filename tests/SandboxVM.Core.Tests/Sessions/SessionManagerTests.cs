@@ -81,7 +81,7 @@ public sealed partial class SessionManagerTests : IAsyncLifetime
     public async Task Get_UnknownId_Is404SandboxNotFound()
     {
         var e = Assert.Throws<RunRequestException>(() => _sessions.Get("sbx_nope"));
-        Assert.Equal(404, e.Status);
+        Assert.Equal(RefusalKind.NotFound, e.Kind);
         Assert.Equal(ProblemCodes.SandboxNotFound, e.Code);
         await Task.CompletedTask;
     }
@@ -93,7 +93,7 @@ public sealed partial class SessionManagerTests : IAsyncLifetime
         await CreateAsync();
 
         var e = await Assert.ThrowsAsync<RunRequestException>(() => CreateAsync());
-        Assert.Equal(429, e.Status);
+        Assert.Equal(RefusalKind.Busy, e.Kind);
         Assert.Equal(ProblemCodes.TooManySandboxes, e.Code);
         Assert.Equal(2, _runtime.Started); // the refused one never took a VM
 

@@ -137,7 +137,7 @@ public sealed class SingletonManagerTests : IAsyncLifetime
 
         var e = await Assert.ThrowsAsync<RunRequestException>(() => _singletons.UseAsync(Web, (_, _) => Task.FromResult(3), Ct));
 
-        Assert.Equal(429, e.Status);
+        Assert.Equal(RefusalKind.Busy, e.Kind);
         release.SetResult();
         Assert.Equal(1, await running);
         Assert.Equal(2, await waiting);
