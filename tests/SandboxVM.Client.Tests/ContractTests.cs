@@ -15,6 +15,7 @@ namespace SandboxVM.Client.Tests;
 /// <c>Z</c>), the stream events come out of <see cref="SandboxClient.RunStreamAsync"/>, and the problem
 /// reaches the caller's exception.
 /// </summary>
+[Trait("tier", "unit")]
 public sealed class ContractTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

@@ -11,6 +11,7 @@ namespace SandboxVM.Server.Tests;
 /// written back equal. A field renamed or dropped here, in the C# SDK or in the Python SDK fails one of
 /// the three suites.
 /// </summary>
+[Trait("tier", "unit")]
 public sealed class ContractTests
 {
     private static readonly JsonSerializerOptions s_json = ServerJson();

@@ -8,6 +8,7 @@ namespace SandboxVM.Server.Tests;
 /// Problems as a client reads them, whatever it asked for in Accept: application/problem+json with
 /// exactly the members the API documents, in that order, and nothing of the framework's own.
 /// </summary>
+[Trait("tier", "unit")]
 public sealed class ProblemTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

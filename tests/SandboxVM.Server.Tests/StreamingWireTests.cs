@@ -13,6 +13,7 @@ namespace SandboxVM.Server.Tests;
 /// events the way a reader expects (a line with its newline, also when the program wrote them apart).
 /// The server's clock is a fake one that moves only when a test says so.
 /// </summary>
+[Trait("tier", "unit")]
 public sealed class StreamingWireTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
