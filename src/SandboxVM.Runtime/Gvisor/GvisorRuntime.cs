@@ -205,7 +205,7 @@ public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
             {
                 psi.ArgumentList.Add(arg);
             }
-            process = System.Diagnostics.Process.Start(psi) ?? throw new InvalidOperationException("runsc did not start");
+            process = HostProcess.Start(psi);
         }
         catch (Exception e)
         {
@@ -299,7 +299,7 @@ public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
             };
             // meta.json last: its presence marks the snapshot complete.
             await File.WriteAllTextAsync(Path.Combine(build, MetaFileName), meta.ToJsonString(), cancellationToken);
-            SnapshotStore.Touch(Path.Combine(build, SnapshotStore.LastUsedFileName), DateTime.UtcNow);
+            UsageStamp.Touch(Path.Combine(build, SnapshotStore.LastUsedFileName), DateTime.UtcNow);
             try
             {
                 Directory.Move(build, final);
@@ -393,7 +393,7 @@ public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
 
     private static string Fingerprint(string path)
     {
-        ulong inode = QemuNative.Stat(path)?.Inode ?? 0;
+        ulong inode = HostNative.Stat(path)?.Inode ?? 0;
         var info = new FileInfo(path);
         long length = info.Exists ? info.Length : 0;
         return string.Create(CultureInfo.InvariantCulture, $"{Path.GetFullPath(path)}|{length}|{File.GetLastWriteTimeUtc(path).Ticks}|{inode}");

@@ -73,8 +73,8 @@ public sealed class QemuRuntime : IVmRuntime
         }
         Accel = options.Accel switch
         {
-            "auto" => Native.KvmCanCreateVm() ? "kvm" : "tcg",
-            "kvm" => Native.KvmCanCreateVm() ? "kvm" : throw new InvalidOperationException("accel kvm was requested but KVM_CREATE_VM fails on this host"),
+            "auto" => HostNative.KvmCanCreateVm() ? "kvm" : "tcg",
+            "kvm" => HostNative.KvmCanCreateVm() ? "kvm" : throw new InvalidOperationException("accel kvm was requested but KVM_CREATE_VM fails on this host"),
             "tcg" => "tcg",
             _ => throw new ArgumentException($"unknown accel '{options.Accel}' (expected auto, kvm or tcg)", nameof(options)),
         };
@@ -98,7 +98,7 @@ public sealed class QemuRuntime : IVmRuntime
         if (_dropPrivileges && Accel == "kvm")
         {
             // An unprivileged QEMU needs /dev/kvm through "other" or group bits (then it joins the group).
-            var kvm = QemuNative.Stat("/dev/kvm");
+            var kvm = HostNative.Stat("/dev/kvm");
             if (kvm is { } k && (k.Mode & 0b110) != 0b110)
             {
                 if ((k.Mode & 0b110_000) == 0b110_000)
@@ -225,7 +225,7 @@ public sealed class QemuRuntime : IVmRuntime
                 ["build_ms"] = started.ElapsedMilliseconds,
             };
             await File.WriteAllTextAsync(Path.Combine(build, MetaFileName), meta.ToJsonString(), cancellationToken);
-            SnapshotStore.Touch(Path.Combine(build, SnapshotStore.LastUsedFileName), DateTime.UtcNow);
+            UsageStamp.Touch(Path.Combine(build, SnapshotStore.LastUsedFileName), DateTime.UtcNow);
             try
             {
                 Directory.Move(build, final);
@@ -422,13 +422,13 @@ public sealed class QemuRuntime : IVmRuntime
             }
             if (uid is { } u)
             {
-                QemuNative.Chown(sockets, u, _options.SandboxGid);
+                HostNative.Chown(sockets, u, _options.SandboxGid);
                 SetMode(sockets, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
                 if (memory == GuestMemoryKind.SharedFile)
                 {
                     // The template VM's RAM becomes the snapshot: only its own QEMU may write it while it
                     // is built, not every VM's group; Seal hands it back to the server read-only.
-                    QemuNative.Chown(memoryFile!, u, _options.SandboxGid);
+                    HostNative.Chown(memoryFile!, u, _options.SandboxGid);
                     SetMode(memoryFile!, UnixFileMode.UserRead | UnixFileMode.UserWrite);
                 }
             }
@@ -456,8 +456,7 @@ public sealed class QemuRuntime : IVmRuntime
                 Seccomp = _options.Seccomp,
                 TcgTranslationBufferMib = _options.TcgTranslationBufferMib,
             };
-            process = System.Diagnostics.Process.Start(BuildStartInfo(QemuCommandLine.Build(launch), Path.Combine(runDir, PidFileName), cgroup, uid))
-                ?? throw new InvalidOperationException("qemu did not start");
+            process = HostProcess.Start(BuildStartInfo(QemuCommandLine.Build(launch), Path.Combine(runDir, PidFileName), cgroup, uid));
             // process.StandardInput stays open as long as the VM: its end of file is the launch chain's
             // sign that this server is gone (CgroupLauncher, endWithServer).
             vm = new QemuVm(id, spec.TemplateName, source, process, cgroup, runDir, () => Release(id, uid), _options.QuitTimeout, _logger);
@@ -477,7 +476,7 @@ public sealed class QemuRuntime : IVmRuntime
             {
                 if (process is not null)
                 {
-                    Native.Kill(process.Id, Native.SIGKILL);
+                    HostNative.Kill(process.Id, HostNative.SIGKILL);
                     process.Dispose();
                 }
                 if (cgroup is not null)
@@ -565,7 +564,7 @@ public sealed class QemuRuntime : IVmRuntime
     private static string Fingerprint(string path)
     {
         var info = new FileInfo(path);
-        ulong inode = QemuNative.Stat(info.FullName)?.Inode ?? 0;
+        ulong inode = HostNative.Stat(info.FullName)?.Inode ?? 0;
         return string.Create(CultureInfo.InvariantCulture, $"{info.FullName}|{info.Length}|{info.LastWriteTimeUtc.Ticks}|{inode}");
     }
 
@@ -627,9 +626,7 @@ public sealed class QemuRuntime : IVmRuntime
         }
     }
 
-    internal static bool OwnerAlive(string runDir) =>
-        int.TryParse(ReadOrNull(Path.Combine(runDir, OwnerFileName))?.Trim(), CultureInfo.InvariantCulture, out int owner)
-        && owner > 0 && Directory.Exists($"/proc/{owner}");
+    internal static bool OwnerAlive(string runDir) => HostProcs.ReadPid(Path.Combine(runDir, OwnerFileName)) is int owner && HostProcs.IsAlive(owner);
 
     /// <summary>
     /// Ends what a dead server left: QEMU processes (only those whose command line names their run
@@ -653,9 +650,9 @@ public sealed class QemuRuntime : IVmRuntime
                     continue;
                 }
                 bool killed = false;
-                if (int.TryParse(ReadOrNull(Path.Combine(dir, PidFileName))?.Trim(), CultureInfo.InvariantCulture, out int pid) && IsOurQemu(pid, dir))
+                if (HostProcs.ReadPid(Path.Combine(dir, PidFileName)) is int pid && IsOurQemu(pid, dir))
                 {
-                    Native.Kill(pid, Native.SIGKILL);
+                    HostNative.Kill(pid, HostNative.SIGKILL);
                     await WaitGoneAsync(pid, cancellationToken);
                     QemuLog.LeftoverEnded(_logger, id, pid);
                     killed = true;
@@ -687,7 +684,7 @@ public sealed class QemuRuntime : IVmRuntime
 
     private static bool IsOurQemu(int pid, string runDir)
     {
-        string? cmdline = ReadOrNull($"/proc/{pid}/cmdline");
+        string? cmdline = HostProcs.CommandLine(pid);
         return cmdline is not null && cmdline.Contains(runDir + "/", StringComparison.Ordinal);
     }
 
@@ -695,7 +692,7 @@ public sealed class QemuRuntime : IVmRuntime
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(5);
         // A zombie (our own child, not yet reaped) counts as gone.
-        while (ReadOrNull($"/proc/{pid}/stat") is { } stat && !stat.Contains(") Z ", StringComparison.Ordinal) && DateTime.UtcNow < deadline)
+        while (HostProcs.IsRunning(pid) && DateTime.UtcNow < deadline)
         {
             await Task.Delay(10, cancellationToken);
         }
@@ -760,7 +757,7 @@ public sealed class QemuRuntime : IVmRuntime
     {
         if (_dropPrivileges)
         {
-            QemuNative.Chown(mem, 0, _options.SandboxGid);
+            HostNative.Chown(mem, 0, _options.SandboxGid);
             SetMode(mem, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead);
         }
         else
@@ -772,8 +769,8 @@ public sealed class QemuRuntime : IVmRuntime
     /// <summary>A RAM file is restored from only when it is the server's and neither its group nor others may write it.</summary>
     private bool IsSealed(string mem)
     {
-        var file = QemuNative.Stat(mem);
-        if (file is { } f && f.Uid == QemuNative.EffectiveUid() && (f.Mode & 0b010_010) == 0)
+        var file = HostNative.Stat(mem);
+        if (file is { } f && f.Uid == HostNative.EffectiveUid() && (f.Mode & 0b010_010) == 0)
         {
             return true;
         }
@@ -787,19 +784,6 @@ public sealed class QemuRuntime : IVmRuntime
         if (!OperatingSystem.IsWindows())
         {
             File.SetUnixFileMode(path, mode);
-        }
-    }
-
-    /// <summary>The file's text, or null when it is gone or unreadable (a /proc entry of a process that ended).</summary>
-    internal static string? ReadOrNull(string path)
-    {
-        try
-        {
-            return File.ReadAllText(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return null;
         }
     }
 

@@ -189,7 +189,7 @@ public sealed class QemuVm : IVm
     /// <summary>SIGKILL now, without QMP quit or closing any connection first, and wait for the exit.</summary>
     internal async Task KillAsync()
     {
-        Native.Kill(ProcessId, Native.SIGKILL);
+        HostNative.Kill(ProcessId, HostNative.SIGKILL);
         try
         {
             await Exited.WaitAsync(TimeSpan.FromSeconds(10));

@@ -148,7 +148,7 @@ public sealed class QmpClient : IAsyncDisposable
             if (fd is not null)
             {
                 // The descriptor travels with the command's first bytes, so QEMU has it when the command runs.
-                offset = QemuNative.SendWithFd(_socket.SafeHandle, bytes, fd);
+                offset = HostNative.SendWithFd(_socket.SafeHandle, bytes, fd);
             }
             if (offset < bytes.Length)
             {
