@@ -20,8 +20,7 @@ public enum GuestMemoryKind
 public sealed record QemuLaunchSpec
 {
     public required string Name { get; init; }
-    /// <summary>"kvm" or "tcg".</summary>
-    public required string Accel { get; init; }
+    public required QemuAccel Accel { get; init; }
     public required int MemoryMib { get; init; }
     public required int Vcpus { get; init; }
     public required string KernelPath { get; init; }
@@ -64,17 +63,9 @@ public static class QemuCommandLine
             // pit=on and rtc=on: without them a TCG guest may hang calibrating its TSC.
             "-M", "microvm,x-option-roms=off,rtc=on,pit=on,memory-backend=mem",
         };
-        switch (s.Accel)
-        {
-            case "kvm":
-                a.AddRange(["-accel", "kvm", "-cpu", "host"]);
-                break;
-            case "tcg":
-                a.AddRange(["-accel", $"tcg,tb-size={s.TcgTranslationBufferMib.ToString(CultureInfo.InvariantCulture)}", "-cpu", "max"]);
-                break;
-            default:
-                throw new ArgumentException($"unknown accel '{s.Accel}' (expected kvm or tcg)", nameof(s));
-        }
+        a.AddRange(s.Accel == QemuAccel.Kvm
+            ? ["-accel", "kvm", "-cpu", "host"]
+            : ["-accel", $"tcg,tb-size={s.TcgTranslationBufferMib.ToString(CultureInfo.InvariantCulture)}", "-cpu", "max"]);
         a.AddRange(["-m", mem, "-smp", s.Vcpus.ToString(CultureInfo.InvariantCulture)]);
         a.Add("-object");
         a.Add(s.Memory switch

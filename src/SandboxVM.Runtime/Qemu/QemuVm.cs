@@ -21,6 +21,7 @@ public sealed class QemuVm : IVm
     private readonly Action _release;
     private readonly TimeSpan _quitTimeout;
     private readonly ILogger _logger;
+    private readonly TimeProvider _time;
     private readonly StringBuilder _stderr = new();
     private readonly StringBuilder _console = new();
     private readonly List<Task> _pumps = [];
@@ -31,8 +32,9 @@ public sealed class QemuVm : IVm
     private int _disposed;
 
     internal QemuVm(string id, string templateName, VmSource source, System.Diagnostics.Process process, Cgroup? cgroup,
-        string runDir, Action release, TimeSpan quitTimeout, ILogger logger)
+        string runDir, Action release, TimeSpan quitTimeout, ILogger logger, TimeProvider time)
     {
+        _time = time;
         Id = id;
         TemplateName = templateName;
         Source = source;
@@ -90,7 +92,7 @@ public sealed class QemuVm : IVm
     internal async Task ConnectQmpAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
         string path = SocketPath(QemuRuntime.QmpSocketName);
-        var deadline = DateTime.UtcNow + timeout;
+        long start = _time.GetTimestamp();
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -102,19 +104,20 @@ public sealed class QemuVm : IVm
             {
                 try
                 {
-                    Qmp = await QmpClient.ConnectAsync(path, cancellationToken);
+                    Qmp = await QmpClient.ConnectAsync(path, cancellationToken, _time);
                     return;
                 }
-                catch (SocketException) when (DateTime.UtcNow < deadline)
+                catch (SocketException) when (_time.GetElapsedTime(start) < timeout)
                 {
                     // The socket file exists before QEMU listens on it.
                 }
             }
-            if (DateTime.UtcNow > deadline)
+            if (_time.GetElapsedTime(start) > timeout)
             {
                 throw new TimeoutException($"qemu did not open its QMP socket within {timeout.TotalSeconds:0.#} s");
             }
-            await Task.Delay(3, cancellationToken);
+            // QEMU creates the socket within milliseconds of starting; nothing announces it.
+            await Task.Delay(TimeSpan.FromMilliseconds(3), _time, cancellationToken);
         }
     }
 
@@ -192,7 +195,7 @@ public sealed class QemuVm : IVm
         HostNative.Kill(ProcessId, HostNative.SIGKILL);
         try
         {
-            await Exited.WaitAsync(TimeSpan.FromSeconds(10));
+            await Exited.WaitAsync(TimeSpan.FromSeconds(10), _time);
         }
         catch (TimeoutException)
         {
@@ -210,7 +213,7 @@ public sealed class QemuVm : IVm
         {
             try
             {
-                using var quit = new CancellationTokenSource(_quitTimeout);
+                using var quit = new CancellationTokenSource(_quitTimeout, _time);
                 // quit closes the connection, sometimes before its answer arrives: either way is fine.
                 await Qmp.ExecuteAsync("quit", null, quit.Token).ContinueWith(_ => { }, TaskScheduler.Default);
                 await Exited.WaitAsync(quit.Token);
@@ -241,7 +244,7 @@ public sealed class QemuVm : IVm
         {
             await _cgroup.DestroyAsync(CancellationToken.None);
         }
-        await Task.WhenAll(_pumps).WaitAsync(TimeSpan.FromSeconds(1)).ContinueWith(_ => { }, TaskScheduler.Default);
+        await Task.WhenAll(_pumps).WaitAsync(TimeSpan.FromSeconds(1), _time).ContinueWith(_ => { }, TaskScheduler.Default);
         try
         {
             // A later server's leftover sweep may have removed it already.

@@ -60,6 +60,35 @@ internal static class SnapshotStore
         return stale;
     }
 
+    /// <summary>
+    /// Removes what <see cref="SelectStale"/> chooses, reporting each removal and each failure (half
+    /// gone, or not ours to delete: left alone). <paramref name="referenced"/> is asked once, inside the
+    /// same error handling as the listing.
+    /// </summary>
+    internal static void RemoveStale(string snapshotRoot, string template, string keep, DateTime nowUtc, TimeSpan grace,
+        Func<IReadOnlySet<string>> referenced, Action<string> removed, Action<string, string> failed)
+    {
+        try
+        {
+            foreach (string dir in SelectStale(snapshotRoot, template, keep, nowUtc, grace, referenced()))
+            {
+                try
+                {
+                    Directory.Delete(dir, recursive: true);
+                    removed(dir);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    failed(dir, e.Message);
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            failed(snapshotRoot, e.Message);
+        }
+    }
+
     /// <summary>The template a snapshot was saved for (its meta.json), or null when unreadable.</summary>
     internal static string? TemplateOf(string snapshotDir)
     {
