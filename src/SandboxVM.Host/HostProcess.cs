@@ -279,6 +279,28 @@ public static class HostProcess
         }
     }
 
+    /// <summary>
+    /// Kills a long-lived process and everything it started unless it has exited, and waits for it.
+    /// Returns false when it is still there after <paramref name="timeout"/> (or cannot be signalled).
+    /// </summary>
+    public static async Task<bool> KillTreeAndWaitAsync(Process process, TimeSpan timeout, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(process);
+        try
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+            }
+            await process.WaitForExitAsync().WaitAsync(timeout, time ?? TimeProvider.System).ConfigureAwait(false);
+            return true;
+        }
+        catch (Exception e) when (e is InvalidOperationException or TimeoutException or System.ComponentModel.Win32Exception)
+        {
+            return false;
+        }
+    }
+
     /// <summary>Shell-quoted command line for messages and logs; long arguments are shortened.</summary>
     public static string Display(string fileName, IEnumerable<string> arguments)
     {

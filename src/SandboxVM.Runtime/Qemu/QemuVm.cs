@@ -1,5 +1,4 @@
 using System.Net.Sockets;
-using System.Text;
 using Microsoft.Extensions.Logging;
 using SandboxVM.Runtime.Agent;
 using SandboxVM.Runtime.Cgroups;
@@ -22,8 +21,9 @@ public sealed class QemuVm : IVm
     private readonly TimeSpan _quitTimeout;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
-    private readonly StringBuilder _stderr = new();
-    private readonly StringBuilder _console = new();
+    // Keep only the tails: a guest or a misbehaving QEMU must not grow host memory.
+    private readonly TextTail _stderr = new(TailKeep);
+    private readonly TextTail _console = new(TailKeep);
     private readonly List<Task> _pumps = [];
     private Socket? _agentSocket;
     private NetworkStream? _agentStream;
@@ -46,8 +46,8 @@ public sealed class QemuVm : IVm
         _logger = logger;
         ProcessId = process.Id;
         Exited = process.WaitForExitAsync();
-        _pumps.Add(PumpTextAsync(process.StandardError.BaseStream, _stderr));
-        _pumps.Add(PumpTextAsync(process.StandardOutput.BaseStream, _stderr));
+        _pumps.Add(_stderr.PumpAsync(process.StandardError.BaseStream));
+        _pumps.Add(_stderr.PumpAsync(process.StandardOutput.BaseStream));
     }
 
     public string Id { get; }
@@ -73,15 +73,8 @@ public sealed class QemuVm : IVm
     {
         get
         {
-            string stderr, console;
-            lock (_stderr)
-            {
-                stderr = _stderr.ToString().Trim();
-            }
-            lock (_console)
-            {
-                console = _console.ToString().Trim();
-            }
+            string stderr = _stderr.ToString().Trim();
+            string console = _console.ToString().Trim();
             return $"qemu: {(stderr.Length > 0 ? stderr : "(nothing)")}; console: {(console.Length > 0 ? console : "(nothing)")}";
         }
     }
@@ -147,34 +140,7 @@ public sealed class QemuVm : IVm
             return;
         }
         _consoleSocket = socket;
-        _pumps.Add(PumpTextAsync(new NetworkStream(socket, ownsSocket: false), _console));
-    }
-
-    private static async Task PumpTextAsync(Stream stream, StringBuilder tail)
-    {
-        // Keep only the tail: a guest or a misbehaving QEMU must not grow host memory.
-        byte[] buffer = new byte[4096];
-        var decoder = Encoding.UTF8.GetDecoder();
-        char[] chars = new char[Encoding.UTF8.GetMaxCharCount(buffer.Length)];
-        try
-        {
-            int n;
-            while ((n = await stream.ReadAsync(buffer)) > 0)
-            {
-                int c = decoder.GetChars(buffer, 0, n, chars, 0);
-                lock (tail)
-                {
-                    tail.Append(chars, 0, c);
-                    if (tail.Length > TailKeep)
-                    {
-                        tail.Remove(0, tail.Length - TailKeep);
-                    }
-                }
-            }
-        }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or SocketException)
-        {
-        }
+        _pumps.Add(_console.PumpAsync(new NetworkStream(socket, ownsSocket: false)));
     }
 
     private int? ExitCodeOrNull()
