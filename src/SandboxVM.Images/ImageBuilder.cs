@@ -237,23 +237,8 @@ public sealed partial class ImageBuilder
         }
     }
 
-    private static async Task WriteManifestAsync(string path, Action<Utf8JsonWriter> fields, CancellationToken cancellationToken)
-    {
-        var stream = File.Create(path);
-        await using (stream.ConfigureAwait(false))
-        {
-            var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
-            await using (writer.ConfigureAwait(false))
-            {
-                writer.WriteStartObject();
-                writer.WriteNumber("builder_version", ImageKeys.BuilderVersion);
-                writer.WriteString("built_at", DateTimeOffset.UtcNow);
-                fields(writer);
-                writer.WriteEndObject();
-                await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
-            }
-        }
-    }
+    private static Task WriteManifestAsync(string path, Action<Utf8JsonWriter> fields, CancellationToken cancellationToken) =>
+        PhaseManifest.WriteAsync(path, ImageKeys.BuilderVersion, fields, null, cancellationToken);
 
     private static void Validate(ImageSpec spec)
     {

@@ -50,6 +50,13 @@ public sealed class QemuCommandLineTests
     }
 
     [Fact]
+    public void A_firmware_is_passed_with_bios_and_none_leaves_qemus_default()
+    {
+        Assert.Equal("/usr/share/qemu/qboot.rom", After(QemuCommandLine.Build(Spec() with { Firmware = "/usr/share/qemu/qboot.rom" }), "-bios"));
+        Assert.DoesNotContain("-bios", QemuCommandLine.Build(Spec()));
+    }
+
+    [Fact]
     public void Unknown_accel_is_refused_when_the_runtime_is_made() =>
         Assert.Throws<ArgumentException>(() => new QemuRuntime(
             new QemuRuntimeOptions { Accel = "hvf", QemuPath = "/nonexistent/qemu", RequireCgroups = false, RunDirectory = "/nonexistent" },

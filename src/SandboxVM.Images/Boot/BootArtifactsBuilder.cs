@@ -396,23 +396,8 @@ public sealed partial class BootArtifactsBuilder
         }, cancellationToken).ConfigureAwait(false);
     }
 
-    private static async Task WriteManifestAsync(string path, Action<Utf8JsonWriter> fields, CancellationToken cancellationToken)
-    {
-        var stream = File.Create(path);
-        await using (stream.ConfigureAwait(false))
-        {
-            var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
-            await using (writer.ConfigureAwait(false))
-            {
-                writer.WriteStartObject();
-                writer.WriteNumber("builder_version", BootKeys.BuilderVersion);
-                writer.WriteString("built_at", DateTimeOffset.UtcNow);
-                fields(writer);
-                writer.WriteEndObject();
-                await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
-            }
-        }
-    }
+    private static Task WriteManifestAsync(string path, Action<Utf8JsonWriter> fields, CancellationToken cancellationToken) =>
+        PhaseManifest.WriteAsync(path, BootKeys.BuilderVersion, fields, JavaScriptEncoder.UnsafeRelaxedJsonEscaping, cancellationToken);
 
     /// <summary>What the initramfs phase needs from a built kernel directory.</summary>
     private sealed record KernelManifest(string Release, IReadOnlyList<string> LoadOrder, IReadOnlyDictionary<string, string> ModuleHashes)

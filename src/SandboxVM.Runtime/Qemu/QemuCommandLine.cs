@@ -37,6 +37,12 @@ public sealed record QemuLaunchSpec
     public bool Incoming { get; init; }
     public bool Seccomp { get; init; } = true;
     public int TcgTranslationBufferMib { get; init; } = 128;
+    /// <summary>
+    /// The firmware (<c>-bios</c>), or null for QEMU's default. qboot loads the kernel itself; with QEMU
+    /// 10.0 from bookworm-backports the default microvm firmware is SeaBIOS 1.16.3's, which with
+    /// <c>x-option-roms=off</c> prints its banner and never starts the kernel.
+    /// </summary>
+    public string? Firmware { get; init; }
 }
 
 /// <summary>
@@ -77,6 +83,10 @@ public static class QemuCommandLine
             _ => throw new ArgumentOutOfRangeException(nameof(s), s.Memory, "unknown memory kind"),
         });
         a.AddRange(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+        if (s.Firmware is { } firmware)
+        {
+            a.AddRange(["-bios", firmware]);
+        }
         if (s.Seccomp)
         {
             a.AddRange(["-sandbox", SandboxPolicy]);

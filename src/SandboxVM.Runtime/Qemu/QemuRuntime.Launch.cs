@@ -63,6 +63,7 @@ public sealed partial class QemuRuntime
                 Incoming = incoming,
                 Seccomp = _options.Seccomp,
                 TcgTranslationBufferMib = _options.TcgTranslationBufferMib,
+                Firmware = Firmware,
             };
             process = HostProcess.Start(BuildStartInfo(QemuCommandLine.Build(launch), Path.Combine(runDir, PidFileName), cgroup, uid));
             // process.StandardInput stays open as long as the VM: its end of file is the launch chain's

@@ -129,6 +129,11 @@ public sealed partial class QemuRuntime
         Line("qemu", _options.QemuPath);
         Line("qemu-version", version);
         Line("accel", _policy.AccelName);
+        if (Firmware is { } firmware)
+        {
+            // Only when one is passed: keys of hosts without it stay as they were.
+            Line("firmware", Fingerprint(firmware));
+        }
         Line("memory-mib", spec.MemoryMib.ToString(CultureInfo.InvariantCulture));
         Line("vcpus", spec.Vcpus.ToString(CultureInfo.InvariantCulture));
         Line("cmdline", KernelCmdline(spec));

@@ -108,6 +108,8 @@ public sealed partial class QemuRuntime : IVmRuntime
     /// <summary>Where this runtime keeps its per-VM directories.</summary>
     public string RunRoot => _runRoot;
 
+    private string? Firmware => File.Exists(_options.Firmware) ? _options.Firmware : null;
+
     public static bool IsAvailable(QemuRuntimeOptions options) => File.Exists(options.QemuPath);
 
     public async Task<IVm> StartAsync(VmSpec spec, CancellationToken cancellationToken)
