@@ -29,8 +29,8 @@ internal static class DoctorCommand
             }
             Line("bubblewrap", h.BwrapPath ?? "not installed (apt-get install bubblewrap)");
             Line("mmdebstrap", h.MmdebstrapPath ?? "not installed (apt-get install mmdebstrap): templates cannot be built");
-            Line("umoci", HostFacts.FindOnPath("umoci") ?? "not installed (apt-get install umoci): templates from OCI images cannot be built");
-            Line("skopeo", HostFacts.FindOnPath("skopeo") ?? "not installed (apt-get install skopeo): templates cannot fetch OCI images from a registry");
+            Line("umoci", SandboxVM.Host.HostPath.Find("umoci") ?? "not installed (apt-get install umoci): templates from OCI images cannot be built");
+            Line("skopeo", SandboxVM.Host.HostPath.Find("skopeo") ?? "not installed (apt-get install skopeo): templates cannot fetch OCI images from a registry");
             Line("cgroups", h.Cgroups switch
             {
                 Runtime.Cgroups.CgroupVersion.V1 => "v1 (memory, pids, cpu controllers)",

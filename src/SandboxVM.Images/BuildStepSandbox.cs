@@ -40,7 +40,7 @@ internal static class BuildStepSandbox
         {
             cancellationToken.ThrowIfCancellationRequested();
             string path = pending.Pop();
-            if (CacheNative.LStatOwner(path) is not { } owner)
+            if (HostNative.Stat(path, followLinks: false) is not { } owner)
             {
                 continue;
             }
@@ -49,18 +49,18 @@ internal static class BuildStepSandbox
             {
                 continue;
             }
-            if (InRange(owner.Uid, to) || InRange(owner.Gid, to))
+            if (InRange((uint)owner.Uid, to) || InRange((uint)owner.Gid, to))
             {
-                throw new InvalidDataException($"{path} is owned by {owner.Uid}:{owner.Gid}, inside the id range {to}..{to + IdCount - 1} the build steps run as");
+                throw new InvalidDataException($"{path} is owned by {(uint)owner.Uid}:{(uint)owner.Gid}, inside the id range {to}..{to + IdCount - 1} the build steps run as");
             }
-            uint uid = InRange(owner.Uid, from) ? owner.Uid - from + to : owner.Uid;
-            uint gid = InRange(owner.Gid, from) ? owner.Gid - from + to : owner.Gid;
-            if (uid != owner.Uid || gid != owner.Gid)
+            uint uid = InRange((uint)owner.Uid, from) ? (uint)owner.Uid - from + to : (uint)owner.Uid;
+            uint gid = InRange((uint)owner.Gid, from) ? (uint)owner.Gid - from + to : (uint)owner.Gid;
+            if (uid != (uint)owner.Uid || gid != (uint)owner.Gid)
             {
-                CacheNative.LChown(path, uid, gid);
+                HostNative.LChown(path, uid, gid);
                 if (owner.IsRegular && (owner.Mode & SetIdBits) != 0)
                 {
-                    CacheNative.Chmod(path, owner.Mode);
+                    HostNative.Chmod(path, owner.Mode);
                 }
                 changed++;
             }

@@ -66,11 +66,11 @@ public sealed partial class ImageBuilder
                 {
                     // Steps run as root of a user namespace whose ids are an unprivileged host range: the
                     // tree's owners move into that range for the steps and back afterwards.
-                    var bwrap = TreeOps.FindExecutable("bwrap")
+                    var bwrap = HostPath.Find("bwrap")
                         ?? throw new InvalidOperationException("build steps need bubblewrap (apt-get install bubblewrap): they never run as host root");
-                    var setpriv = TreeOps.FindExecutable("setpriv")
+                    var setpriv = HostPath.Find("setpriv")
                         ?? throw new InvalidOperationException("build steps need setpriv (util-linux)");
-                    var unshare = TreeOps.FindExecutable("unshare")
+                    var unshare = HostPath.Find("unshare")
                         ?? throw new InvalidOperationException("build steps need unshare (util-linux)");
                     var idBase = (uint)_options.BuildStepIdBase + (uint)Random.Shared.Next(_options.BuildStepIdRanges) * BuildStepSandbox.IdCount;
                     var watch = System.Diagnostics.Stopwatch.StartNew();
@@ -84,7 +84,7 @@ public sealed partial class ImageBuilder
                             var step = spec.BuildSteps[i];
                             Phase($"build step {i + 1}/{spec.BuildSteps.Count}: {FirstLine(step)}");
                             var (file, args) = BuildStepSandbox.Command(unshare, bwrap, setpriv, tree, stage.FullName, step, idBase, _options.BuildStepsNetwork);
-                            await ExternalCommand.RunAsync(file, args, OnLine, _buildEnvironment, cancellationToken,
+                            await HostProcess.OutputAsync(file, args, OnLine, _buildEnvironment, cancellationToken,
                                 (process, ct) => BuildStepSandbox.MapIdsAsync(process, idBase, ct)).ConfigureAwait(false);
                         }
                     }
@@ -100,7 +100,7 @@ public sealed partial class ImageBuilder
 
                 // Build steps may fill the skeleton as root; the agent copies it for uid 1000.
                 TreeOps.EnsureRealDirectories(tree, "opt/sandboxvm", ImageLayout.SkelDir);
-                await ExternalCommand.RunAsync("chown", ["-R", "-h", $"{ImageLayout.UserId}:{ImageLayout.GroupId}", "--", Path.Combine(tree, ImageLayout.SkelDir.TrimStart('/'))],
+                await HostProcess.OutputAsync("chown", ["-R", "-h", $"{ImageLayout.UserId}:{ImageLayout.GroupId}", "--", Path.Combine(tree, ImageLayout.SkelDir.TrimStart('/'))],
                     OnLine, null, cancellationToken).ConfigureAwait(false);
             }
         }
@@ -134,16 +134,16 @@ public sealed partial class ImageBuilder
 
     private async Task DebootstrapAsync(ImageSpec spec, string tree, Action<string> onLine, Action<string> phase, CancellationToken cancellationToken)
     {
-        var mmdebstrap = TreeOps.FindExecutable("mmdebstrap") ?? throw new InvalidOperationException("mmdebstrap not found in PATH (apt-get install mmdebstrap).");
+        var mmdebstrap = HostPath.Find("mmdebstrap") ?? throw new InvalidOperationException("mmdebstrap not found in PATH (apt-get install mmdebstrap).");
         phase($"mmdebstrap {spec.Suite} minbase + {spec.Packages.Count} packages");
         var args = MmdebstrapArguments(spec, tree);
         // A private mount namespace: whatever mmdebstrap mounts into the tree (proc, dev, sys)
         // disappears with it, even if it is killed halfway.
-        var unshare = TreeOps.FindExecutable("unshare");
+        var unshare = HostPath.Find("unshare");
         if (unshare is not null)
-            await ExternalCommand.RunAsync(unshare, ["--mount", "--propagation", "private", "--", mmdebstrap, .. args], onLine, null, cancellationToken).ConfigureAwait(false);
+            await HostProcess.OutputAsync(unshare, ["--mount", "--propagation", "private", "--", mmdebstrap, .. args], onLine, null, cancellationToken).ConfigureAwait(false);
         else
-            await ExternalCommand.RunAsync(mmdebstrap, args, onLine, null, cancellationToken).ConfigureAwait(false);
+            await HostProcess.OutputAsync(mmdebstrap, args, onLine, null, cancellationToken).ConfigureAwait(false);
     }
 
     private List<string> MmdebstrapArguments(ImageSpec spec, string tree)
@@ -217,7 +217,7 @@ public sealed partial class ImageBuilder
         string[] owned = [ImageLayout.HomeDir, ImageLayout.OutputsDir, ImageLayout.SkelDir];
         foreach (var dir in owned.Append(ImageLayout.BinDir))
             Directory.CreateDirectory(Path.Combine(tree, dir.TrimStart('/')), rw);
-        await ExternalCommand.RunAsync("chown", ["-h", $"{uid}:{gid}", "--", .. owned.Select(d => Path.Combine(tree, d.TrimStart('/')))],
+        await HostProcess.OutputAsync("chown", ["-h", $"{uid}:{gid}", "--", .. owned.Select(d => Path.Combine(tree, d.TrimStart('/')))],
             null, null, cancellationToken).ConfigureAwait(false);
     }
 

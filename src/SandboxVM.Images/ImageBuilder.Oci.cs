@@ -25,7 +25,7 @@ public sealed partial class ImageBuilder
     {
         if (OperatingSystem.IsWindows())
             throw new PlatformNotSupportedException("Images are built on Linux only.");
-        var umoci = TreeOps.FindExecutable("umoci") ?? throw new InvalidOperationException("umoci not found in PATH (apt-get install umoci).");
+        var umoci = HostPath.Find("umoci") ?? throw new InvalidOperationException("umoci not found in PATH (apt-get install umoci).");
         string layout;
         string? tag = oci.Tag;
         string? fetched = null;
@@ -35,7 +35,7 @@ public sealed partial class ImageBuilder
         }
         else
         {
-            var skopeo = TreeOps.FindExecutable("skopeo") ?? throw new InvalidOperationException("skopeo not found in PATH (apt-get install skopeo).");
+            var skopeo = HostPath.Find("skopeo") ?? throw new InvalidOperationException("skopeo not found in PATH (apt-get install skopeo).");
             phase($"skopeo copy {oci.Reference}");
             fetched = layout = Path.Combine(tmp, "layout");
             tag = "image";
@@ -43,14 +43,14 @@ public sealed partial class ImageBuilder
             if (!oci.TlsVerify)
                 args.Add("--src-tls-verify=false");
             args.AddRange(["--", "docker://" + oci.Reference, $"oci:{layout}:{tag}"]);
-            await ExternalCommand.RunAsync(skopeo, args, onLine, null, cancellationToken).ConfigureAwait(false);
+            await HostProcess.OutputAsync(skopeo, args, onLine, null, cancellationToken).ConfigureAwait(false);
         }
 
         var (name, digest) = OciLayout.ResolveManifest(layout, tag);
         // What the template named: the layout and its tag, or the registry reference (whose local copy is tagged "image").
         string image = fetched is null ? $"{layout}:{name}" : oci.Reference!;
         phase($"umoci raw unpack {image} ({digest})");
-        await ExternalCommand.RunAsync(umoci, ["raw", "unpack", "--image", $"{layout}:{name}", tree], onLine, null, cancellationToken).ConfigureAwait(false);
+        await HostProcess.OutputAsync(umoci, ["raw", "unpack", "--image", $"{layout}:{name}", tree], onLine, null, cancellationToken).ConfigureAwait(false);
         if (fetched is not null)
             await TreeOps.DeleteAsync(fetched).ConfigureAwait(false);
 

@@ -16,8 +16,6 @@ namespace SandboxVM.Images;
 /// </summary>
 public sealed partial class ImageBuilder
 {
-    private const string TmpMarker = ".tmp-";
-
     private readonly ImageBuilderOptions _options;
     private readonly ILogger<ImageBuilder> _logger;
     private readonly ConcurrentDictionary<string, (long Length, DateTime WriteTime, string Hash)> _agentHashes = new(StringComparer.Ordinal);
@@ -31,7 +29,10 @@ public sealed partial class ImageBuilder
         _logger = logger;
         CacheRoot = Path.GetFullPath(options.CacheRoot);
         Cache = new ImageCache(CacheRoot);
+        _phases = new CachePhase(Path.Combine(CacheRoot, ImageCache.LocksDir), TreeOps.DeleteAsync, logger);
     }
+
+    private readonly CachePhase _phases;
 
     public string CacheRoot { get; }
 
@@ -98,9 +99,9 @@ public sealed partial class ImageBuilder
         Cache.MarkUsed("rootfs", image.Key);
         await EnsurePhaseAsync($"rootfs {Short(image.Key)}", "ext4", key, path, progress, async tmp =>
         {
-            var mkfs = TreeOps.FindExecutable("mkfs.ext4") ?? throw new InvalidOperationException("mkfs.ext4 not found in PATH (install e2fsprogs).");
+            var mkfs = HostPath.Find("mkfs.ext4") ?? throw new InvalidOperationException("mkfs.ext4 not found in PATH (install e2fsprogs).");
             progress?.Report($"[ext4] mkfs.ext4 {diskMib} MiB from {image.RootfsDir}");
-            await ExternalCommand.RunAsync(mkfs,
+            await HostProcess.OutputAsync(mkfs,
                 ["-F", "-q", "-L", "root", "-d", image.RootfsDir, tmp, $"{diskMib}M"],
                 line => progress?.Report(line), null, cancellationToken).ConfigureAwait(false);
         }, cancellationToken).ConfigureAwait(false);
@@ -165,107 +166,10 @@ public sealed partial class ImageBuilder
 
     private static string Short(string key) => key[..12];
 
-    /// <summary>Runs <paramref name="build"/> into a temp path next to <paramref name="finalPath"/> and renames
-    /// it into place, under the key's lock. Returns false when the result already existed.</summary>
-    private async Task<bool> EnsurePhaseAsync(string template, string phase, string key, string finalPath, IProgress<string>? progress,
-        Func<string, Task> build, CancellationToken cancellationToken)
-    {
-        if (Path.Exists(finalPath))
-        {
-            LogCached(template, phase, key);
-            progress?.Report($"[{phase}] {template}: cached ({Short(key)})");
-            return false;
-        }
-
-        var phaseDir = Path.GetDirectoryName(finalPath)!;
-        Directory.CreateDirectory(phaseDir);
-        var locks = Path.Combine(CacheRoot, "locks");
-        Directory.CreateDirectory(locks);
-        var lockPath = Path.Combine(locks, $"{phase}-{key}.lock");
-
-        await using var held = await CacheLock.AcquireAsync(lockPath, () =>
-        {
-            LogWaitingForLock(phase, key);
-            progress?.Report($"[{phase}] waiting for another build of {Short(key)}");
-        }, cancellationToken).ConfigureAwait(false);
-
-        if (Path.Exists(finalPath))
-        {
-            // Someone else finished it while we waited.
-            LogCached(template, phase, key);
-            progress?.Report($"[{phase}] {template}: cached ({Short(key)})");
-            return false;
-        }
-
-        await RemoveStaleAsync(phase, phaseDir, key).ConfigureAwait(false);
-
-        var tmp = finalPath + TmpMarker + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
-        var stopwatch = Stopwatch.StartNew();
-        LogBuilding(template, phase, key);
-        progress?.Report($"[{phase}] {template}: building {Short(key)}");
-        try
-        {
-            await build(tmp).ConfigureAwait(false);
-            cancellationToken.ThrowIfCancellationRequested();
-            if (Directory.Exists(tmp))
-                Directory.Move(tmp, finalPath);
-            else
-                File.Move(tmp, finalPath);
-        }
-        catch (Exception e)
-        {
-            LogBuildFailed(e, template, phase, key);
-            await DeleteQuietlyAsync(tmp).ConfigureAwait(false);
-            throw;
-        }
-
-        LogBuilt(template, phase, key, stopwatch.Elapsed.TotalSeconds);
-        progress?.Report($"[{phase}] {template}: built {Short(key)} in {stopwatch.Elapsed.TotalSeconds:F1} s");
-        return true;
-    }
-
-    /// <summary>Removes leftovers of interrupted builds: those of <paramref name="heldKey"/> (whose lock we
-    /// hold) and those of other keys whose lock is free, i.e. nobody is building them.</summary>
-    private async Task RemoveStaleAsync(string phase, string phaseDir, string heldKey)
-    {
-        foreach (var entry in Directory.EnumerateFileSystemEntries(phaseDir, "*" + TmpMarker + "*"))
-        {
-            var name = Path.GetFileName(entry);
-            var key = name[..name.IndexOf(TmpMarker, StringComparison.Ordinal)];
-            if (key.EndsWith(".img", StringComparison.Ordinal))
-                key = key[..^4];
-            if (key == heldKey)
-            {
-                await DeleteStaleAsync(entry).ConfigureAwait(false);
-                continue;
-            }
-
-            var other = CacheLock.TryAcquire(Path.Combine(CacheRoot, "locks", $"{phase}-{key}.lock"));
-            if (other is null)
-                continue;
-            await using (other.ConfigureAwait(false))
-                await DeleteStaleAsync(entry).ConfigureAwait(false);
-        }
-    }
-
-    private async Task DeleteStaleAsync(string path)
-    {
-        LogRemovingStale(path);
-        await DeleteQuietlyAsync(path).ConfigureAwait(false);
-    }
-
-    private async Task DeleteQuietlyAsync(string path)
-    {
-        try
-        {
-            await TreeOps.DeleteAsync(path).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is InvalidOperationException or IOException or UnauthorizedAccessException or ExternalCommandException)
-        {
-            // Left for the next build of this key to retry; it is never used because of its name.
-            LogDeleteFailed(e, path);
-        }
-    }
+    /// <summary>Builds a phase into a temp path and renames it into place under its key's lock (<see cref="CachePhase"/>).</summary>
+    private Task<bool> EnsurePhaseAsync(string template, string phase, string key, string finalPath, IProgress<string>? progress,
+        Func<string, Task> build, CancellationToken cancellationToken) =>
+        _phases.EnsureAsync(new CacheBuild(phase, key, finalPath, template, build), progress, cancellationToken);
 
     /// <summary>base + agent: a hard-link copy of the base tree with the agent file replaced.</summary>
     private async Task BuildRootfsTreeAsync(ImageSpec spec, string baseKey, string baseTree, string agentHash, string? filesHash, string rootfsKey, string tmp,
@@ -276,7 +180,7 @@ public sealed partial class ImageBuilder
         Directory.CreateDirectory(tmp);
         var tree = Path.Combine(tmp, "rootfs");
         // Hard links make this cheap (no data copied); the tree is only ever mounted read-only.
-        await ExternalCommand.RunAsync("cp", ["-a", "-l", "--", baseTree, tree], null, null, cancellationToken).ConfigureAwait(false);
+        await HostProcess.OutputAsync("cp", ["-a", "-l", "--", baseTree, tree], null, null, cancellationToken).ConfigureAwait(false);
 
         TreeOps.EnsureRealDirectories(tree, "opt", "opt/sandboxvm", "opt/sandboxvm/bin");
         var agent = Path.Combine(tree, ImageLayout.AgentPath.TrimStart('/'));
@@ -333,23 +237,8 @@ public sealed partial class ImageBuilder
         }
     }
 
-    private static async Task WriteManifestAsync(string path, Action<Utf8JsonWriter> fields, CancellationToken cancellationToken)
-    {
-        var stream = File.Create(path);
-        await using (stream.ConfigureAwait(false))
-        {
-            var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
-            await using (writer.ConfigureAwait(false))
-            {
-                writer.WriteStartObject();
-                writer.WriteNumber("builder_version", ImageKeys.BuilderVersion);
-                writer.WriteString("built_at", DateTimeOffset.UtcNow);
-                fields(writer);
-                writer.WriteEndObject();
-                await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
-            }
-        }
-    }
+    private static Task WriteManifestAsync(string path, Action<Utf8JsonWriter> fields, CancellationToken cancellationToken) =>
+        PhaseManifest.WriteAsync(path, ImageKeys.BuilderVersion, fields, null, cancellationToken);
 
     private static void Validate(ImageSpec spec)
     {

@@ -76,10 +76,6 @@ public sealed partial class ImageCache
 
     internal const string UsedDir = "used";
     internal const string LocksDir = "locks";
-    internal static readonly TimeSpan MarkInterval = TimeSpan.FromMinutes(1);
-
-    // Process-wide, per stamp file: when this process last wrote it (Environment.TickCount64).
-    private static readonly ConcurrentDictionary<string, long> _marked = new(StringComparer.Ordinal);
 
     public ImageCache(string root)
     {
@@ -92,28 +88,19 @@ public sealed partial class ImageCache
     [GeneratedRegex("^[0-9a-f]{64}$")]
     private static partial Regex KeyRegex();
 
-    /// <summary>Records a use of an entry now (throttled: at most once a minute per entry in this process).</summary>
+    /// <summary>Records a use of an entry now (throttled: at most once a minute per entry in this process, <see cref="UsageStamp"/>).</summary>
     public void MarkUsed(string phase, string key)
     {
-        string stamp = StampPath(phase, key);
-        long now = Environment.TickCount64;
-        if (_marked.TryGetValue(stamp, out long last) && now - last < (long)MarkInterval.TotalMilliseconds)
-        {
-            return;
-        }
-        _marked[stamp] = now;
         try
         {
             Directory.CreateDirectory(System.IO.Path.Combine(Root, UsedDir));
-            using (File.Open(stamp, FileMode.OpenOrCreate, FileAccess.Write, FileShare.ReadWrite))
-            {
-            }
-            File.SetLastWriteTimeUtc(stamp, DateTime.UtcNow);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             // A read-only cache (another user's): uses go unrecorded, never a failure.
+            return;
         }
+        UsageStamp.Mark(StampPath(phase, key));
     }
 
     /// <summary>Records a use of the entries holding these paths (paths outside the cache are ignored).</summary>
@@ -187,7 +174,7 @@ public sealed partial class ImageCache
         var kept = new List<(CacheEntry, string)>();
         var failed = new List<(CacheEntry, string)>();
         var removed = new List<CacheEntry>();
-        var removedWalks = new List<IReadOnlyList<CacheNative.Entry>>();
+        var removedWalks = new List<IReadOnlyList<HostNative.FileStat>>();
         if (!Directory.Exists(Root))
         {
             return new CacheGcResult(removed, kept, failed, 0, options.DryRun);
@@ -273,30 +260,8 @@ public sealed partial class ImageCache
     {
         var ids = new HashSet<string>(StringComparer.Ordinal);
         string marker = Root + "/";
-        IEnumerable<string> dirs;
-        try
+        foreach (string cmdline in HostProcs.CommandLines(procRoot))
         {
-            dirs = Directory.EnumerateDirectories(procRoot).ToList();
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return ids;
-        }
-        foreach (string dir in dirs)
-        {
-            if (!int.TryParse(System.IO.Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out _))
-            {
-                continue;
-            }
-            string cmdline;
-            try
-            {
-                cmdline = File.ReadAllText(System.IO.Path.Combine(dir, "cmdline"));
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                continue;
-            }
             int at = 0;
             while ((at = cmdline.IndexOf(marker, at, StringComparison.Ordinal)) >= 0)
             {
@@ -315,12 +280,7 @@ public sealed partial class ImageCache
 
     private string StampPath(string phase, string key) => System.IO.Path.Combine(Root, UsedDir, $"{phase}-{key}");
 
-    private DateTime LastUsedUtc(string phase, string key, string path)
-    {
-        var stamp = new FileInfo(StampPath(phase, key));
-        DateTime built = File.GetLastWriteTimeUtc(path);
-        return stamp.Exists && stamp.LastWriteTimeUtc > built ? stamp.LastWriteTimeUtc : built;
-    }
+    private DateTime LastUsedUtc(string phase, string key, string path) => UsageStamp.LastUsedUtc(StampPath(phase, key), path);
 
     private static string Age(TimeSpan age) => age.TotalDays >= 1
         ? string.Create(CultureInfo.InvariantCulture, $"{age.TotalDays:0.#} d")
@@ -328,10 +288,10 @@ public sealed partial class ImageCache
         : string.Create(CultureInfo.InvariantCulture, $"{Math.Max(0, age.TotalMinutes):0} min");
 
     /// <summary>Every inode under <paramref name="path"/> (itself included) on its file system, symlinks not followed.</summary>
-    private static List<CacheNative.Entry> Walk(string path)
+    private static List<HostNative.FileStat> Walk(string path)
     {
-        var result = new List<CacheNative.Entry>();
-        if (CacheNative.LStat(path) is not { } top)
+        var result = new List<HostNative.FileStat>();
+        if (HostNative.Stat(path, followLinks: false) is not { } top)
         {
             return result;
         }
@@ -355,7 +315,7 @@ public sealed partial class ImageCache
             }
             foreach (string child in children)
             {
-                if (CacheNative.LStat(child) is not { } st || st.Device != top.Device)
+                if (HostNative.Stat(child, followLinks: false) is not { } st || st.Device != top.Device)
                 {
                     continue;
                 }
@@ -370,7 +330,7 @@ public sealed partial class ImageCache
     }
 
     /// <summary>Bytes of the walked trees (inodes once) and what removing all of them frees (inodes with no link outside).</summary>
-    private static CacheUsage Usage(IEnumerable<IReadOnlyList<CacheNative.Entry>> walks)
+    private static CacheUsage Usage(IEnumerable<IReadOnlyList<HostNative.FileStat>> walks)
     {
         long bytes = 0, exclusive = 0;
         var files = new Dictionary<(ulong, ulong), (uint Links, long Bytes, int Seen)>();

@@ -17,7 +17,7 @@ internal static class TreeOps
             throw new InvalidOperationException($"Refusing to delete {full}: {mount} is mounted inside it; unmount it first.");
 
         // rm instead of Directory.Delete: --one-file-system is the safety net should the check above race.
-        await ExternalCommand.RunAsync("rm", ["-rf", "--one-file-system", "--", full], null, null, CancellationToken.None)
+        await HostProcess.OutputAsync("rm", ["-rf", "--one-file-system", "--", full], null, null, CancellationToken.None)
             .ConfigureAwait(false);
     }
 
@@ -52,20 +52,6 @@ internal static class TreeOps
             if (!info.Exists)
                 throw new InvalidOperationException($"/{rel.TrimStart('/')} is missing from the rootfs.");
         }
-    }
-
-    public static string? FindExecutable(string name)
-    {
-        foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").Split(':'))
-        {
-            if (dir.Length == 0)
-                continue;
-            var candidate = Path.Combine(dir, name);
-            if (File.Exists(candidate))
-                return candidate;
-        }
-
-        return null;
     }
 
     // mountinfo escapes space, tab, newline and backslash as \ooo.

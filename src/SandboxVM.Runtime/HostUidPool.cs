@@ -50,10 +50,9 @@ internal static class HostUidPool
     private static HashSet<int> UidsOfRunningProcesses(int first, int count)
     {
         var found = new HashSet<int>();
-        foreach (string dir in Directory.EnumerateDirectories("/proc"))
+        foreach (int pid in HostProcs.Pids())
         {
-            if (int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out _)
-                && Native.OwnerOf(dir) is int uid && uid >= first && uid - first < count)
+            if (HostNative.Stat($"/proc/{pid.ToString(CultureInfo.InvariantCulture)}", followLinks: false)?.Uid is int uid && uid >= first && uid - first < count)
             {
                 found.Add(uid);
             }

@@ -46,7 +46,12 @@ public enum VmSource
     Process,
 }
 
-public sealed record RuntimeCapabilities(IsolationLevel Isolation, bool Snapshots, bool Networking, bool OwnKernel);
+/// <param name="Isolation">What separates a sandbox from the host.</param>
+/// <param name="Snapshots">Sandboxes can be restored from a warmed-up snapshot.</param>
+/// <param name="Networking">Sandboxes can have a network device.</param>
+/// <param name="OwnKernel">Each sandbox boots a kernel of its own.</param>
+/// <param name="Emulated">Guest code runs under an emulator (QEMU's TCG): a restored clone still has code to translate.</param>
+public sealed record RuntimeCapabilities(IsolationLevel Isolation, bool Snapshots, bool Networking, bool OwnKernel, bool Emulated = false);
 
 /// <summary>What a runtime needs to start one sandbox of a template.</summary>
 public sealed record VmSpec

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 
 namespace SandboxVM.Runtime;
 
@@ -24,32 +23,13 @@ public static class KvmProbe
             code.CopyTo(image, image.Length - 16);
             File.WriteAllBytes(firmware, image);
 
-            var psi = new ProcessStartInfo(qemuPath)
-            {
-                RedirectStandardError = true,
-                RedirectStandardOutput = true,
-                UseShellExecute = false,
-            };
-            foreach (string a in (string[])["-accel", "kvm", "-cpu", "host", "-M", "microvm,x-option-roms=off", "-m", "16",
+            var run = HostProcess.RunAsync(new HostCommand(qemuPath, ["-accel", "kvm", "-cpu", "host", "-M", "microvm,x-option-roms=off", "-m", "16",
                 "-nodefaults", "-no-user-config", "-display", "none", "-bios", firmware,
-                "-device", "isa-debug-exit,iobase=0xf4,iosize=1"])
-            {
-                psi.ArgumentList.Add(a);
-            }
-            using var qemu = System.Diagnostics.Process.Start(psi);
-            if (qemu is null)
-            {
-                return false;
-            }
-            if (!qemu.WaitForExit(timeout))
-            {
-                qemu.Kill();
-                qemu.WaitForExit();
-                return false;
-            }
-            return qemu.ExitCode == ExpectedExit;
+                "-device", "isa-debug-exit,iobase=0xf4,iosize=1"]) { Timeout = timeout }, CancellationToken.None);
+            // Once, at start-up, from a synchronous probe (no synchronization context to block).
+            return run.GetAwaiter().GetResult().ExitCode == ExpectedExit;
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.ComponentModel.Win32Exception)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ExternalCommandException or TimeoutException)
         {
             return false;
         }

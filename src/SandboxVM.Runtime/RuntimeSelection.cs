@@ -32,7 +32,7 @@ public sealed record HostFacts(
         return new HostFacts(
             KvmPresent: kvm,
             // The ioctl check is cheap; the guest run settles cases where the kernel says yes but QEMU cannot.
-            KvmUsable: kvm && Native.KvmCanCreateVm() && (qemu is null || KvmProbe.QemuCanUseKvm(qemu, TimeSpan.FromSeconds(5))),
+            KvmUsable: kvm && HostNative.KvmCanCreateVm() && (qemu is null || KvmProbe.QemuCanUseKvm(qemu, TimeSpan.FromSeconds(5))),
             FirecrackerPath: FindOnPath("firecracker"),
             QemuPath: qemu,
             BwrapPath: FindOnPath("bwrap"),
@@ -45,12 +45,7 @@ public sealed record HostFacts(
         };
     }
 
-    public static string? FindOnPath(string name)
-    {
-        var dirs = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries)
-            .Concat(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]);
-        return dirs.Select(d => Path.Combine(d, name)).FirstOrDefault(File.Exists);
-    }
+    private static string? FindOnPath(string name) => HostPath.Find(name);
 }
 
 /// <summary>The runtime a server will use and why.</summary>

@@ -203,7 +203,7 @@ public sealed class GvisorServer : ServerFixture
 
     private static readonly Lazy<string?> _skipReason = new(() =>
     {
-        if (SandboxVM.Runtime.HostFacts.FindOnPath("runsc") is not { } runsc)
+        if (SandboxVM.Host.HostPath.Find("runsc") is not { } runsc)
         {
             return "runsc is not installed (scripts/install-deps.sh installs it from bookworm-backports)";
         }

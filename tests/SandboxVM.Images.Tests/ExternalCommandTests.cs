@@ -8,7 +8,7 @@ public sealed class ExternalCommandTests
     [Fact]
     public async Task RunAsync_PassesArgumentsVerbatim()
     {
-        var output = await ExternalCommand.RunAsync("printf", ["%s|", "a b", "$(id)", "'q'", "*"], null, null, TestContext.Current.CancellationToken);
+        var output = await HostProcess.OutputAsync("printf", ["%s|", "a b", "$(id)", "'q'", "*"], null, null, TestContext.Current.CancellationToken);
 
         Assert.Equal("a b|$(id)|'q'|*|\n", output);
     }
@@ -18,7 +18,7 @@ public sealed class ExternalCommandTests
     {
         var lines = new List<string>();
 
-        await ExternalCommand.RunAsync("sh", ["-c", "echo out; echo err >&2"], lines.Add, null, TestContext.Current.CancellationToken);
+        await HostProcess.OutputAsync("sh", ["-c", "echo out; echo err >&2"], lines.Add, null, TestContext.Current.CancellationToken);
 
         Assert.Equal(["err", "out"], lines.Order(StringComparer.Ordinal));
     }
@@ -26,7 +26,7 @@ public sealed class ExternalCommandTests
     [Fact]
     public async Task RunAsync_WithEnvironment_GivesTheChildExactlyThat()
     {
-        var output = await ExternalCommand.RunAsync("/usr/bin/env", [], null, new Dictionary<string, string> { ["ONLY"] = "this" }, TestContext.Current.CancellationToken);
+        var output = await HostProcess.OutputAsync("/usr/bin/env", [], null, new Dictionary<string, string> { ["ONLY"] = "this" }, TestContext.Current.CancellationToken);
 
         Assert.Equal("ONLY=this\n", output);
     }
@@ -37,7 +37,7 @@ public sealed class ExternalCommandTests
         var script = "for i in $(seq 1 100); do echo line$i >&2; done; echo boom >&2; exit 3";
 
         var e = await Assert.ThrowsAsync<ExternalCommandException>(() =>
-            ExternalCommand.RunAsync("sh", ["-c", script], null, null, TestContext.Current.CancellationToken));
+            HostProcess.OutputAsync("sh", ["-c", script], null, null, TestContext.Current.CancellationToken));
 
         Assert.Equal(3, e.ExitCode);
         Assert.StartsWith("`sh -c 'for i in", e.Message, StringComparison.Ordinal);
@@ -50,7 +50,7 @@ public sealed class ExternalCommandTests
     public async Task RunAsync_WhenProgramIsMissing_Throws()
     {
         var e = await Assert.ThrowsAsync<ExternalCommandException>(() =>
-            ExternalCommand.RunAsync("/nonexistent/tool", ["x"], null, null, TestContext.Current.CancellationToken));
+            HostProcess.OutputAsync("/nonexistent/tool", ["x"], null, null, TestContext.Current.CancellationToken));
 
         Assert.Contains("/nonexistent/tool", e.Message, StringComparison.Ordinal);
     }
@@ -63,8 +63,44 @@ public sealed class ExternalCommandTests
         var stopwatch = Stopwatch.StartNew();
 
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() =>
-            ExternalCommand.RunAsync("sh", ["-c", "sleep 60 & sleep 60; wait"], null, null, cts.Token));
+            HostProcess.OutputAsync("sh", ["-c", "sleep 60 & sleep 60; wait"], null, null, cts.Token));
 
         Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(20), $"took {stopwatch.Elapsed}");
+    }
+
+    [Fact]
+    public async Task RunAsync_PastItsTimeout_KillsTheTreeAndSaysSo()
+    {
+        var stopwatch = Stopwatch.StartNew();
+
+        var e = await Assert.ThrowsAsync<TimeoutException>(() => HostProcess.RunAsync(
+            new HostCommand("sh", ["-c", "sleep 60 & sleep 60; wait"]) { Timeout = TimeSpan.FromMilliseconds(300) }, TestContext.Current.CancellationToken));
+
+        Assert.Contains("did not finish within 0.3 s", e.Message, StringComparison.Ordinal);
+        Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(20), $"took {stopwatch.Elapsed}");
+    }
+
+    [Fact]
+    public async Task RunAsync_FeedsStdinAndReportsTheExitCodeWithoutThrowing()
+    {
+        var result = await HostProcess.RunAsync(
+            new HostCommand("sh", ["-c", "cat; echo oops >&2; exit 4"]) { Stdin = "fed\n"u8.ToArray() }, TestContext.Current.CancellationToken);
+
+        Assert.Equal(4, result.ExitCode);
+        Assert.Equal("fed\n", result.Stdout);
+        Assert.Equal("oops", result.OutputTail);
+        Assert.Throws<ExternalCommandException>(() => result.EnsureSuccess());
+    }
+
+    [Fact]
+    public async Task RunAsync_DrainsBothStreamsAtOnce_SoAChattyStderrCannotBlockIt()
+    {
+        // 1 MiB to stderr before any stdout: a reader of stdout alone would deadlock on the full stderr pipe.
+        var result = await HostProcess.RunAsync(
+            new HostCommand("sh", ["-c", "head -c 1048576 /dev/zero | tr '\\0' x | fold -w 1000 >&2; echo done"]) { TailLines = 3 },
+            TestContext.Current.CancellationToken);
+
+        Assert.Equal("done\n", result.Stdout);
+        Assert.Equal(3, result.OutputTail.Split('\n').Length);
     }
 }

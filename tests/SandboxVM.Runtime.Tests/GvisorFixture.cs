@@ -96,7 +96,7 @@ public sealed class GvisorFixture : IAsyncLifetime
         {
             return "the published agent was not found (SANDBOXVM_AGENT, or scripts/build.sh for artifacts/agent/sandboxvm-agent)";
         }
-        if (HostFacts.FindOnPath("runsc") is not { } runsc)
+        if (HostPath.Find("runsc") is not { } runsc)
         {
             return "runsc is not installed (scripts/install-deps.sh installs it from bookworm-backports)";
         }

@@ -47,7 +47,7 @@ public sealed class HostUidPoolTests
         try
         {
             var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
-            while (Native.OwnerOf($"/proc/{squatter.Id}") != first)
+            while (HostNative.Stat($"/proc/{squatter.Id}", followLinks: false)?.Uid != first)
             {
                 Assert.True(DateTime.UtcNow < deadline, "the squatting process did not take its uid");
                 await Task.Delay(10, TestContext.Current.CancellationToken);

@@ -5,7 +5,7 @@ namespace SandboxVM.Runtime.Tests;
 [Trait("tier", "unit")]
 public sealed class QemuCommandLineTests
 {
-    private static QemuLaunchSpec Spec(GuestMemoryKind memory = GuestMemoryKind.SharedFile, string dir = "/run/vm1", bool incoming = false, string accel = "tcg") => new()
+    private static QemuLaunchSpec Spec(GuestMemoryKind memory = GuestMemoryKind.SharedFile, string dir = "/run/vm1", bool incoming = false, QemuAccel accel = QemuAccel.Tcg) => new()
     {
         Name = "qemu-abc",
         Accel = accel,
@@ -45,15 +45,24 @@ public sealed class QemuCommandLineTests
     [Fact]
     public void Kvm_uses_the_host_cpu()
     {
-        var args = QemuCommandLine.Build(Spec(accel: "kvm"));
+        var args = QemuCommandLine.Build(Spec(accel: QemuAccel.Kvm));
 
         Assert.Equal("kvm", After(args, "-accel"));
         Assert.Equal("host", After(args, "-cpu"));
     }
 
     [Fact]
-    public void Unknown_accel_is_refused() =>
-        Assert.Throws<ArgumentException>(() => QemuCommandLine.Build(Spec(accel: "hvf")));
+    public void A_firmware_is_passed_with_bios_and_none_leaves_qemus_default()
+    {
+        Assert.Equal("/usr/share/qemu/qboot.rom", After(QemuCommandLine.Build(Spec() with { Firmware = "/usr/share/qemu/qboot.rom" }), "-bios"));
+        Assert.DoesNotContain("-bios", QemuCommandLine.Build(Spec()));
+    }
+
+    [Fact]
+    public void Unknown_accel_is_refused_when_the_runtime_is_made() =>
+        Assert.Throws<ArgumentException>(() => new QemuRuntime(
+            new QemuRuntimeOptions { Accel = "hvf", QemuPath = "/nonexistent/qemu", RequireCgroups = false, RunDirectory = "/nonexistent" },
+            new SandboxVM.Runtime.Cgroups.CgroupManager(), new TestLogger<QemuRuntime>()));
 
     [Fact]
     public void Memory_backends_follow_the_role()

@@ -24,7 +24,7 @@ public sealed class QemuRuntimeE2ETests(QemuFixture fixture)
     public async Task Cold_boot_reaches_the_agent_under_tcg()
     {
         fixture.SkipUnlessAvailable();
-        Assert.Equal("tcg", fixture.Runtime.Accel);
+        Assert.Equal(QemuAccel.Tcg, fixture.Runtime.Accel);
         // A warm-up key nobody prepared: no snapshot, so a cold boot.
         var spec = fixture.Spec with { WarmupKey = "cold-" + Guid.NewGuid() };
 

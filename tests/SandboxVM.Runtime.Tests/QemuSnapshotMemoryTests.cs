@@ -42,7 +42,7 @@ public sealed class QemuSnapshotMemoryTests(QemuFixture fixture)
             Assert.Contains("Permission denied", stderr, StringComparison.Ordinal);
 
             // The file belongs to the server and nobody else may write it.
-            var file = QemuNative.Stat(mem) ?? throw new InvalidOperationException($"{mem} is gone");
+            var file = HostNative.Stat(mem) ?? throw new InvalidOperationException($"{mem} is gone");
             Assert.Equal(0, file.Uid);
             Assert.True((file.Mode & 0b010_010) == 0, $"{mem} is mode {Convert.ToString(file.Mode & 0xfff, 8)}: writable by group or others");
 

@@ -81,6 +81,7 @@ public sealed class QmpClientTests
     public async Task Replies_are_matched_by_id_even_out_of_order()
     {
         JsonObject? held = null;
+        var firstArrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var server = new FakeQmpServer();
         // The first command's reply is held back and sent after the second's.
         server.Handler = c =>
@@ -88,6 +89,7 @@ public sealed class QmpClientTests
             if (held is null)
             {
                 held = c;
+                firstArrived.SetResult();
                 return [];
             }
             return [FakeQmpServer.Return(c, "second"), FakeQmpServer.Return(held, "first")];
@@ -95,10 +97,7 @@ public sealed class QmpClientTests
         await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct);
 
         var first = client.ExecuteAsync("a", null, Ct);
-        while (held is null)
-        {
-            await Task.Delay(5, Ct);
-        }
+        await firstArrived.Task.WaitAsync(Ct);
         var second = client.ExecuteAsync("b", null, Ct);
 
         Assert.Equal("first", (await first)!.GetValue<string>());
@@ -134,14 +133,12 @@ public sealed class QmpClientTests
     [Fact]
     public async Task A_closed_connection_fails_pending_and_later_commands()
     {
-        await using var server = new FakeQmpServer { Handler = _ => [] };
+        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = new FakeQmpServer { Handler = _ => { arrived.TrySetResult(); return []; } };
         await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct);
 
         var pending = client.ExecuteAsync("quit", null, Ct);
-        while (server.Received.Count == 0)
-        {
-            await Task.Delay(5, Ct);
-        }
+        await arrived.Task.WaitAsync(Ct);
         server.Disconnect();
 
         await Assert.ThrowsAsync<QmpDisconnectedException>(() => pending);
@@ -154,5 +151,78 @@ public sealed class QmpClientTests
     {
         string path = Path.Combine(Path.GetTempPath(), "no-qmp-" + Guid.NewGuid().ToString("N")[..8] + ".sock");
         await Assert.ThrowsAnyAsync<System.Net.Sockets.SocketException>(() => QmpClient.ConnectAsync(path, Ct));
+    }
+
+    private static JsonObject Migration(string status) => FakeQmpServer.Event("MIGRATION", new JsonObject { ["status"] = status });
+
+    [Fact]
+    public async Task A_migration_wait_ends_on_QEMUs_completed_event_without_polling()
+    {
+        // As QEMU 10.0 with the events capability: setup, active, completed after migrate(-incoming).
+        await using var server = new FakeQmpServer
+        {
+            Handler = c => c["execute"]!.GetValue<string>() == "migrate-incoming"
+                ? [FakeQmpServer.Return(c, new JsonObject()), Migration("setup"), Migration("active"), Migration("completed")]
+                : [FakeQmpServer.Return(c, new JsonObject())],
+        };
+        await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct);
+
+        await client.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = "fd:state" }, Ct);
+        await client.WaitForMigrationAsync(Ct);
+
+        Assert.Equal(["migrate-incoming"], server.Received.Select(c => c["execute"]!.GetValue<string>()));
+    }
+
+    [Fact]
+    public async Task A_failed_migration_throws_with_QEMUs_reason()
+    {
+        await using var server = new FakeQmpServer
+        {
+            Handler = c => c["execute"]!.GetValue<string>() switch
+            {
+                "migrate" => [FakeQmpServer.Return(c, new JsonObject()), Migration("setup"), Migration("failed")],
+                "query-migrate" => [FakeQmpServer.Return(c, new JsonObject { ["status"] = "failed", ["error-desc"] = "Unable to write to file" })],
+                _ => [FakeQmpServer.Return(c, new JsonObject())],
+            },
+        };
+        await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct);
+
+        await client.ExecuteAsync("migrate", new JsonObject { ["uri"] = "fd:state" }, Ct);
+        var e = await Assert.ThrowsAsync<InvalidOperationException>(() => client.WaitForMigrationAsync(Ct));
+
+        Assert.Equal("migration failed: Unable to write to file", e.Message);
+    }
+
+    [Fact]
+    public async Task A_migration_wait_fails_when_QEMU_exits_instead()
+    {
+        // A destination that cannot load the state exits: the wait must end, not run to its deadline.
+        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = new FakeQmpServer { Handler = c => { arrived.TrySetResult(); return [FakeQmpServer.Return(c, new JsonObject()), Migration("active")]; } };
+        await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct);
+        await client.ExecuteAsync("migrate-incoming", null, Ct);
+
+        var wait = client.WaitForMigrationAsync(Ct);
+        await arrived.Task.WaitAsync(Ct);
+        server.Disconnect();
+
+        await Assert.ThrowsAsync<QmpDisconnectedException>(() => wait);
+    }
+
+    [Fact]
+    public async Task A_migration_wait_ends_at_its_deadline_on_the_injected_clock()
+    {
+        var clock = new Microsoft.Extensions.Time.Testing.FakeTimeProvider();
+        await using var server = new FakeQmpServer();
+        await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct, clock);
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30), clock);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, Ct);
+
+        var wait = client.WaitForMigrationAsync(linked.Token);
+        clock.Advance(TimeSpan.FromSeconds(29));
+        Assert.False(wait.IsCompleted);
+        clock.Advance(TimeSpan.FromSeconds(1));
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => wait);
     }
 }

@@ -33,7 +33,7 @@ public sealed class SnapshotStoreTests : IDisposable
         File.SetLastWriteTimeUtc(meta, withLastUsed ? created : _now - usedAgo);
         if (withLastUsed)
         {
-            SnapshotStore.Touch(Path.Combine(dir, SnapshotStore.LastUsedFileName), _now - usedAgo);
+            UsageStamp.Touch(Path.Combine(dir, SnapshotStore.LastUsedFileName), _now - usedAgo);
         }
         Directory.SetLastWriteTimeUtc(dir, created);
         return dir;

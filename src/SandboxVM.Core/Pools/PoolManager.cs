@@ -138,7 +138,7 @@ public sealed partial class PoolManager : IAsyncDisposable
     /// </summary>
     private async Task WarmAsync(TemplateDefinition template, IVm vm, CancellationToken cancellationToken)
     {
-        bool prime = vm.Source == VmSource.Restore && (PrimeRestoredVms ?? _runtime.Accel == "tcg");
+        bool prime = vm.Source == VmSource.Restore && (PrimeRestoredVms ?? _runtime.Capabilities.Emulated);
         if (Warmup is null || (_runtime.Capabilities.Snapshots && !prime))
         {
             return;

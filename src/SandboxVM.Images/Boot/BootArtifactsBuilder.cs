@@ -26,8 +26,6 @@ public sealed partial class BootArtifactsBuilder
     /// <summary><see cref="KernelCommandLine.Default"/>; under TCG use <see cref="KernelCommandLine.For"/>.</summary>
     public const string DefaultKernelCommandLine = KernelCommandLine.Default;
 
-    private const string TmpMarker = ".tmp-";
-
     /// <summary>
     /// Modules the guest needs, in preferred load order; those built into the kernel are skipped and
     /// dependencies (virtio_ring, virtio, vsock, ...) are added from <c>modinfo</c>. virtio_mmio finds
@@ -58,9 +56,11 @@ public sealed partial class BootArtifactsBuilder
         _logger = logger;
         CacheRoot = Path.GetFullPath(options.CacheRoot);
         _cache = new ImageCache(CacheRoot);
+        _phases = new CachePhase(Path.Combine(CacheRoot, ImageCache.LocksDir), TreeOps.DeleteAsync, logger);
     }
 
     private readonly ImageCache _cache;
+    private readonly CachePhase _phases;
 
     public string CacheRoot { get; }
 
@@ -81,15 +81,15 @@ public sealed partial class BootArtifactsBuilder
         var kernelKey = BootKeys.Kernel(kernelPackage, RequestedModules);
         var kernelDir = Path.Combine(CacheRoot, "boot", "kernel", kernelKey);
         _cache.MarkUsed("boot-kernel", kernelKey);
-        var builtKernel = await EnsurePhaseAsync("boot-kernel", kernelPackage.ToString(), kernelKey, kernelDir, progress,
-            tmp => BuildKernelAsync(kernelPackage, kernelKey, tmp, OnLine, cancellationToken), cancellationToken).ConfigureAwait(false);
+        var builtKernel = await _phases.EnsureAsync(new CacheBuild("boot-kernel", kernelKey, kernelDir, kernelPackage.ToString(),
+            tmp => BuildKernelAsync(kernelPackage, kernelKey, tmp, OnLine, cancellationToken)), progress, cancellationToken).ConfigureAwait(false);
         var kernel = await KernelManifest.ReadAsync(kernelDir, cancellationToken).ConfigureAwait(false);
 
         var script = InitScript.Render(kernel.LoadOrder);
         var initrdKey = BootKeys.Initrd(kernel.LoadOrder.Select(m => (m, kernel.ModuleHashes[m])), busybox, script);
         var initrdDir = Path.Combine(CacheRoot, "boot", "initrd", initrdKey);
-        var builtInitrd = await EnsurePhaseAsync("boot-initrd", $"{busybox}, {kernel.LoadOrder.Count} modules", initrdKey, initrdDir, progress,
-            tmp => BuildInitrdAsync(kernelDir, kernel, busybox, script, initrdKey, kernelKey, tmp, OnLine, cancellationToken), cancellationToken).ConfigureAwait(false);
+        var builtInitrd = await _phases.EnsureAsync(new CacheBuild("boot-initrd", initrdKey, initrdDir, $"{busybox}, {kernel.LoadOrder.Count} modules",
+            tmp => BuildInitrdAsync(kernelDir, kernel, busybox, script, initrdKey, kernelKey, tmp, OnLine, cancellationToken)), progress, cancellationToken).ConfigureAwait(false);
 
         _cache.MarkUsed("boot-initrd", initrdKey);
         var vmlinux = Path.Combine(kernelDir, "vmlinux");
@@ -284,7 +284,7 @@ public sealed partial class BootArtifactsBuilder
                 throw new InvalidOperationException($"Kernel {Path.GetFileName(releaseDir)} lacks module {name}, a dependency.");
             var target = Path.Combine(outputDir, name + ".ko");
             await DecompressModuleAsync(source, target, work, cancellationToken).ConfigureAwait(false);
-            var deps = ModuleOrder.ParseDepends(await ExternalCommand.RunAsync(modinfo, ["-F", "depends", "--", target], null, null, cancellationToken).ConfigureAwait(false));
+            var deps = ModuleOrder.ParseDepends(await HostProcess.OutputAsync(modinfo, ["-F", "depends", "--", target], null, null, cancellationToken).ConfigureAwait(false));
             dependencies[name] = deps;
             hashes[name] = await ImageKeys.HashFileAsync(target, cancellationToken).ConfigureAwait(false);
             foreach (var dep in deps)
@@ -317,7 +317,7 @@ public sealed partial class BootArtifactsBuilder
             }
 
             var (tool, args) = BzImage.Decompressor(source.EndsWith(".zst", StringComparison.Ordinal) ? "zstd" : "xz");
-            await ToolProcess.RunAsync(tool, [.. args, source], work, output, null, cancellationToken).ConfigureAwait(false);
+            (await HostProcess.RunAsync(new HostCommand(tool, [.. args, source]) { WorkingDirectory = work, StdoutTo = output }, cancellationToken).ConfigureAwait(false)).EnsureSuccess();
         }
     }
 
@@ -335,7 +335,7 @@ public sealed partial class BootArtifactsBuilder
         if (!File.Exists(busyboxPath))
             throw new InvalidOperationException($"{busybox} has no /bin/busybox.");
         // The host runs the same x86-64 binary: its own list of applets and where they belong.
-        var applets = (await ToolProcess.OutputAsync(busyboxPath, ["--list-full"], cancellationToken).ConfigureAwait(false))
+        var applets = (await HostProcess.OutputAsync(busyboxPath, ["--list-full"], null, null, cancellationToken).ConfigureAwait(false))
             .Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
         var cpio = new CpioArchive();
@@ -396,113 +396,8 @@ public sealed partial class BootArtifactsBuilder
         }, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Runs <paramref name="build"/> into a temp directory next to <paramref name="finalDir"/> and renames
-    /// it into place, under the key's lock. Returns false when the result already existed.</summary>
-    private async Task<bool> EnsurePhaseAsync(string phase, string what, string key, string finalDir, IProgress<string>? progress,
-        Func<string, Task> build, CancellationToken cancellationToken)
-    {
-        if (Directory.Exists(finalDir))
-        {
-            LogCached(phase, what, key);
-            progress?.Report($"[{phase}] {what}: cached ({Short(key)})");
-            return false;
-        }
-
-        var phaseDir = Path.GetDirectoryName(finalDir)!;
-        Directory.CreateDirectory(phaseDir);
-        var locks = Path.Combine(CacheRoot, "locks");
-        Directory.CreateDirectory(locks);
-        await using var held = await CacheLock.AcquireAsync(Path.Combine(locks, $"{phase}-{key}.lock"), () =>
-        {
-            LogWaitingForLock(phase, key);
-            progress?.Report($"[{phase}] waiting for another build of {Short(key)}");
-        }, cancellationToken).ConfigureAwait(false);
-
-        if (Directory.Exists(finalDir))
-        {
-            LogCached(phase, what, key);
-            progress?.Report($"[{phase}] {what}: cached ({Short(key)})");
-            return false;
-        }
-
-        await RemoveStaleAsync(phase, phaseDir, key).ConfigureAwait(false);
-        var tmp = finalDir + TmpMarker + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
-        var stopwatch = Stopwatch.StartNew();
-        LogBuilding(phase, what, key);
-        progress?.Report($"[{phase}] {what}: building {Short(key)}");
-        try
-        {
-            await build(tmp).ConfigureAwait(false);
-            cancellationToken.ThrowIfCancellationRequested();
-            Directory.Move(tmp, finalDir);
-        }
-        catch (Exception e)
-        {
-            LogBuildFailed(e, phase, what, key);
-            await DeleteQuietlyAsync(tmp).ConfigureAwait(false);
-            throw;
-        }
-
-        LogBuilt(phase, what, key, stopwatch.Elapsed.TotalSeconds);
-        progress?.Report($"[{phase}] {what}: built {Short(key)} in {stopwatch.Elapsed.TotalSeconds:F1} s");
-        return true;
-    }
-
-    /// <summary>Removes leftovers of interrupted builds: of the held key, and of other keys nobody is building.</summary>
-    private async Task RemoveStaleAsync(string phase, string phaseDir, string heldKey)
-    {
-        foreach (var entry in Directory.EnumerateFileSystemEntries(phaseDir, "*" + TmpMarker + "*"))
-        {
-            var name = Path.GetFileName(entry);
-            var key = name[..name.IndexOf(TmpMarker, StringComparison.Ordinal)];
-            if (key == heldKey)
-            {
-                LogRemovingStale(entry);
-                await DeleteQuietlyAsync(entry).ConfigureAwait(false);
-                continue;
-            }
-
-            var other = CacheLock.TryAcquire(Path.Combine(CacheRoot, "locks", $"{phase}-{key}.lock"));
-            if (other is null)
-                continue;
-            await using (other.ConfigureAwait(false))
-            {
-                LogRemovingStale(entry);
-                await DeleteQuietlyAsync(entry).ConfigureAwait(false);
-            }
-        }
-    }
-
-    private async Task DeleteQuietlyAsync(string path)
-    {
-        try
-        {
-            await TreeOps.DeleteAsync(path).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is InvalidOperationException or IOException or UnauthorizedAccessException or ExternalCommandException)
-        {
-            // Never used because of its name; the next build of the phase retries.
-            LogDeleteFailed(e, path);
-        }
-    }
-
-    private static async Task WriteManifestAsync(string path, Action<Utf8JsonWriter> fields, CancellationToken cancellationToken)
-    {
-        var stream = File.Create(path);
-        await using (stream.ConfigureAwait(false))
-        {
-            var writer = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
-            await using (writer.ConfigureAwait(false))
-            {
-                writer.WriteStartObject();
-                writer.WriteNumber("builder_version", BootKeys.BuilderVersion);
-                writer.WriteString("built_at", DateTimeOffset.UtcNow);
-                fields(writer);
-                writer.WriteEndObject();
-                await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
-            }
-        }
-    }
+    private static Task WriteManifestAsync(string path, Action<Utf8JsonWriter> fields, CancellationToken cancellationToken) =>
+        PhaseManifest.WriteAsync(path, BootKeys.BuilderVersion, fields, JavaScriptEncoder.UnsafeRelaxedJsonEscaping, cancellationToken);
 
     /// <summary>What the initramfs phase needs from a built kernel directory.</summary>
     private sealed record KernelManifest(string Release, IReadOnlyList<string> LoadOrder, IReadOnlyDictionary<string, string> ModuleHashes)

@@ -71,7 +71,7 @@ internal static class BzImage
                 var compressed = Path.Combine(workDir, "vmlinux-payload");
                 await File.WriteAllBytesAsync(compressed, image.AsMemory(payload.Offset, payload.Length), cancellationToken).ConfigureAwait(false);
                 var (tool, args) = Decompressor(payload.Compression);
-                await ToolProcess.RunAsync(tool, [.. args, compressed], null, output, null, cancellationToken).ConfigureAwait(false);
+                (await HostProcess.RunAsync(new HostCommand(tool, [.. args, compressed]) { StdoutTo = output }, cancellationToken).ConfigureAwait(false)).EnsureSuccess();
                 File.Delete(compressed);
             }
 

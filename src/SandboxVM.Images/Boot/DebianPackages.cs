@@ -37,14 +37,14 @@ internal static partial class DebianPackages
         string output;
         try
         {
-            output = await ToolProcess.OutputAsync(aptCache, args, cancellationToken).ConfigureAwait(false);
+            output = await HostProcess.OutputAsync(aptCache, args, null, null, cancellationToken).ConfigureAwait(false);
         }
         catch (ExternalCommandException) when (allowUpdate && Environment.IsPrivilegedProcess)
         {
             // Typically a container with empty package lists: fetch them once and ask again.
             onUpdate?.Invoke($"apt does not know {string.Join(", ", names)}; running apt-get update");
-            await ToolProcess.RunAsync(FindTool("apt-get", "apt"), ["update", "-q"], null, null, onUpdate, cancellationToken).ConfigureAwait(false);
-            output = await ToolProcess.OutputAsync(aptCache, args, cancellationToken).ConfigureAwait(false);
+            await HostProcess.OutputAsync(FindTool("apt-get", "apt"), ["update", "-q"], onUpdate, null, cancellationToken).ConfigureAwait(false);
+            output = await HostProcess.OutputAsync(aptCache, args, null, null, cancellationToken).ConfigureAwait(false);
         }
 
         var result = new Dictionary<string, IReadOnlyDictionary<string, string>>(StringComparer.Ordinal);
@@ -110,13 +110,13 @@ internal static partial class DebianPackages
         if (Environment.IsPrivilegedProcess)
             args.AddRange(["-o", "APT::Sandbox::User=root"]);
         args.AddRange(["download", "-q", "--", package.ToString()]);
-        await ToolProcess.RunAsync(FindTool("apt-get", "apt"), args, directory, null, onLine, cancellationToken).ConfigureAwait(false);
+        (await HostProcess.RunAsync(new HostCommand(FindTool("apt-get", "apt"), args) { WorkingDirectory = directory, OnLine = onLine }, cancellationToken).ConfigureAwait(false)).EnsureSuccess();
 
         var debs = Directory.GetFiles(directory, package.Name + "_*.deb");
         if (debs.Length != 1)
             throw new InvalidOperationException($"apt-get download {package} left {debs.Length} matching .deb files in {directory}.");
         Directory.CreateDirectory(unpackDir);
-        await ToolProcess.RunAsync(FindTool("dpkg-deb", "dpkg"), ["-x", "--", debs[0], unpackDir], null, null, onLine, cancellationToken).ConfigureAwait(false);
+        await HostProcess.OutputAsync(FindTool("dpkg-deb", "dpkg"), ["-x", "--", debs[0], unpackDir], onLine, null, cancellationToken).ConfigureAwait(false);
         File.Delete(debs[0]);
     }
 
@@ -175,8 +175,7 @@ internal static partial class DebianPackages
 
     /// <summary>A host tool from PATH or the sbin directories (not always in a non-root PATH).</summary>
     public static string FindTool(string name, string debianPackage) =>
-        TreeOps.FindExecutable(name)
-        ?? new[] { "/usr/sbin", "/sbin", "/usr/bin", "/bin" }.Select(d => Path.Combine(d, name)).FirstOrDefault(File.Exists)
+        HostPath.Find(name)
         ?? throw new InvalidOperationException($"{name} not found (install {debianPackage}); it is needed to build the VM kernel and initramfs.");
 
     private static void ValidateName(string name)

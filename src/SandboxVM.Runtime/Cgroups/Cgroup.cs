@@ -55,7 +55,7 @@ public abstract class Cgroup
     {
         foreach (int pid in pids)
         {
-            Native.Kill(pid, Native.SIGKILL);
+            HostNative.Kill(pid, HostNative.SIGKILL);
         }
     }
 

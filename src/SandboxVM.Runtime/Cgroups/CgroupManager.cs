@@ -98,7 +98,7 @@ public sealed class CgroupManager
         {
             return false;
         }
-        return owner != Environment.ProcessId && !Directory.Exists($"/proc/{owner}");
+        return owner != Environment.ProcessId && !HostProcs.IsAlive(owner);
     }
 
     private IEnumerable<string> ParentDirectories() => Version switch

@@ -35,7 +35,7 @@ public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
     internal const string StateDirName = "state";
     internal const string ImageDirName = "image";
     internal const string SnapshotSubdirectory = "gvisor";
-    private const string BuildPrefix = ".build-";
+    private const string SnapshotPhase = "gvisor";
     // 2: uncompressed images (see Runsc.CheckpointArguments).
     private const int KeyFormatVersion = 2;
 
@@ -48,12 +48,10 @@ public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
     private readonly string _snapshotRoot;
     private readonly Runsc _runsc;
     private readonly ConcurrentDictionary<string, GvisorVm> _live = new();
-    private readonly ConcurrentDictionary<string, SemaphoreSlim> _buildLocks = new();
+    private readonly CachePhase _snapshotBuilds;
     private readonly Lazy<Task<string>> _version;
     private readonly Lock _setupLock = new();
     private bool _setUp;
-    // Process-wide: another runtime instance in this process must not sweep a build in progress.
-    private static readonly ConcurrentDictionary<string, byte> _building = new();
 
     public GvisorRuntime(GvisorRuntimeOptions options, CgroupManager cgroups, ILogger<GvisorRuntime> logger)
     {
@@ -78,6 +76,7 @@ public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
         _snapshotRoot = Path.Combine(options.SnapshotDirectory, SnapshotSubdirectory);
         _runsc = new Runsc(options.RunscPath, Path.Combine(_instanceDir, StateDirName), options.Platform, rootless: !Environment.IsPrivilegedProcess);
         _version = new Lazy<Task<string>>(ReadVersionAsync);
+        _snapshotBuilds = new CachePhase(Path.Combine(_snapshotRoot, ".locks"), null, logger);
         GvisorLog.Configured(logger, options.Platform, _instanceDir, _snapshotRoot, _useCgroups);
     }
 
@@ -205,7 +204,7 @@ public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
             {
                 psi.ArgumentList.Add(arg);
             }
-            process = System.Diagnostics.Process.Start(psi) ?? throw new InvalidOperationException("runsc did not start");
+            process = HostProcess.Start(psi);
         }
         catch (Exception e)
         {
@@ -268,21 +267,14 @@ public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
         {
             return new SnapshotInfo(key, final, Built: false, started.Elapsed);
         }
-        var gate = _buildLocks.GetOrAdd(key, _ => new SemaphoreSlim(1, 1));
-        await gate.WaitAsync(cancellationToken);
-        string buildName = $"{BuildPrefix}{key}-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..8]}";
-        string? build = null;
-        try
+        long checkpointMs = 0, imageBytes = 0;
+        // Locked per key across servers, built into KEY.tmp-RANDOM, renamed into place (the shared cache-phase step).
+        bool built = await _snapshotBuilds.EnsureAsync(new CacheBuild(SnapshotPhase, key, final, spec.TemplateName, async build =>
         {
-            if (IsCompleteSnapshot(final))
-            {
-                return new SnapshotInfo(key, final, Built: false, started.Elapsed);
-            }
-            _building[buildName] = 0;
-            build = Path.Combine(_snapshotRoot, buildName);
-            Directory.CreateDirectory(Path.Combine(build, ImageDirName));
-            long checkpointMs = await CheckpointAsync(spec, warmup, Path.Combine(build, ImageDirName), started, cancellationToken);
-            long imageBytes = Directory.EnumerateFiles(Path.Combine(build, ImageDirName)).Sum(f => new FileInfo(f).Length);
+            string imageDir = Path.Combine(build, ImageDirName);
+            Directory.CreateDirectory(imageDir);
+            checkpointMs = await CheckpointAsync(spec, warmup, imageDir, started, cancellationToken);
+            imageBytes = Directory.EnumerateFiles(imageDir).Sum(f => new FileInfo(f).Length);
             var meta = new JsonObject
             {
                 ["key"] = key,
@@ -299,29 +291,15 @@ public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
             };
             // meta.json last: its presence marks the snapshot complete.
             await File.WriteAllTextAsync(Path.Combine(build, MetaFileName), meta.ToJsonString(), cancellationToken);
-            SnapshotStore.Touch(Path.Combine(build, SnapshotStore.LastUsedFileName), DateTime.UtcNow);
-            try
-            {
-                Directory.Move(build, final);
-                build = null;
-            }
-            catch (IOException) when (IsCompleteSnapshot(final))
-            {
-                // Another server published the same inputs first: theirs is as good as ours.
-            }
+            UsageStamp.Touch(Path.Combine(build, SnapshotStore.LastUsedFileName), DateTime.UtcNow);
+        })
+        { IsComplete = IsCompleteSnapshot }, null, cancellationToken);
+        if (built)
+        {
             GvisorLog.SnapshotSaved(_logger, key, spec.TemplateName, started.ElapsedMilliseconds, checkpointMs, imageBytes);
             RemoveStaleSnapshots(spec.TemplateName, key);
-            return new SnapshotInfo(key, final, Built: true, started.Elapsed);
         }
-        finally
-        {
-            if (build is not null)
-            {
-                TryDeleteDirectory(build);
-            }
-            _building.TryRemove(buildName, out _);
-            gate.Release();
-        }
+        return new SnapshotInfo(key, final, Built: built, started.Elapsed);
     }
 
     /// <summary>Starts the template cold, warms it up and checkpoints it into <paramref name="imageDir"/>. Returns the checkpoint's milliseconds.</summary>
@@ -393,7 +371,7 @@ public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
 
     private static string Fingerprint(string path)
     {
-        ulong inode = QemuNative.Stat(path)?.Inode ?? 0;
+        ulong inode = HostNative.Stat(path)?.Inode ?? 0;
         var info = new FileInfo(path);
         long length = info.Exists ? info.Length : 0;
         return string.Create(CultureInfo.InvariantCulture, $"{Path.GetFullPath(path)}|{length}|{File.GetLastWriteTimeUtc(path).Ticks}|{inode}");
@@ -422,33 +400,15 @@ public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
     /// them: removed when not restored within the grace period. A restore reads its image whole when it
     /// starts, so a running sandbox never needs its image again.
     /// </summary>
-    private void RemoveStaleSnapshots(string template, string keep)
-    {
-        try
-        {
-            foreach (string dir in SnapshotStore.SelectStale(_snapshotRoot, template, keep, DateTime.UtcNow, _options.SnapshotGracePeriod, new HashSet<string>()))
-            {
-                try
-                {
-                    Directory.Delete(dir, recursive: true);
-                    GvisorLog.SnapshotRemoved(_logger, Path.GetFileName(dir), template);
-                }
-                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-                {
-                    GvisorLog.CleanupFailed(_logger, dir, e.Message);
-                }
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            GvisorLog.CleanupFailed(_logger, _snapshotRoot, e.Message);
-        }
-    }
+    private void RemoveStaleSnapshots(string template, string keep) =>
+        SnapshotStore.RemoveStale(_snapshotRoot, template, keep, DateTime.UtcNow, _options.SnapshotGracePeriod, () => new HashSet<string>(),
+            dir => GvisorLog.SnapshotRemoved(_logger, Path.GetFileName(dir), template),
+            (path, error) => GvisorLog.CleanupFailed(_logger, path, error));
 
     /// <summary>
     /// Ends what a dead server left: for every instance directory whose owner is gone, the cgroups of its
     /// sandboxes (SIGKILL to everything in them), runsc's state of each container, the directory; also
-    /// unfinished checkpoint builds whose owner is gone. Instances of live servers (this one included) are
+    /// unfinished checkpoint builds nobody holds the lock of. Instances of live servers (this one included) are
     /// left alone. Returns how many sandboxes it ended.
     /// </summary>
     public async Task<int> CleanupLeftoversAsync(CancellationToken cancellationToken)
@@ -478,20 +438,7 @@ public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
                 TryDeleteDirectory(dir);
             }
         }
-        if (Directory.Exists(_snapshotRoot))
-        {
-            foreach (string dir in Directory.GetDirectories(_snapshotRoot, BuildPrefix + "*"))
-            {
-                string name = Path.GetFileName(dir);
-                var parts = name.Split('-');
-                bool ownerAlive = parts.Length >= 3 && int.TryParse(parts[^2], CultureInfo.InvariantCulture, out int owner)
-                    && owner != Environment.ProcessId && Directory.Exists($"/proc/{owner}");
-                if (!_building.ContainsKey(name) && !ownerAlive)
-                {
-                    TryDeleteDirectory(dir);
-                }
-            }
-        }
+        await _snapshotBuilds.SweepAsync(SnapshotPhase, _snapshotRoot);
         return ended;
     }
 

@@ -1,4 +1,3 @@
-using System.Text;
 using Microsoft.Extensions.Logging;
 using SandboxVM.Runtime.Agent;
 using SandboxVM.Runtime.Cgroups;
@@ -20,7 +19,7 @@ public sealed class GvisorVm : IVm
     private readonly string _bundleDir;
     private readonly Func<string, Task> _forget;
     private readonly ILogger _logger;
-    private readonly StringBuilder _stderr = new();
+    private readonly TextTail _stderr = new(StderrKeep);
     private readonly Task _stderrPump;
     private int _disposed;
     // Read before the cgroup goes: a run that failed is judged (OOM or not) after its sandbox was ended.
@@ -39,7 +38,7 @@ public sealed class GvisorVm : IVm
         _logger = logger;
         Agent = new AgentClient(process.StandardOutput.BaseStream, process.StandardInput.BaseStream);
         Exited = process.WaitForExitAsync();
-        _stderrPump = PumpStderrAsync();
+        _stderrPump = _stderr.PumpAsync(process.StandardError.BaseStream);
     }
 
     /// <summary>The container id (also the cgroup's name).</summary>
@@ -60,35 +59,8 @@ public sealed class GvisorVm : IVm
     {
         get
         {
-            lock (_stderr)
-            {
-                string text = _stderr.ToString().Trim();
-                return text.Length > 0 ? "runsc: " + text : "runsc: (nothing on stderr)";
-            }
-        }
-    }
-
-    private async Task PumpStderrAsync()
-    {
-        // Keep only the tail: a misbehaving agent or runsc must not grow host memory.
-        char[] buffer = new char[4096];
-        try
-        {
-            int n;
-            while ((n = await _process.StandardError.ReadAsync(buffer)) > 0)
-            {
-                lock (_stderr)
-                {
-                    _stderr.Append(buffer, 0, n);
-                    if (_stderr.Length > StderrKeep)
-                    {
-                        _stderr.Remove(0, _stderr.Length - StderrKeep);
-                    }
-                }
-            }
-        }
-        catch (Exception e) when (e is IOException or ObjectDisposedException)
-        {
+            string text = _stderr.ToString().Trim();
+            return text.Length > 0 ? "runsc: " + text : "runsc: (nothing on stderr)";
         }
     }
 
@@ -121,17 +93,9 @@ public sealed class GvisorVm : IVm
         {
             GvisorLog.KillFailed(_logger, Id, e.Message);
         }
-        try
+        if (!await HostProcess.KillTreeAndWaitAsync(_process, TimeSpan.FromSeconds(5)))
         {
-            if (!_process.HasExited)
-            {
-                _process.Kill(entireProcessTree: true);
-            }
-            await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(5));
-        }
-        catch (Exception e) when (e is InvalidOperationException or TimeoutException or System.ComponentModel.Win32Exception)
-        {
-            GvisorLog.KillFailed(_logger, Id, e.Message);
+            GvisorLog.KillFailed(_logger, Id, "runsc did not exit within 5 s of SIGKILL");
         }
         if (_cgroup is not null)
         {

@@ -1,5 +1,3 @@
-using System.Diagnostics;
-using System.Text;
 
 namespace SandboxVM.Runtime.Gvisor;
 
@@ -62,54 +60,14 @@ internal sealed class Runsc(string path, string stateDir, string platform, bool 
     internal static async Task<(int ExitCode, string Output)> RunCommandAsync(string program, IReadOnlyList<string> arguments, TimeSpan timeout,
         CancellationToken cancellationToken)
     {
-        var psi = new ProcessStartInfo(program)
+        var result = await HostProcess.RunAsync(new HostCommand(program, arguments)
         {
-            UseShellExecute = false,
-            RedirectStandardInput = true,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        psi.Environment.Clear();
-        psi.Environment["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin";
-        foreach (string a in arguments)
-        {
-            psi.ArgumentList.Add(a);
-        }
-        using var process = System.Diagnostics.Process.Start(psi) ?? throw new InvalidOperationException($"{program} did not start");
-        process.StandardInput.Close();
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        deadline.CancelAfter(timeout);
-        var stdout = ReadBoundedAsync(process.StandardOutput);
-        var stderr = ReadBoundedAsync(process.StandardError);
-        try
-        {
-            await process.WaitForExitAsync(deadline.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            await process.WaitForExitAsync(CancellationToken.None);
-            cancellationToken.ThrowIfCancellationRequested();
-            throw new TimeoutException($"`{System.IO.Path.GetFileName(program)} {string.Join(' ', arguments)}` did not finish within {timeout.TotalSeconds:0.#} s");
-        }
-        string output = (await stdout + await stderr).Trim();
-        return (process.ExitCode, output);
+            Environment = _environment,
+            Timeout = timeout,
+            MaxStdoutChars = 8 * 1024,
+        }, cancellationToken);
+        return (result.ExitCode, result.Output);
     }
 
-    private static async Task<string> ReadBoundedAsync(StreamReader reader)
-    {
-        const int Keep = 8 * 1024;
-        var text = new StringBuilder();
-        char[] buffer = new char[4096];
-        int n;
-        while ((n = await reader.ReadAsync(buffer)) > 0)
-        {
-            text.Append(buffer, 0, n);
-            if (text.Length > Keep)
-            {
-                text.Remove(0, text.Length - Keep);
-            }
-        }
-        return text.ToString();
-    }
+    private static readonly Dictionary<string, string> _environment = new(StringComparer.Ordinal) { ["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin" };
 }

@@ -21,7 +21,7 @@ public static class RunscProbe
             return CheckAsync(runscPath, platform, timeout).GetAwaiter().GetResult();
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException or TimeoutException
-            or System.ComponentModel.Win32Exception)
+            or ExternalCommandException)
         {
             return new RunscStatus(false, null, e.Message);
         }

@@ -98,8 +98,7 @@ public sealed partial class ProcessRuntime : IVmRuntime, IDisposable
                 ? _cgroups.Create(id, new CgroupLimits((long)spec.MemoryMib << 20, spec.MaxProcesses + AgentPidHeadroom, spec.Vcpus))
                 : null;
             // bubblewrap dies with its parent (--die-with-parent), which must be the server, not a pool thread.
-            process = new System.Diagnostics.Process { StartInfo = BuildStartInfo(spec, cgroup, uid) };
-            SpawnThread.Start(process);
+            process = HostProcess.Start(BuildStartInfo(spec, cgroup, uid));
         }
         catch (Exception)
         {

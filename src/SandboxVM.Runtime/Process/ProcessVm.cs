@@ -1,4 +1,3 @@
-using System.Text;
 using Microsoft.Extensions.Logging;
 using SandboxVM.Runtime.Agent;
 using SandboxVM.Runtime.Cgroups;
@@ -13,7 +12,7 @@ internal sealed class ProcessVm : IVm
     private readonly Cgroup? _cgroup;
     private readonly Action? _released;
     private readonly ILogger _logger;
-    private readonly StringBuilder _stderr = new();
+    private readonly TextTail _stderr = new(StderrKeep);
     private readonly Task _stderrPump;
     private int _disposed;
 
@@ -29,7 +28,7 @@ internal sealed class ProcessVm : IVm
         _logger = logger;
         Agent = new AgentClient(process.StandardOutput.BaseStream, process.StandardInput.BaseStream);
         Exited = process.WaitForExitAsync();
-        _stderrPump = PumpStderrAsync();
+        _stderrPump = _stderr.PumpAsync(process.StandardError.BaseStream);
     }
 
     public string Id { get; }
@@ -46,34 +45,7 @@ internal sealed class ProcessVm : IVm
     {
         get
         {
-            lock (_stderr)
-            {
-                return _stderr.ToString();
-            }
-        }
-    }
-
-    private async Task PumpStderrAsync()
-    {
-        // Keep only the tail: a misbehaving agent must not grow host memory.
-        char[] buffer = new char[4096];
-        try
-        {
-            int n;
-            while ((n = await _process.StandardError.ReadAsync(buffer)) > 0)
-            {
-                lock (_stderr)
-                {
-                    _stderr.Append(buffer, 0, n);
-                    if (_stderr.Length > StderrKeep)
-                    {
-                        _stderr.Remove(0, _stderr.Length - StderrKeep);
-                    }
-                }
-            }
-        }
-        catch (Exception e) when (e is IOException or ObjectDisposedException)
-        {
+            return _stderr.ToString();
         }
     }
 
@@ -95,17 +67,9 @@ internal sealed class ProcessVm : IVm
         {
             await _cgroup.DestroyAsync(CancellationToken.None);
         }
-        try
+        if (!await HostProcess.KillTreeAndWaitAsync(_process, TimeSpan.FromSeconds(5)))
         {
-            if (!_process.HasExited)
-            {
-                _process.Kill(entireProcessTree: true);
-            }
-            await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(5));
-        }
-        catch (Exception e) when (e is InvalidOperationException or TimeoutException or System.ComponentModel.Win32Exception)
-        {
-            Log.KillFailed(_logger, Id, e.Message);
+            Log.KillFailed(_logger, Id, "bubblewrap did not exit within 5 s of SIGKILL");
         }
         if (_cgroup is not null)
         {

@@ -19,7 +19,7 @@ internal static partial class HostTsc
 
     private static int? Detect()
     {
-        int? fromLog = ParseKernelLog(QemuNative.ReadKernelLog());
+        int? fromLog = ParseKernelLog(HostNative.ReadKernelLog());
         if (fromLog is not null)
         {
             return fromLog;

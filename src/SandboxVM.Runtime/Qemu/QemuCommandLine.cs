@@ -20,8 +20,7 @@ public enum GuestMemoryKind
 public sealed record QemuLaunchSpec
 {
     public required string Name { get; init; }
-    /// <summary>"kvm" or "tcg".</summary>
-    public required string Accel { get; init; }
+    public required QemuAccel Accel { get; init; }
     public required int MemoryMib { get; init; }
     public required int Vcpus { get; init; }
     public required string KernelPath { get; init; }
@@ -38,6 +37,12 @@ public sealed record QemuLaunchSpec
     public bool Incoming { get; init; }
     public bool Seccomp { get; init; } = true;
     public int TcgTranslationBufferMib { get; init; } = 128;
+    /// <summary>
+    /// The firmware (<c>-bios</c>), or null for QEMU's default. qboot loads the kernel itself; with QEMU
+    /// 10.0 from bookworm-backports the default microvm firmware is SeaBIOS 1.16.3's, which with
+    /// <c>x-option-roms=off</c> prints its banner and never starts the kernel.
+    /// </summary>
+    public string? Firmware { get; init; }
 }
 
 /// <summary>
@@ -70,17 +75,9 @@ public static class QemuCommandLine
             // through the ACPI tables QEMU builds.
             "-bios", "qboot.rom",
         };
-        switch (s.Accel)
-        {
-            case "kvm":
-                a.AddRange(["-accel", "kvm", "-cpu", "host"]);
-                break;
-            case "tcg":
-                a.AddRange(["-accel", $"tcg,tb-size={s.TcgTranslationBufferMib.ToString(CultureInfo.InvariantCulture)}", "-cpu", "max"]);
-                break;
-            default:
-                throw new ArgumentException($"unknown accel '{s.Accel}' (expected kvm or tcg)", nameof(s));
-        }
+        a.AddRange(s.Accel == QemuAccel.Kvm
+            ? ["-accel", "kvm", "-cpu", "host"]
+            : ["-accel", $"tcg,tb-size={s.TcgTranslationBufferMib.ToString(CultureInfo.InvariantCulture)}", "-cpu", "max"]);
         a.AddRange(["-m", mem, "-smp", s.Vcpus.ToString(CultureInfo.InvariantCulture)]);
         a.Add("-object");
         a.Add(s.Memory switch
@@ -92,6 +89,10 @@ public static class QemuCommandLine
             _ => throw new ArgumentOutOfRangeException(nameof(s), s.Memory, "unknown memory kind"),
         });
         a.AddRange(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+        if (s.Firmware is { } firmware)
+        {
+            a.AddRange(["-bios", firmware]);
+        }
         if (s.Seccomp)
         {
             a.AddRange(["-sandbox", SandboxPolicy]);

@@ -7,6 +7,9 @@ public sealed class QemuRuntimeOptions
     /// <summary>"auto" (kvm when KVM_CREATE_VM works here, else tcg), "kvm" or "tcg".</summary>
     public string Accel { get; set; } = "auto";
 
+    /// <summary>Firmware passed with <c>-bios</c> when the file exists (qboot: boots the kernel directly); QEMU's default otherwise.</summary>
+    public string Firmware { get; set; } = "/usr/share/qemu/qboot.rom";
+
     /// <summary>Per-VM run directories (sockets, pid file). Default: /run/sandboxvm/qemu as root, else under the user's runtime dir.</summary>
     public string? RunDirectory { get; set; }
 

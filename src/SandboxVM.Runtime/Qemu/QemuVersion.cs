@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
 
@@ -55,20 +54,17 @@ public sealed partial record QemuVersion(string Text, Version? Number)
     {
         try
         {
-            var psi = new ProcessStartInfo(qemuPath) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            psi.ArgumentList.Add("--version");
-            using var p = System.Diagnostics.Process.Start(psi) ?? throw new InvalidOperationException("did not start");
-            var stderr = p.StandardError.ReadToEndAsync();
-            string output = p.StandardOutput.ReadToEnd();
-            if (!p.WaitForExit(TimeSpan.FromSeconds(30)))
-            {
-                p.Kill();
-                return new QemuVersion($"{qemuPath} --version did not answer within 30 s", null);
-            }
-            var version = Parse(output);
-            return version.Number is null ? version with { Text = $"{qemuPath} --version: {(output + stderr.Result).Trim()}" } : version;
+            // Once per binary, inside a Lazy (no synchronization context to block).
+            var result = HostProcess.RunAsync(new HostCommand(qemuPath, ["--version"]) { Timeout = TimeSpan.FromSeconds(30) }, CancellationToken.None)
+                .GetAwaiter().GetResult();
+            var version = Parse(result.Stdout);
+            return version.Number is null ? version with { Text = $"{qemuPath} --version: {result.Output}" } : version;
         }
-        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception or IOException)
+        catch (TimeoutException)
+        {
+            return new QemuVersion($"{qemuPath} --version did not answer within 30 s", null);
+        }
+        catch (Exception e) when (e is ExternalCommandException or IOException)
         {
             return new QemuVersion($"{qemuPath} --version failed: {e.Message}", null);
         }

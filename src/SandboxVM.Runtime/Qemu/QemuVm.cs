@@ -1,5 +1,4 @@
 using System.Net.Sockets;
-using System.Text;
 using Microsoft.Extensions.Logging;
 using SandboxVM.Runtime.Agent;
 using SandboxVM.Runtime.Cgroups;
@@ -21,8 +20,10 @@ public sealed class QemuVm : IVm
     private readonly Action _release;
     private readonly TimeSpan _quitTimeout;
     private readonly ILogger _logger;
-    private readonly StringBuilder _stderr = new();
-    private readonly StringBuilder _console = new();
+    private readonly TimeProvider _time;
+    // Keep only the tails: a guest or a misbehaving QEMU must not grow host memory.
+    private readonly TextTail _stderr = new(TailKeep);
+    private readonly TextTail _console = new(TailKeep);
     private readonly List<Task> _pumps = [];
     private Socket? _agentSocket;
     private NetworkStream? _agentStream;
@@ -31,8 +32,9 @@ public sealed class QemuVm : IVm
     private int _disposed;
 
     internal QemuVm(string id, string templateName, VmSource source, System.Diagnostics.Process process, Cgroup? cgroup,
-        string runDir, Action release, TimeSpan quitTimeout, ILogger logger)
+        string runDir, Action release, TimeSpan quitTimeout, ILogger logger, TimeProvider time)
     {
+        _time = time;
         Id = id;
         TemplateName = templateName;
         Source = source;
@@ -44,8 +46,8 @@ public sealed class QemuVm : IVm
         _logger = logger;
         ProcessId = process.Id;
         Exited = process.WaitForExitAsync();
-        _pumps.Add(PumpTextAsync(process.StandardError.BaseStream, _stderr));
-        _pumps.Add(PumpTextAsync(process.StandardOutput.BaseStream, _stderr));
+        _pumps.Add(_stderr.PumpAsync(process.StandardError.BaseStream));
+        _pumps.Add(_stderr.PumpAsync(process.StandardOutput.BaseStream));
     }
 
     public string Id { get; }
@@ -71,15 +73,8 @@ public sealed class QemuVm : IVm
     {
         get
         {
-            string stderr, console;
-            lock (_stderr)
-            {
-                stderr = _stderr.ToString().Trim();
-            }
-            lock (_console)
-            {
-                console = _console.ToString().Trim();
-            }
+            string stderr = _stderr.ToString().Trim();
+            string console = _console.ToString().Trim();
             return $"qemu: {(stderr.Length > 0 ? stderr : "(nothing)")}; console: {(console.Length > 0 ? console : "(nothing)")}";
         }
     }
@@ -90,7 +85,7 @@ public sealed class QemuVm : IVm
     internal async Task ConnectQmpAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
         string path = SocketPath(QemuRuntime.QmpSocketName);
-        var deadline = DateTime.UtcNow + timeout;
+        long start = _time.GetTimestamp();
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -102,19 +97,20 @@ public sealed class QemuVm : IVm
             {
                 try
                 {
-                    Qmp = await QmpClient.ConnectAsync(path, cancellationToken);
+                    Qmp = await QmpClient.ConnectAsync(path, cancellationToken, _time);
                     return;
                 }
-                catch (SocketException) when (DateTime.UtcNow < deadline)
+                catch (SocketException) when (_time.GetElapsedTime(start) < timeout)
                 {
                     // The socket file exists before QEMU listens on it.
                 }
             }
-            if (DateTime.UtcNow > deadline)
+            if (_time.GetElapsedTime(start) > timeout)
             {
                 throw new TimeoutException($"qemu did not open its QMP socket within {timeout.TotalSeconds:0.#} s");
             }
-            await Task.Delay(3, cancellationToken);
+            // QEMU creates the socket within milliseconds of starting; nothing announces it.
+            await Task.Delay(TimeSpan.FromMilliseconds(3), _time, cancellationToken);
         }
     }
 
@@ -144,34 +140,7 @@ public sealed class QemuVm : IVm
             return;
         }
         _consoleSocket = socket;
-        _pumps.Add(PumpTextAsync(new NetworkStream(socket, ownsSocket: false), _console));
-    }
-
-    private static async Task PumpTextAsync(Stream stream, StringBuilder tail)
-    {
-        // Keep only the tail: a guest or a misbehaving QEMU must not grow host memory.
-        byte[] buffer = new byte[4096];
-        var decoder = Encoding.UTF8.GetDecoder();
-        char[] chars = new char[Encoding.UTF8.GetMaxCharCount(buffer.Length)];
-        try
-        {
-            int n;
-            while ((n = await stream.ReadAsync(buffer)) > 0)
-            {
-                int c = decoder.GetChars(buffer, 0, n, chars, 0);
-                lock (tail)
-                {
-                    tail.Append(chars, 0, c);
-                    if (tail.Length > TailKeep)
-                    {
-                        tail.Remove(0, tail.Length - TailKeep);
-                    }
-                }
-            }
-        }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or SocketException)
-        {
-        }
+        _pumps.Add(_console.PumpAsync(new NetworkStream(socket, ownsSocket: false)));
     }
 
     private int? ExitCodeOrNull()
@@ -189,10 +158,10 @@ public sealed class QemuVm : IVm
     /// <summary>SIGKILL now, without QMP quit or closing any connection first, and wait for the exit.</summary>
     internal async Task KillAsync()
     {
-        Native.Kill(ProcessId, Native.SIGKILL);
+        HostNative.Kill(ProcessId, HostNative.SIGKILL);
         try
         {
-            await Exited.WaitAsync(TimeSpan.FromSeconds(10));
+            await Exited.WaitAsync(TimeSpan.FromSeconds(10), _time);
         }
         catch (TimeoutException)
         {
@@ -210,7 +179,7 @@ public sealed class QemuVm : IVm
         {
             try
             {
-                using var quit = new CancellationTokenSource(_quitTimeout);
+                using var quit = new CancellationTokenSource(_quitTimeout, _time);
                 // quit closes the connection, sometimes before its answer arrives: either way is fine.
                 await Qmp.ExecuteAsync("quit", null, quit.Token).ContinueWith(_ => { }, TaskScheduler.Default);
                 await Exited.WaitAsync(quit.Token);
@@ -241,7 +210,7 @@ public sealed class QemuVm : IVm
         {
             await _cgroup.DestroyAsync(CancellationToken.None);
         }
-        await Task.WhenAll(_pumps).WaitAsync(TimeSpan.FromSeconds(1)).ContinueWith(_ => { }, TaskScheduler.Default);
+        await Task.WhenAll(_pumps).WaitAsync(TimeSpan.FromSeconds(1), _time).ContinueWith(_ => { }, TaskScheduler.Default);
         try
         {
             // A later server's leftover sweep may have removed it already.

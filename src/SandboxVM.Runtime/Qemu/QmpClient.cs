@@ -42,14 +42,16 @@ public sealed class QmpClient : IAsyncDisposable
         new BoundedChannelOptions(256) { FullMode = BoundedChannelFullMode.DropOldest, SingleWriter = true });
     private readonly TaskCompletionSource<JsonObject> _greeting = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _stop = new();
+    private readonly TimeProvider _time;
     private Task _readLoop = Task.CompletedTask;
     private long _nextId;
     private volatile Exception? _broken;
     private int _disposed;
 
-    private QmpClient(Socket socket)
+    private QmpClient(Socket socket, TimeProvider time)
     {
         _socket = socket;
+        _time = time;
         _stream = new NetworkStream(socket, ownsSocket: false);
     }
 
@@ -63,7 +65,10 @@ public sealed class QmpClient : IAsyncDisposable
     public Task Completion => _readLoop;
 
     /// <summary>Connects, reads the greeting and leaves capabilities negotiation mode.</summary>
-    public static async Task<QmpClient> ConnectAsync(string socketPath, CancellationToken cancellationToken)
+    /// <param name="socketPath">QEMU's QMP socket.</param>
+    /// <param name="cancellationToken">Stops connecting.</param>
+    /// <param name="time">The clock of the client's own waits (closing); the system's by default.</param>
+    public static async Task<QmpClient> ConnectAsync(string socketPath, CancellationToken cancellationToken, TimeProvider? time = null)
     {
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
@@ -75,7 +80,7 @@ public sealed class QmpClient : IAsyncDisposable
             socket.Dispose();
             throw;
         }
-        var client = new QmpClient(socket);
+        var client = new QmpClient(socket, time ?? TimeProvider.System);
         try
         {
             client._readLoop = Task.Run(client.ReadLoopAsync, CancellationToken.None);
@@ -139,6 +144,56 @@ public sealed class QmpClient : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Waits for the next event <paramref name="match"/> accepts; the events before it are consumed.
+    /// Events queued since the connection count, so one that arrived before the call is not missed.
+    /// </summary>
+    /// <exception cref="QmpDisconnectedException">The connection closed first (QEMU exited).</exception>
+    public async Task<QmpEvent> WaitForEventAsync(Func<QmpEvent, bool> match, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(match);
+        while (await _events.Reader.WaitToReadAsync(cancellationToken))
+        {
+            while (_events.Reader.TryRead(out var e))
+            {
+                if (match(e))
+                {
+                    return e;
+                }
+            }
+        }
+        throw new QmpDisconnectedException("QMP connection closed while waiting for an event", _broken);
+    }
+
+    /// <summary>
+    /// Waits for the migration under way (save or incoming load) to end, on QEMU's MIGRATION events
+    /// (the <c>events</c> migration capability must be on): returns on "completed", throws with QEMU's
+    /// reason on "failed" or "cancelled". No polling: QEMU says when.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The migration failed or was cancelled.</exception>
+    /// <exception cref="QmpDisconnectedException">QEMU exited first (a destination that cannot load the state does).</exception>
+    public async Task WaitForMigrationAsync(CancellationToken cancellationToken)
+    {
+        var end = await WaitForEventAsync(e => e.Name == "MIGRATION" && MigrationStatus(e) is "completed" or "failed" or "cancelled", cancellationToken);
+        string? status = MigrationStatus(end);
+        if (status != "completed")
+        {
+            // The reason is only in query-migrate; asked once, on failure. A destination that failed to
+            // load exits right after the event (QEMU 10.0: exit code 1), possibly before it answers.
+            string? reason = null;
+            try
+            {
+                reason = (await ExecuteAsync("query-migrate", null, cancellationToken) as JsonObject)?["error-desc"]?.GetValue<string>();
+            }
+            catch (QmpDisconnectedException)
+            {
+            }
+            throw new InvalidOperationException($"migration {status}: {reason ?? "no reason given"}");
+        }
+    }
+
+    private static string? MigrationStatus(QmpEvent e) => e.Data?["status"] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
+
     private async Task WriteAsync(byte[] bytes, SafeHandle? fd, CancellationToken cancellationToken)
     {
         await _writeLock.WaitAsync(cancellationToken);
@@ -148,7 +203,7 @@ public sealed class QmpClient : IAsyncDisposable
             if (fd is not null)
             {
                 // The descriptor travels with the command's first bytes, so QEMU has it when the command runs.
-                offset = QemuNative.SendWithFd(_socket.SafeHandle, bytes, fd);
+                offset = HostNative.SendWithFd(_socket.SafeHandle, bytes, fd);
             }
             if (offset < bytes.Length)
             {
@@ -245,14 +300,14 @@ public sealed class QmpClient : IAsyncDisposable
         // Replies without a known id (a command we gave up waiting for) are dropped.
     }
 
-    private static DateTimeOffset ParseTimestamp(JsonNode? timestamp)
+    private DateTimeOffset ParseTimestamp(JsonNode? timestamp)
     {
         if (timestamp is JsonObject t && t["seconds"] is JsonValue s && s.TryGetValue(out long seconds))
         {
             long micro = t["microseconds"] is JsonValue m && m.TryGetValue(out long us) ? us : 0;
             return DateTimeOffset.FromUnixTimeSeconds(seconds).AddTicks(micro * 10);
         }
-        return DateTimeOffset.UtcNow;
+        return _time.GetUtcNow();
     }
 
     public async ValueTask DisposeAsync()
@@ -270,7 +325,7 @@ public sealed class QmpClient : IAsyncDisposable
         {
         }
         _socket.Dispose();
-        await _readLoop.WaitAsync(TimeSpan.FromSeconds(2)).ContinueWith(_ => { }, TaskScheduler.Default);
+        await _readLoop.WaitAsync(TimeSpan.FromSeconds(2), _time).ContinueWith(_ => { }, TaskScheduler.Default);
         await _stream.DisposeAsync();
         _stop.Dispose();
         _writeLock.Dispose();

@@ -14,65 +14,23 @@ namespace SandboxVM.Runtime.Qemu;
 /// </summary>
 internal static class SnapshotStore
 {
-    /// <summary>Its mtime is the snapshot's last restore (written at most every <see cref="MarkInterval"/> per process).</summary>
+    /// <summary>Its mtime is the snapshot's last restore (written at most every <see cref="UsageStamp.MarkInterval"/> per process).</summary>
     internal const string LastUsedFileName = "last-used";
 
     /// <summary>In a VM's run directory: the RAM file it maps (absent for a VM with anonymous RAM).</summary>
     internal const string RunDirMemoryFileName = "memory-file";
 
-    internal static readonly TimeSpan MarkInterval = TimeSpan.FromMinutes(1);
-
-    // Process-wide, per snapshot directory: when this process last wrote its last-used file.
-    private static readonly ConcurrentDictionary<string, long> _marked = new(StringComparer.Ordinal);
-
     /// <summary>Records a use of <paramref name="snapshotDir"/>: sets the mtime of its last-used file, at most once a minute per process.</summary>
-    internal static void MarkUsed(string snapshotDir, TimeProvider? time = null)
-    {
-        time ??= TimeProvider.System;
-        long now = time.GetTimestamp();
-        if (_marked.TryGetValue(snapshotDir, out long last) && time.GetElapsedTime(last, now) < MarkInterval)
-        {
-            return;
-        }
-        _marked[snapshotDir] = now;
-        Touch(Path.Combine(snapshotDir, LastUsedFileName), time.GetUtcNow().UtcDateTime);
-    }
+    internal static void MarkUsed(string snapshotDir, TimeProvider? time = null) => UsageStamp.Mark(Path.Combine(snapshotDir, LastUsedFileName), time);
 
-    /// <summary>Creates <paramref name="path"/> if needed and sets its mtime; a failure (snapshot gone, read-only store) is ignored.</summary>
-    internal static void Touch(string path, DateTime utc)
-    {
-        try
-        {
-            using (File.Open(path, FileMode.OpenOrCreate, FileAccess.Write, FileShare.ReadWrite))
-            {
-            }
-            File.SetLastWriteTimeUtc(path, utc);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-        }
-    }
-
-    /// <summary>Last restore or save of a snapshot: the newer of its last-used file's and its meta.json's mtime.</summary>
-    internal static DateTime LastUsedUtc(string snapshotDir)
-    {
-        var used = new FileInfo(Path.Combine(snapshotDir, LastUsedFileName));
-        var meta = new FileInfo(Path.Combine(snapshotDir, QemuRuntime.MetaFileName));
-        DateTime latest = Directory.GetLastWriteTimeUtc(snapshotDir);
-        foreach (var f in new[] { used, meta })
-        {
-            if (f.Exists && f.LastWriteTimeUtc > latest)
-            {
-                latest = f.LastWriteTimeUtc;
-            }
-        }
-        return latest;
-    }
+    /// <summary>Last restore or save of a snapshot: the newest of its last-used file's, its meta.json's and its directory's mtime.</summary>
+    internal static DateTime LastUsedUtc(string snapshotDir) =>
+        UsageStamp.LastUsedUtc(Path.Combine(snapshotDir, LastUsedFileName), Path.Combine(snapshotDir, QemuRuntime.MetaFileName), snapshotDir);
 
     /// <summary>
     /// Snapshots of <paramref name="template"/> other than <paramref name="keep"/> that nobody uses: not
     /// restored within <paramref name="grace"/> and not in <paramref name="referenced"/>. Unfinished
-    /// builds (dot names) and directories without a readable meta.json are never chosen.
+    /// builds (temp names) and directories without a readable meta.json are never chosen.
     /// </summary>
     internal static List<string> SelectStale(string snapshotRoot, string template, string keep, DateTime nowUtc, TimeSpan grace,
         IReadOnlySet<string> referenced)
@@ -85,7 +43,7 @@ internal static class SnapshotStore
         foreach (string dir in Directory.GetDirectories(snapshotRoot))
         {
             string name = Path.GetFileName(dir);
-            if (name == keep || name.StartsWith('.') || referenced.Contains(name))
+            if (name == keep || name.StartsWith('.') || name.Contains(CachePhase.TmpMarker, StringComparison.Ordinal) || referenced.Contains(name))
             {
                 continue;
             }
@@ -100,6 +58,35 @@ internal static class SnapshotStore
             stale.Add(dir);
         }
         return stale;
+    }
+
+    /// <summary>
+    /// Removes what <see cref="SelectStale"/> chooses, reporting each removal and each failure (half
+    /// gone, or not ours to delete: left alone). <paramref name="referenced"/> is asked once, inside the
+    /// same error handling as the listing.
+    /// </summary>
+    internal static void RemoveStale(string snapshotRoot, string template, string keep, DateTime nowUtc, TimeSpan grace,
+        Func<IReadOnlySet<string>> referenced, Action<string> removed, Action<string, string> failed)
+    {
+        try
+        {
+            foreach (string dir in SelectStale(snapshotRoot, template, keep, nowUtc, grace, referenced()))
+            {
+                try
+                {
+                    Directory.Delete(dir, recursive: true);
+                    removed(dir);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    failed(dir, e.Message);
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            failed(snapshotRoot, e.Message);
+        }
     }
 
     /// <summary>The template a snapshot was saved for (its meta.json), or null when unreadable.</summary>
@@ -138,7 +125,7 @@ internal static class SnapshotStore
         {
             foreach (string runDir in Directory.GetDirectories(runRoot, QemuRuntime.IdPrefix + "*"))
             {
-                if (QemuRuntime.ReadOrNull(Path.Combine(runDir, RunDirMemoryFileName))?.Trim() is { Length: > 0 } mem && runDirLive(runDir))
+                if (HostProcs.ReadOrNull(Path.Combine(runDir, RunDirMemoryFileName))?.Trim() is { Length: > 0 } mem && runDirLive(runDir))
                 {
                     Add(mem);
                 }
@@ -146,7 +133,7 @@ internal static class SnapshotStore
         }
 
         string marker = root + "/";
-        foreach (string cmdline in ProcessCommandLines(procRoot))
+        foreach (string cmdline in HostProcs.CommandLines(procRoot))
         {
             int at = 0;
             while ((at = cmdline.IndexOf(marker, at, StringComparison.Ordinal)) >= 0)
@@ -162,30 +149,5 @@ internal static class SnapshotStore
             }
         }
         return names;
-    }
-
-    /// <summary>Command lines (NULs as spaces) of every process whose /proc entry is readable.</summary>
-    internal static IEnumerable<string> ProcessCommandLines(string procRoot = "/proc")
-    {
-        IEnumerable<string> dirs;
-        try
-        {
-            dirs = Directory.EnumerateDirectories(procRoot);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            yield break;
-        }
-        foreach (string dir in dirs)
-        {
-            if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out _))
-            {
-                continue;
-            }
-            if (QemuRuntime.ReadOrNull(Path.Combine(dir, "cmdline")) is { Length: > 0 } cmdline)
-            {
-                yield return cmdline.Replace('\0', ' ');
-            }
-        }
     }
 }

@@ -1,16 +1,16 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 
-namespace SandboxVM;
+namespace SandboxVM.Host;
 
 /// <summary>
 /// Starts processes from one thread that lives as long as the server. For PR_SET_PDEATHSIG (bubblewrap's
 /// --die-with-parent) a child's parent is the thread that forked it, not the process: a bubblewrap
 /// started from a thread-pool thread is SIGKILLed when the pool retires that thread. Seen: a template
 /// build step (go install std) killed with exit code 137 minutes in, under a load that came and went.
-/// Linked into each assembly that starts such processes (src/Shared).
+/// One per server process: every host process starts here (<see cref="HostProcess"/>).
 /// </summary>
-internal static class SpawnThread
+public static class SpawnThread
 {
     private static readonly BlockingCollection<(Process Process, TaskCompletionSource Started)> _queue = [];
 

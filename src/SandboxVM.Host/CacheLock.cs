@@ -1,6 +1,6 @@
 using System.Collections.Concurrent;
 
-namespace SandboxVM.Images;
+namespace SandboxVM.Host;
 
 /// <summary>
 /// Exclusive lock on one cache key: a SemaphoreSlim within this process, plus an flock on
@@ -8,7 +8,7 @@ namespace SandboxVM.Images;
 /// <c>flock(LOCK_EX)</c>, released by the kernel if the holder dies). Lock files are never deleted:
 /// deleting one while another process waits on it would let two holders in.
 /// </summary>
-internal sealed class CacheLock : IAsyncDisposable
+public sealed class CacheLock : IAsyncDisposable
 {
     private static readonly ConcurrentDictionary<string, SemaphoreSlim> _inProcess = new(StringComparer.Ordinal);
     private static readonly TimeSpan _pollInterval = TimeSpan.FromMilliseconds(200);
