@@ -37,7 +37,6 @@ public sealed class QemuCommandLineTests
         Assert.Equal("tcg,tb-size=128", After(args, "-accel"));
         Assert.Equal("max", After(args, "-cpu"));
         Assert.Equal("microvm,x-option-roms=off,rtc=on,pit=on,memory-backend=mem", After(args, "-M"));
-        Assert.Equal("qboot.rom", After(args, "-bios"));
         Assert.Equal("512M", After(args, "-m"));
         Assert.Equal("2", After(args, "-smp"));
     }

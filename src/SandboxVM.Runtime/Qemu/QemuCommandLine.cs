@@ -68,12 +68,6 @@ public static class QemuCommandLine
             "-name", Escape(s.Name),
             // pit=on and rtc=on: without them a TCG guest may hang calibrating its TSC.
             "-M", "microvm,x-option-roms=off,rtc=on,pit=on,memory-backend=mem",
-            // qboot: a minimal firmware that jumps straight to the kernel QEMU loaded. microvm's default
-            // with ACPI is SeaBIOS, and the SeaBIOS that comes with QEMU 10.0 from bookworm-backports
-            // boots nothing with option ROMs off ("No bootable device") and hangs in early ACPI with them
-            // on (measured under TCG); qboot reaches the agent and the kernel still finds its devices
-            // through the ACPI tables QEMU builds.
-            "-bios", "qboot.rom",
         };
         a.AddRange(s.Accel == QemuAccel.Kvm
             ? ["-accel", "kvm", "-cpu", "host"]
