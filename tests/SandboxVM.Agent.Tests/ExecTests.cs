@@ -8,6 +8,12 @@ namespace SandboxVM.Agent.Tests;
 [Trait("tier", "integration")]
 public class ExecTests : AgentTestBase
 {
+    /// <summary>
+    /// Far below the `sleep 1000` the steps leave behind, far above what a loaded 2-core host needs: these
+    /// tests tell "answered" from "waited for the leftovers"; how fast is measured in bench/, not here.
+    /// </summary>
+    private static readonly TimeSpan HangBound = TimeSpan.FromSeconds(60);
+
     [Fact]
     public async Task Exec_Python_StreamsWhatItPrints()
     {
@@ -119,7 +125,8 @@ public class ExecTests : AgentTestBase
         Assert.Equal(-1, run.ExitCode);
         Assert.Equal(9, run.Signal);
         Assert.InRange(run.DurationMs, 1000, 2500);
-        Assert.True(stopwatch.ElapsedMilliseconds < 4000, $"took {stopwatch.ElapsedMilliseconds} ms");
+        // It did not wait for the background `sleep 1000` (a loaded host took 5.8 s here end to end).
+        Assert.True(stopwatch.Elapsed < HangBound, $"took {stopwatch.ElapsedMilliseconds} ms");
         int pgid = int.Parse(result.StdoutText.Trim());
         Assert.True(await ProcessTable.WaitUntilAsync(() => ProcessTable.LiveMembersOf(pgid).Count == 0, TimeSpan.FromSeconds(3), Ct),
             $"left behind: {string.Join(',', ProcessTable.LiveMembersOf(pgid))}");
@@ -132,7 +139,7 @@ public class ExecTests : AgentTestBase
 
         var result = await Agent.ExecAsync(Shell("sleep 1000 & sleep 1000 & echo $$"), Ct);
 
-        Assert.True(stopwatch.ElapsedMilliseconds < 3000, $"took {stopwatch.ElapsedMilliseconds} ms");
+        Assert.True(stopwatch.Elapsed < HangBound, $"took {stopwatch.ElapsedMilliseconds} ms");
         Assert.Equal(0, result.Response(ProtocolJson.Default.ExecResult).Run!.ExitCode);
         int pgid = int.Parse(result.StdoutText.Trim());
         Assert.True(await ProcessTable.WaitUntilAsync(() => ProcessTable.LiveMembersOf(pgid).Count == 0, TimeSpan.FromSeconds(3), Ct));
@@ -146,7 +153,7 @@ public class ExecTests : AgentTestBase
         // setsid takes the sleep out of the step's group; it keeps stdout open. The harness kills it on dispose.
         var result = await Agent.ExecAsync(Shell("setsid sleep 1000 & echo escaped"), Ct);
 
-        Assert.True(stopwatch.ElapsedMilliseconds < 3000, $"took {stopwatch.ElapsedMilliseconds} ms");
+        Assert.True(stopwatch.Elapsed < HangBound, $"took {stopwatch.ElapsedMilliseconds} ms");
         Assert.Equal("escaped\n", result.StdoutText);
         Assert.Equal(0, result.Response(ProtocolJson.Default.ExecResult).Run!.ExitCode);
     }

