@@ -29,8 +29,27 @@ public sealed class GvisorFixture : IAsyncLifetime
         RunDirectory = Path.Combine("/tmp", "svm-gv-e2e-" + id);
         SnapshotDirectory = Path.Combine(Directory.Exists("/dev/shm") ? "/dev/shm" : Path.GetTempPath(), "svm-gv-e2e-" + id);
         TemplateName = "gv-e2e-" + id;
-        AgentPath = FindAgent();
+        AgentDirectory = Path.Combine("/var/tmp", "svm-gv-e2e-" + id);
+        AgentPath = CopyAgent(FindAgent(), AgentDirectory);
         SkipReason = FindSkipReason();
+    }
+
+    /// <summary>
+    /// Where the agent is copied: the sandbox's root is the host's, but its /tmp and home are fresh tmpfs,
+    /// so an agent in a checkout under /tmp (a CI clone) would not be there.
+    /// </summary>
+    public string AgentDirectory { get; }
+
+    private static string? CopyAgent(string? agent, string directory)
+    {
+        if (agent is null || !File.Exists(agent))
+        {
+            return agent;
+        }
+        Directory.CreateDirectory(directory);
+        string copy = Path.Combine(directory, "sandboxvm-agent");
+        File.Copy(agent, copy, overwrite: true);
+        return copy;
     }
 
     public string? SkipReason { get; }
@@ -140,7 +159,7 @@ public sealed class GvisorFixture : IAsyncLifetime
         {
             await runtime.DisposeAsync();
         }
-        foreach (string dir in new[] { RunDirectory, SnapshotDirectory })
+        foreach (string dir in new[] { RunDirectory, SnapshotDirectory, AgentDirectory })
         {
             if (Directory.Exists(dir))
             {

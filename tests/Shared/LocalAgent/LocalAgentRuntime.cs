@@ -45,12 +45,13 @@ public sealed class LocalAgentRuntime : IVmRuntime, IAsyncDisposable
 
     private readonly CgroupManager? _cgroups;
     private readonly string[] _agent;
+    private readonly string? _stagedAgent;
     private readonly List<LocalAgentVm> _vms = [];
     private int _started;
 
     public LocalAgentRuntime()
     {
-        _agent = AgentCommand();
+        (_agent, _stagedAgent) = StageAgent(AgentCommand());
         var cgroups = new CgroupManager();
         _cgroups = cgroups.IsUsable ? cgroups : null;
     }
@@ -85,6 +86,7 @@ public sealed class LocalAgentRuntime : IVmRuntime, IAsyncDisposable
         psi.Environment["PATH"] = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
         psi.Environment["HOME"] = "/home/sandbox";
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        psi.Environment["DOTNET_NOLOGO"] = "1";
         // No diagnostics IPC socket in the sandbox's /tmp.
         psi.Environment["DOTNET_EnableDiagnostics"] = "0";
         foreach (string arg in (string[])
@@ -138,12 +140,42 @@ public sealed class LocalAgentRuntime : IVmRuntime, IAsyncDisposable
         {
             await vm.DisposeAsync();
         }
+        if (_stagedAgent is not null && Directory.Exists(_stagedAgent))
+        {
+            Directory.Delete(_stagedAgent, recursive: true);
+        }
     }
 
     /// <summary>
     /// SANDBOXVM_AGENT_BINARY (a published native agent), else the agent dll the test project was built
     /// with (its <c>SandboxVM.AgentPath</c> assembly metadata) run by this process's dotnet host.
     /// </summary>
+    /// <summary>
+    /// The sandbox mounts fresh tmpfs on /tmp and /home, so an agent under them (a checkout cloned into
+    /// /tmp, as CI may) would vanish: such an agent is copied to /var/tmp first (its directory, for a dll).
+    /// </summary>
+    private static (string[] Command, string? Staged) StageAgent(string[] command)
+    {
+        string agent = command[^1];
+        if (!agent.StartsWith("/tmp/", StringComparison.Ordinal) && !agent.StartsWith("/home/", StringComparison.Ordinal))
+        {
+            return (command, null);
+        }
+        string staged = Path.Combine("/var/tmp", $"sbxlocal-agent-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        string source = Path.GetDirectoryName(agent)!;
+        foreach (string file in Directory.EnumerateFiles(source, "*", SearchOption.AllDirectories))
+        {
+            string target = Path.Combine(staged, Path.GetRelativePath(source, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target);
+            if (!OperatingSystem.IsWindows())
+            {
+                File.SetUnixFileMode(target, File.GetUnixFileMode(file));
+            }
+        }
+        return ([.. command[..^1], Path.Combine(staged, Path.GetFileName(agent))], staged);
+    }
+
     private static string[] AgentCommand()
     {
         string? binary = Environment.GetEnvironmentVariable("SANDBOXVM_AGENT_BINARY");
