@@ -306,6 +306,9 @@ public class ForkServerTests : AgentTestBase
     [Fact]
     public async Task Fork_WhenTheServerStopsAnswering_TheTimeoutStillHolds()
     {
+        // The step must go through a ready fork server: one still starting (over 1.5 s on a loaded host)
+        // makes it a plain process whose parent is the agent, and stopping that would stop the agent.
+        await WaitForForkServerAsync();
         uint id = await Agent.StartAsync(new AgentRequest
         {
             Op = Ops.Exec,
@@ -328,6 +331,19 @@ public class ForkServerTests : AgentTestBase
         {
             Process.Start("kill", ["-CONT", server.ToString()]).WaitForExit();
         }
+    }
+
+    /// <summary>Runs trivial steps until one is forked by the server (bounded: 20 tries).</summary>
+    private async Task WaitForForkServerAsync()
+    {
+        for (int i = 0; i < 20; i++)
+        {
+            if ((await Agent.ExecAsync(Python("pass\n"), Ct)).Response(ProtocolJson.Default.ExecResult).Run!.Forked)
+            {
+                return;
+            }
+        }
+        Assert.Fail("the fork server never took a step: " + Agent.AgentStderr);
     }
 
     [Fact]
