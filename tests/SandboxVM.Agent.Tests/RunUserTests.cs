@@ -176,7 +176,7 @@ public sealed class RunUserTests : IAsyncLifetime
             // run_started comes first
         }
 
-        var first = await Agent.ExecAsync(RunAs(2003, "a", "setsid sh -c 'while :; do sleep 1; done' </dev/null >/dev/null 2>&1 & echo started"), Ct);
+        var first = await Agent.ExecAsync(RunAs(2003, "a", DaemonThenStarted), Ct);
         var left = ProcessTable.InPidNamespaceOf(AgentHostPid());
         await File.WriteAllTextAsync(go, "", Ct);
         var second = await Agent.CollectAsync(other, Ct);
@@ -187,12 +187,18 @@ public sealed class RunUserTests : IAsyncLifetime
         Assert.Contains("B done", second.StdoutText);
     }
 
+    // A daemon in a session of its own, and "started" only once it is there: the run's group kill at its
+    // end would otherwise take the daemon too when its setsid had not yet run (seen on a loaded host).
+    private const string DaemonThenStarted =
+        "setsid sh -c 'touch daemon.ready; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 & " +
+        "while [ ! -e daemon.ready ]; do sleep 0.01; done; echo started";
+
     [Fact]
     public async Task RunUser_StartsClean_WhatAnEarlierRunOfTheSameUserLeftIsGone()
     {
         Assert.SkipUnless(StepUser.Switches, NeedsRoot);
         // The first run is neither ended nor cleaned up by its host: its daemon and directory stay.
-        var first = await Agent.ExecAsync(RunAs(2005, "a", "echo left > left.txt; setsid sh -c 'while :; do sleep 1; done' </dev/null >/dev/null 2>&1 & echo started",
+        var first = await Agent.ExecAsync(RunAs(2005, "a", "echo left > left.txt; " + DaemonThenStarted,
             endUserProcesses: false), Ct);
         bool daemonLeft = ProcessTable.InPidNamespaceOf(AgentHostPid()).Any(p => p.Uid == 2005);
 
