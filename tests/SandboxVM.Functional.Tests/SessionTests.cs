@@ -319,12 +319,23 @@ public abstract class SessionScenarios(ServerFixture server)
     {
         await using var sb = await CreateAsync("python-data-analysis");
 
-        Task<RunResultDto> first = sb.RunAsync("import time\ntime.sleep(1.5)\nopen('order.txt', 'a').write('a')\n");
-        await Task.Delay(300, Ct);
-        Task<RunResultDto> second = sb.RunAsync("open('order.txt', 'a').write('b')\nprint(open('order.txt').read())\n");
-        var results = await Task.WhenAll(first, second);
+        // The first run is streamed, so the test knows it is running before it sends the second.
+        using var request = new HttpRequestMessage(HttpMethod.Post, sb.Url("/run"))
+        {
+            Content = JsonContent.Create(new { code = "import time\nprint('started', flush=True)\ntime.sleep(1.5)\nopen('order.txt', 'a').write('a')\n" }, options: ServerFixture.Json),
+        };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        using var response = await server.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, Ct);
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(Ct));
+        while (await reader.ReadLineAsync(Ct) is { } line && !line.Contains("started", StringComparison.Ordinal))
+        {
+        }
 
-        Assert.Equal("ab\n", results[1].Stdout);
+        var second = await sb.RunAsync("open('order.txt', 'a').write('b')\nprint(open('order.txt').read())\n");
+        string firstRest = await reader.ReadToEndAsync(Ct);
+
+        Assert.Equal("ab\n", second.Stdout);
+        Assert.Contains("\"ok\"", firstRest);
     }
 
     [Fact]
