@@ -53,8 +53,8 @@ public sealed record RuntimeChoice(string Runtime, string? Accel, string Reason)
 
 /// <summary>
 /// Picks a runtime. `auto` prefers firecracker (KVM and a firecracker binary), then qemu with KVM (only
-/// when QEMU really ran a guest with it), then gvisor where a gVisor sandbox really ran (see
-/// <see cref="AutoPicksGvisor"/>), then qemu with TCG, then the process runtime; runtimes this build
+/// when QEMU really ran a guest with it), then gvisor where a gVisor sandbox really ran, then qemu with
+/// TCG, then the process runtime; runtimes this build
 /// does not implement yet are passed over with the reason.
 /// </summary>
 public static class RuntimeSelector
@@ -62,19 +62,10 @@ public static class RuntimeSelector
     /// <summary>Runtimes implemented in this build.</summary>
     public static IReadOnlySet<string> Implemented { get; } = new HashSet<string> { "process", "qemu", "gvisor" };
 
-    /// <summary>
-    /// Whether `auto` takes gvisor over qemu with TCG on a host without KVM. Off until the functional
-    /// suite passes on gvisor in CI; `--runtime gvisor` works either way.
-    /// </summary>
-    public const bool AutoPicksGvisor = false;
-
     /// <param name="requested">auto, firecracker, qemu, gvisor or process.</param>
     /// <param name="host">What this host offers.</param>
     /// <param name="accel">auto, kvm or tcg: forces the acceleration of qemu (tcg proves the no-KVM path on a KVM host, and keeps `auto` on qemu).</param>
-    public static RuntimeChoice Choose(string requested, HostFacts host, string accel = "auto") =>
-        Choose(requested, host, accel, AutoPicksGvisor);
-
-    internal static RuntimeChoice Choose(string requested, HostFacts host, string accel, bool autoPicksGvisor)
+    public static RuntimeChoice Choose(string requested, HostFacts host, string accel = "auto")
     {
         if (accel is not ("auto" or "kvm" or "tcg"))
         {
@@ -132,7 +123,7 @@ public static class RuntimeSelector
         {
             return new RuntimeChoice("qemu", "kvm", string.Join("; ", notes.Append("qemu with kvm")));
         }
-        string? gvisor = GvisorNote(host, accel, autoPicksGvisor);
+        string? gvisor = GvisorNote(host, accel);
         if (gvisor is null)
         {
             return new RuntimeChoice("gvisor", HostFacts.GvisorPlatform,
@@ -153,7 +144,7 @@ public static class RuntimeSelector
     }
 
     /// <summary>Why `auto` does not take gvisor on a host without KVM, or null when it does.</summary>
-    private static string? GvisorNote(HostFacts host, string accel, bool autoPicksGvisor)
+    private static string? GvisorNote(HostFacts host, string accel)
     {
         if (host.RunscPath is null)
         {
@@ -171,6 +162,6 @@ public static class RuntimeSelector
         {
             return "gVisor works but accel tcg was requested";
         }
-        return autoPicksGvisor ? null : "gVisor works here but this build's auto does not pick it yet (use --runtime gvisor)";
+        return null;
     }
 }

@@ -182,7 +182,7 @@ public static partial class ServerApp
                 ? new BootArtifactsBuilder(new ImageBuilderOptions { CacheRoot = options.CacheDir }, sp.GetRequiredService<ILogger<BootArtifactsBuilder>>())
                 : null));
         // The runsc probe runs a tiny sandbox (about a second): only where gvisor may be chosen.
-        services.AddSingleton(HostFacts.Probe(probeRunsc: options.Runtime == "gvisor" || (options.Runtime == "auto" && RuntimeSelector.AutoPicksGvisor)));
+        services.AddSingleton(HostFacts.Probe(probeRunsc: options.Runtime is "gvisor" or "auto"));
         services.AddSingleton(sp => RuntimeSelector.Choose(options.Runtime, sp.GetRequiredService<HostFacts>(), options.Accel));
         services.AddSingleton<CgroupManager>();
         services.AddSingleton<IVmRuntime>(sp =>

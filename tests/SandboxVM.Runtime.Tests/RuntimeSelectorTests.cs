@@ -22,14 +22,14 @@ public sealed class RuntimeSelectorTests
     [Fact]
     public void Auto_with_kvm_picks_qemu_kvm_even_where_gvisor_works()
     {
-        var choice = RuntimeSelector.Choose("auto", Host(kvm: true, runsc: Works), "auto", autoPicksGvisor: true);
+        var choice = RuntimeSelector.Choose("auto", Host(kvm: true, runsc: Works), "auto");
         Assert.Equal(("qemu", "kvm"), (choice.Runtime, choice.Accel));
     }
 
     [Fact]
     public void Auto_without_kvm_picks_gvisor_where_a_sandbox_ran_and_says_why()
     {
-        var choice = RuntimeSelector.Choose("auto", Host(runsc: Works), "auto", autoPicksGvisor: true);
+        var choice = RuntimeSelector.Choose("auto", Host(runsc: Works), "auto");
         Assert.Equal(("gvisor", "systrap"), (choice.Runtime, choice.Accel));
         Assert.Contains("no /dev/kvm", choice.Reason);
         Assert.Contains("gVisor ran a systrap sandbox", choice.Reason);
@@ -38,7 +38,7 @@ public sealed class RuntimeSelectorTests
     [Fact]
     public void Auto_without_kvm_falls_back_to_qemu_tcg_when_gvisor_does_not_run_here_and_names_the_failure()
     {
-        var choice = RuntimeSelector.Choose("auto", Host(runsc: Broken), "auto", autoPicksGvisor: true);
+        var choice = RuntimeSelector.Choose("auto", Host(runsc: Broken), "auto");
         Assert.Equal(("qemu", "tcg"), (choice.Runtime, choice.Accel));
         Assert.Contains("seccomp unavailable", choice.Reason);
     }
@@ -46,7 +46,7 @@ public sealed class RuntimeSelectorTests
     [Fact]
     public void Auto_without_kvm_or_runsc_is_qemu_tcg_saying_runsc_is_missing()
     {
-        var choice = RuntimeSelector.Choose("auto", Host(runscInstalled: false), "auto", autoPicksGvisor: true);
+        var choice = RuntimeSelector.Choose("auto", Host(runscInstalled: false), "auto");
         Assert.Equal(("qemu", "tcg"), (choice.Runtime, choice.Accel));
         Assert.Contains("runsc (gVisor) is not installed", choice.Reason);
     }
@@ -54,23 +54,15 @@ public sealed class RuntimeSelectorTests
     [Fact]
     public void Accel_tcg_keeps_auto_on_qemu_even_where_gvisor_works()
     {
-        var choice = RuntimeSelector.Choose("auto", Host(runsc: Works), "tcg", autoPicksGvisor: true);
+        var choice = RuntimeSelector.Choose("auto", Host(runsc: Works), "tcg");
         Assert.Equal(("qemu", "tcg"), (choice.Runtime, choice.Accel));
-    }
-
-    [Fact]
-    public void While_auto_does_not_pick_gvisor_yet_it_stays_on_qemu_tcg_and_says_so()
-    {
-        var choice = RuntimeSelector.Choose("auto", Host(runsc: Works), "auto", autoPicksGvisor: false);
-        Assert.Equal(("qemu", "tcg"), (choice.Runtime, choice.Accel));
-        Assert.Contains("--runtime gvisor", choice.Reason);
     }
 
     [Fact]
     public void Auto_without_kvm_and_qemu_picks_gvisor_before_the_process_runtime()
     {
-        Assert.Equal("gvisor", RuntimeSelector.Choose("auto", Host(qemu: false, runsc: Works), "auto", autoPicksGvisor: true).Runtime);
-        Assert.Equal("process", RuntimeSelector.Choose("auto", Host(qemu: false, runsc: Broken), "auto", autoPicksGvisor: true).Runtime);
+        Assert.Equal("gvisor", RuntimeSelector.Choose("auto", Host(qemu: false, runsc: Works), "auto").Runtime);
+        Assert.Equal("process", RuntimeSelector.Choose("auto", Host(qemu: false, runsc: Broken), "auto").Runtime);
     }
 
     [Fact]
