@@ -27,6 +27,12 @@ public sealed class SandboxVmOptions
     /// <summary>Period of the start-up cache collection, in days.</summary>
     public double CacheGcOlderThanDays { get; set; } = 7;
 
+    /// <summary>
+    /// Base URL of an OpenTelemetry collector (OTLP over HTTP/protobuf, e.g. http://127.0.0.1:4318): runs'
+    /// phase spans go there. Null: the standard OTEL_EXPORTER_OTLP_* variables decide; neither set, no tracing.
+    /// </summary>
+    public string? OtlpEndpoint { get; set; }
+
     /// <summary>auto, process, qemu or firecracker.</summary>
     public string Runtime { get; set; } = "auto";
 

@@ -23,6 +23,7 @@ internal sealed class ServerMetrics
     public const string MeterName = "SandboxVM.Server";
     public const string Runs = "runs";
     public const string RunDuration = "run_duration_seconds";
+    public const string RunPhase = "run_phase_seconds";
     public const string ToolRequests = "tool_requests";
     public const string SandboxesLive = "sandboxes_live";
     public const string VmsLive = "vms_live";
@@ -35,9 +36,12 @@ internal sealed class ServerMetrics
 
     /// <summary>Bucket bounds of <see cref="RunDuration"/>, seconds.</summary>
     public static readonly double[] RunDurationBuckets = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+    /// <summary>Phases go down to a pool take's fraction of a millisecond.</summary>
+    public static readonly double[] RunPhaseBuckets = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
     private readonly Counter<long> _runs;
     private readonly Histogram<double> _runDuration;
+    private readonly Histogram<double> _runPhase;
     private readonly Counter<long> _toolRequests;
     private readonly IServiceProvider _services;
 
@@ -47,6 +51,8 @@ internal sealed class ServerMetrics
         var meter = meters.Create(MeterName);
         _runs = meter.CreateCounter<long>(Runs, unit: "{run}", description: "Finished runs by template, status and kind (run, sandbox, tool)");
         _runDuration = meter.CreateHistogram<double>(RunDuration, unit: "s", description: "Run duration on the server (queue to result) by template and status");
+        _runPhase = meter.CreateHistogram<double>(RunPhase, unit: "s",
+            description: "Where a run's time went, by template and phase: queue (a run slot), startup (a sandbox: pool take, restore or boot), compile, run (the guest's steps), host (the rest: artifacts, the agent round trips)");
         _toolRequests = meter.CreateCounter<long>(ToolRequests, unit: "{request}", description: "Tools calls by tool and outcome (ok or the problem code)");
         meter.CreateObservableGauge(SandboxesLive, ObserveSandboxes, unit: "{sandbox}", description: "Sandboxes (sessions) running");
         meter.CreateObservableGauge(VmsLive, ObserveVms, unit: "{vm}", description: "VMs alive: pools, singletons, runs and sessions");
@@ -64,6 +70,11 @@ internal sealed class ServerMetrics
         };
         _runs.Add(1, tags);
         _runDuration.Record(Math.Max(0, result.Metrics.TotalMs) / 1000.0, tags);
+        var m = result.Metrics;
+        foreach (var (phase, ms) in new[] { ("queue", m.QueueMs), ("startup", m.StartupMs), ("compile", m.CompileMs), ("run", m.RunMs), ("host", m.HostMs) })
+        {
+            _runPhase.Record(Math.Max(0, ms) / 1000.0, new TagList { { "template", tags[0].Value }, { "kind", kind }, { "phase", phase } });
+        }
     }
 
     /// <summary>Counts a tools call: <paramref name="outcome"/> is <c>ok</c> or the problem code it was answered with.</summary>
@@ -152,9 +163,12 @@ internal sealed class MetricsExporter : IDisposable
             // restarts at zero). Label values here are few (templates, statuses, reasons): keep them for
             // the longest the adapter allows.
             MetricsExpireAfter = TimeSpan.FromDays(1),
-            ResolveHistogramBuckets = i => i.Meter.Name == ServerMetrics.MeterName && i.Name == ServerMetrics.RunDuration
-                ? ServerMetrics.RunDurationBuckets
-                : MeterAdapterOptions.DefaultHistogramBuckets,
+            ResolveHistogramBuckets = i => (i.Meter.Name, i.Name) switch
+            {
+                (ServerMetrics.MeterName, ServerMetrics.RunDuration) => ServerMetrics.RunDurationBuckets,
+                (ServerMetrics.MeterName, ServerMetrics.RunPhase) => ServerMetrics.RunPhaseBuckets,
+                _ => MeterAdapterOptions.DefaultHistogramBuckets,
+            },
         });
         DotNetStats.Register(Registry);
     }

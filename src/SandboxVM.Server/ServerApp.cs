@@ -227,6 +227,7 @@ public static partial class ServerApp
         services.AddSingleton<SessionManager>();
         ToolsEndpoints.AddServices(services);
         MetricsExporter.AddServices(services);
+        Tracing.AddServices(services, options);
         services.AddHostedService<StartupService>();
     }
 }

@@ -71,6 +71,10 @@ public partial class MetricsTests
         Assert.Equal(2, Sample(text, "sandboxvm_server_run_duration_seconds_count", "template=\"websearch-tools\"", "status=\"ok\""));
         Assert.Equal(0.3, Sample(text, "sandboxvm_server_run_duration_seconds_sum", "template=\"websearch-tools\"", "status=\"ok\"")!.Value, 6);
         Assert.Equal(2, Sample(text, "sandboxvm_server_run_duration_seconds_bucket", "status=\"ok\"", "le=\"0.25\""));
+        // Where the time went, per phase: two ok runs of 120 ms run and 1 ms queue each, plus the failed one's.
+        Assert.Equal(3, Sample(text, "sandboxvm_server_run_phase_seconds_count", "template=\"websearch-tools\"", "phase=\"run\""));
+        Assert.Equal(0.24, Sample(text, "sandboxvm_server_run_phase_seconds_sum", "template=\"websearch-tools\"", "phase=\"run\"")!.Value, 6);
+        Assert.Equal(0.002, Sample(text, "sandboxvm_server_run_phase_seconds_sum", "template=\"websearch-tools\"", "phase=\"queue\"")!.Value, 6);
         Assert.Equal(2, Sample(text, "sandboxvm_server_tool_requests", "tool=\"search\"", "outcome=\"ok\""));
         Assert.Equal(1, Sample(text, "sandboxvm_server_tool_requests", "tool=\"fetch\"", "outcome=\"tool_timeout\""));
         Assert.Equal(1, Sample(text, "sandboxvm_server_tool_requests", "tool=\"fetch\"", "outcome=\"invalid_url\""));

@@ -61,11 +61,14 @@ public sealed partial class RunService
     {
         var clock = Stopwatch.StartNew();
         var (template, exec) = Validate(request);
+        using var span = RunTracing.StartRun(template.Name, "run");
         if (_singletons is not null && _singletons.IsSingleton(template.Name))
         {
-            return await RunInSingletonAsync(template, exec, events, clock, cancellationToken);
+            var singletonResult = await RunInSingletonAsync(template, exec, events, clock, cancellationToken);
+            RunTracing.Finish(span, singletonResult);
+            return singletonResult;
         }
-        using var slot = await TakeSlotAsync(cancellationToken);
+        using var slot = await TakeSlotTracedAsync(cancellationToken);
         double queueMs = clock.Elapsed.TotalMilliseconds;
         // The VM is discarded after this run: whatever the run started (a setsid daemon) goes before the
         // artifacts are listed, so nothing can change them after they were hashed.
@@ -74,7 +77,9 @@ public sealed partial class RunService
         LeasedVm? lease = null;
         try
         {
+            using var acquire = RunTracing.StartPhase("acquire");
             lease = await _pools.AcquireAsync(template, cancellationToken);
+            acquire?.SetTag("sandboxvm.vm_source", lease.Source.ToString().ToLowerInvariant());
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -97,6 +102,7 @@ public sealed partial class RunService
         }
         result ??= new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started" };
         Finish(result.Metrics, queueMs, clock);
+        RunTracing.Finish(span, result);
         return result;
     }
 
@@ -154,10 +160,12 @@ public sealed partial class RunService
     public async Task<RunOutcome> RunOnVmAsync(IVm vm, TemplateDefinition template, ExecRequest exec, IRunEvents? events, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
-        using var slot = await TakeSlotAsync(cancellationToken);
+        using var span = RunTracing.StartRun(template.Name, "sandbox");
+        using var slot = await TakeSlotTracedAsync(cancellationToken);
         double queueMs = clock.Elapsed.TotalMilliseconds;
         var outcome = await ExecuteAsync(vm, template, exec, events, cancellationToken);
         Finish(outcome.Result.Metrics, queueMs, clock);
+        RunTracing.Finish(span, outcome.Result);
         return outcome;
     }
 
@@ -166,6 +174,12 @@ public sealed partial class RunService
         m.QueueMs = queueMs;
         m.TotalMs = clock.Elapsed.TotalMilliseconds;
         m.HostMs = Math.Max(0, m.TotalMs - m.QueueMs - m.StartupMs - m.CompileMs - m.RunMs);
+    }
+
+    private async Task<IDisposable> TakeSlotTracedAsync(CancellationToken cancellationToken)
+    {
+        using var queue = RunTracing.StartPhase("queue");
+        return await TakeSlotAsync(cancellationToken);
     }
 
     /// <summary>One of the server's concurrent run slots; waiting runs are bounded (429 past the bound).</summary>
@@ -217,14 +231,23 @@ public sealed partial class RunService
         using var runTimer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, runExpiry.Token);
 
         using var cancelExec = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var execSpan = RunTracing.StartPhase("exec");
         Task<ExecResult> execTask = vm.Agent.ExecAsync(exec, output, cancelExec.Token);
         Task deadline = Task.Delay(hostDeadline, _time, cancellationToken);
         Task first = await Task.WhenAny(execTask, output.Runaway, deadline);
+        execSpan?.Stop();
 
         if (first == execTask && execTask.IsCompletedSuccessfully)
         {
             var result = Map(execTask.Result, output, vm.ReadUsage().OomKills > oomBefore);
-            if (await CollectArtifactsAsync(vm, execTask.Result.Artifacts, exec.OutputsDir, result, events, runDeadline, runTimer.Token, cancellationToken) is { } failure)
+            RunTracing.RecordSteps(execSpan, result.Metrics.CompileMs, result.Metrics.RunMs);
+            string? failure;
+            using (var artifacts = RunTracing.StartPhase("artifacts"))
+            {
+                failure = await CollectArtifactsAsync(vm, execTask.Result.Artifacts, exec.OutputsDir, result, events, runDeadline, runTimer.Token, cancellationToken);
+                artifacts?.SetTag("sandboxvm.artifacts", result.Artifacts.Count);
+            }
+            if (failure is not null)
             {
                 // The guest misbehaved after its program ended: what it handed over is not trusted, the sandbox goes.
                 LogArtifactsFailed(_logger, template.Name, failure);
