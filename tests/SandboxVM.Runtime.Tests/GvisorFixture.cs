@@ -1,3 +1,4 @@
+using SandboxVM.Testing;
 using SandboxVM.Runtime.Agent;
 using SandboxVM.Runtime.Cgroups;
 using SandboxVM.Runtime.Gvisor;
@@ -30,7 +31,8 @@ public sealed class GvisorFixture : IAsyncLifetime
         SnapshotDirectory = Path.Combine(Directory.Exists("/dev/shm") ? "/dev/shm" : Path.GetTempPath(), "svm-gv-e2e-" + id);
         TemplateName = "gv-e2e-" + id;
         AgentDirectory = Path.Combine("/var/tmp", "svm-gv-e2e-" + id);
-        AgentPath = CopyAgent(FindAgent(), AgentDirectory);
+        string? agent = FindAgent();
+        AgentPath = agent is not null && File.Exists(agent) ? AgentStaging.CopyTo(agent, AgentDirectory) : agent;
         SkipReason = FindSkipReason();
     }
 
@@ -39,18 +41,6 @@ public sealed class GvisorFixture : IAsyncLifetime
     /// so an agent in a checkout under /tmp (a CI clone) would not be there.
     /// </summary>
     public string AgentDirectory { get; }
-
-    private static string? CopyAgent(string? agent, string directory)
-    {
-        if (agent is null || !File.Exists(agent))
-        {
-            return agent;
-        }
-        Directory.CreateDirectory(directory);
-        string copy = Path.Combine(directory, "sandboxvm-agent");
-        File.Copy(agent, copy, overwrite: true);
-        return copy;
-    }
 
     public string? SkipReason { get; }
     public string RunDirectory { get; }

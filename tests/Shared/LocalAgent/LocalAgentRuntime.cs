@@ -157,23 +157,12 @@ public sealed class LocalAgentRuntime : IVmRuntime, IAsyncDisposable
     private static (string[] Command, string? Staged) StageAgent(string[] command)
     {
         string agent = command[^1];
-        if (!agent.StartsWith("/tmp/", StringComparison.Ordinal) && !agent.StartsWith("/home/", StringComparison.Ordinal))
+        if (!AgentStaging.IsHidden(agent))
         {
             return (command, null);
         }
         string staged = Path.Combine("/var/tmp", $"sbxlocal-agent-{Environment.ProcessId}-{Guid.NewGuid():N}");
-        string source = Path.GetDirectoryName(agent)!;
-        foreach (string file in Directory.EnumerateFiles(source, "*", SearchOption.AllDirectories))
-        {
-            string target = Path.Combine(staged, Path.GetRelativePath(source, file));
-            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-            File.Copy(file, target);
-            if (!OperatingSystem.IsWindows())
-            {
-                File.SetUnixFileMode(target, File.GetUnixFileMode(file));
-            }
-        }
-        return ([.. command[..^1], Path.Combine(staged, Path.GetFileName(agent))], staged);
+        return ([.. command[..^1], AgentStaging.CopyTo(agent, staged)], staged);
     }
 
     private static string[] AgentCommand()
