@@ -138,11 +138,21 @@ public class HostilePathTests : AgentTestBase
         await AssertAgentServesAsync();
     }
 
+    /// <summary>Every kind of plant user code can leave where the agent is about to write or read.</summary>
+    public static TheoryData<Plant> Plants => [Plant.Symlink, Plant.Fifo, Plant.Device, Plant.HardLink];
+
+    /// <summary>The write over <paramref name="plant"/> at <paramref name="path"/> was refused, naming it, and changed nothing.</summary>
+    private async Task AssertWriteRefusedAsync(OperationFrames frames, Plant plant, string path)
+    {
+        var error = frames.Error();
+        Assert.Equal(WriteRefusal(plant), error.Code);
+        Assert.Contains(path, error.Message);
+        AssertRootFilesUntouched();
+        await AssertAgentServesAsync();
+    }
+
     [Theory]
-    [InlineData(Plant.Symlink)]
-    [InlineData(Plant.Fifo)]
-    [InlineData(Plant.Device)]
-    [InlineData(Plant.HardLink)]
+    [MemberData(nameof(Plants))]
     public async Task ExecSourceFile_OverAPlant_IsRefused(Plant plant)
     {
         Assert.SkipUnless(StepUser.Switches, NeedsRoot);
@@ -155,18 +165,11 @@ public class HostilePathTests : AgentTestBase
 
         var frames = await Agent.ExecAsync(exec, Ct);
 
-        var error = frames.Error();
-        Assert.Equal(WriteRefusal(plant), error.Code);
-        Assert.Contains(path, error.Message);
-        AssertRootFilesUntouched();
-        await AssertAgentServesAsync();
+        await AssertWriteRefusedAsync(frames, plant, path);
     }
 
     [Theory]
-    [InlineData(Plant.Symlink)]
-    [InlineData(Plant.Fifo)]
-    [InlineData(Plant.Device)]
-    [InlineData(Plant.HardLink)]
+    [MemberData(nameof(Plants))]
     public async Task FileWrite_OverAPlant_IsRefused(Plant plant)
     {
         Assert.SkipUnless(StepUser.Switches, NeedsRoot);
@@ -175,11 +178,7 @@ public class HostilePathTests : AgentTestBase
 
         var frames = await WriteFileAsync("upload.bin", "overwritten");
 
-        var error = frames.Error();
-        Assert.Equal(WriteRefusal(plant), error.Code);
-        Assert.Contains(path, error.Message);
-        AssertRootFilesUntouched();
-        await AssertAgentServesAsync();
+        await AssertWriteRefusedAsync(frames, plant, path);
     }
 
     [Theory]
@@ -205,10 +204,7 @@ public class HostilePathTests : AgentTestBase
     }
 
     [Theory]
-    [InlineData(Plant.Symlink)]
-    [InlineData(Plant.Fifo)]
-    [InlineData(Plant.Device)]
-    [InlineData(Plant.HardLink)]
+    [MemberData(nameof(Plants))]
     public async Task ArtifactsList_SkipsAPlant_AndHashesOnlyTheUsersFiles(Plant plant)
     {
         Assert.SkipUnless(StepUser.Switches, NeedsRoot);
@@ -249,10 +245,7 @@ public class HostilePathTests : AgentTestBase
     }
 
     [Theory]
-    [InlineData(Plant.Symlink)]
-    [InlineData(Plant.Fifo)]
-    [InlineData(Plant.Device)]
-    [InlineData(Plant.HardLink)]
+    [MemberData(nameof(Plants))]
     public async Task FileRemove_Recursive_RemovesPlantsAsTheUser_AndCannotRemoveWhatIsRoots(Plant plant)
     {
         Assert.SkipUnless(StepUser.Switches, NeedsRoot);
