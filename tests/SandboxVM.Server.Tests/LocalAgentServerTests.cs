@@ -26,6 +26,43 @@ public sealed class LocalAgentServer : IAsyncLifetime
     public SandboxClient Client { get; private set; } = null!;
     public HttpClient Http => _server!.Http;
 
+    /// <summary>The templates of this server (<see cref="Python"/>, <see cref="Shell"/>) as YAML by name, for other servers on the local agent.</summary>
+    public static Dictionary<string, string> Templates() => new()
+    {
+        [Python] = $"""
+            name: {Python}
+            source: {"{"}type: debian, suite: bookworm, packages: []{"}"}
+            language:
+              name: python
+              source_file: main.py
+              run: [python3, -u, main.py]
+              fork_server:
+                preload: []
+            memory_mib: 64
+            limits:
+              run_timeout_s: 10
+              max_timeout_s: 30
+              output_bytes: {OutputBytes}
+            output: text+images
+            warmup:
+              strategy: cold
+            """,
+        [Shell] = $"""
+            name: {Shell}
+            source: {"{"}type: debian, suite: bookworm, packages: []{"}"}
+            language:
+              name: shell
+              source_file: main.sh
+              compile: [sh, -n, main.sh]
+              run: [sh, main.sh]
+            limits:
+              run_timeout_s: 10
+              max_timeout_s: 30
+            warmup:
+              strategy: cold
+            """,
+    };
+
     public async ValueTask InitializeAsync()
     {
         if (LocalAgentRuntime.UnavailableReason is not null)
@@ -33,41 +70,7 @@ public sealed class LocalAgentServer : IAsyncLifetime
             return;
         }
         Runtime = new LocalAgentRuntime();
-        _server = await LoopbackServer.StartAsync(Runtime, new Dictionary<string, string>
-        {
-            [Python] = $"""
-                name: {Python}
-                source: {"{"}type: debian, suite: bookworm, packages: []{"}"}
-                language:
-                  name: python
-                  source_file: main.py
-                  run: [python3, -u, main.py]
-                  fork_server:
-                    preload: []
-                memory_mib: 64
-                limits:
-                  run_timeout_s: 10
-                  max_timeout_s: 30
-                  output_bytes: {OutputBytes}
-                output: text+images
-                warmup:
-                  strategy: cold
-                """,
-            [Shell] = $"""
-                name: {Shell}
-                source: {"{"}type: debian, suite: bookworm, packages: []{"}"}
-                language:
-                  name: shell
-                  source_file: main.sh
-                  compile: [sh, -n, main.sh]
-                  run: [sh, main.sh]
-                limits:
-                  run_timeout_s: 10
-                  max_timeout_s: 30
-                warmup:
-                  strategy: cold
-                """,
-        }, o => o.HostTimeoutMarginS = 2);
+        _server = await LoopbackServer.StartAsync(Runtime, Templates(), o => o.HostTimeoutMarginS = 2);
         Client = new SandboxClient(_server.BaseUri.ToString());
     }
 
