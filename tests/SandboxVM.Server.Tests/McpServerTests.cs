@@ -289,6 +289,25 @@ public sealed class McpServerTests(McpServerFixture server) : IClassFixture<McpS
         Assert.Equal(System.Net.HttpStatusCode.Forbidden, response.StatusCode);
     }
 
+    [Fact]
+    public async Task Http_AMessageNotSentAsJsonIsRefused()
+    {
+        using var http = new HttpClient();
+        using var request = new HttpRequestMessage(HttpMethod.Post, _server.McpUri)
+        {
+            // What a page of another site can send without a CORS preflight.
+            Content = new StringContent("""{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}""",
+                System.Text.Encoding.UTF8, "text/plain"),
+        };
+        request.Headers.Authorization = new("Bearer", TestKeys.Alice);
+        request.Headers.Accept.ParseAdd("application/json");
+        request.Headers.Accept.ParseAdd("text/event-stream");
+        using var response = await http.SendAsync(request, Ct);
+
+        Assert.Equal(System.Net.HttpStatusCode.UnsupportedMediaType, response.StatusCode);
+        Assert.Contains("unsupported_media_type", await response.Content.ReadAsStringAsync(Ct));
+    }
+
     [Theory]
     [InlineData("no-such-template", "print(1)", null, "unknown_template")]
     [InlineData(McpServerFixture.Python, "print(1)", 1000.0, "timeout_s")]

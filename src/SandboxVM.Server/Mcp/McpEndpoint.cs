@@ -4,7 +4,6 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using SandboxVM.Client;
 
@@ -34,7 +33,18 @@ internal static class McpEndpoint
             .AddSandboxVmTools();
     }
 
-    public static void Map(IEndpointRouteBuilder app) => app.MapMcp(Path);
+    /// <summary>
+    /// Maps the endpoint, behind the rule of every JSON endpoint (<see cref="Endpoints.ReadJsonAsync"/>): a POST
+    /// not sent as application/json is a 415, so a page of another site cannot reach the tools with a
+    /// text/plain POST, which needs no CORS preflight. The SDK itself reads any body.
+    /// </summary>
+    public static void Map(WebApplication app)
+    {
+        app.UseWhen(c => HttpMethods.IsPost(c.Request.Method) && c.Request.Path.StartsWithSegments(Path) && !c.Request.HasJsonContentType(),
+            refuse => refuse.Run(c => Problems.Write(c, 415, HttpProblemCodes.UnsupportedMediaType, null,
+                "MCP messages must be sent as application/json (Content-Type: application/json)")));
+        app.MapMcp(Path);
+    }
 
     /// <summary>The user the MCP SDK binds a session to: the caller's name.</summary>
     public static ClaimsPrincipal UserOf(Caller caller) =>
