@@ -416,6 +416,25 @@ public sealed class McpServerTests(McpServerFixture server) : IClassFixture<McpS
     }
 
     [Fact]
+    public async Task Stdio_CancellingTheCallEndsTheRun()
+    {
+        var stderr = new List<string>();
+        await using var client = await _server.ConnectStdioAsync(TestKeys.Alice, stderr, Ct);
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        int before = _server.Runtime.Vms.Count;
+        var started = new TaskCompletionSource();
+        var call = client.CallToolAsync("run_code",
+            Args(("template", McpServerFixture.Python), ("code", "import time\nprint('started')\ntime.sleep(25)"), ("timeout_s", 40.0)),
+            new SyncProgress(_ => started.TrySetResult()), cancellationToken: cts.Token).AsTask();
+        await started.Task.WaitAsync(TimeSpan.FromSeconds(20), Ct);
+        var vm = _server.Runtime.Vms.Skip(before).Single();
+        cts.Cancel();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
+        await Eventually.TrueAsync(() => vm.Ended, () => $"sandbox {vm.Id} still runs after the call was cancelled");
+    }
+
+    [Fact]
     public async Task Stdio_AWrongKeyIsAToolErrorNamingTheKey()
     {
         var stderr = new List<string>();
