@@ -35,25 +35,7 @@ public sealed class McpServerFixture : IAsyncLifetime
         _keys.WithDefaults();
         Runtime = new LocalAgentRuntime();
         var templates = LocalAgentServer.Templates();
-        templates[Python] = $"""
-            name: {Python}
-            description: Python 3 for the MCP tests
-            source: {"{"}type: debian, suite: bookworm, packages: []{"}"}
-            language:
-              name: python
-              source_file: main.py
-              run: [python3, -u, main.py]
-              fork_server:
-                preload: []
-            memory_mib: 512
-            limits:
-              run_timeout_s: 30
-              max_timeout_s: 60
-              output_bytes: 65536
-            output: text+images
-            warmup:
-              strategy: cold
-            """;
+        templates[Python] = LocalAgentServer.PythonYaml(Python, memoryMib: 512, runTimeoutS: 30, maxTimeoutS: 60, outputBytes: 65536);
         _server = await LoopbackServer.StartAsync(Runtime, templates, o =>
         {
             o.HostTimeoutMarginS = 2;
@@ -360,19 +342,24 @@ public sealed class McpServerTests(McpServerFixture server) : IClassFixture<McpS
     public async Task Http_CancellingTheCallEndsTheRun()
     {
         await using var client = await _server.ConnectHttpAsync(TestKeys.Alice, Ct);
+        await AssertCancellingEndsTheRunAsync(client);
+    }
+
+    /// <summary>A run cancelled by the client once its first output arrived: the call ends, and its sandbox well before the program's 25 s sleep would.</summary>
+    private async Task AssertCancellingEndsTheRunAsync(McpClient client)
+    {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
         int before = _server.Runtime.Vms.Count;
         var started = new TaskCompletionSource();
-        var progress = new SyncProgress(_ => started.TrySetResult());
         var call = client.CallToolAsync("run_code",
             Args(("template", McpServerFixture.Python), ("code", "import time\nprint('started')\ntime.sleep(25)\nprint('finished')"), ("timeout_s", 40.0)),
-            progress, cancellationToken: cts.Token).AsTask();
+            new SyncProgress(_ => started.TrySetResult()), cancellationToken: cts.Token).AsTask();
         await started.Task.WaitAsync(TimeSpan.FromSeconds(20), Ct);
         var vm = _server.Runtime.Vms.Skip(before).Single();
         cts.Cancel();
 
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
-        // The run's sandbox ends well before the program's 25 s sleep would (Eventually waits 20 s at most).
+        // Eventually waits 20 s at most.
         await Eventually.TrueAsync(() => vm.Ended, () => $"sandbox {vm.Id} still runs after the call was cancelled");
     }
 
@@ -418,20 +405,8 @@ public sealed class McpServerTests(McpServerFixture server) : IClassFixture<McpS
     [Fact]
     public async Task Stdio_CancellingTheCallEndsTheRun()
     {
-        var stderr = new List<string>();
-        await using var client = await _server.ConnectStdioAsync(TestKeys.Alice, stderr, Ct);
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-        int before = _server.Runtime.Vms.Count;
-        var started = new TaskCompletionSource();
-        var call = client.CallToolAsync("run_code",
-            Args(("template", McpServerFixture.Python), ("code", "import time\nprint('started')\ntime.sleep(25)"), ("timeout_s", 40.0)),
-            new SyncProgress(_ => started.TrySetResult()), cancellationToken: cts.Token).AsTask();
-        await started.Task.WaitAsync(TimeSpan.FromSeconds(20), Ct);
-        var vm = _server.Runtime.Vms.Skip(before).Single();
-        cts.Cancel();
-
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
-        await Eventually.TrueAsync(() => vm.Ended, () => $"sandbox {vm.Id} still runs after the call was cancelled");
+        await using var client = await _server.ConnectStdioAsync(TestKeys.Alice, [], Ct);
+        await AssertCancellingEndsTheRunAsync(client);
     }
 
     [Fact]
