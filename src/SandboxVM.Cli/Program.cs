@@ -10,6 +10,7 @@ var root = new RootCommand("SandboxVM: run AI-generated code in sandboxes")
     CacheCommand.Create(),
     DoctorCommand.Create(),
     KeysCommand.Create(),
+    McpCommand.Create(),
 };
 // Signals are left to the commands (serve stops its sandboxes on SIGTERM) instead of a forced exit.
 return await root.Parse(args).InvokeAsync(new InvocationConfiguration { ProcessTerminationTimeout = null });

@@ -219,7 +219,7 @@ public sealed partial class CallerStore : IDisposable
 /// <summary>
 /// Finds the caller of every /v1 and /metrics request: with keys configured, the key of
 /// <c>Authorization: Bearer KEY</c> (401 otherwise); without, <see cref="Caller.Anonymous"/>. /metrics and
-/// /v1/admin need an admin (403).
+/// /v1/admin need an admin (403). On /mcp the caller is also the request's user, to whom the MCP SDK binds a session.
 /// </summary>
 internal sealed class CallerMiddleware(RequestDelegate next, CallerStore callers)
 {
@@ -228,7 +228,8 @@ internal sealed class CallerMiddleware(RequestDelegate next, CallerStore callers
     public Task InvokeAsync(HttpContext context)
     {
         var path = context.Request.Path;
-        if (!path.StartsWithSegments("/v1") && !path.StartsWithSegments(MetricsExporter.Path))
+        bool mcp = path.StartsWithSegments(Mcp.McpEndpoint.Path);
+        if (!mcp && !path.StartsWithSegments("/v1") && !path.StartsWithSegments(MetricsExporter.Path))
         {
             return next(context);
         }
@@ -249,6 +250,10 @@ internal sealed class CallerMiddleware(RequestDelegate next, CallerStore callers
             return Problems.Write(context, 403, HttpProblemCodes.AdminRequired, null, "this call needs an admin API key");
         }
         context.Features.Set(caller);
+        if (mcp)
+        {
+            context.User = Mcp.McpEndpoint.UserOf(caller);
+        }
         return next(context);
     }
 }

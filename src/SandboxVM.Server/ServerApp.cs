@@ -77,11 +77,13 @@ public static partial class ServerApp
         Problems.AddServices(builder.Services);
         AddSandboxVm(builder.Services, options);
         HttpSurface.AddServices(builder.Services, callers, AllowedHosts.For(options, urls));
+        Mcp.McpEndpoint.AddServices(builder.Services);
         configureServices?.Invoke(builder.Services);
 
         var app = builder.Build();
         HttpSurface.Use(app);
         Endpoints.Map(app);
+        Mcp.McpEndpoint.Map(app);
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("SandboxVM.Server");
         if (options.InsecureNoAuth && !callers.KeysRequired && urls.Any(u => !Listening.IsLoopback(u)))
         {

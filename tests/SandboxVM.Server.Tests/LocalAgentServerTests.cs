@@ -26,6 +26,46 @@ public sealed class LocalAgentServer : IAsyncLifetime
     public SandboxClient Client { get; private set; } = null!;
     public HttpClient Http => _server!.Http;
 
+    /// <summary>The templates of this server (<see cref="Python"/>, <see cref="Shell"/>) as YAML by name, for other servers on the local agent.</summary>
+    public static Dictionary<string, string> Templates() => new()
+    {
+        [Python] = PythonYaml(Python, memoryMib: 64, runTimeoutS: 10, maxTimeoutS: 30, OutputBytes),
+        [Shell] = $"""
+            name: {Shell}
+            source: {"{"}type: debian, suite: bookworm, packages: []{"}"}
+            language:
+              name: shell
+              source_file: main.sh
+              compile: [sh, -n, main.sh]
+              run: [sh, main.sh]
+            limits:
+              run_timeout_s: 10
+              max_timeout_s: 30
+            warmup:
+              strategy: cold
+            """,
+    };
+
+    /// <summary>A python template with a session kernel (fork_server) whose files in /tmp/outputs are artifacts.</summary>
+    public static string PythonYaml(string name, int memoryMib, int runTimeoutS, int maxTimeoutS, int outputBytes) => $"""
+        name: {name}
+        source: {"{"}type: debian, suite: bookworm, packages: []{"}"}
+        language:
+          name: python
+          source_file: main.py
+          run: [python3, -u, main.py]
+          fork_server:
+            preload: []
+        memory_mib: {memoryMib}
+        limits:
+          run_timeout_s: {runTimeoutS}
+          max_timeout_s: {maxTimeoutS}
+          output_bytes: {outputBytes}
+        output: text+images
+        warmup:
+          strategy: cold
+        """;
+
     public async ValueTask InitializeAsync()
     {
         if (LocalAgentRuntime.UnavailableReason is not null)
@@ -33,41 +73,7 @@ public sealed class LocalAgentServer : IAsyncLifetime
             return;
         }
         Runtime = new LocalAgentRuntime();
-        _server = await LoopbackServer.StartAsync(Runtime, new Dictionary<string, string>
-        {
-            [Python] = $"""
-                name: {Python}
-                source: {"{"}type: debian, suite: bookworm, packages: []{"}"}
-                language:
-                  name: python
-                  source_file: main.py
-                  run: [python3, -u, main.py]
-                  fork_server:
-                    preload: []
-                memory_mib: 64
-                limits:
-                  run_timeout_s: 10
-                  max_timeout_s: 30
-                  output_bytes: {OutputBytes}
-                output: text+images
-                warmup:
-                  strategy: cold
-                """,
-            [Shell] = $"""
-                name: {Shell}
-                source: {"{"}type: debian, suite: bookworm, packages: []{"}"}
-                language:
-                  name: shell
-                  source_file: main.sh
-                  compile: [sh, -n, main.sh]
-                  run: [sh, main.sh]
-                limits:
-                  run_timeout_s: 10
-                  max_timeout_s: 30
-                warmup:
-                  strategy: cold
-                """,
-        }, o => o.HostTimeoutMarginS = 2);
+        _server = await LoopbackServer.StartAsync(Runtime, Templates(), o => o.HostTimeoutMarginS = 2);
         Client = new SandboxClient(_server.BaseUri.ToString());
     }
 
