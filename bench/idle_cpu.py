@@ -6,7 +6,7 @@ server reports them frozen (unless it freezes nothing: SandboxVM__FreezeIdle=fal
 from /proc over WINDOW seconds for every host process in a sandbox cgroup of the server (cgroup names carry
 the server's pid: pool members count too). Then 20 sequential pooled print(1) runs with the sandboxes
 present, the sandboxes deleted, and 20 more on the emptied server.
-Usage: bench/idle_cpu.py BASE_URL SERVER_PID N [WINDOW_S]   (run as root, on the server's host)"""
+Usage: bench/idle_cpu.py BASE_URL SERVER_PID N [WINDOW_S]   (root, on the server's host; SERVER_PID: the server process itself, e.g. from `ss -ltnp`)"""
 import json, os, statistics, sys, time, urllib.request
 
 base, server_pid, n = sys.argv[1].rstrip("/"), sys.argv[2], int(sys.argv[3])
