@@ -90,7 +90,7 @@ public sealed class Sandbox : IAsyncDisposable
         try
         {
             var sandbox = await client.CreateSandboxAsync(
-                template, options.TimeoutS, options.IdleTimeoutS, options.Metadata, cancellationToken).ConfigureAwait(false);
+                template, options.TimeoutS, options.IdleTimeoutS, options.Metadata, cancellationToken, options.KeepRunning).ConfigureAwait(false);
             return owns ? new Sandbox(client, sandbox.Info, ownsClient: true, killOnDispose: true) : sandbox;
         }
         catch when (owns)

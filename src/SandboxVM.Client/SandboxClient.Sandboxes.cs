@@ -15,6 +15,7 @@ public sealed partial class SandboxClient
     /// <param name="idleTimeoutS">Seconds without calls after which the server ends it; null for the server's default.</param>
     /// <param name="metadata">Free-form labels stored with the sandbox.</param>
     /// <param name="cancellationToken">Abandons the call.</param>
+    /// <param name="keepRunning">Keep the VM running between calls (background work goes on); null or false: frozen while idle.</param>
     /// <returns>The running sandbox.</returns>
     /// <exception cref="TooManySandboxesException">The server runs as many sandboxes as it allows; see its RetryAfter.</exception>
     /// <exception cref="SandboxNotFoundException">The server has no such template (<c>unknown_template</c>).</exception>
@@ -25,11 +26,12 @@ public sealed partial class SandboxClient
         double? timeoutS = null,
         double? idleTimeoutS = null,
         IReadOnlyDictionary<string, string>? metadata = null,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default,
+        bool? keepRunning = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(template);
         var body = JsonSerializer.SerializeToUtf8Bytes(
-            new CreateSandboxRequest { Template = template, TimeoutS = timeoutS, IdleTimeoutS = idleTimeoutS, Metadata = metadata },
+            new CreateSandboxRequest { Template = template, TimeoutS = timeoutS, IdleTimeoutS = idleTimeoutS, Metadata = metadata, KeepRunning = keepRunning },
             SandboxJson.Default.CreateSandboxRequest);
         var info = await SendAsync(HttpMethod.Post, "v1/sandboxes", body, SandboxJson.Default.SandboxInfo, cancellationToken)
             .ConfigureAwait(false);

@@ -35,6 +35,12 @@ public sealed class SandboxCreateOptions
     /// <summary>Seconds without any call after which the server ends the sandbox (<c>idle_timeout_s</c>); null for the server's default.</summary>
     public double? IdleTimeoutS { get; init; }
 
+    /// <summary>
+    /// Keep the sandbox's VM running between calls (<c>keep_running</c>), so background processes go on; by
+    /// default an idle sandbox is frozen (no CPU) and the next call thaws it. Null: the server's default (frozen).
+    /// </summary>
+    public bool? KeepRunning { get; init; }
+
     /// <summary>Free-form labels stored with the sandbox and returned in <see cref="SandboxInfo.Metadata"/>.</summary>
     public IReadOnlyDictionary<string, string>? Metadata { get; init; }
 }

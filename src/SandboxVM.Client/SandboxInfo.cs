@@ -43,6 +43,12 @@ public sealed class SandboxInfo
     /// <summary>Milliseconds it took to obtain and start the VM.</summary>
     public double StartupMs { get; init; }
 
+    /// <summary>Created with <see cref="SandboxCreateOptions.KeepRunning"/>: never frozen between calls.</summary>
+    public bool KeepRunning { get; init; }
+
+    /// <summary>The VM is frozen now (no call for a while); the next call thaws it, state intact.</summary>
+    public bool Frozen { get; init; }
+
     /// <inheritdoc/>
     public override string ToString() => $"{Id} ({Template}, {State.ToString().ToLowerInvariant()}, expires {ExpiresAt:u})";
 }

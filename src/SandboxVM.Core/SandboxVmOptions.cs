@@ -92,6 +92,22 @@ public sealed class SandboxVmOptions
     /// <summary>How often lifetimes and idle times are checked.</summary>
     public double SandboxReapIntervalS { get; set; } = 1;
 
+    /// <summary>
+    /// Freeze a sandbox (and the waiting members of a pool) while no call is in flight, so idle sandboxes
+    /// cost no CPU; the next call thaws it first. A sandbox created with <c>keep_running</c> is never frozen.
+    /// </summary>
+    public bool FreezeIdle { get; set; } = true;
+
+    /// <summary>
+    /// Seconds a sandbox must have been without a call before it is frozen (checked on the reaper's tick):
+    /// back-to-back calls do not pay a freeze and a thaw each (on gvisor each is a runsc call, 60-200 ms
+    /// on a loaded 2-core host).
+    /// </summary>
+    public double SandboxFreezeAfterS { get; set; } = 2;
+
+    /// <summary>Restores a pool runs at once when it refills; a template's <c>refill_concurrency</c> overrides it. 0: the host's cores.</summary>
+    public int PoolRefillConcurrency { get; set; }
+
     /// <summary>Largest file a caller may upload into a sandbox (PUT .../files).</summary>
     public long MaxUploadBytes { get; set; } = 100L << 20;
 

@@ -129,4 +129,21 @@ public interface IVm : IAsyncDisposable
     /// <summary>Completes when the sandbox has died (or been disposed).</summary>
     Task Exited { get; }
     VmUsage ReadUsage();
+
+    /// <summary>True while the sandbox is frozen (<see cref="FreezeAsync"/>): its code makes no progress and uses no CPU.</summary>
+    bool IsFrozen => false;
+
+    /// <summary>
+    /// Stops every process of the sandbox where it is (qemu: QMP <c>stop</c>; gvisor: <c>runsc pause</c>;
+    /// process: the cgroup freezer), so an idle sandbox costs no CPU. Idempotent and safe against
+    /// concurrent calls with <see cref="ThawAsync"/>. Where the runtime cannot freeze it does nothing.
+    /// </summary>
+    Task FreezeAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>
+    /// Lets a frozen sandbox run again. Idempotent. A thaw that fails means the sandbox is lost: the
+    /// caller ends it (as a dead pool member). The guest's clock stood still meanwhile in runtimes with
+    /// their own kernel: the caller sets it again (reinit).
+    /// </summary>
+    Task ThawAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }

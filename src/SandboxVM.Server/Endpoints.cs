@@ -120,7 +120,13 @@ internal static partial class Endpoints
             Output = t.Output == OutputMode.TextAndImages ? "text+images" : "text",
             Network = t.Network.Mode == NetworkMode.Proxy ? "proxy" : "none",
             Warmup = t.Warmup.Strategy.ToString().ToLowerInvariant(),
-            Pool = pools.Status(t.Name) is { } p ? new PoolInfo { Ready = p.Ready, Target = p.Target, Starting = p.Starting, LastError = p.LastError } : null,
+            Pool = pools.Status(t.Name) is { } p
+                ? new PoolInfo
+                {
+                    Ready = p.Ready, Target = p.Target, Min = p.Min, Max = p.Max, Starting = p.Starting, Frozen = p.Frozen,
+                    Hits = p.Hits, Misses = p.Misses, LastError = p.LastError,
+                }
+                : null,
             Singleton = singletons.Status(t.Name) is { } s
                 ? new SingletonInfo { State = s.State, Restarts = s.Restarts, Running = s.Running, Queued = s.Queued, LastError = s.LastError, StartedAt = s.StartedAt?.UtcDateTime }
                 : null,
@@ -183,8 +189,15 @@ internal sealed class TemplateInfo
 internal sealed class PoolInfo
 {
     public int Ready { get; set; }
+    /// <summary>What the pool aims at now, between <see cref="Min"/> and <see cref="Max"/> (with demand).</summary>
     public int Target { get; set; }
+    public int Min { get; set; }
+    public int Max { get; set; }
     public int Starting { get; set; }
+    /// <summary>Ready sandboxes that are frozen while they wait.</summary>
+    public int Frozen { get; set; }
+    public long Hits { get; set; }
+    public long Misses { get; set; }
     public string? LastError { get; set; }
 }
 

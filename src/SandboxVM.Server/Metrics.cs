@@ -28,6 +28,11 @@ internal sealed class ServerMetrics
     public const string SandboxesLive = "sandboxes_live";
     public const string VmsLive = "vms_live";
     public const string SingletonRestarts = "singleton_restarts";
+    public const string PoolTarget = "pool_target";
+    public const string PoolReady = "pool_ready";
+    public const string PoolHits = "pool_hits";
+    public const string PoolMisses = "pool_misses";
+    public const string SandboxesFrozen = "sandboxes_frozen";
 
     /// <summary>Run kinds (tag <c>kind</c>): <c>POST /v1/run</c>, a sandbox's run, a tools call.</summary>
     public const string KindRun = "run";
@@ -57,6 +62,11 @@ internal sealed class ServerMetrics
         meter.CreateObservableGauge(SandboxesLive, ObserveSandboxes, unit: "{sandbox}", description: "Sandboxes (sessions) running");
         meter.CreateObservableGauge(VmsLive, ObserveVms, unit: "{vm}", description: "VMs alive: pools, singletons, runs and sessions");
         meter.CreateObservableGauge(SingletonRestarts, ObserveRestarts, unit: "{restart}", description: "Times each singleton template's VM was started again");
+        meter.CreateObservableGauge(PoolTarget, () => ObservePools(p => p.Target), unit: "{vm}", description: "Ready sandboxes each template's pool aims at (follows demand between its min and max)");
+        meter.CreateObservableGauge(PoolReady, () => ObservePools(p => p.Ready), unit: "{vm}", description: "Ready sandboxes in each template's pool");
+        meter.CreateObservableCounter(PoolHits, () => ObservePools(p => p.Hits), unit: "{request}", description: "Requests served from each template's pool");
+        meter.CreateObservableCounter(PoolMisses, () => ObservePools(p => p.Misses), unit: "{request}", description: "Requests that found each template's pool empty and started a sandbox");
+        meter.CreateObservableGauge(SandboxesFrozen, ObserveFrozen, unit: "{sandbox}", description: "Sandboxes (sessions) frozen between calls");
     }
 
     /// <summary>Counts a finished run and its duration (the server-measured total).</summary>
@@ -98,6 +108,23 @@ internal sealed class ServerMetrics
         int count = Guard(() => _services.GetService<SessionManager>()?.List().Count ?? 0);
         return [new Measurement<int>(count)];
     }
+
+    private List<Measurement<long>> ObservePools(Func<Core.Pools.PoolStatus, long> value)
+    {
+        try
+        {
+            return _services.GetService<Core.Pools.PoolManager>()?.Statuses()
+                .Select(p => new Measurement<long>(value(p.Value), new KeyValuePair<string, object?>("template", p.Key)))
+                .ToList() ?? [];
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return [];
+        }
+    }
+
+    private IEnumerable<Measurement<int>> ObserveFrozen() =>
+        [new Measurement<int>(Guard(() => _services.GetService<SessionManager>()?.List().Count(s => s.Frozen) ?? 0))];
 
     private IEnumerable<Measurement<int>> ObserveVms() =>
         [new Measurement<int>(Guard(() => _services.GetService<VmTracker>()?.LiveCount ?? 0))];

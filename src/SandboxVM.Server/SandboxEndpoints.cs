@@ -268,6 +268,8 @@ internal static class SandboxEndpoints
         Runtime = runtime.Name,
         VmSource = s.VmSource,
         StartupMs = s.StartupMs,
+        KeepRunning = s.KeepRunning,
+        Frozen = s.Frozen,
     };
 }
 
@@ -290,6 +292,9 @@ internal sealed class SandboxInfo
     public string Runtime { get; set; } = "";
     public string VmSource { get; set; } = "";
     public double StartupMs { get; set; }
+    public bool KeepRunning { get; set; }
+    /// <summary>The VM is frozen now (idle); the next call thaws it.</summary>
+    public bool Frozen { get; set; }
 }
 
 /// <summary>Reads at most <c>limit + 1</c> bytes of a body; <see cref="Exceeded"/> tells that the body was longer than the limit.</summary>

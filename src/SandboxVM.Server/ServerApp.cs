@@ -217,6 +217,8 @@ public static partial class ServerApp
             sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>(), sp.GetRequiredService<TimeProvider>())
         {
             Warmup = Warmup.RunAsync,
+            FreezeWaiting = options.FreezeIdle,
+            RefillConcurrency = options.PoolRefillConcurrency > 0 ? options.PoolRefillConcurrency : Math.Max(1, Environment.ProcessorCount),
             // Sessions of proxy templates get their way out; every other sandbox gets a channel without a handler.
             OnAcquired = sp.GetRequiredService<EgressBridge>().AttachAsync,
         });

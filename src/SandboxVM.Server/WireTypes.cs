@@ -40,8 +40,10 @@ internal sealed class CreateSandboxBody
     public double? TimeoutS { get; set; }
     public double? IdleTimeoutS { get; set; }
     public Dictionary<string, string>? Metadata { get; set; }
+    public bool? KeepRunning { get; set; }
 
-    public Core.Sessions.CreateSandboxRequest ToCore() => new() { Template = Template, TimeoutS = TimeoutS, IdleTimeoutS = IdleTimeoutS, Metadata = Metadata };
+    public Core.Sessions.CreateSandboxRequest ToCore() =>
+        new() { Template = Template, TimeoutS = TimeoutS, IdleTimeoutS = IdleTimeoutS, Metadata = Metadata, KeepRunning = KeepRunning };
 }
 
 /// <summary>RunResult on the wire (the answer of a run, the <c>result</c> stream event), written from Core's result.</summary>

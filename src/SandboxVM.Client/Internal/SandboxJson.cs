@@ -18,6 +18,8 @@ internal sealed class CreateSandboxRequest
     public double? IdleTimeoutS { get; init; }
 
     public IReadOnlyDictionary<string, string>? Metadata { get; init; }
+
+    public bool? KeepRunning { get; init; }
 }
 
 /// <summary>Body of <c>POST /v1/sandboxes/{id}/run</c>.</summary>

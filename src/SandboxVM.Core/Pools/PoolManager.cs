@@ -12,8 +12,18 @@ namespace SandboxVM.Core.Pools;
 /// <summary>A VM handed to one caller, and how it was obtained.</summary>
 public sealed record LeasedVm(IVm Vm, VmSource Source, TimeSpan AcquireTime);
 
-/// <summary>What /v1/templates shows about a template's pool.</summary>
-public sealed record PoolStatus(int Ready, int Target, int Starting, string? LastError);
+/// <summary>What /v1/templates and /metrics show about a template's pool.</summary>
+public sealed record PoolStatus(int Ready, int Target, int Starting, string? LastError)
+{
+    /// <summary>The bounds the target moves between (equal: a fixed pool).</summary>
+    public int Min { get; init; }
+    public int Max { get; init; }
+    /// <summary>Requests served from the pool, and those that found it empty (a sandbox started for them).</summary>
+    public long Hits { get; init; }
+    public long Misses { get; init; }
+    /// <summary>Ready sandboxes that are frozen.</summary>
+    public int Frozen { get; init; }
+}
 
 /// <summary>Turns a template into what the runtime needs to start it (building images on first use).</summary>
 public interface IVmSpecProvider
@@ -87,6 +97,18 @@ public sealed partial class PoolManager : IAsyncDisposable
     /// Null: when the runtime emulates (accel tcg).
     /// </summary>
     public bool? PrimeRestoredVms { get; init; }
+
+    /// <summary>
+    /// Freeze a pooled sandbox while it waits (after the health check that admits it), so a full pool
+    /// costs no CPU; the background re-check and a take thaw it first (and a take sets its clock again).
+    /// </summary>
+    public bool FreezeWaiting { get; init; } = true;
+
+    /// <summary>The window over which a pool's arrival rate is measured.</summary>
+    public TimeSpan DemandWindow { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Starts a pool runs at once when it refills (a template's <c>refill_concurrency</c> overrides it).</summary>
+    public int RefillConcurrency { get; init; } = Math.Max(1, Environment.ProcessorCount);
 
     /// <summary>Run in a template VM before its snapshot is saved (see <see cref="Runs.Warmup"/>).</summary>
     public Func<TemplateDefinition, Runtime.Agent.AgentClient, CancellationToken, Task>? Warmup { get; init; }
@@ -170,13 +192,16 @@ public sealed partial class PoolManager : IAsyncDisposable
     /// <summary>Starts filling the pool of every template whose warm-up strategy is <c>pool</c>.</summary>
     public void Start(IEnumerable<TemplateDefinition> templates)
     {
-        foreach (var t in templates.Where(t => t.Warmup.Strategy == WarmupStrategy.Pool && t.Warmup.PoolSize > 0))
+        foreach (var t in templates.Where(t => t.Warmup.Strategy == WarmupStrategy.Pool && t.Warmup.MaxPool > 0))
         {
             _pools.GetOrAdd(t.Name, _ => new TemplatePool(this, t)).Start(_stopping.Token);
         }
     }
 
     public PoolStatus? Status(string template) => _pools.TryGetValue(template, out var p) ? p.Status : null;
+
+    /// <summary>Every pool's status, by template.</summary>
+    public IReadOnlyDictionary<string, PoolStatus> Statuses() => _pools.ToDictionary(p => p.Key, p => p.Value.Status, StringComparer.Ordinal);
 
     /// <summary>Awaited with every VM handed out by <see cref="AcquireAsync"/> (connects egress, or makes sure there is none); a failure ends that VM.</summary>
     public Func<TemplateDefinition, IVm, CancellationToken, Task>? OnAcquired { get; set; }
@@ -209,7 +234,15 @@ public sealed partial class PoolManager : IAsyncDisposable
             {
                 double checkMs = 0;
                 bool healthy;
-                if (HealthCheckFreshness > TimeSpan.Zero && _time.GetElapsedTime(checkedAt) <= HealthCheckFreshness)
+                if (vm.IsFrozen)
+                {
+                    // Frozen since its last check, so nothing in it changed but the clock of a guest with its own
+                    // kernel, which the thaw's reinit round trip sets (and which is the health check too).
+                    long start = Stopwatch.GetTimestamp();
+                    healthy = await ThawAsync(vm, cancellationToken) && !vm.Agent.Completion.IsCompleted;
+                    checkMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                }
+                else if (HealthCheckFreshness > TimeSpan.Zero && _time.GetElapsedTime(checkedAt) <= HealthCheckFreshness)
                 {
                     // Checked moments ago (restored, reinitialised, primed): what can have changed since
                     // shows as an exited QEMU or a closed agent connection; the run's own deadline covers the rest.
@@ -224,13 +257,19 @@ public sealed partial class PoolManager : IAsyncDisposable
                 LogTaken(_logger, vm.Id, template.Name, checkMs, clock.Elapsed.TotalMilliseconds);
                 if (healthy)
                 {
+                    pool.CountTake(hit: true);
                     return new LeasedVm(vm, VmSource.Pool, clock.Elapsed);
                 }
                 LogDiscarded(_logger, vm.Id, template.Name);
                 await _tracker.KillAsync(vm);
             }
+            pool.CountTake(hit: false);
         }
+        // Not queued behind the pool's refills or other callers: every caller that finds the pool empty starts
+        // its own sandbox at once, so a burst beyond the pool runs its restores side by side.
+        long started = _time.GetTimestamp();
         IVm fresh = await StartAsync(template, cancellationToken);
+        pool?.CountStart(_time.GetElapsedTime(started));
         return new LeasedVm(fresh, fresh.Source, clock.Elapsed);
     }
 
@@ -240,6 +279,46 @@ public sealed partial class PoolManager : IAsyncDisposable
         IVm vm = await _runtime.StartAsync(spec, cancellationToken);
         _tracker.Add(vm);
         return vm;
+    }
+
+    /// <summary>
+    /// Lets a frozen sandbox run again and, where it has its own kernel (its clock stood still while it was
+    /// frozen), sets its clock and entropy with the reinit round trip. False when the sandbox is lost (the
+    /// thaw or the round trip failed): the caller ends it. The one way any caller thaws a sandbox.
+    /// </summary>
+    public async Task<bool> ThawAsync(IVm vm, CancellationToken cancellationToken)
+    {
+        if (vm.Exited.IsCompleted)
+        {
+            return false;
+        }
+        try
+        {
+            await vm.ThawAsync(cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            LogThawFailed(_logger, vm.Id, e.Message);
+            return false;
+        }
+        return !_runtime.Capabilities.OwnKernel || await IsHealthyAsync(vm, cancellationToken);
+    }
+
+    /// <summary>Freezes a sandbox that waits; a failure leaves it running (it costs CPU, nothing else) and is logged.</summary>
+    public async Task FreezeAsync(IVm vm, CancellationToken cancellationToken)
+    {
+        if (vm.Exited.IsCompleted)
+        {
+            return;
+        }
+        try
+        {
+            await vm.FreezeAsync(cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            LogFreezeFailed(_logger, vm.Id, e.Message);
+        }
     }
 
     private async Task<bool> IsHealthyAsync(IVm vm, CancellationToken cancellationToken)
@@ -286,30 +365,61 @@ public sealed partial class PoolManager : IAsyncDisposable
         await Task.WhenAll(_pools.Values.Select(p => p.StopAsync()));
     }
 
-    /// <summary>One template's ready sandboxes and the loop that refills them.</summary>
+    /// <summary>One template's ready sandboxes, its demand, and the loop that refills them.</summary>
     private sealed class TemplatePool(PoolManager owner, TemplateDefinition template)
     {
+        private static readonly TimeSpan FirstBackoff = TimeSpan.FromMilliseconds(250);
+
         // Each ready sandbox with the timestamp (owner._time) of its last passed health check.
         private readonly Queue<(IVm Vm, long CheckedAt)> _ready = new();
         private readonly SemaphoreSlim _wake = new(0);
+        private readonly PoolDemand _demand = new(owner._time, owner.DemandWindow);
+        private readonly List<Task> _refills = [];
         private Task _loop = Task.CompletedTask;
         private int _starting;
         // Taken out of _ready for an idle re-check: still counts as ready for the refill.
         private int _rechecking;
         private string? _lastError;
+        private TimeSpan _backoff = FirstBackoff;
+        private long _backoffUntil;
+        private long _hits;
+        private long _misses;
+
+        private int RefillConcurrency => Math.Max(1, template.Warmup.RefillConcurrency ?? owner.RefillConcurrency);
+
+        public int Target => _demand.Target(template.Warmup.MinPool, template.Warmup.MaxPool);
 
         public PoolStatus Status
         {
             get
             {
+                int target = Target;
                 lock (_ready)
                 {
-                    return new PoolStatus(_ready.Count(v => !v.Vm.Exited.IsCompleted) + _rechecking, template.Warmup.PoolSize, _starting, _lastError);
+                    return new PoolStatus(_ready.Count(v => !v.Vm.Exited.IsCompleted) + _rechecking, target, _starting, _lastError)
+                    {
+                        Min = template.Warmup.MinPool,
+                        Max = template.Warmup.MaxPool,
+                        Hits = Interlocked.Read(ref _hits),
+                        Misses = Interlocked.Read(ref _misses),
+                        Frozen = _ready.Count(v => v.Vm.IsFrozen),
+                    };
                 }
             }
         }
 
         public void Start(CancellationToken stopping) => _loop = Task.Run(() => RefillLoopAsync(stopping), CancellationToken.None);
+
+        /// <summary>Counts one caller's request for a sandbox: an arrival for the target, and a hit or a miss.</summary>
+        public void CountTake(bool hit)
+        {
+            Interlocked.Increment(ref hit ? ref _hits : ref _misses);
+            _demand.Arrived();
+            _wake.Release();
+        }
+
+        /// <summary>How long a start took (restore, or boot, and priming): the target covers the arrivals of one.</summary>
+        public void CountStart(TimeSpan elapsed) => _demand.Started(elapsed);
 
         public bool TryTake([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out IVm? vm, out long checkedAt)
         {
@@ -331,65 +441,121 @@ public sealed partial class PoolManager : IAsyncDisposable
             }
         }
 
+        /// <summary>
+        /// Starts refills, up to the refill concurrency at once, while ready + starting is below the target;
+        /// ends ready sandboxes beyond it when demand fell; re-checks waiting ones. Woken by takes, deaths,
+        /// finished refills, a due re-check or the end of a backoff.
+        /// </summary>
         private async Task RefillLoopAsync(CancellationToken stopping)
         {
-            var backoff = TimeSpan.FromMilliseconds(250);
             while (!stopping.IsCancellationRequested)
             {
-                if (ReadyOrStarting() >= template.Warmup.PoolSize)
+                DropDead();
+                int target = Target;
+                await ShrinkToAsync(target);
+                TimeSpan wait = UntilNextRecheck();
+                TimeSpan backoffLeft = owner._time.GetElapsedTime(owner._time.GetTimestamp(), _backoffUntil);
+                if (backoffLeft > TimeSpan.Zero)
                 {
-                    try
-                    {
-                        // Woken by a take, when the oldest check is due again, or periodically to
-                        // notice sandboxes that died while waiting.
-                        await WaitForWakeAsync(UntilNextRecheck(), stopping);
-                        DropDead();
-                        await RecheckDueAsync(stopping);
-                    }
-                    catch (OperationCanceledException)
-                    {
-                        break;
-                    }
-                    continue;
+                    wait = backoffLeft < wait ? backoffLeft : wait;
                 }
-                Interlocked.Increment(ref _starting);
+                else
+                {
+                    while (ReadyOrStarting() < target && Volatile.Read(ref _starting) < RefillConcurrency)
+                    {
+                        Interlocked.Increment(ref _starting);
+                        lock (_refills)
+                        {
+                            _refills.RemoveAll(t => t.IsCompleted);
+                            _refills.Add(Task.Run(() => RefillOneAsync(stopping), CancellationToken.None));
+                        }
+                    }
+                }
                 try
                 {
-                    await owner.EnsureSnapshotAsync(template, stopping);
-                    IVm vm = await owner.StartAsync(template, stopping);
-                    await owner.WarmAsync(template, vm, stopping);
-                    lock (_ready)
-                    {
-                        // Started (hello + reinit) and, if primed, just ran the warm-up: healthy now.
-                        _ready.Enqueue((vm, owner._time.GetTimestamp()));
-                        _lastError = null;
-                    }
-                    _ = vm.Exited.ContinueWith(_ => _wake.Release(), TaskScheduler.Default);
-                    backoff = TimeSpan.FromMilliseconds(250);
+                    await WaitForWakeAsync(wait, stopping);
+                    DropDead();
+                    await RecheckDueAsync(stopping);
                 }
-                catch (Exception) when (stopping.IsCancellationRequested)
+                catch (OperationCanceledException)
                 {
-                    // Stopping: a start or warm-up cut short (the warm-up reports it as a failed run).
                     break;
                 }
-                catch (Exception e)
+            }
+            Task[] running;
+            lock (_refills)
+            {
+                running = [.. _refills];
+            }
+            await Task.WhenAll(running);
+        }
+
+        /// <summary>One restore (or boot) and priming, then frozen and queued; a failure backs the refills off.</summary>
+        private async Task RefillOneAsync(CancellationToken stopping)
+        {
+            IVm? vm = null;
+            bool queued = false;
+            try
+            {
+                await owner.EnsureSnapshotAsync(template, stopping);
+                long start = owner._time.GetTimestamp();
+                vm = await owner.StartAsync(template, stopping);
+                await owner.WarmAsync(template, vm, stopping);
+                CountStart(owner._time.GetElapsedTime(start));
+                if (owner.FreezeWaiting)
+                {
+                    // Started (hello + reinit) and, if primed, just ran the warm-up: healthy now, and frozen until taken.
+                    await owner.FreezeAsync(vm, stopping);
+                }
+                lock (_ready)
+                {
+                    _ready.Enqueue((vm, owner._time.GetTimestamp()));
+                    _lastError = null;
+                    _backoff = FirstBackoff;
+                }
+                queued = true;
+                _ = vm.Exited.ContinueWith(_ => _wake.Release(), TaskScheduler.Default);
+            }
+            catch (Exception) when (stopping.IsCancellationRequested)
+            {
+                // Stopping: a start or warm-up cut short (the warm-up reports it as a failed run).
+            }
+            catch (Exception e)
+            {
+                lock (_ready)
                 {
                     _lastError = CallerErrors.Describe(e);
-                    LogRefillFailed(owner._logger, template.Name, backoff.TotalSeconds, e);
-                    try
-                    {
-                        await Task.Delay(backoff, owner._time, stopping);
-                    }
-                    catch (OperationCanceledException)
-                    {
-                        break;
-                    }
-                    backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, owner.MaxBackoff.Ticks));
+                    LogRefillFailed(owner._logger, template.Name, _backoff.TotalSeconds, e);
+                    _backoffUntil = owner._time.GetTimestamp() + (long)(_backoff.TotalSeconds * owner._time.TimestampFrequency);
+                    _backoff = TimeSpan.FromTicks(Math.Min(_backoff.Ticks * 2, owner.MaxBackoff.Ticks));
                 }
-                finally
+            }
+            finally
+            {
+                if (vm is not null && !queued)
                 {
-                    Interlocked.Decrement(ref _starting);
+                    await owner._tracker.KillAsync(vm);
                 }
+                Interlocked.Decrement(ref _starting);
+                _wake.Release();
+            }
+        }
+
+        /// <summary>Ends the ready sandboxes that waited longest beyond <paramref name="target"/> (demand fell).</summary>
+        private async Task ShrinkToAsync(int target)
+        {
+            List<IVm> excess = [];
+            lock (_ready)
+            {
+                while (_ready.Count > 0 && _ready.Count + _rechecking > target)
+                {
+                    excess.Add(_ready.Dequeue().Vm);
+                }
+            }
+            foreach (var vm in excess)
+            {
+                LogShrunk(owner._logger, vm.Id, template.Name, target);
+                await owner._tracker.KillAsync(vm);
             }
         }
 
@@ -438,7 +604,9 @@ public sealed partial class PoolManager : IAsyncDisposable
         /// <summary>
         /// Checks, one at a time, every waiting sandbox whose last check is older than the re-check
         /// interval: taken out of the queue for the round trip (so no caller gets it meanwhile), put back
-        /// fresh, or ended and replaced when it does not answer.
+        /// fresh, or ended and replaced when it does not answer. A frozen one is not re-checked: nothing in
+        /// it runs, so nothing in it can hang or drift, and a take thaws it and sets its clock anyway (a
+        /// re-check would thaw and freeze it again every interval: on gvisor two runsc calls each time).
         /// </summary>
         private async Task RecheckDueAsync(CancellationToken stopping)
         {
@@ -446,14 +614,20 @@ public sealed partial class PoolManager : IAsyncDisposable
             {
                 return;
             }
-            for (int i = 0; i < template.Warmup.PoolSize; i++)
+            for (int i = 0; i < template.Warmup.MaxPool; i++)
             {
                 IVm? vm = null;
                 lock (_ready)
                 {
                     if (_ready.Count > 0 && owner._time.GetElapsedTime(_ready.Peek().CheckedAt) >= owner.IdleRecheckInterval)
                     {
-                        vm = _ready.Dequeue().Vm;
+                        var head = _ready.Dequeue();
+                        if (head.Vm.IsFrozen)
+                        {
+                            _ready.Enqueue((head.Vm, owner._time.GetTimestamp()));
+                            continue;
+                        }
+                        vm = head.Vm;
                         _rechecking++;
                     }
                 }
@@ -530,6 +704,9 @@ public sealed partial class PoolManager : IAsyncDisposable
         }
     }
 
+    [LoggerMessage(Level = LogLevel.Information, Message = "pooled sandbox {Id} of {Template} ended: the target fell to {Target}")]
+    private static partial void LogShrunk(ILogger logger, string id, string template, int target);
+
     [LoggerMessage(Level = LogLevel.Information, Message = "snapshot of {Template} {What} in {Directory} ({Ms} ms)")]
     private static partial void LogSnapshot(ILogger logger, string template, string what, string directory, long ms);
 
@@ -544,6 +721,12 @@ public sealed partial class PoolManager : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "pooled sandbox {Id} of {Template} failed its health check; discarded")]
     private static partial void LogDiscarded(ILogger logger, string id, string template);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {Id} could not be thawed: {Reason}; ending it")]
+    private static partial void LogThawFailed(ILogger logger, string id, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {Id} could not be frozen: {Reason}; it stays running")]
+    private static partial void LogFreezeFailed(ILogger logger, string id, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "refilling the pool of {Template} failed; retrying in {Seconds} s")]
     private static partial void LogRefillFailed(ILogger logger, string template, double seconds, Exception e);

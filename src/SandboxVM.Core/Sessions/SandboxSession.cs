@@ -22,8 +22,9 @@ public sealed class SandboxSession
     private int _activeCalls;
 
     internal SandboxSession(string id, string owner, TemplateDefinition template, LeasedVm lease, DateTimeOffset now,
-        double timeoutS, double idleTimeoutS, IReadOnlyDictionary<string, string> metadata)
+        double timeoutS, double idleTimeoutS, IReadOnlyDictionary<string, string> metadata, bool keepRunning = false)
     {
+        KeepRunning = keepRunning;
         Id = id;
         Owner = owner;
         Template = template;
@@ -51,6 +52,30 @@ public sealed class SandboxSession
     public double IdleTimeoutS { get; }
     public IReadOnlyDictionary<string, string> Metadata { get; }
     public SessionState State { get; private set; } = SessionState.Running;
+
+    /// <summary>Created with <c>keep_running</c>: never frozen between calls, so background work goes on.</summary>
+    public bool KeepRunning { get; }
+
+    /// <summary>Whether the VM is frozen now (no call in flight for a while).</summary>
+    public bool Frozen => Vm.IsFrozen;
+
+    /// <summary>Taken around every freeze and thaw of the VM, so a call that starts during a freeze thaws after it.</summary>
+    internal SemaphoreSlim FreezeGate { get; } = new(1, 1);
+
+    /// <summary>Calls in flight.</summary>
+    internal int ActiveCalls
+    {
+        get { lock (_gate) { return _activeCalls; } }
+    }
+
+    /// <summary>True when the sandbox may be frozen at <paramref name="now"/>: no call for <paramref name="after"/>.</summary>
+    internal bool DueToFreeze(DateTimeOffset now, TimeSpan after)
+    {
+        lock (_gate)
+        {
+            return !KeepRunning && State == SessionState.Running && _activeCalls == 0 && now >= _lastActivityAt + after;
+        }
+    }
 
     /// <summary>Why the sandbox ended (deleted, expired, idle, the VM died).</summary>
     public string? EndReason { get; private set; }

@@ -20,6 +20,8 @@ public sealed class CreateSandboxRequest
     /// <summary>The sandbox ends after this many seconds without a call.</summary>
     public double? IdleTimeoutS { get; set; }
     public Dictionary<string, string>? Metadata { get; set; }
+    /// <summary>Keep the sandbox running between calls (background work goes on); by default it is frozen while idle.</summary>
+    public bool? KeepRunning { get; set; }
 }
 
 /// <summary>Who creates a sandbox: its owner's name and how many live sandboxes the owner may have (null: no own limit).</summary>
@@ -50,6 +52,8 @@ public sealed partial class SessionManager : IAsyncDisposable
     private readonly ILogger<SessionManager> _logger;
     private readonly ITimer _reaper;
     private readonly Dictionary<string, int> _reservedByOwner = new(StringComparer.Ordinal);
+    // Freezes run two at a time: on gvisor each is a runsc process, and a hundred at once would load the host.
+    private readonly SemaphoreSlim _freezing = new(2, 2);
     private int _reserved;
     private int _disposed;
 
@@ -136,7 +140,7 @@ public sealed partial class SessionManager : IAsyncDisposable
             throw;
         }
         string id = "sbx_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(10));
-        var session = new SandboxSession(id, owner.Name, template, lease, _time.GetUtcNow(), timeout, idle, metadata);
+        var session = new SandboxSession(id, owner.Name, template, lease, _time.GetUtcNow(), timeout, idle, metadata, request.KeepRunning ?? false);
         _sessions[id] = session;
         // A VM that dies on its own (crash, host kill) ends its sandbox.
         _ = lease.Vm.Exited.ContinueWith(_ => EndAsync(session, "its VM stopped"), CancellationToken.None,
@@ -215,7 +219,7 @@ public sealed partial class SessionManager : IAsyncDisposable
 
         using var turn = await session.RunLock.AcquireAsync(cancellationToken);
         session = Get(id); // it may have ended while this run waited
-        session.Enter(_time.GetUtcNow());
+        await EnterAsync(session, cancellationToken);
         try
         {
             bool cached = buildHash is not null && session.BuiltHash == buildHash;
@@ -254,7 +258,7 @@ public sealed partial class SessionManager : IAsyncDisposable
     {
         var session = Get(id);
         string checkedPath = CheckPath(path);
-        session.Enter(_time.GetUtcNow());
+        await EnterAsync(session, CancellationToken.None);
         try
         {
             if (mutates)
@@ -406,15 +410,83 @@ public sealed partial class SessionManager : IAsyncDisposable
         return result;
     }
 
-    /// <summary>Ends every sandbox whose lifetime or idle time is over. Runs on the reaper timer.</summary>
+    /// <summary>
+    /// Starts a call on the sandbox: counted as activity (so it is not frozen or reaped meanwhile) and, when
+    /// the VM is frozen, thawed first, its clock set again where it has its own kernel. The one place a
+    /// session's VM is thawed. A thaw that fails ends the sandbox (its VM is lost): 404 as for any ended one.
+    /// </summary>
+    private async Task EnterAsync(SandboxSession session, CancellationToken cancellationToken)
+    {
+        session.Enter(_time.GetUtcNow());
+        bool alive;
+        try
+        {
+            await session.FreezeGate.WaitAsync(cancellationToken);
+            try
+            {
+                alive = !session.Vm.IsFrozen || await _pools.ThawAsync(session.Vm, cancellationToken);
+            }
+            finally
+            {
+                session.FreezeGate.Release();
+            }
+        }
+        catch
+        {
+            session.Leave(_time.GetUtcNow());
+            throw;
+        }
+        if (!alive)
+        {
+            session.Leave(_time.GetUtcNow());
+            await EndAsync(session, "its VM could not be resumed");
+            throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"sandbox '{session.Id}' ended: its VM could not be resumed", RefusalKind.NotFound);
+        }
+    }
+
+    /// <summary>Freezes the sandbox if it is still idle once the gate is free (a call may have started meanwhile).</summary>
+    private async Task FreezeIfIdleAsync(SandboxSession session)
+    {
+        await _freezing.WaitAsync();
+        try
+        {
+            await session.FreezeGate.WaitAsync();
+            try
+            {
+                if (session.ActiveCalls == 0 && session.State == SessionState.Running && !session.Vm.IsFrozen)
+                {
+                    await _pools.FreezeAsync(session.Vm, CancellationToken.None);
+                }
+            }
+            finally
+            {
+                session.FreezeGate.Release();
+            }
+        }
+        finally
+        {
+            _freezing.Release();
+        }
+    }
+
+    /// <summary>
+    /// Ends every sandbox whose lifetime or idle time is over, and freezes those idle for
+    /// <see cref="SandboxVmOptions.SandboxFreezeAfterS"/>. Runs on the reaper timer.
+    /// </summary>
     internal async Task ReapAsync()
     {
         var now = _time.GetUtcNow();
+        var freezeAfter = TimeSpan.FromSeconds(Math.Max(0, _options.SandboxFreezeAfterS));
         foreach (var session in _sessions.Values)
         {
             if (session.DueToEnd(now) is { } why)
             {
                 await EndAsync(session, why);
+            }
+            else if (_options.FreezeIdle && !session.Vm.IsFrozen && session.DueToFreeze(now, freezeAfter))
+            {
+                // Not awaited: a slow freeze (a runsc call) must not hold up the reaping of others.
+                _ = FreezeIfIdleAsync(session);
             }
         }
     }

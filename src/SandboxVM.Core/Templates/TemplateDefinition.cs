@@ -234,6 +234,24 @@ public sealed class WarmupPolicy
 
     public int PoolSize { get; init; } = 2;
 
+    /// <summary>
+    /// Fewest ready sandboxes the pool keeps (YAML <c>pool_min</c>); with <see cref="PoolMax"/> the target
+    /// follows demand between the two. Null: <see cref="PoolSize"/>, a fixed pool.
+    /// </summary>
+    public int? PoolMin { get; init; }
+
+    /// <summary>Most ready sandboxes the pool keeps (YAML <c>pool_max</c>). Null: <see cref="PoolSize"/>.</summary>
+    public int? PoolMax { get; init; }
+
+    /// <summary>Restores the pool runs at once when it refills (YAML <c>refill_concurrency</c>). Null: the server's setting.</summary>
+    public int? RefillConcurrency { get; init; }
+
+    /// <summary>The pool's lower bound: <see cref="PoolMin"/>, else the fixed <see cref="PoolSize"/>.</summary>
+    public int MinPool => PoolMin ?? PoolSize;
+
+    /// <summary>The pool's upper bound: <see cref="PoolMax"/>, else the fixed <see cref="PoolSize"/>.</summary>
+    public int MaxPool => PoolMax ?? PoolSize;
+
     /// <summary>Code in the template's language run once before the snapshot is taken.</summary>
     public string? Script { get; init; }
 }

@@ -23,7 +23,7 @@ internal sealed partial class TemplateParser
         ["compile_timeout_s", "run_timeout_s", "max_timeout_s", "output_bytes", "processes", "file_bytes"];
 
     private static readonly string[] _networkKeys = ["mode", "allow", "deny", "ports"];
-    private static readonly string[] _warmupKeys = ["strategy", "pool_size", "script"];
+    private static readonly string[] _warmupKeys = ["strategy", "pool_size", "pool_min", "pool_max", "refill_concurrency", "script"];
 
     /// <summary>Largest template file read, in characters (the built-in ones are under 3 KiB).</summary>
     public const int MaxChars = 1024 * 1024;
@@ -341,12 +341,30 @@ internal sealed partial class TemplateParser
 
         var strategy = m.Enum("strategy", WarmupStrategy.Pool,
             ("pool", WarmupStrategy.Pool), ("cold", WarmupStrategy.Cold), ("singleton", WarmupStrategy.Singleton));
-        if (strategy != WarmupStrategy.Pool && m.Has("pool_size"))
-            throw Error(m.Path("pool_size"), m.Node("pool_size"), "only applies to strategy: pool");
+        foreach (string key in new[] { "pool_size", "pool_min", "pool_max", "refill_concurrency" })
+        {
+            if (strategy != WarmupStrategy.Pool && m.Has(key))
+                throw Error(m.Path(key), m.Node(key), "only applies to strategy: pool");
+        }
+        int? min = m.Has("pool_min") ? m.Int("pool_min", 0, 0, 64) : null;
+        int? max = m.Has("pool_max") ? m.Int("pool_max", 0, 0, 64) : null;
+        if (min.HasValue != max.HasValue)
+        {
+            string missing = min.HasValue ? "pool_max" : "pool_min";
+            string given = min.HasValue ? "pool_min" : "pool_max";
+            throw Error(m.Path(given), m.Node(given), $"needs {missing} too: the pool's target moves between the two");
+        }
+        if (min.HasValue && m.Has("pool_size"))
+            throw Error(m.Path("pool_size"), m.Node("pool_size"), "is a fixed size: give either pool_size or pool_min and pool_max");
+        if (min > max)
+            throw Error(m.Path("pool_min"), m.Node("pool_min"), $"{min} is above pool_max ({max})");
         return new WarmupPolicy
         {
             Strategy = strategy,
             PoolSize = m.Int("pool_size", new WarmupPolicy().PoolSize, 0, 64),
+            PoolMin = min,
+            PoolMax = max,
+            RefillConcurrency = m.Has("refill_concurrency") ? m.Int("refill_concurrency", 1, 1, 64) : null,
             Script = m.OptionalString("script"),
         };
     }

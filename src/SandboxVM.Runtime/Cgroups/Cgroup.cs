@@ -29,6 +29,27 @@ public abstract class Cgroup
     /// <summary>Pids currently in the group.</summary>
     public abstract IReadOnlyList<int> Pids();
 
+    /// <summary>Whether this group has a freezer (v1: the <c>freezer</c> hierarchy is mounted; v2: always).</summary>
+    public abstract bool CanFreeze { get; }
+
+    /// <summary>
+    /// Freezes (true) or thaws every process of the group through the kernel's freezer, and waits until
+    /// the kernel reports the group frozen (a freeze only completes once every task has stopped).
+    /// </summary>
+    public async Task SetFrozenAsync(bool frozen, CancellationToken cancellationToken)
+    {
+        WriteFreezer(frozen);
+        // The kernel stops tasks one by one (FREEZING, then FROZEN); a thaw is immediate.
+        while (frozen && !ReadFrozen())
+        {
+            await Task.Delay(2, cancellationToken);
+        }
+    }
+
+    protected abstract void WriteFreezer(bool frozen);
+
+    protected abstract bool ReadFrozen();
+
     /// <summary>SIGKILL every process of the group and remove it. Safe to call twice.</summary>
     public async Task DestroyAsync(CancellationToken cancellationToken = default)
     {
@@ -42,6 +63,11 @@ public abstract class Cgroup
                 break;
             }
             KillAll(pids);
+            if (CanFreeze)
+            {
+                // A v1-frozen task only acts on SIGKILL once thawed; thawed after the kill, it runs no code of its own.
+                WriteFreezer(false);
+            }
             if (DateTime.UtcNow > deadline)
             {
                 break;
@@ -105,6 +131,18 @@ public abstract class Cgroup
         {
         }
         return 0;
+    }
+
+    protected static string? ReadText(string file)
+    {
+        try
+        {
+            return File.ReadAllText(file).Trim();
+        }
+        catch (IOException)
+        {
+            return null;
+        }
     }
 
     protected static long? ReadLong(string file)

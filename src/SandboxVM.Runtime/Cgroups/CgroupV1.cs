@@ -2,7 +2,7 @@ namespace SandboxVM.Runtime.Cgroups;
 
 internal sealed class CgroupV1 : Cgroup
 {
-    internal static readonly string[] Controllers = ["memory", "pids", "cpu"];
+    internal static readonly string[] Controllers = ["memory", "pids", "cpu", "freezer"];
 
     private readonly string _root;
 
@@ -46,6 +46,19 @@ internal sealed class CgroupV1 : Cgroup
         }
         return group;
     }
+
+    public override bool CanFreeze => Directory.Exists(Dir("freezer"));
+
+    protected override void WriteFreezer(bool frozen)
+    {
+        string state = Path.Combine(Dir("freezer"), "freezer.state");
+        if (File.Exists(state))
+        {
+            File.WriteAllText(state, frozen ? "FROZEN" : "THAWED");
+        }
+    }
+
+    protected override bool ReadFrozen() => ReadText(Path.Combine(Dir("freezer"), "freezer.state")) == "FROZEN";
 
     public override long OomKillCount() => ReadKeyedValue(Path.Combine(Dir("memory"), "memory.oom_control"), "oom_kill");
 

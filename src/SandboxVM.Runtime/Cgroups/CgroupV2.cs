@@ -45,6 +45,19 @@ internal sealed class CgroupV2 : Cgroup
         return group;
     }
 
+    public override bool CanFreeze => File.Exists(Path.Combine(_dir, "cgroup.freeze"));
+
+    protected override void WriteFreezer(bool frozen)
+    {
+        string freeze = Path.Combine(_dir, "cgroup.freeze");
+        if (File.Exists(freeze))
+        {
+            File.WriteAllText(freeze, frozen ? "1" : "0");
+        }
+    }
+
+    protected override bool ReadFrozen() => ReadKeyedValue(Path.Combine(_dir, "cgroup.events"), "frozen") == 1;
+
     public override long OomKillCount() => ReadKeyedValue(Path.Combine(_dir, "memory.events"), "oom_kill");
 
     public override long? PeakMemoryBytes() => ReadLong(Path.Combine(_dir, "memory.peak"));

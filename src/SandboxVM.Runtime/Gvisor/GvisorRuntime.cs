@@ -219,9 +219,19 @@ public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
             }
             throw new SandboxStartException($"runsc for {spec.TemplateName} did not start: {e.Message}", e);
         }
-        var vm = new GvisorVm(id, spec.TemplateName, source, process, cgroup, bundle, ForgetAsync, _logger);
+        var vm = new GvisorVm(id, spec.TemplateName, source, process, cgroup, bundle, ForgetAsync, _logger) { SetPaused = SetPausedAsync };
         _live[id] = vm;
         return vm;
+    }
+
+    /// <summary><c>runsc pause</c> or <c>resume</c> of one container; a non-zero exit is a failure (the VM is then treated as lost on thaw).</summary>
+    private async Task SetPausedAsync(string id, bool pause, CancellationToken cancellationToken)
+    {
+        var (code, output) = await _runsc.RunAsync(_runsc.PauseArguments(id, pause), _options.CommandTimeout, cancellationToken);
+        if (code != 0)
+        {
+            throw new InvalidOperationException($"runsc {(pause ? "pause" : "resume")} exited {code}: {output}");
+        }
     }
 
     /// <summary>Lets runsc forget a container whose processes the cgroup has killed (or kills it, without a cgroup).</summary>

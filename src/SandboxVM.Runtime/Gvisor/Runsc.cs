@@ -50,6 +50,9 @@ internal sealed class Runsc(string path, string stateDir, string platform, bool 
     /// <summary><c>runsc delete --force</c>: kills the sandbox if it still runs and removes its state.</summary>
     public IReadOnlyList<string> DeleteArguments(string id) => [.. GlobalFlags(), "delete", "--force", id];
 
+    /// <summary><c>runsc pause</c> / <c>runsc resume</c>: the sentry stops (or restarts) every task of the sandbox.</summary>
+    public IReadOnlyList<string> PauseArguments(string id, bool pause) => [.. GlobalFlags(), pause ? "pause" : "resume", id];
+
     public IReadOnlyList<string> ListArguments() => [.. GlobalFlags(), "list", "--quiet"];
 
     /// <summary>Runs a short runsc command with a deadline; returns its exit code and output (stdout then stderr, bounded).</summary>

@@ -14,6 +14,7 @@ internal sealed class ProcessVm : IVm
     private readonly ILogger _logger;
     private readonly TextTail _stderr = new(StderrKeep);
     private readonly Task _stderrPump;
+    private readonly FreezeSwitch? _freeze;
     private int _disposed;
 
     /// <summary>Takes over <paramref name="process"/> and <paramref name="cgroup"/>; <paramref name="released"/> runs once
@@ -29,7 +30,19 @@ internal sealed class ProcessVm : IVm
         Agent = new AgentClient(process.StandardOutput.BaseStream, process.StandardInput.BaseStream);
         Exited = process.WaitForExitAsync();
         _stderrPump = _stderr.PumpAsync(process.StandardError.BaseStream);
+        // The cgroup freezer (v1 freezer hierarchy or v2 cgroup.freeze); without one, freezing is a no-op
+        // and an idle sandbox's processes stay runnable (they sleep in the agent's read).
+        if (cgroup is { CanFreeze: true })
+        {
+            _freeze = new FreezeSwitch(ct => cgroup.SetFrozenAsync(true, ct), ct => cgroup.SetFrozenAsync(false, ct));
+        }
     }
+
+    public bool IsFrozen => _freeze?.IsFrozen ?? false;
+
+    public Task FreezeAsync(CancellationToken cancellationToken) => _freeze?.FreezeAsync(cancellationToken) ?? Task.CompletedTask;
+
+    public Task ThawAsync(CancellationToken cancellationToken) => _freeze?.ThawAsync(cancellationToken) ?? Task.CompletedTask;
 
     public string Id { get; }
     public string TemplateName { get; }

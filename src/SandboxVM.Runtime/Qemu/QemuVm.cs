@@ -29,6 +29,7 @@ public sealed class QemuVm : IVm
     private NetworkStream? _agentStream;
     private AgentClient? _agent;
     private Socket? _consoleSocket;
+    private readonly FreezeSwitch _freeze;
     private int _disposed;
 
     internal QemuVm(string id, string templateName, VmSource source, System.Diagnostics.Process process, Cgroup? cgroup,
@@ -45,6 +46,8 @@ public sealed class QemuVm : IVm
         _quitTimeout = quitTimeout;
         _logger = logger;
         ProcessId = process.Id;
+        // QMP stop/cont: the vCPUs stop and the guest's clocks with them (the caller sets the clock again).
+        _freeze = new FreezeSwitch(ct => QmpOrThrow.ExecuteAsync("stop", null, ct), ct => QmpOrThrow.ExecuteAsync("cont", null, ct), time);
         Exited = process.WaitForExitAsync();
         _pumps.Add(_stderr.PumpAsync(process.StandardError.BaseStream));
         _pumps.Add(_stderr.PumpAsync(process.StandardOutput.BaseStream));
@@ -65,6 +68,14 @@ public sealed class QemuVm : IVm
 
     /// <summary>QMP connection (null until connected).</summary>
     public QmpClient? Qmp { get; private set; }
+
+    private QmpClient QmpOrThrow => Qmp ?? throw new InvalidOperationException($"VM {Id} has no QMP connection");
+
+    public bool IsFrozen => _freeze.IsFrozen;
+
+    public Task FreezeAsync(CancellationToken cancellationToken) => _freeze.FreezeAsync(cancellationToken);
+
+    public Task ThawAsync(CancellationToken cancellationToken) => _freeze.ThawAsync(cancellationToken);
 
     public VmUsage ReadUsage() => new(_cgroup?.OomKillCount() ?? 0, _cgroup?.PeakMemoryBytes());
 

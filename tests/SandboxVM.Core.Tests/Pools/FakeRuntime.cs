@@ -17,6 +17,18 @@ internal sealed class FakeRuntime : IVmRuntime
     public List<FakeVm> Vms { get; } = [];
     public Func<int, Exception?> FailStart { get; set; } = _ => null;
 
+    /// <summary>Every start waits this long on <see cref="Clock"/> (a restore that takes time); zero: none.</summary>
+    public TimeSpan StartDelay { get; set; }
+    public TimeProvider Clock { get; set; } = TimeProvider.System;
+    private int _pending;
+    private int _maxPending;
+    /// <summary>Starts under way now, and the most there were at once.</summary>
+    public int Pending => Volatile.Read(ref _pending);
+    public int MaxPending => Volatile.Read(ref _maxPending);
+
+    /// <summary>Order of freezes, thaws and agent requests over every VM ("fake-1 freeze", "fake-1 reinit").</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<string> Events { get; } = new();
+
     public async Task<IVm> StartAsync(VmSpec spec, CancellationToken cancellationToken)
     {
         int n = Interlocked.Increment(ref _started);
@@ -24,7 +36,23 @@ internal sealed class FakeRuntime : IVmRuntime
         {
             throw e;
         }
-        var vm = new FakeVm($"fake-{n}", spec.TemplateName);
+        int pending = Interlocked.Increment(ref _pending);
+        int seen;
+        while ((seen = Volatile.Read(ref _maxPending)) < pending && Interlocked.CompareExchange(ref _maxPending, pending, seen) != seen)
+        {
+        }
+        try
+        {
+            if (StartDelay > TimeSpan.Zero)
+            {
+                await Task.Delay(StartDelay, Clock, cancellationToken);
+            }
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _pending);
+        }
+        var vm = new FakeVm($"fake-{n}", spec.TemplateName, Events);
         await vm.Agent.HelloAsync(cancellationToken);
         lock (Vms)
         {
@@ -67,8 +95,11 @@ internal sealed class FakeVm : IVm
     private readonly TaskCompletionSource _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task _agentLoop;
 
-    public FakeVm(string id, string template)
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string>? _events;
+
+    public FakeVm(string id, string template, System.Collections.Concurrent.ConcurrentQueue<string>? events = null)
     {
+        _events = events;
         Id = id;
         TemplateName = template;
         _agentIn = new AnonymousPipeClientStream(PipeDirection.In, _toAgent.ClientSafePipeHandle);
@@ -95,6 +126,29 @@ internal sealed class FakeVm : IVm
 
     public VmUsage ReadUsage() => new(0, null);
 
+    private volatile bool _frozen;
+    /// <summary>When set, a thaw fails (the VM is lost).</summary>
+    public volatile bool FailThaw;
+    public bool IsFrozen => _frozen;
+
+    public Task FreezeAsync(CancellationToken cancellationToken)
+    {
+        _events?.Enqueue(Id + " freeze");
+        _frozen = true;
+        return Task.CompletedTask;
+    }
+
+    public Task ThawAsync(CancellationToken cancellationToken)
+    {
+        if (FailThaw)
+        {
+            throw new InvalidOperationException("thaw failed");
+        }
+        _events?.Enqueue(Id + " thaw");
+        _frozen = false;
+        return Task.CompletedTask;
+    }
+
     public void Die() => _exited.TrySetResult();
 
     private async Task ServeAsync()
@@ -117,7 +171,9 @@ internal sealed class FakeVm : IVm
                 else if (r.Frame.Type == FrameType.Request)
                 {
                     Interlocked.Increment(ref _requests);
-                    Received.Enqueue(System.Text.Json.JsonSerializer.Deserialize(r.Frame.Payload.Span, ProtocolJson.Default.AgentRequest)!);
+                    var request = System.Text.Json.JsonSerializer.Deserialize(r.Frame.Payload.Span, ProtocolJson.Default.AgentRequest)!;
+                    _events?.Enqueue($"{Id} {request.Op}{(_frozen ? " while frozen" : "")}");
+                    Received.Enqueue(request);
                     if (!Hung)
                     {
                         await writer.WriteJsonAsync(FrameType.Response, r.Frame.Id, new OkBody(), ProtocolJson.Default.OkBody);

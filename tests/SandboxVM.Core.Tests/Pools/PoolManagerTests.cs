@@ -49,6 +49,8 @@ public class PoolManagerTests : IAsyncLifetime
         HealthCheckTimeout = CheckTimeout,
         HealthCheckFreshness = freshness,
         IdleRecheckInterval = recheck,
+        // The paths of a pool whose members keep running (frozen members: PoolDemandTests).
+        FreezeWaiting = false,
     };
 
     private async Task UseAsync(PoolManager pools)

@@ -240,6 +240,8 @@ class SandboxInfo:
     runtime: str = ""
     vm_source: str = ""
     startup_ms: Optional[float] = None
+    keep_running: bool = False
+    frozen: bool = False
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -258,6 +260,8 @@ class SandboxInfo:
             runtime=_str(data.get("runtime")),
             vm_source=_str(data.get("vm_source")),
             startup_ms=_opt_float(data.get("startup_ms")),
+            keep_running=data.get("keep_running") is True,
+            frozen=data.get("frozen") is True,
             raw=dict(data),
         )
 

@@ -151,6 +151,8 @@ class Sandbox:
         metadata: string labels kept with the sandbox.
         api_key: sent as ``Authorization: Bearer``; default ``SANDBOXVM_API_KEY``.
         http_timeout: seconds to wait on the server for calls other than runs and uploads.
+        keep_running: keep the VM running between calls, so background processes go on (by default an
+            idle sandbox is frozen and thawed by the next call; its state is kept either way).
     """
 
     def __init__(
@@ -162,8 +164,11 @@ class Sandbox:
         metadata: Optional[Mapping[str, str]] = None,
         api_key: Optional[str] = None,
         http_timeout: float = DEFAULT_TIMEOUT,
+        *,
+        keep_running: Optional[bool] = None,
     ) -> None:
         self.template = template
+        self.keep_running = keep_running
         self.timeout = timeout
         self.idle_timeout = idle_timeout
         self.metadata: Dict[str, str] = dict(metadata or {})
@@ -219,9 +224,11 @@ class Sandbox:
         metadata: Optional[Mapping[str, str]] = None,
         api_key: Optional[str] = None,
         http_timeout: float = DEFAULT_TIMEOUT,
+        *,
+        keep_running: Optional[bool] = None,
     ) -> "Sandbox":
         """Creates a sandbox now (``POST /v1/sandboxes``) and returns it. Kill it with ``kill()`` or a ``with`` block."""
-        sandbox = cls(template, base_url, timeout, idle_timeout, metadata, api_key, http_timeout)
+        sandbox = cls(template, base_url, timeout, idle_timeout, metadata, api_key, http_timeout, keep_running=keep_running)
         sandbox._create()
         return sandbox
 
@@ -251,6 +258,8 @@ class Sandbox:
             body["idle_timeout_s"] = self.idle_timeout
         if self.metadata:
             body["metadata"] = self.metadata
+        if self.keep_running is not None:
+            body["keep_running"] = self.keep_running
         data = self._http.call_json("POST", "/v1/sandboxes", json_body=body, timeout=max(self._http.timeout, _CREATE_TIMEOUT))
         if not isinstance(data, dict) or not data.get("id"):
             raise SandboxError(f"{self._http.url('/v1/sandboxes')} answered without a sandbox id: {data!r}")
