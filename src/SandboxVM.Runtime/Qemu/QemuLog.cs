@@ -45,4 +45,7 @@ internal static partial class QemuLog
 
     [LoggerMessage(Level = LogLevel.Information, Message = "ended leftover VM {Id} (pid {Pid})")]
     internal static partial void LeftoverEnded(ILogger logger, string id, int pid);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "VM {Id} of {Template} saved in {Ms} ms ({Bytes} bytes, kept running: {KeptRunning})")]
+    internal static partial void SandboxSaved(ILogger logger, string id, string template, long ms, long bytes, bool keptRunning);
 }

@@ -1,0 +1,96 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using SandboxVM.Runtime.Process;
+
+namespace SandboxVM.Runtime.Qemu;
+
+// Pause, resume and fork of one running VM: its whole RAM and device state migrated into a file, and a
+// new QEMU loading it. Unlike a template snapshot the RAM goes into the stream: a clone's RAM is a private
+// copy-on-write mapping of the template's file, which holds the template's pages, not the clone's.
+public sealed partial class QemuRuntime : ISandboxSaver
+{
+    /// <summary>The guest's stopped, so the migration's rate limit (QEMU's default 128 MiB/s) only makes the pause longer.</summary>
+    private const long SaveBandwidthBytesPerSecond = 64L << 30;
+
+    public async Task<SavedSandbox> SaveAsync(IVm vm, VmSpec spec, string directory, bool keepRunning, CancellationToken cancellationToken)
+    {
+        if (vm is not QemuVm qvm || !_live.ContainsKey(qvm.Id) || qvm.Qmp is not { } qmp)
+        {
+            throw new ArgumentException($"VM {vm.Id} is not a live VM of this qemu runtime", nameof(vm));
+        }
+        var clock = Stopwatch.StartNew();
+        string state = Path.Combine(directory, StateFileName);
+        using var timeout = StartDeadline(_options.SaveTimeout, cancellationToken);
+        bool stopped = false;
+        try
+        {
+            await qmp.ExecuteAsync("stop", null, timeout.Token);
+            stopped = true;
+            await qmp.ExecuteAsync("migrate-set-capabilities", WholeMachineCapabilities(), timeout.Token);
+            await qmp.ExecuteAsync("migrate-set-parameters", new JsonObject { ["max-bandwidth"] = SaveBandwidthBytesPerSecond }, timeout.Token);
+            using (var handle = File.OpenHandle(state, FileMode.CreateNew, FileAccess.Write))
+            {
+                await qmp.ExecuteWithFdAsync("getfd", new JsonObject { ["fdname"] = "state" }, handle, timeout.Token);
+            }
+            await qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = "fd:state" }, timeout.Token);
+            await qmp.WaitForMigrationAsync(timeout.Token);
+            if (keepRunning)
+            {
+                // From postmigrate: the source goes on as if nothing happened (its disk is read-only).
+                await qmp.ExecuteAsync("cont", null, timeout.Token);
+            }
+            else
+            {
+                // SIGKILL with the agent's socket still attached, as for a template (see the class remarks):
+                // the saved guest never saw its host go.
+                await qvm.KillAsync();
+            }
+        }
+        catch (Exception e) when (stopped && !qvm.Exited.IsCompleted)
+        {
+            // A failed save (disk full, QEMU refused) keeps the sandbox: it goes on where it stopped.
+            try
+            {
+                using var resume = StartDeadline(TimeSpan.FromSeconds(10), CancellationToken.None);
+                await qmp.ExecuteAsync("cont", null, resume.Token);
+            }
+            catch (Exception again) when (again is not OutOfMemoryException)
+            {
+                QemuLog.CleanupFailed(_logger, qvm.Id, "cont after a failed save: " + again.Message);
+            }
+            throw new InvalidOperationException($"saving {qvm.Id} failed: {e.Message}", e);
+        }
+        long bytes = new FileInfo(state).Length;
+        await File.WriteAllTextAsync(Path.Combine(directory, MetaFileName), new JsonObject
+        {
+            ["template"] = spec.TemplateName,
+            ["qemu_version"] = Version.Text,
+            ["accel"] = _policy.AccelName,
+            ["memory_mib"] = spec.MemoryMib,
+            ["state_bytes"] = bytes,
+            ["save_ms"] = clock.ElapsedMilliseconds,
+        }.ToJsonString(), CancellationToken.None);
+        QemuLog.SandboxSaved(_logger, qvm.Id, spec.TemplateName, clock.ElapsedMilliseconds, bytes, keepRunning);
+        return new SavedSandbox(directory, bytes, clock.Elapsed);
+    }
+
+    public async Task<IVm> RestoreSavedAsync(VmSpec spec, string directory, CancellationToken cancellationToken)
+    {
+        ValidateSpec(spec);
+        string state = Path.Combine(directory, StateFileName);
+        if (!File.Exists(state))
+        {
+            throw new SandboxStartException($"no saved sandbox in {directory}");
+        }
+        // Anonymous RAM filled from the stream: the restored VM owns every page it had, nothing is shared.
+        return await IncomingAsync(spec, GuestMemoryKind.Anonymous, null, state, WholeMachineCapabilities(), Stopwatch.StartNew(), cancellationToken);
+    }
+
+    /// <summary>Everything in the stream (x-ignore-shared off: a clone inherited it on); state changes as events.</summary>
+    private static JsonObject WholeMachineCapabilities() => new()
+    {
+        ["capabilities"] = new JsonArray(
+            new JsonObject { ["capability"] = "x-ignore-shared", ["state"] = false },
+            new JsonObject { ["capability"] = "events", ["state"] = true }),
+    };
+}
