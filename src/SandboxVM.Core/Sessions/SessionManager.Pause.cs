@@ -109,7 +109,7 @@ public sealed partial class SessionManager
                 await EndAsync(session, "its VM stopped while it was being paused");
             }
             throw new RunRequestException(ProblemCodes.PauseFailed, null,
-                $"sandbox '{session.Id}' could not be paused and {(vm.Exited.IsCompleted ? "has ended" : "keeps running")}: {CallerErrors.Describe(e)}",
+                $"sandbox '{session.Id}' could not be paused and {(vm.Exited.IsCompleted ? "has ended" : "keeps running")}: {DescribeSaveError(e)}",
                 RefusalKind.Unavailable);
         }
         await _tracker.KillAsync(vm);
@@ -252,7 +252,7 @@ public sealed partial class SessionManager
                     await _tracker.KillAsync(t.Result.Vm);
                 }
                 LogForkFailed(_logger, id, e);
-                throw new RunRequestException(ProblemCodes.ForkFailed, null, $"sandbox '{id}' could not be forked: {CallerErrors.Describe(e)}", RefusalKind.Unavailable);
+                throw new RunRequestException(ProblemCodes.ForkFailed, null, $"sandbox '{id}' could not be forked: {DescribeSaveError(e)}", RefusalKind.Unavailable);
             }
             foreach (var lease in restores.Select(t => t.Result))
             {
@@ -277,7 +277,7 @@ public sealed partial class SessionManager
         catch (Exception e) when (e is not RunRequestException and not OperationCanceledException)
         {
             LogForkFailed(_logger, id, e);
-            throw new RunRequestException(ProblemCodes.ForkFailed, null, $"sandbox '{id}' could not be forked: {CallerErrors.Describe(e)}", RefusalKind.Unavailable);
+            throw new RunRequestException(ProblemCodes.ForkFailed, null, $"sandbox '{id}' could not be forked: {DescribeSaveError(e)}", RefusalKind.Unavailable);
         }
         finally
         {
@@ -295,6 +295,19 @@ public sealed partial class SessionManager
                 TryDeleteDirectory(build);
             }
         }
+    }
+
+    /// <summary>A full disk is the one save failure a caller can act on (and is told); other host detail stays in the log.</summary>
+    private static string DescribeSaveError(Exception e)
+    {
+        for (Exception? x = e; x is not null; x = x.InnerException)
+        {
+            if (x.Message.Contains("No space left on device", StringComparison.Ordinal))
+            {
+                return "no space left in the server's state directory";
+            }
+        }
+        return CallerErrors.Describe(e);
     }
 
     /// <summary>The record next to a paused sandbox's image: enough for a later server to list and resume it.</summary>
