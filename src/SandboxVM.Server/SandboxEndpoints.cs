@@ -297,7 +297,7 @@ internal static class SandboxEndpoints
         IdleTimeoutS = s.IdleTimeoutS,
         Metadata = new Dictionary<string, string>(s.Metadata),
         Runtime = runtime.Name,
-        VmSource = s.VmSource ?? "none",
+        VmSource = s.VmSource ?? "restore", // paused: the next VM is restored
         StartupMs = s.StartupMs,
     };
 }
