@@ -91,6 +91,7 @@ public sealed partial class SessionManager
         try
         {
             VmSpec spec = session.SavedSpec ??= await _pools.GetSpecAsync(session.Template, CancellationToken.None);
+            CreatePrivateDirectory(PausedRoot);
             Directory.CreateDirectory(Path.Combine(build, ImageDirName));
             // Not the caller's token: a client that goes away must not leave a half-saved sandbox.
             saved = await saver.SaveAsync(vm, spec, Path.Combine(build, ImageDirName), keepRunning: false, CancellationToken.None);
@@ -112,7 +113,8 @@ public sealed partial class SessionManager
                 $"sandbox '{session.Id}' could not be paused and {(vm.Exited.IsCompleted ? "has ended" : "keeps running")}: {DescribeSaveError(e)}",
                 RefusalKind.Unavailable);
         }
-        await _tracker.KillAsync(vm);
+        // Its teardown (the process's exit, cgroup, run directory) goes on off the request path; shutdown waits for it.
+        _tracker.Release(vm);
         LogPaused(_logger, session.Id, saved.Elapsed.TotalMilliseconds, saved.Bytes);
         if (session.State == SessionState.Ended)
         {
@@ -216,6 +218,7 @@ public sealed partial class SessionManager
             }
             else
             {
+                CreatePrivateDirectory(Path.Combine(_options.StateDir, ForksDirName));
                 build = Path.Combine(_options.StateDir, ForksDirName, Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8)));
                 image = Path.Combine(build, ImageDirName);
                 Directory.CreateDirectory(image);
@@ -386,6 +389,19 @@ public sealed partial class SessionManager
             {
                 LogPausedSkipped(_logger, dir, e.Message);
             }
+        }
+    }
+
+    /// <summary>
+    /// Saved images are the guests' memory (the callers' data): only the server may read them. Made 0700
+    /// (also when it existed), so what is created inside is out of other host users' reach whatever its mode.
+    /// </summary>
+    private static void CreatePrivateDirectory(string dir)
+    {
+        Directory.CreateDirectory(dir);
+        if (!OperatingSystem.IsWindows())
+        {
+            File.SetUnixFileMode(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         }
     }
 

@@ -131,9 +131,15 @@ public sealed class SessionPauseTests : IAsyncLifetime
 
         Assert.Equal(SessionState.Paused, s.State);
         Assert.Null(s.CurrentVm);
-        Assert.True(first.Disposed);
+        await Eventually.TrueAsync(() => first.Disposed, () => "the paused VM was not torn down");
         Assert.Equal(12345, s.PausedBytes);
         Assert.True(File.Exists(Path.Combine(PausedDir(s.Id), "sandbox.json")));
+        // Other host users cannot reach a saved guest's memory.
+        if (!OperatingSystem.IsWindows())
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute,
+                File.GetUnixFileMode(Path.Combine(_options.StateDir, "paused")));
+        }
         Assert.Same(s, _sessions.Get(s.Id));
         Assert.Contains(s, _sessions.List());
 
