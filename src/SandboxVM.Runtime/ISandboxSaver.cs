@@ -25,4 +25,19 @@ public interface ISandboxSaver
     /// directory is not changed: one image restores any number of times.
     /// </summary>
     Task<IVm> RestoreSavedAsync(VmSpec spec, string directory, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Before several <see cref="RestoreSavedAsync"/> calls from one image (a fork): lets the runtime turn it into
+    /// something its restores share copy-on-write. The restores then started use it; dispose the result after them.
+    /// </summary>
+    Task<IAsyncDisposable> PrepareRestoresAsync(VmSpec spec, string directory, CancellationToken cancellationToken) =>
+        Task.FromResult<IAsyncDisposable>(NoPreparation.Instance);
+}
+
+/// <summary>What <see cref="ISandboxSaver.PrepareRestoresAsync"/> returns when there is nothing to prepare.</summary>
+public sealed class NoPreparation : IAsyncDisposable
+{
+    public static NoPreparation Instance { get; } = new();
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 }

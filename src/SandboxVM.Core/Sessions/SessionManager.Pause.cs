@@ -225,6 +225,7 @@ public sealed partial class SessionManager
                 await saver.SaveAsync(source.Vm, spec, image, keepRunning: true, CancellationToken.None);
             }
             var now = _time.GetUtcNow();
+            await using var prepared = n > 1 ? await saver.PrepareRestoresAsync(spec, image, CancellationToken.None) : NoPreparation.Instance;
             var restores = Enumerable.Range(0, n).Select(async _ =>
             {
                 var clock = Stopwatch.StartNew();

@@ -84,8 +84,103 @@ public sealed partial class QemuRuntime : ISandboxSaver
         {
             throw new SandboxStartException($"no saved sandbox in {directory}");
         }
+        if (File.Exists(Path.Combine(directory, SeedMarkerName)) && await File.ReadAllTextAsync(Path.Combine(directory, SeedMarkerName), cancellationToken) is { } seed
+            && IsCompleteSnapshot(seed) && IsSealed(Path.Combine(seed, MemFileName)))
+        {
+            // A fork: a clone of the seed, as of a template snapshot (its RAM file mapped private, copy-on-write).
+            return await RestoreAsync(spec, seed, Stopwatch.StartNew(), cancellationToken);
+        }
         // Anonymous RAM filled from the stream: the restored VM owns every page it had, nothing is shared.
         return await IncomingAsync(spec, GuestMemoryKind.Anonymous, null, state, WholeMachineCapabilities(), Stopwatch.StartNew(), cancellationToken);
+    }
+
+    /// <summary>
+    /// Before a fork's restores: the saved stream is loaded once into a RAM file in the snapshot store (a
+    /// "seed" VM that never runs user code: loaded, continued and stopped at once), whose device state is then
+    /// saved as a template's is. Each fork is then a clone of it: its RAM file mapped private, so the forks
+    /// share every page none of them has written, and each restore loads 70 KB instead of the whole stream.
+    /// The seed's files are removed on dispose; running forks keep their mappings.
+    /// </summary>
+    public async Task<IAsyncDisposable> PrepareRestoresAsync(VmSpec spec, string directory, CancellationToken cancellationToken)
+    {
+        ValidateSpec(spec);
+        if (!Capabilities.Snapshots)
+        {
+            return NoPreparation.Instance;
+        }
+        var clock = Stopwatch.StartNew();
+        string seed = Path.Combine(_options.SnapshotDirectory, ForkSeedsDirName, Guid.NewGuid().ToString("N"));
+        string mem = Path.Combine(seed, MemFileName);
+        var preparation = new ForkSeed(seed, Path.Combine(directory, SeedMarkerName), this);
+        try
+        {
+            Directory.CreateDirectory(seed);
+            // Allocated in full, as a template's RAM file (see PrepareSnapshotAsync).
+            using (File.OpenHandle(mem, FileMode.CreateNew, FileAccess.Write, FileShare.None, FileOptions.None, preallocationSize: (long)spec.MemoryMib << 20))
+            {
+            }
+            QemuVm vm = await LaunchAsync(spec, VmSource.Restore, GuestMemoryKind.SharedFile, mem, incoming: true, cancellationToken);
+            try
+            {
+                using var timeout = StartDeadline(_options.SaveTimeout, cancellationToken);
+                QmpClient qmp = vm.Qmp!;
+                await qmp.ExecuteAsync("migrate-set-capabilities", WholeMachineCapabilities(), timeout.Token);
+                using (var handle = File.OpenHandle(Path.Combine(directory, StateFileName), FileMode.Open, FileAccess.Read))
+                {
+                    await qmp.ExecuteWithFdAsync("getfd", new JsonObject { ["fdname"] = "state" }, handle, timeout.Token);
+                }
+                await qmp.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = "fd:state" }, timeout.Token);
+                await qmp.WaitForMigrationAsync(timeout.Token);
+                // Continued and stopped again, as a template VM is before its save (its disk active again).
+                await qmp.ExecuteAsync("cont", null, timeout.Token);
+                await qmp.ExecuteAsync("stop", null, timeout.Token);
+                await qmp.ExecuteAsync("migrate-set-capabilities", MigrationCapabilities(), timeout.Token);
+                using (var handle = File.OpenHandle(Path.Combine(seed, StateFileName), FileMode.CreateNew, FileAccess.Write))
+                {
+                    await qmp.ExecuteWithFdAsync("getfd", new JsonObject { ["fdname"] = "seed" }, handle, timeout.Token);
+                }
+                await qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = "fd:seed" }, timeout.Token);
+                await qmp.WaitForMigrationAsync(timeout.Token);
+                await vm.KillAsync();
+            }
+            finally
+            {
+                await vm.DisposeAsync();
+            }
+            Seal(mem);
+            await File.WriteAllTextAsync(Path.Combine(seed, MetaFileName), new JsonObject { ["template"] = spec.TemplateName, ["fork_seed"] = true }.ToJsonString(), CancellationToken.None);
+            await File.WriteAllTextAsync(Path.Combine(directory, SeedMarkerName), seed, CancellationToken.None);
+            QemuLog.ForkSeedReady(_logger, spec.TemplateName, clock.ElapsedMilliseconds);
+            return preparation;
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            // Not fatal: each fork loads the whole stream instead.
+            await preparation.DisposeAsync();
+            QemuLog.CleanupFailed(_logger, seed, "fork seed not made, the forks load the whole image: " + e.Message);
+            return NoPreparation.Instance;
+        }
+    }
+
+    private const string ForkSeedsDirName = "fork-seeds";
+    private const string SeedMarkerName = "seed";
+
+    /// <summary>A fork seed's files; removed on dispose (forks already started keep their mapping of the RAM file).</summary>
+    private sealed class ForkSeed(string directory, string marker, QemuRuntime runtime) : IAsyncDisposable
+    {
+        public ValueTask DisposeAsync()
+        {
+            try
+            {
+                File.Delete(marker);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                QemuLog.CleanupFailed(runtime._logger, marker, e.Message);
+            }
+            runtime.TryDeleteDirectory(directory);
+            return ValueTask.CompletedTask;
+        }
     }
 
     /// <summary>Everything in the stream (x-ignore-shared off: a clone inherited it on); state changes as events.</summary>
