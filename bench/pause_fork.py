@@ -9,7 +9,9 @@ size on disk), resumes it and runs print(len(df)) (wall time of both), forks it 
 print(len(df)) in the three at once (wall time from the fork request to the last answer), reads each
 fork's host memory from its cgroup, and deletes everything. Writes a Markdown report to bench/results/.
 """
-import argparse, datetime, json, os, platform, signal, socket, statistics, subprocess, tempfile, threading, time, urllib.error, urllib.request
+import argparse, datetime, json, os, platform, signal, statistics, subprocess, tempfile, threading, time, urllib.error, urllib.request
+
+from run_latency import free_port  # same directory
 
 TEMPLATE = "python-data-analysis"
 BUILD_DF = ("import numpy as np, pandas as pd\n"
@@ -117,12 +119,6 @@ def measure(url, reps):
                 except SystemExit:
                     pass
     return rows
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_and_measure(cli, runtime, reps, log_dir):
