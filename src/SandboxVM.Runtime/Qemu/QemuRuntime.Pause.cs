@@ -119,7 +119,9 @@ public sealed partial class QemuRuntime : ISandboxSaver
             using (File.OpenHandle(mem, FileMode.CreateNew, FileAccess.Write, FileShare.None, FileOptions.None, preallocationSize: (long)spec.MemoryMib << 20))
             {
             }
+            long allocated = clock.ElapsedMilliseconds;
             QemuVm vm = await LaunchAsync(spec, VmSource.Restore, GuestMemoryKind.SharedFile, mem, incoming: true, cancellationToken);
+            long launched = clock.ElapsedMilliseconds, loaded = 0;
             try
             {
                 using var timeout = StartDeadline(_options.SaveTimeout, cancellationToken);
@@ -131,6 +133,7 @@ public sealed partial class QemuRuntime : ISandboxSaver
                 }
                 await qmp.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = "fd:state" }, timeout.Token);
                 await qmp.WaitForMigrationAsync(timeout.Token);
+                loaded = clock.ElapsedMilliseconds;
                 // Continued and stopped again, as a template VM is before its save (its disk active again).
                 await qmp.ExecuteAsync("cont", null, timeout.Token);
                 await qmp.ExecuteAsync("stop", null, timeout.Token);
@@ -141,16 +144,17 @@ public sealed partial class QemuRuntime : ISandboxSaver
                 }
                 await qmp.ExecuteAsync("migrate", new JsonObject { ["uri"] = "fd:seed" }, timeout.Token);
                 await qmp.WaitForMigrationAsync(timeout.Token);
-                await vm.KillAsync();
+                // Stopped and saved: killed without waiting for the exit (as a pause; its dispose waits, off this path).
+                HostNative.Kill(vm.ProcessId, HostNative.SIGKILL);
             }
             finally
             {
-                await vm.DisposeAsync();
+                _ = vm.DisposeAsync().AsTask();
             }
             Seal(mem);
             await File.WriteAllTextAsync(Path.Combine(seed, MetaFileName), new JsonObject { ["template"] = spec.TemplateName, ["fork_seed"] = true }.ToJsonString(), CancellationToken.None);
             await File.WriteAllTextAsync(Path.Combine(directory, SeedMarkerName), seed, CancellationToken.None);
-            QemuLog.ForkSeedReady(_logger, spec.TemplateName, clock.ElapsedMilliseconds);
+            QemuLog.ForkSeedReady(_logger, spec.TemplateName, clock.ElapsedMilliseconds, allocated, launched, loaded);
             return preparation;
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
