@@ -89,8 +89,7 @@ public sealed class Sandbox : IAsyncDisposable
         var (client, owns) = ClientFor(options);
         try
         {
-            var sandbox = await client.CreateSandboxAsync(
-                template, options.TimeoutS, options.IdleTimeoutS, options.Metadata, cancellationToken, options.KeepRunning).ConfigureAwait(false);
+            var sandbox = await client.CreateSandboxAsync(template, options, cancellationToken).ConfigureAwait(false);
             return owns ? new Sandbox(client, sandbox.Info, ownsClient: true, killOnDispose: true) : sandbox;
         }
         catch when (owns)
@@ -283,6 +282,58 @@ public sealed class Sandbox : IAsyncDisposable
             ? null
             : JsonSerializer.SerializeToUtf8Bytes(new KeepAliveRequest { TimeoutS = timeoutS }, SandboxJson.Default.KeepAliveRequest);
         var info = await _client.SendJsonAsync(HttpMethod.Post, SandboxClient.SandboxPath(Id, "/keepalive"), body,
+            SandboxJson.Default.SandboxInfo, cancellationToken).ConfigureAwait(false);
+        Volatile.Write(ref _info, info);
+        return info;
+    }
+
+    /// <summary>
+    /// Pauses the sandbox (<c>POST /v1/sandboxes/{id}/pause</c>): the server saves its memory, processes and files to
+    /// disk and ends its VM; it costs no RAM until resumed. Waits for a run in progress. Updates <see cref="Info"/>.
+    /// </summary>
+    /// <param name="cancellationToken">Abandons the call (the pause goes on on the server).</param>
+    /// <returns>The sandbox, <see cref="SandboxState.Paused"/>, with its size on disk.</returns>
+    /// <exception cref="SandboxNotFoundException">The sandbox has ended.</exception>
+    /// <exception cref="SandboxApiException">
+    /// 409 <c>sandbox_paused</c> (already paused), <c>sandbox_busy</c> (a file call in progress), <c>pause_unsupported</c>
+    /// (the process runtime); 503 <c>pause_failed</c> (it keeps running).
+    /// </exception>
+    /// <exception cref="SandboxConnectionException">The server could not be reached or did not answer in time.</exception>
+    public Task<SandboxInfo> PauseAsync(CancellationToken cancellationToken = default) => PostInfoAsync("/pause", cancellationToken);
+
+    /// <summary>
+    /// Resumes a paused sandbox (<c>POST /v1/sandboxes/{id}/resume</c>) with its globals, open files and background
+    /// processes as they were. Any run or file call resumes it too unless it was created with <c>AutoResume = false</c>.
+    /// </summary>
+    /// <param name="cancellationToken">Abandons the call (the resume goes on on the server).</param>
+    /// <returns>The sandbox, running again.</returns>
+    /// <exception cref="SandboxNotFoundException">The sandbox has ended.</exception>
+    /// <exception cref="SandboxApiException">409 <c>sandbox_not_paused</c>, <c>pause_unsupported</c>; 503 <c>resume_failed</c> (it stays paused).</exception>
+    /// <exception cref="SandboxConnectionException">The server could not be reached or did not answer in time.</exception>
+    public Task<SandboxInfo> ResumeAsync(CancellationToken cancellationToken = default) => PostInfoAsync("/resume", cancellationToken);
+
+    /// <summary>
+    /// Forks the sandbox (<c>POST /v1/sandboxes/{id}/fork</c>): <paramref name="count"/> new sandboxes that start from
+    /// its state at this moment (memory, files, interpreter), each independent afterwards with its own identity, clock
+    /// and entropy. This sandbox keeps running. Each fork ends when disposed.
+    /// </summary>
+    /// <param name="count">How many (1 to the server's limit, 8 by default); they count against the live-sandbox limits.</param>
+    /// <param name="cancellationToken">Abandons the call.</param>
+    /// <returns>The new sandboxes.</returns>
+    /// <exception cref="TooManySandboxesException">The forks would pass the server's or the key's sandbox limit.</exception>
+    /// <exception cref="SandboxApiException">400 <c>invalid_count</c>, 409 <c>pause_unsupported</c>, 503 <c>fork_failed</c>.</exception>
+    /// <exception cref="SandboxConnectionException">The server could not be reached or did not answer in time.</exception>
+    public async Task<IReadOnlyList<Sandbox>> ForkAsync(int count = 1, CancellationToken cancellationToken = default)
+    {
+        var body = JsonSerializer.SerializeToUtf8Bytes(new ForkRequest { Count = count }, SandboxJson.Default.ForkRequest);
+        var list = await _client.SendJsonAsync(HttpMethod.Post, SandboxClient.SandboxPath(Id, "/fork"), body,
+            SandboxJson.Default.SandboxList, cancellationToken).ConfigureAwait(false);
+        return [.. (list.Sandboxes ?? []).Select(info => new Sandbox(_client, info, ownsClient: false, killOnDispose: true))];
+    }
+
+    private async Task<SandboxInfo> PostInfoAsync(string verb, CancellationToken cancellationToken)
+    {
+        var info = await _client.SendJsonAsync(HttpMethod.Post, SandboxClient.SandboxPath(Id, verb), null,
             SandboxJson.Default.SandboxInfo, cancellationToken).ConfigureAwait(false);
         Volatile.Write(ref _info, info);
         return info;

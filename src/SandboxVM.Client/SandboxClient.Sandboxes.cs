@@ -15,23 +15,42 @@ public sealed partial class SandboxClient
     /// <param name="idleTimeoutS">Seconds without calls after which the server ends it; null for the server's default.</param>
     /// <param name="metadata">Free-form labels stored with the sandbox.</param>
     /// <param name="cancellationToken">Abandons the call.</param>
-    /// <param name="keepRunning">Keep the VM running between calls (background work goes on); null or false: frozen while idle.</param>
     /// <returns>The running sandbox.</returns>
     /// <exception cref="TooManySandboxesException">The server runs as many sandboxes as it allows; see its RetryAfter.</exception>
     /// <exception cref="SandboxNotFoundException">The server has no such template (<c>unknown_template</c>).</exception>
     /// <exception cref="SandboxApiException">The server rejected the request for another reason.</exception>
     /// <exception cref="SandboxConnectionException">The server could not be reached or did not answer in time.</exception>
-    public async Task<Sandbox> CreateSandboxAsync(
+    public Task<Sandbox> CreateSandboxAsync(
         string template = Sandbox.DefaultTemplate,
         double? timeoutS = null,
         double? idleTimeoutS = null,
         IReadOnlyDictionary<string, string>? metadata = null,
-        CancellationToken cancellationToken = default,
-        bool? keepRunning = null)
+        CancellationToken cancellationToken = default) =>
+        CreateSandboxAsync(template, new SandboxCreateOptions { TimeoutS = timeoutS, IdleTimeoutS = idleTimeoutS, Metadata = metadata }, cancellationToken);
+
+    /// <summary>
+    /// Creates a sandbox (<c>POST /v1/sandboxes</c>) with the lifetime, idle behaviour (<see cref="SandboxCreateOptions.OnIdle"/>,
+    /// <see cref="SandboxCreateOptions.AutoResume"/>) and metadata of <paramref name="options"/>; its connection members are ignored.
+    /// </summary>
+    /// <param name="template">Template name.</param>
+    /// <param name="options">Lifetime, idle timeout, on_idle, auto_resume, keep_running and metadata.</param>
+    /// <param name="cancellationToken">Abandons the call.</param>
+    /// <returns>The running sandbox.</returns>
+    /// <exception cref="TooManySandboxesException">The server runs as many sandboxes as it allows; see its RetryAfter.</exception>
+    /// <exception cref="SandboxApiException">The server rejected the request (e.g. <c>pause_unsupported</c> for on_idle pause on the process runtime).</exception>
+    /// <exception cref="SandboxConnectionException">The server could not be reached or did not answer in time.</exception>
+    public async Task<Sandbox> CreateSandboxAsync(string template, SandboxCreateOptions options, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(template);
+        ArgumentNullException.ThrowIfNull(options);
         var body = JsonSerializer.SerializeToUtf8Bytes(
-            new CreateSandboxRequest { Template = template, TimeoutS = timeoutS, IdleTimeoutS = idleTimeoutS, Metadata = metadata, KeepRunning = keepRunning },
+            new CreateSandboxRequest
+            {
+                Template = template, TimeoutS = options.TimeoutS, IdleTimeoutS = options.IdleTimeoutS, Metadata = options.Metadata,
+                OnIdle = options.OnIdle switch { null => null, SandboxIdleAction.Pause => "pause", _ => "kill" },
+                AutoResume = options.AutoResume,
+                KeepRunning = options.KeepRunning,
+            },
             SandboxJson.Default.CreateSandboxRequest);
         var info = await SendAsync(HttpMethod.Post, "v1/sandboxes", body, SandboxJson.Default.SandboxInfo, cancellationToken)
             .ConfigureAwait(false);

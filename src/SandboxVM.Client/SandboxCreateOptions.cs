@@ -43,4 +43,20 @@ public sealed class SandboxCreateOptions
 
     /// <summary>Free-form labels stored with the sandbox and returned in <see cref="SandboxInfo.Metadata"/>.</summary>
     public IReadOnlyDictionary<string, string>? Metadata { get; init; }
+
+    /// <summary>What the server does with the sandbox once idle (<c>on_idle</c>): end it (default) or pause it.</summary>
+    public SandboxIdleAction? OnIdle { get; init; }
+
+    /// <summary>Whether a call on the paused sandbox resumes it first (<c>auto_resume</c>, server default true).</summary>
+    public bool? AutoResume { get; init; }
+}
+
+/// <summary>What the server does with a sandbox that has been idle for its idle timeout.</summary>
+public enum SandboxIdleAction
+{
+    /// <summary><c>kill</c>: it ends (the default).</summary>
+    Kill,
+
+    /// <summary><c>pause</c>: it is saved to disk and resumed on the next call (qemu and gvisor runtimes).</summary>
+    Pause,
 }

@@ -12,7 +12,7 @@ public sealed class SandboxInfo
     /// <summary>Name of the template the sandbox runs.</summary>
     public string Template { get; init => field = value ?? ""; } = "";
 
-    /// <summary>Whether the sandbox is running or has ended.</summary>
+    /// <summary>Whether the sandbox is running, paused (or on its way there or back) or has ended.</summary>
     public SandboxState State { get; init; }
 
     /// <summary>When the sandbox was created; null when the server did not say.</summary>
@@ -49,6 +49,27 @@ public sealed class SandboxInfo
     /// <summary>The VM is frozen now (no call for a while); the next call thaws it, state intact.</summary>
     public bool Frozen { get; init; }
 
+    /// <summary>What the server does once the sandbox is idle: <c>kill</c> or <c>pause</c>.</summary>
+    public string OnIdle { get; init => field = value ?? "kill"; } = "kill";
+
+    /// <summary>Whether a call on the paused sandbox resumes it first.</summary>
+    public bool AutoResume { get; init; } = true;
+
+    /// <summary>When it was last paused; null when never.</summary>
+    public DateTimeOffset? PausedAt { get; init; }
+
+    /// <summary>While paused: when the server removes it unless resumed (its paused_ttl).</summary>
+    public DateTimeOffset? PausedUntil { get; init; }
+
+    /// <summary>Size on disk of the saved sandbox (while paused; afterwards, of the last pause).</summary>
+    public long? PausedBytes { get; init; }
+
+    /// <summary>How long the last pause took, in milliseconds.</summary>
+    public double? LastPauseMs { get; init; }
+
+    /// <summary>How long the last resume took, in milliseconds.</summary>
+    public double? LastResumeMs { get; init; }
+
     /// <inheritdoc/>
     public override string ToString() => $"{Id} ({Template}, {State.ToString().ToLowerInvariant()}, expires {ExpiresAt:u})";
 }
@@ -65,4 +86,13 @@ public enum SandboxState
 
     /// <summary><c>ended</c>: the VM is gone (killed, expired or idle too long).</summary>
     Ended,
+
+    /// <summary><c>pausing</c>: being saved to disk.</summary>
+    Pausing,
+
+    /// <summary><c>paused</c>: saved to disk, no VM; a resume (or, with auto_resume, any call) brings it back.</summary>
+    Paused,
+
+    /// <summary><c>resuming</c>: its VM is being restored.</summary>
+    Resuming,
 }

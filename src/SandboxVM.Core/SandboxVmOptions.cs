@@ -89,6 +89,18 @@ public sealed class SandboxVmOptions
     /// <summary>A sandbox without calls for this long ends, unless its creator asked otherwise.</summary>
     public double SandboxIdleTimeoutS { get; set; } = 900;
 
+    /// <summary>
+    /// Where the server keeps what must outlive it: paused sandboxes (<c>paused/&lt;id&gt;/</c>: the saved
+    /// image and a JSON record). On disk, not tmpfs: a paused sandbox costs no RAM and survives a restart.
+    /// </summary>
+    public string StateDir { get; set; } = "/var/lib/sandboxvm";
+
+    /// <summary>A paused sandbox not resumed for this long is removed (its image deleted).</summary>
+    public double PausedTtlS { get; set; } = 7 * 86400;
+
+    /// <summary>Most sandboxes one fork call makes.</summary>
+    public int MaxForkCount { get; set; } = 8;
+
     /// <summary>How often lifetimes and idle times are checked.</summary>
     public double SandboxReapIntervalS { get; set; } = 1;
 

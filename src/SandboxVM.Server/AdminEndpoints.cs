@@ -21,6 +21,7 @@ internal static class AdminEndpoints
                 id = s.Id,
                 owner = s.Owner,
                 template = s.Template.Name,
+                state = s.State.ToString().ToLowerInvariant(),
                 created_at = s.CreatedAt.UtcDateTime,
                 expires_at = s.ExpiresAt.UtcDateTime,
                 last_activity_at = s.LastActivityAt.UtcDateTime,

@@ -114,6 +114,7 @@ internal static partial class Endpoints
             Runtime = runtime.Name,
             Isolation = runtime.Capabilities.Isolation.Name(),
             Accel = runtime.Accel,
+            Pause = runtime is ISandboxSaver,
             Available = unavailable is null,
             UnavailableReason = unavailable,
             Built = catalog.TryGetBuilt(t) is not null,
@@ -172,6 +173,8 @@ internal sealed class TemplateInfo
     public string Language { get; set; } = "";
     public string Runtime { get; set; } = "";
     public string Isolation { get; set; } = "";
+    /// <summary>Sandboxes of this runtime can be paused, resumed and forked (qemu, gvisor; not the process runtime).</summary>
+    public bool Pause { get; set; }
     public string? Accel { get; set; }
     public bool Available { get; set; }
     public string? UnavailableReason { get; set; }

@@ -32,6 +32,11 @@ internal static class SandboxEndpoints
                 ? Results.NoContent()
                 : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", RefusalKind.NotFound)));
         one.MapPost("/keepalive", KeepAliveAsync);
+        one.MapPost("/pause", (string id, HttpContext context, SessionManager sessions, IVmRuntime runtime) =>
+            Handle(context, async () => Results.Json(Describe(await sessions.PauseAsync(id, context.RequestAborted), runtime))));
+        one.MapPost("/resume", (string id, HttpContext context, SessionManager sessions, IVmRuntime runtime) =>
+            Handle(context, async () => Results.Json(Describe(await sessions.ResumeAsync(id, context.RequestAborted), runtime))));
+        one.MapPost("/fork", ForkAsync);
         one.MapPost("/run", RunAsync).CountsAsRun();
         one.MapPut("/files", UploadAsync);
         one.MapGet("/files", DownloadOrListAsync);
@@ -99,6 +104,25 @@ internal static class SandboxEndpoints
             var caller = context.GetCaller();
             var session = await sessions.CreateAsync(request, new SandboxOwner(caller.Name, caller.Limits.Sandboxes), context.RequestAborted);
             return Results.Json(Describe(session, runtime), statusCode: 201);
+        }).ExecuteAsync(context);
+    }
+
+    private static async Task ForkAsync(string id, HttpContext context, SessionManager sessions, IVmRuntime runtime, IOptions<JsonOptions> json)
+    {
+        ForkBody? body = new();
+        if (context.Request.ContentLength is > 0 || context.Request.Headers.TransferEncoding.Count > 0)
+        {
+            body = await Endpoints.ReadJsonAsync<ForkBody>(context, json.Value.SerializerOptions, "fork request");
+            if (body is null)
+            {
+                return;
+            }
+        }
+        await Handle(context, async () =>
+        {
+            var caller = context.GetCaller();
+            var forks = await sessions.ForkAsync(id, body.Count, new SandboxOwner(caller.Name, caller.Limits.Sandboxes), context.RequestAborted);
+            return Results.Json(new { sandboxes = forks.Select(f => Describe(f, runtime)).ToList() }, statusCode: 201);
         }).ExecuteAsync(context);
     }
 
@@ -258,15 +282,22 @@ internal static class SandboxEndpoints
     {
         Id = s.Id,
         Template = s.Template.Name,
-        State = s.State == SessionState.Running ? "running" : "ended",
+        State = s.State.ToString().ToLowerInvariant(),
         CreatedAt = s.CreatedAt.UtcDateTime,
         ExpiresAt = s.ExpiresAt.UtcDateTime,
+        OnIdle = s.OnIdle == IdleAction.Pause ? "pause" : "kill",
+        AutoResume = s.AutoResume,
+        PausedAt = s.PausedAt?.UtcDateTime,
+        PausedUntil = s.PausedUntil?.UtcDateTime,
+        PausedBytes = s.PausedBytes,
+        LastPauseMs = s.LastPauseMs,
+        LastResumeMs = s.LastResumeMs,
         LastActivityAt = s.LastActivityAt.UtcDateTime,
         TimeoutS = s.TimeoutS,
         IdleTimeoutS = s.IdleTimeoutS,
         Metadata = new Dictionary<string, string>(s.Metadata),
         Runtime = runtime.Name,
-        VmSource = s.VmSource,
+        VmSource = s.VmSource ?? "restore", // paused: the next VM is restored
         StartupMs = s.StartupMs,
         KeepRunning = s.KeepRunning,
         Frozen = s.Frozen,
@@ -295,6 +326,15 @@ internal sealed class SandboxInfo
     public bool KeepRunning { get; set; }
     /// <summary>The VM is frozen now (idle); the next call thaws it.</summary>
     public bool Frozen { get; set; }
+    public string OnIdle { get; set; } = "kill";
+    public bool AutoResume { get; set; } = true;
+    public DateTime? PausedAt { get; set; }
+    /// <summary>While paused: when it is removed unless resumed (paused_ttl).</summary>
+    public DateTime? PausedUntil { get; set; }
+    /// <summary>Size on disk of the saved image (while paused; after a resume, of the last one).</summary>
+    public long? PausedBytes { get; set; }
+    public double? LastPauseMs { get; set; }
+    public double? LastResumeMs { get; set; }
 }
 
 /// <summary>Reads at most <c>limit + 1</c> bytes of a body; <see cref="Exceeded"/> tells that the body was longer than the limit.</summary>

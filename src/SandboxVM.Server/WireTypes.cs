@@ -41,9 +41,19 @@ internal sealed class CreateSandboxBody
     public double? IdleTimeoutS { get; set; }
     public Dictionary<string, string>? Metadata { get; set; }
     public bool? KeepRunning { get; set; }
+    public string? OnIdle { get; set; }
+    public bool? AutoResume { get; set; }
 
-    public Core.Sessions.CreateSandboxRequest ToCore() =>
-        new() { Template = Template, TimeoutS = TimeoutS, IdleTimeoutS = IdleTimeoutS, Metadata = Metadata, KeepRunning = KeepRunning };
+    public Core.Sessions.CreateSandboxRequest ToCore() => new()
+    {
+        Template = Template, TimeoutS = TimeoutS, IdleTimeoutS = IdleTimeoutS, Metadata = Metadata, KeepRunning = KeepRunning, OnIdle = OnIdle, AutoResume = AutoResume,
+    };
+}
+
+/// <summary>Body of <c>POST /v1/sandboxes/{id}/fork</c>.</summary>
+internal sealed class ForkBody
+{
+    public int? Count { get; set; }
 }
 
 /// <summary>RunResult on the wire (the answer of a run, the <c>result</c> stream event), written from Core's result.</summary>

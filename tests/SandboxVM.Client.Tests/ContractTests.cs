@@ -78,8 +78,10 @@ public sealed class ContractTests
     public void SandboxInfo_IsReadAndWrittenAsTheSample()
     {
         var info = AssertRoundTrip(Sample("sandbox_info.json"), SandboxJson.Default.SandboxInfo);
-        Assert.Equal(SandboxState.Running, info.State);
+        Assert.Equal(SandboxState.Paused, info.State);
         Assert.Equal(new DateTimeOffset(2026, 11, 28, 21, 30, 0, 123, TimeSpan.Zero), info.CreatedAt);
+        Assert.Equal(412090368, info.PausedBytes);
+        Assert.Equal("pause", info.OnIdle);
     }
 
     [Fact]

@@ -64,6 +64,28 @@ public abstract class ServerFixture : IAsyncLifetime
             throw new InvalidOperationException($"the guest agent is not published at {agent}: run scripts/test.sh (or scripts/build.sh) first");
         }
         Site = await EgressTestSite.StartAsync();
+        await StartServerAsync(agent);
+    }
+
+    /// <summary>
+    /// This server's state directory (paused sandboxes), its own, under /var/tmp: on disk like the
+    /// default, and kept across <see cref="RestartAsync"/>.
+    /// </summary>
+    public string StateDir { get; } = Path.Combine("/var/tmp", "sandboxvm-functional-state-" + Guid.NewGuid().ToString("N")[..12]);
+
+    /// <summary>Stops this server (every running sandbox ends; paused ones stay in <see cref="StateDir"/>) and starts a new one on the same state directory.</summary>
+    public async Task RestartAsync()
+    {
+        Http.Dispose();
+        await _app!.StopAsync();
+        await _app.DisposeAsync();
+        _app = null;
+        string agent = Environment.GetEnvironmentVariable("SANDBOXVM_AGENT") ?? Path.Combine(RepoRoot(), "artifacts", "agent", "sandboxvm-agent");
+        await StartServerAsync(agent);
+    }
+
+    private async Task StartServerAsync(string agent)
+    {
         _app = SandboxVM.Server.ServerApp.Build([], o =>
         {
             // websearch-tools may reach exactly the test site (127.0.0.1 on its port, nothing else on
@@ -79,6 +101,7 @@ public abstract class ServerFixture : IAsyncLifetime
             o.MaxSandboxes = MaxSandboxes;
             o.MaxUploadBytes = MaxUploadBytes;
             o.CacheGcOnStart = false;  // tests share the host's image cache; collecting it is not theirs to do
+            o.StateDir = StateDir;
             Configure(o);
         }, "http://127.0.0.1:0", services => services.AddSingleton<SandboxVM.Egress.IEgressResolver, TestResolver>());
         await _app.StartAsync();
@@ -162,6 +185,10 @@ public abstract class ServerFixture : IAsyncLifetime
         if (Site is not null)
         {
             await Site.DisposeAsync();
+        }
+        if (Directory.Exists(StateDir))
+        {
+            Directory.Delete(StateDir, recursive: true);
         }
     }
 }

@@ -38,7 +38,7 @@ def assert_matches(model: Any, document: Dict[str, Any]) -> None:
     assert set(wire_fields(model)) == expected, f"{type(model).__name__} has {wire_fields(model)}, the sample {sorted(expected)}"
     for name in expected:
         value, want = getattr(model, name), document[name]
-        if name.endswith("_at") or name == "mtime":
+        if name.endswith("_at") or name in ("mtime", "paused_until"):
             assert value == parse_time(want), name
         elif name == "metrics":
             assert_matches(value, want)

@@ -67,7 +67,10 @@ internal sealed class VmSourceConverter() : LenientEnumConverter<VmSource>(
 
 internal sealed class SandboxStateConverter() : LenientEnumConverter<SandboxState>(
     ("running", SandboxState.Running),
-    ("ended", SandboxState.Ended));
+    ("ended", SandboxState.Ended),
+    ("pausing", SandboxState.Pausing),
+    ("paused", SandboxState.Paused),
+    ("resuming", SandboxState.Resuming));
 
 internal sealed class SandboxFileKindConverter() : LenientEnumConverter<SandboxFileKind>(
     ("file", SandboxFileKind.File),

@@ -20,6 +20,16 @@ internal sealed class CreateSandboxRequest
     public IReadOnlyDictionary<string, string>? Metadata { get; init; }
 
     public bool? KeepRunning { get; init; }
+
+    public string? OnIdle { get; init; }
+
+    public bool? AutoResume { get; init; }
+}
+
+/// <summary>Body of <c>POST /v1/sandboxes/{id}/fork</c>.</summary>
+internal sealed class ForkRequest
+{
+    public int Count { get; init; }
 }
 
 /// <summary>Body of <c>POST /v1/sandboxes/{id}/run</c>.</summary>
@@ -122,6 +132,7 @@ internal sealed class ProblemDetails
 [JsonSerializable(typeof(CreateSandboxRequest))]
 [JsonSerializable(typeof(SandboxRunRequest))]
 [JsonSerializable(typeof(KeepAliveRequest))]
+[JsonSerializable(typeof(ForkRequest))]
 [JsonSerializable(typeof(SandboxInfo))]
 [JsonSerializable(typeof(SandboxList))]
 [JsonSerializable(typeof(SandboxFileInfo))]

@@ -63,6 +63,12 @@ public sealed partial class PoolManager : IAsyncDisposable
         _time = time ?? TimeProvider.System;
     }
 
+    /// <summary>The runtime behind the pools (sessions ask it to save and restore sandboxes).</summary>
+    public IVmRuntime Runtime => _runtime;
+
+    /// <summary>The spec a sandbox of <paramref name="template"/> starts with now.</summary>
+    public Task<VmSpec> GetSpecAsync(TemplateDefinition template, CancellationToken cancellationToken) => _specs.GetSpecAsync(template, cancellationToken);
+
     /// <summary>What the runtime behind the pools isolates with (the singletons decide from it whether runs get a uid of their own).</summary>
     public RuntimeCapabilities Capabilities => _runtime.Capabilities;
 

@@ -143,4 +143,17 @@ public static class ProblemCodes
     public const string FileChanged = "file_changed";
     /// <summary>The sandbox's agent failed in a way this server does not know (HTTP 502).</summary>
     public const string AgentError = "agent_error";
+    /// <summary>The runtime cannot save a running sandbox (the process runtime): no pause, resume or fork (409).</summary>
+    public const string PauseUnsupported = "pause_unsupported";
+    /// <summary>The sandbox is paused: pause again, or a call with auto_resume off (409).</summary>
+    public const string SandboxPaused = "sandbox_paused";
+    /// <summary>Resume of a sandbox that is not paused (409).</summary>
+    public const string SandboxNotPaused = "sandbox_not_paused";
+    /// <summary>A file call is in progress: the sandbox cannot be paused now (409).</summary>
+    public const string SandboxBusy = "sandbox_busy";
+    public const string PauseFailed = "pause_failed";
+    public const string ResumeFailed = "resume_failed";
+    public const string ForkFailed = "fork_failed";
+    public const string InvalidCount = "invalid_count";
+    public const string InvalidOnIdle = "invalid_on_idle";
 }

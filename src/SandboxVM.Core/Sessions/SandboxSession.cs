@@ -7,7 +7,20 @@ namespace SandboxVM.Core.Sessions;
 public enum SessionState
 {
     Running,
+    /// <summary>Being saved (pause): calls wait for the pause to end.</summary>
+    Pausing,
+    /// <summary>Saved to the state directory, no VM: costs no RAM.</summary>
+    Paused,
+    /// <summary>Its VM is being restored from the saved image.</summary>
+    Resuming,
     Ended,
+}
+
+/// <summary>What an idle sandbox does.</summary>
+public enum IdleAction
+{
+    Kill,
+    Pause,
 }
 
 /// <summary>
@@ -21,7 +34,7 @@ public sealed class SandboxSession
     private DateTimeOffset _lastActivityAt;
     private int _activeCalls;
 
-    internal SandboxSession(string id, string owner, TemplateDefinition template, LeasedVm lease, DateTimeOffset now,
+    internal SandboxSession(string id, string owner, TemplateDefinition template, LeasedVm? lease, DateTimeOffset now,
         double timeoutS, double idleTimeoutS, IReadOnlyDictionary<string, string> metadata, bool keepRunning = false)
     {
         KeepRunning = keepRunning;
@@ -41,13 +54,34 @@ public sealed class SandboxSession
     /// <summary>The caller (API key name) the sandbox belongs to; only it sees and uses the sandbox.</summary>
     public string Owner { get; }
     public TemplateDefinition Template { get; }
-    internal LeasedVm Lease { get; }
-    public IVm Vm => Lease.Vm;
-    /// <summary>Where the sandbox's VM came from: pool, restore, boot or process.</summary>
-    public string VmSource => Lease.Source.ToString().ToLowerInvariant();
-    /// <summary>What getting the VM cost the create call.</summary>
-    public double StartupMs => Lease.AcquireTime.TotalMilliseconds;
+    /// <summary>The VM the sandbox runs on; null while it is paused.</summary>
+    internal LeasedVm? Lease { get; private set; }
+    public IVm Vm => Lease?.Vm ?? throw new InvalidOperationException($"sandbox {Id} has no VM while {State.ToString().ToLowerInvariant()}");
+    /// <summary>The VM, or null while there is none (paused, resuming).</summary>
+    public IVm? CurrentVm => Lease?.Vm;
+    /// <summary>Where the sandbox's VM came from: pool, restore, boot or process (null while paused).</summary>
+    public string? VmSource => Lease?.Source.ToString().ToLowerInvariant();
+    /// <summary>What getting the VM cost the create call (or the last resume).</summary>
+    public double StartupMs => Lease?.AcquireTime.TotalMilliseconds ?? 0;
     public DateTimeOffset CreatedAt { get; }
+    /// <summary>What the sandbox does once idle for <see cref="IdleTimeoutS"/>.</summary>
+    public IdleAction OnIdle { get; init; }
+    /// <summary>A call on the paused sandbox resumes it first.</summary>
+    public bool AutoResume { get; init; } = true;
+    /// <summary>When it was last paused (null: never).</summary>
+    public DateTimeOffset? PausedAt { get; private set; }
+    /// <summary>Size on disk of the saved image while paused (else of the last one).</summary>
+    public long? PausedBytes { get; private set; }
+    /// <summary>While paused: when it is removed unless resumed (paused_ttl after the pause).</summary>
+    public DateTimeOffset? PausedUntil { get; private set; }
+    public double? LastPauseMs { get; private set; }
+    public double? LastResumeMs { get; private set; }
+    /// <summary>The saved image's directory while paused.</summary>
+    internal string? PausedDirectory { get; private set; }
+    /// <summary>The spec the saved VM was started with: it is restored with exactly these files.</summary>
+    internal Runtime.VmSpec? SavedSpec { get; set; }
+    /// <summary>Lifetime left when it was paused; the lifetime does not run while paused.</summary>
+    internal TimeSpan RemainingLifetime { get; private set; }
     public double TimeoutS { get; }
     public double IdleTimeoutS { get; }
     public IReadOnlyDictionary<string, string> Metadata { get; }
@@ -57,7 +91,7 @@ public sealed class SandboxSession
     public bool KeepRunning { get; }
 
     /// <summary>Whether the VM is frozen now (no call in flight for a while).</summary>
-    public bool Frozen => Vm.IsFrozen;
+    public bool Frozen => CurrentVm?.IsFrozen ?? false;
 
     /// <summary>Taken around every freeze and thaw of the VM, so a call that starts during a freeze thaws after it.</summary>
     internal SemaphoreSlim FreezeGate { get; } = new(1, 1);
@@ -132,6 +166,11 @@ public sealed class SandboxSession
     {
         lock (_gate)
         {
+            if (State != SessionState.Running)
+            {
+                // Paused ones have their own retention; pausing and resuming ones are judged after.
+                return null;
+            }
             if (now >= _expiresAt)
             {
                 return "its lifetime ended";
@@ -141,6 +180,136 @@ public sealed class SandboxSession
                 return "it was idle too long";
             }
             return null;
+        }
+    }
+
+    /// <summary>Starts a pause: only a running sandbox with no file call in progress (runs are kept out by the run lock).</summary>
+    internal bool TryBeginPause()
+    {
+        lock (_gate)
+        {
+            if (State != SessionState.Running || _activeCalls > 0)
+            {
+                return false;
+            }
+            State = SessionState.Pausing;
+            return true;
+        }
+    }
+
+    /// <summary>A file call counts as activity only on a running sandbox; false otherwise (the caller resumes or waits).</summary>
+    internal bool TryEnter(DateTimeOffset now)
+    {
+        lock (_gate)
+        {
+            if (State != SessionState.Running)
+            {
+                return false;
+            }
+            _activeCalls++;
+            _lastActivityAt = now;
+            return true;
+        }
+    }
+
+    /// <summary>The VM is saved and gone: the sandbox is paused, its lifetime stopped.</summary>
+    internal void Paused(string directory, long bytes, TimeSpan took, DateTimeOffset now, TimeSpan ttl)
+    {
+        lock (_gate)
+        {
+            if (State == SessionState.Ended)
+            {
+                return;
+            }
+            RemainingLifetime = _expiresAt > now ? _expiresAt - now : TimeSpan.Zero;
+            Lease = null;
+            PausedDirectory = directory;
+            PausedBytes = bytes;
+            PausedAt = now;
+            PausedUntil = now + ttl;
+            LastPauseMs = took.TotalMilliseconds;
+            State = SessionState.Paused;
+        }
+    }
+
+    /// <summary>A paused sandbox read back from the state directory at server start.</summary>
+    internal void LoadedPaused(string directory, long bytes, DateTimeOffset pausedAt, TimeSpan remaining, double? lastPauseMs, double? lastResumeMs, TimeSpan ttl)
+    {
+        lock (_gate)
+        {
+            RemainingLifetime = remaining;
+            PausedDirectory = directory;
+            PausedBytes = bytes;
+            PausedAt = pausedAt;
+            PausedUntil = pausedAt + ttl;
+            LastPauseMs = lastPauseMs;
+            LastResumeMs = lastResumeMs;
+            _lastActivityAt = pausedAt;
+            State = SessionState.Paused;
+        }
+    }
+
+    /// <summary>A pause that failed: the VM still runs.</summary>
+    internal void PauseFailed()
+    {
+        lock (_gate)
+        {
+            if (State == SessionState.Pausing)
+            {
+                State = SessionState.Running;
+            }
+        }
+    }
+
+    internal bool TryBeginResume()
+    {
+        lock (_gate)
+        {
+            if (State != SessionState.Paused)
+            {
+                return false;
+            }
+            State = SessionState.Resuming;
+            return true;
+        }
+    }
+
+    internal void ResumeFailed()
+    {
+        lock (_gate)
+        {
+            if (State == SessionState.Resuming)
+            {
+                State = SessionState.Paused;
+            }
+        }
+    }
+
+    /// <summary>Runs on <paramref name="lease"/> from now on, with the lifetime it had left when paused.</summary>
+    internal void Resumed(LeasedVm lease, TimeSpan took, DateTimeOffset now)
+    {
+        lock (_gate)
+        {
+            Lease = lease;
+            PausedDirectory = null;
+            PausedUntil = null;
+            LastResumeMs = took.TotalMilliseconds;
+            _expiresAt = now + RemainingLifetime;
+            _lastActivityAt = now;
+            if (State == SessionState.Resuming)
+            {
+                State = SessionState.Running;
+            }
+        }
+    }
+
+
+    /// <summary>Whether a running sandbox has been idle for its idle timeout at <paramref name="now"/> (and its lifetime not over).</summary>
+    internal bool IdleDue(DateTimeOffset now)
+    {
+        lock (_gate)
+        {
+            return State == SessionState.Running && now < _expiresAt && _activeCalls == 0 && now >= _lastActivityAt.AddSeconds(IdleTimeoutS);
         }
     }
 

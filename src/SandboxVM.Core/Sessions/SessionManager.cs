@@ -7,6 +7,7 @@ using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Templates;
 using SandboxVM.Protocol;
+using SandboxVM.Runtime;
 using SandboxVM.Runtime.Agent;
 
 namespace SandboxVM.Core.Sessions;
@@ -22,6 +23,10 @@ public sealed class CreateSandboxRequest
     public Dictionary<string, string>? Metadata { get; set; }
     /// <summary>Keep the sandbox running between calls (background work goes on); by default it is frozen while idle.</summary>
     public bool? KeepRunning { get; set; }
+    /// <summary>What an idle sandbox does: <c>kill</c> (default) or <c>pause</c>.</summary>
+    public string? OnIdle { get; set; }
+    /// <summary>A call on a paused sandbox resumes it first (default true); false: 409 <c>sandbox_paused</c>.</summary>
+    public bool? AutoResume { get; set; }
 }
 
 /// <summary>Who creates a sandbox: its owner's name and how many live sandboxes the owner may have (null: no own limit).</summary>
@@ -67,16 +72,17 @@ public sealed partial class SessionManager : IAsyncDisposable
         _options = options;
         _time = time;
         _logger = logger;
+        LoadPaused();
         var period = TimeSpan.FromSeconds(options.SandboxReapIntervalS);
         _reaper = time.CreateTimer(_ => _ = ReapAsync(), null, period, period);
     }
 
     public IReadOnlyList<SandboxSession> List() =>
-        [.. _sessions.Values.Where(s => s.State == SessionState.Running).OrderBy(s => s.CreatedAt)];
+        [.. _sessions.Values.Where(s => s.State != SessionState.Ended).OrderBy(s => s.CreatedAt)];
 
     /// <summary>The live sandbox <paramref name="id"/>; a 404 problem when there is none.</summary>
     public SandboxSession Get(string id) =>
-        _sessions.TryGetValue(id, out var s) && s.State == SessionState.Running
+        _sessions.TryGetValue(id, out var s) && s.State != SessionState.Ended
             ? s
             : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", RefusalKind.NotFound);
 
@@ -85,13 +91,13 @@ public sealed partial class SessionManager : IAsyncDisposable
     /// same 404 problem as an unknown id, so a caller cannot tell another's sandbox from none.
     /// </summary>
     public SandboxSession Get(string id, string owner) =>
-        _sessions.TryGetValue(id, out var s) && s.State == SessionState.Running && s.Owner == owner
+        _sessions.TryGetValue(id, out var s) && s.State != SessionState.Ended && s.Owner == owner
             ? s
             : throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"no live sandbox '{id}'", RefusalKind.NotFound);
 
     /// <summary>The live sandbox running on VM <paramref name="vmId"/>, if one does.</summary>
     public SandboxSession? FindByVm(string vmId) =>
-        _sessions.Values.FirstOrDefault(s => s.Vm.Id == vmId && s.State == SessionState.Running);
+        _sessions.Values.FirstOrDefault(s => s.CurrentVm?.Id == vmId && s.State == SessionState.Running);
 
     public Task<SandboxSession> CreateAsync(CreateSandboxRequest request, CancellationToken cancellationToken) =>
         CreateAsync(request, SandboxOwner.Anonymous, cancellationToken);
@@ -107,20 +113,18 @@ public sealed partial class SessionManager : IAsyncDisposable
         double timeout = RunService.CheckTimeout(request.TimeoutS, "timeout_s", _options.SandboxTimeoutS, _options.MaxSandboxTimeoutS);
         double idle = RunService.CheckTimeout(request.IdleTimeoutS, "idle_timeout_s", Math.Min(_options.SandboxIdleTimeoutS, timeout), _options.MaxSandboxTimeoutS);
         var metadata = CheckMetadata(request.Metadata);
+        IdleAction onIdle = request.OnIdle switch
+        {
+            null or "kill" => IdleAction.Kill,
+            "pause" => IdleAction.Pause,
+            _ => throw new RunRequestException(ProblemCodes.InvalidOnIdle, "on_idle", $"on_idle is 'kill' or 'pause', not '{request.OnIdle}'"),
+        };
+        if (onIdle == IdleAction.Pause && !CanPause)
+        {
+            throw PauseUnsupported();
+        }
 
-        if (Interlocked.Increment(ref _reserved) > _options.MaxSandboxes)
-        {
-            Interlocked.Decrement(ref _reserved);
-            throw new RunRequestException(ProblemCodes.TooManySandboxes, null,
-                $"{_options.MaxSandboxes} sandboxes are live, the most this server keeps; end one or try again later", RefusalKind.Busy,
-                TimeSpan.FromSeconds(5));
-        }
-        if (!ReserveFor(owner))
-        {
-            Interlocked.Decrement(ref _reserved);
-            throw new RunRequestException(ProblemCodes.TooManySandboxes, null,
-                $"this API key has {owner.MaxSandboxes} live sandboxes, its limit; end one or try again later", RefusalKind.Busy, TimeSpan.FromSeconds(5));
-        }
+        Reserve(owner, 1);
         LeasedVm lease;
         try
         {
@@ -140,29 +144,65 @@ public sealed partial class SessionManager : IAsyncDisposable
             throw;
         }
         string id = "sbx_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(10));
-        var session = new SandboxSession(id, owner.Name, template, lease, _time.GetUtcNow(), timeout, idle, metadata, request.KeepRunning ?? false);
+        var session = new SandboxSession(id, owner.Name, template, lease, _time.GetUtcNow(), timeout, idle, metadata, request.KeepRunning ?? false)
+        {
+            OnIdle = onIdle,
+            AutoResume = request.AutoResume ?? true,
+        };
+        if (CanPause)
+        {
+            // The files this VM runs on: a pause restores it on exactly these, even if the template is rebuilt meanwhile.
+            session.SavedSpec = await _pools.GetSpecAsync(template, CancellationToken.None);
+        }
         _sessions[id] = session;
-        // A VM that dies on its own (crash, host kill) ends its sandbox.
-        _ = lease.Vm.Exited.ContinueWith(_ => EndAsync(session, "its VM stopped"), CancellationToken.None,
-            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        Watch(session, lease.Vm);
         LogCreated(_logger, id, template.Name, lease.Vm.Id, owner.Name);
         return session;
     }
 
-    /// <summary>Counts a sandbox against its owner's limit; false when the owner is at it.</summary>
-    private bool ReserveFor(SandboxOwner owner)
+    /// <summary>
+    /// Counts <paramref name="count"/> sandboxes against the server's and the owner's limits before any
+    /// work; a 429 when either would be passed (nothing reserved then).
+    /// </summary>
+    private void Reserve(SandboxOwner owner, int count)
+    {
+        if (Interlocked.Add(ref _reserved, count) > _options.MaxSandboxes)
+        {
+            Interlocked.Add(ref _reserved, -count);
+            throw new RunRequestException(ProblemCodes.TooManySandboxes, null,
+                $"{_options.MaxSandboxes} sandboxes are live or paused, the most this server keeps; end one or try again later", RefusalKind.Busy,
+                TimeSpan.FromSeconds(5));
+        }
+        if (!ReserveFor(owner, count))
+        {
+            Interlocked.Add(ref _reserved, -count);
+            throw new RunRequestException(ProblemCodes.TooManySandboxes, null,
+                $"this API key may have {owner.MaxSandboxes} live sandboxes and {count} more would pass it; end one or try again later",
+                RefusalKind.Busy, TimeSpan.FromSeconds(5));
+        }
+    }
+
+    /// <summary>Counts sandboxes against their owner's limit; false when the owner would pass it.</summary>
+    private bool ReserveFor(SandboxOwner owner, int count)
     {
         lock (_reservedByOwner)
         {
             int live = _reservedByOwner.GetValueOrDefault(owner.Name);
-            if (live >= (owner.MaxSandboxes ?? int.MaxValue))
+            if (live + count > (owner.MaxSandboxes ?? int.MaxValue))
             {
                 return false;
             }
-            _reservedByOwner[owner.Name] = live + 1;
+            _reservedByOwner[owner.Name] = live + count;
             return true;
         }
     }
+
+    /// <summary>A VM that dies on its own (crash, host kill) ends its sandbox, unless the sandbox has moved off it (pause).</summary>
+    private void Watch(SandboxSession session, IVm vm) =>
+        _ = vm.Exited.ContinueWith(_ => session.CurrentVm == vm && session.State == SessionState.Running
+                ? EndAsync(session, "its VM stopped")
+                : Task.FromResult(false), CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default).Unwrap();
 
     private void ReleaseFor(string owner)
     {
@@ -193,7 +233,7 @@ public sealed partial class SessionManager : IAsyncDisposable
     /// <summary>Ends the sandbox now; false when there was no live one.</summary>
     public async Task<bool> DeleteAsync(string id)
     {
-        if (!_sessions.TryGetValue(id, out var session) || session.State != SessionState.Running)
+        if (!_sessions.TryGetValue(id, out var session) || session.State == SessionState.Ended)
         {
             return false;
         }
@@ -219,6 +259,7 @@ public sealed partial class SessionManager : IAsyncDisposable
 
         using var turn = await session.RunLock.AcquireAsync(cancellationToken);
         session = Get(id); // it may have ended while this run waited
+        await EnsureRunningLockedAsync(session, cancellationToken);
         await EnterAsync(session, cancellationToken);
         try
         {
@@ -258,7 +299,16 @@ public sealed partial class SessionManager : IAsyncDisposable
     {
         var session = Get(id);
         string checkedPath = CheckPath(path);
-        await EnterAsync(session, CancellationToken.None);
+        while (!session.TryEnter(_time.GetUtcNow()))
+        {
+            // Paused (resumed here when auto_resume is on), or being paused or resumed: its run lock says when that is over.
+            using (var turn = await session.RunLock.AcquireAsync(CancellationToken.None))
+            {
+                session = Get(id);
+                await EnsureRunningLockedAsync(session, CancellationToken.None);
+            }
+        }
+        await ThawEnteredAsync(session, CancellationToken.None);
         try
         {
             if (mutates)
@@ -418,6 +468,12 @@ public sealed partial class SessionManager : IAsyncDisposable
     private async Task EnterAsync(SandboxSession session, CancellationToken cancellationToken)
     {
         session.Enter(_time.GetUtcNow());
+        await ThawEnteredAsync(session, cancellationToken);
+    }
+
+    /// <summary>A call has entered the (running) sandbox: its VM is thawed if it was frozen, else the sandbox ends.</summary>
+    private async Task ThawEnteredAsync(SandboxSession session, CancellationToken cancellationToken)
+    {
         bool alive;
         try
         {
@@ -479,11 +535,20 @@ public sealed partial class SessionManager : IAsyncDisposable
         var freezeAfter = TimeSpan.FromSeconds(Math.Max(0, _options.SandboxFreezeAfterS));
         foreach (var session in _sessions.Values)
         {
-            if (session.DueToEnd(now) is { } why)
+            if (session.State == SessionState.Paused && now >= session.PausedUntil)
+            {
+                await EndAsync(session, "it was paused longer than paused_ttl");
+            }
+            else if (session.OnIdle == IdleAction.Pause && session.IdleDue(now))
+            {
+                // In the background: a pause under TCG takes seconds, and other sandboxes are due too.
+                _ = PauseIdleAsync(session);
+            }
+            else if (session.DueToEnd(now) is { } why)
             {
                 await EndAsync(session, why);
             }
-            else if (_options.FreezeIdle && !session.Vm.IsFrozen && session.DueToFreeze(now, freezeAfter))
+            else if (_options.FreezeIdle && session.DueToFreeze(now, freezeAfter) && session.CurrentVm is { IsFrozen: false })
             {
                 // Not awaited: a slow freeze (a runsc call) must not hold up the reaping of others.
                 _ = FreezeIfIdleAsync(session);
@@ -501,7 +566,11 @@ public sealed partial class SessionManager : IAsyncDisposable
         Interlocked.Decrement(ref _reserved);
         ReleaseFor(session.Owner);
         LogEnded(_logger, session.Id, reason);
-        await _tracker.KillAsync(session.Vm);
+        if (session.CurrentVm is { } vm)
+        {
+            await _tracker.KillAsync(vm);
+        }
+        RemovePausedImage(session);
         return true;
     }
 
@@ -512,7 +581,8 @@ public sealed partial class SessionManager : IAsyncDisposable
             return;
         }
         await _reaper.DisposeAsync();
-        foreach (var session in _sessions.Values)
+        // Paused sandboxes stay in the state directory: the next server lists and resumes them.
+        foreach (var session in _sessions.Values.Where(s => s.State != SessionState.Paused))
         {
             await EndAsync(session, "the server stopped");
         }

@@ -30,4 +30,7 @@ internal static partial class GvisorLog
 
     [LoggerMessage(Level = LogLevel.Information, Message = "ended leftover gvisor sandbox {Id}")]
     internal static partial void LeftoverEnded(ILogger logger, string id);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "gvisor sandbox {Id} of {Template} saved in {Ms} ms ({Bytes} bytes, kept running: {KeptRunning})")]
+    internal static partial void SandboxSaved(ILogger logger, string id, string template, long ms, long bytes, bool keptRunning);
 }

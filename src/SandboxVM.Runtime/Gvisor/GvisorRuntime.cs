@@ -27,7 +27,7 @@ namespace SandboxVM.Runtime.Gvisor;
 /// after the restore) and speaks to the clone over the new runsc's pipes, with no reconnection protocol.
 /// </para>
 /// </summary>
-public sealed class GvisorRuntime : IVmRuntime, IAsyncDisposable
+public sealed partial class GvisorRuntime : IVmRuntime, IAsyncDisposable
 {
     /// <summary>Container ids and cgroups are <c>gvisor-SERVERPID-HEX</c>: the cgroup sweep of a later server recognises a dead one's.</summary>
     internal const string IdPrefix = "gvisor";

@@ -44,8 +44,9 @@ internal sealed class Runsc(string path, string stateDir, string platform, bool 
     /// saved in 1.0-1.2 s to 90 MB and restored in 1.8-2.3 s, against 5.6 s to 25 MB and 4.8-5.3 s to restore
     /// with runsc's default flate compression (this host, load average 17-20; bench/results/).
     /// </summary>
-    public IReadOnlyList<string> CheckpointArguments(string imageDir, string id) =>
-        [.. GlobalFlags(), "checkpoint", "--image-path", imageDir, "--compression=none", "--exclude-committed-zero-pages", id];
+    public IReadOnlyList<string> CheckpointArguments(string imageDir, string id, bool leaveRunning = false) => leaveRunning
+        ? [.. GlobalFlags(), "checkpoint", "--image-path", imageDir, "--compression=none", "--exclude-committed-zero-pages", "--leave-running", id]
+        : [.. GlobalFlags(), "checkpoint", "--image-path", imageDir, "--compression=none", "--exclude-committed-zero-pages", id];
 
     /// <summary><c>runsc delete --force</c>: kills the sandbox if it still runs and removes its state.</summary>
     public IReadOnlyList<string> DeleteArguments(string id) => [.. GlobalFlags(), "delete", "--force", id];

@@ -45,4 +45,10 @@ internal static partial class QemuLog
 
     [LoggerMessage(Level = LogLevel.Information, Message = "ended leftover VM {Id} (pid {Pid})")]
     internal static partial void LeftoverEnded(ILogger logger, string id, int pid);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "VM {Id} of {Template} saved in {Ms} ms ({Bytes} bytes, kept running: {KeptRunning})")]
+    internal static partial void SandboxSaved(ILogger logger, string id, string template, long ms, long bytes, bool keptRunning);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "fork seed of {Template} ready in {Ms} ms (RAM file allocated at {AllocatedMs}, qemu up at {LaunchedMs}, image loaded at {LoadedMs})")]
+    internal static partial void ForkSeedReady(ILogger logger, string template, long ms, long allocatedMs, long launchedMs, long loadedMs);
 }

@@ -9,16 +9,25 @@ namespace SandboxVM.Runtime.Qemu;
 // Restore and boot: a VM from its launch to an agent that has answered hello and reinit.
 public sealed partial class QemuRuntime
 {
-    private async Task<QemuVm> RestoreAsync(VmSpec spec, string snapshot, Stopwatch started, CancellationToken cancellationToken)
+    private Task<QemuVm> RestoreAsync(VmSpec spec, string snapshot, Stopwatch started, CancellationToken cancellationToken) =>
+        IncomingAsync(spec, GuestMemoryKind.PrivateFile, Path.Combine(snapshot, MemFileName), Path.Combine(snapshot, StateFileName),
+            MigrationCapabilities(), started, cancellationToken);
+
+    /// <summary>
+    /// Launches a QEMU waiting for migrate-incoming, attaches the host, loads <paramref name="stateFile"/>
+    /// (device state, and the RAM too when it is not in <paramref name="memoryFile"/>), continues, hello + reinit.
+    /// </summary>
+    private async Task<QemuVm> IncomingAsync(VmSpec spec, GuestMemoryKind memory, string? memoryFile, string stateFile, JsonObject capabilities,
+        Stopwatch started, CancellationToken cancellationToken)
     {
-        QemuVm vm = await LaunchAsync(spec, VmSource.Restore, GuestMemoryKind.PrivateFile, Path.Combine(snapshot, MemFileName), incoming: true, cancellationToken);
+        QemuVm vm = await LaunchAsync(spec, VmSource.Restore, memory, memoryFile, incoming: true, cancellationToken);
         try
         {
             using var timeout = StartDeadline(_options.RestoreTimeout, cancellationToken);
             QmpClient qmp = vm.Qmp!;
             long launched = started.ElapsedMilliseconds;
-            await qmp.ExecuteAsync("migrate-set-capabilities", MigrationCapabilities(), timeout.Token);
-            using (var handle = File.OpenHandle(Path.Combine(snapshot, StateFileName), FileMode.Open, FileAccess.Read))
+            await qmp.ExecuteAsync("migrate-set-capabilities", capabilities, timeout.Token);
+            using (var handle = File.OpenHandle(stateFile, FileMode.Open, FileAccess.Read))
             {
                 await qmp.ExecuteWithFdAsync("getfd", new JsonObject { ["fdname"] = "state" }, handle, timeout.Token);
             }

@@ -63,6 +63,9 @@ public sealed class QemuRuntimeOptions
     /// <summary>Restore until the agent's hello.</summary>
     public TimeSpan RestoreTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>Save of a running VM's whole RAM and device state (pause, fork) until QEMU says it is done.</summary>
+    public TimeSpan SaveTimeout { get; set; } = TimeSpan.FromSeconds(120);
+
     /// <summary>How long DisposeAsync waits for QMP quit before SIGKILL.</summary>
     public TimeSpan QuitTimeout { get; set; } = TimeSpan.FromMilliseconds(500);
 }

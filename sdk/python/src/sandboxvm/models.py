@@ -226,7 +226,11 @@ class RunResult:
 
 @dataclass
 class SandboxInfo:
-    """A sandbox as the server describes it. ``state`` is ``running`` or ``ended``."""
+    """A sandbox as the server describes it.
+
+    ``state`` is ``running``, ``pausing``, ``paused``, ``resuming`` or ``ended``; a paused one has its
+    size on disk in ``paused_bytes`` and is removed at ``paused_until`` unless resumed.
+    """
 
     id: str
     template: str = ""
@@ -242,6 +246,13 @@ class SandboxInfo:
     startup_ms: Optional[float] = None
     keep_running: bool = False
     frozen: bool = False
+    on_idle: str = "kill"
+    auto_resume: bool = True
+    paused_at: Optional[datetime] = None
+    paused_until: Optional[datetime] = None
+    paused_bytes: Optional[int] = None
+    last_pause_ms: Optional[float] = None
+    last_resume_ms: Optional[float] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -262,6 +273,13 @@ class SandboxInfo:
             startup_ms=_opt_float(data.get("startup_ms")),
             keep_running=data.get("keep_running") is True,
             frozen=data.get("frozen") is True,
+            on_idle=_str(data.get("on_idle")) or "kill",
+            auto_resume=data.get("auto_resume") is not False,
+            paused_at=parse_time(data.get("paused_at")),
+            paused_until=parse_time(data.get("paused_until")),
+            paused_bytes=int(data["paused_bytes"]) if isinstance(data.get("paused_bytes"), int) else None,
+            last_pause_ms=_opt_float(data.get("last_pause_ms")),
+            last_resume_ms=_opt_float(data.get("last_resume_ms")),
             raw=dict(data),
         )
 

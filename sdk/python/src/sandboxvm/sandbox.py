@@ -153,6 +153,12 @@ class Sandbox:
         http_timeout: seconds to wait on the server for calls other than runs and uploads.
         keep_running: keep the VM running between calls, so background processes go on (by default an
             idle sandbox is frozen and thawed by the next call; its state is kept either way).
+        on_idle: ``kill`` (server default) or ``pause``: what the server does once it is idle.
+        auto_resume: whether a call on the paused sandbox resumes it first (server default True).
+
+    Pause, resume, fork (qemu and gvisor runtimes): ``sb.pause()`` saves it to the server's disk,
+    ``sb.resume()`` (or any call) brings it back as it was, ``sb.fork(n)`` returns n new sandboxes
+    started from its state now.
     """
 
     def __init__(
@@ -166,11 +172,15 @@ class Sandbox:
         http_timeout: float = DEFAULT_TIMEOUT,
         *,
         keep_running: Optional[bool] = None,
+        on_idle: Optional[str] = None,
+        auto_resume: Optional[bool] = None,
     ) -> None:
         self.template = template
         self.keep_running = keep_running
         self.timeout = timeout
         self.idle_timeout = idle_timeout
+        self.on_idle = on_idle
+        self.auto_resume = auto_resume
         self.metadata: Dict[str, str] = dict(metadata or {})
         self._http = HttpClient(base_url, api_key, http_timeout)
         self._info: Optional[SandboxInfo] = None
@@ -226,9 +236,15 @@ class Sandbox:
         http_timeout: float = DEFAULT_TIMEOUT,
         *,
         keep_running: Optional[bool] = None,
+        on_idle: Optional[str] = None,
+        auto_resume: Optional[bool] = None,
     ) -> "Sandbox":
-        """Creates a sandbox now (``POST /v1/sandboxes``) and returns it. Kill it with ``kill()`` or a ``with`` block."""
-        sandbox = cls(template, base_url, timeout, idle_timeout, metadata, api_key, http_timeout, keep_running=keep_running)
+        """Creates a sandbox now (``POST /v1/sandboxes``) and returns it. Kill it with ``kill()`` or a ``with`` block.
+
+        ``on_idle="pause"`` pauses it when idle instead of ending it; ``auto_resume=False`` makes calls on a
+        paused sandbox fail (409 ``sandbox_paused``) instead of resuming it.
+        """
+        sandbox = cls(template, base_url, timeout, idle_timeout, metadata, api_key, http_timeout, keep_running=keep_running, on_idle=on_idle, auto_resume=auto_resume)
         sandbox._create()
         return sandbox
 
@@ -260,6 +276,10 @@ class Sandbox:
             body["metadata"] = self.metadata
         if self.keep_running is not None:
             body["keep_running"] = self.keep_running
+        if self.on_idle is not None:
+            body["on_idle"] = self.on_idle
+        if self.auto_resume is not None:
+            body["auto_resume"] = self.auto_resume
         data = self._http.call_json("POST", "/v1/sandboxes", json_body=body, timeout=max(self._http.timeout, _CREATE_TIMEOUT))
         if not isinstance(data, dict) or not data.get("id"):
             raise SandboxError(f"{self._http.url('/v1/sandboxes')} answered without a sandbox id: {data!r}")
@@ -311,6 +331,44 @@ class Sandbox:
         """Moves the sandbox's expiry to now + ``timeout`` seconds (default: its lifetime); returns the new SandboxInfo."""
         body: Dict[str, Any] = {} if timeout is None else {"timeout_s": timeout}
         data = self._http.call_json("POST", self._api("/keepalive"), json_body=body)
+        self._info = SandboxInfo.from_json(data if isinstance(data, dict) else {"id": self.id})
+        return self._info
+
+    def pause(self) -> SandboxInfo:
+        """Saves the sandbox to the server's disk and ends its VM (``POST .../pause``); it costs no RAM until resumed.
+
+        Waits for a run in progress. Raises ApiError: 409 ``sandbox_paused`` (already paused), ``sandbox_busy``
+        (a file call in progress), ``pause_unsupported`` (process runtime); 503 ``pause_failed`` (it keeps running).
+        """
+        return self._post_info("/pause")
+
+    def resume(self) -> SandboxInfo:
+        """Brings a paused sandbox back as it was (``POST .../resume``): globals, open files, background processes.
+
+        Any run or file call resumes it too, unless it was created with ``auto_resume=False``.
+        Raises ApiError 409 ``sandbox_not_paused`` for a running one.
+        """
+        return self._post_info("/resume")
+
+    def fork(self, count: int = 1) -> List["Sandbox"]:
+        """``count`` new sandboxes started from this one's state now (``POST .../fork``); this one keeps running.
+
+        Each fork is independent afterwards, with its own identity, clock and entropy; kill each (or use ``with``).
+        They count against the live-sandbox limits (429 ``too_many_sandboxes`` before any work).
+        """
+        data = self._http.call_json("POST", self._api("/fork"), json_body={"count": count}, timeout=max(self._http.timeout, _CREATE_TIMEOUT))
+        items = data.get("sandboxes", []) if isinstance(data, dict) else []
+        forks: List[Sandbox] = []
+        for item in items:
+            if isinstance(item, dict):
+                fork = Sandbox(self.template)
+                fork._http = self._http
+                fork._info = SandboxInfo.from_json(item)
+                forks.append(fork)
+        return forks
+
+    def _post_info(self, suffix: str) -> SandboxInfo:
+        data = self._http.call_json("POST", self._api(suffix), timeout=max(self._http.timeout, _CREATE_TIMEOUT))
         self._info = SandboxInfo.from_json(data if isinstance(data, dict) else {"id": self.id})
         return self._info
 

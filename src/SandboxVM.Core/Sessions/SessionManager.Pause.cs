@@ -1,0 +1,513 @@
+using System.Diagnostics;
+using System.Security.Cryptography;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using SandboxVM.Core.Pools;
+using SandboxVM.Core.Runs;
+using SandboxVM.Runtime;
+
+namespace SandboxVM.Core.Sessions;
+
+// Pause, resume and fork: the runtime saves a sandbox's whole state (ISandboxSaver) into the state
+// directory and starts it again from there. Each of them holds the sandbox's run lock, so they never
+// overlap a run, each other, or a file call (a pause refuses while one is in progress).
+public sealed partial class SessionManager
+{
+    internal const string PausedDirName = "paused";
+    internal const string ForksDirName = "forks";
+    internal const string ImageDirName = "image";
+    internal const string RecordFileName = "sandbox.json";
+
+    /// <summary>Whether the runtime can save sandboxes (pause, resume, fork); the process runtime cannot.</summary>
+    public bool CanPause => _pools.Runtime is ISandboxSaver;
+
+    private string PausedRoot => Path.Combine(_options.StateDir, PausedDirName);
+
+    private RunRequestException PauseUnsupported() => new(ProblemCodes.PauseUnsupported, null,
+        $"the {_pools.Runtime.Name} runtime cannot save a running sandbox: no pause, resume or fork (qemu and gvisor can)", RefusalKind.Conflict);
+
+    private ISandboxSaver Saver => _pools.Runtime as ISandboxSaver ?? throw PauseUnsupported();
+
+    /// <summary>
+    /// Saves the sandbox (memory, processes, its /tmp and home) into the state directory and ends its VM.
+    /// A run in progress is waited for (the run lock); a file call in progress refuses it (409 <c>sandbox_busy</c>).
+    /// </summary>
+    public async Task<SandboxSession> PauseAsync(string id, CancellationToken cancellationToken)
+    {
+        var session = Get(id);
+        var saver = Saver;
+        using var turn = await session.RunLock.AcquireAsync(cancellationToken);
+        session = Get(id);
+        if (session.State == SessionState.Paused)
+        {
+            throw new RunRequestException(ProblemCodes.SandboxPaused, null, $"sandbox '{id}' is already paused", RefusalKind.Conflict);
+        }
+        await PauseLockedAsync(session, saver);
+        return session;
+    }
+
+    /// <summary>Starts a paused sandbox again from its image, as it was; 409 <c>sandbox_not_paused</c> when it runs.</summary>
+    public async Task<SandboxSession> ResumeAsync(string id, CancellationToken cancellationToken)
+    {
+        var session = Get(id);
+        var saver = Saver;
+        using var turn = await session.RunLock.AcquireAsync(cancellationToken);
+        session = Get(id);
+        if (session.State != SessionState.Paused)
+        {
+            throw new RunRequestException(ProblemCodes.SandboxNotPaused, null, $"sandbox '{id}' is not paused", RefusalKind.Conflict);
+        }
+        await ResumeLockedAsync(session, saver);
+        return session;
+    }
+
+    /// <summary>Under the run lock: a paused sandbox is resumed when it allows that, else refused.</summary>
+    private async Task EnsureRunningLockedAsync(SandboxSession session, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        if (session.State != SessionState.Paused)
+        {
+            return;
+        }
+        if (!session.AutoResume)
+        {
+            throw new RunRequestException(ProblemCodes.SandboxPaused, null,
+                $"sandbox '{session.Id}' is paused and auto_resume is off: POST /v1/sandboxes/{session.Id}/resume first", RefusalKind.Conflict);
+        }
+        await ResumeLockedAsync(session, Saver);
+    }
+
+    private async Task PauseLockedAsync(SandboxSession session, ISandboxSaver saver)
+    {
+        if (!session.TryBeginPause())
+        {
+            throw new RunRequestException(ProblemCodes.SandboxBusy, null,
+                $"sandbox '{session.Id}' has a file call in progress; pause it when that has ended", RefusalKind.Conflict);
+        }
+        IVm vm = session.Vm;
+        string dir = Path.Combine(PausedRoot, session.Id);
+        string build = dir + ".tmp-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
+        SavedSandbox saved;
+        try
+        {
+            VmSpec spec = session.SavedSpec ??= await _pools.GetSpecAsync(session.Template, CancellationToken.None);
+            CreatePrivateDirectory(PausedRoot);
+            Directory.CreateDirectory(Path.Combine(build, ImageDirName));
+            await ThawForSaveAsync(session, vm);
+            // Not the caller's token: a client that goes away must not leave a half-saved sandbox.
+            saved = await saver.SaveAsync(vm, spec, Path.Combine(build, ImageDirName), keepRunning: false, CancellationToken.None);
+            var now = _time.GetUtcNow();
+            await WriteRecordAsync(build, session, spec, saved, now);
+            Directory.Move(build, dir);
+            session.Paused(dir, saved.Bytes, saved.Elapsed, now, TimeSpan.FromSeconds(_options.PausedTtlS));
+        }
+        catch (Exception e)
+        {
+            TryDeleteDirectory(build);
+            session.PauseFailed();
+            LogPauseFailed(_logger, session.Id, e);
+            if (vm.Exited.IsCompleted)
+            {
+                await EndAsync(session, "its VM stopped while it was being paused");
+            }
+            throw new RunRequestException(ProblemCodes.PauseFailed, null,
+                $"sandbox '{session.Id}' could not be paused and {(vm.Exited.IsCompleted ? "has ended" : "keeps running")}: {DescribeSaveError(e)}",
+                RefusalKind.Unavailable);
+        }
+        // Its teardown (the process's exit, cgroup, run directory) goes on off the request path; shutdown waits for it.
+        _tracker.Release(vm);
+        LogPaused(_logger, session.Id, saved.Elapsed.TotalMilliseconds, saved.Bytes);
+        if (session.State == SessionState.Ended)
+        {
+            // Deleted while it was being saved.
+            TryDeleteDirectory(dir);
+        }
+    }
+
+    /// <summary>
+    /// A frozen VM cannot be saved (a cgroup-frozen gVisor sandbox cannot be checkpointed; a stopped QEMU
+    /// should not migrate a stopped guest's clock): thawed first. The sandbox is already pausing, so idle
+    /// does not freeze it again.
+    /// </summary>
+    private async Task ThawForSaveAsync(SandboxSession session, IVm vm)
+    {
+        await session.FreezeGate.WaitAsync();
+        try
+        {
+            if (vm.IsFrozen && !await _pools.ThawAsync(vm, CancellationToken.None))
+            {
+                throw new InvalidOperationException("its VM could not be thawed to be saved");
+            }
+        }
+        finally
+        {
+            session.FreezeGate.Release();
+        }
+    }
+
+    private async Task ResumeLockedAsync(SandboxSession session, ISandboxSaver saver)
+    {
+        if (!session.TryBeginResume())
+        {
+            throw new RunRequestException(ProblemCodes.SandboxNotPaused, null, $"sandbox '{session.Id}' is not paused", RefusalKind.Conflict);
+        }
+        var clock = Stopwatch.StartNew();
+        string dir = session.PausedDirectory!;
+        IVm? vm = null;
+        try
+        {
+            if (session.SavedSpec is not { } spec)
+            {
+                throw new InvalidOperationException("the paused sandbox's record names no VM spec");
+            }
+            vm = await saver.RestoreSavedAsync(spec, Path.Combine(dir, ImageDirName), CancellationToken.None);
+            _tracker.Add(vm);
+            if (_pools.OnAcquired is { } onAcquired)
+            {
+                await onAcquired(session.Template, vm, CancellationToken.None);
+            }
+        }
+        catch (Exception e)
+        {
+            if (vm is not null)
+            {
+                await _tracker.KillAsync(vm);
+            }
+            session.ResumeFailed();
+            LogResumeFailed(_logger, session.Id, e);
+            throw new RunRequestException(ProblemCodes.ResumeFailed, null,
+                $"sandbox '{session.Id}' could not be resumed (it stays paused): {CallerErrors.Describe(e)}", RefusalKind.Unavailable);
+        }
+        session.Resumed(new LeasedVm(vm, VmSource.Restore, clock.Elapsed), clock.Elapsed, _time.GetUtcNow());
+        Watch(session, vm);
+        TryDeleteDirectory(dir);
+        LogResumed(_logger, session.Id, clock.Elapsed.TotalMilliseconds);
+        if (session.State == SessionState.Ended)
+        {
+            await _tracker.KillAsync(vm);
+        }
+    }
+
+    /// <summary>Pauses a sandbox whose idle time is over (on_idle: pause); one that cannot be paused ends as if on_idle were kill.</summary>
+    private async Task PauseIdleAsync(SandboxSession session)
+    {
+        try
+        {
+            using var turn = await session.RunLock.AcquireAsync(CancellationToken.None);
+            if (!session.IdleDue(_time.GetUtcNow()))
+            {
+                return;
+            }
+            await PauseLockedAsync(session, Saver);
+        }
+        catch (RunRequestException e) when (e.Code != ProblemCodes.SandboxBusy)
+        {
+            await EndAsync(session, "it was idle too long and could not be paused: " + e.Message);
+        }
+        catch (RunRequestException)
+        {
+            // A file call started meanwhile: it is not idle any more.
+        }
+    }
+
+    /// <summary>
+    /// <paramref name="count"/> new sandboxes, each started from the state the source has now (saved once,
+    /// restored <paramref name="count"/> times; a paused source's own image is used as it is). The source
+    /// keeps running. They count against the limits before any work (429).
+    /// </summary>
+    public async Task<IReadOnlyList<SandboxSession>> ForkAsync(string id, int? count, SandboxOwner owner, CancellationToken cancellationToken)
+    {
+        var source = Get(id);
+        var saver = Saver;
+        int n = count ?? 1;
+        if (n < 1 || n > _options.MaxForkCount)
+        {
+            throw new RunRequestException(ProblemCodes.InvalidCount, "count", $"count is 1 to {_options.MaxForkCount}, not {n}");
+        }
+        Reserve(owner, n);
+        int created = 0;
+        var forks = new List<SandboxSession>();
+        string? build = null;
+        try
+        {
+            using var turn = await source.RunLock.AcquireAsync(cancellationToken);
+            source = Get(id);
+            VmSpec spec = source.SavedSpec ??= await _pools.GetSpecAsync(source.Template, cancellationToken);
+            string image;
+            if (source.State == SessionState.Paused)
+            {
+                image = Path.Combine(source.PausedDirectory!, ImageDirName);
+            }
+            else
+            {
+                CreatePrivateDirectory(Path.Combine(_options.StateDir, ForksDirName));
+                build = Path.Combine(_options.StateDir, ForksDirName, Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8)));
+                image = Path.Combine(build, ImageDirName);
+                Directory.CreateDirectory(image);
+                // A call in flight for the save: the source is thawed if idle froze it, and not frozen meanwhile.
+                await EnterAsync(source, CancellationToken.None);
+                try
+                {
+                    await saver.SaveAsync(source.Vm, spec, image, keepRunning: true, CancellationToken.None);
+                }
+                finally
+                {
+                    source.Leave(_time.GetUtcNow());
+                }
+            }
+            var now = _time.GetUtcNow();
+            await using var prepared = n > 1 ? await saver.PrepareRestoresAsync(spec, image, CancellationToken.None) : NoPreparation.Instance;
+            var restores = Enumerable.Range(0, n).Select(async _ =>
+            {
+                var clock = Stopwatch.StartNew();
+                IVm vm = await saver.RestoreSavedAsync(spec, image, CancellationToken.None);
+                _tracker.Add(vm);
+                try
+                {
+                    if (_pools.OnAcquired is { } onAcquired)
+                    {
+                        await onAcquired(source.Template, vm, CancellationToken.None);
+                    }
+                }
+                catch
+                {
+                    await _tracker.KillAsync(vm);
+                    throw;
+                }
+                return new LeasedVm(vm, VmSource.Restore, clock.Elapsed);
+            }).ToList();
+            try
+            {
+                await Task.WhenAll(restores);
+            }
+            catch (Exception e)
+            {
+                foreach (var t in restores.Where(t => t.IsCompletedSuccessfully))
+                {
+                    await _tracker.KillAsync(t.Result.Vm);
+                }
+                LogForkFailed(_logger, id, e);
+                throw new RunRequestException(ProblemCodes.ForkFailed, null, $"sandbox '{id}' could not be forked: {DescribeSaveError(e)}", RefusalKind.Unavailable);
+            }
+            foreach (var lease in restores.Select(t => t.Result))
+            {
+                string forkId = "sbx_" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(10));
+                var fork = new SandboxSession(forkId, owner.Name, source.Template, lease, now, source.TimeoutS, source.IdleTimeoutS,
+                    new Dictionary<string, string>(source.Metadata, StringComparer.Ordinal), source.KeepRunning)
+                {
+                    OnIdle = source.OnIdle,
+                    AutoResume = source.AutoResume,
+                };
+                fork.SavedSpec = spec;
+                fork.BuiltHash = source.BuiltHash;
+                fork.Runs = source.Runs;
+                _sessions[forkId] = fork;
+                created++;
+                Watch(fork, lease.Vm);
+                forks.Add(fork);
+                LogCreated(_logger, forkId, source.Template.Name, lease.Vm.Id, owner.Name);
+            }
+            return forks;
+        }
+        catch (Exception e) when (e is not RunRequestException and not OperationCanceledException)
+        {
+            LogForkFailed(_logger, id, e);
+            throw new RunRequestException(ProblemCodes.ForkFailed, null, $"sandbox '{id}' could not be forked: {DescribeSaveError(e)}", RefusalKind.Unavailable);
+        }
+        finally
+        {
+            // Sandboxes not made give their places back; the made ones hold theirs until they end.
+            if (n - created > 0)
+            {
+                Interlocked.Add(ref _reserved, created - n);
+                for (int i = created; i < n; i++)
+                {
+                    ReleaseFor(owner.Name);
+                }
+            }
+            if (build is not null)
+            {
+                TryDeleteDirectory(build);
+            }
+        }
+    }
+
+    /// <summary>A full disk is the one save failure a caller can act on (and is told); other host detail stays in the log.</summary>
+    private static string DescribeSaveError(Exception e)
+    {
+        for (Exception? x = e; x is not null; x = x.InnerException)
+        {
+            if (x.Message.Contains("No space left on device", StringComparison.Ordinal))
+            {
+                return "no space left in the server's state directory";
+            }
+        }
+        return CallerErrors.Describe(e);
+    }
+
+    /// <summary>The record next to a paused sandbox's image: enough for a later server to list and resume it.</summary>
+    private async Task WriteRecordAsync(string dir, SandboxSession session, VmSpec spec, SavedSandbox saved, DateTimeOffset now)
+    {
+        var record = new PausedRecord
+        {
+            Id = session.Id,
+            Owner = session.Owner,
+            Template = session.Template.Name,
+            Runtime = _pools.Runtime.Name,
+            CreatedAt = session.CreatedAt,
+            PausedAt = now,
+            RemainingLifetimeS = Math.Max(0, (session.ExpiresAt - now).TotalSeconds),
+            TimeoutS = session.TimeoutS,
+            IdleTimeoutS = session.IdleTimeoutS,
+            OnIdle = session.OnIdle == IdleAction.Pause ? "pause" : "kill",
+            AutoResume = session.AutoResume,
+            Metadata = new Dictionary<string, string>(session.Metadata, StringComparer.Ordinal),
+            BuiltHash = session.BuiltHash,
+            Runs = session.Runs,
+            PausedBytes = saved.Bytes,
+            LastPauseMs = saved.Elapsed.TotalMilliseconds,
+            LastResumeMs = session.LastResumeMs,
+            Spec = spec,
+        };
+        string path = Path.Combine(dir, RecordFileName);
+        await File.WriteAllTextAsync(path, JsonSerializer.Serialize(record, PausedRecordJson.Default.PausedRecord), CancellationToken.None);
+    }
+
+    /// <summary>
+    /// Reads the paused sandboxes a previous server left in the state directory: each is listed as paused and
+    /// counts against the limits. Records of another runtime or an unknown template are left alone (logged);
+    /// half-written pauses and fork images are removed.
+    /// </summary>
+    private void LoadPaused()
+    {
+        var forks = Path.Combine(_options.StateDir, ForksDirName);
+        TryDeleteDirectory(forks);
+        if (!Directory.Exists(PausedRoot))
+        {
+            return;
+        }
+        foreach (string dir in Directory.GetDirectories(PausedRoot))
+        {
+            if (Path.GetFileName(dir).Contains(".tmp-", StringComparison.Ordinal))
+            {
+                TryDeleteDirectory(dir);
+                continue;
+            }
+            try
+            {
+                var record = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(dir, RecordFileName)), PausedRecordJson.Default.PausedRecord)
+                    ?? throw new InvalidDataException("empty record");
+                if (record.Runtime != _pools.Runtime.Name || record.Id != Path.GetFileName(dir) || record.Spec is null)
+                {
+                    LogPausedSkipped(_logger, dir, $"saved by runtime {record.Runtime}, this server runs {_pools.Runtime.Name}");
+                    continue;
+                }
+                var template = _runs.FindTemplate(record.Template);
+                var session = new SandboxSession(record.Id, record.Owner, template, null, record.CreatedAt, record.TimeoutS, record.IdleTimeoutS, record.Metadata)
+                {
+                    OnIdle = record.OnIdle == "pause" ? IdleAction.Pause : IdleAction.Kill,
+                    AutoResume = record.AutoResume,
+                };
+                session.SavedSpec = record.Spec;
+                session.BuiltHash = record.BuiltHash;
+                session.Runs = record.Runs;
+                session.LoadedPaused(dir, record.PausedBytes, record.PausedAt, TimeSpan.FromSeconds(record.RemainingLifetimeS), record.LastPauseMs, record.LastResumeMs, TimeSpan.FromSeconds(_options.PausedTtlS));
+                Interlocked.Increment(ref _reserved);
+                ReserveFor(new SandboxOwner(record.Owner, null), 1);
+                _sessions[record.Id] = session;
+                LogPausedLoaded(_logger, record.Id, record.Template, record.Owner);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or InvalidDataException or RunRequestException)
+            {
+                LogPausedSkipped(_logger, dir, e.Message);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Saved images are the guests' memory (the callers' data): only the server may read them. Made 0700
+    /// (also when it existed), so what is created inside is out of other host users' reach whatever its mode.
+    /// </summary>
+    private static void CreatePrivateDirectory(string dir)
+    {
+        Directory.CreateDirectory(dir);
+        if (!OperatingSystem.IsWindows())
+        {
+            File.SetUnixFileMode(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+    }
+
+    private void RemovePausedImage(SandboxSession session)
+    {
+        if (session.PausedDirectory is { } dir)
+        {
+            TryDeleteDirectory(dir);
+        }
+    }
+
+    private void TryDeleteDirectory(string dir)
+    {
+        try
+        {
+            if (Directory.Exists(dir))
+            {
+                Directory.Delete(dir, recursive: true);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            LogCleanupFailed(_logger, dir, e.Message);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {Id} paused in {Ms:0} ms ({Bytes} bytes on disk)")]
+    private static partial void LogPaused(ILogger logger, string id, double ms, long bytes);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {Id} resumed in {Ms:0} ms")]
+    private static partial void LogResumed(ILogger logger, string id, double ms);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {Id} could not be paused")]
+    private static partial void LogPauseFailed(ILogger logger, string id, Exception e);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {Id} could not be resumed")]
+    private static partial void LogResumeFailed(ILogger logger, string id, Exception e);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {Id} could not be forked")]
+    private static partial void LogForkFailed(ILogger logger, string id, Exception e);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "paused sandbox {Id} of {Template} (owner {Owner}) found in the state directory")]
+    private static partial void LogPausedLoaded(ILogger logger, string id, string template, string owner);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "paused sandbox in {Dir} not loaded: {Reason}")]
+    private static partial void LogPausedSkipped(ILogger logger, string dir, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "could not remove {Path}: {Reason}")]
+    private static partial void LogCleanupFailed(ILogger logger, string path, string reason);
+}
+
+/// <summary>sandbox.json of a paused sandbox.</summary>
+internal sealed record PausedRecord
+{
+    public required string Id { get; init; }
+    public required string Owner { get; init; }
+    public required string Template { get; init; }
+    public string? Runtime { get; init; }
+    public DateTimeOffset CreatedAt { get; init; }
+    public DateTimeOffset PausedAt { get; init; }
+    public double RemainingLifetimeS { get; init; }
+    public double TimeoutS { get; init; }
+    public double IdleTimeoutS { get; init; }
+    public string OnIdle { get; init; } = "kill";
+    public bool AutoResume { get; init; } = true;
+    public Dictionary<string, string> Metadata { get; init; } = [];
+    public string? BuiltHash { get; init; }
+    public int Runs { get; init; }
+    public long PausedBytes { get; init; }
+    public double? LastPauseMs { get; init; }
+    public double? LastResumeMs { get; init; }
+    public VmSpec? Spec { get; init; }
+}
+
+[System.Text.Json.Serialization.JsonSourceGenerationOptions(PropertyNamingPolicy = System.Text.Json.Serialization.JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true)]
+[System.Text.Json.Serialization.JsonSerializable(typeof(PausedRecord))]
+internal sealed partial class PausedRecordJson : System.Text.Json.Serialization.JsonSerializerContext;
