@@ -96,6 +96,7 @@ public class PoolDemandTests : IAsyncLifetime
 
         await _time.AdvanceUntilAsync(Restore, () => Status.Ready == 6, () => $"pool {Status}");
         Assert.True(_runtime.MaxPending <= 11 + 3, $"{_runtime.MaxPending} starts at once");
+        await _time.AdvanceUntilAsync(Restore, () => takes.All(x => x.IsCompleted), () => $"{takes.Count(x => x.IsCompleted)} of 12 served");
         foreach (var lease in await Task.WhenAll(takes))
         {
             _tracker.Release(lease.Vm);
@@ -111,13 +112,19 @@ public class PoolDemandTests : IAsyncLifetime
         _runtime.StartDelay = Restore;
         var t = Template(2, 2, concurrency: 1);
         _pools.Start([t]);
-        await _time.AdvanceUntilAsync(Restore, () => Status.Ready == 2, () => $"pool {Status}");
+        // Settled: both admitted and frozen (a member still being frozen is not offered to a take).
+        await _time.AdvanceUntilAsync(Restore, () => Status.Ready == 2 && Status.Frozen == 2, () => $"pool {Status}");
 
         var burst = Enumerable.Range(0, 10).Select(_ => _pools.AcquireAsync(t, Ct)).ToList();
         // Before the clock moves at all: 8 restores for the 8 callers the pool could not serve, side by side
         // (not one after another), plus the pool's own refill (concurrency 1).
-        await Eventually.TrueAsync(() => _runtime.Pending == 8 + 1, () => $"{_runtime.Pending} starts pending");
-        _time.Advance(Restore);
+        // The two pool members are handed over without the clock moving (a step while their take's check is
+        // in flight would time that check out on the fake clock).
+        await Eventually.TrueAsync(() => _runtime.Pending == 8 + 1 && burst.Count(b => b.IsCompleted) == 2,
+            () => $"{_runtime.Pending} starts pending, {burst.Count(b => b.IsCompleted)} served");
+        // Stepped until every caller has its sandbox (a take's own round trips may arm timers of their own
+        // after the first step: on a loaded host one step left the test waiting for ever).
+        await _time.AdvanceUntilAsync(Restore, () => burst.All(b => b.IsCompleted), () => $"{burst.Count(b => b.IsCompleted)} of 10 served");
         var leases = await Task.WhenAll(burst);
 
         Assert.Equal(2, leases.Count(l => l.Source == VmSource.Pool));
