@@ -131,17 +131,9 @@ public sealed partial class SessionManager
     /// </summary>
     private async Task ThawForSaveAsync(SandboxSession session, IVm vm)
     {
-        await session.FreezeGate.WaitAsync();
-        try
+        if (!await ThawUnderGateAsync(session, vm, CancellationToken.None))
         {
-            if (vm.IsFrozen && !await _pools.ThawAsync(vm, CancellationToken.None))
-            {
-                throw new InvalidOperationException("its VM could not be thawed to be saved");
-            }
-        }
-        finally
-        {
-            session.FreezeGate.Release();
+            throw new InvalidOperationException("its VM could not be thawed to be saved");
         }
     }
 

@@ -477,15 +477,7 @@ public sealed partial class SessionManager : IAsyncDisposable
         bool alive;
         try
         {
-            await session.FreezeGate.WaitAsync(cancellationToken);
-            try
-            {
-                alive = !session.Vm.IsFrozen || await _pools.ThawAsync(session.Vm, cancellationToken);
-            }
-            finally
-            {
-                session.FreezeGate.Release();
-            }
+            alive = await ThawUnderGateAsync(session, session.Vm, cancellationToken);
         }
         catch
         {
@@ -497,6 +489,20 @@ public sealed partial class SessionManager : IAsyncDisposable
             session.Leave(_time.GetUtcNow());
             await EndAsync(session, "its VM could not be resumed");
             throw new RunRequestException(ProblemCodes.SandboxNotFound, null, $"sandbox '{session.Id}' ended: its VM could not be resumed", RefusalKind.NotFound);
+        }
+    }
+
+    /// <summary>Thaws <paramref name="vm"/> if it is frozen, under the sandbox's freeze gate; false when it could not be thawed.</summary>
+    private async Task<bool> ThawUnderGateAsync(SandboxSession session, IVm vm, CancellationToken cancellationToken)
+    {
+        await session.FreezeGate.WaitAsync(cancellationToken);
+        try
+        {
+            return !vm.IsFrozen || await _pools.ThawAsync(vm, cancellationToken);
+        }
+        finally
+        {
+            session.FreezeGate.Release();
         }
     }
 
