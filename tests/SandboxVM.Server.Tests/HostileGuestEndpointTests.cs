@@ -15,6 +15,7 @@ namespace SandboxVM.Server.Tests;
 /// its heap is measured with <see cref="HeapWatch"/> (this assembly runs its tests one at a time).
 /// </summary>
 [Trait("tier", "unit")]
+[Collection(nameof(ProcessWide))]
 public sealed class HostileGuestEndpointTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

@@ -8,6 +8,7 @@ namespace SandboxVM.Server.Tests;
 
 /// <summary>/metrics: Prometheus text with the egress and server meters.</summary>
 [Trait("tier", "unit")]
+[Collection(nameof(ProcessWide))]
 public partial class MetricsTests
 {
     private static async Task<string> ScrapeAsync(TestServer server, string? apiKey = null)

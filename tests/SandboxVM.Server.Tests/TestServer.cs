@@ -8,11 +8,15 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using SandboxVM.Core.Runs;
 
-// The meter adapter behind /metrics keeps process-wide state per instrument; servers in this
-// assembly start one at a time.
-[assembly: CollectionBehavior(DisableTestParallelization = true)]
-
 namespace SandboxVM.Server.Tests;
+
+/// <summary>
+/// Tests that read process-wide state run alone, after the parallel ones: the meter adapter behind
+/// /metrics and the trace listener see every server in the process, and a heap bound sees every test's heap.
+/// The other classes run side by side (each test starts its own server on its own port).
+/// </summary>
+[CollectionDefinition(nameof(ProcessWide), DisableParallelization = true)]
+public sealed class ProcessWide;
 
 /// <summary>
 /// The tools and metrics endpoints behind the same middleware as ServerApp's, on a loopback port, with a

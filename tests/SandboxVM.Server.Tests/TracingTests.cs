@@ -13,6 +13,7 @@ namespace SandboxVM.Server.Tests;
 
 /// <summary>Runs traced to an OpenTelemetry collector over OTLP/HTTP: a collector on loopback receives them.</summary>
 [Trait("tier", "integration")]
+[Collection(nameof(ProcessWide))]
 public sealed class TracingTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

@@ -47,7 +47,9 @@ public sealed class LocalAgentRuntime : IVmRuntime, IAsyncDisposable
     private readonly string[] _agent;
     private readonly string? _stagedAgent;
     private readonly List<LocalAgentVm> _vms = [];
-    private int _started;
+    // Process-wide: cgroup names carry this process's id and this number, and test classes running side by
+    // side each have a runtime of their own (a per-runtime count gave two sandboxes the same cgroup).
+    private static int _started;
 
     public LocalAgentRuntime()
     {
