@@ -23,6 +23,16 @@ public sealed class CgroupManager
             : CgroupVersion.None;
     }
 
+    /// <summary>
+    /// Whether <paramref name="runtime"/> will put its sandboxes in cgroups: <see cref="IsUsable"/>, or an
+    /// error naming what was found when the runtime requires them (production) and they are not usable.
+    /// </summary>
+    public bool UsableFor(string runtime, bool required) =>
+        IsUsable || (required
+            ? throw new InvalidOperationException(
+                $"the {runtime} runtime needs writable cgroups (found {Version}); run as root or set RequireCgroups=false for development")
+            : false);
+
     /// <summary>True when this process can create cgroups (root, writable hierarchy).</summary>
     public bool IsUsable
     {

@@ -58,14 +58,9 @@ public sealed partial class GvisorRuntime : IVmRuntime, IAsyncDisposable
         _options = options;
         _cgroups = cgroups;
         _logger = logger;
-        _useCgroups = cgroups.IsUsable;
+        _useCgroups = cgroups.UsableFor("gvisor", options.RequireCgroups);
         if (!_useCgroups)
         {
-            if (options.RequireCgroups)
-            {
-                throw new InvalidOperationException(
-                    $"the gvisor runtime needs writable cgroups (found {cgroups.Version}); run as root or set RequireCgroups=false for development");
-            }
             GvisorLog.NoCgroups(logger);
         }
         _runRoot = options.RunDirectory ?? (Environment.IsPrivilegedProcess
@@ -123,49 +118,25 @@ public sealed partial class GvisorRuntime : IVmRuntime, IAsyncDisposable
     private async Task<GvisorVm> BootAsync(VmSpec spec, Stopwatch started, CancellationToken cancellationToken)
     {
         GvisorVm vm = await LaunchAsync(spec, VmSource.Boot, imageDir: null, cancellationToken);
-        try
+        return await VmStartup.CompleteAsync(vm, $"start of the gvisor sandbox for {spec.TemplateName} ({vm.Id})", _options.BootTimeout, TimeProvider.System, async ct =>
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(_options.BootTimeout);
-            await vm.Agent.HelloAsync(timeout.Token);
-            await ReinitAsync(vm, timeout.Token);
+            await vm.Agent.HelloAsync(ct);
+            await ReinitAsync(vm, ct);
             vm.StartupTime = started.Elapsed;
             GvisorLog.Started(_logger, vm.Id, spec.TemplateName, VmSource.Boot, started.ElapsedMilliseconds);
-            return vm;
-        }
-        catch (Exception e)
-        {
-            await vm.DisposeAsync();
-            if (cancellationToken.IsCancellationRequested)
-            {
-                throw;
-            }
-            throw new SandboxStartException($"gvisor sandbox for {spec.TemplateName} ({vm.Id}) did not start: {e.Message}. {vm.Diagnostics}", e);
-        }
+        }, () => vm.Diagnostics, cancellationToken);
     }
 
     private async Task<GvisorVm> RestoreAsync(VmSpec spec, string snapshot, Stopwatch started, CancellationToken cancellationToken)
     {
         GvisorVm vm = await LaunchAsync(spec, VmSource.Restore, Path.Combine(snapshot, ImageDirName), cancellationToken);
-        try
+        return await VmStartup.CompleteAsync(vm, $"restore of {spec.TemplateName} ({vm.Id})", _options.RestoreTimeout, TimeProvider.System, async ct =>
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(_options.RestoreTimeout);
             // The agent serves requests without waiting for hello: both at once save a round trip.
-            await Task.WhenAll(vm.Agent.HelloAsync(timeout.Token), ReinitAsync(vm, timeout.Token));
+            await Task.WhenAll(vm.Agent.HelloAsync(ct), ReinitAsync(vm, ct));
             vm.StartupTime = started.Elapsed;
             GvisorLog.Started(_logger, vm.Id, spec.TemplateName, VmSource.Restore, started.ElapsedMilliseconds);
-            return vm;
-        }
-        catch (Exception e)
-        {
-            await vm.DisposeAsync();
-            if (cancellationToken.IsCancellationRequested)
-            {
-                throw;
-            }
-            throw new SandboxStartException($"restore of {spec.TemplateName} ({vm.Id}) failed: {e.Message}. {vm.Diagnostics}", e);
-        }
+        }, () => vm.Diagnostics, cancellationToken);
     }
 
     /// <summary>

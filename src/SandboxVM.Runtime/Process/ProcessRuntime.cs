@@ -27,14 +27,9 @@ public sealed partial class ProcessRuntime : IVmRuntime, IDisposable
         _options = options;
         _cgroups = cgroups;
         _logger = logger;
-        _useCgroups = cgroups.IsUsable;
+        _useCgroups = cgroups.UsableFor("process", options.RequireCgroups);
         if (!_useCgroups)
         {
-            if (options.RequireCgroups)
-            {
-                throw new InvalidOperationException(
-                    $"the process runtime needs writable cgroups (found {cgroups.Version}); run as root or set RequireCgroups=false for development");
-            }
             LogNoCgroups(_logger);
         }
         _dropPrivileges = Environment.IsPrivilegedProcess;

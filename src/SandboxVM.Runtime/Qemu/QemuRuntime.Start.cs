@@ -21,60 +21,38 @@ public sealed partial class QemuRuntime
         Stopwatch started, CancellationToken cancellationToken)
     {
         QemuVm vm = await LaunchAsync(spec, VmSource.Restore, memory, memoryFile, incoming: true, cancellationToken);
-        try
+        return await VmStartup.CompleteAsync(vm, $"restore of {spec.TemplateName} ({vm.Id})", _options.RestoreTimeout, _time, async ct =>
         {
-            using var timeout = StartDeadline(_options.RestoreTimeout, cancellationToken);
             QmpClient qmp = vm.Qmp!;
             long launched = started.ElapsedMilliseconds;
-            await qmp.ExecuteAsync("migrate-set-capabilities", capabilities, timeout.Token);
+            await qmp.ExecuteAsync("migrate-set-capabilities", capabilities, ct);
             using (var handle = File.OpenHandle(stateFile, FileMode.Open, FileAccess.Read))
             {
-                await qmp.ExecuteWithFdAsync("getfd", new JsonObject { ["fdname"] = "state" }, handle, timeout.Token);
+                await qmp.ExecuteWithFdAsync("getfd", new JsonObject { ["fdname"] = "state" }, handle, ct);
             }
-            await qmp.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = "fd:state" }, timeout.Token);
+            await qmp.ExecuteAsync("migrate-incoming", new JsonObject { ["uri"] = "fd:state" }, ct);
             // QEMU says when the state is loaded (MIGRATION "completed"); a failed load makes it exit,
             // which ends the QMP connection and this wait.
-            await qmp.WaitForMigrationAsync(timeout.Token);
+            await qmp.WaitForMigrationAsync(ct);
             long loaded = started.ElapsedMilliseconds;
-            await qmp.ExecuteAsync("cont", null, timeout.Token);
-            await HelloAndReinitAsync(vm, timeout.Token);
+            await qmp.ExecuteAsync("cont", null, ct);
+            await HelloAndReinitAsync(vm, ct);
             vm.StartupTime = started.Elapsed;
             QemuLog.Restored(_logger, vm.Id, spec.TemplateName, started.ElapsedMilliseconds, launched, loaded);
-            return vm;
-        }
-        catch (Exception e)
-        {
-            await vm.DisposeAsync();
-            if (cancellationToken.IsCancellationRequested)
-            {
-                throw;
-            }
-            throw new SandboxStartException($"restore of {spec.TemplateName} ({vm.Id}) failed: {e.Message}. {vm.Diagnostics}", e);
-        }
+        }, () => vm.Diagnostics, cancellationToken);
     }
 
     private async Task<QemuVm> BootAsync(VmSpec spec, Stopwatch started, GuestMemoryKind memory, string? memoryFile, CancellationToken cancellationToken)
     {
         QemuVm vm = await LaunchAsync(spec, VmSource.Boot, memory, memoryFile, incoming: false, cancellationToken);
-        try
+        return await VmStartup.CompleteAsync(vm, $"boot of {spec.TemplateName} ({vm.Id})", _options.BootTimeout, _time, async ct =>
         {
-            using var timeout = StartDeadline(_options.BootTimeout, cancellationToken);
             // Sequential here: a reinit queued while the guest boots would set a clock seconds old.
-            await vm.Agent.HelloAsync(timeout.Token);
-            await ReinitAsync(vm, _time, timeout.Token);
+            await vm.Agent.HelloAsync(ct);
+            await ReinitAsync(vm, _time, ct);
             vm.StartupTime = started.Elapsed;
             QemuLog.Started(_logger, vm.Id, spec.TemplateName, VmSource.Boot, started.ElapsedMilliseconds);
-            return vm;
-        }
-        catch (Exception e)
-        {
-            await vm.DisposeAsync();
-            if (cancellationToken.IsCancellationRequested)
-            {
-                throw;
-            }
-            throw new SandboxStartException($"boot of {spec.TemplateName} ({vm.Id}) failed: {e.Message}. {vm.Diagnostics}", e);
-        }
+        }, () => vm.Diagnostics, cancellationToken);
     }
 
     /// <summary>

@@ -158,27 +158,6 @@ public sealed partial class QemuRuntime : IVmRuntime
     /// <summary>A token cancelled by <paramref name="cancellationToken"/> or after <paramref name="after"/> on this runtime's clock.</summary>
     private Deadline StartDeadline(TimeSpan after, CancellationToken cancellationToken) => new(after, _time, cancellationToken);
 
-    /// <summary>Both sources of a deadline on an injected clock, disposed together.</summary>
-    private sealed class Deadline : IDisposable
-    {
-        private readonly CancellationTokenSource _timer;
-        private readonly CancellationTokenSource _linked;
-
-        public Deadline(TimeSpan after, TimeProvider time, CancellationToken cancellationToken)
-        {
-            _timer = new CancellationTokenSource(after, time);
-            _linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _timer.Token);
-        }
-
-        public CancellationToken Token => _linked.Token;
-
-        public void Dispose()
-        {
-            _linked.Dispose();
-            _timer.Dispose();
-        }
-    }
-
     private void TryDeleteDirectory(string dir)
     {
         try
