@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """POST /v1/run latency per template against a bare run of the same trivial program on the host.
 
-Usage: bench/run_latency.py [--url http://127.0.0.1:8000] [--runs 30] [--settle]
-       bench/run_latency.py --runtimes process,gvisor,qemu [--runs 30] [--settle]
+Usage: bench/run_latency.py [--url http://127.0.0.1:8000] [--runs 30] [--settle] [--templates a,b]
+       bench/run_latency.py --runtimes process,gvisor,qemu [--runs 30] [--settle] [--templates a,b]
 The first form needs a running server (scripts/serve.sh). The second starts artifacts/cli/sandboxvm serve
 once per runtime on a free loopback port (one after the other, never two at once), waits until every pool
 is full, measures, stops it, and writes one table for all of them. --settle waits for a full pool before
@@ -140,17 +140,21 @@ def main():
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--runtimes", help="comma-separated: start a server per runtime instead of using --url")
     ap.add_argument("--settle", action="store_true", help="wait for a full pool before every run")
+    ap.add_argument("--templates", help="comma-separated: measure only these (default: every template with a program here)")
     args = ap.parse_args()
+    if args.templates:
+        for name in set(PROGRAMS) - set(args.templates.split(",")):
+            del PROGRAMS[name]
 
     if args.runtimes:
         log_dir = tempfile.mkdtemp(prefix="sandboxvm-bench-")
         rows = []
         for runtime in args.runtimes.split(","):
             rows += serve_and_measure(runtime, args.runs, args.settle, log_dir)
-        command = f"`bench/run_latency.py --runtimes {args.runtimes} --runs {args.runs}{' --settle' if args.settle else ''}` (each runtime's server started by the script, one at a time)"
+        command = f"`bench/run_latency.py --runtimes {args.runtimes} --runs {args.runs}{' --settle' if args.settle else ''}{' --templates ' + args.templates if args.templates else ''}` (each runtime's server started by the script, one at a time)"
     else:
         rows = measure(args.url, args.runs, args.settle)
-        command = f"`bench/run_latency.py --runs {args.runs}{' --settle' if args.settle else ''}` against `scripts/serve.sh`"
+        command = f"`bench/run_latency.py --runs {args.runs}{' --settle' if args.settle else ''}{' --templates ' + args.templates if args.templates else ''}` against `scripts/serve.sh`"
     bases = {name: host_baseline(*PROGRAMS[name], args.runs) for name in {r[0] for r in rows}}
 
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")

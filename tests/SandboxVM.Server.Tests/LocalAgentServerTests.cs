@@ -149,6 +149,20 @@ public sealed class LocalAgentServerTests(LocalAgentServer server) : IClassFixtu
     }
 
     [Fact]
+    public async Task Run_OfPython_ReturnsItsLastExpression_AsANotebookCellWould()
+    {
+        // One-shot python runs in the sandbox's warm kernel: the value of a final expression comes back
+        // as in a sandbox's run, and a fresh sandbox has no earlier state to report as lost.
+        var result = await RunAsync("import sys\nprint(__name__, sys.argv[0])\n6 * 7\n");
+
+        AssertStatus(RunStatus.Ok, result);
+        Assert.Equal("__main__ main.py\n", result.Stdout);
+        Assert.Equal("42", result.Result);
+        Assert.False(result.StateReset);
+        await AssertAllSandboxesEndAsync();
+    }
+
+    [Fact]
     public async Task Run_NonZeroExit_IsAnError_WithItsExitCode()
     {
         var result = await RunAsync("import sys; sys.exit(3)");
