@@ -302,3 +302,70 @@ public sealed class ProcessPauseTests(ProcessServer server)
         }
     }
 }
+
+/// <summary>
+/// Compiled templates keep their build cache through pause, resume, fork and snapshots: the binary is in
+/// the saved home, and the hash of what built it goes with the sandbox (gVisor: compiling under TCG
+/// would make the qemu variant minutes long, and the cache is the same host code on both).
+/// </summary>
+[Collection(GvisorServer.Collection)]
+[Trait("tier", "vm")]
+public sealed class GvisorCompiledPauseTests(GvisorServer server)
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+    private readonly ServerFixture _server = server.OrSkip();
+    private const string Code = "#include <bits/stdc++.h>\nint main(){ std::cout << 6 * 7 << \"\\n\"; }\n";
+
+    private async Task<JsonElement> PostAsync(string url, object? body = null)
+    {
+        using var response = body is null ? await _server.Http.PostAsync(url, null, Ct) : await _server.Http.PostAsJsonAsync(url, body, ServerFixture.Json, Ct);
+        string text = await response.Content.ReadAsStringAsync(Ct);
+        Assert.True(response.IsSuccessStatusCode, $"{url} answered {(int)response.StatusCode}: {text}");
+        return JsonDocument.Parse(text).RootElement.Clone();
+    }
+
+    private async Task<RunResultDto> RunAsync(string id)
+    {
+        var result = (await PostAsync($"/v1/sandboxes/{id}/run", new { code = Code })).Deserialize<RunResultDto>(ServerFixture.Json)!;
+        Assert.True(result.Status == "ok", result.ToString());
+        Assert.Equal("42\n", result.Stdout);
+        return result;
+    }
+
+    [Fact]
+    public async Task ResumedForkedAndSnapshotSandboxes_RunAnUnchangedSourceWithoutCompiling()
+    {
+        var ids = new List<string>();
+        string name = "cpp-" + Guid.NewGuid().ToString("N")[..8];
+        try
+        {
+            string id = (await PostAsync("/v1/sandboxes", new { template = "cpp-algorithm" })).GetProperty("id").GetString()!;
+            ids.Add(id);
+            Assert.False((await RunAsync(id)).BuildCached);
+
+            await PostAsync($"/v1/sandboxes/{id}/pause");
+            await PostAsync($"/v1/sandboxes/{id}/resume");
+            var resumed = await RunAsync(id);
+            string fork = (await PostAsync($"/v1/sandboxes/{id}/fork", new { count = 1 })).GetProperty("sandboxes")[0].GetProperty("id").GetString()!;
+            ids.Add(fork);
+            var forked = await RunAsync(fork);
+            await PostAsync($"/v1/sandboxes/{id}/snapshots", new { name });
+            string fromSnapshot = (await PostAsync("/v1/sandboxes", new { from_snapshot = name })).GetProperty("id").GetString()!;
+            ids.Add(fromSnapshot);
+            var restored = await RunAsync(fromSnapshot);
+
+            Assert.True(resumed.BuildCached, resumed.ToString());
+            Assert.True(forked.BuildCached, forked.ToString());
+            Assert.True(restored.BuildCached, restored.ToString());
+            Assert.Equal(0, restored.Metrics["compile_ms"].GetDouble());
+        }
+        finally
+        {
+            foreach (string id in ids)
+            {
+                await _server.DeleteSandboxAsync(id);
+            }
+            using var _ = await _server.Http.DeleteAsync($"/v1/snapshots/{name}", CancellationToken.None);
+        }
+    }
+}
