@@ -161,7 +161,7 @@ public sealed partial class SessionManager
         {
             if (ReadSnapshot(dir, owner) is null)
             {
-                throw SnapshotNotFound(name!);
+                throw SnapshotNotFound(name!, field: null);
             }
             if (_snapshotReaders.ContainsKey(dir))
             {
@@ -215,8 +215,8 @@ public sealed partial class SessionManager
         }
     }
 
-    private static RunRequestException SnapshotNotFound(string name) =>
-        new(ProblemCodes.SnapshotNotFound, "from_snapshot", $"no snapshot named '{name}'", RefusalKind.NotFound);
+    private static RunRequestException SnapshotNotFound(string name, string? field = "from_snapshot") =>
+        new(ProblemCodes.SnapshotNotFound, field, $"no snapshot named '{name}'", RefusalKind.NotFound);
 
     /// <summary>The record in <paramref name="dir"/> when it is the owner's and this runtime's, else null (logged when unreadable).</summary>
     private SnapshotRecord? ReadSnapshot(string dir, string owner)
