@@ -5,7 +5,7 @@ using SandboxVM.Client;
 namespace SandboxVM.Cli;
 
 /// <summary><c>sandboxvm sandbox ...</c>: sandboxes (sessions) kept between runs, their files and artifacts.</summary>
-internal static class SandboxCommand
+internal static partial class SandboxCommand
 {
     public static Command Create() => new("sandbox", "Create sandboxes that keep files and interpreter state between runs; run code, move files, read artifacts")
     {
@@ -16,6 +16,13 @@ internal static class SandboxCommand
         FilesCommand(),
         ArtifactsCommand(),
         KeepAliveCommand(),
+        SetTimeoutCommand(),
+        PauseCommand(),
+        ResumeCommand(),
+        ForkCommand(),
+        SnapshotCommand(),
+        SnapshotsCommand(),
+        ConnectInfoCommand(),
         KillCommand(),
     };
 
@@ -63,26 +70,31 @@ internal static class SandboxCommand
 
     private static Command CreateCommand()
     {
-        var template = new Option<string>("--template", "-t") { Description = "Template of the sandbox", Required = true };
+        var template = new Option<string?>("--template", "-t") { Description = "Template of the sandbox" };
         var timeout = new Option<double?>("--timeout") { Description = "Lifetime in seconds (default: the server's)" };
         var idle = new Option<double?>("--idle-timeout") { Description = "End it after this many seconds without calls (default: the server's)" };
         var metadata = new Option<string[]>("--metadata", "-m") { Description = "A KEY=VALUE label; repeat for more", AllowMultipleArgumentsPerToken = false };
-        var command = new Command("create", "Create a sandbox and print its id") { template, timeout, idle, metadata };
+        var fromSnapshot = new Option<string?>("--from-snapshot") { Description = "Start from this snapshot of yours (its template; see `sandbox snapshots`)" };
+        var command = new Command("create", "Create a sandbox and print its id") { template, timeout, idle, metadata, fromSnapshot };
+        command.Validators.Add(result =>
+        {
+            if (result.GetValue(template) is null && result.GetValue(fromSnapshot) is null)
+            {
+                result.AddError("--template or --from-snapshot is required");
+            }
+        });
         return WithClient(command, async (parse, client, ct) =>
         {
-            var labels = new Dictionary<string, string>();
-            foreach (var pair in parse.GetValue(metadata) ?? [])
+            if (!TryLabels(parse.GetValue(metadata), out var labels))
             {
-                int eq = pair.IndexOf('=', StringComparison.Ordinal);
-                if (eq <= 0)
-                {
-                    await Console.Error.WriteLineAsync($"sandboxvm: --metadata takes KEY=VALUE, got '{pair}'");
-                    return 1;
-                }
-                labels[pair[..eq]] = pair[(eq + 1)..];
+                await Console.Error.WriteLineAsync("sandboxvm: --metadata takes KEY=VALUE");
+                return 1;
             }
-            var sandbox = await client.CreateSandboxAsync(parse.GetValue(template)!, parse.GetValue(timeout), parse.GetValue(idle),
-                labels.Count == 0 ? null : labels, ct);
+            var options = new SandboxCreateOptions
+            {
+                TimeoutS = parse.GetValue(timeout), IdleTimeoutS = parse.GetValue(idle), Metadata = labels, FromSnapshot = parse.GetValue(fromSnapshot),
+            };
+            var sandbox = await client.CreateSandboxAsync(parse.GetValue(template) ?? "", options, ct);
             // It lives on after this process: the server ends it at its timeout or on `sandbox kill`.
             sandbox.KillOnDispose = false;
             Console.WriteLine(sandbox.Id);
@@ -91,14 +103,25 @@ internal static class SandboxCommand
         });
     }
 
-    private static Command ListCommand() => WithClient(new Command("list", "List sandboxes: id, template, state, expiry, last activity"), async (parse, client, ct) =>
+    private static Command ListCommand()
     {
-        foreach (var s in await client.ListSandboxesAsync(ct))
+        var metadata = new Option<string[]>("--metadata", "-m") { Description = "Only sandboxes with this KEY=VALUE label; repeat for more", AllowMultipleArgumentsPerToken = false };
+        var state = new Option<SandboxState[]>("--state") { Description = "Only sandboxes in this state (running, paused, ...); repeat for more", AllowMultipleArgumentsPerToken = false };
+        return WithClient(new Command("list", "List your sandboxes: id, template, state, expiry, last activity") { metadata, state }, async (parse, client, ct) =>
         {
-            Console.WriteLine($"{s.Id,-24} {s.Template,-22} {s.State.ToString().ToLowerInvariant(),-8} expires {Common.Time(s.ExpiresAt)}  active {Common.Time(s.LastActivityAt)}");
-        }
-        return 0;
-    });
+            if (!TryLabels(parse.GetValue(metadata), out var labels))
+            {
+                await Console.Error.WriteLineAsync("sandboxvm: --metadata takes KEY=VALUE");
+                return 1;
+            }
+            var filter = new SandboxListFilter { Metadata = labels, States = parse.GetValue(state) };
+            foreach (var s in await client.ListSandboxesAsync(filter, ct))
+            {
+                Console.WriteLine($"{s.Id,-24} {s.Template,-22} {s.State.ToString().ToLowerInvariant(),-8} expires {Common.Time(s.ExpiresAt)}  active {Common.Time(s.LastActivityAt)}");
+            }
+            return 0;
+        });
+    }
 
     private static Command InfoCommand()
     {

@@ -25,7 +25,7 @@ namespace SandboxVM.Client;
 /// The server ends a sandbox after its lifetime or idle timeout (<see cref="KeepAliveAsync"/> extends it);
 /// calls on an ended sandbox throw <see cref="SandboxNotFoundException"/>.
 /// </remarks>
-public sealed class Sandbox : IAsyncDisposable
+public sealed partial class Sandbox : IAsyncDisposable
 {
     /// <summary>Template used when none is named.</summary>
     internal const string DefaultTemplate = "python-data-analysis";

@@ -41,12 +41,15 @@ public sealed partial class SandboxClient
     /// <exception cref="SandboxConnectionException">The server could not be reached or did not answer in time.</exception>
     public async Task<Sandbox> CreateSandboxAsync(string template, SandboxCreateOptions options, CancellationToken cancellationToken = default)
     {
-        ArgumentException.ThrowIfNullOrEmpty(template);
+        if (options?.FromSnapshot is null)
+        {
+            ArgumentException.ThrowIfNullOrEmpty(template);
+        }
         ArgumentNullException.ThrowIfNull(options);
         var body = JsonSerializer.SerializeToUtf8Bytes(
             new CreateSandboxRequest
             {
-                Template = template, TimeoutS = options.TimeoutS, IdleTimeoutS = options.IdleTimeoutS, Metadata = options.Metadata,
+                Template = string.IsNullOrEmpty(template) ? null : template, FromSnapshot = options.FromSnapshot, TimeoutS = options.TimeoutS, IdleTimeoutS = options.IdleTimeoutS, Metadata = options.Metadata,
                 OnIdle = options.OnIdle switch { null => null, SandboxIdleAction.Pause => "pause", _ => "kill" },
                 AutoResume = options.AutoResume,
                 KeepRunning = options.KeepRunning,

@@ -49,6 +49,12 @@ public sealed class SandboxCreateOptions
 
     /// <summary>Whether a call on the paused sandbox resumes it first (<c>auto_resume</c>, server default true).</summary>
     public bool? AutoResume { get; init; }
+
+    /// <summary>
+    /// Start from this named snapshot of the caller's (<c>from_snapshot</c>) instead of a fresh VM: its files, interpreter
+    /// state and build cache come with it. The template is the snapshot's; a different one named is refused.
+    /// </summary>
+    public string? FromSnapshot { get; init; }
 }
 
 /// <summary>What the server does with a sandbox that has been idle for its idle timeout.</summary>

@@ -101,6 +101,9 @@ public sealed class SandboxVmOptions
     /// <summary>Most sandboxes one fork call makes.</summary>
     public int MaxForkCount { get; set; } = 8;
 
+    /// <summary>Most named snapshots one API key keeps (each is a whole saved VM on disk).</summary>
+    public int MaxSnapshotsPerOwner { get; set; } = 20;
+
     /// <summary>How often lifetimes and idle times are checked.</summary>
     public double SandboxReapIntervalS { get; set; } = 1;
 

@@ -21,8 +21,7 @@ internal static class SandboxEndpoints
     {
         var g = app.MapGroup("/v1/sandboxes");
         g.MapPost("", CreateAsync);
-        g.MapGet("", (HttpContext context, SessionManager sessions, IVmRuntime runtime) =>
-            Results.Json(new { sandboxes = sessions.List().Where(s => s.Owner == context.GetCaller().Name).Select(s => Describe(s, runtime)).ToList() }));
+        SandboxQueryEndpoints.Map(app, g);
         // Every call on one sandbox passes the owner check first: another caller's sandbox is a 404 like an unknown id.
         var one = g.MapGroup("/{id}").AddEndpointFilter(OwnerOnlyAsync);
         one.MapGet("", (string id, HttpContext context, SessionManager sessions, IVmRuntime runtime) =>
@@ -255,7 +254,7 @@ internal static class SandboxEndpoints
     }
 
     /// <summary>Runs a handler; a <see cref="RunRequestException"/> becomes its problem+json answer.</summary>
-    private static IResult Handle(HttpContext context, Func<Task<IResult>> handler) => new Handled(handler);
+    internal static IResult Handle(HttpContext context, Func<Task<IResult>> handler) => new Handled(handler);
 
     private sealed class Handled(Func<Task<IResult>> handler) : IResult
     {
@@ -278,7 +277,7 @@ internal static class SandboxEndpoints
     private static FileInfoDto Describe(FileInfoBody f) =>
         new(f.Path, f.Name, f.Kind.ToString().ToLowerInvariant(), f.Size, DateTimeOffset.FromUnixTimeMilliseconds(f.MtimeMs).UtcDateTime);
 
-    private static SandboxInfo Describe(SandboxSession s, IVmRuntime runtime) => new()
+    internal static SandboxInfo Describe(SandboxSession s, IVmRuntime runtime) => new()
     {
         Id = s.Id,
         Template = s.Template.Name,

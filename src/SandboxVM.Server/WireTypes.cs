@@ -43,10 +43,12 @@ internal sealed class CreateSandboxBody
     public bool? KeepRunning { get; set; }
     public string? OnIdle { get; set; }
     public bool? AutoResume { get; set; }
+    public string? FromSnapshot { get; set; }
 
     public Core.Sessions.CreateSandboxRequest ToCore() => new()
     {
         Template = Template, TimeoutS = TimeoutS, IdleTimeoutS = IdleTimeoutS, Metadata = Metadata, KeepRunning = KeepRunning, OnIdle = OnIdle, AutoResume = AutoResume,
+        FromSnapshot = FromSnapshot,
     };
 }
 

@@ -156,22 +156,64 @@ public class KernelTests : AgentTestBase
     }
 
     [Fact]
-    public async Task Persistent_Timeout_KillsTheKernel_AndTheNextRunStartsOverWithoutTheState()
+    public async Task Persistent_Timeout_InterruptsTheRun_AndTheKernelKeepsItsState()
+    {
+        var (setup, _) = await RunAsync(Persistent("import os\nx = 5\nprint(os.getpid())\n"));
+        int kernel = int.Parse(setup.StdoutText.Trim());
+
+        var (timedOutFrames, timedOut) = await RunAsync(Persistent("import time\ny = 1\ntime.sleep(1000)\n", timeoutMs: 1500));
+        var stopwatch = System.Diagnostics.Stopwatch.StartNew();
+        var (after, afterRun) = await RunAsync(Persistent("import os\nprint(x, y, os.getpid())\nx + 1\n"));
+
+        Assert.Equal(TerminationReason.Timeout, timedOut.Reason);
+        Assert.Null(timedOut.Signal);
+        Assert.Contains("KeyboardInterrupt", timedOutFrames.StderrText);
+        Assert.True(timedOut.DurationMs < 1500 + ExecLimits.KernelInterruptGrace.TotalMilliseconds, $"{timedOut.DurationMs} ms");
+        Assert.Equal($"5 1 {kernel}\n", after.StdoutText);
+        Assert.Equal("6", afterRun.ResultRepr);
+        Assert.False(afterRun.StateReset);
+        // The same kernel answers: no interpreter start (seconds under TCG) before the next result.
+        Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(5), $"{stopwatch.Elapsed}");
+    }
+
+    [Fact]
+    public async Task Persistent_TimeoutThatIgnoresTheInterrupt_KillsTheKernel_AndTheNextRunStartsOverWithoutTheState()
     {
         var (setup, _) = await RunAsync(Persistent("import os\nx = 1\nprint(os.getpid())\n"));
         int kernel = int.Parse(setup.StdoutText.Trim());
 
-        var (_, timedOut) = await RunAsync(Persistent("import time\ntime.sleep(1000)\n", timeoutMs: 1500));
+        const string stubborn = "import time\nwhile True:\n    try:\n        time.sleep(1000)\n    except KeyboardInterrupt:\n        print('ignored', flush=True)\n";
+        var (timedOutFrames, timedOut) = await RunAsync(Persistent(stubborn, timeoutMs: 1500));
         var (after, afterRun) = await RunAsync(Persistent("import os\nprint('x' in globals(), os.getpid())\n"));
 
         Assert.Equal(TerminationReason.Timeout, timedOut.Reason);
         Assert.Equal(9, timedOut.Signal);
+        Assert.Equal("ignored\n", timedOutFrames.StdoutText);
+        Assert.True(timedOut.DurationMs >= 1500 + ExecLimits.KernelInterruptGrace.TotalMilliseconds, $"{timedOut.DurationMs} ms");
         Assert.True(await ProcessTable.WaitUntilAsync(() => !ProcessTable.IsAlive(kernel), TimeSpan.FromSeconds(3), Ct));
         string[] words = after.StdoutText.Split();
         Assert.Equal("False", words[0]);
         Assert.NotEqual(kernel.ToString(), words[1]);
         Assert.True(afterRun.StateReset);
         Assert.True(afterRun.Forked, Agent.AgentStderr);
+    }
+
+    [Fact]
+    public async Task Persistent_InterruptAfterTheRunEnded_IsIgnoredByTheKernel()
+    {
+        var (setup, _) = await RunAsync(Persistent("import os\nx = 3\nprint(os.getpid())\n"));
+        int kernel = int.Parse(setup.StdoutText.Trim());
+
+        // A timeout's SIGINT that reaches the kernel between jobs must not end it.
+        using (var kill = System.Diagnostics.Process.Start("kill", ["-INT", kernel.ToString()]))
+        {
+            await kill.WaitForExitAsync(Ct);
+            Assert.Equal(0, kill.ExitCode);
+        }
+        var (after, afterRun) = await RunAsync(Persistent("import os\nprint(x, os.getpid())\n"));
+
+        Assert.Equal($"3 {kernel}\n", after.StdoutText);
+        Assert.False(afterRun.StateReset);
     }
 
     [Fact]

@@ -193,6 +193,51 @@ public abstract class PauseScenarios(ServerFixture server)
     }
 
     [Fact]
+    public async Task NamedSnapshot_SurvivesARestart_StartsSandboxesAsOftenAsWanted_AndIsTheKeysOwn()
+    {
+        await using var made = new Made(server);
+        string name = "snap-" + Guid.NewGuid().ToString("N")[..8];
+        string source = await CreateAsync(made);
+        await RunAsync(source, "x = 41\nopen('/tmp/kept.txt', 'w').write('kept')\n");
+        try
+        {
+            var saved = await PostAsync($"/v1/sandboxes/{source}/snapshots", new { name });
+            Assert.True(saved.Status == HttpStatusCode.Created, saved.ToString());
+            Assert.True(saved.Body.GetProperty("size_bytes").GetInt64() > 0, saved.ToString());
+            var taken = await PostAsync($"/v1/sandboxes/{source}/snapshots", new { name });
+            Assert.True(taken.Status == HttpStatusCode.Conflict && taken.Code == "snapshot_exists", taken.ToString());
+            // The source goes on: its state is its own from here.
+            await RunAsync(source, "x = 0\n");
+
+            await server.RestartAsync();
+
+            var listed = await GetAsync("/v1/snapshots");
+            var entry = Assert.Single(listed.Body.GetProperty("snapshots").EnumerateArray(), e => e.GetProperty("name").GetString() == name);
+            Assert.Equal((Template, source), (entry.GetProperty("template").GetString(), entry.GetProperty("source_sandbox").GetString()));
+            var children = new List<string>();
+            for (int i = 0; i < 2; i++)
+            {
+                var created = await PostAsync("/v1/sandboxes", new { from_snapshot = name });
+                Assert.True(created.Status == HttpStatusCode.Created, created.ToString());
+                Assert.Equal(Template, created.Body.GetProperty("template").GetString());
+                children.Add(created.Body.GetProperty("id").GetString()!);
+                made.Ids.Add(children[^1]);
+            }
+            var first = await RunAsync(children[0], "x += 1\nprint(x, open('/tmp/kept.txt').read())\n");
+            var second = await RunAsync(children[1], "print(x, open('/tmp/kept.txt').read())\n");
+            Assert.Equal("42 kept\n", first.Stdout);
+            Assert.Equal("41 kept\n", second.Stdout);
+            Assert.False(second.StateReset);
+        }
+        finally
+        {
+            using var _ = await server.Http.DeleteAsync($"/v1/snapshots/{name}", CancellationToken.None);
+        }
+        var gone = await PostAsync("/v1/sandboxes", new { from_snapshot = name });
+        Assert.True(gone.Status == HttpStatusCode.NotFound && gone.Code == "snapshot_not_found", gone.ToString());
+    }
+
+    [Fact]
     public async Task Mistakes_AreProblemsWithStableCodes()
     {
         await using var made = new Made(server);
@@ -232,14 +277,16 @@ public sealed class ProcessPauseTests(ProcessServer server)
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     [Fact]
-    public async Task PauseResumeAndFork_Are409PauseUnsupported_AndTheTemplatesSaySo()
+    public async Task PauseResumeForkAndSnapshot_Are409PauseUnsupported_AndTheTemplatesSaySo()
     {
         string id = await server.CreateSandboxAsync("python-data-analysis", Ct);
         try
         {
-            foreach (string verb in new[] { "pause", "resume", "fork" })
+            foreach (string verb in new[] { "pause", "resume", "fork", "snapshots" })
             {
-                using var response = await server.Http.PostAsync($"/v1/sandboxes/{id}/{verb}", null, Ct);
+                using var response = verb == "snapshots"
+                    ? await server.Http.PostAsJsonAsync($"/v1/sandboxes/{id}/snapshots", new { name = "base" }, ServerFixture.Json, Ct)
+                    : await server.Http.PostAsync($"/v1/sandboxes/{id}/{verb}", null, Ct);
                 string text = await response.Content.ReadAsStringAsync(Ct);
                 Assert.True(response.StatusCode == HttpStatusCode.Conflict, $"{verb}: {(int)response.StatusCode} {text}");
                 Assert.Equal("pause_unsupported", JsonDocument.Parse(text).RootElement.GetProperty("code").GetString());
@@ -252,6 +299,73 @@ public sealed class ProcessPauseTests(ProcessServer server)
         finally
         {
             await server.DeleteSandboxAsync(id);
+        }
+    }
+}
+
+/// <summary>
+/// Compiled templates keep their build cache through pause, resume, fork and snapshots: the binary is in
+/// the saved home, and the hash of what built it goes with the sandbox (gVisor: compiling under TCG
+/// would make the qemu variant minutes long, and the cache is the same host code on both).
+/// </summary>
+[Collection(GvisorServer.Collection)]
+[Trait("tier", "vm")]
+public sealed class GvisorCompiledPauseTests(GvisorServer server)
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+    private readonly ServerFixture _server = server.OrSkip();
+    private const string Code = "#include <bits/stdc++.h>\nint main(){ std::cout << 6 * 7 << \"\\n\"; }\n";
+
+    private async Task<JsonElement> PostAsync(string url, object? body = null)
+    {
+        using var response = body is null ? await _server.Http.PostAsync(url, null, Ct) : await _server.Http.PostAsJsonAsync(url, body, ServerFixture.Json, Ct);
+        string text = await response.Content.ReadAsStringAsync(Ct);
+        Assert.True(response.IsSuccessStatusCode, $"{url} answered {(int)response.StatusCode}: {text}");
+        return JsonDocument.Parse(text).RootElement.Clone();
+    }
+
+    private async Task<RunResultDto> RunAsync(string id)
+    {
+        var result = (await PostAsync($"/v1/sandboxes/{id}/run", new { code = Code })).Deserialize<RunResultDto>(ServerFixture.Json)!;
+        Assert.True(result.Status == "ok", result.ToString());
+        Assert.Equal("42\n", result.Stdout);
+        return result;
+    }
+
+    [Fact]
+    public async Task ResumedForkedAndSnapshotSandboxes_RunAnUnchangedSourceWithoutCompiling()
+    {
+        var ids = new List<string>();
+        string name = "cpp-" + Guid.NewGuid().ToString("N")[..8];
+        try
+        {
+            string id = (await PostAsync("/v1/sandboxes", new { template = "cpp-algorithm" })).GetProperty("id").GetString()!;
+            ids.Add(id);
+            Assert.False((await RunAsync(id)).BuildCached);
+
+            await PostAsync($"/v1/sandboxes/{id}/pause");
+            await PostAsync($"/v1/sandboxes/{id}/resume");
+            var resumed = await RunAsync(id);
+            string fork = (await PostAsync($"/v1/sandboxes/{id}/fork", new { count = 1 })).GetProperty("sandboxes")[0].GetProperty("id").GetString()!;
+            ids.Add(fork);
+            var forked = await RunAsync(fork);
+            await PostAsync($"/v1/sandboxes/{id}/snapshots", new { name });
+            string fromSnapshot = (await PostAsync("/v1/sandboxes", new { from_snapshot = name })).GetProperty("id").GetString()!;
+            ids.Add(fromSnapshot);
+            var restored = await RunAsync(fromSnapshot);
+
+            Assert.True(resumed.BuildCached, resumed.ToString());
+            Assert.True(forked.BuildCached, forked.ToString());
+            Assert.True(restored.BuildCached, restored.ToString());
+            Assert.Equal(0, restored.Metrics["compile_ms"].GetDouble());
+        }
+        finally
+        {
+            foreach (string id in ids)
+            {
+                await _server.DeleteSandboxAsync(id);
+            }
+            using var _ = await _server.Http.DeleteAsync($"/v1/snapshots/{name}", CancellationToken.None);
         }
     }
 }

@@ -92,12 +92,34 @@ public abstract class SessionScenarios(ServerFixture server)
     }
 
     [Fact]
-    public async Task Python_ATimedOutRun_ResetsState_AndSaysSo()
+    public async Task Python_ATimedOutRun_IsInterrupted_AndTheGlobalsStay()
+    {
+        await using var sb = await CreateAsync("python-data-analysis");
+        await sb.RunAsync("x = 5\n");
+
+        var slow = await sb.RunAsync("import time\ntime.sleep(300)\n", new { timeout_s = 3 });
+        var stopwatch = System.Diagnostics.Stopwatch.StartNew();
+        var after = await sb.RunAsync("print(x)\nx + 1\n");
+        var afterTook = stopwatch.Elapsed;
+
+        Assert.Equal("timeout", slow.Status);
+        Assert.Contains("KeyboardInterrupt", slow.Stderr);
+        Assert.True(after.Status == "ok", after.ToString());
+        Assert.Equal("5\n", after.Stdout);
+        Assert.Equal("6", after.Result);
+        Assert.False(after.StateReset);
+        // The kernel that was interrupted answers: no new interpreter (about 10 s under TCG before).
+        Assert.True(afterTook < TimeSpan.FromSeconds(8), $"the run after the timeout took {afterTook}");
+    }
+
+    [Fact]
+    public async Task Python_ATimedOutRunThatIgnoresTheInterrupt_ResetsState_AndSaysSo()
     {
         await using var sb = await CreateAsync("python-data-analysis");
         await sb.RunAsync("x = 1\n");
 
-        var slow = await sb.RunAsync("while True:\n    pass\n", new { timeout_s = 2 });
+        var slow = await sb.RunAsync("while True:\n    try:\n        while True:\n            pass\n    except KeyboardInterrupt:\n        pass\n",
+            new { timeout_s = 2 });
         var after = await sb.RunAsync("print('x' in globals())\n");
 
         Assert.Equal("timeout", slow.Status);

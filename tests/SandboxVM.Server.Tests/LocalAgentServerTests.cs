@@ -296,12 +296,12 @@ public sealed class LocalAgentServerTests(LocalAgentServer server) : IClassFixtu
         Assert.Equal("42", await sandbox.Files.ReadTextAsync("data/out.txt", Ct));
         Assert.Equal(["in.txt", "out.txt"], (await sandbox.Files.ListAsync("data", Ct)).Select(f => f.Name).Order(StringComparer.Ordinal));
 
-        // A run that times out kills the kernel: the session lives on, its state does not.
+        // A run that times out is interrupted (KeyboardInterrupt): the session and its state live on.
         var timedOut = await sandbox.RunAsync("import time; time.sleep(60)", new RunOptions { TimeoutS = 1 }, Ct);
         AssertStatus(RunStatus.Timeout, timedOut);
         var after = await sandbox.RunAsync("print('x' in globals())", cancellationToken: Ct);
-        Assert.Equal("False\n", after.Stdout);
-        Assert.True(after.StateReset);
+        Assert.Equal("True\n", after.Stdout);
+        Assert.False(after.StateReset);
         Assert.Equal("42", await sandbox.Files.ReadTextAsync("data/out.txt", Ct));
 
         Assert.True(await sandbox.KillAsync(Ct));

@@ -60,7 +60,7 @@ class Stub:
                 else:
                     route(self, body)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _handle
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -283,3 +283,33 @@ def test_parse_time_forms() -> None:
     assert parse_time("2026-11-28T21:30:00.1234567Z").microsecond == 123456
     assert parse_time("2026-11-28T23:30:00+02:00").hour == 21
     assert parse_time("soon") is None and parse_time(None) is None
+
+
+def test_list_filters_patch_and_snapshots_send_what_the_api_expects(stub: Stub) -> None:
+    info = {"id": "sbx-1", "template": "t", "state": "running", "timeout_s": 900}
+    stub.routes[("GET", "/v1/sandboxes")] = lambda h, _: send_json(h, 200, {"sandboxes": [info]})
+    stub.routes[("GET", "/v1/sandboxes/sbx-1")] = lambda h, _: send_json(h, 200, info)
+    stub.routes[("PATCH", "/v1/sandboxes/sbx-1")] = lambda h, _: send_json(h, 200, info)
+    stub.routes[("POST", "/v1/sandboxes/sbx-1/snapshots")] = lambda h, _: send_json(
+        h, 201, {"name": "base", "template": "t", "size_bytes": 4096, "created_at": "2026-12-06T02:00:00Z", "source_sandbox": "sbx-1"})
+    stub.routes[("POST", "/v1/sandboxes")] = lambda h, _: send_json(h, 201, dict(info, id="sbx-2"))
+    stub.routes[("GET", "/v1/snapshots")] = lambda h, _: send_json(h, 200, {"snapshots": []})
+    stub.routes[("DELETE", "/v1/snapshots/base")] = problem(404, "snapshot_not_found")
+
+    found = Sandbox.list(base_url=stub.url, metadata={"run": "4 2"}, state=["running", "paused"])
+    sb = Sandbox.connect("sbx-1", base_url=stub.url)
+    patched = sb.set_timeout(900)
+    snap = sb.snapshot("base")
+    child = Sandbox.from_snapshot("base", base_url=stub.url, timeout=60)
+
+    assert [s.id for s in found] == ["sbx-1"]
+    assert stub.requests[0][1] == "/v1/sandboxes?metadata.run=4+2&state=running%2Cpaused"
+    assert (stub.requests[2][0], json.loads(stub.requests[2][3])) == ("PATCH", {"timeout_s": 900})
+    assert patched.timeout_s == 900 and sb.timeout == 900
+    assert json.loads(stub.requests[3][3]) == {"name": "base"}
+    assert (snap.name, snap.template, snap.size_bytes, snap.source_sandbox) == ("base", "t", 4096, "sbx-1")
+    assert json.loads(stub.requests[4][3]) == {"from_snapshot": "base", "timeout_s": 60}
+    assert child.id == "sbx-2" and child.template == "t"
+    from sandboxvm import delete_snapshot, list_snapshots
+    assert list_snapshots(base_url=stub.url) == []
+    assert delete_snapshot("base", base_url=stub.url) is False

@@ -55,6 +55,7 @@ internal static unsafe partial class Libc
     private const string LibName = "libc";
 
     public const int SigKill = 9;
+    public const int SigInt = 2;
     public const int EAccess = 13;
     public const int ENoExec = 8;
     public const int ENoEnt = 2;
@@ -254,6 +255,9 @@ internal static unsafe partial class Libc
     /// none was left (ESRCH).
     /// </summary>
     public static bool KillEveryoneElse() => SysKill(-1, SigKill) == 0 || Marshal.GetLastPInvokeError() != ESrch;
+
+    /// <summary>SIGINT to one process (KeyboardInterrupt in Python). Only call while the pid is known not to be reaped yet.</summary>
+    public static bool InterruptProcess(int pid) => pid > 1 && SysKill(pid, SigInt) == 0;
 
     /// <summary>SIGKILL to one process. Only call while the pid is known not to be reaped yet.</summary>
     public static bool KillProcess(int pid) => pid > 1 && SysKill(pid, SigKill) == 0;

@@ -275,6 +275,9 @@ internal sealed class ForkServer
         _process.Stdin.Dispose();
     }
 
+    /// <summary>SIGINT to the server process alone (the kernel raises KeyboardInterrupt in the job it runs).</summary>
+    public bool Interrupt() => IsAlive && Libc.InterruptProcess(Pid);
+
     /// <summary>Kills the server and removes its directory now: the agent is exiting and will not see it reaped.</summary>
     public void KillAndClean()
     {
@@ -405,6 +408,9 @@ internal sealed class KernelStep : IStepProcess
 
     /// <summary>Kills the kernel's whole group: its state is lost.</summary>
     public void Kill() => _kernel.Kill();
+
+    /// <summary>KeyboardInterrupt in the job; the kernel, its namespace and its group live on when the job ends.</summary>
+    public bool Interrupt() => _kernel.Interrupt();
 
     /// <summary>A live kernel keeps its group (what it runs in the background belongs to the session); a dead one's leftovers are killed.</summary>
     public void KillRemainingGroup()

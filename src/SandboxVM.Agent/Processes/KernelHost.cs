@@ -73,6 +73,7 @@ internal sealed class KernelHost(ProcessSupervisor supervisor)
     private async Task<StepResult> RunTurnAsync(StepSpec spec, ForkPlan plan, string outputsDir, IStepOutput output, bool detectOom,
         CancellationToken cancellationToken)
     {
+        var waited = Stopwatch.StartNew();
         string? interpreter = await UserFiles.ResolveExecutableAsync(supervisor.User, plan.Interpreter[0], spec.Cwd, spec.Environment.GetValueOrDefault("PATH"));
         if (interpreter is not null)
         {
@@ -82,7 +83,9 @@ internal sealed class KernelHost(ProcessSupervisor supervisor)
             // A second attempt only after a kernel turned out broken before it ran anything: with a fresh one.
             for (int attempt = 0; attempt < 2 && !cancellationToken.IsCancellationRequested; attempt++)
             {
-                var (kernel, fresh) = await GetAsync(launch, TimeSpan.FromMilliseconds(spec.TimeoutMs), cancellationToken);
+                // At most half the step's time goes to waiting for a kernel that is starting: a plain run
+                // then still has the rest, and the step ends within its timeout as the host expects.
+                var (kernel, fresh) = await GetAsync(launch, TimeSpan.FromMilliseconds(spec.TimeoutMs / 2), cancellationToken);
                 if (kernel is null)
                 {
                     break;
@@ -112,14 +115,34 @@ internal sealed class KernelHost(ProcessSupervisor supervisor)
                 result.ResultRepr = result.Reason == TerminationReason.Exited && kernel.IsAlive ? step.ResultRepr : null;
                 if (!kernel.IsAlive)
                 {
-                    AgentLog.Write($"{kernel.Name} ended with its run ({result.Reason}): the next persistent run starts a new kernel");
+                    // Started now, not by the next run: it waits for imports (seconds under TCG) otherwise.
+                    AgentLog.Write($"{kernel.Name} ended with its run ({result.Reason}): starting a new kernel for the next persistent run");
+                    StartAhead(launch);
                 }
                 return result;
             }
         }
-        var plain = await StepRunner.RunAsync(spec, supervisor, output, detectOom, cancellationToken);
+        // What waiting for the kernel took comes off the plain run's time.
+        int left = Math.Max(1, spec.TimeoutMs - (int)waited.ElapsedMilliseconds);
+        var plain = await StepRunner.RunAsync(spec with { TimeoutMs = left }, supervisor, output, detectOom, cancellationToken);
         plain.StateReset = true;
         return plain;
+    }
+
+    /// <summary>Starts a kernel for <paramref name="launch"/> unless one lives or is starting; the next run takes it.</summary>
+    private void StartAhead(ForkServerLaunch launch)
+    {
+        lock (_lock)
+        {
+            if (_stopped || _starting is not null || _kernel is { IsAlive: true })
+            {
+                return;
+            }
+            _kernel = null;
+            int generation = ++_generation;
+            _starting = Task.Run(() => StartAsync(launch, generation), CancellationToken.None);
+            _startingKey = launch.Key;
+        }
     }
 
     /// <summary>A ready kernel for <paramref name="launch"/> and whether it has run nothing yet, or null: run plain.</summary>

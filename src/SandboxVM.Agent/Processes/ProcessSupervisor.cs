@@ -18,6 +18,12 @@ internal interface IStepProcess : IDisposable
     /// <summary>SIGKILL to the whole group while the main process may still run.</summary>
     void Kill();
 
+    /// <summary>
+    /// Asks the main process to stop its work and live on (the kernel: KeyboardInterrupt); false when it
+    /// cannot be asked, and a timeout kills at once.
+    /// </summary>
+    bool Interrupt() => false;
+
     /// <summary>After the main process is gone: SIGKILL to what is left of its group, which is then forgotten.</summary>
     void KillRemainingGroup();
 }

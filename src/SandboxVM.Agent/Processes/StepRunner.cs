@@ -102,7 +102,13 @@ internal static class StepRunner
         {
             if (await Task.WhenAny(child.Exited, kill.Task) != child.Exited)
             {
-                child.Kill();
+                // A timed-out kernel run is interrupted first, as Jupyter does, so the notebook's
+                // state outlives it; a run that does not end within the grace is killed with its kernel.
+                if (kill.Task.Result != TerminationReason.Timeout || !child.Interrupt()
+                    || await Task.WhenAny(child.Exited, Task.Delay(ExecLimits.KernelInterruptGrace, cancellationToken)) != child.Exited)
+                {
+                    child.Kill();
+                }
             }
             status = await child.Exited;
         }

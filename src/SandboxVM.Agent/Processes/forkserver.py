@@ -260,7 +260,9 @@ class Kernel(Server):
     """
     Runs each job in this interpreter, one at a time (the agent sends one job after the other), in
     one __main__ namespace that outlives the jobs. The agent supervises the kernel's process group
-    as the job's: a timeout or cancel kills the kernel, and the next job goes to a new one.
+    as the job's: a timeout sends SIGINT (KeyboardInterrupt in the job, which ends as an exception
+    does, the namespace kept); a job still on 2 s later, a cancel or an output limit kills the kernel,
+    and the next job goes to a new one.
     """
 
     def __init__(self, socket_path, agent_pid):
@@ -270,6 +272,10 @@ class Kernel(Server):
         self._own_fds = [os.dup(fd) for fd in range(3)]
         self._own_streams = (sys.stdin, sys.stdout, sys.stderr)
         self._main = _new_main_module()
+        # The agent interrupts a job that hit its timeout with SIGINT: KeyboardInterrupt in the job's
+        # code only, never in the kernel's own (a late signal after the job is ignored).
+        import signal
+        signal.signal(signal.SIGINT, _interrupt_job)
         global _server_module
         _server_module = sys.modules.get("__main__")  # keeps the kernel's globals alive
         sys.modules["__main__"] = self._main
@@ -451,8 +457,10 @@ def _run_in_namespace(path, module):
     if source is None:
         return 2, None
     _remember_source(path, source)
+    global _in_job
     try:
         body, last = _compile_parts(source, path)
+        _in_job = True
         exec(body, module.__dict__)
         if last is None:
             return 0, None
@@ -461,8 +469,20 @@ def _run_in_namespace(path, module):
     except SystemExit as e:
         return _system_exit_code(e), None
     except BaseException as e:  # KeyboardInterrupt too: the kernel goes on
+        _in_job = False
         _print_exception(e)
         return 1, None
+    finally:
+        _in_job = False
+
+
+# Kernel: true while a job's own code runs (set and cleared around it in _run_in_namespace).
+_in_job = False
+
+
+def _interrupt_job(signum, frame):
+    if _in_job:
+        raise KeyboardInterrupt
 
 
 def _compile_parts(source, path):

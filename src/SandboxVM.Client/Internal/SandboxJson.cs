@@ -11,7 +11,9 @@ internal sealed class TemplateList
 /// <summary>Body of <c>POST /v1/sandboxes</c>.</summary>
 internal sealed class CreateSandboxRequest
 {
-    public required string Template { get; init; }
+    public string? Template { get; init; }
+
+    public string? FromSnapshot { get; init; }
 
     public double? TimeoutS { get; init; }
 
@@ -50,6 +52,24 @@ internal sealed class SandboxRunRequest
 internal sealed class KeepAliveRequest
 {
     public double? TimeoutS { get; init; }
+}
+
+/// <summary>Body of <c>PATCH /v1/sandboxes/{id}</c>.</summary>
+internal sealed class PatchSandboxRequest
+{
+    public double TimeoutS { get; init; }
+}
+
+/// <summary>Body of <c>POST /v1/sandboxes/{id}/snapshots</c>.</summary>
+internal sealed class SnapshotRequest
+{
+    public required string Name { get; init; }
+}
+
+/// <summary>Body of <c>GET /v1/snapshots</c>.</summary>
+internal sealed class SnapshotList
+{
+    public List<SnapshotInfo>? Snapshots { get; init; }
 }
 
 /// <summary>Body of <c>GET /v1/sandboxes</c>.</summary>
@@ -133,6 +153,10 @@ internal sealed class ProblemDetails
 [JsonSerializable(typeof(SandboxRunRequest))]
 [JsonSerializable(typeof(KeepAliveRequest))]
 [JsonSerializable(typeof(ForkRequest))]
+[JsonSerializable(typeof(PatchSandboxRequest))]
+[JsonSerializable(typeof(SnapshotRequest))]
+[JsonSerializable(typeof(SnapshotList))]
+[JsonSerializable(typeof(SnapshotInfo))]
 [JsonSerializable(typeof(SandboxInfo))]
 [JsonSerializable(typeof(SandboxList))]
 [JsonSerializable(typeof(SandboxFileInfo))]

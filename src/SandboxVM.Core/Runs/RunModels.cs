@@ -156,4 +156,14 @@ public static class ProblemCodes
     public const string ForkFailed = "fork_failed";
     public const string InvalidCount = "invalid_count";
     public const string InvalidOnIdle = "invalid_on_idle";
+    public const string InvalidSnapshotName = "invalid_snapshot_name";
+    /// <summary>A list filter (<c>state</c>, <c>metadata.KEY</c>) the server does not know (400).</summary>
+    public const string InvalidFilter = "invalid_filter";
+    public const string SnapshotNotFound = "snapshot_not_found";
+    /// <summary>The caller has a snapshot of that name already (409).</summary>
+    public const string SnapshotExists = "snapshot_exists";
+    /// <summary>A sandbox is being started from the snapshot: it cannot be deleted now (409).</summary>
+    public const string SnapshotBusy = "snapshot_busy";
+    public const string TooManySnapshots = "too_many_snapshots";
+    public const string SnapshotFailed = "snapshot_failed";
 }

@@ -231,7 +231,9 @@ public sealed partial class RunService
             output.OnChunk = events.OnOutput;
         }
         long oomBefore = vm.ReadUsage().OomKills;
-        double guestBudgetS = (exec.Compile is null ? 0 : exec.CompileTimeoutMs / 1000.0) + exec.RunTimeoutMs / 1000.0;
+        double guestBudgetS = (exec.Compile is null ? 0 : exec.CompileTimeoutMs / 1000.0) + exec.RunTimeoutMs / 1000.0
+            // A kernel run that times out is interrupted and may take this long to end before it is killed.
+            + (exec.ForkServer?.Persistent == true ? ExecLimits.KernelInterruptGrace.TotalSeconds : 0);
         var hostDeadline = TimeSpan.FromSeconds(guestBudgetS + _options.HostTimeoutMarginS);
         // One host deadline over the whole run: the exec by hostDeadline, then artifact collection and
         // its file reads by runDeadline (both from now), whatever the guest reports or stalls on.

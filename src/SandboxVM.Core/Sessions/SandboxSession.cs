@@ -82,7 +82,8 @@ public sealed class SandboxSession
     internal Runtime.VmSpec? SavedSpec { get; set; }
     /// <summary>Lifetime left when it was paused; the lifetime does not run while paused.</summary>
     internal TimeSpan RemainingLifetime { get; private set; }
-    public double TimeoutS { get; }
+    /// <summary>Lifetime in seconds (from create, or the last PATCH); the default of a keepalive.</summary>
+    public double TimeoutS { get; internal set; }
     public double IdleTimeoutS { get; }
     public IReadOnlyDictionary<string, string> Metadata { get; }
     public SessionState State { get; private set; } = SessionState.Running;

@@ -24,7 +24,7 @@ public sealed partial class SessionManager
     private string PausedRoot => Path.Combine(_options.StateDir, PausedDirName);
 
     private RunRequestException PauseUnsupported() => new(ProblemCodes.PauseUnsupported, null,
-        $"the {_pools.Runtime.Name} runtime cannot save a running sandbox: no pause, resume or fork (qemu and gvisor can)", RefusalKind.Conflict);
+        $"the {_pools.Runtime.Name} runtime cannot save a running sandbox: no pause, resume, fork or snapshot (qemu and gvisor can)", RefusalKind.Conflict);
 
     private ISandboxSaver Saver => _pools.Runtime as ISandboxSaver ?? throw PauseUnsupported();
 
@@ -236,38 +236,11 @@ public sealed partial class SessionManager
                 build = Path.Combine(_options.StateDir, ForksDirName, Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8)));
                 image = Path.Combine(build, ImageDirName);
                 Directory.CreateDirectory(image);
-                // A call in flight for the save: the source is thawed if idle froze it, and not frozen meanwhile.
-                await EnterAsync(source, CancellationToken.None);
-                try
-                {
-                    await saver.SaveAsync(source.Vm, spec, image, keepRunning: true, CancellationToken.None);
-                }
-                finally
-                {
-                    source.Leave(_time.GetUtcNow());
-                }
+                await SaveRunningAsync(source, saver, spec, image);
             }
             var now = _time.GetUtcNow();
             await using var prepared = n > 1 ? await saver.PrepareRestoresAsync(spec, image, CancellationToken.None) : NoPreparation.Instance;
-            var restores = Enumerable.Range(0, n).Select(async _ =>
-            {
-                var clock = Stopwatch.StartNew();
-                IVm vm = await saver.RestoreSavedAsync(spec, image, CancellationToken.None);
-                _tracker.Add(vm);
-                try
-                {
-                    if (_pools.OnAcquired is { } onAcquired)
-                    {
-                        await onAcquired(source.Template, vm, CancellationToken.None);
-                    }
-                }
-                catch
-                {
-                    await _tracker.KillAsync(vm);
-                    throw;
-                }
-                return new LeasedVm(vm, VmSource.Restore, clock.Elapsed);
-            }).ToList();
+            var restores = Enumerable.Range(0, n).Select(_ => RestoreLeaseAsync(saver, source.Template, spec, image)).ToList();
             try
             {
                 await Task.WhenAll(restores);
@@ -324,6 +297,45 @@ public sealed partial class SessionManager
         }
     }
 
+    /// <summary>
+    /// Saves a running sandbox's state into <paramref name="image"/> (created empty) and lets it go on; the
+    /// caller holds its run lock. A call in flight for the save: the source is thawed if idle froze it, and
+    /// not frozen meanwhile.
+    /// </summary>
+    private async Task<SavedSandbox> SaveRunningAsync(SandboxSession source, ISandboxSaver saver, VmSpec spec, string image)
+    {
+        await EnterAsync(source, CancellationToken.None);
+        try
+        {
+            return await saver.SaveAsync(source.Vm, spec, image, keepRunning: true, CancellationToken.None);
+        }
+        finally
+        {
+            source.Leave(_time.GetUtcNow());
+        }
+    }
+
+    /// <summary>A new VM from a saved image (fork, snapshot), tracked and handed to the template's acquire hook; killed if that fails.</summary>
+    private async Task<LeasedVm> RestoreLeaseAsync(ISandboxSaver saver, Templates.TemplateDefinition template, VmSpec spec, string image)
+    {
+        var clock = Stopwatch.StartNew();
+        IVm vm = await saver.RestoreSavedAsync(spec, image, CancellationToken.None);
+        _tracker.Add(vm);
+        try
+        {
+            if (_pools.OnAcquired is { } onAcquired)
+            {
+                await onAcquired(template, vm, CancellationToken.None);
+            }
+        }
+        catch
+        {
+            await _tracker.KillAsync(vm);
+            throw;
+        }
+        return new LeasedVm(vm, VmSource.Restore, clock.Elapsed);
+    }
+
     /// <summary>A full disk is the one save failure a caller can act on (and is told); other host detail stays in the log.</summary>
     private static string DescribeSaveError(Exception e)
     {
@@ -374,6 +386,7 @@ public sealed partial class SessionManager
     {
         var forks = Path.Combine(_options.StateDir, ForksDirName);
         TryDeleteDirectory(forks);
+        SweepSnapshotLeftovers();
         if (!Directory.Exists(PausedRoot))
         {
             return;

@@ -27,6 +27,8 @@ public sealed class CreateSandboxRequest
     public string? OnIdle { get; set; }
     /// <summary>A call on a paused sandbox resumes it first (default true); false: 409 <c>sandbox_paused</c>.</summary>
     public bool? AutoResume { get; set; }
+    /// <summary>Start from the caller's named snapshot (its template) instead of a fresh VM.</summary>
+    public string? FromSnapshot { get; set; }
 }
 
 /// <summary>Who creates a sandbox: its owner's name and how many live sandboxes the owner may have (null: no own limit).</summary>
@@ -105,11 +107,17 @@ public sealed partial class SessionManager : IAsyncDisposable
     /// <summary>Creates a sandbox for <paramref name="owner"/>; a 429 past the server's or the owner's live sandboxes.</summary>
     public async Task<SandboxSession> CreateAsync(CreateSandboxRequest request, SandboxOwner owner, CancellationToken cancellationToken)
     {
-        if (string.IsNullOrEmpty(request.Template))
+        SnapshotRecord? snapshot = request.FromSnapshot is null ? null : FindSnapshot(owner.Name, request.FromSnapshot);
+        if (string.IsNullOrEmpty(request.Template) && snapshot is null)
         {
             throw new RunRequestException(ProblemCodes.MissingField, "template", "field 'template' is required");
         }
-        TemplateDefinition template = _runs.FindTemplate(request.Template);
+        if (snapshot is not null && !string.IsNullOrEmpty(request.Template) && request.Template != snapshot.Template)
+        {
+            throw new RunRequestException(ProblemCodes.TemplateMismatch, "template",
+                $"snapshot '{snapshot.Name}' is of template '{snapshot.Template}', not '{request.Template}'");
+        }
+        TemplateDefinition template = _runs.FindTemplate(snapshot?.Template ?? request.Template!);
         double timeout = RunService.CheckTimeout(request.TimeoutS, "timeout_s", _options.SandboxTimeoutS, _options.MaxSandboxTimeoutS);
         double idle = RunService.CheckTimeout(request.IdleTimeoutS, "idle_timeout_s", Math.Min(_options.SandboxIdleTimeoutS, timeout), _options.MaxSandboxTimeoutS);
         var metadata = CheckMetadata(request.Metadata);
@@ -128,7 +136,9 @@ public sealed partial class SessionManager : IAsyncDisposable
         LeasedVm lease;
         try
         {
-            lease = await _pools.AcquireAsync(template, cancellationToken);
+            lease = snapshot is null
+                ? await _pools.AcquireAsync(template, cancellationToken)
+                : await RestoreSnapshotAsync(snapshot, template);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -149,7 +159,14 @@ public sealed partial class SessionManager : IAsyncDisposable
             OnIdle = onIdle,
             AutoResume = request.AutoResume ?? true,
         };
-        if (CanPause)
+        if (snapshot is not null)
+        {
+            // What the snapshot's interpreter and build cache hold comes with it.
+            session.SavedSpec = snapshot.Spec;
+            session.BuiltHash = snapshot.BuiltHash;
+            session.Runs = snapshot.Runs;
+        }
+        else if (CanPause)
         {
             // The files this VM runs on: a pause restores it on exactly these, even if the template is rebuilt meanwhile.
             session.SavedSpec = await _pools.GetSpecAsync(template, CancellationToken.None);
@@ -226,6 +243,29 @@ public sealed partial class SessionManager : IAsyncDisposable
         var session = Get(id);
         double seconds = RunService.CheckTimeout(timeoutS, "timeout_s", session.TimeoutS, _options.MaxSandboxTimeoutS);
         var now = _time.GetUtcNow();
+        session.ExtendTo(now.AddSeconds(seconds), now);
+        return session;
+    }
+
+    /// <summary>
+    /// Gives a running sandbox a new lifetime: <paramref name="timeoutS"/> from now, and the default of later
+    /// keepalives (PATCH). A paused one is refused: its lifetime is on disk with its image.
+    /// </summary>
+    public SandboxSession SetTimeout(string id, double? timeoutS)
+    {
+        var session = Get(id);
+        if (timeoutS is null)
+        {
+            throw new RunRequestException(ProblemCodes.MissingField, "timeout_s", "field 'timeout_s' is required");
+        }
+        double seconds = RunService.CheckTimeout(timeoutS, "timeout_s", session.TimeoutS, _options.MaxSandboxTimeoutS);
+        if (session.State != SessionState.Running)
+        {
+            throw new RunRequestException(ProblemCodes.SandboxPaused, null,
+                $"sandbox '{id}' is {session.State.ToString().ToLowerInvariant()}: resume it before changing its timeout", RefusalKind.Conflict);
+        }
+        var now = _time.GetUtcNow();
+        session.TimeoutS = seconds;
         session.ExtendTo(now.AddSeconds(seconds), now);
         return session;
     }

@@ -19,7 +19,7 @@ namespace SandboxVM.Core.Tests.Sessions;
 /// a restart reading the records back, limits and failures.
 /// </summary>
 [Trait("tier", "unit")]
-public sealed class SessionPauseTests : IAsyncLifetime
+public sealed partial class SessionPauseTests : IAsyncLifetime
 {
     private readonly SavingRuntime _runtime = new();
     private readonly VmTracker _tracker = new(NullLogger<VmTracker>.Instance);

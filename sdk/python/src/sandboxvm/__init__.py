@@ -25,13 +25,16 @@ from .errors import (
     UnknownTemplateError,
     ValidationError,
 )
-from .models import Artifact, FileInfo, RunMetrics, RunResult, SandboxInfo
-from .sandbox import Files, Sandbox, list_templates
+from .models import Artifact, FileInfo, RunMetrics, RunResult, SandboxInfo, SnapshotInfo
+from .sandbox import Files, Sandbox, delete_snapshot, list_snapshots, list_templates
 from .tools import FetchResult, PageLink, SearchHit, SearchResults
 
 __all__ = [
     "__version__",
     "Sandbox",
+    "SnapshotInfo",
+    "list_snapshots",
+    "delete_snapshot",
     "Files",
     "list_templates",
     "tools",

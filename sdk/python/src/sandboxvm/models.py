@@ -285,6 +285,27 @@ class SandboxInfo:
 
 
 @dataclass
+class SnapshotInfo:
+    """A named snapshot of a sandbox (``GET /v1/snapshots``); ``Sandbox.from_snapshot(name)`` starts sandboxes from it."""
+
+    name: str
+    template: str = ""
+    size_bytes: int = 0
+    created_at: Optional[datetime] = None
+    source_sandbox: str = ""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SnapshotInfo":
+        return cls(
+            name=_str(data.get("name")),
+            template=_str(data.get("template")),
+            size_bytes=int(data["size_bytes"]) if isinstance(data.get("size_bytes"), int) else 0,
+            created_at=parse_time(data.get("created_at")),
+            source_sandbox=_str(data.get("source_sandbox")),
+        )
+
+
+@dataclass
 class FileInfo:
     """A file or directory in a sandbox. ``kind`` is ``file``, ``directory``, ``symlink`` or ``other``."""
 

@@ -6,13 +6,13 @@ import io
 import os
 import stat
 from types import TracebackType
-from typing import IO, Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Type, Union
+from typing import IO, Any, BinaryIO, Dict, Iterator, List, Mapping, Optional, Sequence, Type, Union
 from urllib.parse import quote
 
 from ._http import DEFAULT_TIMEOUT, HttpClient
 from ._runs import OutputCallback, post_run
 from .errors import NotFoundError, SandboxError
-from .models import Artifact, FileInfo, RunResult, SandboxInfo
+from .models import Artifact, FileInfo, RunResult, SandboxInfo, SnapshotInfo
 
 __all__ = ["Sandbox", "Files", "list_templates"]
 
@@ -26,6 +26,25 @@ def list_templates(base_url: Optional[str] = None, api_key: Optional[str] = None
     """The server's templates (``GET /v1/templates``) as plain dicts: name, language, available, pool..."""
     data = HttpClient(base_url, api_key).call_json("GET", "/v1/templates")
     return list(data.get("templates", [])) if isinstance(data, dict) else []
+
+
+def list_snapshots(base_url: Optional[str] = None, api_key: Optional[str] = None) -> List[SnapshotInfo]:
+    """The caller's named snapshots (``GET /v1/snapshots``), by name."""
+    data = HttpClient(base_url, api_key).call_json("GET", "/v1/snapshots")
+    items = data.get("snapshots", []) if isinstance(data, dict) else []
+    return [SnapshotInfo.from_json(s) for s in items if isinstance(s, dict)]
+
+
+def delete_snapshot(name: str, base_url: Optional[str] = None, api_key: Optional[str] = None) -> bool:
+    """Deletes one of the caller's snapshots (``DELETE /v1/snapshots/{name}``); False when there was none of that name.
+
+    Sandboxes started from it go on. Raises ApiError 409 ``snapshot_busy`` while a sandbox is being started from it.
+    """
+    try:
+        HttpClient(base_url, api_key).call_json("DELETE", f"/v1/snapshots/{quote(name, safe='')}")
+        return True
+    except NotFoundError:
+        return False
 
 
 def _remaining_length(f: Any) -> Optional[int]:
@@ -156,9 +175,11 @@ class Sandbox:
         on_idle: ``kill`` (server default) or ``pause``: what the server does once it is idle.
         auto_resume: whether a call on the paused sandbox resumes it first (server default True).
 
-    Pause, resume, fork (qemu and gvisor runtimes): ``sb.pause()`` saves it to the server's disk,
+    Pause, resume, fork, snapshots (qemu and gvisor runtimes): ``sb.pause()`` saves it to the server's disk,
     ``sb.resume()`` (or any call) brings it back as it was, ``sb.fork(n)`` returns n new sandboxes
-    started from its state now.
+    started from its state now, ``sb.snapshot(name)`` keeps its state under a name that
+    ``Sandbox.from_snapshot(name)`` starts sandboxes from. ``Sandbox.list(metadata=..., state=...)`` and
+    ``Sandbox.connect(id)`` find a sandbox again; ``sb.set_timeout(s)`` gives it a new lifetime.
     """
 
     def __init__(
@@ -174,8 +195,10 @@ class Sandbox:
         keep_running: Optional[bool] = None,
         on_idle: Optional[str] = None,
         auto_resume: Optional[bool] = None,
+        from_snapshot: Optional[str] = None,
     ) -> None:
         self.template = template
+        self._from_snapshot = from_snapshot
         self.keep_running = keep_running
         self.timeout = timeout
         self.idle_timeout = idle_timeout
@@ -249,6 +272,31 @@ class Sandbox:
         return sandbox
 
     @classmethod
+    def from_snapshot(
+        cls,
+        name: str,
+        base_url: Optional[str] = None,
+        timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        api_key: Optional[str] = None,
+        http_timeout: float = DEFAULT_TIMEOUT,
+        *,
+        keep_running: Optional[bool] = None,
+        on_idle: Optional[str] = None,
+        auto_resume: Optional[bool] = None,
+    ) -> "Sandbox":
+        """Creates a sandbox from the caller's named snapshot ``name`` (``POST /v1/sandboxes {"from_snapshot"}``).
+
+        It starts with the snapshot's files and interpreter state, of the snapshot's template; as often as wanted.
+        Raises NotFoundError (``snapshot_not_found``, also for another key's snapshot), ApiError 409 ``pause_unsupported``.
+        """
+        sandbox = cls("", base_url, timeout, idle_timeout, metadata, api_key, http_timeout, keep_running=keep_running,
+                      on_idle=on_idle, auto_resume=auto_resume, from_snapshot=name)
+        sandbox._create()
+        return sandbox
+
+    @classmethod
     def connect(cls, sandbox_id: str, base_url: Optional[str] = None, api_key: Optional[str] = None) -> "Sandbox":
         """Attaches to an existing sandbox by id. Raises NotFoundError (``sandbox_not_found``) for an unknown or ended one."""
         sandbox = cls("", base_url, api_key=api_key)
@@ -258,16 +306,33 @@ class Sandbox:
         return sandbox
 
     @staticmethod
-    def list(base_url: Optional[str] = None, api_key: Optional[str] = None) -> List[SandboxInfo]:
-        """The server's sandboxes (``GET /v1/sandboxes``)."""
-        data = HttpClient(base_url, api_key).call_json("GET", "/v1/sandboxes")
+    def list(
+        base_url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        *,
+        metadata: Optional[Mapping[str, str]] = None,
+        state: Union[str, Sequence[str], None] = None,
+    ) -> List[SandboxInfo]:
+        """The caller's sandboxes (``GET /v1/sandboxes``), oldest first.
+
+        ``metadata``: only those with every one of these labels; ``state``: only those in this state (or one of
+        these): ``running``, ``pausing``, ``paused``, ``resuming``. Raises BadRequestError ``invalid_filter``.
+        """
+        query: Dict[str, str] = {f"metadata.{k}": v for k, v in (metadata or {}).items()}
+        if state is not None:
+            query["state"] = state if isinstance(state, str) else ",".join(state)
+        data = HttpClient(base_url, api_key).call_json("GET", "/v1/sandboxes", query=query or None)
         items = data.get("sandboxes", []) if isinstance(data, dict) else []
         return [SandboxInfo.from_json(s) for s in items if isinstance(s, dict)]
 
     def _create(self) -> None:
         if self._info is not None:
             raise SandboxError(f"sandbox {self._info.id} already exists")
-        body: Dict[str, Any] = {"template": self.template}
+        body: Dict[str, Any] = {}
+        if self.template:
+            body["template"] = self.template
+        if self._from_snapshot is not None:
+            body["from_snapshot"] = self._from_snapshot
         if self.timeout is not None:
             body["timeout_s"] = self.timeout
         if self.idle_timeout is not None:
@@ -284,6 +349,7 @@ class Sandbox:
         if not isinstance(data, dict) or not data.get("id"):
             raise SandboxError(f"{self._http.url('/v1/sandboxes')} answered without a sandbox id: {data!r}")
         self._info = SandboxInfo.from_json(data)
+        self.template = self._info.template or self.template
 
     def __enter__(self) -> "Sandbox":
         if self._info is None:
@@ -333,6 +399,28 @@ class Sandbox:
         data = self._http.call_json("POST", self._api("/keepalive"), json_body=body)
         self._info = SandboxInfo.from_json(data if isinstance(data, dict) else {"id": self.id})
         return self._info
+
+    def set_timeout(self, timeout: float) -> SandboxInfo:
+        """Gives the sandbox a new lifetime (``PATCH /v1/sandboxes/{id}``): it expires ``timeout`` seconds from now,
+        and later ``keep_alive()`` calls without a timeout extend it by as much. Returns the new SandboxInfo.
+
+        Raises BadRequestError ``timeout_out_of_range``; ApiError 409 ``sandbox_paused`` (resume it first).
+        """
+        data = self._http.call_json("PATCH", self._api(), json_body={"timeout_s": timeout})
+        self._info = SandboxInfo.from_json(data if isinstance(data, dict) else {"id": self.id})
+        self.timeout = self._info.timeout_s
+        return self._info
+
+    def snapshot(self, name: str) -> SnapshotInfo:
+        """Saves the sandbox's state now (memory, files, interpreter) as the caller's snapshot ``name``
+        (``POST .../snapshots``); it keeps running. ``Sandbox.from_snapshot(name)`` starts new sandboxes from it.
+
+        ``name``: 1 to 64 letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit. Raises BadRequestError
+        ``invalid_snapshot_name``; ApiError 409 ``snapshot_exists``, ``too_many_snapshots``, ``pause_unsupported``;
+        503 ``snapshot_failed`` (the sandbox keeps running).
+        """
+        data = self._http.call_json("POST", self._api("/snapshots"), json_body={"name": name}, timeout=max(self._http.timeout, _CREATE_TIMEOUT))
+        return SnapshotInfo.from_json(data if isinstance(data, dict) else {"name": name})
 
     def pause(self) -> SandboxInfo:
         """Saves the sandbox to the server's disk and ends its VM (``POST .../pause``); it costs no RAM until resumed.
