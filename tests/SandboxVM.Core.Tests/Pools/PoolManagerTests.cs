@@ -31,6 +31,9 @@ public class PoolManagerTests : PoolFixture
         IdleRecheckInterval = recheck,
         // The paths of a pool whose members keep running (frozen members: PoolDemandTests).
         FreezeWaiting = false,
+        // Members start one after another, so the order they wait (and are re-checked) in is their start
+        // order: with two refills at once a hung member could be queued first and hold up the other's check.
+        RefillConcurrency = 1,
     };
 
     private FakeVm[] StartedVms()
