@@ -33,6 +33,11 @@ internal sealed class AgentServer : IHostLink
         [Ops.ArtifactsList] = FileOperations.ListArtifactsAsync,
         [Ops.Reinit] = SystemOperations.ReinitAsync,
         [Ops.EgressEnable] = SystemOperations.EgressEnableAsync,
+        [Ops.CommandStart] = CommandOperations.StartAsync,
+        [Ops.CommandGet] = CommandOperations.GetAsync,
+        [Ops.CommandList] = CommandOperations.ListAsync,
+        [Ops.CommandStdin] = CommandOperations.StdinAsync,
+        [Ops.CommandSignal] = CommandOperations.SignalAsync,
     };
 
     /// <summary>How long operations get to answer once the connection has ended.</summary>

@@ -255,6 +255,9 @@ internal static unsafe partial class Libc
     /// </summary>
     public static bool KillEveryoneElse() => SysKill(-1, SigKill) == 0 || Marshal.GetLastPInvokeError() != ESrch;
 
+    /// <summary>Signal <paramref name="sig"/> to every process of group <paramref name="pgid"/>. False when the group is gone.</summary>
+    public static bool SignalGroup(int pgid, int sig) => pgid > 1 && SysKill(-pgid, sig) == 0;
+
     /// <summary>SIGKILL to one process. Only call while the pid is known not to be reaped yet.</summary>
     public static bool KillProcess(int pid) => pid > 1 && SysKill(pid, SigKill) == 0;
 
