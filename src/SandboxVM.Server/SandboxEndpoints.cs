@@ -75,7 +75,7 @@ internal static class SandboxEndpoints
     }
 
     /// <summary>Answers the same 404 as for an unknown id unless the sandbox in the route belongs to the caller.</summary>
-    private static async ValueTask<object?> OwnerOnlyAsync(EndpointFilterInvocationContext invocation, EndpointFilterDelegate next)
+    internal static async ValueTask<object?> OwnerOnlyAsync(EndpointFilterInvocationContext invocation, EndpointFilterDelegate next)
     {
         var context = invocation.HttpContext;
         string id = context.GetRouteValue("id") as string ?? "";
@@ -255,7 +255,7 @@ internal static class SandboxEndpoints
     }
 
     /// <summary>Runs a handler; a <see cref="RunRequestException"/> becomes its problem+json answer.</summary>
-    private static IResult Handle(HttpContext context, Func<Task<IResult>> handler) => new Handled(handler);
+    internal static IResult Handle(HttpContext context, Func<Task<IResult>> handler) => new Handled(handler);
 
     private sealed class Handled(Func<Task<IResult>> handler) : IResult
     {

@@ -156,4 +156,14 @@ public static class ProblemCodes
     public const string ForkFailed = "fork_failed";
     public const string InvalidCount = "invalid_count";
     public const string InvalidOnIdle = "invalid_on_idle";
+    /// <summary>A command's cmd, cwd or arguments are not usable (400).</summary>
+    public const string InvalidCommand = "invalid_command";
+    /// <summary>DELETE .../commands/{cid}?signal= names no signal (400).</summary>
+    public const string InvalidSignal = "invalid_signal";
+    /// <summary>No command with that id in the sandbox (404).</summary>
+    public const string CommandNotFound = "command_not_found";
+    /// <summary>The sandbox runs as many commands as it may (429).</summary>
+    public const string TooManyCommands = "too_many_commands";
+    /// <summary>The command's stdin is closed, or it did not read it (409).</summary>
+    public const string StdinClosed = "stdin_closed";
 }

@@ -233,13 +233,41 @@ public sealed class AgentClient : IAsyncDisposable
         CallAsync(new AgentRequest { Op = Ops.ArtifactsList }, ProtocolJson.Default.ArtifactListBody, cancellationToken);
 
     /// <summary>Runs an exec; output streams to <paramref name="observer"/>. Cancelling sends Cancel and waits for the agent's answer.</summary>
-    public async Task<ExecResult> ExecAsync(ExecRequest request, IExecObserver observer, CancellationToken cancellationToken)
+    public Task<ExecResult> ExecAsync(ExecRequest request, IExecObserver observer, CancellationToken cancellationToken) =>
+        StreamAsync(new AgentRequest { Op = Ops.Exec, Exec = request }, observer, ProtocolJson.Default.ExecResult, cancellationToken);
+
+    /// <summary>
+    /// Starts a command. A background one answers at once; a foreground one streams its output to
+    /// <paramref name="observer"/> and answers when it ended (cancelling kills it).
+    /// </summary>
+    public Task<CommandInfo> StartCommandAsync(CommandRequest request, IExecObserver observer, CancellationToken cancellationToken) =>
+        StreamAsync(new AgentRequest { Op = Ops.CommandStart, Command = request }, observer, ProtocolJson.Default.CommandInfo, cancellationToken);
+
+    /// <summary>A command's state and kept output, waiting up to <paramref name="waitMs"/> for it to end.</summary>
+    public Task<CommandInfo> GetCommandAsync(string id, int waitMs, bool includeOutput, CancellationToken cancellationToken) =>
+        CallAsync(new AgentRequest { Op = Ops.CommandGet, Command = new CommandRequest { Id = id, WaitMs = waitMs, IncludeOutput = includeOutput } },
+            ProtocolJson.Default.CommandInfo, cancellationToken);
+
+    public Task<CommandListBody> ListCommandsAsync(CancellationToken cancellationToken) =>
+        CallAsync(new AgentRequest { Op = Ops.CommandList, Command = new CommandRequest() }, ProtocolJson.Default.CommandListBody, cancellationToken);
+
+    public Task<CommandInfo> WriteCommandStdinAsync(string id, byte[] data, bool eof, CancellationToken cancellationToken) =>
+        CallAsync(new AgentRequest { Op = Ops.CommandStdin, Command = new CommandRequest { Id = id, Data = data, Eof = eof } },
+            ProtocolJson.Default.CommandInfo, cancellationToken);
+
+    /// <summary>Signals a command's group; with <paramref name="killAfterMs"/> &gt; 0 SIGKILL follows if it still runs then, and the answer waits for its end.</summary>
+    public Task<CommandInfo> SignalCommandAsync(string id, int signal, int killAfterMs, CancellationToken cancellationToken) =>
+        CallAsync(new AgentRequest { Op = Ops.CommandSignal, Command = new CommandRequest { Id = id, Signal = signal, KillAfterMs = killAfterMs } },
+            ProtocolJson.Default.CommandInfo, cancellationToken);
+
+    /// <summary>An operation that streams Stdout/Stderr/Event frames before its Response.</summary>
+    private async Task<T> StreamAsync<T>(AgentRequest request, IExecObserver observer, JsonTypeInfo<T> replyType, CancellationToken cancellationToken)
     {
         var op = Open();
         int events = 0;
         try
         {
-            await SendRequestAsync(op.Id, new AgentRequest { Op = Ops.Exec, Exec = request });
+            await SendRequestAsync(op.Id, request);
             using var onCancel = cancellationToken.Register(() => _ = SendCancelAsync(op.Id));
             while (true)
             {
@@ -255,18 +283,18 @@ public sealed class AgentClient : IAsyncDisposable
                     case FrameType.Event:
                         if (++events > _limits.MaxExecEvents)
                         {
-                            throw Violation($"the agent sent more than {_limits.MaxExecEvents} events for exec {op.Id}");
+                            throw Violation($"the agent sent more than {_limits.MaxExecEvents} events for {request.Op} {op.Id}");
                         }
                         observer.OnEvent(Parse(f, ProtocolJson.Default.ExecEvent));
                         break;
                     case FrameType.Response:
                         op.Answered = true;
-                        return Parse(f, ProtocolJson.Default.ExecResult);
+                        return Parse(f, replyType);
                     case FrameType.Error:
                         op.Answered = true;
                         throw ToException(f);
                     default:
-                        throw Unexpected(f, "exec");
+                        throw Unexpected(f, request.Op);
                 }
             }
         }
