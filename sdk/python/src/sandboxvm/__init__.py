@@ -25,6 +25,7 @@ from .errors import (
     UnknownTemplateError,
     ValidationError,
 )
+from .commands import Command, Commands
 from .models import Artifact, FileInfo, RunMetrics, RunResult, SandboxInfo
 from .sandbox import Files, Sandbox, list_templates
 from .tools import FetchResult, PageLink, SearchHit, SearchResults
@@ -33,6 +34,8 @@ __all__ = [
     "__version__",
     "Sandbox",
     "Files",
+    "Commands",
+    "Command",
     "list_templates",
     "tools",
     "SearchResults",
