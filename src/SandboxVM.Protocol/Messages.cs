@@ -81,6 +81,12 @@ public static class Ops
     public const string CommandStdin = "command_stdin";
     /// <summary>Signal a command's process group (<see cref="CommandRequest.Signal"/>, then SIGKILL after <see cref="CommandRequest.KillAfterMs"/>); reply <see cref="CommandInfo"/> without output.</summary>
     public const string CommandSignal = "command_signal";
+    /// <summary>
+    /// Host to agent: connect to 127.0.0.1:<see cref="PortOpenRequest.Port"/> inside the guest (<see cref="PortOpenRequest"/>).
+    /// Response <see cref="OkBody"/> = connected; from then on the id is a <see cref="FrameStream"/> (as for egress_open, the
+    /// other way round) until both sides sent DataEnd or either sent Cancel. Error <see cref="ErrorCodes.PortClosed"/> when nothing listens.
+    /// </summary>
+    public const string PortOpen = "port_open";
 }
 
 /// <summary>
@@ -98,6 +104,13 @@ public sealed class AgentRequest
     public EgressOpenRequest? EgressOpen { get; set; }
     public SearchRequest? Search { get; set; }
     public CommandRequest? Command { get; set; }
+    public PortOpenRequest? Port { get; set; }
+}
+
+/// <summary>A TCP port on the guest's loopback that the host wants a stream to.</summary>
+public sealed class PortOpenRequest
+{
+    public int Port { get; set; }
 }
 
 /// <summary>Where the agent's HTTP proxy listens (a loopback address inside the guest).</summary>
@@ -362,6 +375,8 @@ public static class ErrorCodes
     public const string TooManyCommands = "too_many_commands";
     /// <summary>command_stdin: stdin was closed, or the command does not read it (the pipe stayed full).</summary>
     public const string StdinClosed = "stdin_closed";
+    /// <summary>port_open: nothing accepts connections on that port (or it is the agent's own).</summary>
+    public const string PortClosed = "port_closed";
 }
 
 /// <summary>Arguments of the command_* ops (each op reads the members its summary names).</summary>

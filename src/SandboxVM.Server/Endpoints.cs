@@ -33,6 +33,7 @@ internal static partial class Endpoints
         app.MapPost("/v1/run", RunAsync).CountsAsRun();
         SandboxEndpoints.Map(app);
         CommandEndpoints.Map(app);
+        PortEndpoints.Map(app);
         ToolsEndpoints.Map(app);
         AdminEndpoints.Map(app);
         MetricsExporter.Map(app);

@@ -166,4 +166,8 @@ public static class ProblemCodes
     public const string TooManyCommands = "too_many_commands";
     /// <summary>The command's stdin is closed, or it did not read it (409).</summary>
     public const string StdinClosed = "stdin_closed";
+    /// <summary>A port outside 1..65535 (400).</summary>
+    public const string InvalidPort = "invalid_port";
+    /// <summary>Nothing in the sandbox accepts connections on that port (502).</summary>
+    public const string PortClosed = "port_closed";
 }

@@ -208,6 +208,20 @@ public sealed partial class SessionManager
         });
     }
 
+    /// <summary>
+    /// Runs <paramref name="call"/> with the agent of sandbox <paramref name="id"/> for port <paramref name="port"/>
+    /// (the port proxy), counted as activity and thawed like any call.
+    /// </summary>
+    public Task<T> UsePortAsync<T>(string id, int port, Func<AgentClient, Task<T>> call)
+    {
+        Get(id);
+        if (port is < 1 or > 65535)
+        {
+            throw new RunRequestException(ProblemCodes.InvalidPort, "port", $"port {port} is not 1..65535");
+        }
+        return UseSessionAsync(id, s => call(s.Vm.Agent));
+    }
+
     private static readonly Dictionary<string, int> _signals = new(StringComparer.OrdinalIgnoreCase)
     {
         ["HUP"] = 1, ["INT"] = 2, ["QUIT"] = 3, ["KILL"] = 9, ["USR1"] = 10, ["USR2"] = 12, ["TERM"] = 15, ["CONT"] = 18, ["STOP"] = 19,

@@ -155,6 +155,8 @@ public sealed class AgentClient : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<uint, Operation> _pending = new();
     private readonly ConcurrentDictionary<uint, AgentIncomingRequest> _incoming = new();
+    /// <summary>Streams the host opened (port_open): their frames go to the stream, the answer to the operation.</summary>
+    private readonly ConcurrentDictionary<uint, FrameStream> _streams = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource<HelloReply> _hello = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task _readLoop;
@@ -301,6 +303,51 @@ public sealed class AgentClient : IAsyncDisposable
         finally
         {
             End(op);
+        }
+    }
+
+    /// <summary>Streams the host opened right now.</summary>
+    public int OpenStreams => _streams.Count;
+
+    /// <summary>
+    /// A byte stream to TCP port <paramref name="port"/> on the guest's loopback (port_open). Relay it with
+    /// <see cref="FrameStream.RelayAsync"/>, then <see cref="ClosePort"/> it. At most
+    /// <see cref="ProtocolInfo.MaxAgentOperations"/> at once (<c>too_many_streams</c>).
+    /// </summary>
+    public async Task<FrameStream> OpenPortAsync(int port, CancellationToken cancellationToken)
+    {
+        if (_streams.Count >= ProtocolInfo.MaxAgentOperations)
+        {
+            throw new AgentException(ErrorCodes.TooManyStreams, $"{ProtocolInfo.MaxAgentOperations} port streams are open to this sandbox");
+        }
+        var op = Open();
+        // Registered before the request: the guest's server may speak first, right after the answer.
+        var stream = new FrameStream(_writer, op.Id, _time);
+        _streams[op.Id] = stream;
+        try
+        {
+            await SendRequestAsync(op.Id, new AgentRequest { Op = Ops.PortOpen, Port = new PortOpenRequest { Port = port } });
+            Answer(await ReadFrameAsync(op, cancellationToken), op, ProtocolJson.Default.OkBody, Ops.PortOpen);
+            return stream;
+        }
+        catch
+        {
+            ClosePort(stream);
+            throw;
+        }
+        finally
+        {
+            End(op);
+        }
+    }
+
+    /// <summary>Forgets a stream of <see cref="OpenPortAsync"/>; one that did not end cleanly gets a Cancel.</summary>
+    public void ClosePort(FrameStream stream)
+    {
+        if (_streams.TryRemove(KeyValuePair.Create(stream.Id, stream)) && stream.AbortReason is null)
+        {
+            stream.Abort("closed by the host");
+            _ = SendCancelAsync(stream.Id);
         }
     }
 
@@ -552,6 +599,10 @@ public sealed class AgentClient : IAsyncDisposable
         {
             incoming.Stream.Abort("the agent channel closed");
         }
+        foreach (var stream in _streams.Values)
+        {
+            stream.Abort("the agent channel closed");
+        }
     }
 
     private async Task ReadLoopAsync()
@@ -584,6 +635,11 @@ public sealed class AgentClient : IAsyncDisposable
                 else if (f.Id == 0 && f.Type == FrameType.Error)
                 {
                     _hello.TrySetException(ToException(f));
+                }
+                else if (f.Type is FrameType.Data or FrameType.DataEnd or FrameType.Credit or FrameType.Cancel
+                    && _streams.TryGetValue(f.Id, out var stream))
+                {
+                    stream.Deliver(f);
                 }
                 else if (_pending.TryGetValue(f.Id, out var op))
                 {
