@@ -291,16 +291,7 @@ internal sealed class Command : IStepOutput
             _stdinGate.Release();
         }
         child.Dispose();
-        var reason = StepRunner.Classify(status, _kill.Task, oomBefore: null);
-        Finish(new StepResult
-        {
-            Reason = reason,
-            ExitCode = reason == TerminationReason.Exited ? status.ExitCode : -1,
-            Signal = status.Signal,
-            DurationMs = durationMs,
-            StdoutBytes = stdoutBytes,
-            StderrBytes = stderrBytes,
-        });
+        Finish(StepRunner.Result(status, StepRunner.Classify(status, _kill.Task, oomBefore: null), durationMs, stdoutBytes, stderrBytes));
     }
 
     private void Finish(StepResult result)

@@ -122,17 +122,19 @@ internal static class StepRunner
         await stdinFeed;
         child.Dispose();
 
-        var reason = Classify(status, kill.Task, oomBefore);
-        return new StepResult
-        {
-            Reason = reason,
-            ExitCode = reason == TerminationReason.Exited ? status.ExitCode : -1,
-            Signal = status.Signal,
-            DurationMs = durationMs,
-            StdoutBytes = stdoutBytes,
-            StderrBytes = stderrBytes,
-        };
+        return Result(status, Classify(status, kill.Task, oomBefore), durationMs, stdoutBytes, stderrBytes);
     }
+
+    /// <summary>The outcome of a step (or command) whose main process ended with <paramref name="status"/> for <paramref name="reason"/>.</summary>
+    internal static StepResult Result(WaitStatus status, TerminationReason reason, long durationMs, long stdoutBytes, long stderrBytes) => new()
+    {
+        Reason = reason,
+        ExitCode = reason == TerminationReason.Exited ? status.ExitCode : -1,
+        Signal = status.Signal,
+        DurationMs = durationMs,
+        StdoutBytes = stdoutBytes,
+        StderrBytes = stderrBytes,
+    };
 
     internal static TerminationReason Classify(WaitStatus status, Task<TerminationReason> kill, long? oomBefore)
     {
