@@ -33,6 +33,12 @@ internal sealed class AgentServer : IHostLink
         [Ops.ArtifactsList] = FileOperations.ListArtifactsAsync,
         [Ops.Reinit] = SystemOperations.ReinitAsync,
         [Ops.EgressEnable] = SystemOperations.EgressEnableAsync,
+        [Ops.CommandStart] = CommandOperations.StartAsync,
+        [Ops.CommandGet] = CommandOperations.GetAsync,
+        [Ops.CommandList] = CommandOperations.ListAsync,
+        [Ops.CommandStdin] = CommandOperations.StdinAsync,
+        [Ops.CommandSignal] = CommandOperations.SignalAsync,
+        [Ops.PortOpen] = PortOperations.OpenAsync,
     };
 
     /// <summary>How long operations get to answer once the connection has ended.</summary>
@@ -45,6 +51,8 @@ internal sealed class AgentServer : IHostLink
     private readonly ConcurrentDictionary<Task, bool> _running = new();
     private readonly CancellationTokenSource _closing = new();
     private readonly ConcurrentDictionary<uint, Outgoing> _outgoing = new();
+    /// <summary>Streams the host opened (port_open): they outlive their operation's Response.</summary>
+    private readonly ConcurrentDictionary<uint, FrameStream> _streams = new();
     private int _nextOutgoingId;
 
     public AgentServer(AgentState state, Stream input, Stream output)
@@ -127,6 +135,12 @@ internal sealed class AgentServer : IHostLink
         if (ProtocolInfo.IsAgentInitiated(frame.Id))
         {
             OnOutgoingFrame(frame);
+            return;
+        }
+        if (frame.Type is FrameType.Data or FrameType.DataEnd or FrameType.Credit or FrameType.Cancel
+            && _streams.TryGetValue(frame.Id, out var stream))
+        {
+            stream.Deliver(frame);
             return;
         }
         switch (frame.Type)
@@ -222,6 +236,18 @@ internal sealed class AgentServer : IHostLink
             return;
         }
 
+        FrameStream? stream = null;
+        if (request.Op == Ops.PortOpen)
+        {
+            if (_streams.Count >= ProtocolInfo.MaxAgentOperations)
+            {
+                await SendErrorAsync(id, ErrorCodes.TooManyStreams, $"{ProtocolInfo.MaxAgentOperations} port streams are open", cancellationToken);
+                return;
+            }
+            stream = new FrameStream(_writer, id);
+            _streams[id] = stream;
+        }
+
         var cancel = CancellationTokenSource.CreateLinkedTokenSource(_closing.Token);
         // Only file_write consumes frames; a small bound makes a fast host wait for the disk.
         var inbox = request.Op == Ops.FileWrite
@@ -229,7 +255,7 @@ internal sealed class AgentServer : IHostLink
             : null;
         // Removal is by id and entry: once the terminal frame is out, the host may already reuse the id.
         ActiveOperation? entry = null;
-        var context = new OperationContext(id, request, _writer, inbox?.Reader, cancel.Token, _ => Forget(entry!));
+        var context = new OperationContext(id, request, _writer, inbox?.Reader, cancel.Token, _ => Forget(entry!)) { Stream = stream };
         entry = new ActiveOperation(context, cancel, inbox);
         _active[id] = entry;
         var task = Task.Run(() => RunOperationAsync(entry, handler), CancellationToken.None);
@@ -279,6 +305,11 @@ internal sealed class AgentServer : IHostLink
         finally
         {
             Forget(entry);
+            if (context.Stream is { } stream)
+            {
+                stream.Abort("the operation ended");
+                _streams.TryRemove(KeyValuePair.Create(context.Id, stream));
+            }
             // Releases the reader loop if it waits on a full inbox nobody reads any more.
             inbox?.Writer.TryComplete();
             cancel.Dispose();

@@ -13,6 +13,7 @@ internal static partial class SandboxCommand
         ListCommand(),
         InfoCommand(),
         RunCommand(),
+        ExecCommand(),
         FilesCommand(),
         ArtifactsCommand(),
         KeepAliveCommand(),
@@ -286,6 +287,56 @@ internal static partial class SandboxCommand
             return 0;
         }, shared));
         return artifacts;
+    }
+
+    private static Command ExecCommand()
+    {
+        var id = IdArgument();
+        var cmd = new Argument<string[]>("command")
+        {
+            Description = "After --: a program and its arguments, or one shell line (run by /bin/sh -c)",
+            Arity = ArgumentArity.OneOrMore,
+        };
+        var cwd = new Option<string?>("--cwd") { Description = "Working directory in the sandbox (default /home/sandbox)" };
+        var timeout = new Option<double?>("--timeout") { Description = "Time limit in seconds (default 60; background: none)" };
+        var env = new Option<string[]>("--env") { Description = "NAME=VALUE, repeatable", AllowMultipleArgumentsPerToken = false };
+        var background = new Option<bool>("--background") { Description = "Start it, print its id and return; it keeps running" };
+        var command = new Command("exec", "Run a shell command in a sandbox as its user; the exit code follows the command's")
+        {
+            id, cmd, cwd, timeout, env, background,
+        };
+        return WithClient(command, async (parse, client, ct) =>
+        {
+            string[] words = parse.GetValue(cmd)!;
+            var variables = new Dictionary<string, string>(StringComparer.Ordinal);
+            foreach (string pair in parse.GetValue(env) ?? [])
+            {
+                int eq = pair.IndexOf('=', StringComparison.Ordinal);
+                if (eq <= 0)
+                {
+                    await Console.Error.WriteLineAsync($"sandboxvm: --env '{pair}' is not NAME=VALUE");
+                    return 2;
+                }
+                variables[pair[..eq]] = pair[(eq + 1)..];
+            }
+            await using var sandbox = await client.ConnectSandboxAsync(parse.GetValue(id)!, ct);
+            var options = new CommandOptions { Cwd = parse.GetValue(cwd), TimeoutS = parse.GetValue(timeout), Env = variables };
+            bool shell = words.Length == 1;
+            if (parse.GetValue(background))
+            {
+                var started = shell ? await sandbox.Commands.StartAsync(words[0], options, ct) : await sandbox.Commands.StartAsync(words, options, ct);
+                Console.WriteLine(started.Id);
+                return 0;
+            }
+            var result = shell ? await sandbox.Commands.RunAsync(words[0], options, ct) : await sandbox.Commands.RunAsync(words, options, ct);
+            Console.Out.Write(result.Stdout);
+            await Console.Error.WriteAsync(result.Stderr);
+            if (result.Status != "exited")
+            {
+                await Console.Error.WriteLineAsync($"sandboxvm: command ended: {result.Status}{(result.Signal is int sig ? $" (signal {sig})" : "")}");
+            }
+            return result.ExitCode ?? (result.Signal is int s ? 128 + s : 1);
+        });
     }
 
     private static Command KeepAliveCommand()

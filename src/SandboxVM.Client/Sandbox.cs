@@ -45,6 +45,7 @@ public sealed partial class Sandbox : IAsyncDisposable
         Id = info.Id;
         Template = info.Template;
         Files = new SandboxFiles(client, Id);
+        Commands = new SandboxCommands(client, Id);
     }
 
     /// <summary>The sandbox's id, e.g. for <c>sandboxvm sandbox run ID</c> or <see cref="ConnectAsync"/>.</summary>
@@ -58,6 +59,9 @@ public sealed partial class Sandbox : IAsyncDisposable
 
     /// <summary>The sandbox's files: upload, download, list, remove, make directories.</summary>
     public SandboxFiles Files { get; }
+
+    /// <summary>Shell commands and background processes in the sandbox.</summary>
+    public SandboxCommands Commands { get; }
 
     /// <summary>
     /// Whether <see cref="DisposeAsync"/> ends the sandbox on the server. True for a sandbox created here,

@@ -67,6 +67,26 @@ public static class Ops
     public const string EgressOpen = "egress_open";
     /// <summary>Agent to host: web search through the host's provider (<see cref="SearchRequest"/>, reply <see cref="SearchReply"/>).</summary>
     public const string Search = "search";
+    /// <summary>
+    /// Start a command (<see cref="CommandRequest"/>: argv, cwd, env, timeout_ms, background). Background: the
+    /// Response <see cref="CommandInfo"/> comes at once. Foreground: Stdout/Stderr frames while it runs, then
+    /// the Response once it ended; a Cancel kills it.
+    /// </summary>
+    public const string CommandStart = "command_start";
+    /// <summary>A command's state and buffered output (<see cref="CommandRequest.Id"/>, <see cref="CommandRequest.WaitMs"/>); reply <see cref="CommandInfo"/>.</summary>
+    public const string CommandGet = "command_get";
+    /// <summary>Every command the agent keeps (no output); reply <see cref="CommandListBody"/>.</summary>
+    public const string CommandList = "command_list";
+    /// <summary>Write <see cref="CommandRequest.Data"/> to a command's stdin, then close it when <see cref="CommandRequest.Eof"/>; reply <see cref="CommandInfo"/> without output.</summary>
+    public const string CommandStdin = "command_stdin";
+    /// <summary>Signal a command's process group (<see cref="CommandRequest.Signal"/>, then SIGKILL after <see cref="CommandRequest.KillAfterMs"/>); reply <see cref="CommandInfo"/> without output.</summary>
+    public const string CommandSignal = "command_signal";
+    /// <summary>
+    /// Host to agent: connect to 127.0.0.1:<see cref="PortOpenRequest.Port"/> inside the guest (<see cref="PortOpenRequest"/>).
+    /// Response <see cref="OkBody"/> = connected; from then on the id is a <see cref="FrameStream"/> (as for egress_open, the
+    /// other way round) until both sides sent DataEnd or either sent Cancel. Error <see cref="ErrorCodes.PortClosed"/> when nothing listens.
+    /// </summary>
+    public const string PortOpen = "port_open";
 }
 
 /// <summary>
@@ -83,6 +103,14 @@ public sealed class AgentRequest
     public EgressEnableRequest? EgressEnable { get; set; }
     public EgressOpenRequest? EgressOpen { get; set; }
     public SearchRequest? Search { get; set; }
+    public CommandRequest? Command { get; set; }
+    public PortOpenRequest? Port { get; set; }
+}
+
+/// <summary>A TCP port on the guest's loopback that the host wants a stream to.</summary>
+public sealed class PortOpenRequest
+{
+    public int Port { get; set; }
 }
 
 /// <summary>Where the agent's HTTP proxy listens (a loopback address inside the guest).</summary>
@@ -341,6 +369,92 @@ public static class ErrorCodes
     public const string HardLinked = "hard_linked";
     /// <summary>The user the operation is done for may not reach that path (EACCES/EPERM as that user).</summary>
     public const string PermissionDenied = "permission_denied";
+    /// <summary>No command with that id (command_get/stdin/signal).</summary>
+    public const string CommandNotFound = "command_not_found";
+    /// <summary>The sandbox runs as many commands as it may (<c>command_start</c>).</summary>
+    public const string TooManyCommands = "too_many_commands";
+    /// <summary>command_stdin: stdin was closed, or the command does not read it (the pipe stayed full).</summary>
+    public const string StdinClosed = "stdin_closed";
+    /// <summary>port_open: nothing accepts connections on that port (or it is the agent's own).</summary>
+    public const string PortClosed = "port_closed";
+}
+
+/// <summary>Arguments of the command_* ops (each op reads the members its summary names).</summary>
+public sealed class CommandRequest
+{
+    /// <summary>Kept output per stream: two of them in base64 stay well under <see cref="Frame.MaxPayload"/>.</summary>
+    public const int MaxOutputCapBytes = 256 * 1024;
+    /// <summary>Stdin bytes per command_stdin (base64 in one Request frame).</summary>
+    public const int MaxStdinBytes = 256 * 1024;
+
+    /// <summary>command_get/stdin/signal: the id command_start gave.</summary>
+    public string Id { get; set; } = "";
+    /// <summary>command_start: the program and its arguments (argv[0] without a slash is looked up on PATH).</summary>
+    public List<string> Argv { get; set; } = [];
+    /// <summary>command_start: an existing directory (absolute or relative to home).</summary>
+    public string Cwd { get; set; } = "";
+    /// <summary>command_start: the environment (plus PATH and HOME when not given).</summary>
+    public Dictionary<string, string> Env { get; set; } = [];
+    /// <summary>command_start: the group is killed this long after the start; 0 = no limit.</summary>
+    public int TimeoutMs { get; set; }
+    /// <summary>command_start: answer at once and keep stdin open; false = stream its output and answer when it ended.</summary>
+    public bool Background { get; set; }
+    /// <summary>
+    /// command_start: the last this many bytes of each stream are kept (older output is dropped,
+    /// <see cref="CommandInfo.StdoutTruncated"/>); at most <see cref="MaxOutputCapBytes"/>, so both fit one Response frame.
+    /// </summary>
+    public int OutputCapBytes { get; set; } = MaxOutputCapBytes;
+    /// <summary>command_start: bytes written to stdin, which is then closed (also for a background command).</summary>
+    public byte[]? Stdin { get; set; }
+    /// <summary>command_start: stdout plus stderr past this many bytes kills the group (reason output_limit); 0 = no limit.</summary>
+    public long OutputLimitBytes { get; set; }
+    /// <summary>command_get: wait up to this long for the command to end.</summary>
+    public int WaitMs { get; set; }
+    /// <summary>command_get: include the buffered output.</summary>
+    public bool IncludeOutput { get; set; } = true;
+    /// <summary>command_stdin: bytes to write (at most <see cref="MaxStdinBytes"/> per request).</summary>
+    public byte[]? Data { get; set; }
+    /// <summary>command_stdin: close stdin after the data.</summary>
+    public bool Eof { get; set; }
+    /// <summary>command_signal: the signal number (1..64).</summary>
+    public int Signal { get; set; } = 15;
+    /// <summary>command_signal: SIGKILL to the group if the command still runs this long after the signal; 0 = never.</summary>
+    public int KillAfterMs { get; set; }
+}
+
+/// <summary>A command as the agent knows it.</summary>
+public sealed class CommandInfo
+{
+    public string Id { get; set; } = "";
+    public List<string> Argv { get; set; } = [];
+    /// <summary>Its pid, which is also its process group (0 when it never started).</summary>
+    public int Pid { get; set; }
+    public bool Running { get; set; }
+    /// <summary>Once ended: exited, signal, timeout, oom (see <see cref="TerminationReason"/>).</summary>
+    public TerminationReason? Reason { get; set; }
+    /// <summary>Exit code when reason is exited.</summary>
+    public int? ExitCode { get; set; }
+    public int? Signal { get; set; }
+    /// <summary>Unix milliseconds.</summary>
+    public long StartedAtMs { get; set; }
+    /// <summary>Start to end (or to now while running).</summary>
+    public long DurationMs { get; set; }
+    /// <summary>Bytes written to each stream in all.</summary>
+    public long StdoutBytes { get; set; }
+    public long StderrBytes { get; set; }
+    /// <summary>The kept tail of each stream (command_get with include_output).</summary>
+    public byte[]? Stdout { get; set; }
+    public byte[]? Stderr { get; set; }
+    /// <summary>More was written than is kept: the start of the stream was dropped.</summary>
+    public bool StdoutTruncated { get; set; }
+    public bool StderrTruncated { get; set; }
+    /// <summary>Whether stdin is still open for command_stdin.</summary>
+    public bool StdinOpen { get; set; }
+}
+
+public sealed class CommandListBody
+{
+    public List<CommandInfo> Commands { get; set; } = [];
 }
 
 /// <summary>Source-generated JSON for every message (the agent is NativeAOT: no reflection).</summary>
@@ -360,4 +474,6 @@ public static class ErrorCodes
 [JsonSerializable(typeof(ErrorBody))]
 [JsonSerializable(typeof(EgressEnableReply))]
 [JsonSerializable(typeof(SearchReply))]
+[JsonSerializable(typeof(CommandInfo))]
+[JsonSerializable(typeof(CommandListBody))]
 public sealed partial class ProtocolJson : JsonSerializerContext;

@@ -32,6 +32,8 @@ internal static partial class Endpoints
                 : Problems.Result(404, ProblemCodes.UnknownTemplate, "name", $"unknown template '{name}'"));
         app.MapPost("/v1/run", RunAsync).CountsAsRun();
         SandboxEndpoints.Map(app);
+        CommandEndpoints.Map(app);
+        PortEndpoints.Map(app);
         ToolsEndpoints.Map(app);
         AdminEndpoints.Map(app);
         MetricsExporter.Map(app);

@@ -36,13 +36,18 @@ internal static class RunStreaming
         context.Request.Headers.Accept.Any(a => a is not null && a.Contains("text/event-stream", StringComparison.OrdinalIgnoreCase));
 
     /// <summary>Runs <paramref name="run"/> with an event sink, writing the events as they arrive.</summary>
-    public static async Task WriteAsync(HttpContext context, JsonSerializerOptions json, Func<IRunEvents, CancellationToken, Task<RunResult>> run)
+    public static Task WriteAsync(HttpContext context, JsonSerializerOptions json, Func<IRunEvents, CancellationToken, Task<RunResult>> run) =>
+        WriteAsync(context, json, run, RunResultBody.From);
+
+    /// <summary>The same for anything that streams output and ends with a result (a command): <paramref name="resultBody"/> is the data of the final <c>result</c> event.</summary>
+    public static async Task WriteAsync<TResult>(HttpContext context, JsonSerializerOptions json, Func<IRunEvents, CancellationToken, Task<TResult>> run,
+        Func<TResult, object> resultBody)
     {
         CancellationToken aborted = context.RequestAborted;
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(aborted);
         var time = context.RequestServices.GetService<TimeProvider>() ?? TimeProvider.System;
         var sink = new EventQueue(MaxQueuedEvents, stop, time, PartialLineWait);
-        Task<RunResult> running = Task.Run(async () =>
+        Task<TResult> running = Task.Run(async () =>
         {
             try
             {
@@ -69,13 +74,13 @@ internal static class RunStreaming
                     yield return new SseItem<object>(e.Payload, e.Name);
                 }
             }
-            RunResult result = await running;
+            TResult result = await running;
             if (!started)
             {
                 await StartAsync(context);
                 started = true;
             }
-            yield return new SseItem<object>(RunResultBody.From(result), "result");
+            yield return new SseItem<object>(resultBody(result), "result");
         }
 
         try

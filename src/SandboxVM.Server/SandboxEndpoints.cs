@@ -74,7 +74,7 @@ internal static class SandboxEndpoints
     }
 
     /// <summary>Answers the same 404 as for an unknown id unless the sandbox in the route belongs to the caller.</summary>
-    private static async ValueTask<object?> OwnerOnlyAsync(EndpointFilterInvocationContext invocation, EndpointFilterDelegate next)
+    internal static async ValueTask<object?> OwnerOnlyAsync(EndpointFilterInvocationContext invocation, EndpointFilterDelegate next)
     {
         var context = invocation.HttpContext;
         string id = context.GetRouteValue("id") as string ?? "";

@@ -78,6 +78,7 @@ public static partial class ServerApp
         AddSandboxVm(builder.Services, options);
         HttpSurface.AddServices(builder.Services, callers, AllowedHosts.For(options, urls));
         Mcp.McpEndpoint.AddServices(builder.Services);
+        PortEndpoints.AddServices(builder.Services);
         configureServices?.Invoke(builder.Services);
 
         var app = builder.Build();

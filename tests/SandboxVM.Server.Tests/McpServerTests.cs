@@ -117,7 +117,7 @@ public sealed class McpServerFixture : IAsyncLifetime
 public sealed class McpServerTests(McpServerFixture server) : IClassFixture<McpServerFixture>
 {
     public static readonly string[] ToolNames =
-        ["run_code", "create_sandbox", "run_in_sandbox", "write_file", "read_file", "list_files", "kill_sandbox", "list_templates", "web_search", "fetch_url"];
+        ["run_code", "create_sandbox", "run_in_sandbox", "run_command", "write_file", "read_file", "list_files", "kill_sandbox", "list_templates", "web_search", "fetch_url"];
 
     internal const string PlotCode = """
         import matplotlib
@@ -202,6 +202,13 @@ public sealed class McpServerTests(McpServerFixture server) : IClassFixture<McpS
             Assert.True(first.IsError != true, TextOf(first));
             var second = await client.CallToolAsync("run_in_sandbox", Args(("sandbox_id", id), ("code", "print(x + 1)")), cancellationToken: Ct);
             Assert.Contains("42", TextOf(second));
+
+            var command = await client.CallToolAsync("run_command", Args(("sandbox_id", id), ("command", "cat note.txt; echo; exit 4")), cancellationToken: Ct);
+            Assert.True(command.IsError == true, TextOf(command));
+            Assert.Contains("exit_code: 4", TextOf(command));
+            Assert.Contains("--- stdout ---\nkept\n", TextOf(command));
+            var background = await client.CallToolAsync("run_command", Args(("sandbox_id", id), ("command", "sleep 1000"), ("background", true)), cancellationToken: Ct);
+            Assert.Contains("status: running", TextOf(background));
 
             var written = await client.CallToolAsync("write_file", Args(("sandbox_id", id), ("path", "dir/in.txt"), ("content", "héllo")), cancellationToken: Ct);
             Assert.True(written.IsError != true, TextOf(written));

@@ -55,6 +55,12 @@ internal sealed class EgressProxy
 
     public void Detach(IHostLink link) => Interlocked.CompareExchange(ref _link, null, link);
 
+    /// <summary>The port the proxy listens on, null before egress_enable.</summary>
+    public int? ListeningPort
+    {
+        get { lock (_lock) { return (_listener?.LocalEndpoint as IPEndPoint)?.Port; } }
+    }
+
     /// <summary>Listens on <paramref name="listen"/> (ADDRESS:PORT, loopback only) unless already listening; returns the bound address.</summary>
     public string Start(string listen)
     {

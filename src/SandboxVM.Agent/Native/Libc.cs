@@ -258,6 +258,8 @@ internal static unsafe partial class Libc
 
     /// <summary>SIGINT to one process (KeyboardInterrupt in Python). Only call while the pid is known not to be reaped yet.</summary>
     public static bool InterruptProcess(int pid) => pid > 1 && SysKill(pid, SigInt) == 0;
+    /// <summary>Signal <paramref name="sig"/> to every process of group <paramref name="pgid"/>. False when the group is gone.</summary>
+    public static bool SignalGroup(int pgid, int sig) => pgid > 1 && SysKill(-pgid, sig) == 0;
 
     /// <summary>SIGKILL to one process. Only call while the pid is known not to be reaped yet.</summary>
     public static bool KillProcess(int pid) => pid > 1 && SysKill(pid, SigKill) == 0;

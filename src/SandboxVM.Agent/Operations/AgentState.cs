@@ -15,6 +15,9 @@ internal sealed class AgentState(AgentOptions options, ProcessSupervisor supervi
     /// <summary>The Python interpreter persistent run steps share (notebook state); outlives connections.</summary>
     public KernelHost Kernels { get; } = new(supervisor);
 
+    /// <summary>Commands started by command_start (running and recently ended).</summary>
+    public CommandTable Commands { get; } = new();
+
     /// <summary>The in-guest HTTP proxy (started by egress_enable); outlives connections.</summary>
     public Egress.EgressProxy Egress { get; } = new();
 

@@ -34,6 +34,9 @@ internal sealed class OperationContext(
 
     public bool IsFinished => Volatile.Read(ref _finished) != 0;
 
+    /// <summary>port_open: the stream this id becomes once answered (its frames are routed to it, not to the inbox).</summary>
+    public FrameStream? Stream { get; init; }
+
     public ValueTask SendAsync(FrameType type, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken) =>
         writer.WriteAsync(type, Id, payload, cancellationToken);
 

@@ -124,6 +124,23 @@ internal sealed class ProcessSupervisor(SandboxUser user)
         }
     }
 
+    /// <summary>
+    /// Signal <paramref name="sig"/> to the child's group, only while the child is unreaped (its pid, and so
+    /// the group id, cannot belong to anyone else then). False when it was reaped already.
+    /// </summary>
+    public bool Signal(ChildProcess child, int sig)
+    {
+        lock (_gate)
+        {
+            if (!_waiting.ContainsKey(child.Pid))
+            {
+                return false;
+            }
+            Libc.SignalGroup(child.Pid, sig);
+            return true;
+        }
+    }
+
     /// <summary>Counts a group the agent did not spawn itself (a forked step) among those <see cref="KillAll"/> kills.</summary>
     public void TrackGroup(int pgid)
     {

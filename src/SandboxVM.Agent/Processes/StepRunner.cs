@@ -35,7 +35,7 @@ internal interface IStepOutput
 internal static class StepRunner
 {
     /// <summary>How long output may still arrive after the main process exited and its group was killed.</summary>
-    private static readonly TimeSpan _drainDeadline = TimeSpan.FromMilliseconds(300);
+    internal static readonly TimeSpan DrainDeadline = TimeSpan.FromMilliseconds(300);
 
     /// <summary>Pump threads wake this often to notice that they should stop.</summary>
     private const int PollSliceMs = 100;
@@ -118,7 +118,7 @@ internal static class StepRunner
         child.KillRemainingGroup();
         await stopStdin.CancelAsync();
         Task pumps = Task.WhenAll(stdoutPump, stderrPump);
-        if (await Task.WhenAny(pumps, Task.Delay(_drainDeadline, CancellationToken.None)) != pumps)
+        if (await Task.WhenAny(pumps, Task.Delay(DrainDeadline, CancellationToken.None)) != pumps)
         {
             // Something outside the group (it called setsid) still holds the pipes.
             await stopPumps.CancelAsync();
@@ -128,19 +128,21 @@ internal static class StepRunner
         await stdinFeed;
         child.Dispose();
 
-        var reason = Classify(status, kill.Task, oomBefore);
-        return new StepResult
-        {
-            Reason = reason,
-            ExitCode = reason == TerminationReason.Exited ? status.ExitCode : -1,
-            Signal = status.Signal,
-            DurationMs = durationMs,
-            StdoutBytes = stdoutBytes,
-            StderrBytes = stderrBytes,
-        };
+        return Result(status, Classify(status, kill.Task, oomBefore), durationMs, stdoutBytes, stderrBytes);
     }
 
-    private static TerminationReason Classify(WaitStatus status, Task<TerminationReason> kill, long? oomBefore)
+    /// <summary>The outcome of a step (or command) whose main process ended with <paramref name="status"/> for <paramref name="reason"/>.</summary>
+    internal static StepResult Result(WaitStatus status, TerminationReason reason, long durationMs, long stdoutBytes, long stderrBytes) => new()
+    {
+        Reason = reason,
+        ExitCode = reason == TerminationReason.Exited ? status.ExitCode : -1,
+        Signal = status.Signal,
+        DurationMs = durationMs,
+        StdoutBytes = stdoutBytes,
+        StderrBytes = stderrBytes,
+    };
+
+    internal static TerminationReason Classify(WaitStatus status, Task<TerminationReason> kill, long? oomBefore)
     {
         if (kill.IsCompletedSuccessfully)
         {
@@ -167,14 +169,14 @@ internal static class StepRunner
         return new StepResult { Reason = TerminationReason.Exited, ExitCode = exitCode, StderrBytes = text.Length };
     }
 
-    private static Task<T> StartThread<T>(Func<T> body) =>
+    internal static Task<T> StartThread<T>(Func<T> body) =>
         Task.Factory.StartNew(body, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
-    private static Task StartThread(Action body) =>
+    internal static Task StartThread(Action body) =>
         Task.Factory.StartNew(body, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
     /// <summary>Copies one pipe to frames until end of file or <paramref name="stop"/>; returns the bytes sent.</summary>
-    private static long Pump(SafeFileHandle pipe, FrameType stream, OutputBudget budget, IStepOutput output,
+    internal static long Pump(SafeFileHandle pipe, FrameType stream, OutputBudget budget, IStepOutput output,
         TaskCompletionSource<TerminationReason> kill, CancellationToken stop)
     {
         byte[] buffer = new byte[Frame.ChunkSize];
@@ -228,7 +230,7 @@ internal static class StepRunner
         return sent;
     }
 
-    private static void FeedStdin(SafeFileHandle pipe, byte[] data, CancellationToken stop)
+    internal static void FeedStdin(SafeFileHandle pipe, byte[] data, CancellationToken stop)
     {
         using (pipe)
         {
@@ -281,7 +283,7 @@ internal static class StepRunner
     }
 
     /// <summary>The stdout+stderr byte cap of one step, shared by both pumps.</summary>
-    private sealed class OutputBudget(long limit)
+    internal sealed class OutputBudget(long limit)
     {
         private readonly Lock _lock = new();
         private long _used;

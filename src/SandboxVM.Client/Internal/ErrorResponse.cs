@@ -39,6 +39,9 @@ internal static class ErrorResponse
             case "permission_denied":
                 // 403 about a file in the sandbox, not about the API key.
                 return new SandboxBadRequestException(status, title, detail, code, field);
+            case "command_not_found" or "stdin_closed":
+                // About one command: the sandbox is there, and trying again will not help.
+                return new SandboxApiException(status, title, detail, code, field);
             case "egress_denied":
                 return new EgressDeniedException(status, title, detail, code, field, problem?.Reason);
             case "search_not_configured":

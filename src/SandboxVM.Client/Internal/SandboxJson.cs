@@ -137,6 +137,36 @@ internal sealed class ProblemDetails
     public string? Message { get; init; }
 }
 
+/// <summary>Body of <c>POST /v1/sandboxes/{id}/commands</c>.</summary>
+internal sealed class CommandStartRequest
+{
+    public System.Text.Json.JsonElement Cmd { get; init; }
+
+    public string? Cwd { get; init; }
+
+    public IReadOnlyDictionary<string, string>? Env { get; init; }
+
+    public double? TimeoutS { get; init; }
+
+    public bool Background { get; init; }
+
+    public string? Stdin { get; init; }
+}
+
+/// <summary>Body of <c>POST /v1/sandboxes/{id}/commands/{cid}/stdin</c>.</summary>
+internal sealed class CommandStdinRequest
+{
+    public string Data { get; init; } = "";
+
+    public bool Eof { get; init; }
+}
+
+/// <summary>Body of <c>GET /v1/sandboxes/{id}/commands</c>.</summary>
+internal sealed class CommandList
+{
+    public List<SandboxCommand>? Commands { get; init; }
+}
+
 /// <summary>Source-generated (reflection-free, AOT-safe) JSON for every body the SDK sends or reads.</summary>
 [JsonSourceGenerationOptions(
     PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
@@ -144,6 +174,12 @@ internal sealed class ProblemDetails
     UnmappedMemberHandling = JsonUnmappedMemberHandling.Skip,
     NumberHandling = JsonNumberHandling.AllowReadingFromString)]
 [JsonSerializable(typeof(RunRequest))]
+[JsonSerializable(typeof(CommandStartRequest))]
+[JsonSerializable(typeof(CommandStdinRequest))]
+[JsonSerializable(typeof(CommandList))]
+[JsonSerializable(typeof(SandboxCommand))]
+[JsonSerializable(typeof(string))]
+[JsonSerializable(typeof(List<string>))]
 [JsonSerializable(typeof(RunResult))]
 [JsonSerializable(typeof(TemplateInfo))]
 [JsonSerializable(typeof(TemplateList))]

@@ -166,4 +166,18 @@ public static class ProblemCodes
     public const string SnapshotBusy = "snapshot_busy";
     public const string TooManySnapshots = "too_many_snapshots";
     public const string SnapshotFailed = "snapshot_failed";
+    /// <summary>A command's cmd, cwd or arguments are not usable (400).</summary>
+    public const string InvalidCommand = "invalid_command";
+    /// <summary>DELETE .../commands/{cid}?signal= names no signal (400).</summary>
+    public const string InvalidSignal = "invalid_signal";
+    /// <summary>No command with that id in the sandbox (404).</summary>
+    public const string CommandNotFound = "command_not_found";
+    /// <summary>The sandbox runs as many commands as it may (429).</summary>
+    public const string TooManyCommands = "too_many_commands";
+    /// <summary>The command's stdin is closed, or it did not read it (409).</summary>
+    public const string StdinClosed = "stdin_closed";
+    /// <summary>A port outside 1..65535 (400).</summary>
+    public const string InvalidPort = "invalid_port";
+    /// <summary>Nothing in the sandbox accepts connections on that port (502).</summary>
+    public const string PortClosed = "port_closed";
 }

@@ -19,7 +19,7 @@ namespace SandboxVM.Core.Runs;
 /// </summary>
 public sealed partial class RunService
 {
-    private const string Home = "/home/sandbox";
+    internal const string Home = "/home/sandbox";
     /// <summary>Where a run's artifacts are written in the sandbox.</summary>
     public const string OutputsDir = "/tmp/outputs";
 
@@ -417,7 +417,7 @@ public sealed partial class RunService
     }
 
     [GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]*$")]
-    private static partial Regex EnvName();
+    internal static partial Regex EnvName();
 
     internal (TemplateDefinition Template, ExecRequest Exec) Validate(RunRequest request)
     {
@@ -506,7 +506,7 @@ public sealed partial class RunService
     /// Caps the processes a step may create below the sandbox's own cgroup cap, so a fork bomb meets
     /// its limit while the agent, which shares the sandbox, still has room to report it.
     /// </summary>
-    private static List<string>? WithProcessLimit(List<string>? argv, int processes) =>
+    internal static List<string>? WithProcessLimit(List<string>? argv, int processes) =>
         argv is null ? null : ["/usr/bin/prlimit", $"--nproc={processes}", "--", .. argv];
 
     internal static double CheckTimeout(double? requested, string field, double fallback, double max)

@@ -97,6 +97,25 @@ public sealed class SandboxSession
     /// <summary>Taken around every freeze and thaw of the VM, so a call that starts during a freeze thaws after it.</summary>
     internal SemaphoreSlim FreezeGate { get; } = new(1, 1);
 
+    /// <summary>Background commands last seen running: a sandbox with one is not frozen (its work would stop).</summary>
+    private readonly HashSet<string> _liveCommands = new(StringComparer.Ordinal);
+
+    /// <summary>Notes what the agent said of a command: running ones keep the sandbox from being frozen.</summary>
+    internal void CommandSeen(string commandId, bool running)
+    {
+        lock (_gate)
+        {
+            if (running)
+            {
+                _liveCommands.Add(commandId);
+            }
+            else
+            {
+                _liveCommands.Remove(commandId);
+            }
+        }
+    }
+
     /// <summary>Calls in flight.</summary>
     internal int ActiveCalls
     {
@@ -108,7 +127,7 @@ public sealed class SandboxSession
     {
         lock (_gate)
         {
-            return !KeepRunning && State == SessionState.Running && _activeCalls == 0 && now >= _lastActivityAt + after;
+            return !KeepRunning && State == SessionState.Running && _activeCalls == 0 && _liveCommands.Count == 0 && now >= _lastActivityAt + after;
         }
     }
 

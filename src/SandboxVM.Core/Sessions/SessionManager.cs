@@ -335,10 +335,35 @@ public sealed partial class SessionManager : IAsyncDisposable
     /// Runs a file or artifact call against the sandbox's agent, counting as activity. An agent error
     /// becomes a problem naming the path.
     /// </summary>
-    public async Task<T> UseAsync<T>(string id, string path, Func<AgentClient, string, Task<T>> call, bool mutates = false)
+    public Task<T> UseAsync<T>(string id, string path, Func<AgentClient, string, Task<T>> call, bool mutates = false)
+    {
+        Get(id);
+        string checkedPath = CheckPath(path);
+        return UseSessionAsync(id, async session =>
+        {
+            if (mutates)
+            {
+                // A file the build depends on may have changed: the next run compiles again.
+                session.BuiltHash = null;
+            }
+            try
+            {
+                return await call(session.Vm.Agent, checkedPath);
+            }
+            catch (AgentException e)
+            {
+                throw FileProblem(e, checkedPath);
+            }
+        });
+    }
+
+    /// <summary>
+    /// Runs a call against the sandbox's running VM (resumed when paused, thawed when frozen), counting as
+    /// activity while it lasts. An agent channel that closes ends the sandbox (404).
+    /// </summary>
+    private async Task<T> UseSessionAsync<T>(string id, Func<SandboxSession, Task<T>> call)
     {
         var session = Get(id);
-        string checkedPath = CheckPath(path);
         while (!session.TryEnter(_time.GetUtcNow()))
         {
             // Paused (resumed here when auto_resume is on), or being paused or resumed: its run lock says when that is over.
@@ -351,16 +376,7 @@ public sealed partial class SessionManager : IAsyncDisposable
         await ThawEnteredAsync(session, CancellationToken.None);
         try
         {
-            if (mutates)
-            {
-                // A file the build depends on may have changed: the next run compiles again.
-                session.BuiltHash = null;
-            }
-            return await call(session.Vm.Agent, checkedPath);
-        }
-        catch (AgentException e)
-        {
-            throw FileProblem(e, checkedPath);
+            return await call(session);
         }
         catch (AgentDisconnectedException e)
         {

@@ -155,6 +155,8 @@ public sealed class AgentClient : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<uint, Operation> _pending = new();
     private readonly ConcurrentDictionary<uint, AgentIncomingRequest> _incoming = new();
+    /// <summary>Streams the host opened (port_open): their frames go to the stream, the answer to the operation.</summary>
+    private readonly ConcurrentDictionary<uint, FrameStream> _streams = new();
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource<HelloReply> _hello = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Task _readLoop;
@@ -233,13 +235,41 @@ public sealed class AgentClient : IAsyncDisposable
         CallAsync(new AgentRequest { Op = Ops.ArtifactsList }, ProtocolJson.Default.ArtifactListBody, cancellationToken);
 
     /// <summary>Runs an exec; output streams to <paramref name="observer"/>. Cancelling sends Cancel and waits for the agent's answer.</summary>
-    public async Task<ExecResult> ExecAsync(ExecRequest request, IExecObserver observer, CancellationToken cancellationToken)
+    public Task<ExecResult> ExecAsync(ExecRequest request, IExecObserver observer, CancellationToken cancellationToken) =>
+        StreamAsync(new AgentRequest { Op = Ops.Exec, Exec = request }, observer, ProtocolJson.Default.ExecResult, cancellationToken);
+
+    /// <summary>
+    /// Starts a command. A background one answers at once; a foreground one streams its output to
+    /// <paramref name="observer"/> and answers when it ended (cancelling kills it).
+    /// </summary>
+    public Task<CommandInfo> StartCommandAsync(CommandRequest request, IExecObserver observer, CancellationToken cancellationToken) =>
+        StreamAsync(new AgentRequest { Op = Ops.CommandStart, Command = request }, observer, ProtocolJson.Default.CommandInfo, cancellationToken);
+
+    /// <summary>A command's state and kept output, waiting up to <paramref name="waitMs"/> for it to end.</summary>
+    public Task<CommandInfo> GetCommandAsync(string id, int waitMs, bool includeOutput, CancellationToken cancellationToken) =>
+        CallAsync(new AgentRequest { Op = Ops.CommandGet, Command = new CommandRequest { Id = id, WaitMs = waitMs, IncludeOutput = includeOutput } },
+            ProtocolJson.Default.CommandInfo, cancellationToken);
+
+    public Task<CommandListBody> ListCommandsAsync(CancellationToken cancellationToken) =>
+        CallAsync(new AgentRequest { Op = Ops.CommandList, Command = new CommandRequest() }, ProtocolJson.Default.CommandListBody, cancellationToken);
+
+    public Task<CommandInfo> WriteCommandStdinAsync(string id, byte[] data, bool eof, CancellationToken cancellationToken) =>
+        CallAsync(new AgentRequest { Op = Ops.CommandStdin, Command = new CommandRequest { Id = id, Data = data, Eof = eof } },
+            ProtocolJson.Default.CommandInfo, cancellationToken);
+
+    /// <summary>Signals a command's group; with <paramref name="killAfterMs"/> &gt; 0 SIGKILL follows if it still runs then, and the answer waits for its end.</summary>
+    public Task<CommandInfo> SignalCommandAsync(string id, int signal, int killAfterMs, CancellationToken cancellationToken) =>
+        CallAsync(new AgentRequest { Op = Ops.CommandSignal, Command = new CommandRequest { Id = id, Signal = signal, KillAfterMs = killAfterMs } },
+            ProtocolJson.Default.CommandInfo, cancellationToken);
+
+    /// <summary>An operation that streams Stdout/Stderr/Event frames before its Response.</summary>
+    private async Task<T> StreamAsync<T>(AgentRequest request, IExecObserver observer, JsonTypeInfo<T> replyType, CancellationToken cancellationToken)
     {
         var op = Open();
         int events = 0;
         try
         {
-            await SendRequestAsync(op.Id, new AgentRequest { Op = Ops.Exec, Exec = request });
+            await SendRequestAsync(op.Id, request);
             using var onCancel = cancellationToken.Register(() => _ = SendCancelAsync(op.Id));
             while (true)
             {
@@ -255,24 +285,69 @@ public sealed class AgentClient : IAsyncDisposable
                     case FrameType.Event:
                         if (++events > _limits.MaxExecEvents)
                         {
-                            throw Violation($"the agent sent more than {_limits.MaxExecEvents} events for exec {op.Id}");
+                            throw Violation($"the agent sent more than {_limits.MaxExecEvents} events for {request.Op} {op.Id}");
                         }
                         observer.OnEvent(Parse(f, ProtocolJson.Default.ExecEvent));
                         break;
                     case FrameType.Response:
                         op.Answered = true;
-                        return Parse(f, ProtocolJson.Default.ExecResult);
+                        return Parse(f, replyType);
                     case FrameType.Error:
                         op.Answered = true;
                         throw ToException(f);
                     default:
-                        throw Unexpected(f, "exec");
+                        throw Unexpected(f, request.Op);
                 }
             }
         }
         finally
         {
             End(op);
+        }
+    }
+
+    /// <summary>Streams the host opened right now.</summary>
+    public int OpenStreams => _streams.Count;
+
+    /// <summary>
+    /// A byte stream to TCP port <paramref name="port"/> on the guest's loopback (port_open). Relay it with
+    /// <see cref="FrameStream.RelayAsync"/>, then <see cref="ClosePort"/> it. At most
+    /// <see cref="ProtocolInfo.MaxAgentOperations"/> at once (<c>too_many_streams</c>).
+    /// </summary>
+    public async Task<FrameStream> OpenPortAsync(int port, CancellationToken cancellationToken)
+    {
+        if (_streams.Count >= ProtocolInfo.MaxAgentOperations)
+        {
+            throw new AgentException(ErrorCodes.TooManyStreams, $"{ProtocolInfo.MaxAgentOperations} port streams are open to this sandbox");
+        }
+        var op = Open();
+        // Registered before the request: the guest's server may speak first, right after the answer.
+        var stream = new FrameStream(_writer, op.Id, _time);
+        _streams[op.Id] = stream;
+        try
+        {
+            await SendRequestAsync(op.Id, new AgentRequest { Op = Ops.PortOpen, Port = new PortOpenRequest { Port = port } });
+            Answer(await ReadFrameAsync(op, cancellationToken), op, ProtocolJson.Default.OkBody, Ops.PortOpen);
+            return stream;
+        }
+        catch
+        {
+            ClosePort(stream);
+            throw;
+        }
+        finally
+        {
+            End(op);
+        }
+    }
+
+    /// <summary>Forgets a stream of <see cref="OpenPortAsync"/>; one that did not end cleanly gets a Cancel.</summary>
+    public void ClosePort(FrameStream stream)
+    {
+        if (_streams.TryRemove(KeyValuePair.Create(stream.Id, stream)) && stream.AbortReason is null)
+        {
+            stream.Abort("closed by the host");
+            _ = SendCancelAsync(stream.Id);
         }
     }
 
@@ -524,6 +599,10 @@ public sealed class AgentClient : IAsyncDisposable
         {
             incoming.Stream.Abort("the agent channel closed");
         }
+        foreach (var stream in _streams.Values)
+        {
+            stream.Abort("the agent channel closed");
+        }
     }
 
     private async Task ReadLoopAsync()
@@ -556,6 +635,11 @@ public sealed class AgentClient : IAsyncDisposable
                 else if (f.Id == 0 && f.Type == FrameType.Error)
                 {
                     _hello.TrySetException(ToException(f));
+                }
+                else if (f.Type is FrameType.Data or FrameType.DataEnd or FrameType.Credit or FrameType.Cancel
+                    && _streams.TryGetValue(f.Id, out var stream))
+                {
+                    stream.Deliver(f);
                 }
                 else if (_pending.TryGetValue(f.Id, out var op))
                 {

@@ -89,6 +89,44 @@ public sealed class SandboxMcpTools(ISandboxClientSource clients)
                 : Error(NoResult);
         });
 
+    [McpServerTool(Name = "run_command", Title = "Run a shell command in a sandbox", Destructive = true, OpenWorld = false)]
+    [Description("Runs a shell command line (/bin/sh -c) in a sandbox made by create_sandbox, as its user, in /home/sandbox "
+        + "unless cwd says otherwise, and returns status, exit code, stdout and stderr: ls, pip list, git, a build, a test suite. "
+        + "With background=true it returns at once with a command id and keeps running (a web server, a long job); call "
+        + "run_command again with e.g. 'curl -s localhost:8000' to talk to it.")]
+    public Task<CallToolResult> RunCommandAsync(
+        [Description("The sandbox's id, from create_sandbox.")] string sandbox_id,
+        [Description("The command line, e.g. 'ls -la' or 'python3 -m pytest -q'.")] string command,
+        [Description("Working directory (default /home/sandbox); it must exist.")] string? cwd = null,
+        [Description("Time limit in seconds (default 60; background: none).")] double? timeout_s = null,
+        [Description("Start it and return at once, leaving it running.")] bool background = false,
+        CancellationToken cancellationToken = default) =>
+        CallAsync(cancellationToken, async (client, ct) =>
+        {
+            var sandbox = await client.ConnectSandboxAsync(sandbox_id, ct);
+            var options = new CommandOptions { Cwd = cwd, TimeoutS = timeout_s };
+            if (background)
+            {
+                var started = await sandbox.Commands.StartAsync(command, options, ct);
+                return Text($"command_id: {started.Id}\nstatus: {started.Status}");
+            }
+            var result = await sandbox.Commands.RunAsync(command, options, ct);
+            var text = new StringBuilder();
+            text.Append(CultureInfo.InvariantCulture, $"status: {result.Status}");
+            if (result.ExitCode is int code)
+            {
+                text.Append(CultureInfo.InvariantCulture, $"\nexit_code: {code}");
+            }
+            if (result.Truncated)
+            {
+                text.Append("\n(output truncated)");
+            }
+            text.Append("\n--- stdout ---\n").Append(result.Stdout).Append("\n--- stderr ---\n").Append(result.Stderr);
+            var answer = Text(text.ToString());
+            answer.IsError = result.Status != "exited" || result.ExitCode != 0;
+            return answer;
+        });
+
     [McpServerTool(Name = "write_file", Title = "Write a file in a sandbox", Destructive = true, Idempotent = true, OpenWorld = false)]
     [Description("Writes a file in a sandbox, replacing it if it exists and creating missing parent directories. Relative paths are "
         + "under the working directory /home/sandbox, where run_in_sandbox's code runs.")]

@@ -25,6 +25,7 @@ from .errors import (
     UnknownTemplateError,
     ValidationError,
 )
+from .commands import Command, Commands
 from .models import Artifact, FileInfo, RunMetrics, RunResult, SandboxInfo, SnapshotInfo
 from .sandbox import Files, Sandbox, delete_snapshot, list_snapshots, list_templates
 from .tools import FetchResult, PageLink, SearchHit, SearchResults
@@ -36,6 +37,8 @@ __all__ = [
     "list_snapshots",
     "delete_snapshot",
     "Files",
+    "Commands",
+    "Command",
     "list_templates",
     "tools",
     "SearchResults",

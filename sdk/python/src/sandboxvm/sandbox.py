@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from ._http import DEFAULT_TIMEOUT, HttpClient
 from ._runs import OutputCallback, post_run
+from .commands import Commands
 from .errors import NotFoundError, SandboxError
 from .models import Artifact, FileInfo, RunResult, SandboxInfo, SnapshotInfo
 
@@ -209,6 +210,7 @@ class Sandbox:
         self._info: Optional[SandboxInfo] = None
         self._killed = False
         self.files = Files(self)
+        self.commands = Commands(self)
 
     # ---- one-shot -------------------------------------------------------------------------------
 

@@ -1,0 +1,36 @@
+"""Commands in a sandbox (``sb.commands``) against the real server, per docs/API.md "Commands"."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandboxvm import ApiError, Sandbox
+
+PY = "python-data-analysis"
+
+
+def test_run_returns_exit_code_and_output(server_url: str) -> None:
+    with Sandbox(template=PY, base_url=server_url) as sb:
+        sb.files.write("work/in.txt", "from a file\n")
+        shell = sb.commands.run("cat in.txt; echo $WHO; exit 5", cwd="work", env={"WHO": "me"})
+        assert shell.status == "exited" and shell.exit_code == 5, shell
+        assert shell.stdout == "from a file\nme\n"
+        argv = sb.commands.run(["python3", "-c", "import sys; print(sys.stdin.read().upper())"], stdin="piped")
+        assert argv.exit_code == 0 and argv.stdout == "PIPED\n", argv
+
+
+def test_background_command_takes_stdin_and_is_killed(server_url: str) -> None:
+    with Sandbox(template=PY, base_url=server_url) as sb:
+        cat = sb.commands.start("cat")
+        assert cat.running and cat.stdin_open and cat.id
+        sb.commands.send_stdin(cat.id, "hello\n", eof=True)
+        done = sb.commands.get(cat.id, wait=True)
+        assert done.status == "exited" and done.stdout == "hello\n", done
+
+        sleeper = sb.commands.start(["sleep", "1000"])
+        assert any(c.id == sleeper.id and c.running for c in sb.commands.list())
+        killed = sb.commands.kill(sleeper.id)
+        assert killed.status == "signal" and killed.signal == 15, killed
+        with pytest.raises(ApiError) as raised:
+            sb.commands.get("c999")
+        assert raised.value.code == "command_not_found"
