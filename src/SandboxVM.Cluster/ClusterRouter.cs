@@ -1,0 +1,177 @@
+using System.Net;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
+using Orleans.Runtime;
+using SandboxVM.Core;
+using SandboxVM.Core.Sessions;
+using SandboxVM.Server;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace SandboxVM.Cluster;
+
+/// <summary>Problem codes of the cluster.</summary>
+public static class ClusterProblemCodes
+{
+    /// <summary>410: the node that held the sandbox died; the sandbox and its files are gone.</summary>
+    public const string SandboxLost = "sandbox_lost";
+
+    /// <summary>503: the node that holds the sandbox does not answer (and is not yet known dead): try again.</summary>
+    public const string NodeUnreachable = "node_unreachable";
+}
+
+/// <summary>
+/// Middleware after the caller's key is checked: a call on a sandbox this node does not hold goes to the
+/// node that does, streamed both ways by YARP's forwarder (SSE events and file bodies as they come, no
+/// buffering), with the hop's secret and the caller instead of the key. The owner comes from the
+/// sandbox's grain. A sandbox held here is served here without asking anyone.
+/// </summary>
+internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager sessions, IGrainFactory grains,
+    IHttpForwarder forwarder, ClusterNode node, ClusterHop hop, SandboxRegistrar registrar,
+    IClusterMembershipService membership, SandboxVmOptions options, ILogger<ClusterRouter> logger)
+{
+    private const string Prefix = "/v1/sandboxes";
+
+    /// <summary>How long finding a sandbox's owner may take before the caller hears <c>node_unreachable</c>.</summary>
+    private static readonly TimeSpan LocateTimeout = TimeSpan.FromSeconds(10);
+
+    private readonly HopTransformer _transformer = new(hop);
+
+    public async Task InvokeAsync(HttpContext context)
+    {
+        var path = context.Request.Path;
+        if (!path.StartsWithSegments(Prefix, out var rest))
+        {
+            await next(context);
+            return;
+        }
+        string id = SandboxId(rest);
+        if (id.Length == 0 || ClusterHop.IsHop(context) || IsLocal(id))
+        {
+            if (HttpMethods.IsPost(context.Request.Method))
+            {
+                // Creates, forks and resumes: the new sandbox is known to the cluster before its id is out.
+                context.Response.OnStarting(() => RegisterAsync(context.RequestAborted));
+            }
+            await next(context);
+            return;
+        }
+        SandboxPlace? place;
+        try
+        {
+            place = await grains.GetGrain<ISandboxGrain>(id).LocateAsync().WaitAsync(LocateTimeout, context.RequestAborted);
+        }
+        catch (Exception e) when (e is TimeoutException or SiloUnavailableException or OrleansException)
+        {
+            LogLocateFailed(logger, id, e.Message);
+            await Problems.Write(context, 503, ClusterProblemCodes.NodeUnreachable, null,
+                $"the node that holds sandbox '{id}' does not answer; try again", TimeSpan.FromSeconds(1));
+            return;
+        }
+        if (place is null)
+        {
+            // No node holds it: the local answer is the usual 404.
+            await next(context);
+            return;
+        }
+        if (place.Lost)
+        {
+            await WriteLostAsync(context, id);
+            return;
+        }
+        await ForwardAsync(context, id, place);
+    }
+
+    private async Task ForwardAsync(HttpContext context, string id, SandboxPlace place)
+    {
+        // The owner enforces the upload limit; here the server-wide cap would cut a large file short.
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodySize)
+        {
+            bodySize.MaxRequestBodySize = options.MaxUploadBytes + 1;
+        }
+        var error = await forwarder.SendAsync(context, place.Url, node.Forwarding, node.ForwardingConfig, _transformer);
+        if (error == ForwarderError.None)
+        {
+            return;
+        }
+        LogForwardFailed(logger, id, place.Url, error.ToString());
+        if (context.Response.HasStarted || error is not (ForwarderError.Request or ForwarderError.RequestTimedOut))
+        {
+            // Part of the answer is out, or the caller went away: YARP has ended the response.
+            return;
+        }
+        context.Response.Clear();
+        if (IsDead(place.Silo))
+        {
+            await WriteLostAsync(context, id);
+            return;
+        }
+        await Problems.Write(context, 503, ClusterProblemCodes.NodeUnreachable, null,
+            $"the node that holds sandbox '{id}' does not answer; try again", TimeSpan.FromSeconds(1));
+    }
+
+    private static Task WriteLostAsync(HttpContext context, string id) =>
+        Problems.Write(context, 410, ClusterProblemCodes.SandboxLost, null,
+            $"sandbox '{id}' is lost: the node that held it left the cluster");
+
+    private bool IsDead(string silo) =>
+        membership.CurrentSnapshot.GetSiloStatus(SiloAddress.FromParsableString(silo)) is SiloStatus.Dead or SiloStatus.None;
+
+    private bool IsLocal(string id)
+    {
+        try
+        {
+            sessions.Get(id);
+            return true;
+        }
+        catch (SandboxVM.Core.Runs.RunRequestException)
+        {
+            return false;
+        }
+    }
+
+    private async Task RegisterAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await registrar.SyncAsync(cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // The registrar's loop tries again within a second.
+            LogRegisterFailed(logger, e.Message);
+        }
+    }
+
+    /// <summary>The first segment after /v1/sandboxes, unescaped; empty for the collection itself.</summary>
+    private static string SandboxId(PathString rest)
+    {
+        string value = rest.Value ?? "";
+        if (value.Length < 2)
+        {
+            return "";
+        }
+        int slash = value.IndexOf('/', 1);
+        return WebUtility.UrlDecode(slash < 0 ? value[1..] : value[1..slash]);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: finding the owner of sandbox {Id} failed: {Error}")]
+    private static partial void LogLocateFailed(ILogger logger, string id, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: forwarding a call on sandbox {Id} to {Url} failed: {Error}")]
+    private static partial void LogForwardFailed(ILogger logger, string id, string url, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: registering new sandboxes failed: {Error}")]
+    private static partial void LogRegisterFailed(ILogger logger, string error);
+
+    /// <summary>The request as it came, minus its key, plus the hop's secret and caller.</summary>
+    private sealed class HopTransformer(ClusterHop hop) : HttpTransformer
+    {
+        public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest,
+            string destinationPrefix, CancellationToken cancellationToken)
+        {
+            await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+            hop.Stamp(proxyRequest, httpContext.GetCaller());
+        }
+    }
+}
