@@ -64,6 +64,8 @@ public sealed class ClusterExtension(string? cluster = null) : IServerExtension
                 o.ClusterId = settings.ClusterId;
                 o.ServiceId = settings.ClusterId;
             });
+            // The node's name in the membership is its HTTP address: GET /v1/admin/cluster lists them.
+            silo.Configure<SiloOptions>(o => o.SiloName = advertise.ToString());
             silo.ConfigureEndpoints(siloIp, settings.ClusterSiloPort, settings.ClusterGatewayPort, listenOnAnyHostAddress: false);
             silo.Configure<ClusterMembershipOptions>(o =>
             {

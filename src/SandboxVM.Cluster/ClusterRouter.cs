@@ -32,6 +32,9 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
 {
     private const string Prefix = "/v1/sandboxes";
 
+    /// <summary>The cluster's nodes as Orleans' membership has them (admin keys only).</summary>
+    public const string NodesPath = "/v1/admin/cluster";
+
     /// <summary>How long finding a sandbox's owner may take before the caller hears <c>node_unreachable</c>.</summary>
     private static readonly TimeSpan LocateTimeout = TimeSpan.FromSeconds(10);
 
@@ -40,6 +43,11 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
     public async Task InvokeAsync(HttpContext context)
     {
         var path = context.Request.Path;
+        if (path == NodesPath && HttpMethods.IsGet(context.Request.Method))
+        {
+            await WriteNodesAsync(context);
+            return;
+        }
         if (!path.StartsWithSegments(Prefix, out var rest))
         {
             await next(context);
@@ -108,6 +116,22 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
         }
         await Problems.Write(context, 503, ClusterProblemCodes.NodeUnreachable, null,
             $"the node that holds sandbox '{id}' does not answer; try again", TimeSpan.FromSeconds(1));
+    }
+
+    private Task WriteNodesAsync(HttpContext context)
+    {
+        var snapshot = membership.CurrentSnapshot;
+        return Results.Json(new
+        {
+            self = node.Url.ToString(),
+            version = snapshot.Version.Value,
+            nodes = snapshot.Members.Values.OrderBy(m => m.Name, StringComparer.Ordinal).Select(m => new
+            {
+                url = m.Name,
+                silo = m.SiloAddress.ToParsableString(),
+                status = m.Status.ToString().ToLowerInvariant(),
+            }).ToList(),
+        }).ExecuteAsync(context);
     }
 
     private static Task WriteLostAsync(HttpContext context, string id) =>
