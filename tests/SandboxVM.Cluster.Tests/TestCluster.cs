@@ -50,7 +50,7 @@ internal sealed class TestCluster : IAsyncDisposable
             {
                 keys = new object[]
                 {
-                    new { name = "alice", sha256 = Hash(Alice), admin = false, limits = new { sandboxes = 100 } },
+                    new { name = "alice", sha256 = Hash(Alice), admin = false, limits = new { sandboxes = 100, runs_per_minute = 100000, concurrent_runs = 64 } },
                     new { name = "bob", sha256 = Hash(Bob), admin = false },
                     new { name = "ops", sha256 = Hash(Admin), admin = true },
                 },
