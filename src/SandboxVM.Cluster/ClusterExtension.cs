@@ -106,7 +106,10 @@ internal sealed class ClusterNode(Uri url, ClusterSettings settings) : IDisposab
     public Uri Url { get; } = url;
     public ClusterSettings Settings { get; } = settings;
 
-    public HttpMessageInvoker Forwarding { get; } = new(new SocketsHttpHandler
+    public HttpMessageInvoker Forwarding => field ??= new HttpMessageInvoker(Handler, disposeHandler: false);
+
+    /// <summary>The connections to the other nodes, shared by forwarded calls and the node's own (lists).</summary>
+    public SocketsHttpHandler Handler { get; } = new()
     {
         UseProxy = false,
         AllowAutoRedirect = false,
@@ -115,10 +118,10 @@ internal sealed class ClusterNode(Uri url, ClusterSettings settings) : IDisposab
         // A dead node's port refuses at once; one that is gone from the network is given this long.
         ConnectTimeout = TimeSpan.FromSeconds(5),
         EnableMultipleHttp2Connections = true,
-    });
+    };
 
     /// <summary>A streaming run may be silent for long: the run's own timeout ends it, not the hop.</summary>
     public ForwarderRequestConfig ForwardingConfig { get; } = new() { ActivityTimeout = TimeSpan.FromHours(1) };
 
-    public void Dispose() => Forwarding.Dispose();
+    public void Dispose() => Handler.Dispose();
 }

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Text.Json;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Logging;
@@ -38,6 +39,9 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
     /// <summary>How long finding a sandbox's owner may take before the caller hears <c>node_unreachable</c>.</summary>
     private static readonly TimeSpan LocateTimeout = TimeSpan.FromSeconds(10);
 
+    /// <summary>How long a node may take to list its sandboxes before the list goes out without them.</summary>
+    private static readonly TimeSpan ListTimeout = TimeSpan.FromSeconds(5);
+
     private readonly HopTransformer _transformer = new(hop);
 
     public async Task InvokeAsync(HttpContext context)
@@ -54,6 +58,11 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
             return;
         }
         string id = SandboxId(rest);
+        if (id.Length == 0 && !rest.HasValue && HttpMethods.IsGet(context.Request.Method) && !ClusterHop.IsHop(context))
+        {
+            await ListAsync(context);
+            return;
+        }
         if (id.Length == 0 || ClusterHop.IsHop(context) || IsLocal(id))
         {
             if (HttpMethods.IsPost(context.Request.Method))
@@ -116,6 +125,48 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
         }
         await Problems.Write(context, 503, ClusterProblemCodes.NodeUnreachable, null,
             $"the node that holds sandbox '{id}' does not answer; try again", TimeSpan.FromSeconds(1));
+    }
+
+    /// <summary>
+    /// The caller's sandboxes on every node: each live node's own list (asked over a hop, in parallel,
+    /// a few seconds at most), and those of dead nodes as <c>lost</c>.
+    /// </summary>
+    private async Task ListAsync(HttpContext context)
+    {
+        var caller = context.GetCaller();
+        var snapshot = membership.CurrentSnapshot;
+        using var http = new HttpClient(node.Handler, disposeHandler: false) { Timeout = ListTimeout };
+        var live = snapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(async m =>
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(new Uri(m.Name), Prefix + context.Request.QueryString));
+            hop.Stamp(request, caller);
+            try
+            {
+                using var response = await http.SendAsync(request, context.RequestAborted);
+                response.EnsureSuccessStatusCode();
+                using var doc = await JsonDocument.ParseAsync(await response.Content.ReadAsStreamAsync(context.RequestAborted), cancellationToken: context.RequestAborted);
+                return doc.RootElement.GetProperty("sandboxes").EnumerateArray().Select(e => e.Clone()).ToList();
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException or JsonException or KeyNotFoundException or InvalidOperationException
+                && !context.RequestAborted.IsCancellationRequested)
+            {
+                LogListFailed(logger, m.Name, e.Message);
+                return [];
+            }
+        });
+        var lost = snapshot.Members.Values.Where(m => m.Status == SiloStatus.Dead).Select(async m =>
+        {
+            var entries = await grains.GetGrain<INodeSandboxesGrain>(m.SiloAddress.ToParsableString()).ListAsync(caller.Name);
+            return entries.Select(s => JsonSerializer.SerializeToElement(new Dictionary<string, object>
+            {
+                ["id"] = s.Id,
+                ["template"] = s.Template,
+                ["state"] = "lost",
+                ["created_at"] = s.CreatedAt.UtcDateTime,
+            })).ToList();
+        });
+        var lists = await Task.WhenAll(live.Concat(lost));
+        await Results.Json(new { sandboxes = lists.SelectMany(l => l).ToList() }).ExecuteAsync(context);
     }
 
     private Task WriteNodesAsync(HttpContext context)
@@ -184,6 +235,9 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: forwarding a call on sandbox {Id} to {Url} failed: {Error}")]
     private static partial void LogForwardFailed(ILogger logger, string id, string url, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: node {Url} did not list its sandboxes: {Error}")]
+    private static partial void LogListFailed(ILogger logger, string url, string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: registering new sandboxes failed: {Error}")]
     private static partial void LogRegisterFailed(ILogger logger, string error);

@@ -21,14 +21,25 @@ internal sealed partial class SandboxRegistrar(SessionManager sessions, IGrainFa
         await _gate.WaitAsync(cancellationToken);
         try
         {
-            var live = sessions.List().Select(s => s.Id).ToHashSet(StringComparer.Ordinal);
-            var place = new SandboxPlace(node.Url.ToString(), silo.SiloAddress.ToParsableString());
-            foreach (string id in live.Where(id => !_registered.Contains(id)).ToList())
+            var list = sessions.List();
+            var live = list.Select(s => s.Id).ToHashSet(StringComparer.Ordinal);
+            string self = silo.SiloAddress.ToParsableString();
+            var place = new SandboxPlace(node.Url.ToString(), self);
+            var added = list.Where(s => !_registered.Contains(s.Id))
+                .Select(s => new NodeSandbox(s.Id, s.Owner, s.Template.Name, s.CreatedAt)).ToList();
+            var removed = _registered.Where(id => !live.Contains(id)).ToList();
+            if (added.Count == 0 && removed.Count == 0)
             {
-                await grains.GetGrain<ISandboxGrain>(id).RegisterAsync(place).WaitAsync(cancellationToken);
-                _registered.Add(id);
+                return;
             }
-            foreach (string id in _registered.Where(id => !live.Contains(id)).ToList())
+            // The node's list first: a sandbox whose grain exists is always on it, so it is listed as lost if the node dies.
+            await grains.GetGrain<INodeSandboxesGrain>(self).SetAsync(added, removed).WaitAsync(cancellationToken);
+            foreach (var sandbox in added)
+            {
+                await grains.GetGrain<ISandboxGrain>(sandbox.Id).RegisterAsync(place).WaitAsync(cancellationToken);
+                _registered.Add(sandbox.Id);
+            }
+            foreach (string id in removed)
             {
                 await grains.GetGrain<ISandboxGrain>(id).UnregisterAsync().WaitAsync(cancellationToken);
                 _registered.Remove(id);

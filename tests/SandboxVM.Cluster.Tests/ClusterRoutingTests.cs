@@ -181,6 +181,29 @@ public sealed class ClusterRoutingTests(ThreeNodes nodes) : IClassFixture<ThreeN
     }
 
     [Fact]
+    public async Task Every_node_lists_the_callers_sandboxes_of_all_nodes_and_no_one_elses()
+    {
+        var cluster = nodes.Cluster;
+        using var aliceOnA = cluster.Nodes[0].Client(TestCluster.Alice);
+        using var aliceOnB = cluster.Nodes[1].Client(TestCluster.Alice);
+        using var bobOnC = cluster.Nodes[2].Client(TestCluster.Bob);
+        string onA = await CreateAsync(aliceOnA);
+        string onB = await CreateAsync(aliceOnB);
+        string bobs = await CreateAsync(bobOnC);
+
+        foreach (var node in cluster.Nodes)
+        {
+            using var alice = node.Client(TestCluster.Alice);
+            var list = await alice.GetFromJsonAsync<JsonElement>("v1/sandboxes", Ct);
+            var ids = list.GetProperty("sandboxes").EnumerateArray().Select(s => s.GetProperty("id").GetString()).ToList();
+            Assert.Contains(onA, ids);
+            Assert.Contains(onB, ids);
+            Assert.DoesNotContain(bobs, ids);
+            Assert.Equal(ids.Count, ids.Distinct().Count());
+        }
+    }
+
+    [Fact]
     public async Task Keys_are_checked_at_the_edge_and_a_forged_hop_is_refused()
     {
         var cluster = nodes.Cluster;

@@ -79,6 +79,11 @@ public sealed class NodeLossTests
         Assert.True(answers.Where(x => x.Sandbox != onC).All(x => x.Outcome == "200"), summary);
         Assert.True(answers.Where(x => x.Sandbox == onC).All(x => x.Outcome is "200" or "503 node_unreachable" or "410 sandbox_lost"), summary);
         await cluster.WaitForMembersAsync(2);
+        var list = await b.GetFromJsonAsync<JsonElement>("v1/sandboxes", Ct);
+        var states = list.GetProperty("sandboxes").EnumerateArray().ToDictionary(s => s.GetProperty("id").GetString()!, s => s.GetProperty("state").GetString());
+        Assert.Equal("lost", states[onC]);
+        Assert.Equal("running", states[onA]);
+        Assert.Equal("running", states[onB]);
         TestContext.Current.SendDiagnosticMessage(summary);
     }
 
