@@ -80,6 +80,8 @@ public sealed class ClusterExtension(string? cluster = null) : IServerExtension
         services.AddHttpForwarder();
         services.AddSingleton<SandboxRegistrar>();
         services.AddHostedService(sp => sp.GetRequiredService<SandboxRegistrar>());
+        services.AddSingleton<RunPlacement>();
+        services.AddHostedService(sp => sp.GetRequiredService<RunPlacement>());
     }
 
     /// <summary>The cluster's hop secret: made by the first node (SET NX) and read by the others.</summary>

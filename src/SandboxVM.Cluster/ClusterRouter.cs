@@ -29,8 +29,16 @@ public static class ClusterProblemCodes
 /// </summary>
 internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager sessions, IGrainFactory grains,
     IHttpForwarder forwarder, ClusterNode node, ClusterHop hop, SandboxRegistrar registrar,
-    IClusterMembershipService membership, SandboxVmOptions options, ILogger<ClusterRouter> logger)
+    IClusterMembershipService membership, SandboxVmOptions options, RunPlacement placement, ILogger<ClusterRouter> logger)
 {
+    /// <summary>The node that served a call (set by that node; a forwarded answer keeps it).</summary>
+    public const string NodeHeader = "SandboxVM-Node";
+
+    private const string OneShotPath = "/v1/run";
+
+    /// <summary>A one-shot run's body read to find its template; a larger one runs where it arrived.</summary>
+    private const int PlacementBodyBytes = 1 << 20;
+
     private const string Prefix = "/v1/sandboxes";
 
     /// <summary>The cluster's nodes as Orleans' membership has them (admin keys only).</summary>
@@ -47,6 +55,12 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
     public async Task InvokeAsync(HttpContext context)
     {
         var path = context.Request.Path;
+        context.Response.Headers[NodeHeader] = node.Url.ToString();
+        if (path == OneShotPath && HttpMethods.IsPost(context.Request.Method) && !ClusterHop.IsHop(context))
+        {
+            await PlaceRunAsync(context);
+            return;
+        }
         if (path == NodesPath && HttpMethods.IsGet(context.Request.Method))
         {
             await WriteNodesAsync(context);
@@ -99,6 +113,74 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
         await ForwardAsync(context, id, place);
     }
 
+    /// <summary>A one-shot run goes where a clone of its template is ready, else to the least loaded node.</summary>
+    private async Task PlaceRunAsync(HttpContext context)
+    {
+        string? template = null;
+        if (context.Request.ContentLength is null or (> 0 and <= PlacementBodyBytes))
+        {
+            // At most the first MiB is read here (a chunked body has no length); the endpoint reads it again.
+            context.Request.EnableBuffering();
+            byte[] head = new byte[PlacementBodyBytes + 1];
+            int read = await context.Request.Body.ReadAtLeastAsync(head, head.Length, throwOnEndOfStream: false, context.RequestAborted);
+            context.Request.Body.Position = 0;
+            if (read <= PlacementBodyBytes)
+            {
+                template = TemplateOf(head.AsSpan(0, read));
+            }
+        }
+        string? target = template is null ? null : placement.Choose(template);
+        if (target is null)
+        {
+            await next(context);
+            return;
+        }
+        var error = await SendAsync(context, target);
+        if (error != ForwarderError.None && !context.Response.HasStarted && error is ForwarderError.Request or ForwarderError.RequestTimedOut)
+        {
+            // The chosen node went away before the run started: nothing ran there, so it runs here.
+            LogForwardFailed(logger, "(one-shot run)", target, error.ToString());
+            context.Response.Clear();
+            context.Response.Headers[NodeHeader] = node.Url.ToString();
+            context.Request.Body.Position = 0;
+            await next(context);
+        }
+    }
+
+    /// <summary>Forwards the call; the answer names the node that served it, not this one.</summary>
+    private async Task<ForwarderError> SendAsync(HttpContext context, string url)
+    {
+        context.Response.Headers.Remove(NodeHeader);
+        return await forwarder.SendAsync(context, url, node.Forwarding, node.ForwardingConfig, _transformer);
+    }
+
+    /// <summary>The top-level "template" of a run request, or null (malformed bodies are the endpoint's to refuse).</summary>
+    private static string? TemplateOf(ReadOnlySpan<byte> json)
+    {
+        try
+        {
+            var reader = new Utf8JsonReader(json);
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+            {
+                return null;
+            }
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+            {
+                bool isTemplate = reader.ValueTextEquals("template"u8);
+                reader.Read();
+                if (isTemplate)
+                {
+                    return reader.TokenType == JsonTokenType.String ? reader.GetString() : null;
+                }
+                reader.Skip();
+            }
+        }
+        catch (JsonException)
+        {
+        }
+        return null;
+    }
+
     private async Task ForwardAsync(HttpContext context, string id, SandboxPlace place)
     {
         // The owner enforces the upload limit; here the server-wide cap would cut a large file short.
@@ -106,7 +188,7 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
         {
             bodySize.MaxRequestBodySize = options.MaxUploadBytes + 1;
         }
-        var error = await forwarder.SendAsync(context, place.Url, node.Forwarding, node.ForwardingConfig, _transformer);
+        var error = await SendAsync(context, place.Url);
         if (error == ForwarderError.None)
         {
             return;
@@ -118,6 +200,7 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
             return;
         }
         context.Response.Clear();
+        context.Response.Headers[NodeHeader] = node.Url.ToString();
         if (IsDead(place.Silo))
         {
             await WriteLostAsync(context, id);
