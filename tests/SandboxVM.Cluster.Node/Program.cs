@@ -4,7 +4,6 @@ using SandboxVM.Cluster;
 using SandboxVM.Core;
 using SandboxVM.Core.Pools;
 using SandboxVM.Core.Runs;
-using SandboxVM.Core.Templates;
 using SandboxVM.Runtime;
 using SandboxVM.Server;
 using SandboxVM.Testing;
@@ -51,17 +50,3 @@ var app = ServerApp.Build(args[1..], o =>
 await app.RunAsync();
 return 0;
 
-/// <summary>A template's resources as its sandbox's spec, without building an image (the local agent needs none).</summary>
-internal sealed class TemplateSpecs : IVmSpecProvider
-{
-    public Task<VmSpec> GetSpecAsync(TemplateDefinition template, CancellationToken cancellationToken) =>
-        Task.FromResult(new VmSpec
-        {
-            TemplateName = template.Name,
-            RootfsDir = "/nonexistent",
-            Vcpus = template.Vcpus,
-            MemoryMib = template.MemoryMib,
-            MaxProcesses = template.Limits.Processes,
-            WritableBytes = template.Limits.FileBytes,
-        });
-}
