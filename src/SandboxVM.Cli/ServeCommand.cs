@@ -17,7 +17,12 @@ internal static class ServeCommand
         {
             Description = "Listen beyond loopback without API keys: anyone who can reach the port runs code. A trusted network only",
         };
-        var command = new Command("serve", "Start the SandboxVM server (binds 127.0.0.1:8000 by default)") { url, runtime, keysFile, insecure };
+        var cluster = new Option<string?>("--cluster")
+        {
+            Description = "Join the cluster whose membership is in this Redis (redis://HOST:PORT; SandboxVM:Cluster); " +
+                "the other nodes reach this one at SandboxVM:ClusterAdvertiseUrl (default: --url)",
+        };
+        var command = new Command("serve", "Start the SandboxVM server (binds 127.0.0.1:8000 by default)") { url, runtime, keysFile, insecure, cluster };
         command.SetAction(async (parse, ct) =>
         {
             string? requested = parse.GetValue(runtime);
@@ -35,7 +40,7 @@ internal static class ServeCommand
                         o.ApiKeysFile = file;
                     }
                     o.InsecureNoAuth |= parse.GetValue(insecure);
-                }, parse.GetValue(url));
+                }, parse.GetValue(url), extension: new SandboxVM.Cluster.ClusterExtension(parse.GetValue(cluster)));
             }
             catch (InvalidOperationException e)
             {

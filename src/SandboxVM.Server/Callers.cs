@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.FileProviders;
 using Microsoft.Extensions.FileProviders.Physical;
 using Microsoft.Extensions.Logging;
@@ -234,7 +235,12 @@ internal sealed class CallerMiddleware(RequestDelegate next, CallerStore callers
             return next(context);
         }
         Caller caller = Caller.Anonymous;
-        if (callers.KeysRequired)
+        if (context.RequestServices.GetService<ITrustedHop>()?.CallerOf(context) is { } forwarded)
+        {
+            // A call another node of the cluster forwarded: that node checked the key and its limits.
+            caller = forwarded;
+        }
+        else if (callers.KeysRequired)
         {
             string header = context.Request.Headers.Authorization.ToString();
             string presented = header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) ? header["Bearer ".Length..].Trim() : "";

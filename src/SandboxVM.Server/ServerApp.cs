@@ -55,8 +55,9 @@ public static partial class ServerApp
     /// <param name="configure">Last changes to the options.</param>
     /// <param name="url">Listen URL.</param>
     /// <param name="configureServices">Last changes to the services (tests: e.g. an <see cref="SandboxVM.Egress.IEgressResolver"/> that maps names without DNS).</param>
+    /// <param name="extension">A layer around the API (the cluster, src/SandboxVM.Cluster): its services, and its middleware after the caller's key is known.</param>
     public static WebApplication Build(string[] args, Action<SandboxVmOptions>? configure = null, string? url = null,
-        Action<IServiceCollection>? configureServices = null)
+        Action<IServiceCollection>? configureServices = null, IServerExtension? extension = null)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ApplicationName = "SandboxVM.Server" });
         builder.Logging.AddSimpleConsole(o =>
@@ -80,9 +81,11 @@ public static partial class ServerApp
         Mcp.McpEndpoint.AddServices(builder.Services);
         PortEndpoints.AddServices(builder.Services);
         configureServices?.Invoke(builder.Services);
+        extension?.AddServices(builder, options, urls);
 
         var app = builder.Build();
         HttpSurface.Use(app);
+        extension?.Use(app);
         Endpoints.Map(app);
         Mcp.McpEndpoint.Map(app);
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("SandboxVM.Server");

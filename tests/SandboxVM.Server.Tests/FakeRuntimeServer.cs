@@ -88,21 +88,6 @@ internal sealed class LoopbackServer : IAsyncDisposable
     }
 }
 
-/// <summary>The spec of a template's sandbox as the catalog makes it (its resources), without building an image.</summary>
-internal sealed class TemplateSpecs : IVmSpecProvider
-{
-    public Task<VmSpec> GetSpecAsync(TemplateDefinition template, CancellationToken cancellationToken) =>
-        Task.FromResult(new VmSpec
-        {
-            TemplateName = template.Name,
-            RootfsDir = "/nonexistent",
-            Vcpus = template.Vcpus,
-            MemoryMib = template.MemoryMib,
-            MaxProcesses = template.Limits.Processes,
-            WritableBytes = template.Limits.FileBytes,
-        });
-}
-
 /// <summary>
 /// <see cref="LoopbackServer"/> with <see cref="FakeAgentRuntime"/> for its runtime: each sandbox's agent
 /// is scripted by the test. One template, <see cref="Template"/>, with a small output cap.

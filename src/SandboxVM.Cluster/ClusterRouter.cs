@@ -1,0 +1,338 @@
+using System.Net;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
+using Orleans.Runtime;
+using SandboxVM.Core;
+using SandboxVM.Core.Sessions;
+using SandboxVM.Server;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace SandboxVM.Cluster;
+
+/// <summary>Problem codes of the cluster.</summary>
+public static class ClusterProblemCodes
+{
+    /// <summary>410: the node that held the sandbox died; the sandbox and its files are gone.</summary>
+    public const string SandboxLost = "sandbox_lost";
+
+    /// <summary>503: the node that holds the sandbox does not answer (and is not yet known dead): try again.</summary>
+    public const string NodeUnreachable = "node_unreachable";
+}
+
+/// <summary>
+/// Middleware after the caller's key is checked: a call on a sandbox this node does not hold goes to the
+/// node that does, streamed both ways by YARP's forwarder (SSE events and file bodies as they come, no
+/// buffering), with the hop's secret and the caller instead of the key. The owner comes from the
+/// sandbox's grain. A sandbox held here is served here without asking anyone.
+/// </summary>
+internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager sessions, IGrainFactory grains,
+    IHttpForwarder forwarder, ClusterNode node, ClusterHop hop, SandboxRegistrar registrar,
+    IClusterMembershipService membership, SandboxVmOptions options, RunPlacement placement, ILogger<ClusterRouter> logger)
+{
+    /// <summary>The node that served a call (set by that node; a forwarded answer keeps it).</summary>
+    public const string NodeHeader = "SandboxVM-Node";
+
+    private const string OneShotPath = "/v1/run";
+
+    /// <summary>A one-shot run's body read to find its template; a larger one runs where it arrived.</summary>
+    private const int PlacementBodyBytes = 1 << 20;
+
+    private const string Prefix = "/v1/sandboxes";
+
+    /// <summary>The cluster's nodes as Orleans' membership has them (admin keys only).</summary>
+    public const string NodesPath = "/v1/admin/cluster";
+
+    /// <summary>How long finding a sandbox's owner may take before the caller hears <c>node_unreachable</c>.</summary>
+    private static readonly TimeSpan LocateTimeout = TimeSpan.FromSeconds(10);
+
+    /// <summary>How long a node may take to list its sandboxes before the list goes out without them.</summary>
+    private static readonly TimeSpan ListTimeout = TimeSpan.FromSeconds(5);
+
+    private readonly HopTransformer _transformer = new(hop);
+
+    public async Task InvokeAsync(HttpContext context)
+    {
+        var path = context.Request.Path;
+        context.Response.Headers[NodeHeader] = node.Url.ToString();
+        if (path == OneShotPath && HttpMethods.IsPost(context.Request.Method) && !ClusterHop.IsHop(context))
+        {
+            await PlaceRunAsync(context);
+            return;
+        }
+        if (path == NodesPath && HttpMethods.IsGet(context.Request.Method))
+        {
+            await WriteNodesAsync(context);
+            return;
+        }
+        if (!path.StartsWithSegments(Prefix, out var rest))
+        {
+            await next(context);
+            return;
+        }
+        string id = SandboxId(rest);
+        if (id.Length == 0 && !rest.HasValue && HttpMethods.IsGet(context.Request.Method) && !ClusterHop.IsHop(context))
+        {
+            await ListAsync(context);
+            return;
+        }
+        if (id.Length == 0 || ClusterHop.IsHop(context) || IsLocal(id))
+        {
+            if (HttpMethods.IsPost(context.Request.Method))
+            {
+                // Creates, forks and resumes: the new sandbox is known to the cluster before its id is out.
+                context.Response.OnStarting(() => RegisterAsync(context.RequestAborted));
+            }
+            await next(context);
+            return;
+        }
+        SandboxPlace? place;
+        try
+        {
+            place = await grains.GetGrain<ISandboxGrain>(id).LocateAsync().WaitAsync(LocateTimeout, context.RequestAborted);
+        }
+        catch (Exception e) when (e is TimeoutException or SiloUnavailableException or OrleansException)
+        {
+            LogLocateFailed(logger, id, e.Message);
+            await Problems.Write(context, 503, ClusterProblemCodes.NodeUnreachable, null,
+                $"the node that holds sandbox '{id}' does not answer; try again", TimeSpan.FromSeconds(1));
+            return;
+        }
+        if (place is null)
+        {
+            // No node holds it: the local answer is the usual 404.
+            await next(context);
+            return;
+        }
+        if (place.Lost)
+        {
+            await WriteLostAsync(context, id);
+            return;
+        }
+        await ForwardAsync(context, id, place);
+    }
+
+    /// <summary>A one-shot run goes where a clone of its template is ready, else to the least loaded node.</summary>
+    private async Task PlaceRunAsync(HttpContext context)
+    {
+        string? template = null;
+        if (context.Request.ContentLength is null or (> 0 and <= PlacementBodyBytes))
+        {
+            // At most the first MiB is read here (a chunked body has no length); the endpoint reads it again.
+            context.Request.EnableBuffering();
+            byte[] head = new byte[PlacementBodyBytes + 1];
+            int read = await context.Request.Body.ReadAtLeastAsync(head, head.Length, throwOnEndOfStream: false, context.RequestAborted);
+            context.Request.Body.Position = 0;
+            if (read <= PlacementBodyBytes)
+            {
+                template = TemplateOf(head.AsSpan(0, read));
+            }
+        }
+        string? target = template is null ? null : placement.Choose(template);
+        if (target is null)
+        {
+            await next(context);
+            return;
+        }
+        var error = await SendAsync(context, target);
+        if (error != ForwarderError.None && !context.Response.HasStarted && error is ForwarderError.Request or ForwarderError.RequestTimedOut)
+        {
+            // The chosen node went away before the run started: nothing ran there, so it runs here.
+            LogForwardFailed(logger, "(one-shot run)", target, error.ToString());
+            context.Response.Clear();
+            context.Response.Headers[NodeHeader] = node.Url.ToString();
+            context.Request.Body.Position = 0;
+            await next(context);
+        }
+    }
+
+    /// <summary>Forwards the call; the answer names the node that served it, not this one.</summary>
+    private async Task<ForwarderError> SendAsync(HttpContext context, string url)
+    {
+        context.Response.Headers.Remove(NodeHeader);
+        return await forwarder.SendAsync(context, url, node.Forwarding, node.ForwardingConfig, _transformer);
+    }
+
+    /// <summary>The top-level "template" of a run request, or null (malformed bodies are the endpoint's to refuse).</summary>
+    private static string? TemplateOf(ReadOnlySpan<byte> json)
+    {
+        try
+        {
+            var reader = new Utf8JsonReader(json);
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+            {
+                return null;
+            }
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+            {
+                bool isTemplate = reader.ValueTextEquals("template"u8);
+                reader.Read();
+                if (isTemplate)
+                {
+                    return reader.TokenType == JsonTokenType.String ? reader.GetString() : null;
+                }
+                reader.Skip();
+            }
+        }
+        catch (JsonException)
+        {
+        }
+        return null;
+    }
+
+    private async Task ForwardAsync(HttpContext context, string id, SandboxPlace place)
+    {
+        // The owner enforces the upload limit; here the server-wide cap would cut a large file short.
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodySize)
+        {
+            bodySize.MaxRequestBodySize = options.MaxUploadBytes + 1;
+        }
+        var error = await SendAsync(context, place.Url);
+        if (error == ForwarderError.None)
+        {
+            return;
+        }
+        LogForwardFailed(logger, id, place.Url, error.ToString());
+        if (context.Response.HasStarted || error is not (ForwarderError.Request or ForwarderError.RequestTimedOut))
+        {
+            // Part of the answer is out, or the caller went away: YARP has ended the response.
+            return;
+        }
+        context.Response.Clear();
+        context.Response.Headers[NodeHeader] = node.Url.ToString();
+        if (IsDead(place.Silo))
+        {
+            await WriteLostAsync(context, id);
+            return;
+        }
+        await Problems.Write(context, 503, ClusterProblemCodes.NodeUnreachable, null,
+            $"the node that holds sandbox '{id}' does not answer; try again", TimeSpan.FromSeconds(1));
+    }
+
+    /// <summary>
+    /// The caller's sandboxes on every node: each live node's own list (asked over a hop, in parallel,
+    /// a few seconds at most), and those of dead nodes as <c>lost</c>.
+    /// </summary>
+    private async Task ListAsync(HttpContext context)
+    {
+        var caller = context.GetCaller();
+        var snapshot = membership.CurrentSnapshot;
+        using var http = new HttpClient(node.Handler, disposeHandler: false) { Timeout = ListTimeout };
+        var live = snapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(async m =>
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(new Uri(m.Name), Prefix + context.Request.QueryString));
+            hop.Stamp(request, caller);
+            try
+            {
+                using var response = await http.SendAsync(request, context.RequestAborted);
+                response.EnsureSuccessStatusCode();
+                using var doc = await JsonDocument.ParseAsync(await response.Content.ReadAsStreamAsync(context.RequestAborted), cancellationToken: context.RequestAborted);
+                return doc.RootElement.GetProperty("sandboxes").EnumerateArray().Select(e => e.Clone()).ToList();
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException or JsonException or KeyNotFoundException or InvalidOperationException
+                && !context.RequestAborted.IsCancellationRequested)
+            {
+                LogListFailed(logger, m.Name, e.Message);
+                return [];
+            }
+        });
+        var lost = snapshot.Members.Values.Where(m => m.Status == SiloStatus.Dead).Select(async m =>
+        {
+            var entries = await grains.GetGrain<INodeSandboxesGrain>(m.SiloAddress.ToParsableString()).ListAsync(caller.Name);
+            return entries.Select(s => JsonSerializer.SerializeToElement(new Dictionary<string, object>
+            {
+                ["id"] = s.Id,
+                ["template"] = s.Template,
+                ["state"] = "lost",
+                ["created_at"] = s.CreatedAt.UtcDateTime,
+            })).ToList();
+        });
+        var lists = await Task.WhenAll(live.Concat(lost));
+        await Results.Json(new { sandboxes = lists.SelectMany(l => l).ToList() }).ExecuteAsync(context);
+    }
+
+    private Task WriteNodesAsync(HttpContext context)
+    {
+        var snapshot = membership.CurrentSnapshot;
+        return Results.Json(new
+        {
+            self = node.Url.ToString(),
+            version = snapshot.Version.Value,
+            nodes = snapshot.Members.Values.OrderBy(m => m.Name, StringComparer.Ordinal).Select(m => new
+            {
+                url = m.Name,
+                silo = m.SiloAddress.ToParsableString(),
+                status = m.Status.ToString().ToLowerInvariant(),
+            }).ToList(),
+        }).ExecuteAsync(context);
+    }
+
+    private static Task WriteLostAsync(HttpContext context, string id) =>
+        Problems.Write(context, 410, ClusterProblemCodes.SandboxLost, null,
+            $"sandbox '{id}' is lost: the node that held it left the cluster");
+
+    private bool IsDead(string silo) =>
+        membership.CurrentSnapshot.GetSiloStatus(SiloAddress.FromParsableString(silo)) is SiloStatus.Dead or SiloStatus.None;
+
+    private bool IsLocal(string id)
+    {
+        try
+        {
+            sessions.Get(id);
+            return true;
+        }
+        catch (SandboxVM.Core.Runs.RunRequestException)
+        {
+            return false;
+        }
+    }
+
+    private async Task RegisterAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await registrar.SyncAsync(cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // The registrar's loop tries again within a second.
+            LogRegisterFailed(logger, e.Message);
+        }
+    }
+
+    /// <summary>The first segment after /v1/sandboxes, unescaped; empty for the collection itself.</summary>
+    private static string SandboxId(PathString rest)
+    {
+        string value = rest.Value ?? "";
+        if (value.Length < 2)
+        {
+            return "";
+        }
+        int slash = value.IndexOf('/', 1);
+        return WebUtility.UrlDecode(slash < 0 ? value[1..] : value[1..slash]);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: finding the owner of sandbox {Id} failed: {Error}")]
+    private static partial void LogLocateFailed(ILogger logger, string id, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: forwarding a call on sandbox {Id} to {Url} failed: {Error}")]
+    private static partial void LogForwardFailed(ILogger logger, string id, string url, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: node {Url} did not list its sandboxes: {Error}")]
+    private static partial void LogListFailed(ILogger logger, string url, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: registering new sandboxes failed: {Error}")]
+    private static partial void LogRegisterFailed(ILogger logger, string error);
+
+    /// <summary>The request as it came, minus its key, plus the hop's secret and caller.</summary>
+    private sealed class HopTransformer(ClusterHop hop) : HttpTransformer
+    {
+        public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest,
+            string destinationPrefix, CancellationToken cancellationToken)
+        {
+            await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+            hop.Stamp(proxyRequest, httpContext.GetCaller());
+        }
+    }
+}

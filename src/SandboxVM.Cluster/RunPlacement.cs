@@ -1,0 +1,106 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Orleans.Placement;
+using Orleans.Runtime;
+using SandboxVM.Core.Pools;
+using SandboxVM.Core.Runs;
+using SandboxVM.Core.Templates;
+
+namespace SandboxVM.Cluster;
+
+/// <summary>What a node publishes for one-shot placement: ready pool clones by template, and its live sandboxes.</summary>
+[GenerateSerializer, Immutable]
+public sealed record NodeFigures([property: Id(0)] string Url, [property: Id(1)] IReadOnlyDictionary<string, int> Ready,
+    [property: Id(2)] int Live);
+
+/// <summary>A node's latest figures (keyed by its silo address; in memory, on that node).</summary>
+public interface INodeFiguresGrain : IGrainWithStringKey
+{
+    Task PublishAsync(NodeFigures figures);
+
+    Task<NodeFigures?> GetAsync();
+}
+
+[PreferLocalPlacement]
+internal sealed class NodeFiguresGrain : Grain, INodeFiguresGrain
+{
+    private NodeFigures? _figures;
+
+    public Task PublishAsync(NodeFigures figures)
+    {
+        _figures = figures;
+        return Task.CompletedTask;
+    }
+
+    public Task<NodeFigures?> GetAsync() => Task.FromResult(_figures);
+}
+
+/// <summary>
+/// Where a one-shot run goes: a node with a ready pool clone of its template (the most ready), else the
+/// node with the fewest live sandboxes; this node on a tie. Decided from figures every node publishes
+/// once a second and this node reads once a second, so the choice adds no call to a run.
+/// </summary>
+internal sealed partial class RunPlacement(PoolManager pools, TemplateRegistry templates, VmTracker tracker,
+    IGrainFactory grains, ILocalSiloDetails silo, IClusterMembershipService membership, ClusterNode node,
+    ILogger<RunPlacement> logger) : BackgroundService
+{
+    private volatile IReadOnlyList<NodeFigures> _others = [];
+
+    /// <summary>This node's figures now.</summary>
+    public NodeFigures Own() => new(node.Url.ToString(),
+        templates.All.ToDictionary(t => t.Name, t => pools.Status(t.Name)?.Ready ?? 0, StringComparer.Ordinal), tracker.LiveCount);
+
+    /// <summary>The URL of the node to run <paramref name="template"/> on, or null for this one.</summary>
+    public string? Choose(string? template)
+    {
+        var own = Own();
+        var others = _others;
+        int Ready(NodeFigures f) => template is not null && f.Ready.TryGetValue(template, out int n) ? n : 0;
+        if (Ready(own) > 0 || others.Count == 0)
+        {
+            return null;
+        }
+        var warm = others.Where(f => Ready(f) > 0).OrderByDescending(Ready).ThenBy(f => f.Live).FirstOrDefault();
+        if (warm is not null)
+        {
+            return warm.Url;
+        }
+        var least = others.MinBy(f => f.Live)!;
+        return least.Live < own.Live ? least.Url : null;
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
+        while (await timer.WaitForNextTickAsync(stoppingToken))
+        {
+            try
+            {
+                string self = silo.SiloAddress.ToParsableString();
+                await grains.GetGrain<INodeFiguresGrain>(self).PublishAsync(Own());
+                var others = membership.CurrentSnapshot.Members.Values
+                    .Where(m => m.Status == SiloStatus.Active && !m.SiloAddress.Equals(silo.SiloAddress))
+                    .Select(m => grains.GetGrain<INodeFiguresGrain>(m.SiloAddress.ToParsableString()).GetAsync().WaitAsync(TimeSpan.FromSeconds(2), stoppingToken));
+                var figures = await Task.WhenAll(others.Select(async t =>
+                {
+                    try
+                    {
+                        return await t;
+                    }
+                    catch (Exception e) when (e is TimeoutException or OrleansException)
+                    {
+                        return null;
+                    }
+                }));
+                _others = [.. figures.OfType<NodeFigures>()];
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                LogFiguresFailed(logger, e.Message);
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "cluster: publishing or reading the nodes' figures failed (again in a second): {Error}")]
+    private static partial void LogFiguresFailed(ILogger logger, string error);
+}

@@ -1,0 +1,225 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+
+namespace SandboxVM.Cluster.Tests;
+
+/// <summary>Three nodes and a Redis, started once for the tests of <see cref="ClusterRoutingTests"/>.</summary>
+public sealed class ThreeNodes : IAsyncLifetime
+{
+    private TestCluster? _cluster;
+    private Exception? _failed;
+
+    internal TestCluster Cluster
+    {
+        get
+        {
+            if (TestCluster.UnavailableReason is { } why)
+            {
+                Assert.Skip(why);
+            }
+            if (_failed is Xunit.Sdk.SkipException)
+            {
+                Assert.Skip(_failed.Message);
+            }
+            return _cluster ?? throw new InvalidOperationException("the cluster did not start", _failed);
+        }
+    }
+
+    public async ValueTask InitializeAsync()
+    {
+        if (TestCluster.UnavailableReason is not null)
+        {
+            return;
+        }
+        try
+        {
+            _cluster = await TestCluster.StartAsync(3);
+        }
+        catch (Exception e)
+        {
+            _failed = e;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_cluster is not null)
+        {
+            await _cluster.DisposeAsync();
+        }
+    }
+}
+
+/// <summary>
+/// A sandbox created through one node and used through the others: runs, a streamed run, a 50 MB file,
+/// keys checked at the edge, another caller's sandbox and an unknown id answered as on one node.
+/// </summary>
+[Trait("tier", "integration")]
+public sealed class ClusterRoutingTests(ThreeNodes nodes) : IClassFixture<ThreeNodes>
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    internal static async Task<string> CreateAsync(HttpClient http)
+    {
+        using var response = await http.PostAsJsonAsync("v1/sandboxes", new { template = TestCluster.Template, timeout_s = 300 }, Ct);
+        string body = await response.Content.ReadAsStringAsync(Ct);
+        Assert.True(response.StatusCode == HttpStatusCode.Created, body);
+        return JsonDocument.Parse(body).RootElement.GetProperty("id").GetString()!;
+    }
+
+    internal static async Task<JsonElement> RunAsync(HttpClient http, string id, string code)
+    {
+        using var response = await http.PostAsJsonAsync($"v1/sandboxes/{id}/run", new { code }, Ct);
+        string body = await response.Content.ReadAsStringAsync(Ct);
+        Assert.True(response.StatusCode == HttpStatusCode.OK, $"{(int)response.StatusCode}: {body}");
+        return JsonDocument.Parse(body).RootElement;
+    }
+
+    [Fact]
+    public async Task A_sandbox_created_on_one_node_keeps_its_state_across_runs_through_the_others()
+    {
+        var cluster = nodes.Cluster;
+        using var a = cluster.Nodes[0].Client(TestCluster.Alice);
+        using var b = cluster.Nodes[1].Client(TestCluster.Alice);
+        using var c = cluster.Nodes[2].Client(TestCluster.Alice);
+        string id = await CreateAsync(a);
+
+        var first = await RunAsync(b, id, "echo from-b > /tmp/mark; echo ran-on-$(hostname)-b");
+        Assert.Equal("ok", first.GetProperty("status").GetString());
+        var second = await RunAsync(c, id, "cat /tmp/mark");
+        Assert.Equal("from-b\n", second.GetProperty("stdout").GetString());
+        var info = await c.GetFromJsonAsync<JsonElement>($"v1/sandboxes/{id}", Ct);
+        Assert.Equal(id, info.GetProperty("id").GetString());
+
+        using (var deleted = await b.DeleteAsync($"v1/sandboxes/{id}", Ct))
+        {
+            Assert.Equal(HttpStatusCode.NoContent, deleted.StatusCode);
+        }
+        using var gone = await c.GetAsync($"v1/sandboxes/{id}", Ct);
+        Assert.Equal(HttpStatusCode.NotFound, gone.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_streamed_run_through_another_node_delivers_each_event_when_it_happens()
+    {
+        var cluster = nodes.Cluster;
+        using var a = cluster.Nodes[0].Client(TestCluster.Alice);
+        using var b = cluster.Nodes[1].Client(TestCluster.Alice);
+        string id = await CreateAsync(a);
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"v1/sandboxes/{id}/run")
+        {
+            Content = JsonContent.Create(new { code = "echo first; sleep 3; echo second" }),
+        };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        using var response = await b.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, Ct);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);
+        using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(Ct));
+        var events = new List<(string Data, TimeSpan At)>();
+        var clock = Stopwatch.StartNew();
+        while (await reader.ReadLineAsync(Ct) is { } line)
+        {
+            if (line.StartsWith("data: ", StringComparison.Ordinal))
+            {
+                events.Add((line["data: ".Length..], clock.Elapsed));
+            }
+        }
+        int first = events.FindIndex(e => e.Data.Contains("first", StringComparison.Ordinal));
+        int second = events.FindIndex(e => e.Data.Contains("second", StringComparison.Ordinal) && !e.Data.Contains("status", StringComparison.Ordinal));
+        Assert.True(first >= 0 && second > first, string.Join("\n", events.Select(e => e.Data)));
+        // The guest sleeps 3 s between the two lines: a hop that buffered would hand both over together.
+        Assert.True(events[second].At - events[first].At > TimeSpan.FromSeconds(2),
+            $"first at {events[first].At.TotalSeconds:F2} s, second at {events[second].At.TotalSeconds:F2} s");
+    }
+
+    [Fact]
+    public async Task A_50_MB_file_uploaded_through_one_node_reads_back_whole_through_another()
+    {
+        var cluster = nodes.Cluster;
+        using var a = cluster.Nodes[0].Client(TestCluster.Alice);
+        using var b = cluster.Nodes[1].Client(TestCluster.Alice);
+        using var c = cluster.Nodes[2].Client(TestCluster.Alice);
+        string id = await CreateAsync(a);
+        byte[] data = RandomNumberGenerator.GetBytes(50 << 20);
+
+        using (var put = await b.PutAsync($"v1/sandboxes/{id}/files?path=/tmp/big.bin", new ByteArrayContent(data), Ct))
+        {
+            Assert.True(put.IsSuccessStatusCode, await put.Content.ReadAsStringAsync(Ct));
+        }
+        using var get = await c.GetAsync($"v1/sandboxes/{id}/files?path=/tmp/big.bin", HttpCompletionOption.ResponseHeadersRead, Ct);
+        Assert.Equal(HttpStatusCode.OK, get.StatusCode);
+        Assert.Equal(data.Length, get.Content.Headers.ContentLength);
+        byte[] back = await get.Content.ReadAsByteArrayAsync(Ct);
+        Assert.Equal(SHA256.HashData(data), SHA256.HashData(back));
+        // And the guest saw the same bytes.
+        var sum = await RunAsync(a, id, "sha256sum /tmp/big.bin | cut -d' ' -f1");
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(data)), sum.GetProperty("stdout").GetString()!.Trim());
+    }
+
+    [Fact]
+    public async Task Another_callers_sandbox_and_an_unknown_id_answer_404_through_any_node()
+    {
+        var cluster = nodes.Cluster;
+        using var aliceOnA = cluster.Nodes[0].Client(TestCluster.Alice);
+        using var bobOnB = cluster.Nodes[1].Client(TestCluster.Bob);
+        using var aliceOnC = cluster.Nodes[2].Client(TestCluster.Alice);
+        string id = await CreateAsync(aliceOnA);
+
+        using var bobs = await bobOnB.PostAsJsonAsync($"v1/sandboxes/{id}/run", new { code = "echo stolen" }, Ct);
+        using var unknown = await aliceOnC.PostAsJsonAsync("v1/sandboxes/sbx_doesnotexist/run", new { code = "echo x" }, Ct);
+        Assert.Equal(HttpStatusCode.NotFound, bobs.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
+        // Byte for byte like an unknown id (the id itself differs).
+        Assert.Equal((await unknown.Content.ReadAsStringAsync(Ct)).Replace("sbx_doesnotexist", id, StringComparison.Ordinal),
+            await bobs.Content.ReadAsStringAsync(Ct));
+    }
+
+    [Fact]
+    public async Task Every_node_lists_the_callers_sandboxes_of_all_nodes_and_no_one_elses()
+    {
+        var cluster = nodes.Cluster;
+        using var aliceOnA = cluster.Nodes[0].Client(TestCluster.Alice);
+        using var aliceOnB = cluster.Nodes[1].Client(TestCluster.Alice);
+        using var bobOnC = cluster.Nodes[2].Client(TestCluster.Bob);
+        string onA = await CreateAsync(aliceOnA);
+        string onB = await CreateAsync(aliceOnB);
+        string bobs = await CreateAsync(bobOnC);
+
+        foreach (var node in cluster.Nodes)
+        {
+            using var alice = node.Client(TestCluster.Alice);
+            var list = await alice.GetFromJsonAsync<JsonElement>("v1/sandboxes", Ct);
+            var ids = list.GetProperty("sandboxes").EnumerateArray().Select(s => s.GetProperty("id").GetString()).ToList();
+            Assert.Contains(onA, ids);
+            Assert.Contains(onB, ids);
+            Assert.DoesNotContain(bobs, ids);
+            Assert.Equal(ids.Count, ids.Distinct().Count());
+        }
+    }
+
+    [Fact]
+    public async Task Keys_are_checked_at_the_edge_and_a_forged_hop_is_refused()
+    {
+        var cluster = nodes.Cluster;
+        using var alice = cluster.Nodes[0].Client(TestCluster.Alice);
+        string id = await CreateAsync(alice);
+        using var noKey = new HttpClient { BaseAddress = cluster.Nodes[1].Url };
+
+        using var anonymous = await noKey.PostAsJsonAsync($"v1/sandboxes/{id}/run", new { code = "echo x" }, Ct);
+        Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
+
+        // Straight to the owner, posing as another node: without the cluster's secret it is a caller without a key.
+        using var forged = new HttpRequestMessage(HttpMethod.Post, $"v1/sandboxes/{id}/run") { Content = JsonContent.Create(new { code = "echo x" }) };
+        forged.Headers.Add("SandboxVM-Cluster-Hop", "guessed");
+        forged.Headers.Add("SandboxVM-Cluster-Caller", "alice");
+        using var owner = new HttpClient { BaseAddress = cluster.Nodes[0].Url };
+        using var refused = await owner.SendAsync(forged, Ct);
+        Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+    }
+}
