@@ -177,6 +177,24 @@ public class KernelTests : AgentTestBase
     }
 
     [Fact]
+    public async Task Persistent_KernelStillStarting_TheRunGoesPlainWithItsWholeTimeout()
+    {
+        // A kernel whose imports take longer than the run may wait (a loaded or emulated host): the run
+        // goes plain, and the wait is not taken off the program's time (it was: half the timeout).
+        var exec = Persistent("import time\ntime.sleep(2)\nprint('done')\n", timeoutMs: 3000);
+        exec.Files["slowstart.py"] = "import time\ntime.sleep(30)\n";
+        exec.Env["PYTHONPATH"] = Agent.Home;
+        exec.ForkServer!.Preload = ["slowstart"];
+
+        var (frames, run) = await RunAsync(exec);
+
+        Assert.Equal(TerminationReason.Exited, run.Reason);
+        Assert.Equal("done\n", frames.StdoutText);
+        Assert.False(run.Forked);
+        Assert.True(run.StateReset);
+    }
+
+    [Fact]
     public async Task Persistent_TimeoutThatIgnoresTheInterrupt_KillsTheKernel_AndTheNextRunStartsOverWithoutTheState()
     {
         var (setup, _) = await RunAsync(Persistent("import os\nx = 1\nprint(os.getpid())\n"));

@@ -21,6 +21,8 @@ public class SessionOutputsTests : AgentTestBase
         OutputsDir = Agent.Outputs,
         Files = { ["main.py"] = code },
         Run = ["python3", "-u", "main.py"],
+        // Matplotlib's import in a starting kernel or fork server took over 10 s on a loaded CI host.
+        RunTimeoutMs = 60_000,
         KeepOutputs = keepOutputs,
         ForkServer = new ForkServerRequest { Persistent = persistent, SaveFigures = true },
     };

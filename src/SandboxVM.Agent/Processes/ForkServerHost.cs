@@ -28,7 +28,8 @@ internal sealed class ForkServerHost(ProcessSupervisor supervisor)
 
     /// <summary>
     /// Runs a step as a child of the fork server when it can, else as a plain process. A step waits for
-    /// a server that is still starting at most its own timeout, then runs plain while the start goes on.
+    /// a server that is still starting at most its own timeout (<see cref="ExecLimits.InterpreterWait"/>, not
+    /// counted against the program's time), then runs plain while the start goes on.
     /// <paramref name="outputsDir"/>: where the child saves figures (when the plan asks).
     /// </summary>
     public async Task<StepResult> RunAsync(StepSpec spec, ForkPlan plan, string outputsDir, IStepOutput output, bool detectOom,
@@ -43,7 +44,7 @@ internal sealed class ForkServerHost(ProcessSupervisor supervisor)
             // A second attempt only after a server turned out broken (killed, wedged): with a fresh one.
             for (int attempt = 0; attempt < 2 && !cancellationToken.IsCancellationRequested; attempt++)
             {
-                var server = await GetAsync(launch, TimeSpan.FromMilliseconds(spec.TimeoutMs), cancellationToken);
+                var server = await GetAsync(launch, ExecLimits.InterpreterWait(spec.TimeoutMs), cancellationToken);
                 if (server is null)
                 {
                     break;

@@ -73,7 +73,6 @@ internal sealed class KernelHost(ProcessSupervisor supervisor)
     private async Task<StepResult> RunTurnAsync(StepSpec spec, ForkPlan plan, string outputsDir, IStepOutput output, bool detectOom,
         CancellationToken cancellationToken)
     {
-        var waited = Stopwatch.StartNew();
         string? interpreter = await UserFiles.ResolveExecutableAsync(supervisor.User, plan.Interpreter[0], spec.Cwd, spec.Environment.GetValueOrDefault("PATH"));
         if (interpreter is not null)
         {
@@ -83,9 +82,10 @@ internal sealed class KernelHost(ProcessSupervisor supervisor)
             // A second attempt only after a kernel turned out broken before it ran anything: with a fresh one.
             for (int attempt = 0; attempt < 2 && !cancellationToken.IsCancellationRequested; attempt++)
             {
-                // At most half the step's time goes to waiting for a kernel that is starting: a plain run
-                // then still has the rest, and the step ends within its timeout as the host expects.
-                var (kernel, fresh) = await GetAsync(launch, TimeSpan.FromMilliseconds(spec.TimeoutMs / 2), cancellationToken);
+                // A kernel that is still starting is waited for at most the step's own timeout, and that
+                // wait is not the program's time: a plain run after it gets the whole timeout (the
+                // host's deadline counts both, see ExecLimits.InterpreterWait).
+                var (kernel, fresh) = await GetAsync(launch, ExecLimits.InterpreterWait(spec.TimeoutMs), cancellationToken);
                 if (kernel is null)
                 {
                     break;
@@ -122,9 +122,7 @@ internal sealed class KernelHost(ProcessSupervisor supervisor)
                 return result;
             }
         }
-        // What waiting for the kernel took comes off the plain run's time.
-        int left = Math.Max(1, spec.TimeoutMs - (int)waited.ElapsedMilliseconds);
-        var plain = await StepRunner.RunAsync(spec with { TimeoutMs = left }, supervisor, output, detectOom, cancellationToken);
+        var plain = await StepRunner.RunAsync(spec, supervisor, output, detectOom, cancellationToken);
         plain.StateReset = true;
         return plain;
     }

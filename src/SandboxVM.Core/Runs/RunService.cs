@@ -232,6 +232,8 @@ public sealed partial class RunService
         }
         long oomBefore = vm.ReadUsage().OomKills;
         double guestBudgetS = (exec.Compile is null ? 0 : exec.CompileTimeoutMs / 1000.0) + exec.RunTimeoutMs / 1000.0
+            // A run through a fork server or kernel may first wait for one that is still starting.
+            + (exec.ForkServer is null ? 0 : ExecLimits.InterpreterWait(exec.RunTimeoutMs).TotalSeconds)
             // A kernel run that times out is interrupted and may take this long to end before it is killed.
             + (exec.ForkServer?.Persistent == true ? ExecLimits.KernelInterruptGrace.TotalSeconds : 0);
         var hostDeadline = TimeSpan.FromSeconds(guestBudgetS + _options.HostTimeoutMarginS);
