@@ -55,7 +55,7 @@ public class GvisorTests
     public async Task Run_InfiniteLoop_RunsForTheWholeLimitBeforeTimingOut()
     {
         var r = await _server.RunAsync(new { template = "python-data-analysis", code = "while True:\n    pass\n", timeout_s = 2 }, Ct);
-        Assert.Equal("timeout", r.Status);
+        r.AssertStatus("timeout");
         Assert.True(r.Metrics["run_ms"].GetDouble() >= 1900, $"run_ms {r.Metrics["run_ms"]}");
     }
 
@@ -90,7 +90,7 @@ public class GvisorTests
         }
         var r = await run;
         Assert.True(killed > 0, "no process of the server's gvisor sandboxes was found");
-        Assert.Equal("sandbox_error", r.Status);
+        r.AssertStatus("sandbox_error");
         await PoolScenarios.WaitForFullPoolAsync(_server, "go-algorithm", TimeSpan.FromSeconds(180));
     }
 

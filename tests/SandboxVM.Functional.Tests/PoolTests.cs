@@ -37,7 +37,7 @@ public abstract class PoolScenarios(ServerFixture server)
         Assert.True(target > 0);
 
         var r = await server.RunAsync(new { template = "cpp-algorithm", code = "int main() { return 0; }" }, Ct);
-        Assert.Equal("ok", r.Status);
+        r.AssertStatus("ok");
         Assert.Equal("pool", r.Metrics["vm_source"].GetString());
 
         await WaitForFullPoolAsync("cpp-algorithm");

@@ -33,7 +33,7 @@ public class QemuTests(QemuServer server)
         }
         var r = await run;
         Assert.True(killed > 0, "no qemu process of the template was found");
-        Assert.Equal("sandbox_error", r.Status);
+        r.AssertStatus("sandbox_error");
 
         await PoolScenarios.WaitForFullPoolAsync(server, "go-algorithm", TimeSpan.FromSeconds(180));
     }

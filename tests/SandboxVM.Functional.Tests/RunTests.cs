@@ -46,7 +46,7 @@ public abstract class RunScenarios(ServerFixture server)
     public async Task Run_CppWithSyntaxError_ReturnsCompileErrorWithTheCompilersMessage()
     {
         var r = await server.RunAsync(new { template = "cpp-algorithm", code = "int main() { return undefined_name; }\n" }, Ct);
-        Assert.Equal("compile_error", r.Status);
+        r.AssertStatus("compile_error");
         Assert.Contains("undefined_name", r.Stderr);
         Assert.Contains("error", r.Stderr);
     }
@@ -56,7 +56,7 @@ public abstract class RunScenarios(ServerFixture server)
     {
         const string code = "package main\nfunc main() { var m map[string]int; m[\"x\"] = 1 }\n";
         var r = await server.RunAsync(new { template = "go-algorithm", code }, Ct);
-        Assert.Equal("error", r.Status);
+        r.AssertStatus("error");
         Assert.Equal(2, r.ExitCode);
         Assert.Contains("panic", r.Stderr);
     }
@@ -67,7 +67,7 @@ public abstract class RunScenarios(ServerFixture server)
         var watch = Stopwatch.StartNew();
         var r = await server.RunAsync(new { template = "python-data-analysis", code = "while True:\n    pass\n", timeout_s = 2 }, Ct);
         watch.Stop();
-        Assert.Equal("timeout", r.Status);
+        r.AssertStatus("timeout");
         Assert.True(watch.Elapsed < TimeSpan.FromSeconds(2 + 5), $"took {watch.Elapsed}");
     }
 
@@ -75,7 +75,7 @@ public abstract class RunScenarios(ServerFixture server)
     public async Task Run_Printing50MB_IsOutputLimit_AndTheServerStaysHealthy()
     {
         var r = await server.RunAsync(new { template = "python-data-analysis", code = "import sys\nchunk = 'x' * (1 << 20)\nfor _ in range(50):\n    sys.stdout.write(chunk)\n" }, Ct);
-        Assert.Equal("output_limit", r.Status);
+        r.AssertStatus("output_limit");
         Assert.True(r.Truncated);
         Assert.Equal(1 << 20, r.Stdout.Length);
 
@@ -177,7 +177,7 @@ public abstract class RunScenarios(ServerFixture server)
     {
         const string code = "blocks = []\nwhile True:\n    blocks.append(bytearray(64 << 20))\n";
         var r = await server.RunAsync(new { template = "python-data-analysis", code, timeout_s = 30 }, Ct);
-        Assert.Equal("oom", r.Status);
+        r.AssertStatus("oom");
         var health = await server.Http.GetStringAsync("/healthz", Ct);
         Assert.Contains("ok", health);
     }

@@ -262,6 +262,9 @@ public sealed class RunResultDto
     public List<ArtifactDto> Artifacts { get; set; } = [];
     public Dictionary<string, JsonElement> Metrics { get; set; } = [];
 
+    /// <summary>Fails with the whole result (error text, output, metrics) when the status is not <paramref name="expected"/>.</summary>
+    public void AssertStatus(string expected) => Assert.True(Status == expected, $"expected status {expected}, got {this}");
+
     public override string ToString() =>
         $"status={Status} exit={ExitCode} error={Error}\nstdout={Stdout}\nstderr={Stderr}\nmetrics={string.Join(", ", Metrics.Select(m => $"{m.Key}={m.Value}"))}";
 }
