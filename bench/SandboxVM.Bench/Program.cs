@@ -74,7 +74,7 @@ if (mode == "clock")
     {
         foreach (var (_, r) in variants)
         {
-            await r.PrepareSnapshotAsync(spec, (agent, ct) => Warmup.RunAsync(t, agent, ct), CancellationToken.None);
+            await r.PrepareSnapshotAsync(spec, (agent, ct) => Warmup.RunAsync(t, agent, prime: false, ct), CancellationToken.None);
         }
         var samples = variants.ToDictionary(v => v.Name, _ => new List<ClockBench.Sample>());
         for (int i = 0; i < clones; i++)
@@ -242,7 +242,7 @@ try
     {
         var spec = await catalog.GetSpecAsync(t, CancellationToken.None);
         var build = Stopwatch.StartNew();
-        var snapshot = await startupRuntime.PrepareSnapshotAsync(spec, (agent, ct) => Warmup.RunAsync(t, agent, ct), CancellationToken.None);
+        var snapshot = await startupRuntime.PrepareSnapshotAsync(spec, (agent, ct) => Warmup.RunAsync(t, agent, prime: false, ct), CancellationToken.None);
         string built = snapshot is null ? "none" : snapshot.Built ? $"{build.Elapsed.TotalSeconds:0.0} s" : "reused";
 
         // A warm-up key no snapshot has: the runtime boots cold.
@@ -256,7 +256,7 @@ try
         for (int i = 0; i < (snapshot is null ? 0 : saves); i++)
         {
             var saveSpec = spec with { WarmupKey = spec.WarmupKey + "-bench-save-" + Guid.NewGuid().ToString("N") };
-            var info = (await startupRuntime.PrepareSnapshotAsync(saveSpec, (agent, ct) => Warmup.RunAsync(t, agent, ct), CancellationToken.None))!;
+            var info = (await startupRuntime.PrepareSnapshotAsync(saveSpec, (agent, ct) => Warmup.RunAsync(t, agent, prime: false, ct), CancellationToken.None))!;
             saveTotal.Add(info.Elapsed.TotalMilliseconds);
             var meta = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(info.Directory, "meta.json")))!;
             if (meta["checkpoint_ms"] is { } ms)

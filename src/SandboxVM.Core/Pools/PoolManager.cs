@@ -116,8 +116,11 @@ public sealed partial class PoolManager : IAsyncDisposable
     /// <summary>Starts a pool runs at once when it refills (a template's <c>refill_concurrency</c> overrides it).</summary>
     public int RefillConcurrency { get; init; } = Math.Max(1, Environment.ProcessorCount);
 
-    /// <summary>Run in a template VM before its snapshot is saved (see <see cref="Runs.Warmup"/>).</summary>
-    public Func<TemplateDefinition, Runtime.Agent.AgentClient, CancellationToken, Task>? Warmup { get; init; }
+    /// <summary>
+    /// Run in a template VM before its snapshot is saved, and in a pooled VM that was not restored from one or
+    /// is primed (the bool: a restored clone being primed; see <see cref="Runs.Warmup"/>).
+    /// </summary>
+    public Func<TemplateDefinition, Runtime.Agent.AgentClient, bool, CancellationToken, Task>? Warmup { get; init; }
 
     /// <summary>
     /// Makes sure the runtime has a snapshot of the template (booted, warmed up, saved) so pool refills
@@ -174,7 +177,7 @@ public sealed partial class PoolManager : IAsyncDisposable
         try
         {
             var clock = Stopwatch.StartNew();
-            await Warmup(template, vm.Agent, cancellationToken);
+            await Warmup(template, vm.Agent, prime, cancellationToken);
             LogWarmed(_logger, vm.Id, template.Name, (long)clock.Elapsed.TotalMilliseconds);
         }
         catch
@@ -187,7 +190,7 @@ public sealed partial class PoolManager : IAsyncDisposable
     private async Task<SnapshotInfo?> PrepareSnapshotAsync(TemplateDefinition template, VmSpec spec)
     {
         var info = await _runtime.PrepareSnapshotAsync(spec,
-            Warmup is { } warmup ? (agent, ct) => warmup(template, agent, ct) : null, _stopping.Token);
+            Warmup is { } warmup ? (agent, ct) => warmup(template, agent, false, ct) : null, _stopping.Token);
         if (info is not null)
         {
             LogSnapshot(_logger, template.Name, info.Built ? "saved" : "found", info.Directory, (long)info.Elapsed.TotalMilliseconds);

@@ -13,9 +13,15 @@ namespace SandboxVM.Core.Runs;
 public static class Warmup
 {
     /// <summary>Changes whenever what the warm-up does changes, so snapshots taken the old way are retired.</summary>
-    public const string Version = "3: fork server and session kernel as the sandbox user";
+    public const string Version = "4: pooled python templates keep the session kernel only";
 
-    public static async Task RunAsync(TemplateDefinition template, AgentClient agent, CancellationToken cancellationToken)
+    /// <summary>
+    /// Warms a VM of <paramref name="template"/>. <paramref name="prime"/>: the VM is a clone restored from a
+    /// snapshot whose warm-up already ran, warmed again only so that its emulator has translated the code a
+    /// run goes through (see PoolManager.PrimeRestoredVms); false: a fresh VM (a snapshot's, or one per
+    /// pooled sandbox where the runtime has no snapshots).
+    /// </summary>
+    public static async Task RunAsync(TemplateDefinition template, AgentClient agent, bool prime, CancellationToken cancellationToken)
     {
         if (string.IsNullOrWhiteSpace(template.Warmup.Script))
         {
@@ -25,20 +31,32 @@ public static class Warmup
         var exec = RunService.BuildExec(template, template.Warmup.Script, null, env,
             template.Limits.MaxTimeoutS, template.Limits.MaxTimeoutS);
         var output = new Collector();
-        var result = await agent.ExecAsync(exec, output, cancellationToken);
-        var failed = result.Compile is { } c && (c.Reason != TerminationReason.Exited || c.ExitCode != 0)
-            ? result.Compile
-            : result.Run is { Reason: not TerminationReason.Exited } or { ExitCode: not 0 } ? result.Run : null;
-        if (failed is not null || result.Run is null)
+        // Every run of a pooled VM goes through the session kernel (one-shot runs too, see RunService), so
+        // its fork server would only hold a second interpreter's memory in every clone (and in every
+        // paused or forked sandbox's image). The script then runs as a plain process, once per fresh VM:
+        // it warms the page cache, and the kernel below imports the template's preloads itself.
+        bool kernelOnly = exec.ForkServer is not null && template.Warmup.Strategy == WarmupStrategy.Pool;
+        if (kernelOnly)
         {
-            throw new InvalidOperationException(
-                $"warm-up of template {template.Name} failed ({failed?.Reason}, exit {failed?.ExitCode}): {output.Text}");
+            exec.ForkServer = null;
         }
-        if (exec.ForkServer is not null)
+        if (!(kernelOnly && prime))
         {
-            // Start the session kernel (a second warm interpreter with the same preloads) too, so the
-            // snapshot has it: a sandbox's first run does not pay for an interpreter start and imports
-            // (seconds under emulation). Its namespace stays empty: the script is a no-op.
+            var result = await agent.ExecAsync(exec, output, cancellationToken);
+            var failed = result.Compile is { } c && (c.Reason != TerminationReason.Exited || c.ExitCode != 0)
+                ? result.Compile
+                : result.Run is { Reason: not TerminationReason.Exited } or { ExitCode: not 0 } ? result.Run : null;
+            if (failed is not null || result.Run is null)
+            {
+                throw new InvalidOperationException(
+                    $"warm-up of template {template.Name} failed ({failed?.Reason}, exit {failed?.ExitCode}): {output.Text}");
+            }
+        }
+        if (kernelOnly || exec.ForkServer is not null)
+        {
+            // Start the session kernel (a warm interpreter with the preloads) so the snapshot has it: a
+            // sandbox's first run does not pay for an interpreter start and imports (seconds under
+            // emulation). Its namespace stays empty: the script is a no-op.
             var kernel = RunService.BuildExec(template, "pass\n", null, env, template.Limits.MaxTimeoutS, template.Limits.MaxTimeoutS);
             kernel.ForkServer!.Persistent = true;
             kernel.KeepOutputs = true;
