@@ -21,11 +21,7 @@ public sealed class SharedStateTests
     [Fact]
     public async Task A_drained_nodes_sandboxes_resume_through_the_other_nodes_with_their_files()
     {
-        if (TestCluster.UnavailableReason is { } why)
-        {
-            Assert.Skip(why);
-        }
-        await using var cluster = await TestCluster.StartAsync(3);
+        await using var cluster = await TestCluster.StartOrSkipAsync(3);
         var nodeA = cluster.Nodes[0];
         using var a = nodeA.Client(TestCluster.Alice);
         using var b = cluster.Nodes[1].Client(TestCluster.Alice);
@@ -74,11 +70,7 @@ public sealed class SharedStateTests
     [Fact]
     public async Task A_dead_nodes_paused_sandbox_resumed_through_two_nodes_at_once_is_taken_by_one()
     {
-        if (TestCluster.UnavailableReason is { } why)
-        {
-            Assert.Skip(why);
-        }
-        await using var cluster = await TestCluster.StartAsync(3);
+        await using var cluster = await TestCluster.StartOrSkipAsync(3);
         using var a = cluster.Nodes[0].Client(TestCluster.Alice);
         using var b = cluster.Nodes[1].Client(TestCluster.Alice);
         using var c = cluster.Nodes[2].Client(TestCluster.Alice);

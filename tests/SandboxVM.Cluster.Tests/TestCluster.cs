@@ -41,6 +41,16 @@ internal sealed class TestCluster : IAsyncDisposable
 
     private const string RedisServer = "/usr/bin/redis-server";
 
+    /// <summary><see cref="StartAsync"/>, or the test skipped with <see cref="UnavailableReason"/>.</summary>
+    public static Task<TestCluster> StartOrSkipAsync(int nodes)
+    {
+        if (UnavailableReason is { } why)
+        {
+            Assert.Skip(why);
+        }
+        return StartAsync(nodes);
+    }
+
     public static async Task<TestCluster> StartAsync(int nodes)
     {
         var cluster = new TestCluster();
