@@ -39,7 +39,7 @@ public sealed class RunPlacementTests
     }
 
     /// <summary>Runs <c>echo ok</c> as a one-shot run; the node that ran it.</summary>
-    private static async Task<string?> OneShotAsync(HttpClient http)
+    internal static async Task<string?> OneShotAsync(HttpClient http)
     {
         using var response = await http.PostAsJsonAsync("v1/run", new { template = TestCluster.Template, code = "echo ok" }, Ct);
         string body = await response.Content.ReadAsStringAsync(Ct);

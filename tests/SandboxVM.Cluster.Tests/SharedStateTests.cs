@@ -42,7 +42,7 @@ public sealed class SharedStateTests
         Assert.True(drained.StatusCode == HttpStatusCode.OK, body);
         var outcome = JsonDocument.Parse(body).RootElement;
         var moved = outcome.GetProperty("moved").EnumerateArray().Select(e => e.GetString()).ToList();
-        Assert.Equal([paused, running], moved.Order(StringComparer.Ordinal).ToList()!, StringComparer.Ordinal);
+        Assert.Equal(new[] { paused, running }.Order(StringComparer.Ordinal), moved.Order(StringComparer.Ordinal));
         Assert.Empty(outcome.GetProperty("not_moved").EnumerateArray());
         // The node leaves: its process ends on its own, cleanly.
         using (var exit = new CancellationTokenSource(TimeSpan.FromSeconds(60)))
@@ -65,6 +65,59 @@ public sealed class SharedStateTests
         Assert.Equal("paused-before\n", second.GetProperty("stdout").GetString());
         Assert.Equal("running", (await ClusterRoutingTests.RunAsync(c, onB, "echo running")).GetProperty("stdout").GetString()!.Trim());
         Assert.False(Directory.Exists(Path.Combine(cluster.SharedDir, "paused", running)), "a resumed sandbox's image is removed");
+    }
+
+    [Fact]
+    public async Task While_a_node_drains_new_work_sent_to_it_runs_on_another_node_and_a_run_in_progress_finishes_first()
+    {
+        await using var cluster = await TestCluster.StartOrSkipAsync(2);
+        var nodeA = cluster.Nodes[0];
+        string urlB = cluster.Nodes[1].Url.ToString();
+        using var a = nodeA.Client(TestCluster.Alice);
+        using var b = cluster.Nodes[1].Client(TestCluster.Alice);
+        string busy = await ClusterRoutingTests.CreateAsync(a);
+        // A streamed run that has printed its first line holds the sandbox's run lock: the drain waits at it.
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"v1/sandboxes/{busy}/run")
+        {
+            Content = JsonContent.Create(new { code = "echo started; sleep 15; echo done > /tmp/d" }),
+        };
+        request.Headers.Accept.Add(new System.Net.Http.Headers.MediaTypeWithQualityHeaderValue("text/event-stream"));
+        using var stream = await a.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, Ct);
+        using var events = new StreamReader(await stream.Content.ReadAsStreamAsync(Ct));
+        while (await events.ReadLineAsync(Ct) is { } line && !line.Contains("started", StringComparison.Ordinal))
+        {
+        }
+
+        using var admin = nodeA.Client(TestCluster.Admin);
+        admin.Timeout = TimeSpan.FromSeconds(90);
+        var drain = admin.PostAsync("v1/admin/drain", null, Ct);
+        // Once A drains, a one-shot run and a create sent to A are served by B.
+        var clock = Stopwatch.StartNew();
+        while (await RunPlacementTests.OneShotAsync(a) != urlB)
+        {
+            Assert.False(drain.IsCompleted, "the drain ended before a run through A was relayed");
+            Assert.True(clock.Elapsed < TimeSpan.FromSeconds(12), "runs through the draining node still ran there");
+        }
+        using (var created = await a.PostAsJsonAsync("v1/sandboxes", new { template = TestCluster.Template }, Ct))
+        {
+            string text = await created.Content.ReadAsStringAsync(Ct);
+            Assert.True(created.StatusCode == HttpStatusCode.Created, text);
+            Assert.Equal(urlB, Node(created));
+            string id = JsonDocument.Parse(text).RootElement.GetProperty("id").GetString()!;
+            Assert.Equal("here\n", (await ClusterRoutingTests.RunAsync(b, id, "echo here")).GetProperty("stdout").GetString());
+        }
+        Assert.False(drain.IsCompleted, "the drain did not wait for the run in progress");
+
+        string rest = await events.ReadToEndAsync(Ct);
+        Assert.Contains("\"status\":\"ok\"", rest.Replace(" ", "", StringComparison.Ordinal), StringComparison.Ordinal);
+        using var drained = await drain;
+        string body = await drained.Content.ReadAsStringAsync(Ct);
+        Assert.True(drained.StatusCode == HttpStatusCode.OK, body);
+        Assert.Contains(busy, JsonDocument.Parse(body).RootElement.GetProperty("moved").EnumerateArray().Select(e => e.GetString()));
+        // The run finished before the pause: what it wrote moved with the sandbox.
+        var (after, servedBy) = await RunRetryingAsync(b, busy, "cat /tmp/d");
+        Assert.Equal("done\n", after.GetProperty("stdout").GetString());
+        Assert.Equal(urlB, servedBy);
     }
 
     [Fact]
