@@ -9,7 +9,7 @@ creates one sandbox on node 1, then sends the same run alternately through node 
 round. Reports median and p95 per round and over all rounds, with the load average before and after,
 and writes a Markdown report to bench/results/. Build first: dotnet build tests/SandboxVM.Cluster.Node -c Release.
 """
-import argparse, datetime, http.client, json, os, platform, socket, statistics, subprocess, sys, tempfile, time
+import argparse, datetime, http.client, json, os, platform, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODE = os.path.join(ROOT, "tests/SandboxVM.Cluster.Node/bin/Release/net10.0/SandboxVM.Cluster.Node.dll")
@@ -65,6 +65,7 @@ def main():
         sys.exit(f"routed_latency: {args.node} is missing: dotnet build tests/SandboxVM.Cluster.Node -c Release")
     work = tempfile.mkdtemp(prefix="routed-latency-")
     procs = []
+    ok = False
     try:
         redis_port = free_port()
         procs.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -107,6 +108,7 @@ def main():
                     times[name].append(elapsed)
             rounds.append(times)
         load_after = load()
+        ok = True
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -116,6 +118,10 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"routed_latency: the nodes' logs and state are in {work}", file=sys.stderr)
 
     def row(label, t):
         o, r = t["owner"], t["routed"]
