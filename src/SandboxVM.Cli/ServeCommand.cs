@@ -22,7 +22,12 @@ internal static class ServeCommand
             Description = "Join the cluster whose membership is in this Redis (redis://HOST:PORT; SandboxVM:Cluster); " +
                 "the other nodes reach this one at SandboxVM:ClusterAdvertiseUrl (default: --url)",
         };
-        var command = new Command("serve", "Start the SandboxVM server (binds 127.0.0.1:8000 by default)") { url, runtime, keysFile, insecure, cluster };
+        var sharedState = new Option<string?>("--shared-state")
+        {
+            Description = "A directory every node of the cluster mounts (e.g. NFS; SandboxVM:SharedStateDir): paused sandboxes live there "
+                + "and resume on another node when theirs died or was drained",
+        };
+        var command = new Command("serve", "Start the SandboxVM server (binds 127.0.0.1:8000 by default)") { url, runtime, keysFile, insecure, cluster, sharedState };
         command.SetAction(async (parse, ct) =>
         {
             string? requested = parse.GetValue(runtime);
@@ -40,6 +45,10 @@ internal static class ServeCommand
                         o.ApiKeysFile = file;
                     }
                     o.InsecureNoAuth |= parse.GetValue(insecure);
+                    if (parse.GetValue(sharedState) is { } shared)
+                    {
+                        o.SharedStateDir = Path.GetFullPath(shared);
+                    }
                 }, parse.GetValue(url), extension: new SandboxVM.Cluster.ClusterExtension(parse.GetValue(cluster)));
             }
             catch (InvalidOperationException e)

@@ -80,6 +80,7 @@ public sealed class ClusterExtension(string? cluster = null) : IServerExtension
         services.AddHttpForwarder();
         services.AddSingleton<SandboxRegistrar>();
         services.AddHostedService(sp => sp.GetRequiredService<SandboxRegistrar>());
+        services.AddSingleton<NodeDrain>();
         services.AddSingleton<RunPlacement>();
         services.AddHostedService(sp => sp.GetRequiredService<RunPlacement>());
     }
@@ -107,6 +108,11 @@ internal sealed class ClusterNode(Uri url, ClusterSettings settings) : IDisposab
 {
     public Uri Url { get; } = url;
     public ClusterSettings Settings { get; } = settings;
+
+    /// <summary>Set by a drain: no new work here, every new call goes to another node.</summary>
+    public bool Draining { get => _draining; set => _draining = value; }
+
+    private volatile bool _draining;
 
     public HttpMessageInvoker Forwarding => field ??= new HttpMessageInvoker(Handler, disposeHandler: false);
 

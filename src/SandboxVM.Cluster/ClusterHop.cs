@@ -18,8 +18,14 @@ internal sealed class ClusterHop(string secret) : ITrustedHop
     public const string AdminHeader = "SandboxVM-Cluster-Admin";
     public const string MaxSandboxesHeader = "SandboxVM-Cluster-Max-Sandboxes";
 
-    /// <summary>The request came from another node (set once <see cref="CallerOf"/> accepted it): it is served here, never forwarded again.</summary>
+    /// <summary>Sent by a draining node with new work it hands on: route it as if it had arrived here (once; it is never relayed again).</summary>
+    public const string RelayHeader = "SandboxVM-Cluster-Relay";
+
+    /// <summary>The request came from another node (set once <see cref="CallerOf"/> accepted it).</summary>
     public static bool IsHop(HttpContext context) => context.Items.ContainsKey(typeof(ClusterHop));
+
+    /// <summary>A hop to serve here, never forwarded again; a relay from a draining node is routed like a caller's request.</summary>
+    public static bool ServeHere(HttpContext context) => IsHop(context) && context.Request.Headers[RelayHeader] != "1";
 
     public Caller? CallerOf(HttpContext context)
     {
@@ -41,9 +47,14 @@ internal sealed class ClusterHop(string secret) : ITrustedHop
     }
 
     /// <summary>Replaces whatever identity the request had with the hop's.</summary>
-    public void Stamp(HttpRequestMessage request, Caller caller)
+    public void Stamp(HttpRequestMessage request, Caller caller, bool relay = false)
     {
         request.Headers.Authorization = null;
+        request.Headers.Remove(RelayHeader);
+        if (relay)
+        {
+            request.Headers.TryAddWithoutValidation(RelayHeader, "1");
+        }
         request.Headers.Remove(SecretHeader);
         request.Headers.Remove(CallerHeader);
         request.Headers.Remove(AdminHeader);

@@ -2,9 +2,11 @@ using System.Net;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Orleans.Runtime;
 using SandboxVM.Core;
+using SandboxVM.Core.Runs;
 using SandboxVM.Core.Sessions;
 using SandboxVM.Server;
 using Yarp.ReverseProxy.Forwarder;
@@ -19,6 +21,12 @@ public static class ClusterProblemCodes
 
     /// <summary>503: the node that holds the sandbox does not answer (and is not yet known dead): try again.</summary>
     public const string NodeUnreachable = "node_unreachable";
+
+    /// <summary>503: the node is draining and is handing this sandbox to another node (or no other node takes new work): try again.</summary>
+    public const string NodeDraining = "node_draining";
+
+    /// <summary>409: a drain of a node that is draining already.</summary>
+    public const string AlreadyDraining = "already_draining";
 }
 
 /// <summary>
@@ -29,7 +37,8 @@ public static class ClusterProblemCodes
 /// </summary>
 internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager sessions, IGrainFactory grains,
     IHttpForwarder forwarder, ClusterNode node, ClusterHop hop, SandboxRegistrar registrar,
-    IClusterMembershipService membership, SandboxVmOptions options, RunPlacement placement, ILogger<ClusterRouter> logger)
+    IClusterMembershipService membership, SandboxVmOptions options, RunPlacement placement, NodeDrain drain,
+    IHostApplicationLifetime lifetime, ILogger<ClusterRouter> logger)
 {
     /// <summary>The node that served a call (set by that node; a forwarded answer keeps it).</summary>
     public const string NodeHeader = "SandboxVM-Node";
@@ -44,19 +53,32 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
     /// <summary>The cluster's nodes as Orleans' membership has them (admin keys only).</summary>
     public const string NodesPath = "/v1/admin/cluster";
 
+    /// <summary>POST: this node hands its sandboxes to the others and leaves (admin keys only).</summary>
+    public const string DrainPath = "/v1/admin/drain";
+
     /// <summary>How long finding a sandbox's owner may take before the caller hears <c>node_unreachable</c>.</summary>
     private static readonly TimeSpan LocateTimeout = TimeSpan.FromSeconds(10);
 
     /// <summary>How long a node may take to list its sandboxes before the list goes out without them.</summary>
     private static readonly TimeSpan ListTimeout = TimeSpan.FromSeconds(5);
 
-    private readonly HopTransformer _transformer = new(hop);
+    private readonly HopTransformer _transformer = new(hop, relay: false);
+    private readonly HopTransformer _relay = new(hop, relay: true);
 
     public async Task InvokeAsync(HttpContext context)
     {
         var path = context.Request.Path;
         context.Response.Headers[NodeHeader] = node.Url.ToString();
-        if (path == OneShotPath && HttpMethods.IsPost(context.Request.Method) && !ClusterHop.IsHop(context))
+        if (path == DrainPath && HttpMethods.IsPost(context.Request.Method))
+        {
+            await DrainAsync(context);
+            return;
+        }
+        if (node.Draining && !ClusterHop.IsHop(context) && await RelayWhileDrainingAsync(context))
+        {
+            return;
+        }
+        if (path == OneShotPath && HttpMethods.IsPost(context.Request.Method) && !ClusterHop.ServeHere(context))
         {
             await PlaceRunAsync(context);
             return;
@@ -72,19 +94,21 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
             return;
         }
         string id = SandboxId(rest);
-        if (id.Length == 0 && !rest.HasValue && HttpMethods.IsGet(context.Request.Method) && !ClusterHop.IsHop(context))
+        if (id.Length == 0 && !rest.HasValue && HttpMethods.IsGet(context.Request.Method) && !ClusterHop.ServeHere(context))
         {
             await ListAsync(context);
             return;
         }
-        if (id.Length == 0 || ClusterHop.IsHop(context) || IsLocal(id))
+        if (node.Draining && id.Length > 0 && !IsLocal(id))
         {
-            if (HttpMethods.IsPost(context.Request.Method))
-            {
-                // Creates, forks and resumes: the new sandbox is known to the cluster before its id is out.
-                context.Response.OnStarting(() => RegisterAsync(context.RequestAborted));
-            }
-            await next(context);
+            // Handed off (or being handed off) from here: the next try goes to the node that adopts it.
+            await Problems.Write(context, 503, ClusterProblemCodes.NodeDraining, null,
+                $"the node that held sandbox '{id}' is draining; try again", TimeSpan.FromSeconds(1));
+            return;
+        }
+        if (id.Length == 0 || ClusterHop.ServeHere(context) || IsLocal(id))
+        {
+            await ServeHereAsync(context);
             return;
         }
         SandboxPlace? place;
@@ -110,7 +134,95 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
             await WriteLostAsync(context, id);
             return;
         }
+        if (IsLocal(id))
+        {
+            // Adopted by this node just now (paused in the shared state directory by a node that died or left).
+            await ServeHereAsync(context);
+            return;
+        }
         await ForwardAsync(context, id, place);
+    }
+
+    private Task ServeHereAsync(HttpContext context)
+    {
+        if (HttpMethods.IsPost(context.Request.Method))
+        {
+            // Creates, forks and resumes: the new sandbox is known to the cluster before its id is out.
+            context.Response.OnStarting(() => RegisterAsync(context.RequestAborted));
+        }
+        return next(context);
+    }
+
+    /// <summary>
+    /// While this node drains, new work that arrives here goes to another node, marked to be routed there
+    /// as if it had arrived there (a sandbox's owner looked up, a one-shot run placed); calls on sandboxes
+    /// still held here are served here until they are handed off. False: served here.
+    /// </summary>
+    private async Task<bool> RelayWhileDrainingAsync(HttpContext context)
+    {
+        var path = context.Request.Path;
+        bool newWork = path == OneShotPath && HttpMethods.IsPost(context.Request.Method);
+        if (path.StartsWithSegments(Prefix, out var rest))
+        {
+            string id = SandboxId(rest);
+            bool list = id.Length == 0 && HttpMethods.IsGet(context.Request.Method);
+            newWork = !list && (id.Length == 0 || !IsLocal(id));
+        }
+        if (!newWork)
+        {
+            return false;
+        }
+        if (placement.ChooseOther() is not { } target)
+        {
+            await Problems.Write(context, 503, ClusterProblemCodes.NodeDraining, null,
+                "this node is draining and no other node takes new work; try again", TimeSpan.FromSeconds(1));
+            return true;
+        }
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodySize)
+        {
+            bodySize.MaxRequestBodySize = options.MaxUploadBytes + 1;
+        }
+        context.Response.Headers.Remove(NodeHeader);
+        var error = await forwarder.SendAsync(context, target, node.Forwarding, node.ForwardingConfig, _relay);
+        if (error != ForwarderError.None)
+        {
+            LogForwardFailed(logger, "(new work while draining)", target, error.ToString());
+            if (!context.Response.HasStarted && error is ForwarderError.Request or ForwarderError.RequestTimedOut)
+            {
+                context.Response.Clear();
+                context.Response.Headers[NodeHeader] = node.Url.ToString();
+                await Problems.Write(context, 503, ClusterProblemCodes.NodeDraining, null,
+                    "this node is draining and the node chosen for the call did not answer; try again", TimeSpan.FromSeconds(1));
+            }
+        }
+        return true;
+    }
+
+    /// <summary>POST /v1/admin/drain: hands every sandbox to the shared state directory, answers what moved, then stops this node.</summary>
+    private async Task DrainAsync(HttpContext context)
+    {
+        NodeDrain.Outcome outcome;
+        try
+        {
+            outcome = await drain.DrainAsync();
+        }
+        catch (RunRequestException e)
+        {
+            await Problems.Write(context, 409, e.Code, null, e.Message);
+            return;
+        }
+        // The answer goes out first; then the server stops (its silo leaves the cluster, its remaining sandboxes end).
+        context.Response.OnCompleted(() =>
+        {
+            lifetime.StopApplication();
+            return Task.CompletedTask;
+        });
+        await Results.Json(new
+        {
+            node = node.Url.ToString(),
+            moved = outcome.Moved,
+            not_moved = outcome.NotMoved.Select(n => new { id = n.Id, code = n.Code, detail = n.Detail }).ToList(),
+        }).ExecuteAsync(context);
     }
 
     /// <summary>A one-shot run goes where a clone of its template is ready, else to the least loaded node.</summary>
@@ -244,7 +356,8 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
             {
                 ["id"] = s.Id,
                 ["template"] = s.Template,
-                ["state"] = "lost",
+                // Paused in the shared state directory: its next call resumes it on a live node.
+                ["state"] = sessions.IsPausedInSharedState(s.Id) ? "paused" : "lost",
                 ["created_at"] = s.CreatedAt.UtcDateTime,
             })).ToList();
         });
@@ -326,13 +439,13 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
     private static partial void LogRegisterFailed(ILogger logger, string error);
 
     /// <summary>The request as it came, minus its key, plus the hop's secret and caller.</summary>
-    private sealed class HopTransformer(ClusterHop hop) : HttpTransformer
+    private sealed class HopTransformer(ClusterHop hop, bool relay) : HttpTransformer
     {
         public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest,
             string destinationPrefix, CancellationToken cancellationToken)
         {
             await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
-            hop.Stamp(proxyRequest, httpContext.GetCaller());
+            hop.Stamp(proxyRequest, httpContext.GetCaller(), relay);
         }
     }
 }

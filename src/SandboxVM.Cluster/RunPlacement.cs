@@ -11,7 +11,7 @@ namespace SandboxVM.Cluster;
 /// <summary>What a node publishes for one-shot placement: ready pool clones by template, and its live sandboxes.</summary>
 [GenerateSerializer, Immutable]
 public sealed record NodeFigures([property: Id(0)] string Url, [property: Id(1)] IReadOnlyDictionary<string, int> Ready,
-    [property: Id(2)] int Live);
+    [property: Id(2)] int Live, [property: Id(3)] bool Draining = false);
 
 /// <summary>A node's latest figures (keyed by its silo address; in memory, on that node).</summary>
 public interface INodeFiguresGrain : IGrainWithStringKey
@@ -48,11 +48,15 @@ internal sealed partial class RunPlacement(PoolManager pools, TemplateRegistry t
 
     /// <summary>This node's figures now.</summary>
     public NodeFigures Own() => new(node.Url.ToString(),
-        templates.All.ToDictionary(t => t.Name, t => pools.Status(t.Name)?.Ready ?? 0, StringComparer.Ordinal), tracker.LiveCount);
+        templates.All.ToDictionary(t => t.Name, t => pools.Status(t.Name)?.Ready ?? 0, StringComparer.Ordinal), tracker.LiveCount, node.Draining);
 
     /// <summary>The URL of the node to run <paramref name="template"/> on, or null for this one.</summary>
     public string? Choose(string? template)
     {
+        if (node.Draining)
+        {
+            return ChooseOther();
+        }
         var own = Own();
         var others = _others;
         int Ready(NodeFigures f) => template is not null && f.Ready.TryGetValue(template, out int n) ? n : 0;
@@ -68,6 +72,12 @@ internal sealed partial class RunPlacement(PoolManager pools, TemplateRegistry t
         var least = others.MinBy(f => f.Live)!;
         return least.Live < own.Live ? least.Url : null;
     }
+
+    /// <summary>Another node that takes new work (the one with the fewest live sandboxes), or null when there is none.</summary>
+    public string? ChooseOther() => _others.MinBy(f => f.Live)?.Url;
+
+    /// <summary>Publishes this node's figures now (a drain: the others stop placing work here within their next read).</summary>
+    public Task PublishNowAsync() => grains.GetGrain<INodeFiguresGrain>(silo.SiloAddress.ToParsableString()).PublishAsync(Own());
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -92,7 +102,8 @@ internal sealed partial class RunPlacement(PoolManager pools, TemplateRegistry t
                         return null;
                     }
                 }));
-                _others = [.. figures.OfType<NodeFigures>()];
+                // A draining node takes no new work.
+                _others = [.. figures.OfType<NodeFigures>().Where(f => !f.Draining)];
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {

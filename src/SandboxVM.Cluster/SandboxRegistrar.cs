@@ -15,12 +15,28 @@ internal sealed partial class SandboxRegistrar(SessionManager sessions, IGrainFa
 {
     private readonly HashSet<string> _registered = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private volatile bool _frozen;
+
+    /// <summary>
+    /// A drain: from now on nothing is registered or unregistered (a sandbox handed to another node must
+    /// keep its record; the ones that end with this node are lost, as with a node that dies).
+    /// </summary>
+    public async Task FreezeAsync(CancellationToken cancellationToken)
+    {
+        await _gate.WaitAsync(cancellationToken);
+        _frozen = true;
+        _gate.Release();
+    }
 
     public async Task SyncAsync(CancellationToken cancellationToken)
     {
         await _gate.WaitAsync(cancellationToken);
         try
         {
+            if (_frozen)
+            {
+                return;
+            }
             var list = sessions.List();
             var live = list.Select(s => s.Id).ToHashSet(StringComparer.Ordinal);
             string self = silo.SiloAddress.ToParsableString();

@@ -95,6 +95,14 @@ public sealed class SandboxVmOptions
     /// </summary>
     public string StateDir { get; set; } = "/var/lib/sandboxvm";
 
+    /// <summary>
+    /// A directory every node of a cluster mounts (e.g. NFS): paused sandboxes go to <c>paused/&lt;id&gt;/</c>
+    /// there instead of under <see cref="StateDir"/>, so another node can resume them. Set, a starting server
+    /// loads none of them: each is claimed on its next call by the node its cluster grain lives on
+    /// (<see cref="Sessions.SessionManager.AdoptPaused"/>). Null: paused sandboxes are this server's alone.
+    /// </summary>
+    public string? SharedStateDir { get; set; }
+
     /// <summary>A paused sandbox not resumed for this long is removed (its image deleted).</summary>
     public double PausedTtlS { get; set; } = 7 * 86400;
 

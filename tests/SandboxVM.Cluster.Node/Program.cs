@@ -10,7 +10,8 @@ using SandboxVM.Testing;
 
 // A cluster node for the tests: `SandboxVM.Cluster.Node STATE_DIR [configuration arguments]`, e.g.
 // --urls http://127.0.0.1:PORT --SandboxVM:Cluster redis://127.0.0.1:PORT --SandboxVM:ClusterSiloPort PORT.
-// Its sandboxes are the real agent as local processes; its templates are below; its state is STATE_DIR.
+// Its sandboxes are the real agent as local processes (a pause keeps their files: FileSavingRuntime); its
+// templates are below; its state is STATE_DIR.
 if (LocalAgentRuntime.UnavailableReason is { } why)
 {
     await Console.Error.WriteLineAsync("local agent runtime unavailable: " + why);
@@ -31,7 +32,9 @@ await File.WriteAllTextAsync(Path.Combine(dir, "templates", "local-sh.yaml"), ""
     warmup:
       strategy: cold
     """);
-await using var runtime = new LocalAgentRuntime();
+await using var local = new LocalAgentRuntime();
+// Pausable (files only), so paused sandboxes can move between nodes through SandboxVM:SharedStateDir.
+var runtime = new FileSavingRuntime(local);
 var app = ServerApp.Build(args[1..], o =>
 {
     o.TemplateDirectories = [Path.Combine(dir, "templates")];

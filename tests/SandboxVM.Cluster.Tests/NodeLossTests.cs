@@ -23,11 +23,7 @@ public sealed class NodeLossTests
     [Fact]
     public async Task A_killed_nodes_sandbox_answers_sandbox_lost_and_nothing_hangs()
     {
-        if (TestCluster.UnavailableReason is { } why)
-        {
-            Assert.Skip(why);
-        }
-        await using var cluster = await TestCluster.StartAsync(3);
+        await using var cluster = await TestCluster.StartOrSkipAsync(3);
         using var a = cluster.Nodes[0].Client(TestCluster.Alice);
         using var b = cluster.Nodes[1].Client(TestCluster.Alice);
         using var c = cluster.Nodes[2].Client(TestCluster.Alice);

@@ -14,11 +14,7 @@ public sealed class RunPlacementTests
     [Fact]
     public async Task A_one_shot_run_sent_to_a_busy_node_runs_on_the_idle_one()
     {
-        if (TestCluster.UnavailableReason is { } why)
-        {
-            Assert.Skip(why);
-        }
-        await using var cluster = await TestCluster.StartAsync(2);
+        await using var cluster = await TestCluster.StartOrSkipAsync(2);
         using var a = cluster.Nodes[0].Client(TestCluster.Alice);
         using var b = cluster.Nodes[1].Client(TestCluster.Alice);
         for (int i = 0; i < 3; i++)
@@ -43,7 +39,7 @@ public sealed class RunPlacementTests
     }
 
     /// <summary>Runs <c>echo ok</c> as a one-shot run; the node that ran it.</summary>
-    private static async Task<string?> OneShotAsync(HttpClient http)
+    internal static async Task<string?> OneShotAsync(HttpClient http)
     {
         using var response = await http.PostAsJsonAsync("v1/run", new { template = TestCluster.Template, code = "echo ok" }, Ct);
         string body = await response.Content.ReadAsStringAsync(Ct);

@@ -30,6 +30,9 @@ internal sealed class TestCluster : IAsyncDisposable
     private Process? _redis;
 
     public IReadOnlyList<Node> Nodes => _nodes;
+
+    /// <summary>The state directory all nodes share (SandboxVM:SharedStateDir): paused sandboxes live there.</summary>
+    public string SharedDir => Path.Combine(_dir, "shared");
     public int RedisPort { get; private set; }
 
     /// <summary>Why the cluster tests cannot run here, or null.</summary>
@@ -37,6 +40,16 @@ internal sealed class TestCluster : IAsyncDisposable
         File.Exists(RedisServer) ? null : $"{RedisServer} is absent (apt-get install redis-server)";
 
     private const string RedisServer = "/usr/bin/redis-server";
+
+    /// <summary><see cref="StartAsync"/>, or the test skipped with <see cref="UnavailableReason"/>.</summary>
+    public static Task<TestCluster> StartOrSkipAsync(int nodes)
+    {
+        if (UnavailableReason is { } why)
+        {
+            Assert.Skip(why);
+        }
+        return StartAsync(nodes);
+    }
 
     public static async Task<TestCluster> StartAsync(int nodes)
     {
@@ -57,7 +70,7 @@ internal sealed class TestCluster : IAsyncDisposable
             }));
             for (int i = 0; i < nodes; i++)
             {
-                cluster._nodes.Add(Node.Start(cluster._dir, (char)('a' + i), cluster.RedisPort, keys));
+                cluster._nodes.Add(Node.Start(cluster._dir, (char)('a' + i), cluster.RedisPort, keys, cluster.SharedDir));
             }
             await cluster.WaitForMembersAsync(nodes);
             return cluster;
@@ -204,7 +217,7 @@ internal sealed class TestCluster : IAsyncDisposable
             }
         }
 
-        public static Node Start(string dir, char name, int redisPort, string keysFile)
+        public static Node Start(string dir, char name, int redisPort, string keysFile, string sharedDir)
         {
             string path = typeof(TestCluster).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
                 .First(a => a.Key == "SandboxVM.ClusterNodePath").Value!;
@@ -223,7 +236,8 @@ internal sealed class TestCluster : IAsyncDisposable
                 "--SandboxVM:ClusterSiloPort", silo.ToString(System.Globalization.CultureInfo.InvariantCulture),
                 "--SandboxVM:ClusterProbeTimeoutS", "1",
                 "--SandboxVM:ClusterMissedProbes", "2",
-                "--SandboxVM:ApiKeysFile", keysFile])
+                "--SandboxVM:ApiKeysFile", keysFile,
+                "--SandboxVM:SharedStateDir", sharedDir])
             {
                 start.ArgumentList.Add(arg);
             }

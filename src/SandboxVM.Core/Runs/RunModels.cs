@@ -145,6 +145,8 @@ public static class ProblemCodes
     public const string AgentError = "agent_error";
     /// <summary>The runtime cannot save a running sandbox (the process runtime): no pause, resume or fork (409).</summary>
     public const string PauseUnsupported = "pause_unsupported";
+    /// <summary>A drain without a shared state directory: its paused sandboxes could not move to other nodes (409).</summary>
+    public const string SharedStateRequired = "shared_state_required";
     /// <summary>The sandbox is paused: pause again, or a call with auto_resume off (409).</summary>
     public const string SandboxPaused = "sandbox_paused";
     /// <summary>Resume of a sandbox that is not paused (409).</summary>

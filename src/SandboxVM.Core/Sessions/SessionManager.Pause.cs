@@ -21,7 +21,7 @@ public sealed partial class SessionManager
     /// <summary>Whether the runtime can save sandboxes (pause, resume, fork); the process runtime cannot.</summary>
     public bool CanPause => _pools.Runtime is ISandboxSaver;
 
-    private string PausedRoot => Path.Combine(_options.StateDir, PausedDirName);
+    private string PausedRoot => Path.Combine(_options.SharedStateDir ?? _options.StateDir, PausedDirName);
 
     private RunRequestException PauseUnsupported() => new(ProblemCodes.PauseUnsupported, null,
         $"the {_pools.Runtime.Name} runtime cannot save a running sandbox: no pause, resume, fork or snapshot (qemu and gvisor can)", RefusalKind.Conflict);
@@ -387,7 +387,9 @@ public sealed partial class SessionManager
         var forks = Path.Combine(_options.StateDir, ForksDirName);
         TryDeleteDirectory(forks);
         SweepSnapshotLeftovers();
-        if (!Directory.Exists(PausedRoot))
+        // Shared: the sandboxes there are other nodes' too (and their .tmp-* pauses in progress); each is
+        // claimed on its next call (AdoptPaused), never all at once.
+        if (_options.SharedStateDir is not null || !Directory.Exists(PausedRoot))
         {
             return;
         }
@@ -398,34 +400,102 @@ public sealed partial class SessionManager
                 TryDeleteDirectory(dir);
                 continue;
             }
-            try
+            TryLoadPaused(dir);
+        }
+    }
+
+    /// <summary>
+    /// Takes over the paused sandbox <paramref name="id"/> from the shared state directory: listed here as
+    /// paused, resumed here on its next call. True when it is held here (also when it already was); false
+    /// without a shared directory or an image of it there. The caller makes sure no other node does the
+    /// same at once (the cluster calls this from the sandbox's single grain activation).
+    /// </summary>
+    public bool AdoptPaused(string id)
+    {
+        if (_sessions.TryGetValue(id, out var held) && held.State != SessionState.Ended)
+        {
+            return true;
+        }
+        if (_options.SharedStateDir is null || !IsSafeId(id))
+        {
+            return false;
+        }
+        string dir = Path.Combine(PausedRoot, id);
+        return File.Exists(Path.Combine(dir, RecordFileName)) && TryLoadPaused(dir);
+    }
+
+    /// <summary>Whether the shared state directory holds a paused image of <paramref name="id"/> (a node that died or left paused it).</summary>
+    public bool IsPausedInSharedState(string id) =>
+        _options.SharedStateDir is not null && IsSafeId(id) && File.Exists(Path.Combine(PausedRoot, id, RecordFileName));
+
+    /// <summary>
+    /// For a node that leaves (drain): pauses the sandbox into the shared state directory if it runs, then
+    /// lets go of it here without deleting its image, all under its run lock (a run in progress ends
+    /// first), so another node can adopt it. Refused (409 <c>shared_state_required</c>) without a shared directory.
+    /// </summary>
+    public async Task HandOffAsync(string id, CancellationToken cancellationToken)
+    {
+        if (_options.SharedStateDir is null)
+        {
+            throw new RunRequestException(ProblemCodes.SharedStateRequired, null,
+                "this server has no shared state directory (SandboxVM:SharedStateDir): its paused sandboxes cannot move", RefusalKind.Conflict);
+        }
+        var session = Get(id);
+        var saver = Saver;
+        using var turn = await session.RunLock.AcquireAsync(cancellationToken);
+        session = Get(id);
+        if (session.State != SessionState.Paused)
+        {
+            await PauseLockedAsync(session, saver);
+        }
+        if (session.MarkEnded("handed to another node"))
+        {
+            _sessions.TryRemove(session.Id, out _);
+            Interlocked.Decrement(ref _reserved);
+            ReleaseFor(session.Owner);
+            LogHandedOff(_logger, session.Id);
+        }
+    }
+
+    /// <summary>Ids name directories: only the characters ids are made of (sbx_ and hex), nothing that walks a path.</summary>
+    private static bool IsSafeId(string id) =>
+        id.Length is > 0 and <= 64 && id.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-');
+
+    /// <summary>Lists a paused sandbox's directory as a paused sandbox of this server; false (logged) when it cannot be.</summary>
+    private bool TryLoadPaused(string dir)
+    {
+        try
+        {
+            var record = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(dir, RecordFileName)), PausedRecordJson.Default.PausedRecord)
+                ?? throw new InvalidDataException("empty record");
+            if (record.Runtime != _pools.Runtime.Name || record.Id != Path.GetFileName(dir) || record.Spec is null)
             {
-                var record = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(dir, RecordFileName)), PausedRecordJson.Default.PausedRecord)
-                    ?? throw new InvalidDataException("empty record");
-                if (record.Runtime != _pools.Runtime.Name || record.Id != Path.GetFileName(dir) || record.Spec is null)
-                {
-                    LogPausedSkipped(_logger, dir, $"saved by runtime {record.Runtime}, this server runs {_pools.Runtime.Name}");
-                    continue;
-                }
-                var template = _runs.FindTemplate(record.Template);
-                var session = new SandboxSession(record.Id, record.Owner, template, null, record.CreatedAt, record.TimeoutS, record.IdleTimeoutS, record.Metadata)
-                {
-                    OnIdle = record.OnIdle == "pause" ? IdleAction.Pause : IdleAction.Kill,
-                    AutoResume = record.AutoResume,
-                };
-                session.SavedSpec = record.Spec;
-                session.BuiltHash = record.BuiltHash;
-                session.Runs = record.Runs;
-                session.LoadedPaused(dir, record.PausedBytes, record.PausedAt, TimeSpan.FromSeconds(record.RemainingLifetimeS), record.LastPauseMs, record.LastResumeMs, TimeSpan.FromSeconds(_options.PausedTtlS));
-                Interlocked.Increment(ref _reserved);
-                ReserveFor(new SandboxOwner(record.Owner, null), 1);
-                _sessions[record.Id] = session;
-                LogPausedLoaded(_logger, record.Id, record.Template, record.Owner);
+                LogPausedSkipped(_logger, dir, $"saved by runtime {record.Runtime}, this server runs {_pools.Runtime.Name}");
+                return false;
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or InvalidDataException or RunRequestException)
+            var template = _runs.FindTemplate(record.Template);
+            var session = new SandboxSession(record.Id, record.Owner, template, null, record.CreatedAt, record.TimeoutS, record.IdleTimeoutS, record.Metadata)
             {
-                LogPausedSkipped(_logger, dir, e.Message);
+                OnIdle = record.OnIdle == "pause" ? IdleAction.Pause : IdleAction.Kill,
+                AutoResume = record.AutoResume,
+            };
+            session.SavedSpec = record.Spec;
+            session.BuiltHash = record.BuiltHash;
+            session.Runs = record.Runs;
+            session.LoadedPaused(dir, record.PausedBytes, record.PausedAt, TimeSpan.FromSeconds(record.RemainingLifetimeS), record.LastPauseMs, record.LastResumeMs, TimeSpan.FromSeconds(_options.PausedTtlS));
+            if (!_sessions.TryAdd(record.Id, session))
+            {
+                return true;
             }
+            Interlocked.Increment(ref _reserved);
+            ReserveFor(new SandboxOwner(record.Owner, null), 1);
+            LogPausedLoaded(_logger, record.Id, record.Template, record.Owner);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or InvalidDataException or RunRequestException)
+        {
+            LogPausedSkipped(_logger, dir, e.Message);
+            return false;
         }
     }
 
@@ -482,6 +552,9 @@ public sealed partial class SessionManager
 
     [LoggerMessage(Level = LogLevel.Information, Message = "paused sandbox {Id} of {Template} (owner {Owner}) found in the state directory")]
     private static partial void LogPausedLoaded(ILogger logger, string id, string template, string owner);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {Id} paused into the shared state directory and let go: another node resumes it")]
+    private static partial void LogHandedOff(ILogger logger, string id);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "paused sandbox in {Dir} not loaded: {Reason}")]
     private static partial void LogPausedSkipped(ILogger logger, string dir, string reason);

@@ -246,6 +246,42 @@ public sealed partial class SessionPauseTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task WithASharedStateDir_AHandedOffSandboxIsAdoptedByAnotherManagerOnlyWhenAsked_AndOnlyOnce()
+    {
+        _options.SharedStateDir = Path.Combine(_root, "shared");
+        var s = await CreateAsync();
+        await _sessions.HandOffAsync(s.Id, Ct);
+
+        // Let go here, its image in the shared directory.
+        Assert.Equal(ProblemCodes.SandboxNotFound, Assert.Throws<RunRequestException>(() => _sessions.Get(s.Id)).Code);
+        Assert.True(File.Exists(Path.Combine(_options.SharedStateDir, "paused", s.Id, "sandbox.json")));
+        Assert.True(_sessions.IsPausedInSharedState(s.Id));
+        await using var other = NewManager();
+        // A starting manager loads nothing from the shared directory: each sandbox is claimed when asked for.
+        Assert.Empty(other.List());
+        Assert.False(other.AdoptPaused("sbx_00000000000000000000"));
+        Assert.False(other.AdoptPaused("../shared/paused/" + s.Id));
+        Assert.True(other.AdoptPaused(s.Id));
+        Assert.True(other.AdoptPaused(s.Id));
+        var adopted = Assert.Single(other.List());
+        Assert.Equal(SessionState.Paused, adopted.State);
+        Assert.Equal(s.Owner, adopted.Owner);
+        await other.ResumeAsync(s.Id, Ct);
+        Assert.Equal(SessionState.Running, adopted.State);
+        Assert.False(other.IsPausedInSharedState(s.Id), "a resumed sandbox's image stays in the shared directory");
+    }
+
+    [Fact]
+    public async Task AHandOffWithoutASharedStateDir_Is409AndTheSandboxKeepsRunning()
+    {
+        var s = await CreateAsync();
+        var refused = await Assert.ThrowsAsync<RunRequestException>(() => _sessions.HandOffAsync(s.Id, Ct));
+        Assert.Equal(ProblemCodes.SharedStateRequired, refused.Code);
+        Assert.Equal(SessionState.Running, _sessions.Get(s.Id).State);
+        Assert.False(_sessions.AdoptPaused("sbx_00000000000000000000"));
+    }
+
+    [Fact]
     public async Task AFailedPause_KeepsTheSandboxRunning_AndLeavesNothingHalfWritten()
     {
         var s = await CreateAsync();

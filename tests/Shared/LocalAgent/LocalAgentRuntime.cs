@@ -236,6 +236,9 @@ public sealed class LocalAgentVm : IVm
 
     public VmUsage ReadUsage() => _vm.ReadUsage();
 
+    /// <summary>The sandbox's root as the host reaches it (/proc/INIT/root): its /tmp and /home are the sandbox's own tmpfs.</summary>
+    public string RootPath => $"/proc/{Children(_launcherPid).Single()}/root";
+
     /// <summary>
     /// SIGKILLs the agent process alone (a guest whose agent crashed): the host sees its channel end.
     /// The chain is the launcher (exec'd into unshare) → namespace init sh → agent.
