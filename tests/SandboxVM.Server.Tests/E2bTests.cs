@@ -1,0 +1,290 @@
+using System.ComponentModel;
+using System.Diagnostics;
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using SandboxVM.Testing;
+
+namespace SandboxVM.Server.Tests;
+
+/// <summary>A server on the local agent with keys and a python-data-analysis template (the host's python3 with matplotlib).</summary>
+public sealed class E2bServerFixture : IAsyncLifetime
+{
+    private readonly TestKeys _keys = new();
+    private LoopbackServer? _server;
+
+    public LocalAgentRuntime Runtime { get; private set; } = null!;
+
+    public Uri BaseUri => _server!.BaseUri;
+
+    public HttpClient Http => _server!.Http;
+
+    /// <summary>What a user sets E2B_API_URL and E2B_SANDBOX_URL to.</summary>
+    public string E2bUrl => new Uri(BaseUri, "e2b").ToString();
+
+    public async ValueTask InitializeAsync()
+    {
+        if (LocalAgentRuntime.UnavailableReason is not null)
+        {
+            return;
+        }
+        _keys.WithDefaults();
+        Runtime = new LocalAgentRuntime();
+        var templates = LocalAgentServer.Templates();
+        templates["python-data-analysis"] = LocalAgentServer.PythonYaml("python-data-analysis", memoryMib: 512, runTimeoutS: 30, maxTimeoutS: 60, outputBytes: 65536)
+            .Replace("  fork_server:", "  env: {MPLBACKEND: Agg}\n  fork_server:", StringComparison.Ordinal);
+        _server = await LoopbackServer.StartAsync(Runtime, templates, o =>
+        {
+            o.HostTimeoutMarginS = 2;
+            o.ApiKeysFile = _keys.Path;
+        });
+    }
+
+    public E2bServerFixture OrSkip()
+    {
+        Assert.SkipWhen(LocalAgentRuntime.UnavailableReason is not null, $"local agent runtime: {LocalAgentRuntime.UnavailableReason}");
+        return this;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_server is not null)
+        {
+            await _server.DisposeAsync();
+        }
+        if (Runtime is not null)
+        {
+            await Runtime.DisposeAsync();
+        }
+        _keys.Dispose();
+    }
+}
+
+/// <summary>
+/// The official E2B SDKs (npm e2b and @e2b/code-interpreter, pinned by e2b-interop/package-lock.json),
+/// unmodified, driven by e2b-interop/interop.mjs against /e2b with only E2B_API_URL, E2B_SANDBOX_URL and
+/// E2B_API_KEY set; and the error shapes of the E2B door. Skips where node or npm is missing or the
+/// package registry cannot be reached.
+/// </summary>
+[Trait("tier", "integration")]
+public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerFixture>
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private readonly E2bServerFixture _server = server.OrSkip();
+
+    [Fact]
+    public async Task OfficialSdks_RunTheCodeInterpreterQuickStartCommandsAndFiles()
+    {
+        string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
+        await NodeScripts.InstallAsync(dir);
+        var env = new Dictionary<string, string>
+        {
+            ["E2B_API_URL"] = _server.E2bUrl,
+            ["E2B_SANDBOX_URL"] = _server.E2bUrl,
+            ["E2B_API_KEY"] = TestKeys.Alice,
+        };
+        var run = await NodeScripts.RunAsync("node", ["interop.mjs"], dir, null, TimeSpan.FromMinutes(4), env);
+        Assert.NotNull(run);
+        Assert.True(run.Value.ExitCode == 0, $"interop.mjs exited {run.Value.ExitCode}:\n{run.Value.Stderr}\n{run.Value.Stdout}");
+        using var answer = JsonDocument.Parse(run.Value.Stdout);
+        var r = answer.RootElement;
+        string all = run.Value.Stdout;
+
+        Assert.Equal("1", r.GetProperty("runCode").GetString());
+        Assert.Equal("42", r.GetProperty("stateful").GetString());
+        Assert.Equal("hi\nthere\n", r.GetProperty("stdout").GetString());
+        Assert.Equal("ZeroDivisionError", r.GetProperty("error").GetProperty("name").GetString());
+        Assert.Equal("division by zero", r.GetProperty("error").GetProperty("value").GetString());
+
+        var chart = r.GetProperty("chart");
+        Assert.True(chart.TryGetProperty("pngs", out var pngs), all);
+        byte[] png = Convert.FromBase64String(Assert.Single(pngs.EnumerateArray()).GetString()!);
+        Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], png.Take(4));
+
+        var ls = r.GetProperty("ls");
+        Assert.True(ls.TryGetProperty("exitCode", out var lsExit), all);
+        Assert.Equal(0, lsExit.GetInt32());
+        Assert.Contains(" tmp", ls.GetProperty("stdout").GetString());
+        Assert.Equal("hello from create\n", r.GetProperty("env").GetString());
+        var failed = r.GetProperty("exitCode");
+        Assert.True(failed.GetProperty("thrown").GetBoolean(), all);
+        Assert.Equal(3, failed.GetProperty("exitCode").GetInt32());
+        Assert.Equal("oops\n", failed.GetProperty("stderr").GetString());
+
+        var background = r.GetProperty("background");
+        Assert.True(background.TryGetProperty("listed", out var listed), all);
+        Assert.True(listed.GetBoolean(), all);
+        Assert.Equal("started\n", background.GetProperty("seen").GetString());
+        Assert.True(background.GetProperty("killed").GetBoolean(), all);
+        Assert.False(background.GetProperty("listedAfter").GetBoolean(), all);
+
+        var files = r.GetProperty("files");
+        Assert.True(files.TryGetProperty("text", out var text), all);
+        Assert.Equal("hello, files", text.GetString());
+        Assert.Equal("hello.txt", Assert.Single(files.GetProperty("list").EnumerateArray()).GetProperty("name").GetString());
+        Assert.True(files.GetProperty("exists").GetBoolean());
+        Assert.True(files.GetProperty("made").GetBoolean());
+        Assert.False(files.GetProperty("again").GetBoolean());
+        Assert.Equal("hello, files", files.GetProperty("moved").GetString());
+        Assert.True(files.GetProperty("gone").GetBoolean());
+        Assert.Equal("FileNotFoundError", files.GetProperty("missing").GetString());
+
+        var timeout = r.GetProperty("setTimeout");
+        Assert.True(timeout.TryGetProperty("seconds", out var seconds), all);
+        Assert.InRange(seconds.GetInt32(), 100, 121);
+        Assert.Equal("running", timeout.GetProperty("state").GetString());
+        Assert.Equal("e2b-interop", timeout.GetProperty("metadata").GetProperty("purpose").GetString());
+
+        string id = r.GetProperty("sandboxId").GetString()!;
+        var list = r.GetProperty("list");
+        Assert.True(list.TryGetProperty("ids", out var ids), all);
+        Assert.Equal(id, Assert.Single(ids.EnumerateArray()).GetString());
+        Assert.Equal(0, list.GetProperty("other").GetInt32());
+        Assert.Equal("42", r.GetProperty("connect").GetString());
+
+        var kill = r.GetProperty("kill");
+        Assert.True(kill.TryGetProperty("running", out var running), all);
+        Assert.False(running.GetBoolean());
+        Assert.False(kill.GetProperty("killedAgain").GetBoolean());
+    }
+
+    [Fact]
+    public async Task ControlApi_AWrongKeyIs401AndAnUnknownOrAnotherCallersSandboxIs404InE2bsBody()
+    {
+        using var bad = Request(HttpMethod.Get, "e2b/v2/sandboxes", "svmk_not_a_key");
+        using var unauthorized = await _server.Http.SendAsync(bad, Ct);
+        await AssertE2bErrorAsync(unauthorized, HttpStatusCode.Unauthorized);
+
+        using var unknown = await _server.Http.SendAsync(Request(HttpMethod.Get, "e2b/sandboxes/nope", TestKeys.Alice), Ct);
+        await AssertE2bErrorAsync(unknown, HttpStatusCode.NotFound);
+
+        using var create = Request(HttpMethod.Post, "e2b/v2/sandboxes", TestKeys.Alice);
+        create.Content = new StringContent("""{"templateID":"local-sh","timeout":60}""", Encoding.UTF8, "application/json");
+        using var created = await _server.Http.SendAsync(create, Ct);
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        using var body = JsonDocument.Parse(await created.Content.ReadAsStringAsync(Ct));
+        string id = body.RootElement.GetProperty("sandboxID").GetString()!;
+        string token = body.RootElement.GetProperty("envdAccessToken").GetString()!;
+        try
+        {
+            using var bobs = await _server.Http.SendAsync(Request(HttpMethod.Get, $"e2b/sandboxes/{id}", TestKeys.Bob), Ct);
+            await AssertE2bErrorAsync(bobs, HttpStatusCode.NotFound);
+            using var bobKill = await _server.Http.SendAsync(Request(HttpMethod.Delete, $"e2b/sandboxes/{id}", TestKeys.Bob), Ct);
+            await AssertE2bErrorAsync(bobKill, HttpStatusCode.NotFound);
+
+            // envd calls need the sandbox's own token: another sandbox's id or no token is refused.
+            using var noToken = new HttpRequestMessage(HttpMethod.Get, "e2b/health");
+            noToken.Headers.Add("E2b-Sandbox-Id", id);
+            using var refused = await _server.Http.SendAsync(noToken, Ct);
+            await AssertE2bErrorAsync(refused, HttpStatusCode.Unauthorized);
+            using var health = new HttpRequestMessage(HttpMethod.Get, "e2b/health");
+            health.Headers.Add("E2b-Sandbox-Id", id);
+            health.Headers.Add("X-Access-Token", token);
+            using var healthy = await _server.Http.SendAsync(health, Ct);
+            Assert.Equal(HttpStatusCode.NoContent, healthy.StatusCode);
+        }
+        finally
+        {
+            using var kill = await _server.Http.SendAsync(Request(HttpMethod.Delete, $"e2b/sandboxes/{id}", TestKeys.Alice), Ct);
+            Assert.Equal(HttpStatusCode.NoContent, kill.StatusCode);
+        }
+        using var again = await _server.Http.SendAsync(Request(HttpMethod.Delete, $"e2b/sandboxes/{id}", TestKeys.Alice), Ct);
+        await AssertE2bErrorAsync(again, HttpStatusCode.NotFound);
+    }
+
+    private static HttpRequestMessage Request(HttpMethod method, string path, string key)
+    {
+        var request = new HttpRequestMessage(method, path);
+        request.Headers.Add("X-API-KEY", key);
+        return request;
+    }
+
+    /// <summary>E2B's error body: {"code": the status, "message": why}.</summary>
+    private static async Task AssertE2bErrorAsync(HttpResponseMessage response, HttpStatusCode status)
+    {
+        string text = await response.Content.ReadAsStringAsync(Ct);
+        Assert.True(response.StatusCode == status, $"{response.StatusCode}: {text}");
+        using var body = JsonDocument.Parse(text);
+        Assert.Equal((int)status, body.RootElement.GetProperty("code").GetInt32());
+        Assert.False(string.IsNullOrWhiteSpace(body.RootElement.GetProperty("message").GetString()));
+    }
+}
+
+/// <summary>Node scripts of the interop tests: <c>npm ci</c> once per lock file, then a run with a deadline.</summary>
+internal static class NodeScripts
+{
+    private static readonly string[] s_networkErrors = ["ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ETIMEDOUT", "ECONNRESET", "ENETUNREACH", "network"];
+
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    /// <summary>
+    /// <c>npm ci</c> into <paramref name="dir"/> (node_modules beside the script), once per lock file; a
+    /// missing node or npm, or a registry that cannot be reached, skips the test; any other failure fails it.
+    /// </summary>
+    public static async Task InstallAsync(string dir)
+    {
+        var node = await RunAsync("node", ["--version"], dir, null, TimeSpan.FromSeconds(30));
+        Assert.SkipWhen(node is null, "node is not installed (Debian: apt-get install nodejs npm)");
+        string installed = Path.Combine(dir, "node_modules", ".package-lock.json");
+        if (File.Exists(installed) && File.GetLastWriteTimeUtc(installed) >= File.GetLastWriteTimeUtc(Path.Combine(dir, "package-lock.json")))
+        {
+            return;
+        }
+        var npm = await RunAsync("npm", ["ci", "--no-audit", "--no-fund", "--ignore-scripts"], dir, null, TimeSpan.FromMinutes(5));
+        Assert.SkipWhen(npm is null, "npm is not installed (Debian: apt-get install npm)");
+        if (npm.Value.ExitCode != 0)
+        {
+            string why = npm.Value.Stderr + npm.Value.Stdout;
+            Assert.SkipWhen(s_networkErrors.Any(e => why.Contains(e, StringComparison.OrdinalIgnoreCase)),
+                $"the npm registry cannot be reached, so the SDK cannot be installed: {why.Trim()}");
+            Assert.Fail($"npm ci failed ({npm.Value.ExitCode}):\n{why}");
+        }
+    }
+
+    /// <summary>Runs a program to its end (killed after <paramref name="timeout"/>); null when it is not installed.</summary>
+    public static async Task<(int ExitCode, string Stdout, string Stderr)?> RunAsync(string file, string[] args, string dir, string? stdin,
+        TimeSpan timeout, IReadOnlyDictionary<string, string>? env = null)
+    {
+        var psi = new ProcessStartInfo(file, args)
+        {
+            WorkingDirectory = dir,
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        foreach (var (key, value) in env ?? new Dictionary<string, string>())
+        {
+            psi.Environment[key] = value;
+        }
+        Process process;
+        try
+        {
+            process = Process.Start(psi)!;
+        }
+        catch (Win32Exception)
+        {
+            return null;
+        }
+        using (process)
+        {
+            var stdout = process.StandardOutput.ReadToEndAsync(Ct);
+            var stderr = process.StandardError.ReadToEndAsync(Ct);
+            await process.StandardInput.WriteAsync(stdin ?? "");
+            process.StandardInput.Close();
+            using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+            cts.CancelAfter(timeout);
+            try
+            {
+                await process.WaitForExitAsync(cts.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                process.Kill(entireProcessTree: true);
+                await process.WaitForExitAsync(CancellationToken.None);
+                Assert.Fail($"{file} {string.Join(' ', args)} did not finish within {timeout}:\n{await stderr}");
+            }
+            return (process.ExitCode, await stdout, await stderr);
+        }
+    }
+}
