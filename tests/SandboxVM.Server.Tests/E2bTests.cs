@@ -112,6 +112,14 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         Assert.Equal(3, failed.GetProperty("exitCode").GetInt32());
         Assert.Equal("oops\n", failed.GetProperty("stderr").GetString());
 
+        // A command that cannot start and a second Python context are errors the SDK raises, not hangs.
+        var badCwd = r.GetProperty("badCwd");
+        Assert.True(badCwd.GetProperty("thrown").GetBoolean(), all);
+        Assert.Contains("/no/such/dir", badCwd.GetProperty("error").GetString());
+        var badContext = r.GetProperty("badContext");
+        Assert.True(badContext.GetProperty("thrown").GetBoolean(), all);
+        Assert.Contains("501", badContext.GetProperty("error").GetString());
+
         var background = r.GetProperty("background");
         Assert.True(background.TryGetProperty("listed", out var listed), all);
         Assert.True(listed.GetBoolean(), all);
@@ -191,6 +199,74 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         }
         using var again = await _server.Http.SendAsync(Request(HttpMethod.Delete, $"e2b/sandboxes/{id}", TestKeys.Alice), Ct);
         await AssertE2bErrorAsync(again, HttpStatusCode.NotFound);
+
+        // The ended sandbox's envd: 502 as E2B's proxy answers (the SDK: "sandbox timed out or was killed"),
+        // and Connect calls "unavailable".
+        using var ended = await _server.Http.SendAsync(Envd(HttpMethod.Get, "e2b/health", id, token), Ct);
+        await AssertE2bErrorAsync(ended, HttpStatusCode.BadGateway);
+        using var list = Envd(HttpMethod.Post, "e2b/process.Process/List", id, token);
+        list.Content = new StringContent("{}", Encoding.UTF8, "application/json");
+        using var listed = await _server.Http.SendAsync(list, Ct);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, listed.StatusCode);
+        using var error = JsonDocument.Parse(await listed.Content.ReadAsStringAsync(Ct));
+        Assert.Equal("unavailable", error.RootElement.GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task Envd_ASandboxsTokenOpensOnlyThatSandbox()
+    {
+        string first = await CreateAsync(), second = await CreateAsync();
+        try
+        {
+            string secondToken = await TokenAsync(second);
+            using var own = await _server.Http.SendAsync(Envd(HttpMethod.Get, "e2b/health", second, secondToken), Ct);
+            Assert.Equal(HttpStatusCode.NoContent, own.StatusCode);
+            foreach (string path in new[] { "e2b/health", "e2b/files?path=/etc/hostname", "e2b/contexts" })
+            {
+                using var other = await _server.Http.SendAsync(Envd(HttpMethod.Get, path, first, secondToken), Ct);
+                await AssertE2bErrorAsync(other, HttpStatusCode.Unauthorized);
+            }
+            using var rpc = Envd(HttpMethod.Post, "e2b/filesystem.Filesystem/ListDir", first, secondToken);
+            rpc.Content = new StringContent("""{"path":"/"}""", Encoding.UTF8, "application/json");
+            using var refused = await _server.Http.SendAsync(rpc, Ct);
+            Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+            using var error = JsonDocument.Parse(await refused.Content.ReadAsStringAsync(Ct));
+            Assert.Equal("unauthenticated", error.RootElement.GetProperty("code").GetString());
+        }
+        finally
+        {
+            foreach (string id in new[] { first, second })
+            {
+                using var kill = await _server.Http.SendAsync(Request(HttpMethod.Delete, $"e2b/sandboxes/{id}", TestKeys.Alice), Ct);
+                Assert.Equal(HttpStatusCode.NoContent, kill.StatusCode);
+            }
+        }
+    }
+
+    private async Task<string> CreateAsync()
+    {
+        using var create = Request(HttpMethod.Post, "e2b/v2/sandboxes", TestKeys.Alice);
+        create.Content = new StringContent("""{"templateID":"local-sh","timeout":60}""", Encoding.UTF8, "application/json");
+        using var created = await _server.Http.SendAsync(create, Ct);
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        using var body = JsonDocument.Parse(await created.Content.ReadAsStringAsync(Ct));
+        return body.RootElement.GetProperty("sandboxID").GetString()!;
+    }
+
+    /// <summary>The sandbox's access token as getInfo (GET /sandboxes/{id}) gives it to its owner.</summary>
+    private async Task<string> TokenAsync(string id)
+    {
+        using var info = await _server.Http.SendAsync(Request(HttpMethod.Get, $"e2b/sandboxes/{id}", TestKeys.Alice), Ct);
+        using var body = JsonDocument.Parse(await info.Content.ReadAsStringAsync(Ct));
+        return body.RootElement.GetProperty("envdAccessToken").GetString()!;
+    }
+
+    private static HttpRequestMessage Envd(HttpMethod method, string path, string id, string token)
+    {
+        var request = new HttpRequestMessage(method, path);
+        request.Headers.Add("E2b-Sandbox-Id", id);
+        request.Headers.Add("X-Access-Token", token);
+        return request;
     }
 
     private static HttpRequestMessage Request(HttpMethod method, string path, string key)

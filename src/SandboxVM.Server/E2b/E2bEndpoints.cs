@@ -103,6 +103,11 @@ internal static class E2bEndpoints
         {
             return Error(400, e.Message);
         }
+        catch (Exception e) when (e is InvalidOperationException or FormatException)
+        {
+            // A JSON field of the wrong type (JsonNode.GetValue): the caller's mistake, not the server's.
+            return Error(400, $"a field of the body has the wrong type: {e.Message}");
+        }
     }
 
     private static Task<IResult> OwnedAsync(HttpContext context, string id, Func<SandboxSession, SessionManager, Task<IResult>> handler) =>

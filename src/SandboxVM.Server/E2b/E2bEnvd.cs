@@ -209,9 +209,22 @@ internal static class E2bEnvd
             };
             await E2bConnect.WriteUnaryAsync(context, answer);
         }
-        catch (Exception e) when (e is ConnectException or RunRequestException && !context.Response.HasStarted)
+        catch (Exception e) when (e is ConnectException or RunRequestException or InvalidOperationException or FormatException && !context.Response.HasStarted)
         {
-            var error = e as ConnectException ?? ConnectException.From((RunRequestException)e);
+            var error = e switch
+            {
+                ConnectException c => c,
+                RunRequestException r => ConnectException.From(r),
+                // A JSON field of the wrong type (JsonNode.GetValue).
+                _ => new ConnectException("invalid_argument", $"a field of the request has the wrong type: {e.Message}"),
+            };
+            if (streaming)
+            {
+                // A streaming call's error is the end of a 200 stream: the SDK reads no error from another status.
+                await E2bConnect.StartStreamAsync(context);
+                await E2bConnect.EndStreamAsync(context, error);
+                return;
+            }
             await E2bConnect.WriteUnaryErrorAsync(context, error.Code, error.Message);
         }
     }

@@ -22,6 +22,9 @@ internal static partial class E2bInterpreter
 {
     public const string DefaultContext = "default";
 
+    /// <summary>A cell's JSON; the run checks the code's own size against the template.</summary>
+    private const int MaxBodyBytes = 16 << 20;
+
     public static void Map(RouteGroupBuilder g)
     {
         g.MapPost("/execute", ExecuteAsync);
@@ -46,18 +49,20 @@ internal static partial class E2bInterpreter
             return;
         }
         JsonObject body;
+        string? language, contextId, code;
         try
         {
-            body = JsonNode.Parse(await E2bConnect.ReadBodyAsync(context.Request, E2bConnect.MaxRequestBytes + (16 << 20), context.RequestAborted)) as JsonObject
+            body = JsonNode.Parse(await E2bConnect.ReadBodyAsync(context.Request, MaxBodyBytes, context.RequestAborted)) as JsonObject
                 ?? throw new JsonException("not an object");
+            language = body["language"]?.GetValue<string>();
+            contextId = body["context_id"]?.GetValue<string>();
+            code = body["code"]?.GetValue<string>() ?? throw new JsonException("'code' is missing");
         }
-        catch (Exception e) when (e is JsonException or ConnectException)
+        catch (Exception e) when (e is JsonException or ConnectException or InvalidOperationException or FormatException)
         {
-            await E2bEndpoints.Error(400, $"the body must be a JSON object with 'code': {e.Message}").ExecuteAsync(context);
+            await E2bEndpoints.Error(400, $"the body must be a JSON object with a string 'code': {e.Message}").ExecuteAsync(context);
             return;
         }
-        string? language = body["language"]?.GetValue<string>();
-        string? contextId = body["context_id"]?.GetValue<string>();
         if (language is not (null or "python" or "py") || contextId is not (null or DefaultContext))
         {
             await E2bEndpoints.Error(contextId is null ? 400 : 404, contextId is null
@@ -74,7 +79,7 @@ internal static partial class E2bInterpreter
         var lines = Channel.CreateUnbounded<JsonObject>(new UnboundedChannelOptions { SingleReader = true });
         var events = new Events(lines.Writer);
         var ct = context.RequestAborted;
-        var run = RunAsync(sessions, session.Id, new RunRequest { Code = body["code"]?.GetValue<string>() ?? "", Env = env }, events, lines.Writer, ct);
+        var run = RunAsync(sessions, session.Id, new RunRequest { Code = code, Env = env }, events, lines.Writer, ct);
 
         context.Response.StatusCode = 200;
         context.Response.ContentType = "application/x-ndjson";

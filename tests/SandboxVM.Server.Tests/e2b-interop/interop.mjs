@@ -44,6 +44,22 @@ try {
       return { thrown: true, exitCode: e.exitCode, stderr: e.stderr }
     }
   })
+  await step('badCwd', async () => {
+    try {
+      await sbx.commands.run('pwd', { cwd: '/no/such/dir' })
+      return { thrown: false }
+    } catch (e) {
+      return { thrown: true, error: `${e.name}: ${e.message}` }
+    }
+  })
+  await step('badContext', async () => {
+    try {
+      await sbx.createCodeContext()
+      return { thrown: false }
+    } catch (e) {
+      return { thrown: true, error: `${e.name}: ${e.message}` }
+    }
+  })
   await step('background', async () => {
     const seen = []
     const h = await sbx.commands.run('echo started; sleep 600', { background: true, onStdout: d => seen.push(d) })
