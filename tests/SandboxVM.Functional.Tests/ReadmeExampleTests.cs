@@ -10,19 +10,7 @@ public sealed class ReadmeExampleTests(ProcessServer server)
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     /// <summary>The sh block after <c>&lt;!-- readme-test: NAME --&gt;</c> in README.md.</summary>
-    private static string Example(string name)
-    {
-        string dir = AppContext.BaseDirectory;
-        while (!File.Exists(Path.Combine(dir, "README.md")) || !File.Exists(Path.Combine(dir, "SandboxVM.slnx")))
-        {
-            dir = Path.GetDirectoryName(dir) ?? throw new InvalidOperationException("README.md of the repository not found");
-        }
-        string readme = File.ReadAllText(Path.Combine(dir, "README.md"));
-        int marker = readme.IndexOf($"<!-- readme-test: {name} -->", StringComparison.Ordinal);
-        Assert.True(marker >= 0, $"README.md has no example marked {name}");
-        int start = readme.IndexOf("```sh\n", marker, StringComparison.Ordinal) + "```sh\n".Length;
-        return readme[start..readme.IndexOf("```", start, StringComparison.Ordinal)];
-    }
+    private static string Example(string name) => SandboxVM.Testing.ReadmeExamples.Block(name, "sh");
 
     [Fact]
     public async Task Commands_AndABackgroundServerReachedThroughItsPort_RunAsWritten()

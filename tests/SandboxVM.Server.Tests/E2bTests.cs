@@ -163,7 +163,7 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         await NodeScripts.InstallAsync(dir);
         await SkipWithoutMatplotlibAsync();
         string script = Path.Combine(dir, "readme-example.mjs");
-        await File.WriteAllTextAsync(script, ReadmeExample("e2b"), Ct);
+        await File.WriteAllTextAsync(script, ReadmeExamples.Block("e2b", "js"), Ct);
         var env = new Dictionary<string, string>
         {
             ["E2B_API_URL"] = _server.E2bUrl,
@@ -174,21 +174,6 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         Assert.NotNull(run);
         Assert.True(run.Value.ExitCode == 0, $"the README's example exited {run.Value.ExitCode}:\n{run.Value.Stderr}\n{run.Value.Stdout}");
         Assert.Equal("1\ntrue\n42\n\nhello\n", run.Value.Stdout);
-    }
-
-    /// <summary>The js block after <c>&lt;!-- readme-test: NAME --&gt;</c> in the repository's README.md.</summary>
-    private static string ReadmeExample(string name)
-    {
-        string dir = AppContext.BaseDirectory;
-        while (!File.Exists(Path.Combine(dir, "README.md")) || !File.Exists(Path.Combine(dir, "SandboxVM.slnx")))
-        {
-            dir = Path.GetDirectoryName(dir) ?? throw new InvalidOperationException("README.md of the repository not found");
-        }
-        string readme = File.ReadAllText(Path.Combine(dir, "README.md"));
-        int marker = readme.IndexOf($"<!-- readme-test: {name} -->", StringComparison.Ordinal);
-        Assert.True(marker >= 0, $"README.md has no example marked {name}");
-        int start = readme.IndexOf("```js\n", marker, StringComparison.Ordinal) + "```js\n".Length;
-        return readme[start..readme.IndexOf("```", start, StringComparison.Ordinal)];
     }
 
     [Fact]

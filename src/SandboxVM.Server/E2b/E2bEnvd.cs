@@ -143,25 +143,7 @@ internal static class E2bEnvd
         {
             throw new RunRequestException(ProblemCodes.InvalidPath, "path", "the file's path is missing (?path= or the part's filename)");
         }
-        var body = new LimitedStream(content, limit);
-        var info = await sessions.UseAsync(id, path, async (agent, p) =>
-        {
-            int slash = p.TrimEnd('/').LastIndexOf('/');
-            if (slash > 0)
-            {
-                await agent.MakeDirAsync(p[..slash], parents: true, context.RequestAborted);
-            }
-            return await agent.WriteFileAsync(p, body, context.RequestAborted);
-        }, mutates: true);
-        if (body.Exceeded)
-        {
-            await sessions.UseAsync(id, info.Path, async (agent, p) =>
-            {
-                await agent.RemoveAsync(p, recursive: false, CancellationToken.None);
-                return true;
-            });
-            throw new RunRequestException(ProblemCodes.FileTooLarge, null, $"the upload is over the limit of {limit} bytes", RefusalKind.TooLarge);
-        }
+        var info = await SandboxEndpoints.WriteUploadAsync(sessions, id, path, content, limit, context.RequestAborted);
         return new JsonObject { ["name"] = info.Name, ["type"] = "file", ["path"] = info.Path };
     }
 
