@@ -179,6 +179,7 @@ internal static class E2bEndpoints
             KeepRunning = true,
         }, new SandboxOwner(caller.Name, caller.Limits.Sandboxes), context.RequestAborted);
         var state = context.RequestServices.GetRequiredService<E2bState>();
+        state.KeepOnly(sessions.List().Select(s => s.Id));
         state.For(session.Id).Envs = envs ?? new(StringComparer.Ordinal);
         return Results.Json(Created(state, session, asked), statusCode: 201);
     });

@@ -27,6 +27,18 @@ internal sealed class E2bState
     public SandboxExtras For(string sandboxId) => _extras.GetOrAdd(sandboxId, _ => new SandboxExtras());
 
     public void Forget(string sandboxId) => _extras.TryRemove(sandboxId, out _);
+
+    /// <summary>Drops what is kept for sandboxes that ended without a DELETE (timed out, lost), so the map stays as big as the live sandboxes.</summary>
+    public void KeepOnly(IEnumerable<string> liveIds)
+    {
+        var live = liveIds.ToHashSet(StringComparer.Ordinal);
+        foreach (string id in _extras.Keys.Where(id => !live.Contains(id)))
+        {
+            _extras.TryRemove(id, out _);
+        }
+    }
+
+    public int Count => _extras.Count;
 }
 
 internal sealed class SandboxExtras
@@ -37,12 +49,16 @@ internal sealed class SandboxExtras
 
     public Dictionary<string, string> Envs { get; set; } = new(StringComparer.Ordinal);
 
+    /// <summary>Pids remembered per sandbox; past it the oldest are forgotten (a sandbox running command after command must not grow this without end).</summary>
+    public const int MaxProcesses = 4096;
+
     public E2bProcess Add(string commandId, string cmd, List<string> args, Dictionary<string, string> envs, string? cwd, string? tag)
     {
         lock (_lock)
         {
             var p = new E2bProcess(++_nextPid, commandId, cmd, args, envs, cwd, tag);
             _byPid[p.Pid] = p;
+            _byPid.Remove(p.Pid - MaxProcesses);
             return p;
         }
     }
