@@ -175,30 +175,34 @@ internal static class SandboxEndpoints
             bodySize.MaxRequestBodySize = limit + 1;
         }
         await Handle(context, async () =>
+            Results.Json(Describe(await WriteUploadAsync(sessions, id, path ?? "", context.Request.Body, limit, context.RequestAborted)))).ExecuteAsync(context);
+    }
+
+    /// <summary>Writes an upload of at most <paramref name="limit"/> bytes to the guest (also the E2B door's /files).</summary>
+    internal static async Task<FileInfoBody> WriteUploadAsync(SessionManager sessions, string id, string path, Stream content, long limit, CancellationToken cancellationToken)
+    {
+        var body = new LimitedStream(content, limit);
+        var info = await sessions.UseAsync(id, path, async (agent, p) =>
         {
-            var body = new LimitedStream(context.Request.Body, limit);
-            var info = await sessions.UseAsync(id, path ?? "", async (agent, p) =>
+            // Like writing to an object store: missing parent directories are created.
+            int slash = p.TrimEnd('/').LastIndexOf('/');
+            if (slash > 0)
             {
-                // Like writing to an object store: missing parent directories are created.
-                int slash = p.TrimEnd('/').LastIndexOf('/');
-                if (slash > 0)
-                {
-                    await agent.MakeDirAsync(p[..slash], parents: true, context.RequestAborted);
-                }
-                return await agent.WriteFileAsync(p, body, context.RequestAborted);
-            }, mutates: true);
-            if (body.Exceeded)
-            {
-                // The guest got limit+1 bytes and a clean end; what it wrote is not what was sent.
-                await sessions.UseAsync(id, info.Path, async (agent, p) =>
-                {
-                    await agent.RemoveAsync(p, recursive: false, CancellationToken.None);
-                    return true;
-                });
-                throw new RunRequestException(ProblemCodes.FileTooLarge, null, $"the upload is over the limit of {limit} bytes", RefusalKind.TooLarge);
+                await agent.MakeDirAsync(p[..slash], parents: true, cancellationToken);
             }
-            return Results.Json(Describe(info));
-        }).ExecuteAsync(context);
+            return await agent.WriteFileAsync(p, body, cancellationToken);
+        }, mutates: true);
+        if (body.Exceeded)
+        {
+            // The guest got limit+1 bytes and a clean end; what it wrote is not what was sent.
+            await sessions.UseAsync(id, info.Path, async (agent, p) =>
+            {
+                await agent.RemoveAsync(p, recursive: false, CancellationToken.None);
+                return true;
+            });
+            throw new RunRequestException(ProblemCodes.FileTooLarge, null, $"the upload is over the limit of {limit} bytes", RefusalKind.TooLarge);
+        }
+        return info;
     }
 
     private static async Task DownloadOrListAsync(string id, string? path, bool? list, HttpContext context, SessionManager sessions)

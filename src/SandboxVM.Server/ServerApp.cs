@@ -80,6 +80,7 @@ public static partial class ServerApp
         HttpSurface.AddServices(builder.Services, callers, AllowedHosts.For(options, urls));
         Mcp.McpEndpoint.AddServices(builder.Services);
         PortEndpoints.AddServices(builder.Services);
+        builder.Services.AddSingleton<E2b.E2bState>();
         configureServices?.Invoke(builder.Services);
         extension?.AddServices(builder, options, urls);
 
@@ -88,6 +89,7 @@ public static partial class ServerApp
         extension?.Use(app);
         Endpoints.Map(app);
         Mcp.McpEndpoint.Map(app);
+        E2b.E2bEndpoints.MapE2b(app);
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("SandboxVM.Server");
         if (options.InsecureNoAuth && !callers.KeysRequired && urls.Any(u => !Listening.IsLoopback(u)))
         {

@@ -4,16 +4,9 @@ using System.Text.Json;
 namespace SandboxVM.Functional.Tests;
 
 /// <summary>README.md's examples, each the sh block after <c>&lt;!-- readme-test: NAME --&gt;</c>, run as written (bash and curl).</summary>
-internal static class ReadmeExamples
+internal static class ReadmeScripts
 {
-    private static string Example(string name)
-    {
-        string readme = File.ReadAllText(Path.Combine(ServerFixture.RepoRoot(), "README.md"));
-        int marker = readme.IndexOf($"<!-- readme-test: {name} -->", StringComparison.Ordinal);
-        Assert.True(marker >= 0, $"README.md has no example marked {name}");
-        int start = readme.IndexOf("```sh\n", marker, StringComparison.Ordinal) + "```sh\n".Length;
-        return readme[start..readme.IndexOf("```", start, StringComparison.Ordinal)];
-    }
+    private static string Example(string name) => SandboxVM.Testing.ReadmeExamples.Block(name, "sh");
 
     /// <summary>Runs example <paramref name="name"/> in <paramref name="workDir"/> against <paramref name="server"/>; its stdout.</summary>
     public static async Task<string> RunAsync(string name, ServerFixture server, string workDir, CancellationToken cancellationToken)
@@ -71,7 +64,7 @@ public sealed class ReadmeExampleTests(ProcessServer server)
     [Fact]
     public async Task Commands_AndABackgroundServerReachedThroughItsPort_RunAsWritten()
     {
-        string output = await ReadmeExamples.RunAsync("commands", server, Path.GetTempPath(), Ct);
+        string output = await ReadmeScripts.RunAsync("commands", server, Path.GetTempPath(), Ct);
 
         Assert.Contains("\"status\":\"exited\",\"running\":false,\"exit_code\":0", output);
         Assert.Contains("\"stdout\":\"1000\\n/home/sandbox\\n\"", output);
@@ -93,12 +86,12 @@ public sealed class GvisorReadmeExampleTests(GvisorServer server)
     public async Task PauseRestartResumeAndForkIntoThree_RunAsWritten()
     {
         string workDir = Directory.CreateTempSubdirectory("sandboxvm-readme-").FullName;
-        var before = await ReadmeExamples.SandboxIdsAsync(_server, Ct);
+        var before = await ReadmeScripts.SandboxIdsAsync(_server, Ct);
         try
         {
-            string paused = await ReadmeExamples.RunAsync("pause", _server, workDir, Ct);
+            string paused = await ReadmeScripts.RunAsync("pause", _server, workDir, Ct);
             await server.RestartAsync();
-            string resumed = await ReadmeExamples.RunAsync("resume", _server, workDir, Ct);
+            string resumed = await ReadmeScripts.RunAsync("resume", _server, workDir, Ct);
 
             Assert.Contains("\"result\":\"3\"", paused);
             Assert.Contains("\"state\":\"paused\"", paused);
@@ -106,11 +99,11 @@ public sealed class GvisorReadmeExampleTests(GvisorServer server)
             // The source's sum after the resume, each fork's own change, and the source unchanged after them.
             int[] results = [.. System.Text.RegularExpressions.Regex.Matches(resumed, "\"result\":\"(\\d+)\"").Select(m => int.Parse(m.Groups[1].Value))];
             Assert.Equal([415, 415, 830, 1245, 415], results);
-            Assert.Empty((await ReadmeExamples.SandboxIdsAsync(_server, Ct)).Except(before));
+            Assert.Empty((await ReadmeScripts.SandboxIdsAsync(_server, Ct)).Except(before));
         }
         finally
         {
-            await ReadmeExamples.DeleteNewSandboxesAsync(_server, before);
+            await ReadmeScripts.DeleteNewSandboxesAsync(_server, before);
             Directory.Delete(workDir, recursive: true);
         }
     }

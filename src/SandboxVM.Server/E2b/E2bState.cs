@@ -1,0 +1,83 @@
+using System.Collections.Concurrent;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace SandboxVM.Server.E2b;
+
+/// <summary>
+/// What the E2B door keeps beside a sandbox: the access token envd and interpreter calls present (an HMAC of
+/// the sandbox id under a key made at start, so it needs no store), the sandbox-wide environment variables of
+/// create, and E2B's numeric pids for SandboxVM's command ids.
+/// </summary>
+internal sealed class E2bState
+{
+    /// <summary>What the SDK is told about the envd it talks to: 0.5.7 has octet-stream uploads and CloseStdin, no file metadata.</summary>
+    public const string EnvdVersion = "0.5.7";
+
+    private readonly byte[] _key = RandomNumberGenerator.GetBytes(32);
+    private readonly ConcurrentDictionary<string, SandboxExtras> _extras = new(StringComparer.Ordinal);
+
+    public string TokenFor(string sandboxId) =>
+        Convert.ToHexStringLower(HMACSHA256.HashData(_key, Encoding.UTF8.GetBytes(sandboxId)));
+
+    public bool TokenMatches(string sandboxId, string? presented) =>
+        presented is { Length: > 0 } &&
+        CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(TokenFor(sandboxId)), Encoding.ASCII.GetBytes(presented));
+
+    public SandboxExtras For(string sandboxId) => _extras.GetOrAdd(sandboxId, _ => new SandboxExtras());
+
+    public void Forget(string sandboxId) => _extras.TryRemove(sandboxId, out _);
+
+    /// <summary>Drops what is kept for sandboxes that ended without a DELETE (timed out, lost), so the map stays as big as the live sandboxes.</summary>
+    public void KeepOnly(IEnumerable<string> liveIds)
+    {
+        var live = liveIds.ToHashSet(StringComparer.Ordinal);
+        foreach (string id in _extras.Keys.Where(id => !live.Contains(id)))
+        {
+            _extras.TryRemove(id, out _);
+        }
+    }
+
+    public int Count => _extras.Count;
+}
+
+internal sealed class SandboxExtras
+{
+    private readonly Lock _lock = new();
+    private readonly Dictionary<uint, E2bProcess> _byPid = [];
+    private uint _nextPid = 1000;
+
+    public Dictionary<string, string> Envs { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Pids remembered per sandbox; past it the oldest are forgotten (a sandbox running command after command must not grow this without end).</summary>
+    public const int MaxProcesses = 4096;
+
+    public E2bProcess Add(string commandId, string cmd, List<string> args, Dictionary<string, string> envs, string? cwd, string? tag)
+    {
+        lock (_lock)
+        {
+            var p = new E2bProcess(++_nextPid, commandId, cmd, args, envs, cwd, tag);
+            _byPid[p.Pid] = p;
+            _byPid.Remove(p.Pid - MaxProcesses);
+            return p;
+        }
+    }
+
+    public E2bProcess? Find(uint? pid, string? tag)
+    {
+        lock (_lock)
+        {
+            return pid is { } n ? _byPid.GetValueOrDefault(n) : _byPid.Values.FirstOrDefault(p => tag is not null && p.Tag == tag);
+        }
+    }
+
+    public E2bProcess? FindCommand(string commandId)
+    {
+        lock (_lock)
+        {
+            return _byPid.Values.FirstOrDefault(p => p.CommandId == commandId);
+        }
+    }
+}
+
+internal sealed record E2bProcess(uint Pid, string CommandId, string Cmd, List<string> Args, Dictionary<string, string> Envs, string? Cwd, string? Tag);

@@ -1,0 +1,316 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using SandboxVM.Testing;
+
+namespace SandboxVM.Server.Tests;
+
+/// <summary>A server on the local agent with keys and a python-data-analysis template (the host's python3 with matplotlib).</summary>
+public sealed class E2bServerFixture : IAsyncLifetime
+{
+    private readonly TestKeys _keys = new();
+    private LoopbackServer? _server;
+
+    public LocalAgentRuntime Runtime { get; private set; } = null!;
+
+    public Uri BaseUri => _server!.BaseUri;
+
+    public HttpClient Http => _server!.Http;
+
+    /// <summary>What a user sets E2B_API_URL and E2B_SANDBOX_URL to.</summary>
+    public string E2bUrl => new Uri(BaseUri, "e2b").ToString();
+
+    public async ValueTask InitializeAsync()
+    {
+        if (LocalAgentRuntime.UnavailableReason is not null)
+        {
+            return;
+        }
+        _keys.WithDefaults();
+        Runtime = new LocalAgentRuntime();
+        var templates = LocalAgentServer.Templates();
+        templates["python-data-analysis"] = LocalAgentServer.PythonYaml("python-data-analysis", memoryMib: 512, runTimeoutS: 30, maxTimeoutS: 60, outputBytes: 65536)
+            .Replace("  fork_server:", "  env: {MPLBACKEND: Agg}\n  fork_server:", StringComparison.Ordinal);
+        _server = await LoopbackServer.StartAsync(Runtime, templates, o =>
+        {
+            o.HostTimeoutMarginS = 2;
+            o.ApiKeysFile = _keys.Path;
+        });
+    }
+
+    public E2bServerFixture OrSkip()
+    {
+        Assert.SkipWhen(LocalAgentRuntime.UnavailableReason is not null, $"local agent runtime: {LocalAgentRuntime.UnavailableReason}");
+        return this;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_server is not null)
+        {
+            await _server.DisposeAsync();
+        }
+        if (Runtime is not null)
+        {
+            await Runtime.DisposeAsync();
+        }
+        _keys.Dispose();
+    }
+}
+
+/// <summary>
+/// The official E2B SDKs (npm e2b and @e2b/code-interpreter, pinned by e2b-interop/package-lock.json),
+/// unmodified, driven by e2b-interop/interop.mjs against /e2b with only E2B_API_URL, E2B_SANDBOX_URL and
+/// E2B_API_KEY set; and the error shapes of the E2B door. Skips where node or npm is missing or the
+/// package registry cannot be reached.
+/// </summary>
+[Trait("tier", "integration")]
+public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerFixture>
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private readonly E2bServerFixture _server = server.OrSkip();
+
+    [Fact]
+    public async Task OfficialSdks_RunTheCodeInterpreterQuickStartCommandsAndFiles()
+    {
+        string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
+        await NodeScripts.InstallAsync(dir);
+        await SkipWithoutMatplotlibAsync();
+        var env = new Dictionary<string, string>
+        {
+            ["E2B_API_URL"] = _server.E2bUrl,
+            ["E2B_SANDBOX_URL"] = _server.E2bUrl,
+            ["E2B_API_KEY"] = TestKeys.Alice,
+        };
+        var run = await NodeScripts.RunAsync("node", ["interop.mjs"], dir, null, TimeSpan.FromMinutes(4), env);
+        Assert.NotNull(run);
+        Assert.True(run.Value.ExitCode == 0, $"interop.mjs exited {run.Value.ExitCode}:\n{run.Value.Stderr}\n{run.Value.Stdout}");
+        using var answer = JsonDocument.Parse(run.Value.Stdout);
+        var r = answer.RootElement;
+        string all = run.Value.Stdout;
+
+        Assert.Equal("1", r.GetProperty("runCode").GetString());
+        Assert.Equal("42", r.GetProperty("stateful").GetString());
+        Assert.Equal("hi\nthere\n", r.GetProperty("stdout").GetString());
+        Assert.Equal("ZeroDivisionError", r.GetProperty("error").GetProperty("name").GetString());
+        Assert.Equal("division by zero", r.GetProperty("error").GetProperty("value").GetString());
+
+        var chart = r.GetProperty("chart");
+        Assert.True(chart.TryGetProperty("pngs", out var pngs), all);
+        byte[] png = Convert.FromBase64String(Assert.Single(pngs.EnumerateArray()).GetString()!);
+        Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], png.Take(4));
+
+        var ls = r.GetProperty("ls");
+        Assert.True(ls.TryGetProperty("exitCode", out var lsExit), all);
+        Assert.Equal(0, lsExit.GetInt32());
+        Assert.Contains(" tmp", ls.GetProperty("stdout").GetString());
+        Assert.Equal("hello from create\n", r.GetProperty("env").GetString());
+        var failed = r.GetProperty("exitCode");
+        Assert.True(failed.GetProperty("thrown").GetBoolean(), all);
+        Assert.Equal(3, failed.GetProperty("exitCode").GetInt32());
+        Assert.Equal("oops\n", failed.GetProperty("stderr").GetString());
+
+        // A command that cannot start and a second Python context are errors the SDK raises, not hangs.
+        var badCwd = r.GetProperty("badCwd");
+        Assert.True(badCwd.GetProperty("thrown").GetBoolean(), all);
+        Assert.Contains("/no/such/dir", badCwd.GetProperty("error").GetString());
+        var badContext = r.GetProperty("badContext");
+        Assert.True(badContext.GetProperty("thrown").GetBoolean(), all);
+        Assert.Contains("501", badContext.GetProperty("error").GetString());
+
+        var background = r.GetProperty("background");
+        Assert.True(background.TryGetProperty("listed", out var listed), all);
+        Assert.True(listed.GetBoolean(), all);
+        Assert.Equal("started\n", background.GetProperty("seen").GetString());
+        Assert.True(background.GetProperty("killed").GetBoolean(), all);
+        Assert.False(background.GetProperty("listedAfter").GetBoolean(), all);
+
+        var files = r.GetProperty("files");
+        Assert.True(files.TryGetProperty("text", out var text), all);
+        Assert.Equal("hello, files", text.GetString());
+        Assert.Equal("hello.txt", Assert.Single(files.GetProperty("list").EnumerateArray()).GetProperty("name").GetString());
+        Assert.True(files.GetProperty("exists").GetBoolean());
+        Assert.True(files.GetProperty("made").GetBoolean());
+        Assert.False(files.GetProperty("again").GetBoolean());
+        Assert.Equal("hello, files", files.GetProperty("moved").GetString());
+        Assert.True(files.GetProperty("gone").GetBoolean());
+        Assert.Equal("FileNotFoundError", files.GetProperty("missing").GetString());
+
+        var timeout = r.GetProperty("setTimeout");
+        Assert.True(timeout.TryGetProperty("seconds", out var seconds), all);
+        Assert.InRange(seconds.GetInt32(), 100, 121);
+        Assert.Equal("running", timeout.GetProperty("state").GetString());
+        Assert.Equal("e2b-interop", timeout.GetProperty("metadata").GetProperty("purpose").GetString());
+
+        string id = r.GetProperty("sandboxId").GetString()!;
+        var list = r.GetProperty("list");
+        Assert.True(list.TryGetProperty("ids", out var ids), all);
+        Assert.Equal(id, Assert.Single(ids.EnumerateArray()).GetString());
+        Assert.Equal(0, list.GetProperty("other").GetInt32());
+        Assert.Equal("42", r.GetProperty("connect").GetString());
+
+        var kill = r.GetProperty("kill");
+        Assert.True(kill.TryGetProperty("running", out var running), all);
+        Assert.False(running.GetBoolean());
+        Assert.False(kill.GetProperty("killedAgain").GetBoolean());
+    }
+
+    [Fact]
+    public async Task ReadmeExample_RunsAsWritten()
+    {
+        string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
+        await NodeScripts.InstallAsync(dir);
+        await SkipWithoutMatplotlibAsync();
+        string script = Path.Combine(dir, "readme-example.mjs");
+        await File.WriteAllTextAsync(script, ReadmeExamples.Block("e2b", "js"), Ct);
+        var env = new Dictionary<string, string>
+        {
+            ["E2B_API_URL"] = _server.E2bUrl,
+            ["E2B_SANDBOX_URL"] = _server.E2bUrl,
+            ["E2B_API_KEY"] = TestKeys.Alice,
+        };
+        var run = await NodeScripts.RunAsync("node", [script], dir, null, TimeSpan.FromMinutes(3), env);
+        Assert.NotNull(run);
+        Assert.True(run.Value.ExitCode == 0, $"the README's example exited {run.Value.ExitCode}:\n{run.Value.Stderr}\n{run.Value.Stdout}");
+        Assert.Equal("1\ntrue\n42\n\nhello\n", run.Value.Stdout);
+    }
+
+    [Fact]
+    public async Task ControlApi_AWrongKeyIs401AndAnUnknownOrAnotherCallersSandboxIs404InE2bsBody()
+    {
+        using var bad = Request(HttpMethod.Get, "e2b/v2/sandboxes", "svmk_not_a_key");
+        using var unauthorized = await _server.Http.SendAsync(bad, Ct);
+        await AssertE2bErrorAsync(unauthorized, HttpStatusCode.Unauthorized);
+
+        using var unknown = await _server.Http.SendAsync(Request(HttpMethod.Get, "e2b/sandboxes/nope", TestKeys.Alice), Ct);
+        await AssertE2bErrorAsync(unknown, HttpStatusCode.NotFound);
+
+        using var create = Request(HttpMethod.Post, "e2b/v2/sandboxes", TestKeys.Alice);
+        create.Content = new StringContent("""{"templateID":"local-sh","timeout":60}""", Encoding.UTF8, "application/json");
+        using var created = await _server.Http.SendAsync(create, Ct);
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        using var body = JsonDocument.Parse(await created.Content.ReadAsStringAsync(Ct));
+        string id = body.RootElement.GetProperty("sandboxID").GetString()!;
+        string token = body.RootElement.GetProperty("envdAccessToken").GetString()!;
+        try
+        {
+            using var bobs = await _server.Http.SendAsync(Request(HttpMethod.Get, $"e2b/sandboxes/{id}", TestKeys.Bob), Ct);
+            await AssertE2bErrorAsync(bobs, HttpStatusCode.NotFound);
+            using var bobKill = await _server.Http.SendAsync(Request(HttpMethod.Delete, $"e2b/sandboxes/{id}", TestKeys.Bob), Ct);
+            await AssertE2bErrorAsync(bobKill, HttpStatusCode.NotFound);
+
+            // envd calls need the sandbox's own token: another sandbox's id or no token is refused.
+            using var noToken = new HttpRequestMessage(HttpMethod.Get, "e2b/health");
+            noToken.Headers.Add("E2b-Sandbox-Id", id);
+            using var refused = await _server.Http.SendAsync(noToken, Ct);
+            await AssertE2bErrorAsync(refused, HttpStatusCode.Unauthorized);
+            using var health = new HttpRequestMessage(HttpMethod.Get, "e2b/health");
+            health.Headers.Add("E2b-Sandbox-Id", id);
+            health.Headers.Add("X-Access-Token", token);
+            using var healthy = await _server.Http.SendAsync(health, Ct);
+            Assert.Equal(HttpStatusCode.NoContent, healthy.StatusCode);
+        }
+        finally
+        {
+            using var kill = await _server.Http.SendAsync(Request(HttpMethod.Delete, $"e2b/sandboxes/{id}", TestKeys.Alice), Ct);
+            Assert.Equal(HttpStatusCode.NoContent, kill.StatusCode);
+        }
+        using var again = await _server.Http.SendAsync(Request(HttpMethod.Delete, $"e2b/sandboxes/{id}", TestKeys.Alice), Ct);
+        await AssertE2bErrorAsync(again, HttpStatusCode.NotFound);
+
+        // The ended sandbox's envd: 502 as E2B's proxy answers (the SDK: "sandbox timed out or was killed"),
+        // and Connect calls "unavailable".
+        using var ended = await _server.Http.SendAsync(Envd(HttpMethod.Get, "e2b/health", id, token), Ct);
+        await AssertE2bErrorAsync(ended, HttpStatusCode.BadGateway);
+        using var list = Envd(HttpMethod.Post, "e2b/process.Process/List", id, token);
+        list.Content = new StringContent("{}", Encoding.UTF8, "application/json");
+        using var listed = await _server.Http.SendAsync(list, Ct);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, listed.StatusCode);
+        using var error = JsonDocument.Parse(await listed.Content.ReadAsStringAsync(Ct));
+        Assert.Equal("unavailable", error.RootElement.GetProperty("code").GetString());
+    }
+
+    [Fact]
+    public async Task Envd_ASandboxsTokenOpensOnlyThatSandbox()
+    {
+        string first = await CreateAsync(), second = await CreateAsync();
+        try
+        {
+            string secondToken = await TokenAsync(second);
+            using var own = await _server.Http.SendAsync(Envd(HttpMethod.Get, "e2b/health", second, secondToken), Ct);
+            Assert.Equal(HttpStatusCode.NoContent, own.StatusCode);
+            foreach (string path in new[] { "e2b/health", "e2b/files?path=/etc/hostname", "e2b/contexts" })
+            {
+                using var other = await _server.Http.SendAsync(Envd(HttpMethod.Get, path, first, secondToken), Ct);
+                await AssertE2bErrorAsync(other, HttpStatusCode.Unauthorized);
+            }
+            using var rpc = Envd(HttpMethod.Post, "e2b/filesystem.Filesystem/ListDir", first, secondToken);
+            rpc.Content = new StringContent("""{"path":"/"}""", Encoding.UTF8, "application/json");
+            using var refused = await _server.Http.SendAsync(rpc, Ct);
+            Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+            using var error = JsonDocument.Parse(await refused.Content.ReadAsStringAsync(Ct));
+            Assert.Equal("unauthenticated", error.RootElement.GetProperty("code").GetString());
+        }
+        finally
+        {
+            foreach (string id in new[] { first, second })
+            {
+                using var kill = await _server.Http.SendAsync(Request(HttpMethod.Delete, $"e2b/sandboxes/{id}", TestKeys.Alice), Ct);
+                Assert.Equal(HttpStatusCode.NoContent, kill.StatusCode);
+            }
+        }
+    }
+
+    private async Task<string> CreateAsync()
+    {
+        using var create = Request(HttpMethod.Post, "e2b/v2/sandboxes", TestKeys.Alice);
+        create.Content = new StringContent("""{"templateID":"local-sh","timeout":60}""", Encoding.UTF8, "application/json");
+        using var created = await _server.Http.SendAsync(create, Ct);
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        using var body = JsonDocument.Parse(await created.Content.ReadAsStringAsync(Ct));
+        return body.RootElement.GetProperty("sandboxID").GetString()!;
+    }
+
+    /// <summary>The sandbox's access token as getInfo (GET /sandboxes/{id}) gives it to its owner.</summary>
+    private async Task<string> TokenAsync(string id)
+    {
+        using var info = await _server.Http.SendAsync(Request(HttpMethod.Get, $"e2b/sandboxes/{id}", TestKeys.Alice), Ct);
+        using var body = JsonDocument.Parse(await info.Content.ReadAsStringAsync(Ct));
+        return body.RootElement.GetProperty("envdAccessToken").GetString()!;
+    }
+
+    private static HttpRequestMessage Envd(HttpMethod method, string path, string id, string token)
+    {
+        var request = new HttpRequestMessage(method, path);
+        request.Headers.Add("E2b-Sandbox-Id", id);
+        request.Headers.Add("X-Access-Token", token);
+        return request;
+    }
+
+    /// <summary>The local agent's sandboxes run the host's python3: the figures need its matplotlib.</summary>
+    private async Task SkipWithoutMatplotlibAsync()
+    {
+        using var client = new SandboxVM.Client.SandboxClient(_server.BaseUri.ToString(), TestKeys.Alice);
+        var probe = await client.RunAsync(new SandboxVM.Client.RunRequest { Template = "python-data-analysis", Code = "import matplotlib, numpy" }, Ct);
+        Assert.SkipWhen(probe.Status != SandboxVM.Client.RunStatus.Ok && probe.Stderr.Contains("No module named", StringComparison.Ordinal),
+            "python3-matplotlib is not installed on this host (scripts/install-deps.sh installs it)");
+    }
+
+    private static HttpRequestMessage Request(HttpMethod method, string path, string key)
+    {
+        var request = new HttpRequestMessage(method, path);
+        request.Headers.Add("X-API-KEY", key);
+        return request;
+    }
+
+    /// <summary>E2B's error body: {"code": the status, "message": why}.</summary>
+    private static async Task AssertE2bErrorAsync(HttpResponseMessage response, HttpStatusCode status)
+    {
+        string text = await response.Content.ReadAsStringAsync(Ct);
+        Assert.True(response.StatusCode == status, $"{response.StatusCode}: {text}");
+        using var body = JsonDocument.Parse(text);
+        Assert.Equal((int)status, body.RootElement.GetProperty("code").GetInt32());
+        Assert.False(string.IsNullOrWhiteSpace(body.RootElement.GetProperty("message").GetString()));
+    }
+}

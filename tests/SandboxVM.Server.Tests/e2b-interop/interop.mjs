@@ -1,0 +1,118 @@
+// Runs the E2B quick starts with the official SDKs against SandboxVM. The server comes from the
+// environment exactly as a user sets it: E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY. Prints one JSON
+// object with what each step saw; E2bInteropTests asserts on it.
+import { Sandbox } from '@e2b/code-interpreter'
+
+const out = {}
+const step = async (name, fn) => {
+  try {
+    out[name] = await fn()
+  } catch (e) {
+    out[name] = { error: `${e?.name}: ${e?.message}` }
+  }
+}
+
+const sbx = await Sandbox.create({ metadata: { purpose: 'e2b-interop' }, envs: { GREETING: 'hello from create' } })
+out.sandboxId = sbx.sandboxId
+try {
+  await step('runCode', async () => (await sbx.runCode('x = 1; x')).text)
+  await step('stateful', async () => (await sbx.runCode('x += 41; x')).text)
+  await step('stdout', async () => (await sbx.runCode('print("hi"); print("there")')).logs.stdout.join(''))
+  await step('error', async () => {
+    const e = (await sbx.runCode('1 / 0')).error
+    return { name: e?.name, value: e?.value }
+  })
+  await step('chart', async () => {
+    const ex = await sbx.runCode([
+      'import matplotlib.pyplot as plt',
+      'plt.plot([1, 2, 3], [1, 4, 9])',
+      'plt.title("squares")',
+      'plt.show()',
+    ].join('\n'))
+    return { error: ex.error?.value, pngs: ex.results.filter(r => r.png).map(r => r.png) }
+  })
+  await step('ls', async () => {
+    const r = await sbx.commands.run('ls -l /')
+    return { exitCode: r.exitCode, stdout: r.stdout }
+  })
+  await step('env', async () => (await sbx.commands.run('echo "$GREETING"')).stdout)
+  await step('exitCode', async () => {
+    try {
+      await sbx.commands.run('echo oops >&2; exit 3')
+      return { thrown: false }
+    } catch (e) {
+      return { thrown: true, exitCode: e.exitCode, stderr: e.stderr }
+    }
+  })
+  await step('badCwd', async () => {
+    try {
+      await sbx.commands.run('pwd', { cwd: '/no/such/dir' })
+      return { thrown: false }
+    } catch (e) {
+      return { thrown: true, error: `${e.name}: ${e.message}` }
+    }
+  })
+  await step('badContext', async () => {
+    try {
+      await sbx.createCodeContext()
+      return { thrown: false }
+    } catch (e) {
+      return { thrown: true, error: `${e.name}: ${e.message}` }
+    }
+  })
+  await step('background', async () => {
+    const seen = []
+    const h = await sbx.commands.run('echo started; sleep 600', { background: true, onStdout: d => seen.push(d) })
+    const listed = (await sbx.commands.list()).map(p => p.pid)
+    const deadline = Date.now() + 20000
+    while (!seen.join('').includes('started') && Date.now() < deadline) await new Promise(r => setTimeout(r, 100))
+    const killed = await h.kill()
+    let exitCode = null
+    try {
+      exitCode = (await h.wait()).exitCode
+    } catch (e) {
+      exitCode = e.exitCode ?? `${e.name}: ${e.message}`
+    }
+    const after = (await sbx.commands.list()).map(p => p.pid)
+    return { pid: h.pid, listed: listed.includes(h.pid), seen: seen.join(''), killed, exitCode, listedAfter: after.includes(h.pid) }
+  })
+  await step('files', async () => {
+    await sbx.files.write('e2b/hello.txt', 'hello, files')
+    const text = await sbx.files.read('e2b/hello.txt')
+    const list = (await sbx.files.list('e2b')).map(e => ({ name: e.name, type: e.type }))
+    const exists = await sbx.files.exists('e2b/hello.txt')
+    const made = await sbx.files.makeDir('e2b/sub')
+    const again = await sbx.files.makeDir('e2b/sub')
+    await sbx.files.rename('e2b/hello.txt', 'e2b/sub/moved.txt')
+    const moved = await sbx.files.read('e2b/sub/moved.txt')
+    await sbx.files.remove('e2b/sub')
+    const gone = !(await sbx.files.exists('e2b/sub'))
+    let missing
+    try {
+      await sbx.files.read('e2b/nothing.txt')
+    } catch (e) {
+      missing = e.name
+    }
+    return { text, list, exists, made, again, moved, gone, missing }
+  })
+  await step('setTimeout', async () => {
+    await sbx.setTimeout(120_000)
+    const info = await sbx.getInfo()
+    return { seconds: Math.round((info.endAt - Date.now()) / 1000), state: info.state, metadata: info.metadata }
+  })
+  await step('list', async () => {
+    const items = await Sandbox.list({ query: { metadata: { purpose: 'e2b-interop' } } }).nextItems()
+    const none = await Sandbox.list({ query: { metadata: { purpose: 'other' } } }).nextItems()
+    return { ids: items.map(s => s.sandboxId), other: none.length }
+  })
+  await step('connect', async () => {
+    const again = await Sandbox.connect(sbx.sandboxId)
+    return (await again.runCode('x')).text
+  })
+} finally {
+  await step('kill', async () => {
+    await sbx.kill()
+    return { running: await sbx.isRunning(), killedAgain: await Sandbox.kill(sbx.sandboxId) }
+  })
+}
+console.log(JSON.stringify(out))
