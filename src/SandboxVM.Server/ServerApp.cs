@@ -80,6 +80,7 @@ public static partial class ServerApp
         HttpSurface.AddServices(builder.Services, callers, AllowedHosts.For(options, urls));
         Mcp.McpEndpoint.AddServices(builder.Services);
         PortEndpoints.AddServices(builder.Services);
+        OpenApiDocs.AddServices(builder.Services);
         configureServices?.Invoke(builder.Services);
         extension?.AddServices(builder, options, urls);
 
@@ -88,6 +89,7 @@ public static partial class ServerApp
         extension?.Use(app);
         Endpoints.Map(app);
         Mcp.McpEndpoint.Map(app);
+        OpenApiDocs.Map(app);
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("SandboxVM.Server");
         if (options.InsecureNoAuth && !callers.KeysRequired && urls.Any(u => !Listening.IsLoopback(u)))
         {
