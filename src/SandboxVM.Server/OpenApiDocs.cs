@@ -80,6 +80,7 @@ internal static class OpenApiDocs
         ["GET /v1/admin/sandboxes"] = new(null, 200, typeof(AdminSandboxListBody), Problems: [403]),
         ["DELETE /v1/admin/sandboxes/{id}"] = new(null, 204, null, null, [403, 404]),
         ["ANY /v1/sandboxes/{id}/ports/{port}/{path}"] = new(typeof(Binary), 200, typeof(Binary), "*/*", [400, 404, 413, 502]),
+        ["GET /v1/sandboxes/{id}/pty"] = new(null, 101, null, null, [400, 404]),
         ["GET /v1/admin/keys"] = new(null, 200, typeof(AdminKeysBody), Problems: [403]),
     };
 
@@ -179,7 +180,15 @@ internal static class OpenApiDocs
                 };
             }
             operation.Responses.Clear();
-            var ok = new OpenApiResponse { Description = shape.Status == 204 ? "Done; no body." : "Success." };
+            var ok = new OpenApiResponse
+            {
+                Description = shape.Status switch
+                {
+                    101 => "Switching to the WebSocket protocol.",
+                    204 => "Done; no body.",
+                    _ => "Success.",
+                },
+            };
             if (shape.Response is { } response)
             {
                 ok.Content = new Dictionary<string, OpenApiMediaType>

@@ -86,6 +86,7 @@ public static partial class ServerApp
 
         var app = builder.Build();
         HttpSurface.Use(app);
+        app.UseWebSockets();
         extension?.Use(app);
         Endpoints.Map(app);
         Mcp.McpEndpoint.Map(app);
