@@ -1,4 +1,5 @@
 using System.Net;
+using System.Reflection;
 using System.Net.WebSockets;
 using System.Text;
 using System.Text.Json;
@@ -105,4 +106,55 @@ public sealed partial class PtyEndpointTests(LocalAgentServer server) : IClassFi
 
     [GeneratedRegex(@"pid=(\d+)")]
     private static partial Regex PidLine();
+}
+
+/// <summary><c>sandboxvm sandbox shell</c> (the built CLI) with piped input: the keys reach the sandbox's shell and its exit code is the CLI's.</summary>
+[Trait("tier", "integration")]
+public sealed class ShellCliTests(LocalAgentServer server) : IClassFixture<LocalAgentServer>
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private readonly LocalAgentServer _server = server.OrSkip();
+
+    [Fact]
+    public async Task SandboxShell_RunsTheKeysInTheSandbox_AndExitsWithTheShellsCode()
+    {
+        await using var sb = await _server.Client.CreateSandboxAsync(LocalAgentServer.Python, cancellationToken: Ct);
+        await sb.Files.WriteAsync("marker.txt", "inside-the-sandbox\n", Ct);
+        string? cli = typeof(ShellCliTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .FirstOrDefault(a => a.Key == "SandboxVM.CliPath")?.Value;
+        Assert.True(cli is not null && File.Exists(cli), $"the CLI was not built at '{cli}'");
+        string dotnet = Environment.ProcessPath is { } host && Path.GetFileNameWithoutExtension(host) == "dotnet" ? host : "dotnet";
+        var start = new System.Diagnostics.ProcessStartInfo(dotnet)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            ArgumentList = { cli, "sandbox", "shell", sb.Id, "--url", _server.Http.BaseAddress!.ToString() },
+        };
+        start.Environment["DOTNET_NOLOGO"] = "1";
+        using var process = System.Diagnostics.Process.Start(start)!;
+        try
+        {
+            await process.StandardInput.WriteAsync("cat marker.txt; tty; exit 5\n");
+            process.StandardInput.Close();
+            var stdout = process.StandardOutput.ReadToEndAsync(Ct);
+            var stderr = process.StandardError.ReadToEndAsync(Ct);
+            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+            deadline.CancelAfter(TimeSpan.FromSeconds(60));
+            await process.WaitForExitAsync(deadline.Token);
+
+            Assert.True(process.ExitCode == 5, $"exit {process.ExitCode}; stderr: {await stderr}");
+            string output = await stdout;
+            Assert.Contains("inside-the-sandbox", output);
+            Assert.Matches(@"/dev/pts/\d+", output);
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+            }
+        }
+    }
 }
