@@ -21,10 +21,7 @@ internal static class PtyOperations
         var stream = context.Stream ?? throw new AgentException(ErrorCodes.Internal, "pty_open without its stream");
         Validate(request);
         var who = state.Options.User;
-        string cwd = state.ResolvePath(request.Cwd.Length == 0 ? state.Options.Home : request.Cwd);
-        var environment = new Dictionary<string, string>(request.Env, StringComparer.Ordinal);
-        environment.TryAdd("PATH", ExecOperation.DefaultPath);
-        environment.TryAdd("HOME", state.Options.Home);
+        var (cwd, environment) = CommandOperations.Place(state, request.Cwd, request.Env);
         environment.TryAdd("TERM", "xterm-256color");
         string path = await UserFiles.ResolveExecutableAsync(who, request.Argv[0], cwd, environment["PATH"])
             ?? throw new AgentException(ErrorCodes.CommandNotFound, $"{request.Argv[0]}: command not found");
