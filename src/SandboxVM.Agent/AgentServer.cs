@@ -39,6 +39,8 @@ internal sealed class AgentServer : IHostLink
         [Ops.CommandStdin] = CommandOperations.StdinAsync,
         [Ops.CommandSignal] = CommandOperations.SignalAsync,
         [Ops.PortOpen] = PortOperations.OpenAsync,
+        [Ops.PtyOpen] = PtyOperations.OpenAsync,
+        [Ops.PtyResize] = PtyOperations.ResizeAsync,
     };
 
     /// <summary>How long operations get to answer once the connection has ended.</summary>
@@ -237,11 +239,11 @@ internal sealed class AgentServer : IHostLink
         }
 
         FrameStream? stream = null;
-        if (request.Op == Ops.PortOpen)
+        if (request.Op is Ops.PortOpen or Ops.PtyOpen)
         {
             if (_streams.Count >= ProtocolInfo.MaxAgentOperations)
             {
-                await SendErrorAsync(id, ErrorCodes.TooManyStreams, $"{ProtocolInfo.MaxAgentOperations} port streams are open", cancellationToken);
+                await SendErrorAsync(id, ErrorCodes.TooManyStreams, $"{ProtocolInfo.MaxAgentOperations} port and terminal streams are open", cancellationToken);
                 return;
             }
             stream = new FrameStream(_writer, id);

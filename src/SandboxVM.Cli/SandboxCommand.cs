@@ -14,6 +14,7 @@ internal static partial class SandboxCommand
         InfoCommand(),
         RunCommand(),
         ExecCommand(),
+        ShellCommand(),
         FilesCommand(),
         ArtifactsCommand(),
         KeepAliveCommand(),

@@ -54,6 +54,13 @@ public sealed partial class Sandbox : IAsyncDisposable
     /// <summary>Name of the template the sandbox runs.</summary>
     public string Template { get; }
 
+    /// <summary>
+    /// Opens an interactive terminal (a pseudo-terminal over a WebSocket) running the template's shell, or
+    /// <paramref name="command"/> (a shell line), as the sandbox user. See <see cref="SandboxTerminal"/>.
+    /// </summary>
+    public Task<SandboxTerminal> OpenTerminalAsync(int cols = 80, int rows = 24, string? command = null, CancellationToken cancellationToken = default) =>
+        _client.OpenTerminalAsync(Id, cols, rows, command, cancellationToken);
+
     /// <summary>The sandbox as last seen (at creation, <see cref="GetInfoAsync"/> or <see cref="KeepAliveAsync"/>).</summary>
     public SandboxInfo Info => Volatile.Read(ref _info);
 

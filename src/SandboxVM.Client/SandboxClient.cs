@@ -367,6 +367,9 @@ public sealed partial class SandboxClient : IDisposable
     /// <summary>The base URL as given, for messages.</summary>
     internal string BaseUrlText => _baseUri.AbsoluteUri.TrimEnd('/');
 
+    internal Task<SandboxTerminal> OpenTerminalAsync(string sandboxId, int cols, int rows, string? command, CancellationToken cancellationToken) =>
+        SandboxTerminal.ConnectAsync(_baseUri, _apiKey, sandboxId, cols, rows, command, invoker: null, cancellationToken);
+
     private static Uri ParseBaseUrl(string? baseUrl)
     {
         if (string.IsNullOrWhiteSpace(baseUrl)

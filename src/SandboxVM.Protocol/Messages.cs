@@ -87,6 +87,14 @@ public static class Ops
     /// other way round) until both sides sent DataEnd or either sent Cancel. Error <see cref="ErrorCodes.PortClosed"/> when nothing listens.
     /// </summary>
     public const string PortOpen = "port_open";
+    /// <summary>
+    /// Host to agent: a program (the template's shell) on a new pseudo-terminal (<see cref="PtyRequest"/>). The id is a
+    /// <see cref="FrameStream"/> from the request on (host Data = keystrokes, agent Data = the terminal's output); when the
+    /// program has exited the agent sends DataEnd, then the Response <see cref="PtyExit"/>. A Cancel kills its process group.
+    /// </summary>
+    public const string PtyOpen = "pty_open";
+    /// <summary>Host to agent: new size of the terminal of pty_open <see cref="PtyRequest.Target"/> (<see cref="PtyRequest.Cols"/>, <see cref="PtyRequest.Rows"/>); reply <see cref="OkBody"/>.</summary>
+    public const string PtyResize = "pty_resize";
 }
 
 /// <summary>
@@ -105,6 +113,7 @@ public sealed class AgentRequest
     public SearchRequest? Search { get; set; }
     public CommandRequest? Command { get; set; }
     public PortOpenRequest? Port { get; set; }
+    public PtyRequest? Pty { get; set; }
 }
 
 /// <summary>A TCP port on the guest's loopback that the host wants a stream to.</summary>
@@ -457,6 +466,31 @@ public sealed class CommandListBody
     public List<CommandInfo> Commands { get; set; } = [];
 }
 
+/// <summary>A pseudo-terminal (pty_open: argv, cwd, env, size) or its new size (pty_resize: target, cols, rows).</summary>
+public sealed class PtyRequest
+{
+    /// <summary>Largest width or height, in cells.</summary>
+    public const int MaxCells = 1000;
+
+    public List<string> Argv { get; set; } = [];
+    /// <summary>Working directory (empty: the home directory).</summary>
+    public string Cwd { get; set; } = "";
+    public Dictionary<string, string> Env { get; set; } = [];
+    public int Cols { get; set; } = 80;
+    public int Rows { get; set; } = 24;
+    /// <summary>pty_resize: the id of the pty_open operation.</summary>
+    public uint Target { get; set; }
+}
+
+/// <summary>Response of pty_open: how the program ended.</summary>
+public sealed class PtyExit
+{
+    /// <summary>Its exit code, or 128 + the signal that ended it.</summary>
+    public int ExitCode { get; set; }
+    /// <summary>The signal that ended it, if one did.</summary>
+    public int? Signal { get; set; }
+}
+
 /// <summary>Source-generated JSON for every message (the agent is NativeAOT: no reflection).</summary>
 [JsonSourceGenerationOptions(
     PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
@@ -476,4 +510,5 @@ public sealed class CommandListBody
 [JsonSerializable(typeof(SearchReply))]
 [JsonSerializable(typeof(CommandInfo))]
 [JsonSerializable(typeof(CommandListBody))]
+[JsonSerializable(typeof(PtyExit))]
 public sealed partial class ProtocolJson : JsonSerializerContext;

@@ -34,6 +34,7 @@ internal static partial class Endpoints
         SandboxEndpoints.Map(app);
         CommandEndpoints.Map(app);
         PortEndpoints.Map(app);
+        PtyEndpoints.Map(app);
         ToolsEndpoints.Map(app);
         AdminEndpoints.Map(app);
         MetricsExporter.Map(app);

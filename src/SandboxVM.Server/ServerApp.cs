@@ -81,15 +81,18 @@ public static partial class ServerApp
         Mcp.McpEndpoint.AddServices(builder.Services);
         PortEndpoints.AddServices(builder.Services);
         builder.Services.AddSingleton<E2b.E2bState>();
+        OpenApiDocs.AddServices(builder.Services);
         configureServices?.Invoke(builder.Services);
         extension?.AddServices(builder, options, urls);
 
         var app = builder.Build();
         HttpSurface.Use(app);
+        app.UseWebSockets();
         extension?.Use(app);
         Endpoints.Map(app);
         Mcp.McpEndpoint.Map(app);
         E2b.E2bEndpoints.MapE2b(app);
+        OpenApiDocs.Map(app);
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("SandboxVM.Server");
         if (options.InsecureNoAuth && !callers.KeysRequired && urls.Any(u => !Listening.IsLoopback(u)))
         {

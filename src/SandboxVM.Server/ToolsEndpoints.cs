@@ -28,6 +28,7 @@ internal static class ToolsEndpoints
     {
         app.MapPost("/v1/tools/search", SearchAsync).CountsAsRun();
         app.MapPost("/v1/tools/fetch", FetchAsync).CountsAsRun();
+        Mcp.ToolDefinitions.Map(app);
     }
 
     /// <summary>The code a request refused while reading its body was answered with.</summary>

@@ -107,6 +107,7 @@ internal sealed class FakeRuntimeServer : IAsyncDisposable
     public FakeAgentRuntime Runtime { get; }
     public Uri BaseUri => _server.BaseUri;
     public HttpClient Http => _server.Http;
+    public IServiceProvider Services => _server.Services;
 
     /// <param name="outputBytes">The template's output cap.</param>
     /// <param name="configure">Changes to the server's options.</param>

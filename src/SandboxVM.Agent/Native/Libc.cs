@@ -387,19 +387,11 @@ internal static unsafe partial class Libc
     public static int Spawn(string path, IReadOnlyList<string> argv, IReadOnlyList<string> environment, SafeFileHandle cwd,
         out SafeFileHandle stdinWrite, out SafeFileHandle stdoutRead, out SafeFileHandle stderrRead)
     {
-        bool cwdAdded = false;
         int* fds = stackalloc int[6];
         for (int i = 0; i < 6; i++)
         {
             fds[i] = -1;
         }
-        void* fileActions = null;
-        void* attr = null;
-        void* sigset = null;
-        byte** argvPtr = null;
-        byte** envPtr = null;
-        bool fileActionsReady = false;
-        bool attrReady = false;
         bool ok = false;
         try
         {
@@ -417,15 +409,72 @@ internal static unsafe partial class Libc
             {
                 throw new IOException($"fcntl failed: errno {Marshal.GetLastPInvokeError()}");
             }
+            int pid = SpawnCore(path, argv, environment, cwd, fds[0], fds[3], fds[5], terminal: null);
+            stdinWrite = new SafeFileHandle(fds[1], ownsHandle: true);
+            stdoutRead = new SafeFileHandle(fds[2], ownsHandle: true);
+            stderrRead = new SafeFileHandle(fds[4], ownsHandle: true);
+            fds[1] = fds[2] = fds[4] = -1;
+            ok = true;
+            return pid;
+        }
+        finally
+        {
+            // The child's ends always close here: the child holds its own copies after the spawn.
+            for (int i = 0; i < 6; i++)
+            {
+                if (fds[i] >= 0)
+                {
+                    SysClose(fds[i]);
+                }
+            }
+            if (!ok)
+            {
+                stdinWrite = stdoutRead = stderrRead = null!;
+            }
+        }
+    }
 
+    /// <summary>
+    /// Starts a child in a session of its own whose stdin, stdout and stderr are the terminal <paramref name="terminalPath"/>
+    /// (a pseudo-terminal's slave): opened after setsid and without O_NOCTTY, so it becomes the session's controlling terminal.
+    /// </summary>
+    public static int SpawnOnTerminal(string path, IReadOnlyList<string> argv, IReadOnlyList<string> environment, SafeFileHandle cwd, string terminalPath) =>
+        SpawnCore(path, argv, environment, cwd, -1, -1, -1, terminalPath);
+
+    /// <summary>posix_spawn in a new session with default signals and an empty mask; stdio from the three fds, or the terminal opened on 0, 1 and 2.</summary>
+    private static int SpawnCore(string path, IReadOnlyList<string> argv, IReadOnlyList<string> environment, SafeFileHandle cwd,
+        int stdin, int stdout, int stderr, string? terminal)
+    {
+        bool cwdAdded = false;
+        void* fileActions = null;
+        void* attr = null;
+        void* sigset = null;
+        byte** argvPtr = null;
+        byte** envPtr = null;
+        byte* terminalPtr = null;
+        bool fileActionsReady = false;
+        bool attrReady = false;
+        try
+        {
             fileActions = NativeMemory.AllocZeroed(OpaqueSize);
             attr = NativeMemory.AllocZeroed(OpaqueSize);
             sigset = NativeMemory.AllocZeroed(OpaqueSize);
             Check(SysFileActionsInit(fileActions), "posix_spawn_file_actions_init");
             fileActionsReady = true;
-            Check(SysFileActionsAddDup2(fileActions, fds[0], 0), "adddup2");
-            Check(SysFileActionsAddDup2(fileActions, fds[3], 1), "adddup2");
-            Check(SysFileActionsAddDup2(fileActions, fds[5], 2), "adddup2");
+            if (terminal is null)
+            {
+                Check(SysFileActionsAddDup2(fileActions, stdin, 0), "adddup2");
+                Check(SysFileActionsAddDup2(fileActions, stdout, 1), "adddup2");
+                Check(SysFileActionsAddDup2(fileActions, stderr, 2), "adddup2");
+            }
+            else
+            {
+                // glibc runs the file actions after setsid: the open makes the terminal the controlling one.
+                terminalPtr = (byte*)Marshal.StringToCoTaskMemUTF8(terminal);
+                Check(SysFileActionsAddOpen(fileActions, 0, terminalPtr, ORdWr, 0), "addopen");
+                Check(SysFileActionsAddDup2(fileActions, 0, 1), "adddup2");
+                Check(SysFileActionsAddDup2(fileActions, 0, 2), "adddup2");
+            }
             cwd.DangerousAddRef(ref cwdAdded);
             Check(SysFileActionsAddFchdir(fileActions, (int)cwd.DangerousGetHandle()), "addfchdir_np");
             Check(SysSpawnAttrInit(attr), "posix_spawnattr_init");
@@ -444,24 +493,10 @@ internal static unsafe partial class Libc
             {
                 throw new SpawnException(rc, $"cannot start {path}: {DescribeErrno(rc)}");
             }
-
-            stdinWrite = new SafeFileHandle(fds[1], ownsHandle: true);
-            stdoutRead = new SafeFileHandle(fds[2], ownsHandle: true);
-            stderrRead = new SafeFileHandle(fds[4], ownsHandle: true);
-            fds[1] = fds[2] = fds[4] = -1;
-            ok = true;
             return pid;
         }
         finally
         {
-            // The child's ends always close here: the child holds its own copies after the spawn.
-            for (int i = 0; i < 6; i++)
-            {
-                if (fds[i] >= 0)
-                {
-                    SysClose(fds[i]);
-                }
-            }
             if (fileActionsReady)
             {
                 SysFileActionsDestroy(fileActions);
@@ -475,14 +510,107 @@ internal static unsafe partial class Libc
             NativeMemory.Free(sigset);
             FreeStringArray(argvPtr, argv.Count);
             FreeStringArray(envPtr, environment.Count);
+            Marshal.FreeCoTaskMem((nint)terminalPtr);
             if (cwdAdded)
             {
                 cwd.DangerousRelease();
             }
-            if (!ok)
+        }
+    }
+
+    // ---- Pseudo-terminals.
+
+    private const int ORdWr = 0x2;
+    private const ulong TIOCSWINSZ = 0x5414;
+
+    [LibraryImport(LibName, EntryPoint = "posix_openpt", SetLastError = true)]
+    private static partial int SysPosixOpenpt(int flags);
+
+    [LibraryImport(LibName, EntryPoint = "grantpt", SetLastError = true)]
+    private static partial int SysGrantpt(int fd);
+
+    [LibraryImport(LibName, EntryPoint = "unlockpt", SetLastError = true)]
+    private static partial int SysUnlockpt(int fd);
+
+    [LibraryImport(LibName, EntryPoint = "ptsname_r", SetLastError = true)]
+    private static partial int SysPtsnameR(int fd, byte* buffer, nuint length);
+
+    [LibraryImport(LibName, EntryPoint = "posix_spawn_file_actions_addopen")]
+    private static partial int SysFileActionsAddOpen(void* fileActions, int fd, byte* path, int flags, uint mode);
+
+    [LibraryImport(LibName, EntryPoint = "ioctl", SetLastError = true)]
+    private static partial int IoctlWinsize(int fd, ulong request, ushort* winsize);
+
+    /// <summary>
+    /// A new pseudo-terminal: its master (close-on-exec, blocking: read on a thread of its own) and the path of its
+    /// slave (/dev/pts/N), owned by <paramref name="uid"/>:<paramref name="gid"/> when given so that its user can reopen it.
+    /// </summary>
+    public static SafeFileHandle OpenPseudoTerminal(int cols, int rows, int? uid, int? gid, out string slavePath)
+    {
+        int master = SysPosixOpenpt(ORdWr | ONoCttyBit | OCloExec | ONonBlock);
+        if (master < 0)
+        {
+            throw new IOException($"posix_openpt failed: {DescribeErrno(Marshal.GetLastPInvokeError())}");
+        }
+        var handle = new SafeFileHandle(master, ownsHandle: true);
+        try
+        {
+            if (SysGrantpt(master) != 0 || SysUnlockpt(master) != 0)
             {
-                stdinWrite = stdoutRead = stderrRead = null!;
+                throw new IOException($"grantpt/unlockpt failed: {DescribeErrno(Marshal.GetLastPInvokeError())}");
             }
+            byte* name = stackalloc byte[128];
+            int rc = SysPtsnameR(master, name, 128);
+            if (rc != 0)
+            {
+                throw new IOException($"ptsname_r failed: {DescribeErrno(rc)}");
+            }
+            slavePath = Marshal.PtrToStringUTF8((nint)name)!;
+            if (uid is { } u && gid is { } g)
+            {
+                int slave = OpenPath(slavePath, ORdWr | ONoCttyBit | OCloExec);
+                if (slave < 0)
+                {
+                    throw new IOException($"cannot open {slavePath}: {DescribeErrno(Marshal.GetLastPInvokeError())}");
+                }
+                int owned = SysFchown(slave, (uint)u, (uint)g);
+                int errno = owned != 0 ? Marshal.GetLastPInvokeError() : 0;
+                _ = SysClose(slave);
+                if (owned != 0)
+                {
+                    throw new IOException($"cannot give {slavePath} to its user: {DescribeErrno(errno)}");
+                }
+            }
+            ResizeTerminal(handle, cols, rows);
+            return handle;
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>TIOCSWINSZ on a terminal's master: the foreground group gets SIGWINCH.</summary>
+    public static void ResizeTerminal(SafeFileHandle master, int cols, int rows)
+    {
+        ushort* size = stackalloc ushort[4];
+        size[0] = (ushort)rows;
+        size[1] = (ushort)cols;
+        size[2] = 0;
+        size[3] = 0;
+        bool added = false;
+        master.DangerousAddRef(ref added);
+        try
+        {
+            if (IoctlWinsize((int)master.DangerousGetHandle(), TIOCSWINSZ, size) != 0)
+            {
+                throw new IOException($"TIOCSWINSZ failed: {DescribeErrno(Marshal.GetLastPInvokeError())}");
+            }
+        }
+        finally
+        {
+            master.DangerousRelease();
         }
     }
 

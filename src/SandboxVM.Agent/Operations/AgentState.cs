@@ -18,6 +18,9 @@ internal sealed class AgentState(AgentOptions options, ProcessSupervisor supervi
     /// <summary>Commands started by command_start (running and recently ended).</summary>
     public CommandTable Commands { get; } = new();
 
+    /// <summary>Masters of the terminals pty_open serves, by operation id (pty_resize).</summary>
+    public System.Collections.Concurrent.ConcurrentDictionary<uint, Microsoft.Win32.SafeHandles.SafeFileHandle> Terminals { get; } = new();
+
     /// <summary>The in-guest HTTP proxy (started by egress_enable); outlives connections.</summary>
     public Egress.EgressProxy Egress { get; } = new();
 

@@ -20,10 +20,7 @@ internal static class CommandOperations
         var request = Arguments(context);
         Validate(request);
         var who = state.Options.User;
-        string cwd = state.ResolvePath(request.Cwd.Length == 0 ? state.Options.Home : request.Cwd);
-        var environment = new Dictionary<string, string>(request.Env, StringComparer.Ordinal);
-        environment.TryAdd("PATH", ExecOperation.DefaultPath);
-        environment.TryAdd("HOME", state.Options.Home);
+        var (cwd, environment) = Place(state, request.Cwd, request.Env);
 
         var command = state.Commands.Add(request.Argv, request.OutputCapBytes);
         IStepOutput? live = request.Background ? null : context;
@@ -110,6 +107,15 @@ internal static class CommandOperations
         var command = state.Commands.Get(request.Id);
         await command.SignalAsync(state.Supervisor, request.Signal, TimeSpan.FromMilliseconds(request.KillAfterMs), context.Cancellation);
         await context.RespondAsync(command.ToInfo(includeOutput: false), ProtocolJson.Default.CommandInfo);
+    }
+
+    /// <summary>Where a command or terminal runs: its directory (home when empty) and its environment with PATH and HOME unless given.</summary>
+    internal static (string Cwd, Dictionary<string, string> Environment) Place(AgentState state, string cwd, Dictionary<string, string> env)
+    {
+        var environment = new Dictionary<string, string>(env, StringComparer.Ordinal);
+        environment.TryAdd("PATH", ExecOperation.DefaultPath);
+        environment.TryAdd("HOME", state.Options.Home);
+        return (state.ResolvePath(cwd.Length == 0 ? state.Options.Home : cwd), environment);
     }
 
     private static CommandRequest Arguments(OperationContext context) =>

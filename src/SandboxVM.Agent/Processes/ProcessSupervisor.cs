@@ -84,11 +84,29 @@ internal sealed class ProcessSupervisor(SandboxUser user)
         SandboxUser? runAs = null, bool background = false)
     {
         (path, argv) = (runAs ?? User).Wrap(path, argv);
+        SafeFileHandle stdin = null!, stdout = null!, stderr = null!;
+        return Register(() => Libc.Spawn(path, argv, environment, cwd, out stdin, out stdout, out stderr), () => (stdin, stdout, stderr), background);
+    }
+
+    /// <summary>
+    /// Starts <paramref name="argv"/> like <see cref="Start"/> as <see cref="User"/>, with the terminal <paramref name="terminal"/>
+    /// (a pseudo-terminal's slave) as its stdio and controlling terminal; the child has no pipes.
+    /// </summary>
+    public ChildProcess StartOnTerminal(string path, IReadOnlyList<string> argv, IReadOnlyList<string> environment, SafeFileHandle cwd, string terminal)
+    {
+        (path, argv) = User.Wrap(path, argv);
+        return Register(() => Libc.SpawnOnTerminal(path, argv, environment, cwd, terminal),
+            () => (new SafeFileHandle(), new SafeFileHandle(), new SafeFileHandle()), background: false);
+    }
+
+    private ChildProcess Register(Func<int> spawn, Func<(SafeFileHandle Stdin, SafeFileHandle Stdout, SafeFileHandle Stderr)> stdio, bool background)
+    {
         // Spawn and register under the lock the reaper takes before it looks a pid up, so a child that
         // exits at once is never reaped before it is known.
         lock (_gate)
         {
-            int pid = Libc.Spawn(path, argv, environment, cwd, out var stdin, out var stdout, out var stderr);
+            int pid = spawn();
+            var (stdin, stdout, stderr) = stdio();
             var exited = new TaskCompletionSource<WaitStatus>(TaskCreationOptions.RunContinuationsAsynchronously);
             _waiting[pid] = exited;
             if (background)

@@ -222,6 +222,14 @@ public sealed partial class SessionManager
         return UseSessionAsync(id, s => call(s.Vm.Agent));
     }
 
+    /// <summary>
+    /// Runs <paramref name="call"/> with the agent of sandbox <paramref name="id"/> (resumed first when paused) and the terminal's
+    /// program <paramref name="argv"/> under the template's process cap, as commands are, for as long as the terminal lasts: the
+    /// sandbox counts as in use meanwhile, so it is not paused or ended for idleness.
+    /// </summary>
+    public Task<T> UseTerminalAsync<T>(string id, List<string> argv, Func<AgentClient, List<string>, Task<T>> call) =>
+        UseSessionAsync(id, s => call(s.Vm.Agent, RunService.WithProcessLimit(argv, s.Template.Limits.Processes)!));
+
     private static readonly Dictionary<string, int> _signals = new(StringComparer.OrdinalIgnoreCase)
     {
         ["HUP"] = 1, ["INT"] = 2, ["QUIT"] = 3, ["KILL"] = 9, ["USR1"] = 10, ["USR2"] = 12, ["TERM"] = 15, ["CONT"] = 18, ["STOP"] = 19,

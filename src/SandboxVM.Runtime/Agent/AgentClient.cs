@@ -341,6 +341,71 @@ public sealed class AgentClient : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// A program on a new pseudo-terminal in the guest (pty_open). Relay <see cref="Terminal.Stream"/> (keystrokes up,
+    /// the terminal's output down) with <see cref="FrameStream.RelayAsync"/>; <see cref="Terminal.Exit"/> completes with the
+    /// program's end after the output (or with the agent's refusal); end it with <see cref="CloseTerminal"/>. Counts
+    /// against <see cref="ProtocolInfo.MaxAgentOperations"/> like port streams.
+    /// </summary>
+    public async Task<Terminal> OpenTerminalAsync(PtyRequest request, CancellationToken cancellationToken)
+    {
+        if (_streams.Count >= ProtocolInfo.MaxAgentOperations)
+        {
+            throw new AgentException(ErrorCodes.TooManyStreams, $"{ProtocolInfo.MaxAgentOperations} port and terminal streams are open to this sandbox");
+        }
+        var op = Open();
+        // A terminal may sit idle for hours: the caller ends it.
+        var stream = new FrameStream(_writer, op.Id, _time) { IdleTimeout = null };
+        _streams[op.Id] = stream;
+        try
+        {
+            await SendRequestAsync(op.Id, new AgentRequest { Op = Ops.PtyOpen, Pty = request }).WaitAsync(cancellationToken);
+        }
+        catch
+        {
+            _streams.TryRemove(KeyValuePair.Create(op.Id, stream));
+            End(op);
+            throw;
+        }
+        return new Terminal(this, stream, WaitExitAsync(op, stream));
+    }
+
+    private async Task<PtyExit> WaitExitAsync(Operation op, FrameStream stream)
+    {
+        try
+        {
+            return Answer(await ReadFrameAsync(op, CancellationToken.None), op, ProtocolJson.Default.PtyExit, Ops.PtyOpen);
+        }
+        finally
+        {
+            if (!op.Answered)
+            {
+                stream.Abort("the terminal's operation ended");
+            }
+            End(op);
+        }
+    }
+
+    /// <summary>New size of a terminal of <see cref="OpenTerminalAsync"/> (the program gets SIGWINCH).</summary>
+    public Task ResizeTerminalAsync(Terminal terminal, int cols, int rows, CancellationToken cancellationToken) =>
+        CallAsync(new AgentRequest { Op = Ops.PtyResize, Pty = new PtyRequest { Target = terminal.Stream.Id, Cols = cols, Rows = rows } },
+            ProtocolJson.Default.OkBody, cancellationToken);
+
+    /// <summary>Ends a terminal: one still open gets a Cancel (the agent kills its process group).</summary>
+    public void CloseTerminal(Terminal terminal)
+    {
+        var stream = terminal.Stream;
+        if (_streams.TryRemove(KeyValuePair.Create(stream.Id, stream)) && !terminal.Exit.IsCompleted)
+        {
+            stream.Abort("closed by the host");
+            if (_pending.TryGetValue(stream.Id, out var op))
+            {
+                op.CancelSent = true;
+            }
+            _ = SendCancelAsync(stream.Id);
+        }
+    }
+
     /// <summary>Forgets a stream of <see cref="OpenPortAsync"/>; one that did not end cleanly gets a Cancel.</summary>
     public void ClosePort(FrameStream stream)
     {
@@ -895,4 +960,13 @@ public sealed class AgentClient : IAsyncDisposable
             }
         }
     }
+}
+
+/// <summary>A pseudo-terminal in the guest (<see cref="AgentClient.OpenTerminalAsync"/>): its byte stream and the program's end.</summary>
+public sealed class Terminal(AgentClient agent, FrameStream stream, Task<PtyExit> exit)
+{
+    public AgentClient Agent { get; } = agent;
+    public FrameStream Stream { get; } = stream;
+    /// <summary>The program's end, after its last output; faults with the agent's refusal (e.g. command_not_found) or a cancel.</summary>
+    public Task<PtyExit> Exit { get; } = exit;
 }
