@@ -81,6 +81,8 @@ internal static class OpenApiDocs
         ["DELETE /v1/admin/sandboxes/{id}"] = new(null, 204, null, null, [403, 404]),
         ["ANY /v1/sandboxes/{id}/ports/{port}/{path}"] = new(typeof(Binary), 200, typeof(Binary), "*/*", [400, 404, 413, 502]),
         ["GET /v1/sandboxes/{id}/pty"] = new(null, 101, null, null, [400, 404]),
+        ["POST /v1/sandboxes/{id}/shares"] = new(typeof(PortShares.ShareBody), 201, typeof(PortShares.ShareInfo), Problems: [400, 404, 415]),
+        ["ANY /shared/{token}/{path}"] = new(typeof(Binary), 200, typeof(Binary), "*/*", [404, 410, 413, 502]),
         ["GET /v1/admin/keys"] = new(null, 200, typeof(AdminKeysBody), Problems: [403]),
     };
 

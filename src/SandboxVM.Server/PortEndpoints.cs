@@ -45,39 +45,50 @@ internal static class PortEndpoints
                 : throw new InvalidOperationException("a port request without its sandbox"),
     });
 
-    public static void AddServices(IServiceCollection services) => services.AddHttpForwarder();
+    public static void AddServices(IServiceCollection services)
+    {
+        services.AddHttpForwarder();
+        services.AddSingleton<PortShares>();
+    }
 
     public static void Map(IEndpointRouteBuilder app)
     {
         var g = app.MapGroup("/v1/sandboxes/{id}/ports").AddEndpointFilter(SandboxEndpoints.OwnerOnlyAsync);
         g.Map("/{port}/{**path}", ProxyAsync);
+        PortShares.Map(app);
     }
 
     private static async Task ProxyAsync(string id, string port, string? path, HttpContext context, SessionManager sessions, IHttpForwarder forwarder)
     {
-        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodySize)
-        {
-            bodySize.MaxRequestBodySize = MaxRequestBodyBytes;
-        }
         await SandboxEndpoints.Handle(context, async () =>
         {
             if (!int.TryParse(port, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int number))
             {
                 throw new RunRequestException(ProblemCodes.InvalidPort, "port", $"'{port}' is not a port number");
             }
-            await sessions.UsePortAsync(id, number, async agent =>
-            {
-                var transformer = new PortTransformer(agent, number, "/" + (path ?? ""));
-                var error = await forwarder.SendAsync(context, $"http://port-{number}.{id}.sandbox.invalid/", _invoker,
-                    new ForwarderRequestConfig { ActivityTimeout = _activityTimeout }, transformer);
-                if (error != ForwarderError.None && !context.Response.HasStarted)
-                {
-                    throw Problem(context.Features.Get<IForwarderErrorFeature>()?.Exception, number);
-                }
-                return true;
-            });
+            await ForwardAsync(context, id, number, path, sessions, forwarder);
             return Results.Empty;
         }).ExecuteAsync(context);
+    }
+
+    /// <summary>Forwards the request to <paramref name="port"/> in sandbox <paramref name="id"/>, at <paramref name="path"/> with the request's query.</summary>
+    internal static async Task ForwardAsync(HttpContext context, string id, int port, string? path, SessionManager sessions, IHttpForwarder forwarder)
+    {
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodySize)
+        {
+            bodySize.MaxRequestBodySize = MaxRequestBodyBytes;
+        }
+        await sessions.UsePortAsync(id, port, async agent =>
+        {
+            var transformer = new PortTransformer(agent, port, "/" + (path ?? ""));
+            var error = await forwarder.SendAsync(context, $"http://port-{port}.{id}.sandbox.invalid/", _invoker,
+                new ForwarderRequestConfig { ActivityTimeout = _activityTimeout }, transformer);
+            if (error != ForwarderError.None && !context.Response.HasStarted)
+            {
+                throw Problem(context.Features.Get<IForwarderErrorFeature>()?.Exception, port);
+            }
+            return true;
+        });
     }
 
     private static RunRequestException Problem(Exception? error, int port)

@@ -117,6 +117,7 @@ internal static class ProblemStatus
         SandboxVM.Core.Runs.RefusalKind.Busy => StatusCodes.Status429TooManyRequests,
         SandboxVM.Core.Runs.RefusalKind.SandboxFailed => StatusCodes.Status502BadGateway,
         SandboxVM.Core.Runs.RefusalKind.Unavailable => StatusCodes.Status503ServiceUnavailable,
+        SandboxVM.Core.Runs.RefusalKind.Gone => StatusCodes.Status410Gone,
         _ => StatusCodes.Status500InternalServerError,
     };
 }

@@ -102,6 +102,8 @@ public enum RefusalKind
     Unavailable,
     /// <summary>The sandbox's agent failed in a way the host does not know.</summary>
     SandboxFailed,
+    /// <summary>What it names existed and is over for good (an expired link).</summary>
+    Gone,
 }
 
 /// <summary>A request Core refuses: a stable code, the field at fault and the kind of refusal.</summary>
@@ -182,4 +184,10 @@ public static class ProblemCodes
     public const string InvalidPort = "invalid_port";
     /// <summary>Nothing in the sandbox accepts connections on that port (502).</summary>
     public const string PortClosed = "port_closed";
+    /// <summary>A share link's token is not one this server made (changed, made up, from before a restart) (404).</summary>
+    public const string ShareNotFound = "share_not_found";
+    /// <summary>A share link past its expiry (410).</summary>
+    public const string ShareExpired = "share_expired";
+    /// <summary>A share link's expires_in_s is out of range (400).</summary>
+    public const string InvalidExpiry = "invalid_expiry";
 }
