@@ -39,6 +39,31 @@ public sealed partial class Sandbox
     }
 
     /// <summary>
+    /// A link that serves <paramref name="port"/> of this sandbox to anyone who has it, without an API key, until
+    /// <paramref name="expiresIn"/> has passed or the sandbox ends (<c>POST /v1/sandboxes/{id}/shares</c>); a path under
+    /// the link reaches the same path on the port.
+    /// </summary>
+    /// <param name="port">The port a server in the sandbox listens on (1..65535).</param>
+    /// <param name="expiresIn">The link's lifetime: 1 s to 7 days; null for 1 hour.</param>
+    /// <param name="cancellationToken">Abandons the call.</param>
+    /// <returns>The absolute URL of the link and when it expires.</returns>
+    /// <exception cref="SandboxNotFoundException">The sandbox has ended.</exception>
+    /// <exception cref="SandboxApiException">400 <c>invalid_port</c> or <c>invalid_expiry</c>.</exception>
+    /// <exception cref="SandboxConnectionException">The server could not be reached or did not answer in time.</exception>
+    public async Task<(Uri Url, DateTimeOffset ExpiresAt)> SharePortAsync(int port, TimeSpan? expiresIn = null, CancellationToken cancellationToken = default)
+    {
+        var body = JsonSerializer.SerializeToUtf8Bytes(new ShareRequest { Port = port, ExpiresInS = (expiresIn ?? TimeSpan.FromHours(1)).TotalSeconds },
+            SandboxJson.Default.ShareRequest);
+        var answer = await _client.SendJsonAsync(HttpMethod.Post, SandboxClient.SandboxPath(Id, "/shares"), body, SandboxJson.Default.ShareAnswer, cancellationToken)
+            .ConfigureAwait(false);
+        if (answer.Url is not { Length: > 0 } url)
+        {
+            throw new SandboxApiException(System.Net.HttpStatusCode.OK, "invalid answer", "the server's share answer has no url", null, null);
+        }
+        return (new Uri(_client.BaseUrlText + url), answer.ExpiresAt);
+    }
+
+    /// <summary>
     /// Saves the sandbox's state now (memory, files, interpreter) as the caller's snapshot <paramref name="name"/>
     /// (<c>POST /v1/sandboxes/{id}/snapshots</c>); it keeps running. New sandboxes start from it with
     /// <see cref="SandboxClient.CreateSandboxFromSnapshotAsync"/>, as often as wanted, until it is deleted.

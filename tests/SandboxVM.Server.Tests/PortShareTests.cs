@@ -82,10 +82,12 @@ public sealed class PortShareEndpointTests(LocalAgentServer server) : IClassFixt
             await sb.Files.WriteAsync("site/hello.txt", "shared\n", Ct);
             int port = FreePort();
             await sb.Commands.StartAsync(["python3", "-m", "http.server", port.ToString(), "--bind", "127.0.0.1"], new CommandOptions { Cwd = "site" }, Ct);
-            var share = await ShareAsync(id, new { port, expires_in_s = 600 }, HttpStatusCode.Created);
-            string url = share.GetProperty("url").GetString()!;
+            var before = DateTimeOffset.UtcNow;
+            var (link, expiresAt) = await sb.SharePortAsync(port, TimeSpan.FromMinutes(10), Ct);
+            string url = link.AbsolutePath;
+            Assert.Equal(_server.Http.BaseAddress!.Authority, link.Authority);
             Assert.StartsWith("/shared/", url);
-            Assert.Equal(port, share.GetProperty("port").GetInt32());
+            Assert.InRange(expiresAt, before.AddMinutes(9), before.AddMinutes(11));
 
             // Anyone with the link: no Authorization header at all.
             using var anyone = new HttpClient { BaseAddress = _server.Http.BaseAddress };

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+import urllib.error
+import urllib.request
+
 import pytest
 
 from sandboxvm import ApiError, Sandbox
@@ -34,3 +38,27 @@ def test_background_command_takes_stdin_and_is_killed(server_url: str) -> None:
         with pytest.raises(ApiError) as raised:
             sb.commands.get("c999")
         assert raised.value.code == "command_not_found"
+
+
+def test_share_port_serves_without_a_key_until_the_sandbox_ends(server_url: str) -> None:
+    with Sandbox(template=PY, base_url=server_url) as sb:
+        sb.files.write("site/index.html", "<p>shared</p>")
+        sb.commands.start(["python3", "-m", "http.server", "8765", "--bind", "127.0.0.1", "--directory", "site"])
+        url = sb.share_port(8765, expires_in_s=600)
+        assert url.startswith(server_url.rstrip("/") + "/shared/"), url
+        deadline = time.monotonic() + 60
+        while True:  # the server needs a moment to bind: 502 port_closed before
+            try:
+                with urllib.request.urlopen(url + "index.html", timeout=30) as answer:
+                    assert answer.read() == b"<p>shared</p>"
+                break
+            except urllib.error.HTTPError as e:
+                if e.code != 502 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        with pytest.raises(ApiError) as raised:
+            sb.share_port(0)
+        assert raised.value.code == "invalid_port"
+    with pytest.raises(urllib.error.HTTPError) as ended:
+        urllib.request.urlopen(url + "index.html", timeout=30)
+    assert ended.value.code == 404

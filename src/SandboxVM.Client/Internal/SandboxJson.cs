@@ -66,6 +66,20 @@ internal sealed class SnapshotRequest
     public required string Name { get; init; }
 }
 
+/// <summary>Body of <c>POST /v1/sandboxes/{id}/shares</c>.</summary>
+internal sealed class ShareRequest
+{
+    public int Port { get; init; }
+    public double ExpiresInS { get; init; }
+}
+
+/// <summary>Answer of <c>POST /v1/sandboxes/{id}/shares</c>: <c>url</c> relative to the server.</summary>
+internal sealed class ShareAnswer
+{
+    public string? Url { get; init; }
+    public DateTimeOffset ExpiresAt { get; init; }
+}
+
 /// <summary>Body of <c>GET /v1/snapshots</c>.</summary>
 internal sealed class SnapshotList
 {
@@ -191,6 +205,8 @@ internal sealed class CommandList
 [JsonSerializable(typeof(ForkRequest))]
 [JsonSerializable(typeof(PatchSandboxRequest))]
 [JsonSerializable(typeof(SnapshotRequest))]
+[JsonSerializable(typeof(ShareRequest))]
+[JsonSerializable(typeof(ShareAnswer))]
 [JsonSerializable(typeof(SnapshotList))]
 [JsonSerializable(typeof(SnapshotInfo))]
 [JsonSerializable(typeof(SandboxInfo))]

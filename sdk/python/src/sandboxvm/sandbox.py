@@ -424,6 +424,17 @@ class Sandbox:
         data = self._http.call_json("POST", self._api("/snapshots"), json_body={"name": name}, timeout=max(self._http.timeout, _CREATE_TIMEOUT))
         return SnapshotInfo.from_json(data if isinstance(data, dict) else {"name": name})
 
+    def share_port(self, port: int, expires_in_s: float = 3600) -> str:
+        """A link that serves ``port`` of this sandbox to anyone who has it, without an API key, until
+        ``expires_in_s`` (1 s to 7 days) or the end of the sandbox (``POST .../shares``). Returns the absolute
+        URL; a path under it reaches the same path on the port. Raises BadRequestError ``invalid_port``,
+        ``invalid_expiry``; NotFoundError when the sandbox has ended.
+        """
+        data = self._http.call_json("POST", self._api("/shares"), json_body={"port": port, "expires_in_s": expires_in_s})
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str):
+            raise ValueError(f"the server's share answer has no url: {data!r}")
+        return self._http.base_url + data["url"]
+
     def pause(self) -> SandboxInfo:
         """Saves the sandbox to the server's disk and ends its VM (``POST .../pause``); it costs no RAM until resumed.
 
