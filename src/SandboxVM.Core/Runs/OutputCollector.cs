@@ -50,8 +50,12 @@ internal sealed class OutputCollector : IExecObserver
         return (compile, run);
     }
 
+    /// <summary>The guest said or printed anything for this exec: a step started, or output came.</summary>
+    public bool Heard { get; private set; }
+
     public void OnEvent(ExecEvent e)
     {
+        Heard = true;
         if (e.Kind == "compile_started")
         {
             _compileStarted = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -69,6 +73,7 @@ internal sealed class OutputCollector : IExecObserver
 
     private void Append(MemoryStream target, ReadOnlySpan<byte> data, string stream)
     {
+        Heard = true;
         _received += data.Length;
         if (_received > _limit + RunawaySlack)
         {

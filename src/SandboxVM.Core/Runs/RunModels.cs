@@ -69,7 +69,11 @@ public sealed class RunResult
 }
 
 /// <summary>A run's result and whether its compile step (if it ran) produced a program.</summary>
-public sealed record RunOutcome(RunResult Result, bool BuildSucceeded);
+/// <summary>
+/// What a run on a VM came to. <paramref name="NeverStarted"/>: the VM failed before the guest started a step or
+/// printed anything (its connection closed at once): the caller's code never ran there.
+/// </summary>
+public sealed record RunOutcome(RunResult Result, bool BuildSucceeded, bool NeverStarted = false);
 
 /// <summary>Receives a run's output and artifacts as they happen (streaming). Called on the agent's reader: keep it quick.</summary>
 public interface IRunEvents

@@ -81,32 +81,44 @@ public sealed partial class RunService
             fork.Persistent = true;
         }
         RunResult? result = null;
-        LeasedVm? lease = null;
-        try
+        // A second VM only when the first one's connection closed before the guest started anything: the
+        // code never ran, so running it elsewhere cannot run it twice (seen on gVisor pool clones, 1 run in
+        // a few hundred: "its VM stopped" 140 ms after the take).
+        for (int attempt = 0; attempt < 2 && result is null; attempt++)
         {
-            using var acquire = RunTracing.StartPhase("acquire");
-            lease = await _pools.AcquireAsync(template, cancellationToken);
-            acquire?.SetTag("sandboxvm.vm_source", lease.Source.ToString().ToLowerInvariant());
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            LogSandboxFailed(_logger, template.Name, e);
-            result = new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started: " + CallerErrors.Describe(e) };
-        }
-        if (lease is not null)
-        {
+            LeasedVm? lease = null;
             try
             {
-                result = (await ExecuteAsync(lease.Vm, template, exec, events, cancellationToken)).Result;
-                // A fresh sandbox has no earlier state to lose.
-                result.StateReset = false;
-                // What obtaining the sandbox cost this request: near zero from the pool.
-                result.Metrics.StartupMs = lease.AcquireTime.TotalMilliseconds;
-                result.Metrics.VmSource = lease.Source.ToString().ToLowerInvariant();
+                using var acquire = RunTracing.StartPhase("acquire");
+                lease = await _pools.AcquireAsync(template, cancellationToken);
+                acquire?.SetTag("sandboxvm.vm_source", lease.Source.ToString().ToLowerInvariant());
             }
-            finally
+            catch (Exception e) when (e is not OperationCanceledException)
             {
-                _tracker.Release(lease.Vm);
+                LogSandboxFailed(_logger, template.Name, e);
+                result = new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started: " + CallerErrors.Describe(e) };
+            }
+            if (lease is not null)
+            {
+                try
+                {
+                    var outcome = await ExecuteAsync(lease.Vm, template, exec, events, cancellationToken);
+                    if (outcome.NeverStarted && attempt == 0)
+                    {
+                        LogRetriedOnAnotherVm(_logger, lease.Vm.Id, template.Name);
+                        continue;
+                    }
+                    result = outcome.Result;
+                    // A fresh sandbox has no earlier state to lose.
+                    result.StateReset = false;
+                    // What obtaining the sandbox cost this request: near zero from the pool.
+                    result.Metrics.StartupMs = lease.AcquireTime.TotalMilliseconds;
+                    result.Metrics.VmSource = lease.Source.ToString().ToLowerInvariant();
+                }
+                finally
+                {
+                    _tracker.Release(lease.Vm);
+                }
             }
         }
         result ??= new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started" };
@@ -311,6 +323,9 @@ public sealed partial class RunService
             LogSandboxFailed(_logger, template.Name, e);
             failed.Status = RunStatus.SandboxError;
             failed.Error = "the sandbox failed: " + CallerErrors.Describe(e);
+            // Never started: the guest's end closed (no fault of the guest's that the host found: those are
+            // hostile, and stay the caller's error) before it said or printed anything.
+            return new RunOutcome(failed, false, NeverStarted: !output.Heard && e is AgentDisconnectedException && vm.Agent.FailureReason is null);
         }
         return new RunOutcome(failed, false);
     }
@@ -532,4 +547,7 @@ public sealed partial class RunService
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox for template {Template} failed")]
     private static partial void LogSandboxFailed(ILogger logger, string template, Exception? e);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {Vm} of {Template} closed before its run started anything: running it on another")]
+    private static partial void LogRetriedOnAnotherVm(ILogger logger, string vm, string template);
 }

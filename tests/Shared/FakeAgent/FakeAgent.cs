@@ -362,6 +362,18 @@ public sealed class FakeAgent : IAsyncDisposable
             : null;
     }
 
+    /// <summary>The guest's end of the connection goes away at once, as when the VM dies: the host reads end of stream.</summary>
+    public void Crash()
+    {
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (SocketException)
+        {
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (!_readStop.IsCancellationRequested)
