@@ -82,6 +82,15 @@ internal sealed partial class SandboxGrain(
         // Activated away from the owner: the owner's activation is gone, with its node when it died or left.
         var owner = SiloAddress.FromParsableString(record.State.Silo);
         bool ownerGone = record.State.HandedOff || membership.CurrentSnapshot.GetSiloStatus(owner) is SiloStatus.Dead or SiloStatus.None;
+        if (record.State.HandedOff && node.Draining)
+        {
+            // This node handed it off and is leaving: a call that reached this activation before it went is
+            // not told "lost" (the sandbox is in the shared directory); the router answers 503 with
+            // Retry-After, and the next call activates the grain on a node that adopts it. Seen in CI: a
+            // run through another node right after the drain answered 410 sandbox_lost.
+            DeactivateOnIdle();
+            throw new OrleansException($"sandbox '{this.GetPrimaryKeyString()}' is being handed to another node; try again");
+        }
         if (ownerGone && !node.Draining && sessions.AdoptPaused(this.GetPrimaryKeyString()))
         {
             // Paused in the shared directory: this node holds it from now on (this activation stays here).
