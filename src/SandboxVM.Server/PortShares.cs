@@ -84,16 +84,16 @@ internal sealed class PortShares(TimeProvider time)
             }));
     }
 
-    private static async Task CreateAsync(string id, HttpContext context, SessionManager sessions, PortShares shares, TimeProvider time, IOptions<JsonOptions> json)
+    private static async Task CreateAsync(string id, HttpContext context, PortShares shares, TimeProvider time, IOptions<JsonOptions> json)
     {
         var body = await Endpoints.ReadJsonAsync<ShareBody>(context, json.Value.SerializerOptions, "share request");
         if (body is null)
         {
             return;
         }
+        // The owner filter has found the sandbox (404 before this otherwise).
         await SandboxEndpoints.Handle(context, () =>
         {
-            sessions.Get(id);
             if (body.Port is not int port || port is < 1 or > 65535)
             {
                 throw new RunRequestException(ProblemCodes.InvalidPort, "port", "field 'port' must be a port number 1..65535");

@@ -27,6 +27,14 @@ public sealed class LocalAgentServer : IAsyncLifetime
     public HttpClient Http => _server!.Http;
 
     /// <summary>The templates of this server (<see cref="Python"/>, <see cref="Shell"/>) as YAML by name, for other servers on the local agent.</summary>
+    /// <summary>A loopback port nothing listens on (the local agent's sandboxes share the host's network).</summary>
+    public static int FreePort()
+    {
+        using var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
     public static Dictionary<string, string> Templates() => new()
     {
         [Python] = PythonYaml(Python, memoryMib: 64, runTimeoutS: 10, maxTimeoutS: 30, OutputBytes),

@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using SandboxVM.Client;
 
@@ -13,13 +12,6 @@ public sealed class PortEndpointTests(LocalAgentServer server) : IClassFixture<L
 
     private readonly LocalAgentServer _server = server.OrSkip();
 
-    /// <summary>The local agent shares the host's network: a port nothing else uses.</summary>
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 
     private const string EchoServer = """
         import http.server, json, sys
@@ -59,7 +51,7 @@ public sealed class PortEndpointTests(LocalAgentServer server) : IClassFixture<L
     {
         await using var sb = await _server.Client.CreateSandboxAsync(LocalAgentServer.Python, cancellationToken: Ct);
         await sb.Files.WriteAsync("site/hello.txt", "hello through the port\n", Ct);
-        int port = FreePort();
+        int port = LocalAgentServer.FreePort();
         var server = await sb.Commands.StartAsync(["python3", "-m", "http.server", port.ToString(), "--bind", "127.0.0.1"],
             new CommandOptions { Cwd = "site" }, Ct);
 
@@ -77,7 +69,7 @@ public sealed class PortEndpointTests(LocalAgentServer server) : IClassFixture<L
     {
         await using var sb = await _server.Client.CreateSandboxAsync(LocalAgentServer.Python, cancellationToken: Ct);
         await sb.Files.WriteAsync("echo.py", EchoServer, Ct);
-        int port = FreePort();
+        int port = LocalAgentServer.FreePort();
         await sb.Commands.StartAsync(["python3", "echo.py", port.ToString()], cancellationToken: Ct);
         (await GetWhenUpAsync($"v1/sandboxes/{sb.Id}/ports/{port}/up")).Dispose();
 
@@ -106,7 +98,7 @@ public sealed class PortEndpointTests(LocalAgentServer server) : IClassFixture<L
     {
         await using var sb = await _server.Client.CreateSandboxAsync(LocalAgentServer.Python, cancellationToken: Ct);
 
-        using var closed = await _server.Http.GetAsync($"v1/sandboxes/{sb.Id}/ports/{FreePort()}/", Ct);
+        using var closed = await _server.Http.GetAsync($"v1/sandboxes/{sb.Id}/ports/{LocalAgentServer.FreePort()}/", Ct);
         Assert.Equal(HttpStatusCode.BadGateway, closed.StatusCode);
         Assert.Equal("port_closed", (string?)JsonNode.Parse(await closed.Content.ReadAsStringAsync(Ct))!["code"]);
 

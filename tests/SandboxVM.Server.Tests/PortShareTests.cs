@@ -1,6 +1,5 @@
 using System.Net;
 using System.Net.Http.Json;
-using System.Net.Sockets;
 using System.Text.Json;
 using Microsoft.Extensions.Time.Testing;
 using SandboxVM.Client;
@@ -57,12 +56,6 @@ public sealed class PortShareEndpointTests(LocalAgentServer server) : IClassFixt
 
     private readonly LocalAgentServer _server = server.OrSkip();
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 
     private async Task<JsonElement> ShareAsync(string id, object body, HttpStatusCode expected)
     {
@@ -80,7 +73,7 @@ public sealed class PortShareEndpointTests(LocalAgentServer server) : IClassFixt
         try
         {
             await sb.Files.WriteAsync("site/hello.txt", "shared\n", Ct);
-            int port = FreePort();
+            int port = LocalAgentServer.FreePort();
             await sb.Commands.StartAsync(["python3", "-m", "http.server", port.ToString(), "--bind", "127.0.0.1"], new CommandOptions { Cwd = "site" }, Ct);
             var before = DateTimeOffset.UtcNow;
             var (link, expiresAt) = await sb.SharePortAsync(port, TimeSpan.FromMinutes(10), Ct);

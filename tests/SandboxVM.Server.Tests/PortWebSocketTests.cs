@@ -1,5 +1,4 @@
 using System.Net;
-using System.Net.Sockets;
 using System.Net.WebSockets;
 using System.Text;
 
@@ -60,19 +59,13 @@ public sealed class PortWebSocketTests(LocalAgentServer server) : IClassFixture<
             threading.Thread(target=run, args=(c,), daemon=True).start()
         """;
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 
     [Fact]
     public async Task AWebSocketServerInTheSandbox_EchoesThroughThePortUrl()
     {
         await using var sb = await _server.Client.CreateSandboxAsync(LocalAgentServer.Python, cancellationToken: Ct);
         await sb.Files.WriteAsync("ws_echo.py", EchoServer, Ct);
-        int port = FreePort();
+        int port = LocalAgentServer.FreePort();
         var server = await sb.Commands.StartAsync(["python3", "ws_echo.py", port.ToString(System.Globalization.CultureInfo.InvariantCulture)], cancellationToken: Ct);
         var url = new UriBuilder(new Uri(_server.Http.BaseAddress!, $"v1/sandboxes/{sb.Id}/ports/{port}/chat?room=1")) { Scheme = "ws" }.Uri;
 

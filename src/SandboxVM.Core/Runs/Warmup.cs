@@ -35,7 +35,8 @@ public static class Warmup
         // its fork server would only hold a second interpreter's memory in every clone (and in every
         // paused or forked sandbox's image). The script then runs as a plain process, once per fresh VM:
         // it warms the page cache, and the kernel below imports the template's preloads itself.
-        bool kernelOnly = exec.ForkServer is not null && template.Warmup.Strategy == WarmupStrategy.Pool;
+        bool preloaded = exec.ForkServer is not null;
+        bool kernelOnly = preloaded && template.Warmup.Strategy == WarmupStrategy.Pool;
         if (kernelOnly)
         {
             exec.ForkServer = null;
@@ -52,7 +53,7 @@ public static class Warmup
                     $"warm-up of template {template.Name} failed ({failed?.Reason}, exit {failed?.ExitCode}): {output.Text}");
             }
         }
-        if (kernelOnly || exec.ForkServer is not null)
+        if (preloaded)
         {
             // Start the session kernel (a warm interpreter with the preloads) so the snapshot has it: a
             // sandbox's first run does not pay for an interpreter start and imports (seconds under
