@@ -46,6 +46,9 @@ internal sealed partial class RunPlacement(PoolManager pools, TemplateRegistry t
 {
     private volatile IReadOnlyList<NodeFigures> _others = [];
 
+    /// <summary>Each active node's last figures read (used only by the reading loop).</summary>
+    private Dictionary<SiloAddress, NodeFigures> _last = [];
+
     /// <summary>This node's figures now.</summary>
     public NodeFigures Own() => new(node.Url.ToString(),
         templates.All.ToDictionary(t => t.Name, t => pools.Status(t.Name)?.Ready ?? 0, StringComparer.Ordinal), tracker.LiveCount, node.Draining);
@@ -88,20 +91,25 @@ internal sealed partial class RunPlacement(PoolManager pools, TemplateRegistry t
             {
                 string self = silo.SiloAddress.ToParsableString();
                 await grains.GetGrain<INodeFiguresGrain>(self).PublishAsync(Own());
-                var others = membership.CurrentSnapshot.Members.Values
+                var active = membership.CurrentSnapshot.Members.Values
                     .Where(m => m.Status == SiloStatus.Active && !m.SiloAddress.Equals(silo.SiloAddress))
-                    .Select(m => grains.GetGrain<INodeFiguresGrain>(m.SiloAddress.ToParsableString()).GetAsync().WaitAsync(TimeSpan.FromSeconds(2), stoppingToken));
-                var figures = await Task.WhenAll(others.Select(async t =>
+                    .Select(m => m.SiloAddress).ToList();
+                var figures = await Task.WhenAll(active.Select(async address =>
                 {
                     try
                     {
-                        return await t;
+                        // Null: the grain was (re)activated and the node has not published since (within a second).
+                        return await grains.GetGrain<INodeFiguresGrain>(address.ToParsableString()).GetAsync()
+                            .WaitAsync(TimeSpan.FromSeconds(2), stoppingToken) ?? _last.GetValueOrDefault(address);
                     }
                     catch (Exception e) when (e is TimeoutException or OrleansException)
                     {
-                        return null;
+                        // A read that timed out on a loaded host is not a node that left: its last figures stand
+                        // until membership drops it (CI: a drain answered "no other node" for one second).
+                        return _last.GetValueOrDefault(address);
                     }
                 }));
+                _last = active.Zip(figures).Where(p => p.Second is not null).ToDictionary(p => p.First, p => p.Second!);
                 // A draining node takes no new work.
                 _others = [.. figures.OfType<NodeFigures>().Where(f => !f.Draining)];
             }
