@@ -4,7 +4,7 @@
 Creates N python-data-analysis sandboxes (one `x = 1` run each) on a running server, waits until the
 server reports them frozen (unless it freezes nothing: SandboxVM__FreezeIdle=false), then sums utime+stime
 from /proc over WINDOW seconds for every host process in a sandbox cgroup of the server (cgroup names carry
-the server's pid: pool members count too). Then 20 sequential pooled print(1) runs with the sandboxes
+the server's pid: pool members count too). The host's MemAvailable before and after gives the memory per sandbox. Then 20 sequential pooled print(1) runs with the sandboxes
 present, the sandboxes deleted, and 20 more on the emptied server.
 Usage: bench/idle_cpu.py BASE_URL SERVER_PID N [WINDOW_S]   (root, on the server's host; SERVER_PID: the server process itself, e.g. from `ss -ltnp`)"""
 import json, os, statistics, sys, time, urllib.request
@@ -36,6 +36,10 @@ def sandbox_ticks():
             pass
     return total
 
+def mem_available_mib():
+    with open("/proc/meminfo") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("MemAvailable:")) / 1024
+
 def pooled_print(k=20):
     rows = []
     for _ in range(k):
@@ -47,6 +51,7 @@ def pooled_print(k=20):
     return f"median {statistics.median(w):.0f} ms, p95 {w[min(len(w) - 1, int(.95 * len(w)))]:.0f} ms, vm_source {src}, statuses {set(r[2] for r in rows)}"
 
 ids = []
+avail_before = mem_available_mib()
 t0 = time.monotonic()
 try:
     for i in range(n):
@@ -68,6 +73,9 @@ try:
     time.sleep(window)
     used = (sandbox_ticks() - a) / hz / (time.monotonic() - t)
     print(f"{n} idle sandboxes ({frozen} frozen), created in {created:.0f} s: {used:.3f} of one core over {window:.0f} s")
+    avail_after = mem_available_mib()
+    print(f"host MemAvailable {avail_before:.0f} MiB before, {avail_after:.0f} MiB with them: "
+          f"{(avail_before - avail_after) / n:.1f} MiB per sandbox; {avail_after / ((avail_before - avail_after) / n):.0f} more would fit")
     print(f"pooled print(1) with them present: {pooled_print()}")
 finally:
     for i in ids:
