@@ -80,6 +80,12 @@ public sealed class SandboxVmOptions
     /// <summary>Live sandboxes (sessions) at once; past that creating one is a 429.</summary>
     public int MaxSandboxes { get; set; } = 8;
 
+    /// <summary>
+    /// Host memory (MiB, /proc/meminfo MemAvailable) below which no sandbox starts: creates and one-shot runs
+    /// that need a new VM answer 503 <c>host_memory_low</c>, pool refills wait. 0: no floor.
+    /// </summary>
+    public int MinHostMemoryMiB { get; set; } = 512;
+
     /// <summary>Lifetime of a sandbox when its creator names none.</summary>
     public double SandboxTimeoutS { get; set; } = 3600;
 

@@ -227,6 +227,7 @@ public static partial class ServerApp
         {
             Warmup = Warmup.RunAsync,
             FreezeWaiting = options.FreezeIdle,
+            MinHostMemoryBytes = (long)options.MinHostMemoryMiB << 20,
             RefillConcurrency = options.PoolRefillConcurrency > 0 ? options.PoolRefillConcurrency : Math.Max(1, Environment.ProcessorCount),
             // Sessions of proxy templates get their way out; every other sandbox gets a channel without a handler.
             OnAcquired = sp.GetRequiredService<EgressBridge>().AttachAsync,

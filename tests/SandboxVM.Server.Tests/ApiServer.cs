@@ -87,6 +87,7 @@ internal sealed class ApiServer : IAsyncDisposable
             s.AddSingleton(sp => new PoolManager(runtime, new TemplateSpecs(), sp.GetRequiredService<VmTracker>(), sp.GetRequiredService<ILogger<PoolManager>>())
             {
                 OnAcquired = sp.GetRequiredService<EgressBridge>().AttachAsync,
+                MinHostMemoryBytes = (long)sp.GetRequiredService<SandboxVmOptions>().MinHostMemoryMiB << 20,
             });
             s.AddSingleton<ILoggerProvider>(logs);
             services?.Invoke(s);

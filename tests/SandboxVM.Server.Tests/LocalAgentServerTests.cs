@@ -26,7 +26,6 @@ public sealed class LocalAgentServer : IAsyncLifetime
     public SandboxClient Client { get; private set; } = null!;
     public HttpClient Http => _server!.Http;
 
-    /// <summary>The templates of this server (<see cref="Python"/>, <see cref="Shell"/>) as YAML by name, for other servers on the local agent.</summary>
     /// <summary>A loopback port nothing listens on (the local agent's sandboxes share the host's network).</summary>
     public static int FreePort()
     {
@@ -35,6 +34,7 @@ public sealed class LocalAgentServer : IAsyncLifetime
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
+    /// <summary>The templates of this server (<see cref="Python"/>, <see cref="Shell"/>) as YAML by name, for other servers on the local agent.</summary>
     public static Dictionary<string, string> Templates() => new()
     {
         [Python] = PythonYaml(Python, memoryMib: 64, runTimeoutS: 10, maxTimeoutS: 30, OutputBytes),

@@ -110,6 +110,15 @@ public sealed partial class PoolManager : IAsyncDisposable
     /// </summary>
     public bool FreezeWaiting { get; init; } = true;
 
+    /// <summary>
+    /// Memory the host keeps for itself: no sandbox starts (on demand or for a pool) while less than this is
+    /// available (a python-data-analysis gVisor sandbox takes about 91 MiB; bench/results/idle-*.md). Zero: no floor.
+    /// </summary>
+    public long MinHostMemoryBytes { get; init; }
+
+    /// <summary>Where the available host memory is read (tests give their own).</summary>
+    public Func<long?> HostMemoryAvailable { get; init; } = HostMemory.AvailableBytes;
+
     /// <summary>The window over which a pool's arrival rate is measured.</summary>
     public TimeSpan DemandWindow { get; init; } = TimeSpan.FromSeconds(60);
 
@@ -282,8 +291,25 @@ public sealed partial class PoolManager : IAsyncDisposable
         return new LeasedVm(fresh, fresh.Source, clock.Elapsed);
     }
 
+    /// <summary>
+    /// Refuses (503 <c>host_memory_low</c>) to start a VM while the host has less memory available than
+    /// <see cref="MinHostMemoryBytes"/>: past the floor the next VM's pages would come from other sandboxes, or
+    /// the OOM killer would choose one. Every start checks it: pool refills (which back off on the refusal),
+    /// on-demand starts, resumes, forks.
+    /// </summary>
+    public void EnsureHostMemory()
+    {
+        if (MinHostMemoryBytes > 0 && HostMemoryAvailable() is { } available && available < MinHostMemoryBytes)
+        {
+            throw new RunRequestException(ProblemCodes.HostMemoryLow, null,
+                $"the host has {available >> 20} MiB of memory available, under the {MinHostMemoryBytes >> 20} MiB this server keeps free; "
+                + "end a sandbox or try again later", RefusalKind.Unavailable, TimeSpan.FromSeconds(5));
+        }
+    }
+
     private async Task<IVm> StartAsync(TemplateDefinition template, CancellationToken cancellationToken)
     {
+        EnsureHostMemory();
         VmSpec spec = await _specs.GetSpecAsync(template, cancellationToken);
         IVm vm = await _runtime.StartAsync(spec, cancellationToken);
         _tracker.Add(vm);

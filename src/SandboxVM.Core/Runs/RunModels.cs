@@ -138,6 +138,8 @@ public static class ProblemCodes
     public const string SandboxNotFound = "sandbox_not_found";
     public const string TooManySandboxes = "too_many_sandboxes";
     public const string SandboxStartFailed = "sandbox_start_failed";
+    /// <summary>The host has less memory available than the server keeps free: no sandbox starts now (503, Retry-After).</summary>
+    public const string HostMemoryLow = "host_memory_low";
     public const string TemplateMismatch = "template_mismatch";
     public const string InvalidMetadata = "invalid_metadata";
     public const string InvalidPath = "invalid_path";

@@ -93,8 +93,9 @@ public sealed partial class RunService
                 lease = await _pools.AcquireAsync(template, cancellationToken);
                 acquire?.SetTag("sandboxvm.vm_source", lease.Source.ToString().ToLowerInvariant());
             }
-            catch (Exception e) when (e is not OperationCanceledException)
+            catch (Exception e) when (e is not OperationCanceledException and not RunRequestException)
             {
+                // A refusal (the host's memory floor) is the caller's 503 to retry, not a run that failed.
                 LogSandboxFailed(_logger, template.Name, e);
                 result = new RunResult { Status = RunStatus.SandboxError, Error = "the sandbox could not be started: " + CallerErrors.Describe(e) };
             }

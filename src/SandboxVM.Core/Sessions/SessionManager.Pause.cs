@@ -139,6 +139,7 @@ public sealed partial class SessionManager
 
     private async Task ResumeLockedAsync(SandboxSession session, ISandboxSaver saver)
     {
+        _pools.EnsureHostMemory();
         if (!session.TryBeginResume())
         {
             throw new RunRequestException(ProblemCodes.SandboxNotPaused, null, $"sandbox '{session.Id}' is not paused", RefusalKind.Conflict);
@@ -319,6 +320,7 @@ public sealed partial class SessionManager
     private async Task<LeasedVm> RestoreLeaseAsync(ISandboxSaver saver, Templates.TemplateDefinition template, VmSpec spec, string image)
     {
         var clock = Stopwatch.StartNew();
+        _pools.EnsureHostMemory();
         IVm vm = await saver.RestoreSavedAsync(spec, image, CancellationToken.None);
         _tracker.Add(vm);
         try

@@ -140,7 +140,7 @@ public sealed partial class SessionManager : IAsyncDisposable
                 ? await _pools.AcquireAsync(template, cancellationToken)
                 : await RestoreSnapshotAsync(snapshot, template);
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+        catch (Exception e) when (e is not OperationCanceledException and not RunRequestException)
         {
             Interlocked.Decrement(ref _reserved);
             ReleaseFor(owner.Name);

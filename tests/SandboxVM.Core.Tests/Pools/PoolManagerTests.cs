@@ -232,6 +232,39 @@ public class PoolManagerTests : PoolFixture
     }
 
     [Fact]
+    public async Task Under_the_host_memory_floor_nothing_starts_until_memory_is_back()
+    {
+        long available = 300L << 20;
+        await UseAsync(new PoolManager(Runtime, Specs, Tracker, NullLogger<PoolManager>.Instance, Time)
+        {
+            MaxBackoff = TimeSpan.FromSeconds(1),
+            FreezeWaiting = false,
+            MinHostMemoryBytes = 512L << 20,
+            HostMemoryAvailable = () => Interlocked.Read(ref available),
+        });
+        var pooled = Template("py", WarmupStrategy.Pool, 2);
+        var cold = Template("c", WarmupStrategy.Cold, 0);
+        Pools.Start([pooled, cold]);
+        await Eventually.TrueAsync(() => Pools.Status("py")!.LastError is not null, () => "the refill was not refused");
+        Assert.Contains("300 MiB", Pools.Status("py")!.LastError, StringComparison.Ordinal);
+
+        // A caller is refused with a code to retry on, for the pool's template and a cold one alike.
+        foreach (var t in new[] { pooled, cold })
+        {
+            var refused = await Assert.ThrowsAsync<RunRequestException>(() => Pools.AcquireAsync(t, Ct));
+            Assert.Equal(ProblemCodes.HostMemoryLow, refused.Code);
+            Assert.Equal(RefusalKind.Unavailable, refused.Kind);
+            Assert.NotNull(refused.RetryAfter);
+        }
+        Assert.Equal(0, Runtime.Started);
+
+        Interlocked.Exchange(ref available, 8L << 30);
+        await Time.AdvanceUntilAsync(TimeSpan.FromMilliseconds(250), () => Pools.Status("py")!.Ready == 2, () => $"pool has {Pools.Status("py")}");
+        var lease = await Pools.AcquireAsync(cold, Ct);
+        Tracker.Release(lease.Vm);
+    }
+
+    [Fact]
     public async Task Dispose_EndsEveryPooledVm()
     {
         var t = Template("py", WarmupStrategy.Pool, 2);
