@@ -37,7 +37,7 @@ public sealed partial class SandboxClient
             if (!IsEventStream(response))
             {
                 // A server that ignores Accept answers with the plain RunResult: one result event.
-                yield return new ResultEvent(await ReadResultAsync(call, response).ConfigureAwait(false));
+                yield return new ResultEvent(await ReadResultAsync(call, response, SandboxJson.Default.RunResult).ConfigureAwait(false));
                 yield break;
             }
 
@@ -50,7 +50,7 @@ public sealed partial class SandboxClient
                 await using var _ = events.ConfigureAwait(false);
                 while (true)
                 {
-                    var runEvent = await NextEventAsync(call, response, events).ConfigureAwait(false);
+                    var runEvent = await NextEventAsync(call, response, events, ToRunEvent).ConfigureAwait(false);
                     yield return runEvent;
                     if (runEvent is ResultEvent)
                     {
@@ -78,11 +78,11 @@ public sealed partial class SandboxClient
         response.Content.Headers.ContentType?.MediaType is not { } type
         || string.Equals(type, "text/event-stream", StringComparison.OrdinalIgnoreCase);
 
-    private static async Task<RunResult> ReadResultAsync(Call call, HttpResponseMessage response)
+    private static async Task<T> ReadResultAsync<T>(Call call, HttpResponseMessage response, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type)
     {
         try
         {
-            return await ReadAsync(response, SandboxJson.Default.RunResult, call.Token).ConfigureAwait(false);
+            return await ReadAsync(response, type, call.Token).ConfigureAwait(false);
         }
         catch (Exception ex) when (call.Translate(ex) is { } translated)
         {
@@ -102,16 +102,17 @@ public sealed partial class SandboxClient
         }
     }
 
-    /// <summary>The next event the SDK knows (others are skipped); throws when the stream ends first.</summary>
-    private static async Task<RunEvent> NextEventAsync(Call call, HttpResponseMessage response, IAsyncEnumerator<SseItem<string>> events)
+    /// <summary>The next event the SDK knows (<paramref name="convert"/> gives null for others: skipped); throws when the stream ends first.</summary>
+    private static async Task<T> NextEventAsync<T>(Call call, HttpResponseMessage response, IAsyncEnumerator<SseItem<string>> events,
+        Func<SseItem<string>, HttpResponseMessage, T?> convert) where T : class
     {
         try
         {
             while (await events.MoveNextAsync().ConfigureAwait(false))
             {
-                if (ToRunEvent(events.Current, response) is { } runEvent)
+                if (convert(events.Current, response) is { } known)
                 {
-                    return runEvent;
+                    return known;
                 }
             }
         }
@@ -133,6 +134,72 @@ public sealed partial class SandboxClient
                 "stderr" => new StderrEvent(Parse(sse, SandboxJson.Default.StreamText).Text ?? ""),
                 "artifact" => new ArtifactEvent(Parse(sse, SandboxJson.Default.Artifact)),
                 "result" => new ResultEvent(Parse(sse, SandboxJson.Default.RunResult)),
+                _ => null,
+            };
+        }
+        catch (JsonException ex)
+        {
+            throw InvalidResponse(response, $"malformed '{sse.EventType}' event: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>
+    /// POSTs a foreground command with <c>Accept: text/event-stream</c>: its stdout and stderr go to the callbacks
+    /// as the command prints them; the command as it ended at the end.
+    /// </summary>
+    internal async Task<SandboxCommand> StreamCommandAsync(string path, byte[] jsonBody, Action<string>? onStdout, Action<string>? onStderr,
+        CancellationToken cancellationToken)
+    {
+        using var call = BeginCall(HttpMethod.Post, path, cancellationToken);
+        using var response = await OpenStreamAsync(call, path, jsonBody).ConfigureAwait(false);
+        if (!IsEventStream(response))
+        {
+            // A server that does not stream answers with the whole command: its output is handed over at once.
+            var whole = await ReadResultAsync(call, response, SandboxJson.Default.SandboxCommand).ConfigureAwait(false);
+            Deliver(whole.Stdout, onStdout);
+            Deliver(whole.Stderr, onStderr);
+            return whole;
+        }
+        var stream = await ReadStreamAsync(call, response).ConfigureAwait(false);
+        await using (stream.ConfigureAwait(false))
+        {
+            var events = SseParser.Create(stream).EnumerateAsync(call.Token).GetAsyncEnumerator(call.Token);
+            await using var _ = events.ConfigureAwait(false);
+            while (true)
+            {
+                switch (await NextEventAsync(call, response, events, ToCommandEvent).ConfigureAwait(false))
+                {
+                    case StdoutEvent o:
+                        Deliver(o.Text, onStdout);
+                        break;
+                    case StderrEvent e:
+                        Deliver(e.Text, onStderr);
+                        break;
+                    case SandboxCommand ended:
+                        return ended;
+                }
+            }
+        }
+
+        static void Deliver(string? text, Action<string>? callback)
+        {
+            if (!string.IsNullOrEmpty(text))
+            {
+                callback?.Invoke(text);
+            }
+        }
+    }
+
+    /// <summary>A command's stream: output events, then <c>result</c> whose data is the command.</summary>
+    private static object? ToCommandEvent(SseItem<string> sse, HttpResponseMessage response)
+    {
+        try
+        {
+            return sse.EventType switch
+            {
+                "stdout" => new StdoutEvent(Parse(sse, SandboxJson.Default.StreamText).Text ?? ""),
+                "stderr" => new StderrEvent(Parse(sse, SandboxJson.Default.StreamText).Text ?? ""),
+                "result" => Parse(sse, SandboxJson.Default.SandboxCommand),
                 _ => null,
             };
         }

@@ -134,7 +134,16 @@ public sealed class SandboxCommands
             Stdin = options?.Stdin,
         };
         var body = JsonSerializer.SerializeToUtf8Bytes(request, SandboxJson.Default.CommandStartRequest);
-        return _client.SendJsonAsync(HttpMethod.Post, SandboxClient.SandboxPath(_id, "/commands"), body, SandboxJson.Default.SandboxCommand, cancellationToken);
+        string path = SandboxClient.SandboxPath(_id, "/commands");
+        if (options is { OnStdout: not null } or { OnStderr: not null })
+        {
+            if (background)
+            {
+                throw new ArgumentException("output callbacks are for foreground commands; a background command's output is read with GetAsync", nameof(options));
+            }
+            return _client.StreamCommandAsync(path, body, options.OnStdout, options.OnStderr, cancellationToken);
+        }
+        return _client.SendJsonAsync(HttpMethod.Post, path, body, SandboxJson.Default.SandboxCommand, cancellationToken);
     }
 
     private string CommandPath(string commandId, string rest)
@@ -158,6 +167,15 @@ public sealed class CommandOptions
 
     /// <summary>Text written to stdin, which is then closed.</summary>
     public string? Stdin { get; init; }
+
+    /// <summary>
+    /// Gets a foreground command's stdout as it is printed (chunks as they arrive, not lines); the result still
+    /// carries all of it. Not for background commands (their output is kept for <see cref="SandboxCommands.GetAsync"/>).
+    /// </summary>
+    public Action<string>? OnStdout { get; init; }
+
+    /// <summary>Gets a foreground command's stderr as it is printed, like <see cref="OnStdout"/>.</summary>
+    public Action<string>? OnStderr { get; init; }
 }
 
 /// <summary>A command in a sandbox and how it ended.</summary>

@@ -128,6 +128,48 @@ public sealed class CommandEndpointTests(LocalAgentServer server) : IClassFixtur
         Assert.Equal(0, (int?)body["exit_code"]);
     }
 
+    [Fact]
+    public async Task Sdk_Callbacks_GetTheOutputWhileTheCommandRuns()
+    {
+        await using var sb = await CreateAsync();
+        var stdout = new StringBuilder();
+        var stderr = new StringBuilder();
+        var first = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var options = new CommandOptions
+        {
+            TimeoutS = 30,
+            OnStdout = text =>
+            {
+                lock (stdout)
+                {
+                    stdout.Append(text);
+                }
+                first.TrySetResult(text);
+            },
+            OnStderr = text =>
+            {
+                lock (stderr)
+                {
+                    stderr.Append(text);
+                }
+            },
+        };
+
+        // The command waits for a file the test writes only after the first line reached the callback: without
+        // output delivered while it runs it would never end before its timeout.
+        var run = sb.Commands.RunAsync("echo ready; while [ ! -e go ]; do sleep 0.05; done; echo done; echo warn >&2", options, Ct);
+        Assert.Equal("ready\n", await first.Task.WaitAsync(TimeSpan.FromSeconds(30), Ct));
+        Assert.False(run.IsCompleted, "the command ended before it was let go");
+        await sb.Files.WriteAsync("go", "", Ct);
+        var result = await run;
+
+        Assert.Equal("exited", result.Status);
+        Assert.Equal("ready\ndone\n", stdout.ToString());
+        Assert.Equal("warn\n", stderr.ToString());
+        Assert.Equal(result.Stdout, stdout.ToString());
+        await Assert.ThrowsAsync<ArgumentException>(() => sb.Commands.StartAsync("true", options, Ct));
+    }
+
     [Theory]
     [InlineData("{}", 400, "missing_field")]
     [InlineData("{\"cmd\": 42}", 400, "invalid_command")]

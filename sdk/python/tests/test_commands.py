@@ -23,6 +23,26 @@ def test_run_returns_exit_code_and_output(server_url: str) -> None:
         assert argv.exit_code == 0 and argv.stdout == "PIPED\n", argv
 
 
+def test_callbacks_get_the_output_while_the_command_runs(server_url: str) -> None:
+    with Sandbox(template=PY, base_url=server_url) as sb:
+        out: list = []
+        err: list = []
+
+        def on_stdout(text: str) -> None:
+            out.append(text)
+            if text == "ready\n":
+                # The command waits for this file: only output delivered while it runs lets it end in time.
+                sb.files.write("go", "")
+
+        done = sb.commands.run("echo ready; while [ ! -e go ]; do sleep 0.05; done; echo done; echo warn >&2",
+                               timeout=30, on_stdout=on_stdout, on_stderr=err.append)
+        assert done.status == "exited" and done.exit_code == 0, done
+        assert "".join(out) == "ready\ndone\n" == done.stdout
+        assert "".join(err) == "warn\n"
+        with pytest.raises(ValueError):
+            sb.commands.start("true", on_stdout=print)
+
+
 def test_background_command_takes_stdin_and_is_killed(server_url: str) -> None:
     with Sandbox(template=PY, base_url=server_url) as sb:
         cat = sb.commands.start("cat")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, TypeVar
 
 from ._http import HttpClient
 from .errors import SandboxError, error_from_response
 from .models import RunResult
 
 OutputCallback = Callable[[str], None]
+T = TypeVar("T")
 
 
 def iter_sse(readline: Callable[[], bytes]) -> Iterator[Tuple[str, str]]:
@@ -59,11 +60,27 @@ def post_run(
     """Posts a run request. With a callback the answer is streamed and callbacks fire as output arrives."""
     payload = {k: v for k, v in payload.items() if v is not None}
     timeout = run_http_timeout(http, payload.get("timeout_s"), payload.get("compile_timeout_s"))
+    return post_streamed(http, path, payload, timeout, lambda data: RunResult.from_json(data, loader),
+                         on_stdout=on_stdout, on_stderr=on_stderr)
+
+
+def post_streamed(
+    http: HttpClient,
+    path: str,
+    payload: Dict[str, Any],
+    timeout: float,
+    parse: Callable[[Dict[str, Any]], T],
+    *,
+    on_stdout: Optional[OutputCallback] = None,
+    on_stderr: Optional[OutputCallback] = None,
+) -> T:
+    """Posts a run or a foreground command; ``parse`` makes the answer's result of its JSON. With a callback
+    the answer is streamed (``stdout``/``stderr`` events, then ``result``) and callbacks fire as output arrives."""
     if on_stdout is None and on_stderr is None:
         data = http.call_json("POST", path, json_body=payload, timeout=timeout)
         if not isinstance(data, dict):
-            raise SandboxError(f"{http.url(path)} answered with no run result")
-        return RunResult.from_json(data, loader)
+            raise SandboxError(f"{http.url(path)} answered with no result")
+        return parse(data)
 
     with http.open("POST", path, json_body=payload, accept="text/event-stream", timeout=timeout) as (response, url):
         content_type = (response.getheader("Content-Type") or "").lower()
@@ -73,12 +90,11 @@ def post_run(
                 data = json.loads(http.read(response, url).decode("utf-8"))
             except ValueError as e:
                 raise SandboxError(f"{url} answered with something that is neither an event stream nor JSON") from e
-            result = RunResult.from_json(data, loader)
-            if on_stdout is not None and result.stdout:
-                on_stdout(result.stdout)
-            if on_stderr is not None and result.stderr:
-                on_stderr(result.stderr)
-            return result
+            if on_stdout is not None and isinstance(data.get("stdout"), str) and data["stdout"]:
+                on_stdout(data["stdout"])
+            if on_stderr is not None and isinstance(data.get("stderr"), str) and data["stderr"]:
+                on_stderr(data["stderr"])
+            return parse(data)
         for event, text in iter_sse(lambda: http.read(response, url, line=True)):
             try:
                 document = json.loads(text)
@@ -91,7 +107,7 @@ def post_run(
                 if on_stderr is not None:
                     on_stderr(document.get("text", ""))
             elif event == "result":
-                return RunResult.from_json(document, loader)
+                return parse(document)
             elif event in ("error", "problem"):
                 status = document.get("status")
                 raise error_from_response(status if isinstance(status, int) else 500, document)

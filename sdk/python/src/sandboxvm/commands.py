@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
 from urllib.parse import quote
 
+from ._runs import OutputCallback, post_streamed
 from .models import parse_time
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,10 +87,15 @@ class Commands:
         timeout: Optional[float] = None,
         stdin: Optional[str] = None,
         background: bool = False,
+        on_stdout: Optional[OutputCallback] = None,
+        on_stderr: Optional[OutputCallback] = None,
     ) -> Command:
         """Runs ``cmd``. Foreground (default): waits for it and returns its exit code and output (the
-        template's output cap applies; ``timeout`` defaults to 60 s). ``background=True``: returns at once,
-        running; its output is kept (the last 256 KiB per stream) for ``get``."""
+        template's output cap applies; ``timeout`` defaults to 60 s); ``on_stdout``/``on_stderr`` get its
+        output as it is printed (chunks, not lines; the result still has all of it). ``background=True``:
+        returns at once, running; its output is kept (the last 256 KiB per stream) for ``get``."""
+        if background and (on_stdout is not None or on_stderr is not None):
+            raise ValueError("on_stdout/on_stderr are for foreground commands; read a background command's output with get()")
         body: Dict[str, Any] = {
             "cmd": cmd if isinstance(cmd, str) else [str(c) for c in cmd],
             "cwd": cwd,
@@ -100,9 +106,8 @@ class Commands:
         }
         http = self._sandbox._http
         wait = 0.0 if background else (timeout if timeout is not None else 60.0)
-        data = http.call_json("POST", self._path(), json_body={k: v for k, v in body.items() if v is not None},
-                              timeout=max(http.timeout, wait + 30.0))
-        return Command.from_json(data if isinstance(data, dict) else {})
+        return post_streamed(http, self._path(), {k: v for k, v in body.items() if v is not None},
+                             max(http.timeout, wait + 30.0), Command.from_json, on_stdout=on_stdout, on_stderr=on_stderr)
 
     def start(self, cmd: Cmd, **kwargs: Any) -> Command:
         """``run(cmd, background=True, ...)``."""
