@@ -313,3 +313,50 @@ def test_list_filters_patch_and_snapshots_send_what_the_api_expects(stub: Stub) 
     from sandboxvm import delete_snapshot, list_snapshots
     assert list_snapshots(base_url=stub.url) == []
     assert delete_snapshot("base", base_url=stub.url) is False
+
+
+def _server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    import struct
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        return head + bytes([n]) + payload
+    if n < 1 << 16:
+        return head + bytes([126]) + struct.pack("!H", n) + payload
+    return head + bytes([127]) + struct.pack("!Q", n) + payload
+
+
+def test_terminal_joins_fragments_answers_pings_and_reads_the_exit_from_the_close() -> None:
+    import socket
+    import struct
+    from sandboxvm.terminal import Terminal
+
+    client, server = socket.socketpair()
+    term = Terminal(client, client.makefile("rb"), "ws://test")
+    server.sendall(_server_frame(0x2, b"hel", fin=False) + _server_frame(0x9, b"are you there")
+                   + _server_frame(0x0, b"lo") + _server_frame(0x8, struct.pack("!H", 4007) + b"exit 7"))
+    assert term.read(timeout=5) == b"hello"
+    assert term.read(timeout=5) == b"" and term.closed and term.exit_code == 7 and term.close_reason == "exit 7"
+    # The client masked and sent a pong with the ping's payload, then echoed the close.
+    reader = server.makefile("rb")
+    first, second = reader.read(2)
+    assert first == 0x8A and second & 0x80
+    mask = reader.read(4)
+    assert bytes(b ^ mask[i % 4] for i, b in enumerate(reader.read(second & 0x7F))) == b"are you there"
+    assert reader.read(1)[0] == 0x88
+    term.close()
+    server.close()
+
+
+def test_terminal_refuses_a_message_larger_than_its_bound() -> None:
+    import socket
+    from sandboxvm.terminal import Terminal
+
+    client, server = socket.socketpair()
+    term = Terminal(client, client.makefile("rb"), "ws://test")
+    # Only the header of a 2 GiB frame: the client must refuse it before reading (or allocating) the payload.
+    server.sendall(bytes([0x82, 127]) + (2 << 30).to_bytes(8, "big"))
+    with pytest.raises(SandboxError, match="over"):
+        term.read(timeout=5)
+    term.close()
+    server.close()

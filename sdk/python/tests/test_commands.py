@@ -60,6 +60,26 @@ def test_background_command_takes_stdin_and_is_killed(server_url: str) -> None:
         assert raised.value.code == "command_not_found"
 
 
+def test_terminal_runs_the_shell_resizes_and_reports_the_exit(server_url: str) -> None:
+    with Sandbox(template=PY, base_url=server_url) as sb:
+        with sb.terminal(cols=100, rows=30) as term:
+            term.write("tty; stty size; echo $((6 * 7))\n")
+            shown = term.read_until("42\r\n").decode()
+            assert "/dev/pts/" in shown and "30 100" in shown, shown
+            term.resize(120, 40)
+            term.write("stty size\n")
+            assert b"40 120" in term.read_until("40 120")
+            term.write("exit 3\n")
+            assert term.wait() == 3 and term.closed
+        # A program of the caller's choosing instead of the shell, and its exit by a signal.
+        with sb.terminal(cmd="echo from-cmd; kill -TERM $$") as term:
+            assert b"from-cmd" in term.read_until("from-cmd")
+            assert term.wait() == 128 + 15
+        with pytest.raises(ApiError) as refused:
+            sb.terminal(cols=0)
+        assert refused.value.code == "invalid_terminal_size"
+
+
 def test_share_port_serves_without_a_key_until_the_sandbox_ends(server_url: str) -> None:
     with Sandbox(template=PY, base_url=server_url) as sb:
         sb.files.write("site/index.html", "<p>shared</p>")

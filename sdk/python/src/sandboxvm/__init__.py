@@ -26,6 +26,7 @@ from .errors import (
     ValidationError,
 )
 from .commands import Command, Commands
+from .terminal import Terminal
 from .models import Artifact, FileInfo, RunMetrics, RunResult, SandboxInfo, SnapshotInfo
 from .sandbox import Files, Sandbox, delete_snapshot, list_snapshots, list_templates
 from .tools import FetchResult, PageLink, SearchHit, SearchResults
@@ -39,6 +40,7 @@ __all__ = [
     "Files",
     "Commands",
     "Command",
+    "Terminal",
     "list_templates",
     "tools",
     "SearchResults",

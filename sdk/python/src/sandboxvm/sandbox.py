@@ -12,6 +12,7 @@ from urllib.parse import quote
 from ._http import DEFAULT_TIMEOUT, HttpClient
 from ._runs import OutputCallback, post_run
 from .commands import Commands
+from .terminal import Terminal, open_terminal
 from .errors import NotFoundError, SandboxError
 from .models import Artifact, FileInfo, RunResult, SandboxInfo, SnapshotInfo
 
@@ -472,6 +473,12 @@ class Sandbox:
         data = self._http.call_json("POST", self._api(suffix), timeout=max(self._http.timeout, _CREATE_TIMEOUT))
         self._info = SandboxInfo.from_json(data if isinstance(data, dict) else {"id": self.id})
         return self._info
+
+    def terminal(self, cols: int = 80, rows: int = 24, cmd: Optional[str] = None, timeout: float = 30.0) -> Terminal:
+        """Opens an interactive terminal: the template's shell (or ``cmd``, a shell line) on a real
+        pseudo-terminal as the sandbox user. ``timeout`` bounds the connection's set-up. Close it (or use
+        ``with``) to end it; when its program exits, ``exit_code`` says how."""
+        return open_terminal(self, cols, rows, cmd, timeout)
 
     def kill(self) -> None:
         """Ends the sandbox and its VM at once (``DELETE``). A sandbox that has already ended is fine."""
