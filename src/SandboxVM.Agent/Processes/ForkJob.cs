@@ -24,6 +24,7 @@ internal sealed class ForkJob
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(ForkJob))]
 [JsonSerializable(typeof(string))]
+[JsonSerializable(typeof(Dictionary<string, string>))]
 internal sealed partial class ForkJobJson : JsonSerializerContext;
 
 /// <summary>

@@ -216,6 +216,10 @@ public sealed class AgentClient : IAsyncDisposable
     public Task PingAsync(CancellationToken cancellationToken) =>
         CallAsync(new AgentRequest { Op = Ops.Ping }, ProtocolJson.Default.OkBody, cancellationToken);
 
+    /// <summary>Ends the kernel of a persistent-run context (its state with it); the next run there starts a fresh one.</summary>
+    public Task StopKernelAsync(string? context, CancellationToken cancellationToken) =>
+        CallAsync(new AgentRequest { Op = Ops.KernelStop, Kernel = new KernelRequest { Context = context } }, ProtocolJson.Default.OkBody, cancellationToken);
+
     public Task ReinitAsync(ReinitRequest request, CancellationToken cancellationToken) =>
         CallAsync(new AgentRequest { Op = Ops.Reinit, Reinit = request }, ProtocolJson.Default.OkBody, cancellationToken);
 

@@ -52,12 +52,54 @@ try {
       return { thrown: true, error: `${e.name}: ${e.message}` }
     }
   })
-  await step('badContext', async () => {
+  await step('contexts', async () => {
+    const a = await sbx.createCodeContext()
+    const b = await sbx.createCodeContext({ language: 'python' })
+    await sbx.runCode('v = "in a"', { context: a })
+    await sbx.runCode('v = "in b"', { context: b })
+    const seen = {
+      a: (await sbx.runCode('v', { context: a })).text,
+      b: (await sbx.runCode('v', { context: b })).text,
+      default: (await sbx.runCode('"v" in globals()')).text,
+    }
+    const listed = (await sbx.listCodeContexts()).map(c => c.id)
+    await sbx.restartCodeContext(a)
+    const afterRestart = { a: (await sbx.runCode('"v" in globals()', { context: a })).text, b: (await sbx.runCode('v', { context: b })).text }
+    await sbx.removeCodeContext(b)
+    const listedAfter = (await sbx.listCodeContexts()).map(c => c.id)
+    let removedRun
     try {
-      await sbx.createCodeContext()
-      return { thrown: false }
+      await sbx.runCode('v', { context: b })
+      removedRun = 'ran'
     } catch (e) {
-      return { thrown: true, error: `${e.name}: ${e.message}` }
+      removedRun = `${e.name}: ${e.message}`
+    }
+    let otherLanguage
+    try {
+      await sbx.createCodeContext({ language: 'r' })
+      otherLanguage = 'created'
+    } catch (e) {
+      otherLanguage = `${e.name}: ${e.message}`
+    }
+    await sbx.removeCodeContext(a)
+    return { a: a.id, b: b.id, language: a.language, seen, listed, afterRestart, listedAfter, removedRun, otherLanguage }
+  })
+  await step('rich', async () => {
+    const df = await sbx.runCode('import pandas as pd\npd.DataFrame({"city": ["Oslo", "Lima"], "temp": [3, 19]})')
+    const shown = await sbx.runCode([
+      'class Note:',
+      '    def _repr_markdown_(self): return "**note**"',
+      '    def _repr_json_(self): return {"n": 1}',
+      'display(Note())',
+      'import matplotlib.pyplot as plt',
+      'fig = plt.figure()',
+      'plt.plot([1, 2], [3, 4])',
+      'plt.close(fig)',
+      'fig',
+    ].join('\n'))
+    return {
+      html: df.results[0]?.html, text: df.text, formats: df.results[0]?.formats(), main: df.results[0]?.isMainResult,
+      shown: shown.results.map(r => ({ main: r.isMainResult, markdown: r.markdown, json: r.json, png: r.png?.slice(0, 12), formats: r.formats() })),
     }
   })
   await step('background', async () => {
