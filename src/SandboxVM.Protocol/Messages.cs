@@ -451,6 +451,13 @@ public sealed class CommandRequest
     public int Signal { get; set; } = 15;
     /// <summary>command_signal: SIGKILL to the group if the command still runs this long after the signal; 0 = never.</summary>
     public int KillAfterMs { get; set; }
+    /// <summary>
+    /// command_get with <see cref="WaitMs"/>: also answer as soon as the command has written more than this many bytes
+    /// (stdout plus stderr, as <see cref="CommandInfo.StdoutBytes"/> + <see cref="CommandInfo.StderrBytes"/> count them),
+    /// so a caller that passes what it has seen gets new output as it is printed. Null: wait for the end only (an older
+    /// agent ignores it, and the wait then ends at <see cref="WaitMs"/>).
+    /// </summary>
+    public long? OutputBeyond { get; set; }
 }
 
 /// <summary>A command as the agent knows it.</summary>

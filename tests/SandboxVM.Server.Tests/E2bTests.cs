@@ -146,6 +146,14 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         Assert.True(shown[1].GetProperty("main").GetBoolean());
         Assert.StartsWith("iVBORw0KGgo", shown[1].GetProperty("png").GetString()); // base64 of the PNG signature
 
+        // Streamed output: the first line reached onStdout while the command ran (it waited for the callback's file).
+        var streamed = r.GetProperty("streamed");
+        Assert.True(streamed.TryGetProperty("order", out var order), all);
+        var seenOrder = order.EnumerateArray().Select(e => e.GetString()).ToList();
+        Assert.Equal("stdout:first", seenOrder[0]);
+        Assert.Equal("end:0", seenOrder[^1]); // exit 0: the file came while it ran, so "first" had reached the callback
+        Assert.Equal(["acked", "stdout:second"], seenOrder[1..^1].Order());
+
         var background = r.GetProperty("background");
         Assert.True(background.TryGetProperty("listed", out var listed), all);
         Assert.True(listed.GetBoolean(), all);
@@ -163,6 +171,17 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         Assert.Equal("hello, files", files.GetProperty("moved").GetString());
         Assert.True(files.GetProperty("gone").GetBoolean());
         Assert.Equal("FileNotFoundError", files.GetProperty("missing").GetString());
+
+        // watchDir: a file created, written, rewritten and removed in the watched directory, in that order.
+        var watch = r.GetProperty("watch");
+        Assert.True(watch.TryGetProperty("created", out var created), all);
+        Assert.True(created.GetBoolean(), all);
+        Assert.True(watch.GetProperty("written").GetBoolean(), all);
+        Assert.True(watch.GetProperty("rewritten").GetBoolean(), all);
+        Assert.True(watch.GetProperty("removed").GetBoolean(), all);
+        var watched = watch.GetProperty("events").EnumerateArray().Select(e => e.GetString()).ToList();
+        Assert.True(watched.IndexOf("create:a.txt") < watched.LastIndexOf("write:a.txt") && watched.LastIndexOf("write:a.txt") < watched.IndexOf("remove:a.txt"), all);
+        Assert.Equal("FileNotFoundError", watch.GetProperty("missing").GetString());
 
         var timeout = r.GetProperty("setTimeout");
         Assert.True(timeout.TryGetProperty("seconds", out var seconds), all);

@@ -250,8 +250,8 @@ public sealed class AgentClient : IAsyncDisposable
         StreamAsync(new AgentRequest { Op = Ops.CommandStart, Command = request }, observer, ProtocolJson.Default.CommandInfo, cancellationToken);
 
     /// <summary>A command's state and kept output, waiting up to <paramref name="waitMs"/> for it to end.</summary>
-    public Task<CommandInfo> GetCommandAsync(string id, int waitMs, bool includeOutput, CancellationToken cancellationToken) =>
-        CallAsync(new AgentRequest { Op = Ops.CommandGet, Command = new CommandRequest { Id = id, WaitMs = waitMs, IncludeOutput = includeOutput } },
+    public Task<CommandInfo> GetCommandAsync(string id, int waitMs, bool includeOutput, CancellationToken cancellationToken, long? outputBeyond = null) =>
+        CallAsync(new AgentRequest { Op = Ops.CommandGet, Command = new CommandRequest { Id = id, WaitMs = waitMs, IncludeOutput = includeOutput, OutputBeyond = outputBeyond } },
             ProtocolJson.Default.CommandInfo, cancellationToken);
 
     public Task<CommandListBody> ListCommandsAsync(CancellationToken cancellationToken) =>

@@ -49,6 +49,30 @@ internal sealed class SandboxExtras
 
     public Dictionary<string, string> Envs { get; set; } = new(StringComparer.Ordinal);
 
+    private int _watches;
+
+    /// <summary>Counts a directory watch in; false when <paramref name="max"/> are on already.</summary>
+    public bool TryStartWatch(int max)
+    {
+        lock (_lock)
+        {
+            if (_watches >= max)
+            {
+                return false;
+            }
+            _watches++;
+            return true;
+        }
+    }
+
+    public void EndWatch()
+    {
+        lock (_lock)
+        {
+            _watches--;
+        }
+    }
+
     /// <summary>Where every context's code starts (E2B's /home/user does not exist).</summary>
     public const string ContextCwd = "/home/sandbox";
 

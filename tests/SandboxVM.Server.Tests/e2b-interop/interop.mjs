@@ -102,6 +102,22 @@ try {
       shown: shown.results.map(r => ({ main: r.isMainResult, markdown: r.markdown, json: r.json, png: r.png?.slice(0, 12), formats: r.formats() })),
     }
   })
+  await step('streamed', async () => {
+    // The command waits for the callback to have seen its first line (a file the callback writes): it only
+    // ends if output reaches onStdout while it runs.
+    const order = []
+    let acked
+    const r = await sbx.commands.run('echo first; i=0; while [ ! -e e2b-ack ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; echo second; [ -e e2b-ack ]', {
+      timeoutMs: 60_000,
+      onStdout: d => {
+        order.push(`stdout:${d.trim()}`)
+        if (d.includes('first')) acked = sbx.files.write('e2b-ack', 'seen').then(() => order.push('acked'))
+      },
+    })
+    await acked
+    order.push(`end:${r.exitCode}`)
+    return { order }
+  })
   await step('background', async () => {
     const seen = []
     const h = await sbx.commands.run('echo started; sleep 600', { background: true, onStdout: d => seen.push(d) })
@@ -136,6 +152,33 @@ try {
       missing = e.name
     }
     return { text, list, exists, made, again, moved, gone, missing }
+  })
+  await step('watch', async () => {
+    await sbx.files.makeDir('watched')
+    const events = []
+    const handle = await sbx.files.watchDir('watched', e => events.push(`${e.type}:${e.name}`))
+    const count = want => events.filter(e => e === want).length
+    const waitFor = async (want, n = 1) => {
+      const deadline = Date.now() + 30000
+      while (count(want) < n && Date.now() < deadline) await new Promise(r => setTimeout(r, 50))
+      return count(want) >= n
+    }
+    await sbx.files.write('watched/a.txt', 'one')
+    const created = await waitFor('create:a.txt')
+    const written = await waitFor('write:a.txt')
+    await sbx.files.write('watched/a.txt', 'a longer second version')
+    const rewritten = await waitFor('write:a.txt', 2)
+    await sbx.files.remove('watched/a.txt')
+    const removed = await waitFor('remove:a.txt')
+    await handle.stop()
+    let missing
+    try {
+      await sbx.files.watchDir('no-such-dir', () => {})
+      missing = 'watched'
+    } catch (e) {
+      missing = e.name
+    }
+    return { created, written, rewritten, removed, events, missing }
   })
   await step('setTimeout', async () => {
     await sbx.setTimeout(120_000)
