@@ -243,6 +243,11 @@ public sealed class ForkServerRequest
     /// <see cref="Ops.KernelStop"/> among its capabilities first.
     /// </summary>
     public string? Context { get; set; }
+    /// <summary>
+    /// Persistent runs: fill <see cref="StepResult.ResultData"/> and <see cref="StepResult.Displays"/> (the E2B door asks;
+    /// others get only the repr, and display() prints the repr as IPython's display does outside a notebook).
+    /// </summary>
+    public bool RichResults { get; set; }
 }
 
 /// <summary>How a step ended.</summary>

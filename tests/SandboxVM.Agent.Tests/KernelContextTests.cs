@@ -12,21 +12,24 @@ namespace SandboxVM.Agent.Tests;
 [Trait("tier", "integration")]
 public class KernelContextTests : AgentTestBase
 {
-    private ExecRequest Persistent(string code, string? context = null) => new()
+    private ExecRequest Persistent(string code, string? context = null, bool rich = true) => new()
     {
         Cwd = Agent.Home,
         OutputsDir = Agent.Outputs,
         Files = { ["main.py"] = code },
         Run = ["python3", "-u", "main.py"],
         RunTimeoutMs = 10_000,
-        ForkServer = new ForkServerRequest { Preload = ["json"], Persistent = true, Context = context },
+        ForkServer = new ForkServerRequest { Preload = ["json"], Persistent = true, Context = context, RichResults = rich },
     };
 
-    private async Task<StepResult> RunAsync(string code, string? context = null)
+    private async Task<StepResult> RunAsync(string code, string? context = null, bool rich = true) =>
+        (await RunFramesAsync(code, context, rich)).Response(ProtocolJson.Default.ExecResult).Run!;
+
+    private async Task<OperationFrames> RunFramesAsync(string code, string? context = null, bool rich = true)
     {
-        var frames = await Agent.ExecAsync(Persistent(code, context), Ct);
+        var frames = await Agent.ExecAsync(Persistent(code, context, rich), Ct);
         Assert.True(frames.Succeeded, frames.Succeeded ? "" : frames.Error().Message);
-        return frames.Response(ProtocolJson.Default.ExecResult).Run!;
+        return frames;
     }
 
     private async Task StopAsync(string? context)
@@ -126,6 +129,19 @@ public class KernelContextTests : AgentTestBase
         var next = await RunAsync("2\n");
         Assert.Null(next.Displays);
         Assert.Equal(new Dictionary<string, string> { ["text/plain"] = "2" }, next.ResultData);
+    }
+
+    [Fact]
+    public async Task WithoutRichResults_OnlyTheRepr_AndDisplayPrintsIt()
+    {
+        const string code = "class Rich:\n    def __repr__(self): return 'Rich()'\n    def _repr_html_(self): return '<b>rich</b>'\ndisplay(Rich(), 2)\nRich()\n";
+        var frames = await RunFramesAsync(code, rich: false);
+        var run = frames.Response(ProtocolJson.Default.ExecResult).Run!;
+
+        Assert.Equal("Rich()", run.ResultRepr);
+        Assert.Null(run.ResultData);
+        Assert.Null(run.Displays);
+        Assert.Equal("Rich()\n2\n", frames.StdoutText);
     }
 
     [Fact]

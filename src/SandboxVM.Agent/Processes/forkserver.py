@@ -21,7 +21,8 @@ process's). Not SO_PEERCRED, which gVisor answers with the caller's own pid:
                    kernel: the kernel itself, which the agent started in a session of its own);
                    kernel only: "display JSON-OBJECT\n" for each object the script passed to display(),
                    "result JSON-STRING\n" (repr of the script's final expression, when it has one and it
-                   is not None) and "data JSON-OBJECT\n" (that value by MIME type: text/plain, and what
+                   is not None) and "data JSON-OBJECT\n" (display and data only when the job has
+                   "rich_results"; that value by MIME type: text/plain, and what
                    its IPython-style _repr_*_ methods give, e.g. text/html, image/png as base64), then "status RAW\n" (a waitpid-style status: the fork
                    server's reaped child, or the kernel's exit code << 8) once the job is over;
                    "error TEXT\n" instead when the job did not run.
@@ -344,8 +345,9 @@ class Kernel(Server):
         streams = (_reopen(0, own_in, writing=False), _reopen(1, own_out, writing=True), _reopen(2, own_err, writing=True))
         sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
         code, result = 127, None
-        global _rich_left
+        global _rich_left, _rich_job
         _rich_left = _MAX_RICH_BYTES
+        _rich_job = bool(job.get("rich_results"))
         _job_displays.clear()
         try:
             path = _enter_job(job)
@@ -498,7 +500,7 @@ def _run_in_namespace(path, module):
         if value is None:
             return 0, None
         text = _capped_repr(value)
-        data = _mime_bundle(value, text)
+        data = _mime_bundle(value, text) if _rich_job else None
         return 0, (text, data)
     except SystemExit as e:
         return _system_exit_code(e), None
@@ -541,13 +543,22 @@ def _compile_parts(source, path):
     return body, compile(last, path, "eval", flags, dont_inherit=True)
 
 
-# Kernel: what display() was given during the current job, and the rich bytes it may still add.
+# Kernel: whether the job asked for rich results, what display() was given during it, and the rich bytes
+# it may still add.
+_rich_job = False
 _job_displays = []
 _rich_left = _MAX_RICH_BYTES
 
 
 def _display(*objs, **kwargs):
-    """IPython's display() for the kernel: each object's representations go back with the job's results."""
+    """
+    IPython's display() for the kernel: with rich results each object's representations go back with the
+    job's results; otherwise its repr is printed, as IPython's display does outside a notebook.
+    """
+    if not _rich_job:
+        for obj in objs:
+            print(repr(obj))
+        return
     for obj in objs:
         if len(_job_displays) >= _MAX_DISPLAYS:
             break

@@ -11,6 +11,8 @@ public sealed class RunRequest
     public double? CompileTimeoutS { get; set; }
     /// <summary>Sessions, Python: which of the sandbox's independent Python states runs the code (null: the default one; the E2B door's code contexts).</summary>
     public string? Context { get; set; }
+    /// <summary>Sessions, Python: also return <see cref="RunResult.ResultData"/> and <see cref="RunResult.Displays"/> (the E2B door).</summary>
+    public bool RichResults { get; set; }
 }
 
 public enum RunStatus

@@ -295,6 +295,7 @@ public sealed partial class SessionManager : IAsyncDisposable
         {
             fork.Persistent = true;
             fork.Context = request.Context;
+            fork.RichResults = request.RichResults;
         }
         else if (request.Context is not null)
         {

@@ -170,7 +170,7 @@ internal static partial class E2bInterpreter
         var lines = Channel.CreateUnbounded<JsonObject>(new UnboundedChannelOptions { SingleReader = true });
         var events = new Events(lines.Writer);
         var ct = context.RequestAborted;
-        var request = new RunRequest { Code = code, Env = env, Context = contextId is null or DefaultContext ? null : contextId };
+        var request = new RunRequest { Code = code, Env = env, Context = contextId is null or DefaultContext ? null : contextId, RichResults = true };
         var run = RunAsync(sessions, session.Id, request, events, lines.Writer, ct);
 
         context.Response.StatusCode = 200;
