@@ -15,6 +15,7 @@ packages=(
   python3
   python3-venv python3-setuptools python3-wheel  # the Python SDK's offline install (sdk/python/README.md)
   python3-matplotlib python3-numpy  # agent tests: saved figures (fork_server.save_figures)
+  python3-pandas  # E2B SDK tests: a DataFrame's HTML result
   redis-server    # the cluster's membership (serve --cluster); the cluster tests start their own
 )
 

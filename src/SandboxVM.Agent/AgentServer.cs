@@ -41,6 +41,7 @@ internal sealed class AgentServer : IHostLink
         [Ops.PortOpen] = PortOperations.OpenAsync,
         [Ops.PtyOpen] = PtyOperations.OpenAsync,
         [Ops.PtyResize] = PtyOperations.ResizeAsync,
+        [Ops.KernelStop] = SystemOperations.KernelStopAsync,
     };
 
     /// <summary>How long operations get to answer once the connection has ended.</summary>

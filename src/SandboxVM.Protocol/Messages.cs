@@ -95,6 +95,11 @@ public static class Ops
     public const string PtyOpen = "pty_open";
     /// <summary>Host to agent: new size of the terminal of pty_open <see cref="PtyRequest.Target"/> (<see cref="PtyRequest.Cols"/>, <see cref="PtyRequest.Rows"/>); reply <see cref="OkBody"/>.</summary>
     public const string PtyResize = "pty_resize";
+    /// <summary>
+    /// Host to agent: end the kernel of persistent-run context <see cref="KernelRequest.Context"/> (<see cref="KernelRequest"/>),
+    /// its state with it; reply <see cref="OkBody"/> (also when none ran). The next persistent run in that context starts a fresh one.
+    /// </summary>
+    public const string KernelStop = "kernel_stop";
 }
 
 /// <summary>
@@ -114,6 +119,7 @@ public sealed class AgentRequest
     public CommandRequest? Command { get; set; }
     public PortOpenRequest? Port { get; set; }
     public PtyRequest? Pty { get; set; }
+    public KernelRequest? Kernel { get; set; }
 }
 
 /// <summary>A TCP port on the guest's loopback that the host wants a stream to.</summary>
@@ -230,6 +236,18 @@ public sealed class ForkServerRequest
     public bool Persistent { get; set; }
     /// <summary>After the script, save every matplotlib figure still open as OUTPUTS/figure-N.png (N counting on from the highest present) and close it.</summary>
     public bool SaveFigures { get; set; }
+    /// <summary>
+    /// Persistent runs: which kernel (an independent Python state) runs the script; null or empty = the default
+    /// one. At most <see cref="KernelRequest.MaxContexts"/> per agent (<see cref="ErrorCodes.TooManyKernels"/>).
+    /// An agent older than this member runs every context in the default kernel: hosts check for
+    /// <see cref="Ops.KernelStop"/> among its capabilities first.
+    /// </summary>
+    public string? Context { get; set; }
+    /// <summary>
+    /// Persistent runs: fill <see cref="StepResult.ResultData"/> and <see cref="StepResult.Displays"/> (the E2B door asks;
+    /// others get only the repr, and display() prints the repr as IPython's display does outside a notebook).
+    /// </summary>
+    public bool RichResults { get; set; }
 }
 
 /// <summary>How a step ended.</summary>
@@ -261,6 +279,13 @@ public sealed class StepResult
     public string? ResultRepr { get; set; }
     /// <summary>Persistent runs: the interpreter holding the state was started for this run (first run, or the previous one was killed), so earlier state is gone.</summary>
     public bool StateReset { get; set; }
+    /// <summary>
+    /// Persistent runs: the final expression's representations by MIME type (text/plain, text/html, image/png as
+    /// base64, ...) from its IPython-style <c>_repr_*_</c> methods, when it has one and it is not None.
+    /// </summary>
+    public Dictionary<string, string>? ResultData { get; set; }
+    /// <summary>Persistent runs: what the script passed to <c>display()</c>, in order, each by MIME type like <see cref="ResultData"/>.</summary>
+    public List<Dictionary<string, string>>? Displays { get; set; }
 }
 
 /// <summary>Response of exec.</summary>
@@ -386,6 +411,8 @@ public static class ErrorCodes
     public const string StdinClosed = "stdin_closed";
     /// <summary>port_open: nothing accepts connections on that port (or it is the agent's own).</summary>
     public const string PortClosed = "port_closed";
+    /// <summary>exec: a persistent run names a new kernel context while <see cref="KernelRequest.MaxContexts"/> kernels live.</summary>
+    public const string TooManyKernels = "too_many_kernels";
 }
 
 /// <summary>Arguments of the command_* ops (each op reads the members its summary names).</summary>
@@ -429,6 +456,13 @@ public sealed class CommandRequest
     public int Signal { get; set; } = 15;
     /// <summary>command_signal: SIGKILL to the group if the command still runs this long after the signal; 0 = never.</summary>
     public int KillAfterMs { get; set; }
+    /// <summary>
+    /// command_get with <see cref="WaitMs"/>: also answer as soon as the command has written more than this many bytes
+    /// (stdout plus stderr, as <see cref="CommandInfo.StdoutBytes"/> + <see cref="CommandInfo.StderrBytes"/> count them),
+    /// so a caller that passes what it has seen gets new output as it is printed. Null: wait for the end only (an older
+    /// agent ignores it, and the wait then ends at <see cref="WaitMs"/>).
+    /// </summary>
+    public long? OutputBeyond { get; set; }
 }
 
 /// <summary>A command as the agent knows it.</summary>
@@ -489,6 +523,16 @@ public sealed class PtyExit
     public int ExitCode { get; set; }
     /// <summary>The signal that ended it, if one did.</summary>
     public int? Signal { get; set; }
+}
+
+/// <summary>Arguments of kernel_stop.</summary>
+public sealed class KernelRequest
+{
+    /// <summary>Kernels (persistent-run contexts, the default one included) one agent keeps at most.</summary>
+    public const int MaxContexts = 8;
+
+    /// <summary>The context (see <see cref="ForkServerRequest.Context"/>); null or empty = the default one.</summary>
+    public string? Context { get; set; }
 }
 
 /// <summary>Source-generated JSON for every message (the agent is NativeAOT: no reflection).</summary>

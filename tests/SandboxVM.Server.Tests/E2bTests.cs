@@ -111,13 +111,48 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         Assert.Equal(3, failed.GetProperty("exitCode").GetInt32());
         Assert.Equal("oops\n", failed.GetProperty("stderr").GetString());
 
-        // A command that cannot start and a second Python context are errors the SDK raises, not hangs.
+        // A command that cannot start is an error the SDK raises, not a hang.
         var badCwd = r.GetProperty("badCwd");
         Assert.True(badCwd.GetProperty("thrown").GetBoolean(), all);
         Assert.Contains("/no/such/dir", badCwd.GetProperty("error").GetString());
-        var badContext = r.GetProperty("badContext");
-        Assert.True(badContext.GetProperty("thrown").GetBoolean(), all);
-        Assert.Contains("501", badContext.GetProperty("error").GetString());
+
+        // Code contexts: independent Python states; restart forgets one, remove ends it.
+        var contexts = r.GetProperty("contexts");
+        Assert.True(contexts.TryGetProperty("seen", out var seen), all);
+        Assert.Equal("'in a'", seen.GetProperty("a").GetString());
+        Assert.Equal("'in b'", seen.GetProperty("b").GetString());
+        Assert.Equal("False", seen.GetProperty("default").GetString());
+        Assert.Equal("python", contexts.GetProperty("language").GetString());
+        string a = contexts.GetProperty("a").GetString()!, b = contexts.GetProperty("b").GetString()!;
+        Assert.Equal(["default", a, b], contexts.GetProperty("listed").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal("False", contexts.GetProperty("afterRestart").GetProperty("a").GetString());
+        Assert.Equal("'in b'", contexts.GetProperty("afterRestart").GetProperty("b").GetString());
+        Assert.Equal(["default", a], contexts.GetProperty("listedAfter").EnumerateArray().Select(e => e.GetString()));
+        Assert.Contains("not found", contexts.GetProperty("removedRun").GetString());
+        Assert.StartsWith("SandboxError: 400", contexts.GetProperty("otherLanguage").GetString()); // the SDK shows only the status
+
+        // Rich results: a DataFrame's HTML table, display()ed objects, a figure as the last expression.
+        var rich = r.GetProperty("rich");
+        Assert.True(rich.TryGetProperty("html", out var html), all);
+        Assert.Contains("<table", html.GetString());
+        Assert.Contains("Oslo", html.GetString());
+        Assert.Contains("Oslo", rich.GetProperty("text").GetString());
+        Assert.True(rich.GetProperty("main").GetBoolean());
+        var shown = rich.GetProperty("shown").EnumerateArray().ToList();
+        Assert.True(shown.Count == 2, all);
+        Assert.False(shown[0].GetProperty("main").GetBoolean());
+        Assert.Equal("**note**", shown[0].GetProperty("markdown").GetString());
+        Assert.Equal(1, shown[0].GetProperty("json").GetProperty("n").GetInt32());
+        Assert.True(shown[1].GetProperty("main").GetBoolean());
+        Assert.StartsWith("iVBORw0KGgo", shown[1].GetProperty("png").GetString()); // base64 of the PNG signature
+
+        // Streamed output: the first line reached onStdout while the command ran (it waited for the callback's file).
+        var streamed = r.GetProperty("streamed");
+        Assert.True(streamed.TryGetProperty("order", out var order), all);
+        var seenOrder = order.EnumerateArray().Select(e => e.GetString()).ToList();
+        Assert.Equal("stdout:first", seenOrder[0]);
+        Assert.Equal("end:0", seenOrder[^1]); // exit 0: the file came while it ran, so "first" had reached the callback
+        Assert.Equal(["acked", "stdout:second"], seenOrder[1..^1].Order());
 
         var background = r.GetProperty("background");
         Assert.True(background.TryGetProperty("listed", out var listed), all);
@@ -136,6 +171,17 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         Assert.Equal("hello, files", files.GetProperty("moved").GetString());
         Assert.True(files.GetProperty("gone").GetBoolean());
         Assert.Equal("FileNotFoundError", files.GetProperty("missing").GetString());
+
+        // watchDir: a file created, written, rewritten and removed in the watched directory, in that order.
+        var watch = r.GetProperty("watch");
+        Assert.True(watch.TryGetProperty("created", out var created), all);
+        Assert.True(created.GetBoolean(), all);
+        Assert.True(watch.GetProperty("written").GetBoolean(), all);
+        Assert.True(watch.GetProperty("rewritten").GetBoolean(), all);
+        Assert.True(watch.GetProperty("removed").GetBoolean(), all);
+        var watched = watch.GetProperty("events").EnumerateArray().Select(e => e.GetString()).ToList();
+        Assert.True(watched.IndexOf("create:a.txt") < watched.LastIndexOf("write:a.txt") && watched.LastIndexOf("write:a.txt") < watched.IndexOf("remove:a.txt"), all);
+        Assert.Equal("FileNotFoundError", watch.GetProperty("missing").GetString());
 
         var timeout = r.GetProperty("setTimeout");
         Assert.True(timeout.TryGetProperty("seconds", out var seconds), all);
@@ -292,9 +338,9 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
     private async Task SkipWithoutMatplotlibAsync()
     {
         using var client = new SandboxVM.Client.SandboxClient(_server.BaseUri.ToString(), TestKeys.Alice);
-        var probe = await client.RunAsync(new SandboxVM.Client.RunRequest { Template = "python-data-analysis", Code = "import matplotlib, numpy" }, Ct);
+        var probe = await client.RunAsync(new SandboxVM.Client.RunRequest { Template = "python-data-analysis", Code = "import matplotlib, numpy, pandas" }, Ct);
         Assert.SkipWhen(probe.Status != SandboxVM.Client.RunStatus.Ok && probe.Stderr.Contains("No module named", StringComparison.Ordinal),
-            "python3-matplotlib is not installed on this host (scripts/install-deps.sh installs it)");
+            "python3-matplotlib or python3-pandas is not installed on this host (scripts/install-deps.sh installs them)");
     }
 
     private static HttpRequestMessage Request(HttpMethod method, string path, string key)

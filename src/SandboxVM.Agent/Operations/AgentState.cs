@@ -12,8 +12,8 @@ internal sealed class AgentState(AgentOptions options, ProcessSupervisor supervi
     /// <summary>The warm Python interpreter run steps may ask for; outlives connections.</summary>
     public ForkServerHost ForkServers { get; } = new(supervisor);
 
-    /// <summary>The Python interpreter persistent run steps share (notebook state); outlives connections.</summary>
-    public KernelHost Kernels { get; } = new(supervisor);
+    /// <summary>The Python interpreters persistent run steps share (notebook state), one per context; outlive connections.</summary>
+    public KernelContexts Kernels { get; } = new(supervisor);
 
     /// <summary>Commands started by command_start (running and recently ended).</summary>
     public CommandTable Commands { get; } = new();

@@ -69,14 +69,22 @@ internal static class CommandOperations
         var command = state.Commands.Get(request.Id);
         if (request.WaitMs > 0 && command.Running)
         {
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.Cancellation);
+            Task ended = command.Finished;
+            if (request.OutputBeyond is long seen)
+            {
+                // New output answers too: a caller following the command gets it as it is printed, not at its next poll.
+                ended = Task.WhenAny(ended, command.OutputBeyondAsync(seen, stop.Token));
+            }
             try
             {
-                await command.Finished.WaitAsync(TimeSpan.FromMilliseconds(Math.Min(request.WaitMs, MaxWaitMs)), context.Cancellation);
+                await ended.WaitAsync(TimeSpan.FromMilliseconds(Math.Min(request.WaitMs, MaxWaitMs)), context.Cancellation);
             }
             catch (TimeoutException)
             {
                 // Still running: the answer says so.
             }
+            await stop.CancelAsync();
         }
         await context.RespondAsync(command.ToInfo(request.IncludeOutput), ProtocolJson.Default.CommandInfo);
     }

@@ -26,6 +26,10 @@ internal static class ExecOperation
         if (request.ForkServer is { } fork)
         {
             forkPlan = ForkPlan.Create(request.Run, fork, out string? error) ?? throw AgentException.BadRequest(error!);
+            if (fork.Persistent)
+            {
+                state.Kernels.For(fork.Context); // a bad or one-too-many context is refused before anything is written
+            }
         }
         var cancellation = context.Cancellation;
         string cwd = state.ResolvePath(request.Cwd);
@@ -112,7 +116,7 @@ internal static class ExecOperation
             result.Run = forkPlan switch
             {
                 null => await StepRunner.RunAsync(spec, state.Supervisor, context, state.Options.VmMode, cancellation),
-                { Persistent: true } => await state.Kernels.RunAsync(spec, forkPlan, outputs, context, state.Options.VmMode, cancellation),
+                { Persistent: true } => await state.Kernels.For(request.ForkServer!.Context).RunAsync(spec, forkPlan, outputs, context, state.Options.VmMode, cancellation),
                 _ => await state.ForkServers.RunAsync(spec, forkPlan, outputs, context, state.Options.VmMode, cancellation),
             };
         }

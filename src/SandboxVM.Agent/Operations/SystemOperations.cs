@@ -9,6 +9,13 @@ internal static class SystemOperations
     public static async Task PingAsync(OperationContext context, AgentState state) =>
         await context.RespondAsync(new OkBody(), ProtocolJson.Default.OkBody);
 
+    /// <summary>kernel_stop: ends a context's kernel (its state with it); ok also when none ran.</summary>
+    public static async Task KernelStopAsync(OperationContext context, AgentState state)
+    {
+        state.Kernels.Stop(context.Request.Kernel?.Context);
+        await context.RespondAsync(new OkBody(), ProtocolJson.Default.OkBody);
+    }
+
     /// <summary>
     /// Fresh identity after a snapshot restore. Each part is best effort (a process-runtime agent may
     /// not be allowed to set the clock); failures are logged, the reply is ok. unix_time_ms of 0 leaves

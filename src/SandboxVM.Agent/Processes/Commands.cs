@@ -89,6 +89,8 @@ internal sealed class Command : IStepOutput
     private SafeFileHandle? _stdin;
     private IStepOutput? _live;
     private StepResult? _result;
+    /// <summary>Completed (and replaced) by every write: command_get's wait for new output.</summary>
+    private TaskCompletionSource _wrote = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public Command(string id, IReadOnlyList<string> argv, int outputCap)
     {
@@ -107,6 +109,25 @@ internal sealed class Command : IStepOutput
     public Task Finished => _finished.Task;
 
     public bool Running => !_finished.Task.IsCompleted;
+
+    /// <summary>Completes once stdout plus stderr hold more than <paramref name="bytes"/> bytes in all (at once if they do).</summary>
+    public async Task OutputBeyondAsync(long bytes, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            Task wrote;
+            lock (_lock)
+            {
+                wrote = _wrote.Task;
+            }
+            // Read after taking the task: a write in between completes that task, so nothing is missed.
+            if (Stdout.Total + Stderr.Total > bytes)
+            {
+                return;
+            }
+            await wrote.WaitAsync(cancellationToken);
+        }
+    }
 
     /// <summary>
     /// Supervises the started <paramref name="child"/> until it ended: output to the rings (and to
@@ -247,10 +268,14 @@ internal sealed class Command : IStepOutput
     {
         (stream == FrameType.Stderr ? Stderr : Stdout).Write(data.Span);
         IStepOutput? live;
+        TaskCompletionSource wrote;
         lock (_lock)
         {
             live = _live;
+            wrote = _wrote;
+            _wrote = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         }
+        wrote.TrySetResult();
         live?.Write(stream, data);
     }
 

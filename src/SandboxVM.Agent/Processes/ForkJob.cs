@@ -18,12 +18,15 @@ internal sealed class ForkJob
     public string Outputs { get; set; } = "";
     /// <summary>Save the matplotlib figures left open as OUTPUTS/figure-N.png after the script.</summary>
     public bool SaveFigures { get; set; }
+    /// <summary>Kernel: report the final value's representations and display()ed objects (<see cref="ForkServerRequest.RichResults"/>).</summary>
+    public bool RichResults { get; set; }
 }
 
 /// <summary>JSON of the fork server's jobs, and of the JSON string on its "result" line.</summary>
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(ForkJob))]
 [JsonSerializable(typeof(string))]
+[JsonSerializable(typeof(Dictionary<string, string>))]
 internal sealed partial class ForkJobJson : JsonSerializerContext;
 
 /// <summary>
@@ -32,7 +35,7 @@ internal sealed partial class ForkJobJson : JsonSerializerContext;
 /// become the forked child (or the kernel's next run).
 /// </summary>
 internal sealed partial record ForkPlan(IReadOnlyList<string> Interpreter, string Script, IReadOnlyList<string> Args, IReadOnlyList<string> Preload,
-    bool Persistent = false, bool SaveFigures = false)
+    bool Persistent = false, bool SaveFigures = false, bool RichResults = false)
 {
     [GeneratedRegex(@"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")]
     private static partial Regex ModuleNameRegex();
@@ -64,7 +67,7 @@ internal sealed partial record ForkPlan(IReadOnlyList<string> Interpreter, strin
             error = $"fork_server.script '{script}' is not an element of exec.run after the interpreter";
             return null;
         }
-        return new ForkPlan([.. run.Take(index)], script, [.. run.Skip(index + 1)], [.. request.Preload], request.Persistent, request.SaveFigures);
+        return new ForkPlan([.. run.Take(index)], script, [.. run.Skip(index + 1)], [.. request.Preload], request.Persistent, request.SaveFigures, request.RichResults);
     }
 
     /// <summary>
@@ -89,5 +92,6 @@ internal sealed partial record ForkPlan(IReadOnlyList<string> Interpreter, strin
         Env = spec.Environment.ToDictionary(StringComparer.Ordinal),
         Outputs = outputsDir,
         SaveFigures = SaveFigures,
+        RichResults = RichResults,
     };
 }

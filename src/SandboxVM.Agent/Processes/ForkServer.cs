@@ -406,6 +406,12 @@ internal sealed class KernelStep : IStepProcess
     /// <summary>repr() of the script's final expression, as the kernel reported it (null: none).</summary>
     public string? ResultRepr => _connection.Result;
 
+    /// <summary>The final expression's representations by MIME type (null: none).</summary>
+    public Dictionary<string, string>? ResultData => _connection.ResultData;
+
+    /// <summary>What the run passed to display(), in order.</summary>
+    public List<Dictionary<string, string>> Displays => _connection.Displays;
+
     /// <summary>Kills the kernel's whole group: its state is lost.</summary>
     public void Kill() => _kernel.Kill();
 
@@ -477,6 +483,24 @@ internal sealed class JobConnection : IDisposable
 
     /// <summary>The text of the kernel's "result" line, once read (it comes before the status).</summary>
     public string? Result { get; private set; }
+
+    /// <summary>The kernel's "data" line: the final expression by MIME type.</summary>
+    public Dictionary<string, string>? ResultData { get; private set; }
+
+    /// <summary>The kernel's "display" lines, in order, within <see cref="MaxRichBytes"/>.</summary>
+    public List<Dictionary<string, string>> Displays { get; } = [];
+
+    /// <summary>
+    /// Rich representations (data and display lines together) kept per run: the ExecResult carrying them must
+    /// fit one frame (1 MiB) beside the artifact list. The kernel caps them
+    /// below this; the code it runs can write to this socket too, so the agent counts again.
+    /// </summary>
+    public const int MaxRichBytes = 640 << 10;
+
+    /// <summary>display() calls kept per run.</summary>
+    public const int MaxDisplays = 64;
+
+    private int _richBytes;
 
     /// <summary>After a SIGKILL to the group: if no status arrives within <paramref name="grace"/>, report the kill.</summary>
     public void ExpectDeathOf(int pid, TimeSpan grace)
@@ -601,6 +625,33 @@ internal sealed class JobConnection : IDisposable
                 catch (JsonException e)
                 {
                     AgentLog.Write($"{_serverName} sent a bad result line: {e.Message}");
+                }
+                return false;
+            case "data" or "display":
+                if (_richBytes + argument.Length > MaxRichBytes || (verb == "display" && Displays.Count >= MaxDisplays))
+                {
+                    AgentLog.Write($"{_serverName} sent more rich results than a run keeps ({MaxRichBytes} bytes, {MaxDisplays} displays); dropped");
+                    return false;
+                }
+                try
+                {
+                    var bundle = JsonSerializer.Deserialize(argument, ForkJobJson.Default.DictionaryStringString);
+                    if (bundle is { Count: > 0 })
+                    {
+                        _richBytes += argument.Length;
+                        if (verb == "data")
+                        {
+                            ResultData = bundle;
+                        }
+                        else
+                        {
+                            Displays.Add(bundle);
+                        }
+                    }
+                }
+                catch (JsonException e)
+                {
+                    AgentLog.Write($"{_serverName} sent a bad {verb} line: {e.Message}");
                 }
                 return false;
             case "status" when int.TryParse(argument, out int raw):

@@ -12,8 +12,10 @@ namespace SandboxVM.Agent.Processes;
 /// A run that kills it (timeout, output limit, cancel) or a kernel that died loses the state; the next
 /// persistent run starts a new kernel and reports <see cref="StepResult.StateReset"/>. Every way the
 /// kernel cannot be used ends in a plain process run (state reset, no result repr, no figures).
+/// One per context (<see cref="KernelContexts"/>): <paramref name="context"/> is part of its key, so
+/// contexts never share a process.
 /// </summary>
-internal sealed class KernelHost(ProcessSupervisor supervisor)
+internal sealed class KernelHost(ProcessSupervisor supervisor, string context = "")
 {
     private const string KeyPrefix = "kernel\0";
 
@@ -76,7 +78,7 @@ internal sealed class KernelHost(ProcessSupervisor supervisor)
         string? interpreter = await UserFiles.ResolveExecutableAsync(supervisor.User, plan.Interpreter[0], spec.Cwd, spec.Environment.GetValueOrDefault("PATH"));
         if (interpreter is not null)
         {
-            var launch = new ForkServerLaunch(KeyPrefix + plan.ServerKey(spec.Environment), interpreter, plan.Interpreter, plan.Preload,
+            var launch = new ForkServerLaunch(KeyPrefix + context + "\0" + plan.ServerKey(spec.Environment), interpreter, plan.Interpreter, plan.Preload,
                 [.. spec.Environment.Select(kv => $"{kv.Key}={kv.Value}")], spec.Cwd, Kernel: true);
             var job = plan.Job(spec, outputsDir);
             // A second attempt only after a kernel turned out broken before it ran anything: with a fresh one.
@@ -112,7 +114,10 @@ internal sealed class KernelHost(ProcessSupervisor supervisor)
                 // Forked: the run did not start a process of its own (it ran in the warm kernel).
                 result.Forked = true;
                 result.StateReset = fresh;
-                result.ResultRepr = result.Reason == TerminationReason.Exited && kernel.IsAlive ? step.ResultRepr : null;
+                bool answered = result.Reason == TerminationReason.Exited && kernel.IsAlive;
+                result.ResultRepr = answered ? step.ResultRepr : null;
+                result.ResultData = answered ? step.ResultData : null;
+                result.Displays = answered && step.Displays.Count > 0 ? step.Displays : null;
                 if (!kernel.IsAlive)
                 {
                     // Started now, not by the next run: it waits for imports (seconds under TCG) otherwise.

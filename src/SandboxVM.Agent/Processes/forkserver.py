@@ -19,8 +19,11 @@ process's). Not SO_PEERCRED, which gVisor answers with the caller's own pid:
                    (SCM_RIGHTS).
   server -> agent: "pid N\n" once the job's process leads its own session (fork server: the child;
                    kernel: the kernel itself, which the agent started in a session of its own);
-                   kernel only: "result JSON-STRING\n" (repr of the script's final expression, when it
-                   has one and it is not None), then "status RAW\n" (a waitpid-style status: the fork
+                   kernel only: "display JSON-OBJECT\n" for each object the script passed to display(),
+                   "result JSON-STRING\n" (repr of the script's final expression, when it has one and it
+                   is not None) and "data JSON-OBJECT\n" (display and data only when the job has
+                   "rich_results"; that value by MIME type: text/plain, and what
+                   its IPython-style _repr_*_ methods give, e.g. text/html, image/png as base64), then "status RAW\n" (a waitpid-style status: the fork
                    server's reaped child, or the kernel's exit code << 8) once the job is over;
                    "error TEXT\n" instead when the job did not run.
 With "save_figures", every matplotlib figure still open after the script (also after it raised) is
@@ -47,6 +50,21 @@ _MAX_JOB_BYTES = 16 << 20
 _JOB_READ_TIMEOUT_S = 10.0
 # Kernel: the repr of a final expression is cut to this many UTF-8 bytes.
 _MAX_REPR_BYTES = 64 << 10
+# Kernel: rich representations of one job (display() calls and the final expression together, as JSON)
+# stop being added past this many bytes; the agent's ExecResult frame must hold them (1 MiB).
+_MAX_RICH_BYTES = 512 << 10
+_MAX_DISPLAYS = 64
+# IPython's formatters, by MIME type, in the order IPython tries them.
+_REPR_METHODS = (
+    ("text/html", "_repr_html_"),
+    ("text/markdown", "_repr_markdown_"),
+    ("image/svg+xml", "_repr_svg_"),
+    ("image/png", "_repr_png_"),
+    ("image/jpeg", "_repr_jpeg_"),
+    ("text/latex", "_repr_latex_"),
+    ("application/json", "_repr_json_"),
+    ("application/javascript", "_repr_javascript_"),
+)
 # Without pidfd_open the server polls for exited children this often.
 _POLL_S = 0.02
 
@@ -279,6 +297,10 @@ class Kernel(Server):
         global _server_module
         _server_module = sys.modules.get("__main__")  # keeps the kernel's globals alive
         sys.modules["__main__"] = self._main
+        # Notebook code calls display(obj) without importing it (IPython puts it in builtins).
+        import builtins
+        if not hasattr(builtins, "display"):
+            builtins.display = _display
 
     def serve(self):
         """Runs jobs until the agent closes the kernel's stdin."""
@@ -300,8 +322,14 @@ class Kernel(Server):
         connection, job = taken
         _send(connection, f"pid {os.getpid()}\n")
         code, result = self._run(job)
+        for bundle in _job_displays:
+            _send(connection, f"display {json.dumps(bundle)}\n")
+        _job_displays.clear()
         if result is not None:
-            _send(connection, f"result {json.dumps(result)}\n")
+            text, data = result
+            _send(connection, f"result {json.dumps(text)}\n")
+            if data:
+                _send(connection, f"data {json.dumps(data)}\n")
         _send(connection, f"status {(code & 0xFF) << 8}\n")
         connection.close()
 
@@ -317,6 +345,10 @@ class Kernel(Server):
         streams = (_reopen(0, own_in, writing=False), _reopen(1, own_out, writing=True), _reopen(2, own_err, writing=True))
         sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
         code, result = 127, None
+        global _rich_left, _rich_job
+        _rich_left = _MAX_RICH_BYTES
+        _rich_job = bool(job.get("rich_results"))
+        _job_displays.clear()
         try:
             path = _enter_job(job)
             if path is not None:
@@ -465,7 +497,11 @@ def _run_in_namespace(path, module):
         if last is None:
             return 0, None
         value = eval(last, module.__dict__)
-        return 0, None if value is None else _capped_repr(value)
+        if value is None:
+            return 0, None
+        text = _capped_repr(value)
+        data = _mime_bundle(value, text) if _rich_job else None
+        return 0, (text, data)
     except SystemExit as e:
         return _system_exit_code(e), None
     except BaseException as e:  # KeyboardInterrupt too: the kernel goes on
@@ -505,6 +541,102 @@ def _compile_parts(source, path):
                 feature = getattr(__future__, alias.name, None)
                 flags |= getattr(feature, "compiler_flag", 0)
     return body, compile(last, path, "eval", flags, dont_inherit=True)
+
+
+# Kernel: whether the job asked for rich results, what display() was given during it, and the rich bytes
+# it may still add.
+_rich_job = False
+_job_displays = []
+_rich_left = _MAX_RICH_BYTES
+
+
+def _display(*objs, **kwargs):
+    """
+    IPython's display() for the kernel: with rich results each object's representations go back with the
+    job's results; otherwise its repr is printed, as IPython's display does outside a notebook.
+    """
+    if not _rich_job:
+        for obj in objs:
+            print(repr(obj))
+        return
+    for obj in objs:
+        if len(_job_displays) >= _MAX_DISPLAYS:
+            break
+        bundle = _mime_bundle(obj, _capped_repr(obj))
+        if bundle:
+            _job_displays.append(bundle)
+
+
+def _mime_bundle(value, text):
+    """
+    value by MIME type: text/plain (text) and what its _repr_*_ methods (or _repr_mimebundle_) give, plus
+    a PNG of a matplotlib figure; each kept while the job's rich budget lasts, else left out. A method
+    that raises or returns something else than text or bytes is skipped, as IPython does.
+    """
+    global _rich_left
+    found = {}
+    if not isinstance(value, type):
+        mimebundle = getattr(value, "_repr_mimebundle_", None)
+        if callable(mimebundle):
+            try:
+                got = mimebundle(include=None, exclude=None)
+                if isinstance(got, tuple):
+                    got = got[0]
+                if isinstance(got, dict):
+                    found.update((k, v) for k, v in got.items() if isinstance(k, str))
+            except Exception:
+                pass
+        for mime, name in _REPR_METHODS:
+            if mime in found:
+                continue
+            method = getattr(value, name, None)
+            if not callable(method):
+                continue
+            try:
+                got = method()
+            except Exception:
+                continue
+            if isinstance(got, tuple) and got:
+                got = got[0]  # (data, metadata)
+            if got is not None:
+                found[mime] = got
+        if "image/png" not in found:
+            png = _figure_png(value)
+            if png is not None:
+                found["image/png"] = png
+    bundle = {}
+    for mime, got in [("text/plain", text), *found.items()]:
+        if mime == "text/plain" and mime in bundle:
+            continue
+        if isinstance(got, (bytes, bytearray)):
+            import base64
+            got = base64.b64encode(got).decode("ascii") if mime.startswith("image/") else bytes(got).decode("utf-8", "replace")
+        elif mime == "application/json" and not isinstance(got, str):
+            try:
+                got = json.dumps(got)
+            except (TypeError, ValueError):
+                continue
+        elif not isinstance(got, str):
+            continue
+        size = len(json.dumps(got)) + len(mime) + 6
+        if size > _rich_left:
+            continue
+        _rich_left -= size
+        bundle[mime] = got
+    return bundle
+
+
+def _figure_png(value):
+    """PNG bytes of a matplotlib figure (which has no _repr_png_ outside IPython), or None."""
+    figure_module = sys.modules.get("matplotlib.figure")
+    if figure_module is None or not isinstance(value, getattr(figure_module, "Figure", ())):
+        return None
+    try:
+        buffer = io.BytesIO()
+        value.savefig(buffer, format="png")
+        return buffer.getvalue()
+    except Exception:
+        return None
 
 
 def _capped_repr(value):

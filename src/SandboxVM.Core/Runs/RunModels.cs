@@ -9,6 +9,10 @@ public sealed class RunRequest
     public Dictionary<string, string>? Env { get; set; }
     public double? TimeoutS { get; set; }
     public double? CompileTimeoutS { get; set; }
+    /// <summary>Sessions, Python: which of the sandbox's independent Python states runs the code (null: the default one; the E2B door's code contexts).</summary>
+    public string? Context { get; set; }
+    /// <summary>Sessions, Python: also return <see cref="RunResult.ResultData"/> and <see cref="RunResult.Displays"/> (the E2B door).</summary>
+    public bool RichResults { get; set; }
 }
 
 public enum RunStatus
@@ -64,6 +68,10 @@ public sealed class RunResult
     public bool BuildCached { get; set; }
     /// <summary>Sessions: the interpreter holding the sandbox's state was restarted (the previous run was killed), so earlier state is gone.</summary>
     public bool StateReset { get; set; }
+    /// <summary>Sessions, Python: the final expression by MIME type (text/plain, text/html, image/png as base64...), from its _repr_*_ methods.</summary>
+    public Dictionary<string, string>? ResultData { get; set; }
+    /// <summary>Sessions, Python: what the code passed to display(), in order, by MIME type like <see cref="ResultData"/>.</summary>
+    public List<Dictionary<string, string>>? Displays { get; set; }
     public List<RunArtifact> Artifacts { get; set; } = [];
     public RunMetrics Metrics { get; set; } = new();
 }

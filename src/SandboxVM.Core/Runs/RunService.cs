@@ -341,6 +341,8 @@ public sealed partial class RunService
             Truncated = output.Truncated,
             Result = r.Run?.ResultRepr,
             StateReset = r.Run?.StateReset ?? false,
+            ResultData = r.Run?.ResultData,
+            Displays = r.Run?.Displays,
         };
         var (hostCompile, hostRun) = output.HostStepTimes();
         result.Metrics.CompileMs = Math.Min(r.Compile?.DurationMs ?? 0, hostCompile ?? double.MaxValue);

@@ -160,12 +160,16 @@ public sealed partial class SessionManager
             return list.Commands.Select(c => ToResult(c, Wrapped(c))).ToList();
         });
 
-    /// <summary>A command's state and the output it kept; with <paramref name="wait"/>, after it ended or the wait (at most <see cref="MaxCommandWait"/>) passed.</summary>
-    public Task<CommandResult> GetCommandAsync(string id, string commandId, TimeSpan wait, CancellationToken cancellationToken) =>
+    /// <summary>
+    /// A command's state and the output it kept; with <paramref name="wait"/>, after it ended or the wait (at most
+    /// <see cref="MaxCommandWait"/>) passed, or, with <paramref name="outputBeyond"/>, once it has written more than
+    /// that many bytes (stdout plus stderr): following a command without polling.
+    /// </summary>
+    public Task<CommandResult> GetCommandAsync(string id, string commandId, TimeSpan wait, CancellationToken cancellationToken, long? outputBeyond = null) =>
         UseSessionAsync(id, async s =>
         {
             int waitMs = (int)Math.Clamp(wait.TotalMilliseconds, 0, MaxCommandWait.TotalMilliseconds);
-            var info = await CallCommandAsync(() => s.Vm.Agent.GetCommandAsync(commandId, waitMs, includeOutput: true, cancellationToken));
+            var info = await CallCommandAsync(() => s.Vm.Agent.GetCommandAsync(commandId, waitMs, includeOutput: true, cancellationToken, outputBeyond));
             s.CommandSeen(info.Id, info.Running);
             var result = ToResult(info, Wrapped(info));
             result.Stdout = Encoding.UTF8.GetString(info.Stdout ?? []);

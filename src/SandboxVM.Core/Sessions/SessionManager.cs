@@ -294,6 +294,12 @@ public sealed partial class SessionManager : IAsyncDisposable
         if (exec.ForkServer is { } fork)
         {
             fork.Persistent = true;
+            fork.Context = request.Context;
+            fork.RichResults = request.RichResults;
+        }
+        else if (request.Context is not null)
+        {
+            throw new RunRequestException(ProblemCodes.TemplateMismatch, "context", $"template '{session.Template.Name}' has no persistent interpreter, so no code contexts");
         }
         string? buildHash = exec.Compile is null ? null : BuildHash(exec);
 
@@ -330,6 +336,18 @@ public sealed partial class SessionManager : IAsyncDisposable
             session.Leave(_time.GetUtcNow());
         }
     }
+
+    /// <summary>
+    /// Ends the sandbox's Python state <paramref name="context"/> (null: the default one), as a kernel restart
+    /// does; the next run there starts a fresh interpreter. An agent without contexts answers unknown_op
+    /// (<see cref="AgentException"/>).
+    /// </summary>
+    public Task StopKernelAsync(string id, string? context, CancellationToken cancellationToken) =>
+        UseSessionAsync(id, async session =>
+        {
+            await session.Vm.Agent.StopKernelAsync(context, cancellationToken);
+            return true;
+        });
 
     /// <summary>
     /// Runs a file or artifact call against the sandbox's agent, counting as activity. An agent error

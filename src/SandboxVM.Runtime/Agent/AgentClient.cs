@@ -216,6 +216,10 @@ public sealed class AgentClient : IAsyncDisposable
     public Task PingAsync(CancellationToken cancellationToken) =>
         CallAsync(new AgentRequest { Op = Ops.Ping }, ProtocolJson.Default.OkBody, cancellationToken);
 
+    /// <summary>Ends the kernel of a persistent-run context (its state with it); the next run there starts a fresh one.</summary>
+    public Task StopKernelAsync(string? context, CancellationToken cancellationToken) =>
+        CallAsync(new AgentRequest { Op = Ops.KernelStop, Kernel = new KernelRequest { Context = context } }, ProtocolJson.Default.OkBody, cancellationToken);
+
     public Task ReinitAsync(ReinitRequest request, CancellationToken cancellationToken) =>
         CallAsync(new AgentRequest { Op = Ops.Reinit, Reinit = request }, ProtocolJson.Default.OkBody, cancellationToken);
 
@@ -246,8 +250,8 @@ public sealed class AgentClient : IAsyncDisposable
         StreamAsync(new AgentRequest { Op = Ops.CommandStart, Command = request }, observer, ProtocolJson.Default.CommandInfo, cancellationToken);
 
     /// <summary>A command's state and kept output, waiting up to <paramref name="waitMs"/> for it to end.</summary>
-    public Task<CommandInfo> GetCommandAsync(string id, int waitMs, bool includeOutput, CancellationToken cancellationToken) =>
-        CallAsync(new AgentRequest { Op = Ops.CommandGet, Command = new CommandRequest { Id = id, WaitMs = waitMs, IncludeOutput = includeOutput } },
+    public Task<CommandInfo> GetCommandAsync(string id, int waitMs, bool includeOutput, CancellationToken cancellationToken, long? outputBeyond = null) =>
+        CallAsync(new AgentRequest { Op = Ops.CommandGet, Command = new CommandRequest { Id = id, WaitMs = waitMs, IncludeOutput = includeOutput, OutputBeyond = outputBeyond } },
             ProtocolJson.Default.CommandInfo, cancellationToken);
 
     public Task<CommandListBody> ListCommandsAsync(CancellationToken cancellationToken) =>

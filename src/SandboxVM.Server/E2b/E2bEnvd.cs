@@ -21,8 +21,11 @@ namespace SandboxVM.Server.E2b;
 /// </summary>
 internal static class E2bEnvd
 {
-    /// <summary>How long one poll of a streamed command waits for it to end before it sends what it wrote meanwhile.</summary>
-    private static readonly TimeSpan s_poll = TimeSpan.FromMilliseconds(500);
+    /// <summary>
+    /// How long one command_get of a streamed command waits for new output or its end. It answers at once on
+    /// either; the bound only matters for an agent that predates <c>output_beyond</c>, whose output is this late.
+    /// </summary>
+    private static readonly TimeSpan s_follow = TimeSpan.FromSeconds(2);
 
     public static void Map(RouteGroupBuilder g)
     {
@@ -167,7 +170,8 @@ internal static class E2bEnvd
                 var request = await E2bConnect.ReadEnvelopedAsync(context.Request, ct);
                 if (method == "WatchDir")
                 {
-                    throw new ConnectException("unimplemented", "watching a directory is not supported by SandboxVM's E2B API");
+                    await E2bWatch.StreamAsync(context, sessions, extras, session.Id, request, ct);
+                    return;
                 }
                 var process = method == "Start"
                     ? await StartAsync(sessions, extras, session.Id, request, ct)
@@ -255,8 +259,8 @@ internal static class E2bEnvd
     }
 
     /// <summary>
-    /// The events of a command: start, then its output as data events as it grows (polled: the agent keeps
-    /// a background command's output), then end with its exit code. A client that goes away stops the
+    /// The events of a command: start, then its output as data events as it is printed (command_get answers
+    /// as soon as the command wrote more than was sent), then end with its exit code. A client that goes away stops the
     /// stream, not the command, like envd.
     /// </summary>
     private static async Task StreamAsync(HttpContext context, SessionManager sessions, string id, E2bProcess process, bool fromStart)
@@ -271,7 +275,7 @@ internal static class E2bEnvd
         {
             while (true)
             {
-                var info = await sessions.GetCommandAsync(id, process.CommandId, s_poll, ct);
+                var info = await sessions.GetCommandAsync(id, process.CommandId, s_follow, ct, outputBeyond: sentOut + sentErr);
                 sentOut = await SendNewAsync(context, "stdout", info.Stdout, info.StdoutBytes, sentOut, ct);
                 sentErr = await SendNewAsync(context, "stderr", info.Stderr, info.StderrBytes, sentErr, ct);
                 if (!info.Running)

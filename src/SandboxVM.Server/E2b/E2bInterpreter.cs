@@ -9,14 +9,18 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Sessions;
+using SandboxVM.Protocol;
+using SandboxVM.Runtime.Agent;
 
 namespace SandboxVM.Server.E2b;
 
 /// <summary>
-/// What E2B's code interpreter (port 49999) answers, on the sandbox's own persistent Python state:
-/// POST /execute streams JSON lines (stdout, stderr, result, error, end_of_execution) and /contexts
-/// lists the one context there is. SandboxVM keeps one Python state per sandbox, so new contexts are
-/// refused (501) rather than faked.
+/// What E2B's code interpreter (port 49999) answers, on the sandbox's persistent Python states:
+/// POST /execute streams JSON lines (stdout, stderr, result, error, end_of_execution); /contexts
+/// creates, lists, restarts and removes code contexts, each an independent kernel of the agent
+/// (<see cref="ForkServerRequest.Context"/>; "default" is the sandbox's own state, the one
+/// SandboxVM's session runs use). Results carry the representations the kernel found
+/// (<see cref="RunResult.ResultData"/>, <see cref="RunResult.Displays"/>) under E2B's names.
 /// </summary>
 internal static partial class E2bInterpreter
 {
@@ -28,17 +32,103 @@ internal static partial class E2bInterpreter
     public static void Map(RouteGroupBuilder g)
     {
         g.MapPost("/execute", ExecuteAsync);
-        g.MapGet("/contexts", (Delegate)((HttpContext c) => E2bEnvd.Sandboxed(c, false, (_, _) =>
-            Task.FromResult(Results.Json(new JsonArray(Context()))))));
-        g.MapPost("/contexts", (Delegate)((HttpContext c) => E2bEnvd.Sandboxed(c, false, (_, _) =>
-            Task.FromResult(E2bEndpoints.Error(501, "SandboxVM keeps one Python state per sandbox: use the default context (no context option)")))));
-        g.MapPost("/contexts/{id}/restart", (string id, HttpContext c) => E2bEnvd.Sandboxed(c, false, (_, _) =>
-            Task.FromResult(E2bEndpoints.Error(501, "restarting a context is not supported by SandboxVM's E2B API"))));
-        g.MapDelete("/contexts/{id}", (string id, HttpContext c) => E2bEnvd.Sandboxed(c, false, (_, _) =>
-            Task.FromResult(E2bEndpoints.Error(id == DefaultContext ? 400 : 404, id == DefaultContext ? "the default context cannot be removed" : $"context '{id}' not found"))));
+        g.MapGet("/contexts", (Delegate)((HttpContext c) => E2bEnvd.Sandboxed(c, false, (s, _) =>
+            Task.FromResult(Results.Json(new JsonArray([.. ExtrasOf(c, s.Id).Contexts().Select(Context)]))))));
+        g.MapPost("/contexts", (Delegate)((HttpContext c) => E2bEnvd.Sandboxed(c, false, (s, sessions) => CreateContextAsync(c, s, sessions))));
+        g.MapPost("/contexts/{id}/restart", (string id, HttpContext c) => E2bEnvd.Sandboxed(c, false, async (s, sessions) =>
+        {
+            if (!ExtrasOf(c, s.Id).HasContext(id))
+            {
+                return E2bEndpoints.Error(404, $"context '{id}' not found");
+            }
+            // A fresh interpreter: the kernel ends now, the context's next run starts a new one.
+            var stopped = await StopKernelAsync(sessions, s.Id, id, c.RequestAborted);
+            return stopped ?? Results.NoContent();
+        }));
+        g.MapDelete("/contexts/{id}", (string id, HttpContext c) => E2bEnvd.Sandboxed(c, false, async (s, sessions) =>
+        {
+            var extras = ExtrasOf(c, s.Id);
+            if (id == DefaultContext)
+            {
+                return E2bEndpoints.Error(400, "the default context cannot be removed (restart it to clear its state)");
+            }
+            if (!extras.HasContext(id))
+            {
+                return E2bEndpoints.Error(404, $"context '{id}' not found");
+            }
+            var stopped = await StopKernelAsync(sessions, s.Id, id, c.RequestAborted);
+            if (stopped is null)
+            {
+                extras.RemoveContext(id);
+            }
+            return stopped ?? Results.NoContent();
+        }));
     }
 
-    private static JsonObject Context() => new() { ["id"] = DefaultContext, ["language"] = "python", ["cwd"] = "/home/sandbox" };
+    private static SandboxExtras ExtrasOf(HttpContext context, string sandboxId) =>
+        context.RequestServices.GetRequiredService<E2bState>().For(sandboxId);
+
+    private static JsonObject Context(string id) => new() { ["id"] = id, ["language"] = "python", ["cwd"] = SandboxExtras.ContextCwd };
+
+    /// <summary>POST /contexts {language, cwd}: a new Python state, its kernel started by its first run.</summary>
+    private static async Task<IResult> CreateContextAsync(HttpContext context, SandboxSession session, SessionManager sessions)
+    {
+        string? language, cwd;
+        try
+        {
+            var body = JsonNode.Parse(await E2bConnect.ReadBodyAsync(context.Request, 64 << 10, context.RequestAborted)) as JsonObject;
+            language = body?["language"]?.GetValue<string>();
+            cwd = body?["cwd"]?.GetValue<string>();
+        }
+        catch (Exception e) when (e is JsonException or ConnectException or InvalidOperationException or FormatException)
+        {
+            return E2bEndpoints.Error(400, $"the body must be a JSON object with optional strings 'language' and 'cwd': {e.Message}");
+        }
+        if (language is not (null or "python" or "py"))
+        {
+            return E2bEndpoints.Error(400, $"language '{language}' is not supported: SandboxVM's interpreter runs Python");
+        }
+        if (cwd is not (null or SandboxExtras.ContextCwd))
+        {
+            return E2bEndpoints.Error(400, $"cwd '{cwd}' is not supported: a context's code runs in {SandboxExtras.ContextCwd} (call os.chdir in it)");
+        }
+        if (session.Template.Language.ForkServer is null)
+        {
+            return E2bEndpoints.Error(400, $"template '{session.Template.Name}' has no persistent Python interpreter, so no code contexts");
+        }
+        var extras = ExtrasOf(context, session.Id);
+        string? id = extras.AddContext();
+        if (id is null)
+        {
+            return E2bEndpoints.Error(429, $"a sandbox has at most {KernelRequest.MaxContexts} code contexts (the default one included): remove one first");
+        }
+        // Also asks whether the agent has contexts at all: one without kernel_stop would run every context in one state.
+        var refused = await StopKernelAsync(sessions, session.Id, id, context.RequestAborted);
+        if (refused is not null)
+        {
+            extras.RemoveContext(id);
+            return refused;
+        }
+        return Results.Json(Context(id));
+    }
+
+    /// <summary>kernel_stop for a context of the door; null when done, else the error to answer.</summary>
+    private static async Task<IResult?> StopKernelAsync(SessionManager sessions, string sandboxId, string id, CancellationToken ct)
+    {
+        try
+        {
+            await sessions.StopKernelAsync(sandboxId, id == DefaultContext ? null : id, ct);
+            return null;
+        }
+        catch (AgentException e) when (e.Code == ErrorCodes.UnknownOp)
+        {
+            return E2bEndpoints.Error(501, "this sandbox's guest agent predates code contexts: only the default context exists");
+        }
+        catch (AgentException e)
+        {
+            return E2bEndpoints.Error(500, $"the sandbox's agent refused: {e.Message}");
+        }
+    }
 
     private static async Task ExecuteAsync(HttpContext context)
     {
@@ -63,7 +153,8 @@ internal static partial class E2bInterpreter
             await E2bEndpoints.Error(400, $"the body must be a JSON object with a string 'code': {e.Message}").ExecuteAsync(context);
             return;
         }
-        if (language is not (null or "python" or "py") || contextId is not (null or DefaultContext))
+        var extras = context.RequestServices.GetRequiredService<E2bState>().For(session.Id);
+        if (language is not (null or "python" or "py") || (contextId is not null && !extras.HasContext(contextId)))
         {
             await E2bEndpoints.Error(contextId is null ? 400 : 404, contextId is null
                 ? $"language '{language}' is not supported: SandboxVM's interpreter runs Python"
@@ -79,7 +170,8 @@ internal static partial class E2bInterpreter
         var lines = Channel.CreateUnbounded<JsonObject>(new UnboundedChannelOptions { SingleReader = true });
         var events = new Events(lines.Writer);
         var ct = context.RequestAborted;
-        var run = RunAsync(sessions, session.Id, new RunRequest { Code = code, Env = env }, events, lines.Writer, ct);
+        var request = new RunRequest { Code = code, Env = env, Context = contextId is null or DefaultContext ? null : contextId, RichResults = true };
+        var run = RunAsync(sessions, session.Id, request, events, lines.Writer, ct);
 
         context.Response.StatusCode = 200;
         context.Response.ContentType = "application/x-ndjson";
@@ -99,9 +191,13 @@ internal static partial class E2bInterpreter
         {
             var result = await sessions.RunAsync(id, request, events, ct);
             events.Flush();
+            foreach (var shown in result.Displays ?? [])
+            {
+                lines.TryWrite(ResultOf(shown, null, isMain: false));
+            }
             if (result.Result is { } repr)
             {
-                lines.TryWrite(new JsonObject { ["type"] = "result", ["text"] = repr, ["is_main_result"] = true });
+                lines.TryWrite(ResultOf(result.ResultData, repr, isMain: true));
             }
             if (result.Status != RunStatus.Ok)
             {
@@ -137,6 +233,52 @@ internal static partial class E2bInterpreter
             _ => (result.Status.ToString(), result.Error ?? last ?? ""),
         };
         return new JsonObject { ["type"] = "error", ["name"] = name, ["value"] = value, ["traceback"] = traceback };
+    }
+
+    /// <summary>E2B's Result keys for the MIME types Jupyter uses.</summary>
+    private static readonly Dictionary<string, string> _resultKeys = new(StringComparer.Ordinal)
+    {
+        ["text/plain"] = "text",
+        ["text/html"] = "html",
+        ["text/markdown"] = "markdown",
+        ["image/svg+xml"] = "svg",
+        ["image/png"] = "png",
+        ["image/jpeg"] = "jpeg",
+        ["application/pdf"] = "pdf",
+        ["text/latex"] = "latex",
+        ["application/json"] = "json",
+        ["application/javascript"] = "javascript",
+    };
+
+    /// <summary>A "result" line: each representation under E2B's key (json as JSON, images base64); other MIME types are left out.</summary>
+    internal static JsonObject ResultOf(IReadOnlyDictionary<string, string>? data, string? text, bool isMain)
+    {
+        var line = new JsonObject { ["type"] = "result" };
+        foreach (var (mime, value) in data ?? new Dictionary<string, string>())
+        {
+            if (!_resultKeys.TryGetValue(mime, out string? key))
+            {
+                continue;
+            }
+            JsonNode? node = value;
+            if (key == "json")
+            {
+                try
+                {
+                    node = JsonNode.Parse(value);
+                }
+                catch (JsonException)
+                {
+                }
+            }
+            line[key] = node;
+        }
+        if (text is not null)
+        {
+            line["text"] = text;
+        }
+        line["is_main_result"] = isMain;
+        return line;
     }
 
     [GeneratedRegex(@"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")]

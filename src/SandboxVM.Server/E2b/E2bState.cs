@@ -49,6 +49,76 @@ internal sealed class SandboxExtras
 
     public Dictionary<string, string> Envs { get; set; } = new(StringComparer.Ordinal);
 
+    private int _watches;
+
+    /// <summary>Counts a directory watch in; false when <paramref name="max"/> are on already.</summary>
+    public bool TryStartWatch(int max)
+    {
+        lock (_lock)
+        {
+            if (_watches >= max)
+            {
+                return false;
+            }
+            _watches++;
+            return true;
+        }
+    }
+
+    public void EndWatch()
+    {
+        lock (_lock)
+        {
+            _watches--;
+        }
+    }
+
+    /// <summary>Where every context's code starts (E2B's /home/user does not exist).</summary>
+    public const string ContextCwd = "/home/sandbox";
+
+    /// <summary>Code contexts made by POST /contexts, in order; "default" is always there and not in this list.</summary>
+    private readonly List<string> _contexts = [];
+
+    /// <summary>The context ids, the default one first.</summary>
+    public IReadOnlyList<string> Contexts()
+    {
+        lock (_lock)
+        {
+            return [E2bInterpreter.DefaultContext, .. _contexts];
+        }
+    }
+
+    public bool HasContext(string id)
+    {
+        lock (_lock)
+        {
+            return id == E2bInterpreter.DefaultContext || _contexts.Contains(id);
+        }
+    }
+
+    /// <summary>A new context id, or null when the sandbox has <see cref="Protocol.KernelRequest.MaxContexts"/> (the default one included).</summary>
+    public string? AddContext()
+    {
+        lock (_lock)
+        {
+            if (_contexts.Count + 1 >= Protocol.KernelRequest.MaxContexts)
+            {
+                return null;
+            }
+            string id = Guid.NewGuid().ToString("N");
+            _contexts.Add(id);
+            return id;
+        }
+    }
+
+    public void RemoveContext(string id)
+    {
+        lock (_lock)
+        {
+            _contexts.Remove(id);
+        }
+    }
+
     /// <summary>Pids remembered per sandbox; past it the oldest are forgotten (a sandbox running command after command must not grow this without end).</summary>
     public const int MaxProcesses = 4096;
 

@@ -52,13 +52,71 @@ try {
       return { thrown: true, error: `${e.name}: ${e.message}` }
     }
   })
-  await step('badContext', async () => {
-    try {
-      await sbx.createCodeContext()
-      return { thrown: false }
-    } catch (e) {
-      return { thrown: true, error: `${e.name}: ${e.message}` }
+  await step('contexts', async () => {
+    const a = await sbx.createCodeContext()
+    const b = await sbx.createCodeContext({ language: 'python' })
+    await sbx.runCode('v = "in a"', { context: a })
+    await sbx.runCode('v = "in b"', { context: b })
+    const seen = {
+      a: (await sbx.runCode('v', { context: a })).text,
+      b: (await sbx.runCode('v', { context: b })).text,
+      default: (await sbx.runCode('"v" in globals()')).text,
     }
+    const listed = (await sbx.listCodeContexts()).map(c => c.id)
+    await sbx.restartCodeContext(a)
+    const afterRestart = { a: (await sbx.runCode('"v" in globals()', { context: a })).text, b: (await sbx.runCode('v', { context: b })).text }
+    await sbx.removeCodeContext(b)
+    const listedAfter = (await sbx.listCodeContexts()).map(c => c.id)
+    let removedRun
+    try {
+      await sbx.runCode('v', { context: b })
+      removedRun = 'ran'
+    } catch (e) {
+      removedRun = `${e.name}: ${e.message}`
+    }
+    let otherLanguage
+    try {
+      await sbx.createCodeContext({ language: 'r' })
+      otherLanguage = 'created'
+    } catch (e) {
+      otherLanguage = `${e.name}: ${e.message}`
+    }
+    await sbx.removeCodeContext(a)
+    return { a: a.id, b: b.id, language: a.language, seen, listed, afterRestart, listedAfter, removedRun, otherLanguage }
+  })
+  await step('rich', async () => {
+    const df = await sbx.runCode('import pandas as pd\npd.DataFrame({"city": ["Oslo", "Lima"], "temp": [3, 19]})')
+    const shown = await sbx.runCode([
+      'class Note:',
+      '    def _repr_markdown_(self): return "**note**"',
+      '    def _repr_json_(self): return {"n": 1}',
+      'display(Note())',
+      'import matplotlib.pyplot as plt',
+      'fig = plt.figure()',
+      'plt.plot([1, 2], [3, 4])',
+      'plt.close(fig)',
+      'fig',
+    ].join('\n'))
+    return {
+      html: df.results[0]?.html, text: df.text, formats: df.results[0]?.formats(), main: df.results[0]?.isMainResult,
+      shown: shown.results.map(r => ({ main: r.isMainResult, markdown: r.markdown, json: r.json, png: r.png?.slice(0, 12), formats: r.formats() })),
+    }
+  })
+  await step('streamed', async () => {
+    // The command waits for the callback to have seen its first line (a file the callback writes): it only
+    // ends if output reaches onStdout while it runs.
+    const order = []
+    let acked
+    const r = await sbx.commands.run('echo first; i=0; while [ ! -e e2b-ack ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; echo second; [ -e e2b-ack ]', {
+      timeoutMs: 60_000,
+      onStdout: d => {
+        order.push(`stdout:${d.trim()}`)
+        if (d.includes('first')) acked = sbx.files.write('e2b-ack', 'seen').then(() => order.push('acked'))
+      },
+    })
+    await acked
+    order.push(`end:${r.exitCode}`)
+    return { order }
   })
   await step('background', async () => {
     const seen = []
@@ -94,6 +152,33 @@ try {
       missing = e.name
     }
     return { text, list, exists, made, again, moved, gone, missing }
+  })
+  await step('watch', async () => {
+    await sbx.files.makeDir('watched')
+    const events = []
+    const handle = await sbx.files.watchDir('watched', e => events.push(`${e.type}:${e.name}`))
+    const count = want => events.filter(e => e === want).length
+    const waitFor = async (want, n = 1) => {
+      const deadline = Date.now() + 30000
+      while (count(want) < n && Date.now() < deadline) await new Promise(r => setTimeout(r, 50))
+      return count(want) >= n
+    }
+    await sbx.files.write('watched/a.txt', 'one')
+    const created = await waitFor('create:a.txt')
+    const written = await waitFor('write:a.txt')
+    await sbx.files.write('watched/a.txt', 'a longer second version')
+    const rewritten = await waitFor('write:a.txt', 2)
+    await sbx.files.remove('watched/a.txt')
+    const removed = await waitFor('remove:a.txt')
+    await handle.stop()
+    let missing
+    try {
+      await sbx.files.watchDir('no-such-dir', () => {})
+      missing = 'watched'
+    } catch (e) {
+      missing = e.name
+    }
+    return { created, written, rewritten, removed, events, missing }
   })
   await step('setTimeout', async () => {
     await sbx.setTimeout(120_000)
