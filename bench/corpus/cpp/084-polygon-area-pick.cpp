@@ -3,13 +3,20 @@ using namespace std;
 typedef long long ll;
 int main() {
     mt19937 rng(84);
-    for (int t = 0; t < 100; t++) {
+    int checked = 0;
+    for (int t = 0; t < 300; t++) {
         // a random star-shaped lattice polygon around the origin
         int n = 3 + rng() % 10; vector<pair<double, pair<ll, ll>>> v;
         for (int i = 0; i < n; i++) { ll x = (ll)(rng() % 41) - 20, y = (ll)(rng() % 41) - 20; if (x == 0 && y == 0) x = 1; v.push_back({atan2((double)y, (double)x), {x, y}}); }
         sort(v.begin(), v.end());
-        vector<pair<ll, ll>> p; for (auto& e : v) if (p.empty() || p.back() != e.second) p.push_back(e.second);
+        // one vertex per direction, and the origin strictly inside (every turn around it positive): a simple polygon
+        vector<pair<ll, ll>> p; set<pair<ll, ll>> dirs;
+        for (auto& e : v) { auto [x, y] = e.second; ll g = __gcd(llabs(x), llabs(y)); if (dirs.insert({x / g, y / g}).second) p.push_back(e.second); }
         n = p.size(); if (n < 3) continue;
+        bool star = true;
+        for (int i = 0; i < n; i++) if (p[i].first * p[(i + 1) % n].second - p[(i + 1) % n].first * p[i].second <= 0) star = false;
+        if (!star) continue;
+        checked++;
         ll a2 = 0, B = 0;
         for (int i = 0; i < n; i++) { auto [x1, y1] = p[i]; auto [x2, y2] = p[(i + 1) % n]; a2 += x1 * y2 - x2 * y1; B += __gcd(llabs(x2 - x1), llabs(y2 - y1)); }
         a2 = llabs(a2);
@@ -29,5 +36,6 @@ int main() {
         // Pick: 2A = 2I + B - 2
         if (a2 != 2 * I + B - 2) { cout << "mismatch\n"; return 1; }
     }
-    cout << "Pick's theorem holds\n";
+    if (checked < 50) { cout << "too few polygons: " << checked << "\n"; return 1; }
+    cout << "Pick's theorem holds on " << checked << " polygons\n";
 }
