@@ -9,7 +9,7 @@ is full, measures, stops it, and writes one table for all of them. --settle wait
 every run (the pooled path); without it runs go back to back and the vm_source column says where each
 sandbox came from. Writes a Markdown report to bench/results/.
 """
-import argparse, datetime, json, os, platform, shutil, signal, socket, statistics, subprocess, tempfile, time, urllib.request
+import argparse, contextlib, datetime, json, os, platform, shutil, signal, socket, statistics, subprocess, tempfile, time, urllib.request
 
 PROGRAMS = {
     # /usr/bin/python3, not a PATH shim (pyenv's adds tens of ms of bash).
@@ -106,13 +106,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def serve_and_measure(runtime, runs, settle, log_dir):
-    """Starts the CLI's server with one runtime, measures, and stops it (SIGTERM: it ends every sandbox)."""
+@contextlib.contextmanager
+def serving(runtime, log_dir, env=None):
+    """Starts the CLI's server with one runtime and yields its URL; stops it on exit (SIGTERM: it ends every sandbox)."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cli = os.path.join(repo, "artifacts", "cli", "sandboxvm")
     url = f"http://127.0.0.1:{free_port()}"
     log = open(os.path.join(log_dir, f"serve-{runtime}.log"), "w")
-    server = subprocess.Popen([cli, "serve", "--runtime", runtime, "--url", url], stdout=log, stderr=subprocess.STDOUT, cwd=repo)
+    server = subprocess.Popen([cli, "serve", "--runtime", runtime, "--url", url], stdout=log, stderr=subprocess.STDOUT, cwd=repo,
+                              env=dict(os.environ, **(env or {})))
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -123,7 +125,7 @@ def serve_and_measure(runtime, runs, settle, log_dir):
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"the {runtime} server did not come up; see {log.name}")
                 time.sleep(0.5)
-        return measure(url, runs, settle)
+        yield url
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -132,6 +134,11 @@ def serve_and_measure(runtime, runs, settle, log_dir):
             server.kill()
             server.wait()
         log.close()
+
+
+def serve_and_measure(runtime, runs, settle, log_dir):
+    with serving(runtime, log_dir) as url:
+        return measure(url, runs, settle)
 
 
 def main():
