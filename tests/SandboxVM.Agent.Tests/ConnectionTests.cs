@@ -75,7 +75,9 @@ public class ConnectionTests : AgentTestBase
     public async Task Request_WithAnIdStillInUse_ReturnsDuplicateId_AndTheFirstOperationCompletes()
     {
         uint id = Agent.NextId();
-        await Agent.StartAsync(id, new AgentRequest { Op = Ops.Exec, Exec = Shell("echo started; sleep 1") }, Ct);
+        // The exec lasts until the test lets it end (a `sleep 1` lost the race on a loaded host: the
+        // exec ended before the second request arrived, and the id was free again).
+        await Agent.StartAsync(id, new AgentRequest { Op = Ops.Exec, Exec = Shell("echo started; while [ ! -e go ]; do sleep 0.05; done", 600_000) }, Ct);
         Assert.Equal(FrameType.Event, (await Agent.NextFrameAsync(id, Ct)).Type);
         Assert.Equal(FrameType.Stdout, (await Agent.NextFrameAsync(id, Ct)).Type);
 
@@ -83,6 +85,7 @@ public class ConnectionTests : AgentTestBase
 
         var duplicate = await Agent.CollectAsync(id, Ct);
         Assert.Equal(ErrorCodes.DuplicateId, duplicate.Error().Code);
+        await File.WriteAllBytesAsync(Path.Combine(Agent.Home, "go"), [], Ct);
         var exec = await Agent.CollectAsync(id, Ct);
         Assert.Equal(0, exec.Response(ProtocolJson.Default.ExecResult).Run!.ExitCode);
     }

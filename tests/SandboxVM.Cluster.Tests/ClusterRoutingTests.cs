@@ -59,7 +59,7 @@ public sealed class ThreeNodes : IAsyncLifetime
 /// A sandbox created through one node and used through the others: runs, a streamed run, a 50 MB file,
 /// keys checked at the edge, another caller's sandbox and an unknown id answered as on one node.
 /// </summary>
-[Trait("tier", "integration")]
+[Trait("tier", "cluster")]
 public sealed class ClusterRoutingTests(ThreeNodes nodes) : IClassFixture<ThreeNodes>
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

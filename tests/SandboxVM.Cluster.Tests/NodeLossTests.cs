@@ -12,7 +12,7 @@ namespace SandboxVM.Cluster.Tests;
 /// dead node's sandbox answers <c>sandbox_lost</c> once Orleans declares the node dead (1 s probes, 2
 /// missed, configured by <see cref="TestCluster"/>), the other nodes' sandboxes never notice.
 /// </summary>
-[Trait("tier", "integration")]
+[Trait("tier", "cluster")]
 public sealed class NodeLossTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

@@ -6,7 +6,7 @@ using System.Text.Json;
 namespace SandboxVM.Cluster.Tests;
 
 /// <summary>One-shot runs go to the least loaded node when no node has a ready clone of their template.</summary>
-[Trait("tier", "integration")]
+[Trait("tier", "cluster")]
 public sealed class RunPlacementTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

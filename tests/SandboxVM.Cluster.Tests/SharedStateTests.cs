@@ -10,7 +10,7 @@ namespace SandboxVM.Cluster.Tests;
 /// sandboxes and a dead node's paused ones resume on another node with their files, and two nodes asked
 /// at once do not both take one. The test nodes' pause keeps a sandbox's /tmp and home (FileSavingRuntime).
 /// </summary>
-[Trait("tier", "integration")]
+[Trait("tier", "cluster")]
 public sealed class SharedStateTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;

@@ -72,6 +72,8 @@ public sealed class CommandEndpointTests(LocalAgentServer server) : IClassFixtur
     {
         await using var sb = await CreateAsync();
         var started = await sb.Commands.StartAsync("trap '' TERM; echo ready; sleep 1000 & wait", cancellationToken: Ct);
+        // The kill goes after the trap is set (sent at once, it beat the trap on a loaded host: signal 15).
+        await KeyLimitTests.WaitUntilAsync(async () => (await sb.Commands.GetAsync(started.Id, cancellationToken: Ct)).Stdout == "ready\n");
 
         var killed = await sb.Commands.KillAsync(started.Id, cancellationToken: Ct);
 

@@ -8,11 +8,6 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using SandboxVM.Core.Runs;
 
-// Servers in this assembly start one at a time for now: side by side (2x cores) the suite took 1 m 20 s
-// instead of 2 m 44 s, but a clean-clone CI run then failed once on a race of its own (a log line read
-// before it was written, now waited for); run side by side again once the suite has been soaked that way.
-[assembly: CollectionBehavior(DisableTestParallelization = true)]
-
 namespace SandboxVM.Server.Tests;
 
 /// <summary>

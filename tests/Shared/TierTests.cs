@@ -5,14 +5,15 @@ namespace SandboxVM.Testing;
 /// <summary>
 /// Every test class names its tier (docs/CONTRIBUTING.md): <c>unit</c> (no processes, no sockets but
 /// in-process loopback), <c>integration</c> (real processes: the agent, bubblewrap, a real server on
-/// loopback) or <c>vm</c> (QEMU, gVisor, template images, mmdebstrap). <c>scripts/test.sh --fast</c>
-/// runs only unit and integration, so a class without a tier would silently drop out of it: this
-/// check, linked into every test project and itself a unit test, fails instead.
+/// loopback), <c>cluster</c> (several server nodes and a redis-server) or <c>vm</c> (QEMU, gVisor,
+/// template images, mmdebstrap). <c>scripts/test.sh --fast</c> runs only unit and integration, so a
+/// class without a tier would silently drop out of it: this check, linked into every test project and
+/// itself a unit test, fails instead.
 /// </summary>
 [Trait("tier", "unit")]
 public sealed class TierTests
 {
-    public static readonly string[] Tiers = ["unit", "integration", "vm"];
+    public static readonly string[] Tiers = ["unit", "integration", "cluster", "vm"];
 
     [Fact]
     public void EveryTestClass_HasExactlyOneKnownTier()
@@ -31,7 +32,7 @@ public sealed class TierTests
             }
         }
         Assert.True(wrong.Count == 0,
-            "each test class needs exactly one [Trait(\"tier\", \"unit\"|\"integration\"|\"vm\")] (docs/CONTRIBUTING.md); these have none or another:\n"
+            "each test class needs exactly one [Trait(\"tier\", \"unit\"|\"integration\"|\"cluster\"|\"vm\")] (docs/CONTRIBUTING.md); these have none or another:\n"
             + string.Join('\n', wrong));
     }
 
