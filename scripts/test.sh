@@ -31,8 +31,24 @@ status=0
 # of CPU, not 100). Builds are deterministic, so the dlls' hashes (written at publish) tell; their
 # times do not (building a test project rewrites the agent's dll unchanged).
 agent_sources="src/SandboxVM.Agent/bin/Release/net10.0/linux-x64/sandboxvm-agent.dll src/SandboxVM.Agent/bin/Release/net10.0/linux-x64/SandboxVM.Protocol.dll"
+# `fast_tiers serial` (the full run, CI) starts each project's runner after the previous one ended: CI has
+# time to spare, and one project at a time keeps the host's load (and timing-sensitive tests) as they were.
+wait_runners() {
+  for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then
+      status=1
+      # Failed tests are in the summary below; a runner that ended without results left only its output.
+      if [ ! -s "$results/${names[$i]}.trx" ]; then
+        echo "${names[$i]} ended without results; the end of $logs/${names[$i]}.log:"
+        tail -n 40 "$logs/${names[$i]}.log"
+      fi
+    fi
+  done
+  pids=()
+  names=()
+}
 fast_tiers() {
-  local logs="$results/logs" agent=artifacts/agent/sandboxvm-agent csproj project dir pids=() names=()
+  local mode=${1:-parallel} logs="$results/logs" agent=artifacts/agent/sandboxvm-agent csproj project dir pids=() names=()
   mkdir -p "$logs"
   if [ -z "${SANDBOXVM_AGENT_BINARY:-}" ] && [ -x "$agent" ]; then
     if sha256sum --status -c "$agent.sources" 2>/dev/null; then
@@ -53,17 +69,11 @@ fast_tiers() {
       -reporter quiet -trx "$results/$project.trx") >"$logs/$project.log" 2>&1 &
     pids+=("$!")
     names+=("$project")
-  done
-  for i in "${!pids[@]}"; do
-    if ! wait "${pids[$i]}"; then
-      status=1
-      # Failed tests are in the summary below; a runner that ended without results left only its output.
-      if [ ! -s "$results/${names[$i]}.trx" ]; then
-        echo "${names[$i]} ended without results; the end of $logs/${names[$i]}.log:"
-        tail -n 40 "$logs/${names[$i]}.log"
-      fi
+    if [ "$mode" = serial ]; then
+      wait_runners
     fi
   done
+  wait_runners
 }
 
 if [ "$fast" = 1 ]; then
@@ -87,10 +97,10 @@ else
   eval "$(artifacts/cli/sandboxvm templates vm-images cpp-algorithm)"
   export SANDBOXVM_KERNEL SANDBOXVM_INITRD SANDBOXVM_ROOTFS_IMG
   rm -rf "$results"
-  # The fast tiers first, projects side by side; then the cluster tier (redis-server and server nodes,
+  # The fast tiers first, one project at a time; then the cluster tier (redis-server and server nodes,
   # installed above), then the vm tier one project at a time: two projects of TCG guests and gVisor
   # sandboxes at once on a 2-core host took load to 12 and timed runs out.
-  fast_tiers
+  fast_tiers serial
   for tier in cluster vm; do
     for project in $(grep -rl --include='*.cs' "Trait(\"tier\", \"$tier\")" tests | cut -d/ -f2 | sort -u); do
       dotnet test "tests/$project" -c Release --no-build --filter "tier=$tier" \
