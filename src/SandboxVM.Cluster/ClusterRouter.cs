@@ -172,7 +172,7 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
         {
             return false;
         }
-        if (placement.ChooseOther() is not { } target)
+        if (await placement.ChooseOtherNowAsync(context.RequestAborted) is not { } target)
         {
             await Problems.Write(context, 503, ClusterProblemCodes.NodeDraining, null,
                 "this node is draining and no other node takes new work; try again", TimeSpan.FromSeconds(1));

@@ -46,8 +46,9 @@ internal sealed partial class RunPlacement(PoolManager pools, TemplateRegistry t
 {
     private volatile IReadOnlyList<NodeFigures> _others = [];
 
-    /// <summary>Each active node's last figures read (used only by the reading loop).</summary>
+    /// <summary>Each active node's last figures read (used only under <see cref="_refreshing"/>).</summary>
     private Dictionary<SiloAddress, NodeFigures> _last = [];
+    private readonly SemaphoreSlim _refreshing = new(1, 1);
 
     /// <summary>This node's figures now.</summary>
     public NodeFigures Own() => new(node.Url.ToString(),
@@ -82,6 +83,28 @@ internal sealed partial class RunPlacement(PoolManager pools, TemplateRegistry t
     /// <summary>Publishes this node's figures now (a drain: the others stop placing work here within their next read).</summary>
     public Task PublishNowAsync() => grains.GetGrain<INodeFiguresGrain>(silo.SiloAddress.ToParsableString()).PublishAsync(Own());
 
+    /// <summary>
+    /// Another node that takes new work for a draining node. When none is known the figures are read again at
+    /// once (a node that joined or published since the last read, e.g. a drain moments after the cluster
+    /// started): null only when there is still none.
+    /// </summary>
+    public async Task<string?> ChooseOtherNowAsync(CancellationToken cancellationToken)
+    {
+        if (ChooseOther() is { } known)
+        {
+            return known;
+        }
+        try
+        {
+            await RefreshAsync(cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            LogFiguresFailed(logger, e.Message);
+        }
+        return ChooseOther();
+    }
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
@@ -89,34 +112,48 @@ internal sealed partial class RunPlacement(PoolManager pools, TemplateRegistry t
         {
             try
             {
-                string self = silo.SiloAddress.ToParsableString();
-                await grains.GetGrain<INodeFiguresGrain>(self).PublishAsync(Own());
-                var active = membership.CurrentSnapshot.Members.Values
-                    .Where(m => m.Status == SiloStatus.Active && !m.SiloAddress.Equals(silo.SiloAddress))
-                    .Select(m => m.SiloAddress).ToList();
-                var figures = await Task.WhenAll(active.Select(async address =>
-                {
-                    try
-                    {
-                        // Null: the grain was (re)activated and the node has not published since (within a second).
-                        return await grains.GetGrain<INodeFiguresGrain>(address.ToParsableString()).GetAsync()
-                            .WaitAsync(TimeSpan.FromSeconds(2), stoppingToken) ?? _last.GetValueOrDefault(address);
-                    }
-                    catch (Exception e) when (e is TimeoutException or OrleansException)
-                    {
-                        // A read that timed out on a loaded host is not a node that left: its last figures stand
-                        // until membership drops it (CI: a drain answered "no other node" for one second).
-                        return _last.GetValueOrDefault(address);
-                    }
-                }));
-                _last = active.Zip(figures).Where(p => p.Second is not null).ToDictionary(p => p.First, p => p.Second!);
-                // A draining node takes no new work.
-                _others = [.. figures.OfType<NodeFigures>().Where(f => !f.Draining)];
+                await RefreshAsync(stoppingToken);
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
                 LogFiguresFailed(logger, e.Message);
             }
+        }
+    }
+
+    /// <summary>Publishes this node's figures and reads every other active node's (one at a time: the loop and a draining node's call).</summary>
+    private async Task RefreshAsync(CancellationToken cancellationToken)
+    {
+        await _refreshing.WaitAsync(cancellationToken);
+        try
+        {
+            string self = silo.SiloAddress.ToParsableString();
+            await grains.GetGrain<INodeFiguresGrain>(self).PublishAsync(Own());
+            var active = membership.CurrentSnapshot.Members.Values
+                .Where(m => m.Status == SiloStatus.Active && !m.SiloAddress.Equals(silo.SiloAddress))
+                .Select(m => m.SiloAddress).ToList();
+            var figures = await Task.WhenAll(active.Select(async address =>
+            {
+                try
+                {
+                    // Null: the grain was (re)activated and the node has not published since (within a second).
+                    return await grains.GetGrain<INodeFiguresGrain>(address.ToParsableString()).GetAsync()
+                        .WaitAsync(TimeSpan.FromSeconds(2), cancellationToken) ?? _last.GetValueOrDefault(address);
+                }
+                catch (Exception e) when (e is TimeoutException or OrleansException)
+                {
+                    // A read that timed out on a loaded host is not a node that left: its last figures stand
+                    // until membership drops it.
+                    return _last.GetValueOrDefault(address);
+                }
+            }));
+            _last = active.Zip(figures).Where(p => p.Second is not null).ToDictionary(p => p.First, p => p.Second!);
+            // A draining node takes no new work.
+            _others = [.. figures.OfType<NodeFigures>().Where(f => !f.Draining)];
+        }
+        finally
+        {
+            _refreshing.Release();
         }
     }
 

@@ -91,9 +91,10 @@ public sealed class SharedStateTests
         using var admin = nodeA.Client(TestCluster.Admin);
         admin.Timeout = TimeSpan.FromSeconds(90);
         var drain = admin.PostAsync("v1/admin/drain", null, Ct);
-        // Once A drains, a one-shot run and a create sent to A are served by B.
+        // Once A drains, a one-shot run and a create sent to A are served by B (a 503 node_draining, to be
+        // retried, is what A answers while it knows no other node yet).
         var clock = Stopwatch.StartNew();
-        while (await RunPlacementTests.OneShotAsync(a) != urlB)
+        while (await OneShotThroughDrainingAsync(a) != urlB)
         {
             Assert.False(drain.IsCompleted, "the drain ended before a run through A was relayed");
             Assert.True(clock.Elapsed < TimeSpan.FromSeconds(12), "runs through the draining node still ran there");
@@ -118,6 +119,23 @@ public sealed class SharedStateTests
         var (after, servedBy) = await RunRetryingAsync(b, busy, "cat /tmp/d");
         Assert.Equal("done\n", after.GetProperty("stdout").GetString());
         Assert.Equal(urlB, servedBy);
+    }
+
+    /// <summary>A one-shot run through a draining node: the node that ran it, or null for a 503 <c>node_draining</c> with Retry-After.</summary>
+    private static async Task<string?> OneShotThroughDrainingAsync(HttpClient http)
+    {
+        using var response = await http.PostAsJsonAsync("v1/run", new { template = TestCluster.Template, code = "echo ok" }, Ct);
+        string body = await response.Content.ReadAsStringAsync(Ct);
+        if (response.StatusCode == HttpStatusCode.ServiceUnavailable)
+        {
+            Assert.Equal("node_draining", JsonDocument.Parse(body).RootElement.GetProperty("code").GetString());
+            Assert.NotNull(response.Headers.RetryAfter);
+            await Task.Delay(response.Headers.RetryAfter.Delta ?? TimeSpan.FromSeconds(1), Ct);
+            return null;
+        }
+        Assert.True(response.StatusCode == HttpStatusCode.OK, body);
+        Assert.Equal("ok\n", JsonDocument.Parse(body).RootElement.GetProperty("stdout").GetString());
+        return response.Headers.TryGetValues("SandboxVM-Node", out var node) ? node.Single() : null;
     }
 
     [Fact]
