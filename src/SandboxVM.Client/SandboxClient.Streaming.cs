@@ -190,18 +190,16 @@ public sealed partial class SandboxClient
         }
     }
 
-    /// <summary>A command's stream: output events, then <c>result</c> whose data is the command.</summary>
+    /// <summary>A command's stream: output events as a run's, then <c>result</c> whose data is the command.</summary>
     private static object? ToCommandEvent(SseItem<string> sse, HttpResponseMessage response)
     {
+        if (sse.EventType != "result")
+        {
+            return ToRunEvent(sse, response);
+        }
         try
         {
-            return sse.EventType switch
-            {
-                "stdout" => new StdoutEvent(Parse(sse, SandboxJson.Default.StreamText).Text ?? ""),
-                "stderr" => new StderrEvent(Parse(sse, SandboxJson.Default.StreamText).Text ?? ""),
-                "result" => Parse(sse, SandboxJson.Default.SandboxCommand),
-                _ => null,
-            };
+            return Parse(sse, SandboxJson.Default.SandboxCommand);
         }
         catch (JsonException ex)
         {
