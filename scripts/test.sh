@@ -90,6 +90,10 @@ if [ "$fast" = 1 ]; then
 else
   scripts/install-deps.sh
   scripts/build.sh
+  # Each change to the agent or a template makes new images (0.2-0.7 GB each) in the cache outside the
+  # checkout; on a machine that tests many commits they filled the disk (74 GB in a day, seen). Entries
+  # the current templates need and those used in the last 6 hours stay.
+  artifacts/cli/sandboxvm cache gc --older-than 6h | tail -n 1 || echo "note: the image cache collection did not remove everything (above)"
   artifacts/cli/sandboxvm templates build
 
   export SANDBOXVM_AGENT="$PWD/artifacts/agent/sandboxvm-agent"
@@ -145,6 +149,13 @@ for f in glob.glob(sys.argv[1] + "/*.junit.xml"):  # pytest
         else: passed += 1
 for name, text in failures:
     print(f"FAILED {name}\n{text}\n")
+if failures:
+    # An internal error's answer points at the server log: the functional servers' warnings and errors.
+    for f in sorted(glob.glob(sys.argv[1] + "/logs/*.server.log")):
+        lines = open(f, errors="replace").read().splitlines()
+        if lines:
+            print(f"--- the last {min(len(lines), 80)} of {len(lines)} lines of {f}")
+            print("\n".join(lines[-80:])[-12000:])
 print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")
 PY
 if [ "$fast" = 1 ]; then

@@ -79,6 +79,12 @@ public sealed record HostCommand(string FileName, IReadOnlyList<string> Argument
 
     /// <summary>How many of the last lines of stderr (or stdout) a failure reports.</summary>
     public int TailLines { get; init; } = 30;
+
+    /// <summary>
+    /// How many of the first lines of stderr (or stdout) are reported too, before the tail: a Go program's
+    /// panic names its cause first and then prints a stack longer than any tail (runsc).
+    /// </summary>
+    public int HeadLines { get; init; }
 }
 
 /// <summary>How a command ended.</summary>
@@ -148,21 +154,14 @@ public static class HostProcess
 
         var gate = new Lock();
         var stdout = new StringBuilder();
-        var stderrTail = new Queue<string>();
-        var stdoutTail = new Queue<string>();
-        void Keep(Queue<string> tail, string line)
-        {
-            tail.Enqueue(line);
-            if (tail.Count > command.TailLines)
-            {
-                tail.Dequeue();
-            }
-        }
+        var stderrTail = new KeptLines(command.HeadLines, command.TailLines);
+        var stdoutTail = new KeptLines(command.HeadLines, command.TailLines);
+        void Keep(KeptLines tail, string line) => tail.Add(line);
         string Tail()
         {
             lock (gate)
             {
-                return string.Join('\n', stderrTail.Count > 0 ? stderrTail : stdoutTail);
+                return (stderrTail.Count > 0 ? stderrTail : stdoutTail).ToString();
             }
         }
 
@@ -190,7 +189,7 @@ public static class HostProcess
                 {
                     throw;
                 }
-                throw new ExternalCommandException(display, process.ExitCode, string.Join('\n', stderrTail.Append(e.Message)));
+                throw new ExternalCommandException(display, process.ExitCode, stderrTail.Count > 0 ? stderrTail + "\n" + e.Message : e.Message);
             }
         }
         else
@@ -355,5 +354,37 @@ public static class HostProcess
         {
             onLine(line);
         }
+    }
+}
+
+/// <summary>The first <c>head</c> and the last <c>tail</c> lines of a stream, and (with a head) how many were left out between.</summary>
+internal sealed class KeptLines(int head, int tail)
+{
+    private readonly List<string> _head = [];
+    private readonly Queue<string> _tail = new();
+
+    /// <summary>Lines seen.</summary>
+    public int Count { get; private set; }
+
+    public void Add(string line)
+    {
+        Count++;
+        if (_head.Count < head)
+        {
+            _head.Add(line);
+            return;
+        }
+        _tail.Enqueue(line);
+        if (_tail.Count > tail)
+        {
+            _tail.Dequeue();
+        }
+    }
+
+    public override string ToString()
+    {
+        int skipped = Count - _head.Count - _tail.Count;
+        // Without a head it is a plain tail, as it always was.
+        return string.Join('\n', skipped > 0 && head > 0 ? [.. _head, $"[... {skipped} lines ...]", .. _tail] : _head.Concat(_tail));
     }
 }

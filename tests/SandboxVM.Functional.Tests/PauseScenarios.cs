@@ -238,6 +238,28 @@ public abstract class PauseScenarios(ServerFixture server)
     }
 
     [Fact]
+    public async Task WithTheStateDirectoryFull_PauseAndForkAre503NamingIt_AndTheSandboxGoesOn()
+    {
+        await using var made = new Made(server);
+        string id = await CreateAsync(made);
+        await RunAsync(id, "x = 7\n");
+        int sandboxes = (await GetAsync("/v1/sandboxes")).Body.GetProperty("sandboxes").GetArrayLength();
+
+        // Where a fork's image and a paused sandbox are written: each a 1 MiB file system, full at once.
+        foreach (var (dir, verb) in new[] { ("forks", "fork"), ("paused", "pause") })
+        {
+            await using var full = await TinyFileSystem.MountAsync(Path.Combine(server.StateDir, dir));
+            var refused = await PostAsync($"/v1/sandboxes/{id}/{verb}");
+            Assert.True(refused.Status == HttpStatusCode.ServiceUnavailable && refused.Code == $"{verb}_failed", refused.ToString());
+            Assert.Contains("no space left", refused.Body.GetProperty("detail").GetString());
+            Assert.Equal("running", (await GetAsync($"/v1/sandboxes/{id}")).State);
+            Assert.Equal("7\n", (await RunAsync(id, "print(x)\n")).Stdout);
+        }
+        // No fork was left behind.
+        Assert.Equal(sandboxes, (await GetAsync("/v1/sandboxes")).Body.GetProperty("sandboxes").GetArrayLength());
+    }
+
+    [Fact]
     public async Task Mistakes_AreProblemsWithStableCodes()
     {
         await using var made = new Made(server);

@@ -84,6 +84,18 @@ public abstract class ServerFixture : IAsyncLifetime
         await StartServerAsync(agent);
     }
 
+    /// <summary>This server's warnings and errors (artifacts/test-results/logs/functional-RUNTIME-ID.server.log).</summary>
+    internal ServerLogFile LogFile => _logFile ??= new(Path.Combine(LogDirectory(), $"functional-{Runtime}-{Guid.NewGuid().ToString("N")[..8]}.server.log"));
+
+    private ServerLogFile? _logFile;
+
+    private static string LogDirectory()
+    {
+        string dir = Path.Combine(RepoRoot(), "artifacts", "test-results", "logs");
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+
     private async Task StartServerAsync(string agent)
     {
         _app = SandboxVM.Server.ServerApp.Build([], o =>
@@ -103,7 +115,11 @@ public abstract class ServerFixture : IAsyncLifetime
             o.CacheGcOnStart = false;  // tests share the host's image cache; collecting it is not theirs to do
             o.StateDir = StateDir;
             Configure(o);
-        }, "http://127.0.0.1:0", services => services.AddSingleton<SandboxVM.Egress.IEgressResolver, TestResolver>());
+        }, "http://127.0.0.1:0", services =>
+        {
+            services.AddSingleton<SandboxVM.Egress.IEgressResolver, TestResolver>();
+            services.AddSingleton<Microsoft.Extensions.Logging.ILoggerProvider>(LogFile);
+        });
         await _app.StartAsync();
         var catalog = _app.Services.GetRequiredService<TemplateCatalog>();
         foreach (var t in catalog.All.Where(t => TemplateCatalog.UnavailableReason(t) is null))

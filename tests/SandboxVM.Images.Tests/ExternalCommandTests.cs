@@ -47,6 +47,17 @@ public sealed class ExternalCommandTests
     }
 
     [Fact]
+    public async Task AFailure_WithHeadLines_ReportsItsFirstLinesToo_AndHowManyWereLeftOut()
+    {
+        // As a Go panic prints: the cause first, then a stack longer than any tail.
+        var script = "echo 'panic: no space left on device' >&2; for i in $(seq 1 100); do echo frame$i >&2; done; exit 2";
+
+        var result = await HostProcess.RunAsync(new HostCommand("sh", ["-c", script]) { HeadLines = 2, TailLines = 3 }, TestContext.Current.CancellationToken);
+
+        Assert.Equal("panic: no space left on device\nframe1\n[... 96 lines ...]\nframe98\nframe99\nframe100", result.OutputTail);
+    }
+
+    [Fact]
     public async Task RunAsync_WhenProgramIsMissing_Throws()
     {
         var e = await Assert.ThrowsAsync<ExternalCommandException>(() =>

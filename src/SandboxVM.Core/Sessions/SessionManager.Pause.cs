@@ -93,6 +93,7 @@ public sealed partial class SessionManager
             VmSpec spec = session.SavedSpec ??= await _pools.GetSpecAsync(session.Template, CancellationToken.None);
             CreatePrivateDirectory(PausedRoot);
             Directory.CreateDirectory(Path.Combine(build, ImageDirName));
+            EnsureRoomToSave(spec, build);
             await ThawForSaveAsync(session, vm);
             // Not the caller's token: a client that goes away must not leave a half-saved sandbox.
             saved = await saver.SaveAsync(vm, spec, Path.Combine(build, ImageDirName), keepRunning: false, CancellationToken.None);
@@ -103,6 +104,7 @@ public sealed partial class SessionManager
         }
         catch (Exception e)
         {
+            string why = DescribeSaveError(e, build);
             TryDeleteDirectory(build);
             session.PauseFailed();
             LogPauseFailed(_logger, session.Id, e);
@@ -111,7 +113,7 @@ public sealed partial class SessionManager
                 await EndAsync(session, "its VM stopped while it was being paused");
             }
             throw new RunRequestException(ProblemCodes.PauseFailed, null,
-                $"sandbox '{session.Id}' could not be paused and {(vm.Exited.IsCompleted ? "has ended" : "keeps running")}: {DescribeSaveError(e)}",
+                $"sandbox '{session.Id}' could not be paused and {(vm.Exited.IsCompleted ? "has ended" : "keeps running")}: {why}",
                 RefusalKind.Unavailable);
         }
         // Its teardown (the process's exit, cgroup, run directory) goes on off the request path; shutdown waits for it.
@@ -253,7 +255,7 @@ public sealed partial class SessionManager
                     await _tracker.KillAsync(t.Result.Vm);
                 }
                 LogForkFailed(_logger, id, e);
-                throw new RunRequestException(ProblemCodes.ForkFailed, null, $"sandbox '{id}' could not be forked: {DescribeSaveError(e)}", RefusalKind.Unavailable);
+                throw new RunRequestException(ProblemCodes.ForkFailed, null, $"sandbox '{id}' could not be forked: {DescribeSaveError(e, null)}", RefusalKind.Unavailable);
             }
             foreach (var lease in restores.Select(t => t.Result))
             {
@@ -278,7 +280,7 @@ public sealed partial class SessionManager
         catch (Exception e) when (e is not RunRequestException and not OperationCanceledException)
         {
             LogForkFailed(_logger, id, e);
-            throw new RunRequestException(ProblemCodes.ForkFailed, null, $"sandbox '{id}' could not be forked: {DescribeSaveError(e)}", RefusalKind.Unavailable);
+            throw new RunRequestException(ProblemCodes.ForkFailed, null, $"sandbox '{id}' could not be forked: {DescribeSaveError(e, build)}", RefusalKind.Unavailable);
         }
         finally
         {
@@ -305,6 +307,7 @@ public sealed partial class SessionManager
     /// </summary>
     private async Task<SavedSandbox> SaveRunningAsync(SandboxSession source, ISandboxSaver saver, VmSpec spec, string image)
     {
+        EnsureRoomToSave(spec, image);
         await EnterAsync(source, CancellationToken.None);
         try
         {
@@ -338,17 +341,70 @@ public sealed partial class SessionManager
         return new LeasedVm(vm, VmSource.Restore, clock.Elapsed);
     }
 
-    /// <summary>A full disk is the one save failure a caller can act on (and is told); other host detail stays in the log.</summary>
-    private static string DescribeSaveError(Exception e)
+    /// <summary>
+    /// Refuses a save before it starts when the state directory has less room than the sandbox's memory (an
+    /// image is at most that: QEMU's RAM file, gVisor's memory file, each plus a little device state). Not
+    /// only a clearer answer: runsc 20240729 panics when a checkpoint's write fails, and the sandbox dies.
+    /// </summary>
+    private static void EnsureRoomToSave(VmSpec spec, string directory)
     {
+        long free = AvailableBytes(directory);
+        if (free < (long)spec.MemoryMib << 20)
+        {
+            throw new NoRoomToSaveException($"{NoSpace}: {free >> 20} MiB free, up to {spec.MemoryMib} MiB needed (the sandbox's memory)");
+        }
+    }
+
+    /// <summary>A save refused before it started, for want of room (the message is the caller's to read).</summary>
+    private sealed class NoRoomToSaveException(string message) : IOException(message);
+
+    private const string NoSpace = "no space left in the server's state directory";
+
+    /// <summary>
+    /// Why a save failed, as the caller may read it: a full disk is the one failure a caller can act on
+    /// (and is told); other host detail stays in the log. A full file system under <paramref name="written"/>
+    /// (the image's directory, before the partial image is removed) is named whatever the saver said:
+    /// runsc 20240729's checkpoint ends in a nil-pointer panic when its write fails, not in the kernel's error.
+    /// </summary>
+    private static string DescribeSaveError(Exception e, string? written)
+    {
+        if (e is NoRoomToSaveException refused)
+        {
+            return refused.Message;
+        }
         for (Exception? x = e; x is not null; x = x.InnerException)
         {
-            if (x.Message.Contains("No space left on device", StringComparison.Ordinal))
+            // The kernel's words (QEMU; Go errors are in lower case) and .NET's for a failed preallocation.
+            if (x.Message.Contains("no space left on device", StringComparison.OrdinalIgnoreCase)
+                || x.Message.Contains("because the disk was full", StringComparison.Ordinal))
             {
-                return "no space left in the server's state directory";
+                return NoSpace;
             }
         }
-        return CallerErrors.Describe(e);
+        return written is not null && AvailableBytes(written) < FullBelowBytes ? NoSpace : CallerErrors.Describe(e);
+    }
+
+    /// <summary>Free space under which a failed save is put down to a full file system.</summary>
+    private const long FullBelowBytes = 16L << 20;
+
+    /// <summary>Bytes free to this process on the file system holding <paramref name="path"/> (or its nearest existing parent); max when unknown.</summary>
+    private static long AvailableBytes(string path)
+    {
+        for (string? dir = path; dir is not null; dir = Path.GetDirectoryName(dir))
+        {
+            if (Directory.Exists(dir))
+            {
+                try
+                {
+                    return new DriveInfo(dir).AvailableFreeSpace;
+                }
+                catch (Exception x) when (x is IOException or UnauthorizedAccessException or ArgumentException)
+                {
+                    return long.MaxValue;
+                }
+            }
+        }
+        return long.MaxValue;
     }
 
     /// <summary>The record next to a paused sandbox's image: enough for a later server to list and resume it.</summary>

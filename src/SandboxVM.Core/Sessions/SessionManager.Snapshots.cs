@@ -109,7 +109,7 @@ public sealed partial class SessionManager
         catch (Exception e) when (e is not RunRequestException and not OperationCanceledException)
         {
             LogSnapshotFailed(_logger, id, e);
-            throw new RunRequestException(ProblemCodes.SnapshotFailed, null, $"sandbox '{id}' could not be saved as '{name}': {DescribeSaveError(e)}",
+            throw new RunRequestException(ProblemCodes.SnapshotFailed, null, $"sandbox '{id}' could not be saved as '{name}': {DescribeSaveError(e, build)}",
                 RefusalKind.Unavailable);
         }
         finally

@@ -69,6 +69,8 @@ internal sealed class Runsc(string path, string stateDir, string platform, bool 
             Environment = _environment,
             Timeout = timeout,
             MaxStdoutChars = 8 * 1024,
+            // A failed checkpoint prints the sentry's error and then its goroutine's stack: keep both ends.
+            HeadLines = 5,
         }, cancellationToken);
         return (result.ExitCode, result.Output);
     }
