@@ -1,12 +1,16 @@
 using System.Net;
 using System.Net.Http.Json;
+using System.Text;
 using System.Text.Json;
+using System.Text.RegularExpressions;
+using SandboxVM.Client;
 
 namespace SandboxVM.Functional.Tests;
 
 /// <summary>
-/// Commands in a sandbox on every runtime: a foreground command runs as the sandbox user, and a background
-/// one keeps the sandbox from being frozen until it is killed.
+/// Commands and terminals in a sandbox on every runtime: a foreground command runs as the sandbox user, a
+/// background one keeps the sandbox from being frozen until it is killed, and a terminal is a real
+/// pseudo-terminal in the guest (the C# SDK's client over the WebSocket).
 /// </summary>
 public abstract class CommandScenarios(ServerFixture server)
 {
@@ -30,6 +34,49 @@ public abstract class CommandScenarios(ServerFixture server)
 
     private async Task<bool> FrozenAsync(string id) =>
         (await SendAsync(HttpMethod.Get, $"/v1/sandboxes/{id}", null, HttpStatusCode.OK)).GetProperty("frozen").GetBoolean();
+
+    [Fact]
+    public async Task Terminal_IsAPseudoTerminalOfTheSandboxUser_FollowsResize_AndEndsWithItsExitCode()
+    {
+        using var client = new SandboxClient(server.BaseUrl);
+        await using var sb = await client.CreateSandboxAsync("python-data-analysis", cancellationToken: Ct);
+        await using var term = await sb.OpenTerminalAsync(cols: 100, rows: 30, cancellationToken: Ct);
+        var output = new StringBuilder();
+
+        // The shell echoes what it is sent: the mark is computed so that only the answer matches.
+        await term.WriteAsync("tty; id -u; stty size; echo mark-$((40+2))\n", Ct);
+        string text = await ReadUntilAsync(term, output, new Regex("mark-42"));
+        Assert.Matches(@"/dev/pts/\d+", text);
+        Assert.Matches(@"(?m)^1000\r?$", text);
+        Assert.Contains("30 100", text);
+
+        await term.ResizeAsync(120, 40, Ct);
+        output.Clear();
+        await term.WriteAsync("stty size; echo mark-$((40+3))\n", Ct);
+        Assert.Contains("40 120", await ReadUntilAsync(term, output, new Regex("mark-43")));
+
+        await term.WriteAsync("exit 3\n", Ct);
+        byte[] rest = new byte[4096];
+        while (await term.ReadAsync(rest, Ct) > 0)
+        {
+        }
+        Assert.Equal(3, term.ExitCode);
+    }
+
+    /// <summary>Reads until <paramref name="pattern"/> shows in what the terminal printed (a minute at most: TCG guests are slow).</summary>
+    private static async Task<string> ReadUntilAsync(SandboxTerminal term, StringBuilder output, Regex pattern)
+    {
+        byte[] buffer = new byte[4096];
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        deadline.CancelAfter(TimeSpan.FromSeconds(60));
+        while (!pattern.IsMatch(output.ToString()))
+        {
+            int n = await term.ReadAsync(buffer, deadline.Token);
+            Assert.True(n > 0, $"the terminal ended before '{pattern}': {output}");
+            output.Append(Encoding.UTF8.GetString(buffer, 0, n));
+        }
+        return output.ToString();
+    }
 
     [Fact]
     public async Task Commands_RunAsTheSandboxUser_AndABackgroundOneKeepsTheSandboxAwakeUntilKilled()
