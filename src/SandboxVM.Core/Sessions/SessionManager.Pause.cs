@@ -486,6 +486,73 @@ public sealed partial class SessionManager
     public bool IsPausedInSharedState(string id) =>
         _options.SharedStateDir is not null && IsSafeId(id) && File.Exists(Path.Combine(PausedRoot, id, RecordFileName));
 
+    /// <summary>How often a node looks for paused images in the shared state directory that no node holds.</summary>
+    internal static readonly TimeSpan SharedSweepInterval = TimeSpan.FromMinutes(10);
+
+    /// <summary>How long a half-written pause (<c>.tmp-*</c>) in the shared directory may be another node's save in progress.</summary>
+    internal static readonly TimeSpan SharedLeftoverAge = TimeSpan.FromDays(1);
+
+    private DateTimeOffset _nextSharedSweep;
+
+    /// <summary>
+    /// With a shared state directory, each node's reaper removes (every <see cref="SharedSweepInterval"/>)
+    /// the paused images there that no node holds and whose paused_ttl is over (their node died or left and
+    /// no call came; a node that holds one ends it at that time itself, and nobody may resume it after), and
+    /// half-written pauses older than <see cref="SharedLeftoverAge"/>. Whichever node sweeps first removes them.
+    /// </summary>
+    internal void SweepSharedPaused(DateTimeOffset now)
+    {
+        if (_options.SharedStateDir is null || now < _nextSharedSweep)
+        {
+            return;
+        }
+        _nextSharedSweep = now + SharedSweepInterval;
+        string[] dirs;
+        try
+        {
+            dirs = Directory.Exists(PausedRoot) ? Directory.GetDirectories(PausedRoot) : [];
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            LogSweepFailed(_logger, PausedRoot, e.Message);
+            return;
+        }
+        var ttl = TimeSpan.FromSeconds(_options.PausedTtlS);
+        foreach (string dir in dirs)
+        {
+            string name = Path.GetFileName(dir);
+            if (name.Contains(".tmp-", StringComparison.Ordinal))
+            {
+                if (Directory.GetLastWriteTimeUtc(dir) < now.UtcDateTime - SharedLeftoverAge)
+                {
+                    LogSharedSwept(_logger, dir, "a pause that never finished");
+                    TryDeleteDirectory(dir);
+                }
+                continue;
+            }
+            if (_sessions.ContainsKey(name))
+            {
+                continue;
+            }
+            DateTimeOffset pausedAt;
+            try
+            {
+                pausedAt = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(dir, RecordFileName)), PausedRecordJson.Default.PausedRecord)?.PausedAt
+                    ?? throw new InvalidDataException("empty record");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or InvalidDataException)
+            {
+                // Unreadable: as old as the directory.
+                pausedAt = Directory.GetLastWriteTimeUtc(dir);
+            }
+            if (now >= pausedAt + ttl + SharedSweepInterval)
+            {
+                LogSharedSwept(_logger, dir, $"paused at {pausedAt:u}, longer than paused_ttl, held by no node");
+                TryDeleteDirectory(dir);
+            }
+        }
+    }
+
     /// <summary>
     /// For a node that leaves (drain): pauses the sandbox into the shared state directory if it runs, then
     /// lets go of it here without deleting its image, all under its run lock (a run in progress ends
@@ -613,6 +680,12 @@ public sealed partial class SessionManager
 
     [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {Id} paused into the shared state directory and let go: another node resumes it")]
     private static partial void LogHandedOff(ILogger logger, string id);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "removed {Dir} from the shared state directory: {Reason}")]
+    private static partial void LogSharedSwept(ILogger logger, string dir, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "could not look through {Dir} for paused images no node holds: {Reason}")]
+    private static partial void LogSweepFailed(ILogger logger, string dir, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "paused sandbox in {Dir} not loaded: {Reason}")]
     private static partial void LogPausedSkipped(ILogger logger, string dir, string reason);

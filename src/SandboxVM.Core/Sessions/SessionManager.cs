@@ -612,6 +612,7 @@ public sealed partial class SessionManager : IAsyncDisposable
     internal async Task ReapAsync()
     {
         var now = _time.GetUtcNow();
+        SweepSharedPaused(now);
         var freezeAfter = TimeSpan.FromSeconds(Math.Max(0, _options.SandboxFreezeAfterS));
         foreach (var session in _sessions.Values)
         {

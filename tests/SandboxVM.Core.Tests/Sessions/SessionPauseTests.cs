@@ -272,6 +272,40 @@ public sealed partial class SessionPauseTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task InTheSharedStateDir_ImagesNoNodeHolds_AreSweptOnceTheirPausedTtlIsOver_AndOnlyThose()
+    {
+        _options.SharedStateDir = Path.Combine(_root, "shared");
+        var orphan = await CreateAsync();
+        var adopted = await CreateAsync();
+        await _sessions.HandOffAsync(orphan.Id, Ct);
+        await _sessions.HandOffAsync(adopted.Id, Ct);
+        string paused = Path.Combine(_options.SharedStateDir, "paused");
+        // Another node's pause in progress, and one that never finished (its node died a day ago).
+        string saving = Directory.CreateDirectory(Path.Combine(paused, "sbx_1111.tmp-aa")).FullName;
+        string leftover = Directory.CreateDirectory(Path.Combine(paused, "sbx_2222.tmp-bb")).FullName;
+        Directory.SetLastWriteTimeUtc(leftover, _time.GetUtcNow().UtcDateTime - TimeSpan.FromDays(2));
+        await using var other = NewManager();
+        Assert.True(other.AdoptPaused(adopted.Id));
+
+        // Within paused_ttl nothing held elsewhere goes; only the dead pause does.
+        _time.Advance(TimeSpan.FromSeconds(_options.PausedTtlS - 60));
+        Directory.SetLastWriteTimeUtc(saving, _time.GetUtcNow().UtcDateTime);
+        await other.ReapAsync();
+        Assert.True(Directory.Exists(Path.Combine(paused, orphan.Id)));
+        Assert.True(Directory.Exists(saving));
+        Assert.False(Directory.Exists(leftover));
+
+        // Past it (and a sweep period): the image no node holds is removed; the held one ended with its holder's TTL.
+        _time.Advance(TimeSpan.FromSeconds(60) + SessionManager.SharedSweepInterval);
+        Directory.SetLastWriteTimeUtc(saving, _time.GetUtcNow().UtcDateTime);  // still being written
+        await other.ReapAsync();
+        Assert.False(Directory.Exists(Path.Combine(paused, orphan.Id)), "an image no node holds outlived paused_ttl");
+        Assert.False(Directory.Exists(Path.Combine(paused, adopted.Id)));
+        Assert.Empty(other.List());
+        Assert.True(Directory.Exists(saving), "a pause in progress was swept");
+    }
+
+    [Fact]
     public async Task AHandOffWithoutASharedStateDir_Is409AndTheSandboxKeepsRunning()
     {
         var s = await CreateAsync();
