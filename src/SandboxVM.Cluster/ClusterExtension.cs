@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
+using System.Text;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -76,6 +77,9 @@ public sealed class ClusterExtension(string? cluster = null) : IServerExtension
         var services = builder.Services;
         services.AddSingleton(new ClusterNode(advertise, settings));
         services.AddSingleton(new ClusterHop(secret));
+        // Share links signed alike on every node (a key of its own, derived from the secret, not the secret itself).
+        byte[] shareKey = HMACSHA256.HashData(Encoding.UTF8.GetBytes(secret), "sandboxvm share links"u8);
+        services.AddSingleton(sp => new PortShares(sp.GetRequiredService<TimeProvider>(), shareKey));
         services.AddSingleton<ITrustedHop>(sp => sp.GetRequiredService<ClusterHop>());
         services.AddHttpForwarder();
         services.AddSingleton<SandboxRegistrar>();

@@ -38,7 +38,7 @@ public static class ClusterProblemCodes
 internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager sessions, IGrainFactory grains,
     IHttpForwarder forwarder, ClusterNode node, ClusterHop hop, SandboxRegistrar registrar,
     IClusterMembershipService membership, SandboxVmOptions options, RunPlacement placement, NodeDrain drain,
-    IHostApplicationLifetime lifetime, ILogger<ClusterRouter> logger)
+    IHostApplicationLifetime lifetime, PortShares shares, ILogger<ClusterRouter> logger)
 {
     /// <summary>The node that served a call (set by that node; a forwarded answer keeps it).</summary>
     public const string NodeHeader = "SandboxVM-Node";
@@ -64,6 +64,10 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
 
     private readonly HopTransformer _transformer = new(hop, relay: false);
     private readonly HopTransformer _relay = new(hop, relay: true);
+    private readonly ShareTransformer _share = new();
+
+    /// <summary>On a share link's request forwarded to the node holding its sandbox: serve it there (no caller, no secret: a share link needs neither).</summary>
+    public const string ShareHopHeader = "SandboxVM-Cluster-Share-Hop";
 
     public async Task InvokeAsync(HttpContext context)
     {
@@ -86,6 +90,11 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
         if (path == NodesPath && HttpMethods.IsGet(context.Request.Method))
         {
             await WriteNodesAsync(context);
+            return;
+        }
+        if (path.StartsWithSegments(PortShares.Path, out var shared))
+        {
+            await RouteShareAsync(context, shared);
             return;
         }
         if (!path.StartsWithSegments(Prefix, out var rest))
@@ -111,6 +120,12 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
             await ServeHereAsync(context);
             return;
         }
+        await RouteToOwnerAsync(context, id, _transformer);
+    }
+
+    /// <summary>A call on sandbox <paramref name="id"/>, which this node does not hold: to the node that does, else the answer why not.</summary>
+    private async Task RouteToOwnerAsync(HttpContext context, string id, HttpTransformer transformer)
+    {
         SandboxPlace? place;
         try
         {
@@ -140,9 +155,33 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
             await ServeHereAsync(context);
             return;
         }
-        await ForwardAsync(context, id, place);
+        await ForwardAsync(context, id, place, transformer);
     }
 
+    /// <summary>
+    /// <c>/shared/{token}/...</c>: a share link works on every node (they sign links with one key drawn from
+    /// the cluster secret) and is served by the node holding its sandbox. A link that does not check out, or
+    /// whose sandbox is here or nowhere, gets this node's own answer.
+    /// </summary>
+    private async Task RouteShareAsync(HttpContext context, PathString rest)
+    {
+        string token = SandboxId(rest);
+        string? id = null;
+        try
+        {
+            id = token.Length > 0 ? shares.Check(token).Id : null;
+        }
+        catch (RunRequestException)
+        {
+            // Changed, made up or expired: the endpoint says which.
+        }
+        if (id is null || context.Request.Headers.ContainsKey(ShareHopHeader) || IsLocal(id))
+        {
+            await next(context);
+            return;
+        }
+        await RouteToOwnerAsync(context, id, _share);
+    }
     private Task ServeHereAsync(HttpContext context)
     {
         if (HttpMethods.IsPost(context.Request.Method))
@@ -260,10 +299,10 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
     }
 
     /// <summary>Forwards the call; the answer names the node that served it, not this one.</summary>
-    private async Task<ForwarderError> SendAsync(HttpContext context, string url)
+    private async Task<ForwarderError> SendAsync(HttpContext context, string url, HttpTransformer? transformer = null)
     {
         context.Response.Headers.Remove(NodeHeader);
-        return await forwarder.SendAsync(context, url, node.Forwarding, node.ForwardingConfig, _transformer);
+        return await forwarder.SendAsync(context, url, node.Forwarding, node.ForwardingConfig, transformer ?? _transformer);
     }
 
     /// <summary>The top-level "template" of a run request, or null (malformed bodies are the endpoint's to refuse).</summary>
@@ -293,14 +332,14 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
         return null;
     }
 
-    private async Task ForwardAsync(HttpContext context, string id, SandboxPlace place)
+    private async Task ForwardAsync(HttpContext context, string id, SandboxPlace place, HttpTransformer transformer)
     {
         // The owner enforces the upload limit; here the server-wide cap would cut a large file short.
         if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodySize)
         {
             bodySize.MaxRequestBodySize = options.MaxUploadBytes + 1;
         }
-        var error = await SendAsync(context, place.Url);
+        var error = await SendAsync(context, place.Url, transformer);
         if (error == ForwarderError.None)
         {
             return;
@@ -446,6 +485,20 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
         {
             await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
             hop.Stamp(proxyRequest, httpContext.GetCaller(), relay);
+        }
+    }
+
+    /// <summary>A share link's request as it came (it has no key to remove), marked to be served where it arrives.</summary>
+    private sealed class ShareTransformer : HttpTransformer
+    {
+        public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest,
+            string destinationPrefix, CancellationToken cancellationToken)
+        {
+            await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+            proxyRequest.Headers.Authorization = null;
+            proxyRequest.Headers.Remove(ClusterHop.SecretHeader);
+            proxyRequest.Headers.Remove(ClusterHop.CallerHeader);
+            proxyRequest.Headers.TryAddWithoutValidation(ShareHopHeader, "1");
         }
     }
 }

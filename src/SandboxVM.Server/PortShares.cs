@@ -19,10 +19,16 @@ namespace SandboxVM.Server;
 /// <c>/shared/{token}/</c>, which serves that port of that sandbox to anyone holding the link, without an API
 /// key, until it expires or the sandbox ends. The token names the sandbox, the port and the expiry and is
 /// signed (HMAC-SHA256) with a key this server draws at start, so it cannot be changed or made up, and no
-/// link outlives a server restart. See docs/API.md "Ports".
+/// link outlives a server restart (in a cluster every node signs with one key derived from the cluster's
+/// secret, so a link works through any node). See docs/API.md "Ports".
 /// </summary>
-internal sealed class PortShares(TimeProvider time)
+internal sealed class PortShares(TimeProvider time, byte[] key)
 {
+    public PortShares(TimeProvider time)
+        : this(time, RandomNumberGenerator.GetBytes(32))
+    {
+    }
+
     public const string Path = "/shared";
 
     /// <summary>Lifetime of a link when the request gives none.</summary>
@@ -31,7 +37,7 @@ internal sealed class PortShares(TimeProvider time)
     /// <summary>Longest lifetime of a link.</summary>
     public const double MaxExpiresInS = 7 * 24 * 3600;
 
-    private readonly byte[] _key = RandomNumberGenerator.GetBytes(32);
+    private readonly byte[] _key = key.Length >= 32 ? key : throw new ArgumentException("a share key has at least 32 bytes", nameof(key));
 
     /// <summary>A link's token for <paramref name="port"/> of sandbox <paramref name="id"/> until <paramref name="expires"/>.</summary>
     public string Mint(string id, int port, DateTimeOffset expires)

@@ -222,4 +222,53 @@ public sealed class ClusterRoutingTests(ThreeNodes nodes) : IClassFixture<ThreeN
         using var refused = await owner.SendAsync(forged, Ct);
         Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
     }
+
+    [Fact]
+    public async Task A_share_link_serves_its_port_through_every_node_without_a_key()
+    {
+        var cluster = nodes.Cluster;
+        using var a = cluster.Nodes[0].Client(TestCluster.Alice);
+        string id = await CreateAsync(a);
+        int port = TestCluster.FreePort();
+        using (var started = await a.PostAsJsonAsync($"v1/sandboxes/{id}/commands", new
+        {
+            cmd = $"mkdir -p site && echo shared > site/hello.txt && cd site && exec python3 -m http.server {port} --bind 127.0.0.1",
+            background = true,
+        }, Ct))
+        {
+            Assert.True(started.StatusCode == HttpStatusCode.Created, await started.Content.ReadAsStringAsync(Ct));
+        }
+        string link;
+        using (var shared = await a.PostAsJsonAsync($"v1/sandboxes/{id}/shares", new { port, expires_in_s = 600 }, Ct))
+        {
+            string text = await shared.Content.ReadAsStringAsync(Ct);
+            Assert.True(shared.StatusCode == HttpStatusCode.Created, text);
+            link = new Uri(JsonDocument.Parse(text).RootElement.GetProperty("url").GetString()!).AbsolutePath;
+        }
+
+        foreach (var node in cluster.Nodes)
+        {
+            using var anyone = new HttpClient { BaseAddress = node.Url };
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+            HttpResponseMessage got;
+            // 502 until the server in the sandbox listens.
+            while ((got = await anyone.GetAsync(link.TrimStart('/') + "hello.txt", Ct)).StatusCode == HttpStatusCode.BadGateway && DateTime.UtcNow < deadline)
+            {
+                got.Dispose();
+                await Task.Delay(200, Ct);
+            }
+            using (got)
+            {
+                Assert.True(got.StatusCode == HttpStatusCode.OK, $"{node.Url}: {(int)got.StatusCode} {await got.Content.ReadAsStringAsync(Ct)}");
+                Assert.Equal("shared\n", await got.Content.ReadAsStringAsync(Ct));
+            }
+        }
+        // A changed token is no node's link.
+        string token = link.Split('/')[2];
+        string changed = token[..5] + (token[5] == 'A' ? 'B' : 'A') + token[6..];
+        using var other = new HttpClient { BaseAddress = cluster.Nodes[2].Url };
+        using var tampered = await other.GetAsync($"shared/{changed}/hello.txt", Ct);
+        Assert.Equal(HttpStatusCode.NotFound, tampered.StatusCode);
+        Assert.Equal("share_not_found", (await tampered.Content.ReadFromJsonAsync<JsonElement>(Ct)).GetProperty("code").GetString());
+    }
 }
