@@ -65,6 +65,10 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
     private readonly HopTransformer _transformer = new(hop, relay: false);
     private readonly HopTransformer _relay = new(hop, relay: true);
     private readonly ShareTransformer _share = new();
+    private readonly E2bTransformer _e2b = new();
+
+    /// <summary>On an E2B call forwarded to the node holding its sandbox: serve it there.</summary>
+    public const string E2bHopHeader = "SandboxVM-Cluster-E2b-Hop";
 
     /// <summary>On a share link's request forwarded to the node holding its sandbox: serve it there (no caller, no secret: a share link needs neither).</summary>
     public const string ShareHopHeader = "SandboxVM-Cluster-Share-Hop";
@@ -95,6 +99,11 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
         if (path.StartsWithSegments(PortShares.Path, out var shared))
         {
             await RouteShareAsync(context, shared);
+            return;
+        }
+        if (path.StartsWithSegments(SandboxVM.Server.E2b.E2bEndpoints.Prefix, out var e2b))
+        {
+            await RouteE2bAsync(context, e2b);
             return;
         }
         if (!path.StartsWithSegments(Prefix, out var rest))
@@ -156,6 +165,28 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
             return;
         }
         await ForwardAsync(context, id, place, transformer);
+    }
+
+    /// <summary>
+    /// The E2B door (<c>/e2b</c>): a call on a sandbox (its id in the control API's path, or envd's and the
+    /// interpreter's <c>E2b-Sandbox-Id</c> header) goes to the node holding it as it came, credentials and
+    /// all: the door checks E2B's own headers itself (the X-API-KEY, the sandbox's access token), so the
+    /// owner checks them again. Creates and lists are served where they arrive (a list shows that node's
+    /// sandboxes only).
+    /// </summary>
+    private async Task RouteE2bAsync(HttpContext context, PathString rest)
+    {
+        string id = context.Request.Headers["E2b-Sandbox-Id"].ToString();
+        if (id.Length == 0 && (rest.StartsWithSegments("/sandboxes", out var tail) || rest.StartsWithSegments("/v2/sandboxes", out tail)))
+        {
+            id = SandboxId(tail);
+        }
+        if (id.Length == 0 || context.Request.Headers.ContainsKey(E2bHopHeader) || IsLocal(id))
+        {
+            await ServeHereAsync(context);
+            return;
+        }
+        await RouteToOwnerAsync(context, id, _e2b);
     }
 
     /// <summary>
@@ -499,6 +530,19 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
             proxyRequest.Headers.Remove(ClusterHop.SecretHeader);
             proxyRequest.Headers.Remove(ClusterHop.CallerHeader);
             proxyRequest.Headers.TryAddWithoutValidation(ShareHopHeader, "1");
+        }
+    }
+
+    /// <summary>An E2B call as it came (the owner checks its E2B credentials again), marked to be served where it arrives.</summary>
+    private sealed class E2bTransformer : HttpTransformer
+    {
+        public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest,
+            string destinationPrefix, CancellationToken cancellationToken)
+        {
+            await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+            proxyRequest.Headers.Remove(ClusterHop.SecretHeader);
+            proxyRequest.Headers.Remove(ClusterHop.CallerHeader);
+            proxyRequest.Headers.TryAddWithoutValidation(E2bHopHeader, "1");
         }
     }
 }

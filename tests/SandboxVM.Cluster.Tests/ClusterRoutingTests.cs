@@ -271,4 +271,59 @@ public sealed class ClusterRoutingTests(ThreeNodes nodes) : IClassFixture<ThreeN
         Assert.Equal(HttpStatusCode.NotFound, tampered.StatusCode);
         Assert.Equal("share_not_found", (await tampered.Content.ReadFromJsonAsync<JsonElement>(Ct)).GetProperty("code").GetString());
     }
+
+    [Fact]
+    public async Task The_E2B_door_reaches_a_sandbox_through_every_node()
+    {
+        var cluster = nodes.Cluster;
+        HttpClient E2b(int node)
+        {
+            var http = new HttpClient { BaseAddress = new Uri(cluster.Nodes[node].Url, "e2b/") };
+            http.DefaultRequestHeaders.Add("X-API-KEY", TestCluster.Alice);
+            return http;
+        }
+        using var a = E2b(0);
+        using var b = E2b(1);
+        using var c = E2b(2);
+        JsonElement created;
+        using (var response = await a.PostAsJsonAsync("sandboxes", new { templateID = TestCluster.Template, timeout = 300 }, Ct))
+        {
+            string text = await response.Content.ReadAsStringAsync(Ct);
+            Assert.True(response.StatusCode == HttpStatusCode.Created, $"{(int)response.StatusCode}: {text}");
+            created = JsonDocument.Parse(text).RootElement.Clone();
+        }
+        string id = created.GetProperty("sandboxID").GetString()!;
+        string token = created.GetProperty("envdAccessToken").GetString()!;
+        using (var alice = cluster.Nodes[0].Client(TestCluster.Alice))
+        {
+            Assert.Equal("ok", (await RunAsync(alice, id, "echo e2b > /tmp/door.txt")).GetProperty("status").GetString());
+        }
+
+        // The control API through another node.
+        var info = await b.GetFromJsonAsync<JsonElement>($"sandboxes/{id}", Ct);
+        Assert.Equal(id, info.GetProperty("sandboxID").GetString());
+        // envd's side through a third: chosen by the header, checked with the sandbox's token where it lives.
+        using (var read = new HttpRequestMessage(HttpMethod.Get, "files?path=/tmp/door.txt"))
+        {
+            read.Headers.Add("E2b-Sandbox-Id", id);
+            read.Headers.Add("X-Access-Token", token);
+            using var got = await c.SendAsync(read, Ct);
+            Assert.True(got.StatusCode == HttpStatusCode.OK, $"{(int)got.StatusCode}: {await got.Content.ReadAsStringAsync(Ct)}");
+            Assert.Equal("e2b\n", await got.Content.ReadAsStringAsync(Ct));
+        }
+        using (var wrong = new HttpRequestMessage(HttpMethod.Get, "files?path=/tmp/door.txt"))
+        {
+            wrong.Headers.Add("E2b-Sandbox-Id", id);
+            wrong.Headers.Add("X-Access-Token", "not-the-token");
+            using var refused = await c.SendAsync(wrong, Ct);
+            Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+        }
+
+        using (var killed = await c.DeleteAsync($"sandboxes/{id}", Ct))
+        {
+            Assert.Equal(HttpStatusCode.NoContent, killed.StatusCode);
+        }
+        using var gone = await b.GetAsync($"sandboxes/{id}", Ct);
+        Assert.Equal(HttpStatusCode.NotFound, gone.StatusCode);
+    }
 }
