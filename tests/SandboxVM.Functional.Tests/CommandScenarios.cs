@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using SandboxVM.Client;
+using SandboxVM.Testing;
 
 namespace SandboxVM.Functional.Tests;
 
@@ -63,20 +64,8 @@ public abstract class CommandScenarios(ServerFixture server)
         Assert.Equal(3, term.ExitCode);
     }
 
-    /// <summary>Reads until <paramref name="pattern"/> shows in what the terminal printed (a minute at most: TCG guests are slow).</summary>
-    private static async Task<string> ReadUntilAsync(SandboxTerminal term, StringBuilder output, Regex pattern)
-    {
-        byte[] buffer = new byte[4096];
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-        deadline.CancelAfter(TimeSpan.FromSeconds(60));
-        while (!pattern.IsMatch(output.ToString()))
-        {
-            int n = await term.ReadAsync(buffer, deadline.Token);
-            Assert.True(n > 0, $"the terminal ended before '{pattern}': {output}");
-            output.Append(Encoding.UTF8.GetString(buffer, 0, n));
-        }
-        return output.ToString();
-    }
+    private static Task<string> ReadUntilAsync(SandboxTerminal term, StringBuilder output, Regex pattern) =>
+        TerminalOutput.ReadUntilAsync(term, output, pattern, Ct);
 
     [Fact]
     public async Task Commands_RunAsTheSandboxUser_AndABackgroundOneKeepsTheSandboxAwakeUntilKilled()

@@ -5,6 +5,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using SandboxVM.Client;
+using SandboxVM.Testing;
 
 namespace SandboxVM.Server.Tests;
 
@@ -16,20 +17,8 @@ public sealed partial class PtyEndpointTests(LocalAgentServer server) : IClassFi
 
     private readonly LocalAgentServer _server = server.OrSkip();
 
-    /// <summary>Reads until <paramref name="pattern"/> shows in what the terminal printed.</summary>
-    private static async Task<string> ReadUntilAsync(SandboxTerminal term, StringBuilder output, Regex pattern)
-    {
-        byte[] buffer = new byte[4096];
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-        deadline.CancelAfter(TimeSpan.FromSeconds(60));
-        while (!pattern.IsMatch(output.ToString()))
-        {
-            int n = await term.ReadAsync(buffer, deadline.Token);
-            Assert.True(n > 0, $"the terminal ended before '{pattern}': {output}");
-            output.Append(Encoding.UTF8.GetString(buffer, 0, n));
-        }
-        return output.ToString();
-    }
+    private static Task<string> ReadUntilAsync(SandboxTerminal term, StringBuilder output, Regex pattern) =>
+        TerminalOutput.ReadUntilAsync(term, output, pattern, Ct);
 
     [Fact]
     public async Task Shell_IsATerminal_FollowsResize_AndClosesWithItsExitCode()
