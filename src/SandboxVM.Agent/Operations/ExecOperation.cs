@@ -131,8 +131,8 @@ internal static class ExecOperation
         if (request.EndUserProcesses)
         {
             // Before the listing: nothing the run started may change the outputs after they were hashed.
-            // In a one-shot VM everything but the agent is the sandbox user's: kill(-1) from the agent does.
-            bool everyoneElse = UserProcesses.IsGuestInit && request.User is null && who.Uid == state.Options.User.Uid && !state.RunDirectories.AnyBusy;
+            // In a one-shot VM or gVisor sandbox everything but the agent is the sandbox user's: kill(-1) from the agent does.
+            bool everyoneElse = UserProcesses.IsSandboxInit && request.User is null && who.Uid == state.Options.User.Uid && !state.RunDirectories.AnyBusy;
             int ended = await UserProcesses.EndAllAsync(who, state.Supervisor, everyoneElse);
             if (ended > 0)
             {
