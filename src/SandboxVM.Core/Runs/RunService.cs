@@ -215,13 +215,15 @@ public sealed partial class RunService
         {
             return null;
         }
+        // The guest's word: each part is held within the exec's round trip as the host measured it.
+        double Guest(double ms) => double.IsFinite(ms) ? Math.Clamp(ms, 0, roundTripMs) : 0;
         return new Dictionary<string, double>(StringComparer.Ordinal)
         {
-            [HostPhases.Prepare] = t.PrepareMs,
-            [HostPhases.Steps] = Math.Max(0, t.StepsMs - m.CompileMs - m.RunMs),
-            [HostPhases.EndProcesses] = t.EndProcessesMs,
-            [HostPhases.List] = t.ListMs,
-            [HostPhases.Channel] = Math.Max(0, roundTripMs - t.TotalMs),
+            [HostPhases.Prepare] = Guest(t.PrepareMs),
+            [HostPhases.Steps] = Math.Max(0, Guest(t.StepsMs) - m.CompileMs - m.RunMs),
+            [HostPhases.EndProcesses] = Guest(t.EndProcessesMs),
+            [HostPhases.List] = Guest(t.ListMs),
+            [HostPhases.Channel] = roundTripMs - Guest(t.TotalMs),
             [HostPhases.Artifacts] = artifactsMs,
         };
     }
