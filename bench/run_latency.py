@@ -75,8 +75,25 @@ def wait_for_pools(url, names, timeout_s=900):
         time.sleep(0.1)
 
 
+HOST_PHASE = "sandboxvm_server_run_host_phase_seconds_sum"
+
+
+def host_phase_sums(url, template):
+    """The server's running sums of where host_ms went, by part, for one-shot runs of template (seconds)."""
+    with urllib.request.urlopen(url + "/metrics") as r:
+        text = r.read().decode()
+    sums = {}
+    for line in text.splitlines():
+        if line.startswith(HOST_PHASE + "{") and f'template="{template}"' in line and 'kind="run"' in line:
+            labels, value = line[len(HOST_PHASE) + 1:].rsplit("} ", 1)
+            phase = next(l.split("=", 1)[1].strip('"') for l in labels.split(",") if l.startswith("phase="))
+            sums[phase] = float(value)
+    return sums
+
+
 def measure(url, runs, settle):
-    """Rows of (template, runtime, accel, wall, startup, compile+run, host_ms, sources) for every available template."""
+    """Rows of (template, runtime, accel, wall, startup, compile+run, host_ms, sources, host parts) for every available template.
+    Host parts: each run's share of host_ms by part, from the /metrics sums before and after it (runs are one at a time)."""
     templates = templates_of(url)
     names = [n for n in PROGRAMS if n in templates and templates[n]["available"]]
     wait_for_pools(url, names)
@@ -84,18 +101,21 @@ def measure(url, runs, settle):
     for name in names:
         source, code, _, _ = PROGRAMS[name]
         post(url, {"template": name, "code": code})  # warm caches once; not counted
-        wall, host_ms, startup, run_ms, sources = [], [], [], [], {}
+        wall, host_ms, startup, run_ms, sources, parts = [], [], [], [], {}, {}
         for _ in range(runs):
             if settle:
                 wait_for_pools(url, [name])
+            before = host_phase_sums(url, name)
             ms, result = post(url, {"template": name, "code": code})
+            for phase, total in host_phase_sums(url, name).items():
+                parts.setdefault(phase, []).append((total - before.get(phase, 0.0)) * 1000)
             if result["status"] != "ok":
                 raise SystemExit(f"{name}: run failed: {result}")
             m = result["metrics"]
             wall.append(ms); host_ms.append(m["host_ms"]); startup.append(m["startup_ms"]); run_ms.append(m["run_ms"] + m["compile_ms"])
             sources[m["vm_source"]] = sources.get(m["vm_source"], 0) + 1
         t = templates[name]
-        rows.append((name, t["runtime"], t.get("accel") or "-", wall, startup, run_ms, host_ms, sources))
+        rows.append((name, t["runtime"], t.get("accel") or "-", wall, startup, run_ms, host_ms, sources, parts))
         print(f"{name} on {t['runtime']}: median {statistics.median(wall):.1f} ms, p95 {pct(wall, 95):.1f} ms, {sources}", flush=True)
     return rows
 
@@ -178,13 +198,20 @@ def main():
         "| template | runtime | accel | wall median | wall p95 | startup median | compile+run median | host_ms median | host bare median | sandbox/bare | vm_source |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, runtime, accel, wall, startup, run_ms, host_ms, sources in rows:
+    for name, runtime, accel, wall, startup, run_ms, host_ms, sources, _ in rows:
         base = bases[name]
         b = statistics.median(base) if base else None
         ratio = f"{statistics.median(wall) / b:.1f}x" if b else "-"
         lines.append(f"| {name} | {runtime} | {accel} | {statistics.median(wall):.1f} | {pct(wall, 95):.1f} | {statistics.median(startup):.1f} | "
                      f"{statistics.median(run_ms):.1f} | {statistics.median(host_ms):.1f} | {f'{b:.1f}' if b else 'n/a'} | {ratio} | "
                      + ", ".join(f"{k} {v}" for k, v in sorted(sources.items())) + " |")
+    order = ["attach", "prepare", "steps", "end_processes", "list", "channel", "artifacts", "other"]
+    if any(r[8] for r in rows):
+        lines += ["", "Where host_ms went (median per part over the runs, ms; `sandboxvm_server_run_host_phase_seconds`, docs/API.md):", "",
+                  "| template | runtime | " + " | ".join(order) + " |", "|---|---|" + "---|" * len(order)]
+        for name, runtime, *_, parts in rows:
+            if parts:
+                lines.append(f"| {name} | {runtime} | " + " | ".join(f"{statistics.median(parts[p]):.1f}" if p in parts else "-" for p in order) + " |")
     os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
     kind = "runtime-compare" if args.runtimes else "run-latency"
     out = os.path.join(os.path.dirname(__file__), "results", f"{kind}-{stamp}.md")

@@ -297,6 +297,23 @@ public sealed class ExecResult
     public StepResult? Run { get; set; }
     /// <summary>Files under the outputs directory after the run.</summary>
     public List<ArtifactInfo> Artifacts { get; set; } = [];
+    /// <summary>Where the agent's time went, for the host's breakdown of a run; null from agents before it.</summary>
+    public ExecTimings? Timings { get; set; }
+}
+
+/// <summary>The agent's own time in one exec, by part, in milliseconds (its monotonic clock).</summary>
+public sealed class ExecTimings
+{
+    /// <summary>Working directory, files, outputs directory (and a run user's claim), before the first step.</summary>
+    public double PrepareMs { get; set; }
+    /// <summary>The compile and run steps from the first spawn to the last exit, waits for a fork server or kernel included.</summary>
+    public double StepsMs { get; set; }
+    /// <summary>end_user_processes: killing every process of the user and waiting until none is left.</summary>
+    public double EndProcessesMs { get; set; }
+    /// <summary>Listing and hashing the artifacts.</summary>
+    public double ListMs { get; set; }
+    /// <summary>From the request to the response.</summary>
+    public double TotalMs { get; set; }
 }
 
 /// <summary>Progress of an exec, sent as Event frames.</summary>

@@ -24,6 +24,7 @@ internal sealed class ServerMetrics
     public const string Runs = "runs";
     public const string RunDuration = "run_duration_seconds";
     public const string RunPhase = "run_phase_seconds";
+    public const string RunHostPhase = "run_host_phase_seconds";
     public const string ToolRequests = "tool_requests";
     public const string SandboxesLive = "sandboxes_live";
     public const string VmsLive = "vms_live";
@@ -47,6 +48,7 @@ internal sealed class ServerMetrics
     private readonly Counter<long> _runs;
     private readonly Histogram<double> _runDuration;
     private readonly Histogram<double> _runPhase;
+    private readonly Histogram<double> _runHostPhase;
     private readonly Counter<long> _toolRequests;
     private readonly IServiceProvider _services;
 
@@ -56,6 +58,8 @@ internal sealed class ServerMetrics
         var meter = meters.Create(MeterName);
         _runs = meter.CreateCounter<long>(Runs, unit: "{run}", description: "Finished runs by template, status and kind (run, sandbox, tool)");
         _runDuration = meter.CreateHistogram<double>(RunDuration, unit: "s", description: "Run duration on the server (queue to result) by template and status");
+        _runHostPhase = meter.CreateHistogram<double>(RunHostPhase, unit: "s",
+            description: "Where the host phase of a run went, by template and part: attach, prepare, steps, end_processes, list (the agent's), channel, artifacts, other");
         _runPhase = meter.CreateHistogram<double>(RunPhase, unit: "s",
             description: "Where a run's time went, by template and phase: queue (a run slot), startup (a sandbox: pool take, restore or boot), compile, run (the guest's steps), host (the rest: artifacts, the agent round trips)");
         _toolRequests = meter.CreateCounter<long>(ToolRequests, unit: "{request}", description: "Tools calls by tool and outcome (ok or the problem code)");
@@ -84,6 +88,10 @@ internal sealed class ServerMetrics
         foreach (var (phase, ms) in new[] { ("queue", m.QueueMs), ("startup", m.StartupMs), ("compile", m.CompileMs), ("run", m.RunMs), ("host", m.HostMs) })
         {
             _runPhase.Record(Math.Max(0, ms) / 1000.0, new TagList { { "template", tags[0].Value }, { "kind", kind }, { "phase", phase } });
+        }
+        foreach (var (phase, ms) in m.HostPhases ?? [])
+        {
+            _runHostPhase.Record(Math.Max(0, ms) / 1000.0, new TagList { { "template", tags[0].Value }, { "kind", kind }, { "phase", phase } });
         }
     }
 
@@ -193,7 +201,7 @@ internal sealed class MetricsExporter : IDisposable
             ResolveHistogramBuckets = i => (i.Meter.Name, i.Name) switch
             {
                 (ServerMetrics.MeterName, ServerMetrics.RunDuration) => ServerMetrics.RunDurationBuckets,
-                (ServerMetrics.MeterName, ServerMetrics.RunPhase) => ServerMetrics.RunPhaseBuckets,
+                (ServerMetrics.MeterName, ServerMetrics.RunPhase or ServerMetrics.RunHostPhase) => ServerMetrics.RunPhaseBuckets,
                 _ => MeterAdapterOptions.DefaultHistogramBuckets,
             },
         });

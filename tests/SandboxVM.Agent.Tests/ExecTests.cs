@@ -33,6 +33,22 @@ public class ExecTests : AgentTestBase
         Assert.Equal(["run_started"], result.Events);
     }
 
+    /// <summary>The response says where the agent's time went (the host's run_host_phase_seconds): the steps inside the whole.</summary>
+    [Fact]
+    public async Task Exec_ReportsItsTimings_TheStepsInsideTheWhole()
+    {
+        var exec = Shell("sleep 0.3");
+
+        var result = await Agent.ExecAsync(exec, Ct);
+
+        var body = result.Response(ProtocolJson.Default.ExecResult);
+        var t = Assert.IsType<ExecTimings>(body.Timings);
+        Assert.InRange(t.StepsMs, 300, t.TotalMs);
+        Assert.True(t.StepsMs >= body.Run!.DurationMs, $"steps {t.StepsMs} ms, run {body.Run.DurationMs} ms");
+        Assert.True(t.PrepareMs >= 0 && t.EndProcessesMs >= 0 && t.ListMs >= 0, $"{t.PrepareMs} {t.EndProcessesMs} {t.ListMs}");
+        Assert.True(t.PrepareMs + t.StepsMs + t.EndProcessesMs + t.ListMs <= t.TotalMs + 0.001, "the parts exceed the whole");
+    }
+
     [Fact]
     public async Task Exec_Cpp_CompilesWithGppAndRuns()
     {

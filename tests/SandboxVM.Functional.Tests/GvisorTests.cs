@@ -51,6 +51,40 @@ public class GvisorTests
         Assert.True(after.Status == "ok" && after.Stdout == "still here\n", after.ToString());
     }
 
+    /// <summary>
+    /// A one-shot run's processes end before its artifacts are listed, also a daemon that left the run's
+    /// process group (under gVisor the agent, the sandbox's init, now sends that kill(-1) itself instead of
+    /// through a shell per round, which cost a pooled print(1) 200-450 ms). The daemon keeps swapping the
+    /// artifact for a symlink to a file outside the outputs and back: alive at the listing, it would show.
+    /// </summary>
+    [Fact]
+    public async Task Run_DaemonThatLeftTheGroup_IsGoneBeforeTheArtifactsAreListed()
+    {
+        const string code = """
+            import os, subprocess, time
+            out = "/tmp/outputs"
+            os.makedirs(out, exist_ok=True)
+            with open(out + "/a.txt", "w") as f:
+                f.write("real\n")
+            loop = f'while :; do ln -sf /etc/hostname "{out}/t"; mv -f "{out}/t" "{out}/a.txt"; echo real > "{out}/u"; mv -f "{out}/u" "{out}/a.txt"; done'
+            subprocess.Popen(["setsid", "sh", "-c", loop], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.2)
+            print("started")
+            """;
+        var r = await _server.RunAsync(new { template = "python-data-analysis", code }, Ct);
+        r.AssertStatus("ok");
+        Assert.Equal("started\n", r.Stdout);
+        // Killed mid-loop, a.txt may be the symlink (not listed) and u a copy still empty: every file listed
+        // is a regular file the daemon wrote, never the file outside the outputs.
+        Assert.NotEmpty(r.Artifacts);
+        foreach (var artifact in r.Artifacts)
+        {
+            string text = System.Text.Encoding.UTF8.GetString(Convert.FromBase64String(artifact.ContentBase64!));
+            Assert.True(text is "real\n" or "", $"{artifact.Path}: {text}");
+            Assert.Equal(artifact.Size, text.Length);
+        }
+    }
+
     [Fact]
     public async Task Run_InfiniteLoop_RunsForTheWholeLimitBeforeTimingOut()
     {

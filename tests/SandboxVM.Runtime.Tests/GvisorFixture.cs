@@ -61,10 +61,11 @@ public sealed class GvisorFixture : IAsyncLifetime
         WarmupKey = "write /tmp/warm",
     };
 
-    public GvisorRuntime NewRuntime(string? runDirectory = null)
+    public GvisorRuntime NewRuntime(string? runDirectory = null, string? runscPath = null)
     {
         var runtime = new GvisorRuntime(new GvisorRuntimeOptions
         {
+            RunscPath = runscPath ?? "/usr/bin/runsc",
             RunDirectory = runDirectory ?? RunDirectory,
             SnapshotDirectory = SnapshotDirectory,
             AgentPath = AgentPath!,

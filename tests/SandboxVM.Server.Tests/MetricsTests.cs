@@ -82,6 +82,27 @@ public partial class MetricsTests
     }
 
     [Fact]
+    public async Task Metrics_SplitARunsHostTime_ByPart()
+    {
+        await using var server = await TestServer.StartAsync();
+        server.Runner.Respond = _ =>
+        {
+            var r = FakeToolRunner.Ok("""{"results": []}""");
+            r.Metrics.HostMs = 60;
+            r.Metrics.HostPhases = new() { [HostPhases.EndProcesses] = 40, [HostPhases.List] = 15, [HostPhases.Other] = 5 };
+            return r;
+        };
+        Assert.Equal(HttpStatusCode.OK, (await server.PostJsonAsync("/v1/tools/search", """{"query": "a"}""")).StatusCode);
+
+        string text = await ScrapeAsync(server);
+
+        Assert.Equal(1, Sample(text, "sandboxvm_server_run_host_phase_seconds_count", "template=\"websearch-tools\"", "phase=\"end_processes\""));
+        Assert.Equal(0.04, Sample(text, "sandboxvm_server_run_host_phase_seconds_sum", "template=\"websearch-tools\"", "phase=\"end_processes\"")!.Value, 6);
+        Assert.Equal(0.015, Sample(text, "sandboxvm_server_run_host_phase_seconds_sum", "template=\"websearch-tools\"", "phase=\"list\"")!.Value, 6);
+        Assert.Null(Sample(text, "sandboxvm_server_run_host_phase_seconds_sum", "template=\"websearch-tools\"", "phase=\"prepare\""));
+    }
+
+    [Fact]
     public async Task Metrics_ShowLiveGauges_AndProcessMetrics()
     {
         await using var server = await TestServer.StartAsync();

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
 using SandboxVM.Agent.Files;
@@ -20,6 +21,7 @@ internal static class ExecOperation
 
     public static async Task RunAsync(OperationContext context, AgentState state)
     {
+        long started = Stopwatch.GetTimestamp();
         var request = context.Request.Exec ?? throw AgentException.BadRequest("exec needs an 'exec' member");
         Validate(request, state);
         ForkPlan? forkPlan = null;
@@ -85,7 +87,10 @@ internal static class ExecOperation
             }
             using (cwdHandle)
             {
-                var result = await RunStepsAsync(context, state, request, who, cwd, cwdHandle, outputs, outputsBefore, forkPlan, cancellation);
+                var timings = new ExecTimings { PrepareMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds };
+                var result = await RunStepsAsync(context, state, request, who, cwd, cwdHandle, outputs, outputsBefore, forkPlan, timings, cancellation);
+                timings.TotalMs = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+                result.Timings = timings;
                 await context.RespondAsync(result, ProtocolJson.Default.ExecResult);
             }
         }
@@ -93,7 +98,7 @@ internal static class ExecOperation
 
     private static async Task<ExecResult> RunStepsAsync(OperationContext context, AgentState state, ExecRequest request, SandboxUser who,
         string cwd, SafeFileHandle cwdHandle, string outputs, Dictionary<string, FileStamp>? outputsBefore, ForkPlan? forkPlan,
-        CancellationToken cancellation)
+        ExecTimings timings, CancellationToken cancellation)
     {
         var environment = new Dictionary<string, string>(request.Env, StringComparer.Ordinal);
         environment.TryAdd("PATH", DefaultPath);
@@ -101,6 +106,7 @@ internal static class ExecOperation
 
         var result = new ExecResult();
         bool run = true;
+        long phase = Stopwatch.GetTimestamp();
         if (request.Compile is { Count: > 0 } compile)
         {
             await context.SendEventAsync("compile_started", CancellationToken.None);
@@ -120,19 +126,24 @@ internal static class ExecOperation
                 _ => await state.ForkServers.RunAsync(spec, forkPlan, outputs, context, state.Options.VmMode, cancellation),
             };
         }
+        timings.StepsMs = Stopwatch.GetElapsedTime(phase).TotalMilliseconds;
+        phase = Stopwatch.GetTimestamp();
         if (request.EndUserProcesses)
         {
             // Before the listing: nothing the run started may change the outputs after they were hashed.
-            // In a one-shot VM everything but the agent is the sandbox user's: kill(-1) from the agent does.
-            bool everyoneElse = UserProcesses.IsGuestInit && request.User is null && who.Uid == state.Options.User.Uid && !state.RunDirectories.AnyBusy;
+            // In a one-shot VM or gVisor sandbox everything but the agent is the sandbox user's: kill(-1) from the agent does.
+            bool everyoneElse = UserProcesses.IsSandboxInit && request.User is null && who.Uid == state.Options.User.Uid && !state.RunDirectories.AnyBusy;
             int ended = await UserProcesses.EndAllAsync(who, state.Supervisor, everyoneElse);
             if (ended > 0)
             {
                 AgentLog.Write($"exec {context.Id}: ended {ended} processes of {who} left after the run");
             }
         }
+        timings.EndProcessesMs = Stopwatch.GetElapsedTime(phase).TotalMilliseconds;
+        phase = Stopwatch.GetTimestamp();
         // Listed even after a cancel: the caller may still want what was written.
         result.Artifacts = await UserFiles.ListArtifactsAsync(who, outputs, CancellationToken.None, outputsBefore);
+        timings.ListMs = Stopwatch.GetElapsedTime(phase).TotalMilliseconds;
         return result;
     }
 

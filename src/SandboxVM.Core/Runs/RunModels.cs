@@ -47,6 +47,32 @@ public sealed class RunMetrics
     public double TotalMs { get; set; }
     /// <summary>pool, restore, boot, singleton or process.</summary>
     public string VmSource { get; set; } = "";
+    /// <summary>
+    /// Where <see cref="HostMs"/> went, by part (<see cref="HostPhases"/>), in milliseconds; null when the run
+    /// did not get that far or the agent does not report its own times.
+    /// </summary>
+    public Dictionary<string, double>? HostPhases { get; set; }
+}
+
+/// <summary>The parts of a run's <see cref="RunMetrics.HostMs"/> (keys of <see cref="RunMetrics.HostPhases"/>).</summary>
+public static class HostPhases
+{
+    /// <summary>After the pool take: what the runtime does with a leased sandbox (egress attach or its absence).</summary>
+    public const string Attach = "attach";
+    /// <summary>The agent's exec before the first step: working directory, files, outputs directory.</summary>
+    public const string Prepare = "prepare";
+    /// <summary>The agent's steps beyond the guest's compile and run time (spawn, fork server or kernel hand-off).</summary>
+    public const string Steps = "steps";
+    /// <summary>The agent ending the run's processes (end_user_processes).</summary>
+    public const string EndProcesses = "end_processes";
+    /// <summary>The agent listing and hashing the artifacts.</summary>
+    public const string List = "list";
+    /// <summary>The exec's round trip beyond the agent's own time: the channel, framing, the host's scheduling.</summary>
+    public const string Channel = "channel";
+    /// <summary>The host reading the artifacts.</summary>
+    public const string Artifacts = "artifacts";
+    /// <summary>Whatever the other parts do not account for.</summary>
+    public const string Other = "other";
 }
 
 /// <summary>What a caller gets back from a run.</summary>

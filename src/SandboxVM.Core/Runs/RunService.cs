@@ -87,6 +87,7 @@ public sealed partial class RunService
         for (int attempt = 0; attempt < 2 && result is null; attempt++)
         {
             LeasedVm? lease = null;
+            long acquireStarted = Stopwatch.GetTimestamp();
             try
             {
                 using var acquire = RunTracing.StartPhase("acquire");
@@ -103,6 +104,7 @@ public sealed partial class RunService
             {
                 try
                 {
+                    long execStarted = Stopwatch.GetTimestamp();
                     var outcome = await ExecuteAsync(lease.Vm, template, exec, events, cancellationToken);
                     if (outcome.NeverStarted && attempt == 0)
                     {
@@ -115,6 +117,10 @@ public sealed partial class RunService
                     // What obtaining the sandbox cost this request: near zero from the pool.
                     result.Metrics.StartupMs = lease.AcquireTime.TotalMilliseconds;
                     result.Metrics.VmSource = lease.Source.ToString().ToLowerInvariant();
+                    if (result.Metrics.HostPhases is { } phases)
+                    {
+                        phases[HostPhases.Attach] = Math.Max(0, (Stopwatch.GetElapsedTime(acquireStarted, execStarted) - lease.AcquireTime).TotalMilliseconds);
+                    }
                 }
                 finally
                 {
@@ -196,6 +202,30 @@ public sealed partial class RunService
         m.QueueMs = queueMs;
         m.TotalMs = clock.Elapsed.TotalMilliseconds;
         m.HostMs = Math.Max(0, m.TotalMs - m.QueueMs - m.StartupMs - m.CompileMs - m.RunMs);
+        if (m.HostPhases is { } phases)
+        {
+            phases[HostPhases.Other] = Math.Max(0, m.HostMs - phases.Where(p => p.Key != HostPhases.Other).Sum(p => p.Value));
+        }
+    }
+
+    /// <summary>The agent's and the host's parts of an exec that ended on its own terms (<see cref="RunMetrics.HostPhases"/>).</summary>
+    private static Dictionary<string, double>? ExecPhases(ExecResult r, RunMetrics m, double roundTripMs, double artifactsMs)
+    {
+        if (r.Timings is not { } t)
+        {
+            return null;
+        }
+        // The guest's word: each part is held within the exec's round trip as the host measured it.
+        double Guest(double ms) => double.IsFinite(ms) ? Math.Clamp(ms, 0, roundTripMs) : 0;
+        return new Dictionary<string, double>(StringComparer.Ordinal)
+        {
+            [HostPhases.Prepare] = Guest(t.PrepareMs),
+            [HostPhases.Steps] = Math.Max(0, Guest(t.StepsMs) - m.CompileMs - m.RunMs),
+            [HostPhases.EndProcesses] = Guest(t.EndProcessesMs),
+            [HostPhases.List] = Guest(t.ListMs),
+            [HostPhases.Channel] = roundTripMs - Guest(t.TotalMs),
+            [HostPhases.Artifacts] = artifactsMs,
+        };
     }
 
     private async Task<IDisposable> TakeSlotTracedAsync(CancellationToken cancellationToken)
@@ -258,9 +288,11 @@ public sealed partial class RunService
 
         using var cancelExec = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var execSpan = RunTracing.StartPhase("exec");
+        long execStarted = Stopwatch.GetTimestamp();
         Task<ExecResult> execTask = vm.Agent.ExecAsync(exec, output, cancelExec.Token);
         Task deadline = Task.Delay(hostDeadline, _time, cancellationToken);
         Task first = await Task.WhenAny(execTask, output.Runaway, deadline);
+        double roundTripMs = Stopwatch.GetElapsedTime(execStarted).TotalMilliseconds;
         execSpan?.Stop();
 
         if (first == execTask && execTask.IsCompletedSuccessfully)
@@ -268,11 +300,13 @@ public sealed partial class RunService
             var result = Map(execTask.Result, output, vm.ReadUsage().OomKills > oomBefore);
             RunTracing.RecordSteps(execSpan, result.Metrics.CompileMs, result.Metrics.RunMs);
             string? failure;
+            long artifactsStarted = Stopwatch.GetTimestamp();
             using (var artifacts = RunTracing.StartPhase("artifacts"))
             {
                 failure = await CollectArtifactsAsync(vm, execTask.Result.Artifacts, exec.OutputsDir, result, events, runDeadline, runTimer.Token, cancellationToken);
                 artifacts?.SetTag("sandboxvm.artifacts", result.Artifacts.Count);
             }
+            result.Metrics.HostPhases = ExecPhases(execTask.Result, result.Metrics, roundTripMs, Stopwatch.GetElapsedTime(artifactsStarted).TotalMilliseconds);
             if (failure is not null)
             {
                 // The guest misbehaved after its program ended: what it handed over is not trusted, the sandbox goes.

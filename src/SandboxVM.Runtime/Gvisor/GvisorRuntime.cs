@@ -436,7 +436,12 @@ public sealed partial class GvisorRuntime : IVmRuntime, IAsyncDisposable
     /// <summary>Ends every sandbox this instance still has and removes its directory (runsc state, bundles).</summary>
     public async ValueTask DisposeAsync()
     {
-        await Task.WhenAll(_live.Values.Select(vm => vm.DisposeAsync().AsTask()));
+        await Task.WhenAll(_live.Values.Select(async vm =>
+        {
+            await vm.DisposeAsync();
+            // A sandbox ended earlier (or by another caller meanwhile) may still be with runsc delete.
+            await vm.CleanedUp;
+        }));
         TryDeleteDirectory(_instanceDir);
     }
 

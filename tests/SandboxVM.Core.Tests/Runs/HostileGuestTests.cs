@@ -282,6 +282,29 @@ public sealed class HostileGuestTests
         await host.AssertOtherSandboxAnswersAsync(other);
     }
 
+    /// <summary>The agent's timings are the guest's word: absurd ones do not reach the run's host parts (and /metrics) as they are.</summary>
+    [Fact]
+    public async Task AbsurdExecTimings_AreHeldWithinTheExecsRoundTrip()
+    {
+        await using var host = new HostileHost();
+        host.Hostile(1, agent => agent.Override(Ops.Exec, async op =>
+        {
+            await op.EventAsync("run_started");
+            await op.RespondAsync(new ExecResult
+            {
+                Run = new StepResult { Reason = TerminationReason.Exited, ExitCode = 0 },
+                Timings = new ExecTimings { PrepareMs = 1e300, StepsMs = -1e300, EndProcessesMs = double.MaxValue, ListMs = -5, TotalMs = 1e300 },
+            }, ProtocolJson.Default.ExecResult);
+        }));
+
+        var result = await host.RunAsync(cancellationToken: Ct).WaitAsync(Patience, Ct);
+
+        Assert.Equal(RunStatus.Ok, result.Status);
+        var phases = Assert.IsType<Dictionary<string, double>>(result.Metrics.HostPhases);
+        Assert.All(phases, p => Assert.InRange(p.Value, 0, result.Metrics.TotalMs));
+        Assert.Equal(0, phases[HostPhases.List]);
+    }
+
     [Fact]
     public async Task RunStartedSentAgainAndAgain_DoesNotResetTheOutputCap()
     {
