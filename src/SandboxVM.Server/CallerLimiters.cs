@@ -20,7 +20,7 @@ internal static class RunLimits
 
     public static void AddServices(IServiceCollection services) => services.AddRateLimiter(o =>
     {
-        o.AddPolicy(Policy, context => Partition(context.GetCaller()));
+        o.AddPolicy(Policy, context => Partition(context.GetCaller(), context.RequestServices.GetService<TimeProvider>() ?? TimeProvider.System));
         o.OnRejected = RejectAsync;
     });
 
@@ -28,7 +28,7 @@ internal static class RunLimits
     public static TBuilder CountsAsRun<TBuilder>(this TBuilder endpoint) where TBuilder : IEndpointConventionBuilder =>
         endpoint.RequireRateLimiting(Policy);
 
-    private static RateLimitPartition<string> Partition(Caller caller)
+    private static RateLimitPartition<string> Partition(Caller caller, TimeProvider time)
     {
         var limits = caller.Limits;
         if (limits.RunsPerMinute is null && limits.ConcurrentRuns is null)
@@ -42,7 +42,7 @@ internal static class RunLimits
             var limiters = new List<RateLimiter>();
             if (limits.RunsPerMinute is int perMinute)
             {
-                limiters.Add(new TokenBucketRateLimiter(PerMinute(perMinute)));
+                limiters.Add(new ClockedTokenBucket(PerMinute(perMinute), time));
             }
             if (limits.ConcurrentRuns is int concurrent)
             {
@@ -105,15 +105,16 @@ internal sealed class SearchBudgets : ISearchBudget, IDisposable
     private readonly IServiceProvider _services;
     private readonly int _perSandbox;
 
-    public SearchBudgets(SandboxVmOptions options, IServiceProvider services)
+    public SearchBudgets(SandboxVmOptions options, IServiceProvider services, TimeProvider? time = null)
     {
+        time ??= TimeProvider.System;
         _services = services;
         _perSandbox = options.SearchesPerMinutePerSandbox;
         ArgumentOutOfRangeException.ThrowIfLessThan(_perSandbox, 1, nameof(options.SearchesPerMinutePerSandbox));
         _sandboxes = PartitionedRateLimiter.Create<string, string>(vm =>
-            RateLimitPartition.GetTokenBucketLimiter(vm, _ => RunLimits.PerMinute(_perSandbox)));
+            RateLimitPartition.Get(vm, _ => new ClockedTokenBucket(RunLimits.PerMinute(_perSandbox), time)));
         _keys = PartitionedRateLimiter.Create<Caller, string>(caller => caller.Limits.SearchesPerMinute is int n
-            ? RateLimitPartition.GetTokenBucketLimiter($"{caller.Name}\n{n}", _ => RunLimits.PerMinute(n))
+            ? RateLimitPartition.Get($"{caller.Name}\n{n}", _ => new ClockedTokenBucket(RunLimits.PerMinute(n), time))
             : RateLimitPartition.GetNoLimiter(""));
     }
 
@@ -148,5 +149,132 @@ internal sealed class SearchBudgets : ISearchBudget, IDisposable
     {
         _sandboxes.Dispose();
         _keys.Dispose();
+    }
+}
+
+/// <summary>
+/// A token bucket refilled on a <see cref="TimeProvider"/>'s clock. System.Threading.RateLimiting's buckets
+/// read Stopwatch whatever they are given (a manual TryReplenish too), so a limit's refill could not be
+/// tested on a fake clock: a test slower than a refill period on a loaded host saw one. Refused acquires
+/// never wait (every limit here has QueueLimit 0); a refusal carries RetryAfter, the time to enough tokens.
+/// </summary>
+internal sealed class ClockedTokenBucket : ReplenishingRateLimiter
+{
+    private static readonly string[] RetryAfterName = [MetadataName.RetryAfter.Name];
+    private static readonly RateLimitLease Acquired = new Lease(true, null);
+
+    private readonly TimeProvider _time;
+    private readonly int _limit;
+    private readonly int _perPeriod;
+    private readonly TimeSpan _period;
+    private readonly Lock _lock = new();
+    private int _tokens;
+    private long _lastRefill;
+    private long? _idleSince;
+    private long _successful;
+    private long _failed;
+
+    public ClockedTokenBucket(TokenBucketRateLimiterOptions options, TimeProvider time)
+    {
+        ArgumentOutOfRangeException.ThrowIfNotEqual(options.QueueLimit, 0, nameof(options.QueueLimit));
+        _time = time;
+        _limit = options.TokenLimit;
+        _perPeriod = options.TokensPerPeriod;
+        _period = options.ReplenishmentPeriod;
+        _tokens = _limit;
+        _lastRefill = time.GetTimestamp();
+        _idleSince = _lastRefill;
+    }
+
+    // Not a timer of its own: every acquire refills first, and partitioned limiters call TryReplenish.
+    public override bool IsAutoReplenishing => false;
+    public override TimeSpan ReplenishmentPeriod => _period;
+
+    public override TimeSpan? IdleDuration
+    {
+        get
+        {
+            lock (_lock)
+            {
+                Refill();
+                return _idleSince is long since ? _time.GetElapsedTime(since) : null;
+            }
+        }
+    }
+
+    public override bool TryReplenish()
+    {
+        lock (_lock)
+        {
+            Refill();
+        }
+        return true;
+    }
+
+    public override RateLimiterStatistics? GetStatistics()
+    {
+        lock (_lock)
+        {
+            Refill();
+            return new RateLimiterStatistics { CurrentAvailablePermits = _tokens, TotalSuccessfulLeases = _successful, TotalFailedLeases = _failed };
+        }
+    }
+
+    protected override RateLimitLease AttemptAcquireCore(int permitCount)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(permitCount, _limit);
+        lock (_lock)
+        {
+            Refill();
+            if (_tokens >= Math.Max(permitCount, 1))
+            {
+                if (permitCount > 0)
+                {
+                    _tokens -= permitCount;
+                    _idleSince = null;
+                    _successful++;
+                }
+                return Acquired;
+            }
+            _failed++;
+            // Whole periods to enough tokens, the first already partly gone.
+            int periods = (Math.Max(permitCount, 1) - _tokens + _perPeriod - 1) / _perPeriod;
+            return new Lease(false, _period * periods - _time.GetElapsedTime(_lastRefill));
+        }
+    }
+
+    protected override ValueTask<RateLimitLease> AcquireAsyncCore(int permitCount, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(AttemptAcquireCore(permitCount));
+
+    /// <summary>Adds a period's tokens for every whole period passed on the clock since the last refill.</summary>
+    private void Refill()
+    {
+        long periods = (long)(_time.GetElapsedTime(_lastRefill) / _period);
+        if (periods <= 0)
+        {
+            return;
+        }
+        _lastRefill += (long)(periods * _period.TotalSeconds * _time.TimestampFrequency);
+        if (_tokens < _limit)
+        {
+            _tokens = (int)Math.Min(_limit, _tokens + periods * _perPeriod);
+            if (_tokens == _limit)
+            {
+                _idleSince = _time.GetTimestamp();
+            }
+        }
+    }
+
+    private sealed class Lease(bool acquired, TimeSpan? retryAfter) : RateLimitLease
+    {
+        public override bool IsAcquired => acquired;
+
+        public override IEnumerable<string> MetadataNames => retryAfter is null ? [] : RetryAfterName;
+
+        public override bool TryGetMetadata(string metadataName, out object? metadata)
+        {
+            metadata = retryAfter;
+            return retryAfter is not null && metadataName == MetadataName.RetryAfter.Name;
+        }
     }
 }

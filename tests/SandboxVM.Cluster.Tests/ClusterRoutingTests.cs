@@ -84,9 +84,8 @@ public sealed class ClusterRoutingTests(ThreeNodes nodes) : IClassFixture<ThreeN
     public async Task A_sandbox_created_on_one_node_keeps_its_state_across_runs_through_the_others()
     {
         var cluster = nodes.Cluster;
-        using var a = cluster.Nodes[0].Client(TestCluster.Alice);
-        using var b = cluster.Nodes[1].Client(TestCluster.Alice);
-        using var c = cluster.Nodes[2].Client(TestCluster.Alice);
+        using var alice = cluster.Clients(TestCluster.Alice);
+        var (a, b, c) = alice;
         string id = await CreateAsync(a);
 
         var first = await RunAsync(b, id, "echo from-b > /tmp/mark; echo ran-on-$(hostname)-b");
@@ -108,8 +107,8 @@ public sealed class ClusterRoutingTests(ThreeNodes nodes) : IClassFixture<ThreeN
     public async Task A_streamed_run_through_another_node_delivers_each_event_when_it_happens()
     {
         var cluster = nodes.Cluster;
-        using var a = cluster.Nodes[0].Client(TestCluster.Alice);
-        using var b = cluster.Nodes[1].Client(TestCluster.Alice);
+        using var alice = cluster.Clients(TestCluster.Alice);
+        var (a, b) = alice;
         string id = await CreateAsync(a);
 
         using var request = new HttpRequestMessage(HttpMethod.Post, $"v1/sandboxes/{id}/run")
@@ -142,9 +141,8 @@ public sealed class ClusterRoutingTests(ThreeNodes nodes) : IClassFixture<ThreeN
     public async Task A_50_MB_file_uploaded_through_one_node_reads_back_whole_through_another()
     {
         var cluster = nodes.Cluster;
-        using var a = cluster.Nodes[0].Client(TestCluster.Alice);
-        using var b = cluster.Nodes[1].Client(TestCluster.Alice);
-        using var c = cluster.Nodes[2].Client(TestCluster.Alice);
+        using var alice = cluster.Clients(TestCluster.Alice);
+        var (a, b, c) = alice;
         string id = await CreateAsync(a);
         byte[] data = RandomNumberGenerator.GetBytes(50 << 20);
 

@@ -24,9 +24,8 @@ public sealed class NodeLossTests
     public async Task A_killed_nodes_sandbox_answers_sandbox_lost_and_nothing_hangs()
     {
         await using var cluster = await TestCluster.StartOrSkipAsync(3);
-        using var a = cluster.Nodes[0].Client(TestCluster.Alice);
-        using var b = cluster.Nodes[1].Client(TestCluster.Alice);
-        using var c = cluster.Nodes[2].Client(TestCluster.Alice);
+        using var alice = cluster.Clients(TestCluster.Alice);
+        var (a, b, c) = alice;
         a.Timeout = b.Timeout = CallTimeout;
         string onA = await ClusterRoutingTests.CreateAsync(a);
         string onB = await ClusterRoutingTests.CreateAsync(b);

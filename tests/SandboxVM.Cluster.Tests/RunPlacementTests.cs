@@ -15,8 +15,8 @@ public sealed class RunPlacementTests
     public async Task A_one_shot_run_sent_to_a_busy_node_runs_on_the_idle_one()
     {
         await using var cluster = await TestCluster.StartOrSkipAsync(2);
-        using var a = cluster.Nodes[0].Client(TestCluster.Alice);
-        using var b = cluster.Nodes[1].Client(TestCluster.Alice);
+        using var alice = cluster.Clients(TestCluster.Alice);
+        var (a, b) = alice;
         for (int i = 0; i < 3; i++)
         {
             await ClusterRoutingTests.CreateAsync(a);

@@ -23,9 +23,8 @@ public sealed class SharedStateTests
     {
         await using var cluster = await TestCluster.StartOrSkipAsync(3);
         var nodeA = cluster.Nodes[0];
-        using var a = nodeA.Client(TestCluster.Alice);
-        using var b = cluster.Nodes[1].Client(TestCluster.Alice);
-        using var c = cluster.Nodes[2].Client(TestCluster.Alice);
+        using var alice = cluster.Clients(TestCluster.Alice);
+        var (a, b, c) = alice;
         string running = await ClusterRoutingTests.CreateAsync(a);
         await ClusterRoutingTests.RunAsync(a, running, "echo 42 > /tmp/x; echo kept > $HOME/h");
         string paused = await ClusterRoutingTests.CreateAsync(a);
@@ -73,8 +72,8 @@ public sealed class SharedStateTests
         await using var cluster = await TestCluster.StartOrSkipAsync(2);
         var nodeA = cluster.Nodes[0];
         string urlB = cluster.Nodes[1].Url.ToString();
-        using var a = nodeA.Client(TestCluster.Alice);
-        using var b = cluster.Nodes[1].Client(TestCluster.Alice);
+        using var alice = cluster.Clients(TestCluster.Alice);
+        var (a, b) = alice;
         string busy = await ClusterRoutingTests.CreateAsync(a);
         // A streamed run that has printed its first line holds the sandbox's run lock: the drain waits at it.
         using var request = new HttpRequestMessage(HttpMethod.Post, $"v1/sandboxes/{busy}/run")
@@ -142,9 +141,8 @@ public sealed class SharedStateTests
     public async Task A_dead_nodes_paused_sandbox_resumed_through_two_nodes_at_once_is_taken_by_one()
     {
         await using var cluster = await TestCluster.StartOrSkipAsync(3);
-        using var a = cluster.Nodes[0].Client(TestCluster.Alice);
-        using var b = cluster.Nodes[1].Client(TestCluster.Alice);
-        using var c = cluster.Nodes[2].Client(TestCluster.Alice);
+        using var alice = cluster.Clients(TestCluster.Alice);
+        var (a, b, c) = alice;
         string id = await ClusterRoutingTests.CreateAsync(a);
         await ClusterRoutingTests.RunAsync(a, id, "echo survived > /tmp/s");
         using (var pause = await a.PostAsync($"v1/sandboxes/{id}/pause", null, Ct))

@@ -51,6 +51,9 @@ internal sealed class TestCluster : IAsyncDisposable
         return StartAsync(nodes);
     }
 
+    /// <summary>A client of every node with <paramref name="key"/>, in node order, disposed together.</summary>
+    public NodeClients Clients(string key) => new([.. _nodes.Select(n => n.Client(key))]);
+
     public static async Task<TestCluster> StartAsync(int nodes)
     {
         var cluster = new TestCluster();
@@ -301,6 +304,32 @@ internal sealed class TestCluster : IAsyncDisposable
                 await Process.WaitForExitAsync(CancellationToken.None);
             }
             Process.Dispose();
+        }
+    }
+}
+
+/// <summary>One HTTP client per node (<see cref="TestCluster.Clients"/>): <c>var (a, b, c) = clients;</c>.</summary>
+internal sealed class NodeClients(HttpClient[] clients) : IDisposable
+{
+    public HttpClient this[int node] => clients[node];
+
+    public void Deconstruct(out HttpClient a, out HttpClient b)
+    {
+        a = clients[0];
+        b = clients[1];
+    }
+
+    public void Deconstruct(out HttpClient a, out HttpClient b, out HttpClient c)
+    {
+        (a, b) = this;
+        c = clients[2];
+    }
+
+    public void Dispose()
+    {
+        foreach (var client in clients)
+        {
+            client.Dispose();
         }
     }
 }

@@ -7,12 +7,17 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
 using SandboxVM.Protocol;
 using SandboxVM.Testing;
 
 namespace SandboxVM.Server.Tests;
 
-/// <summary>Per-key limits: past each one a 429 problem with Retry-After, for that key only.</summary>
+/// <summary>
+/// Per-key limits: past each one a 429 problem with Retry-After, for that key only. Budgets a minute
+/// refill on the server's clock, here a fake one: a refill comes when the test moves the clock, never
+/// because a loaded host made the test slower than a refill period.
+/// </summary>
 [Trait("tier", "unit")]
 public class KeyLimitTests
 {
@@ -47,7 +52,8 @@ public class KeyLimitTests
     public async Task RunsPerMinute_PastTheKeysLimit_Are429_WithRetryAfter()
     {
         using var keys = new TestKeys().WithDefaults(aliceLimits: new { runs_per_minute = 2 });
-        await using var server = await ApiServer.StartAsync([keys.Arg]);
+        var time = new FakeTimeProvider();
+        await using var server = await ApiServer.StartAsync([keys.Arg], services: s => s.AddSingleton<TimeProvider>(time));
         string id = await server.CreateSandboxAsync(TestKeys.Alice);
         const string run = """{"template": "py", "code": "print(1)"}""";
 
@@ -58,6 +64,13 @@ public class KeyLimitTests
         await AssertTooMany(await server.PostJsonAsync($"/v1/sandboxes/{id}/run", """{"code": "print(1)"}""", TestKeys.Alice), "rate_limited");
         Assert.Equal(2, server.Runtime.Execs);
         Assert.Equal(HttpStatusCode.OK, (await server.PostJsonAsync("/v1/run", run, TestKeys.Bob)).StatusCode);
+
+        // Two a minute refill one every 30 s: one more run then, not two.
+        time.Advance(TimeSpan.FromSeconds(29));
+        await AssertTooMany(await server.PostJsonAsync("/v1/run", run, TestKeys.Alice), "rate_limited");
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal(HttpStatusCode.OK, (await server.PostJsonAsync("/v1/run", run, TestKeys.Alice)).StatusCode);
+        await AssertTooMany(await server.PostJsonAsync("/v1/run", run, TestKeys.Alice), "rate_limited");
     }
 
     private const string Run = """{"template": "py", "code": "print(1)"}""";
@@ -117,7 +130,8 @@ public class KeyLimitTests
                 ? FakeToolRunner.Ok("""{"status": 200, "url": "https://example.com/", "text": "page"}""")
                 : FakeToolRunner.Ok("""{"results": []}"""),
         };
-        await using var server = await ApiServer.StartAsync([keys.Arg], services: s => s.AddSingleton<IToolRunner>(tools));
+        var time = new FakeTimeProvider();
+        await using var server = await ApiServer.StartAsync([keys.Arg], services: s => s.AddSingleton<IToolRunner>(tools).AddSingleton<TimeProvider>(time));
 
         Assert.Equal(HttpStatusCode.OK, (await server.PostJsonAsync("/v1/tools/search", """{"query": "a"}""", TestKeys.Alice)).StatusCode);
         await AssertTooMany(await server.PostJsonAsync("/v1/tools/search", """{"query": "b"}""", TestKeys.Alice), "rate_limited");
@@ -126,6 +140,11 @@ public class KeyLimitTests
         Assert.Equal(HttpStatusCode.OK, (await server.PostJsonAsync("/v1/tools/search", """{"query": "c"}""", TestKeys.Bob)).StatusCode);
         // A fetch is not a search.
         Assert.Equal(HttpStatusCode.OK, (await server.PostJsonAsync("/v1/tools/fetch", """{"url": "https://example.com/"}""", TestKeys.Alice)).StatusCode);
+
+        // A minute later Alice may search again.
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal(HttpStatusCode.OK, (await server.PostJsonAsync("/v1/tools/search", """{"query": "d"}""", TestKeys.Alice)).StatusCode);
+        Assert.Equal(3, tools.Requests.Count(r => FakeToolRunner.ArgvOf(r)[0] != "fetch"));
     }
 
     [Fact]
@@ -133,10 +152,11 @@ public class KeyLimitTests
     {
         await using var search = await FakeSearchService.StartAsync();
         using var keys = new TestKeys().WithDefaults(aliceLimits: new { searches_per_minute = 3 });
+        var time = new FakeTimeProvider();
         await using var server = await ApiServer.StartAsync(
         [
             keys.Arg, "--SandboxVM:SearchesPerMinutePerSandbox=2", "--SandboxVM:SearchProvider=searxng", "--SandboxVM:SearchBaseUrl=" + search.BaseUrl,
-        ]);
+        ], services: s => s.AddSingleton<TimeProvider>(time));
 
         await server.CreateSandboxAsync(TestKeys.Alice, ApiServer.WebTemplate);
         await server.CreateSandboxAsync(TestKeys.Alice, ApiServer.WebTemplate);
@@ -150,6 +170,13 @@ public class KeyLimitTests
         AssertRefused(await vms[1].Guest.SearchAsync("five", Ct), "key");       // alice's 3 a minute
         Assert.Equal(FrameType.Response, (await vms[2].Guest.SearchAsync("six", Ct)).Type); // bob's own budget
         Assert.Equal(4, search.Queries.Count);
+
+        // 30 s later: one more search for the first sandbox (2 a minute) and one for alice (3 a minute: one
+        // every 20 s), so the second sandbox, within its own budget, is refused for alice's.
+        time.Advance(TimeSpan.FromSeconds(30));
+        Assert.Equal(FrameType.Response, (await vms[0].Guest.SearchAsync("seven", Ct)).Type);
+        AssertRefused(await vms[1].Guest.SearchAsync("eight", Ct), "key");
+        Assert.Equal(5, search.Queries.Count);
     }
 
     private static void AssertRefused(Frame frame, string which)

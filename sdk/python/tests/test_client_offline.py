@@ -360,3 +360,20 @@ def test_terminal_refuses_a_message_larger_than_its_bound() -> None:
         term.read(timeout=5)
     term.close()
     server.close()
+
+
+def test_a_refused_terminal_upgrade_is_the_apis_typed_error_and_carries_the_clients_headers(stub: Stub) -> None:
+    # The upgrade is written by hand (a WebSocket): its headers and its refusal go through the same code as every call.
+    _session_routes(stub)
+    stub.routes[("GET", "/v1/sandboxes/sbx-1/pty")] = problem(429, "too_many_terminals", headers={"Retry-After": "7"})
+    with Sandbox("t", base_url=stub.url, api_key="k-9") as sb:
+        with pytest.raises(RateLimitError) as raised:
+            sb.terminal(cols=100, rows=30)
+    assert (raised.value.status, raised.value.code, raised.value.retry_after) == (429, "too_many_terminals", 7.0)
+    assert raised.value.detail == "because too_many_terminals"
+    method, path, headers, _ = next(r for r in stub.requests if r[1].startswith("/v1/sandboxes/sbx-1/pty"))
+    assert (method, path) == ("GET", "/v1/sandboxes/sbx-1/pty?cols=100&rows=30")
+    assert headers["Authorization"] == "Bearer k-9"
+    assert headers["Host"] == stub.url.removeprefix("http://")
+    assert headers["User-Agent"].startswith("sandboxvm-python/")
+    assert headers["Upgrade"] == "websocket"

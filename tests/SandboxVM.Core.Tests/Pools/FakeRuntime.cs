@@ -36,6 +36,10 @@ internal sealed class FakeRuntime : IVmRuntime
         {
             throw e;
         }
+        // The restore's timer is armed before the start counts as pending: a test that sees Pending and then
+        // advances the clock must find the timer there (counted first, a start whose thread was slow to reach
+        // Task.Delay armed it after the advance and waited for ever: PoolDemandTests under load).
+        var delay = StartDelay > TimeSpan.Zero ? Task.Delay(StartDelay, Clock, cancellationToken) : Task.CompletedTask;
         int pending = Interlocked.Increment(ref _pending);
         int seen;
         while ((seen = Volatile.Read(ref _maxPending)) < pending && Interlocked.CompareExchange(ref _maxPending, pending, seen) != seen)
@@ -43,10 +47,7 @@ internal sealed class FakeRuntime : IVmRuntime
         }
         try
         {
-            if (StartDelay > TimeSpan.Zero)
-            {
-                await Task.Delay(StartDelay, Clock, cancellationToken);
-            }
+            await delay;
         }
         finally
         {

@@ -47,6 +47,22 @@ def _retry_after(value: Optional[str]) -> Optional[float]:
     return max(0.0, when.timestamp() - time.time())
 
 
+def api_error(status: int, reason: Optional[str], raw: bytes, retry_after: Optional[str], request: str) -> SandboxError:
+    """The typed error for a refusal: its problem document (``raw``), or what can be said without one."""
+    document: Dict[str, Any] = {}
+    try:
+        parsed = json.loads(raw.decode("utf-8")) if raw else {}
+        if isinstance(parsed, dict):
+            document = parsed
+    except (UnicodeDecodeError, ValueError):
+        document = {"text": raw.decode("utf-8", "replace").strip()}
+    if not document.get("title") and reason:
+        document = dict(document, title=reason)
+    if not any(document.get(k) for k in ("detail", "text", "code")):
+        document = dict(document, detail=f"{request} answered without a problem document")
+    return error_from_response(status, document, _retry_after(retry_after))
+
+
 class HttpClient:
     """Talks to one SandboxVM server. One connection per request: simple and safe across threads."""
 
@@ -61,6 +77,24 @@ class HttpClient:
         self._host = parts.hostname
         self._port = parts.port
         self._prefix = parts.path.rstrip("/")
+
+    def headers(self, accept: Optional[str] = None) -> Dict[str, str]:
+        """The headers every request carries: User-Agent, the key's Authorization, and Accept when given."""
+        headers: Dict[str, str] = {"User-Agent": f"sandboxvm-python/{__version__}"}
+        if accept:
+            headers["Accept"] = accept
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    @property
+    def host_header(self) -> str:
+        """The Host header of this server's requests (for a request written by hand, as the terminal's upgrade)."""
+        return self._host if self._port in (80, 443, None) else f"{self._host}:{self._port}"
+
+    def target(self, path: str, query: Optional[Mapping[str, Any]] = None) -> str:
+        """The request target of an API path: the base URL's path prefix, the path and the query."""
+        return self._prefix + path + (("?" + urlencode(query)) if query else "")
 
     def url(self, path: str, query: Optional[Mapping[str, Any]] = None) -> str:
         """The full URL of an API path."""
@@ -102,9 +136,7 @@ class HttpClient:
         encoding when ``content_length`` is not given). ``timeout`` -1 means the client default.
         """
         url = self.url(path, query)
-        headers: Dict[str, str] = {"Accept": accept, "User-Agent": f"sandboxvm-python/{__version__}"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+        headers = self.headers(accept)
         if json_body is not None:
             body = json.dumps(json_body, ensure_ascii=False).encode("utf-8")
             content_type = "application/json"
@@ -116,7 +148,7 @@ class HttpClient:
             headers["Content-Length"] = str(content_length)
         elif body is None and method in ("POST", "PUT"):
             headers["Content-Length"] = "0"
-        target = self._prefix + path + (("?" + urlencode(query)) if query else "")
+        target = self.target(path, query)
         conn = self._connection(self.timeout if timeout == -1.0 else timeout)
         try:
             try:
@@ -148,19 +180,7 @@ class HttpClient:
 
     @staticmethod
     def _api_error(response: http.client.HTTPResponse, request: str) -> SandboxError:
-        raw = response.read(_ERROR_BODY_LIMIT)
-        document: Dict[str, Any] = {}
-        try:
-            parsed = json.loads(raw.decode("utf-8")) if raw else {}
-            if isinstance(parsed, dict):
-                document = parsed
-        except (UnicodeDecodeError, ValueError):
-            document = {"text": raw.decode("utf-8", "replace").strip()}
-        if not document.get("title") and response.reason:
-            document = dict(document, title=response.reason)
-        if not any(document.get(k) for k in ("detail", "text", "code")):
-            document = dict(document, detail=f"{request} answered without a problem document")
-        return error_from_response(response.status, document, _retry_after(response.getheader("Retry-After")))
+        return api_error(response.status, response.reason, response.read(_ERROR_BODY_LIMIT), response.getheader("Retry-After"), request)
 
     def call_json(self, method: str, path: str, **kwargs: Any) -> Any:
         """Sends a request and returns the parsed JSON answer (None for an empty answer such as 204)."""

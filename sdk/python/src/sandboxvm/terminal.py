@@ -13,9 +13,9 @@ import socket
 import struct
 import time
 from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Optional, Union
-from urllib.parse import urlencode
 
-from .errors import SandboxConnectionError, SandboxError, SandboxTimeoutError, error_from_response
+from ._http import api_error
+from .errors import SandboxConnectionError, SandboxError, SandboxTimeoutError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sandbox import Sandbox
@@ -209,15 +209,14 @@ def open_terminal(sandbox: "Sandbox", cols: int, rows: int, cmd: Optional[str], 
     conn = http._connection(timeout)
     key = base64.b64encode(os.urandom(16)).decode("ascii")
     headers = {
-        "Host": conn.host if conn.port in (80, 443, None) else f"{conn.host}:{conn.port}",
+        "Host": http.host_header,
+        **http.headers(),
         "Upgrade": "websocket",
         "Connection": "Upgrade",
         "Sec-WebSocket-Key": key,
         "Sec-WebSocket-Version": "13",
     }
-    if http.api_key:
-        headers["Authorization"] = f"Bearer {http.api_key}"
-    request = f"GET {http._prefix}{path}?{urlencode(query)} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    request = f"GET {http.target(path, query)} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     try:
         conn.connect()
         sock = conn.sock
@@ -228,6 +227,7 @@ def open_terminal(sandbox: "Sandbox", cols: int, rows: int, cmd: Optional[str], 
         if not match:
             raise SandboxError(f"{url} answered the terminal upgrade with {status_line.strip()[:100]!r}")
         status = int(match.group(1))
+        reason = status_line.strip()[len(match.group(0)):].strip()
         answer: Dict[str, str] = {}
         for _ in range(_MAX_HEADER_LINES):
             line = reader.readline(8192).decode("latin-1").strip()
@@ -251,11 +251,7 @@ def open_terminal(sandbox: "Sandbox", cols: int, rows: int, cmd: Optional[str], 
         finally:
             reader.close()
             conn.close()
-        try:
-            document = json.loads(raw.decode("utf-8")) if raw else {}
-        except ValueError:
-            document = {"detail": raw.decode("utf-8", "replace")[:500]}
-        raise error_from_response(status, document if isinstance(document, dict) else {})
+        raise api_error(status, reason, raw, answer.get("retry-after"), f"GET {url}")
     accept = base64.b64encode(hashlib.sha1((key + _GUID).encode("ascii")).digest()).decode("ascii")
     if answer.get("sec-websocket-accept") != accept:
         reader.close()
