@@ -47,6 +47,30 @@ public class KernelTests : AgentTestBase
     }
 
     [Fact]
+    public async Task Persistent_KernelKilledMidRun_EndsTheRunAtOnce_AndWhatItStartedWithIt()
+    {
+        // As the OOM killer does (user code may not signal the kernel): the kernel dies while the step and
+        // what it started still run.
+        string pids = Path.Combine(Agent.Home, "pids");
+        var running = RunAsync(Persistent(
+            "import os, subprocess, time\np = subprocess.Popen(['sleep', '60'])\n"
+            + $"open('{pids}.tmp', 'w').write(f'{{os.getpid()}} {{p.pid}}')\nos.rename('{pids}.tmp', '{pids}')\ntime.sleep(60)\n", timeoutMs: 30_000));
+        Assert.True(await ProcessTable.WaitUntilAsync(() => File.Exists(pids) || running.IsCompleted, TimeSpan.FromSeconds(20), Ct), "the step did not start");
+        int[] both = [.. File.ReadAllText(pids).Split(' ').Select(int.Parse)];
+        var kernel = System.Text.RegularExpressions.Regex.Match(Agent.AgentStderr, @"kernel (\d+) ready");
+        Assert.True(kernel.Success, Agent.AgentStderr);
+        System.Diagnostics.Process.GetProcessById(int.Parse(kernel.Groups[1].Value)).Kill();
+
+        var (_, run) = await running;
+
+        // Not left to run to the step's timeout (30 s) or the sleep's end (60 s).
+        Assert.True(run.DurationMs < 15_000, $"the run took {run.DurationMs} ms");
+        Assert.Equal(TerminationReason.Signal, run.Reason);
+        Assert.Equal(9, run.Signal);
+        Assert.True(await ProcessTable.WaitUntilAsync(() => !ProcessTable.IsAlive(both[1]), TimeSpan.FromSeconds(5), Ct), "what the dead kernel's step started lives on");
+    }
+
+    [Fact]
     public async Task Persistent_Exception_PrintsTheTraceback_Exits1_AndKeepsWhatRanBefore()
     {
         var (failed, failedRun) = await RunAsync(Persistent("a = 1\ndef f():\n    raise ValueError('boom')\nf()\nb = 2\n"));
