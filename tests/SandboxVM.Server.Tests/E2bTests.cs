@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using SandboxVM.Testing;
 
 namespace SandboxVM.Server.Tests;
@@ -77,13 +78,7 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
         await NodeScripts.InstallAsync(dir);
         await SkipWithoutMatplotlibAsync();
-        var env = new Dictionary<string, string>
-        {
-            ["E2B_API_URL"] = _server.E2bUrl,
-            ["E2B_SANDBOX_URL"] = _server.E2bUrl,
-            ["E2B_API_KEY"] = TestKeys.Alice,
-        };
-        var run = await NodeScripts.RunAsync("node", ["interop.mjs"], dir, null, TimeSpan.FromMinutes(4), env);
+        var run = await NodeScripts.RunAsync("node", ["interop.mjs"], dir, null, TimeSpan.FromMinutes(4), SdkEnv());
         Assert.NotNull(run);
         Assert.True(run.Value.ExitCode == 0, $"interop.mjs exited {run.Value.ExitCode}:\n{run.Value.Stderr}\n{run.Value.Stdout}");
         using var answer = JsonDocument.Parse(run.Value.Stdout);
@@ -203,6 +198,41 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
     }
 
     [Fact]
+    public async Task Pty_ShellOnATerminal_TakesInputFollowsResizeExitsAndIsKilled()
+    {
+        string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
+        await NodeScripts.InstallAsync(dir);
+        var run = await NodeScripts.RunAsync("node", ["pty.mjs", LocalAgentServer.Shell], dir, null, TimeSpan.FromMinutes(2), SdkEnv());
+        Assert.NotNull(run);
+        Assert.True(run.Value.ExitCode == 0, $"pty.mjs exited {run.Value.ExitCode}:\n{run.Value.Stderr}\n{run.Value.Stdout}");
+        using var answer = JsonDocument.Parse(run.Value.Stdout);
+        var r = answer.RootElement;
+        string all = run.Value.Stdout;
+        Assert.False(r.TryGetProperty("error", out _), all);
+
+        // The shell's lines (a line may start after the terminal's control sequences and a carriage return).
+        string first = r.GetProperty("first").GetString()!;
+        Assert.True(Regex.IsMatch(first, @"[\r\n]hi\r\n"), all);
+        Assert.True(Regex.IsMatch(first, @"[\r\n]/dev/pts/\d+\r\n"), all);
+        Assert.True(Regex.IsMatch(first, @"[\r\n]30 100\r\n"), all);
+        Assert.True(Regex.IsMatch(r.GetProperty("resized").GetString()!, @"[\r\n]40 120\r\n"), all);
+        Assert.True(r.GetProperty("listed").GetBoolean(), all);
+        Assert.Equal(3, r.GetProperty("exitCode").GetInt32());
+        Assert.False(r.GetProperty("listedAfter").GetBoolean(), all);
+
+        Assert.True(r.GetProperty("killed").GetBoolean(), all);
+        Assert.StartsWith("CommandExitError", r.GetProperty("afterKill").GetString());
+        Assert.False(r.GetProperty("killedAgain").GetBoolean(), all);
+    }
+
+    private Dictionary<string, string> SdkEnv() => new()
+    {
+        ["E2B_API_URL"] = _server.E2bUrl,
+        ["E2B_SANDBOX_URL"] = _server.E2bUrl,
+        ["E2B_API_KEY"] = TestKeys.Alice,
+    };
+
+    [Fact]
     public async Task ReadmeExample_RunsAsWritten()
     {
         string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
@@ -210,13 +240,7 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         await SkipWithoutMatplotlibAsync();
         string script = Path.Combine(dir, "readme-example.mjs");
         await File.WriteAllTextAsync(script, ReadmeExamples.Block("e2b", "js"), Ct);
-        var env = new Dictionary<string, string>
-        {
-            ["E2B_API_URL"] = _server.E2bUrl,
-            ["E2B_SANDBOX_URL"] = _server.E2bUrl,
-            ["E2B_API_KEY"] = TestKeys.Alice,
-        };
-        var run = await NodeScripts.RunAsync("node", [script], dir, null, TimeSpan.FromMinutes(3), env);
+        var run = await NodeScripts.RunAsync("node", [script], dir, null, TimeSpan.FromMinutes(3), SdkEnv());
         Assert.NotNull(run);
         Assert.True(run.Value.ExitCode == 0, $"the README's example exited {run.Value.ExitCode}:\n{run.Value.Stderr}\n{run.Value.Stdout}");
         Assert.Equal("1\ntrue\n42\n\nhello\n", run.Value.Stdout);
