@@ -64,6 +64,10 @@ internal static class E2bEnvd
         }
     }
 
+    /// <summary>The caller a sandbox-side call acts for: the owner of the sandbox whose token it presents; null without one.</summary>
+    public static Caller? OwnerOf(HttpContext context, CallerStore callers) =>
+        context.Request.Headers.ContainsKey("E2b-Sandbox-Id") && Resolve(context).Session is { } session ? callers.Find(session.Owner) : null;
+
     /// <summary>Runs an HTTP (not Connect) sandbox-side call; refusals answer {"code","message"} with their status.</summary>
     public static async Task<IResult> Sandboxed(HttpContext context, bool files, Func<SandboxSession, SessionManager, Task<IResult>> handler)
     {
