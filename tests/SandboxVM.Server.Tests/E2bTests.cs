@@ -7,55 +7,23 @@ using SandboxVM.Testing;
 namespace SandboxVM.Server.Tests;
 
 /// <summary>A server on the local agent with keys and a python-data-analysis template (the host's python3 with matplotlib).</summary>
-public sealed class E2bServerFixture : IAsyncLifetime
+public sealed class E2bServerFixture : KeyedLocalServer<E2bServerFixture>
 {
-    private readonly TestKeys _keys = new();
-    private LoopbackServer? _server;
+    /// <summary>The template E2B's code interpreter ids map to.</summary>
+    public const string DataAnalysis = "python-data-analysis";
 
-    public LocalAgentRuntime Runtime { get; private set; } = null!;
-
-    public Uri BaseUri => _server!.BaseUri;
-
-    public HttpClient Http => _server!.Http;
+    /// <summary>A key that may start one run a minute.</summary>
+    public const string Limited = "svmk_carol_k3y_0123456789abcdefghijklmnopqrstuvw";
 
     /// <summary>What a user sets E2B_API_URL and E2B_SANDBOX_URL to.</summary>
     public string E2bUrl => new Uri(BaseUri, "e2b").ToString();
 
-    public async ValueTask InitializeAsync()
+    private protected override void Configure(TestKeys keys, Dictionary<string, string> templates)
     {
-        if (LocalAgentRuntime.UnavailableReason is not null)
-        {
-            return;
-        }
-        _keys.WithDefaults();
-        Runtime = new LocalAgentRuntime();
-        var templates = LocalAgentServer.Templates();
-        templates["python-data-analysis"] = LocalAgentServer.PythonYaml("python-data-analysis", memoryMib: 512, runTimeoutS: 30, maxTimeoutS: 60, outputBytes: 65536)
+        keys.Write(TestKeys.Entry("alice", TestKeys.Alice), TestKeys.Entry("bob", TestKeys.Bob), TestKeys.Entry("ops", TestKeys.Admin, admin: true),
+            TestKeys.Entry("carol", Limited, limits: new { runs_per_minute = 1 }));
+        templates[DataAnalysis] = LocalAgentServer.PythonYaml(DataAnalysis, memoryMib: 512, runTimeoutS: 30, maxTimeoutS: 60, outputBytes: 65536)
             .Replace("  fork_server:", "  env: {MPLBACKEND: Agg}\n  fork_server:", StringComparison.Ordinal);
-        _server = await LoopbackServer.StartAsync(Runtime, templates, o =>
-        {
-            o.HostTimeoutMarginS = 2;
-            o.ApiKeysFile = _keys.Path;
-        });
-    }
-
-    public E2bServerFixture OrSkip()
-    {
-        Assert.SkipWhen(LocalAgentRuntime.UnavailableReason is not null, $"local agent runtime: {LocalAgentRuntime.UnavailableReason}");
-        return this;
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        if (_server is not null)
-        {
-            await _server.DisposeAsync();
-        }
-        if (Runtime is not null)
-        {
-            await Runtime.DisposeAsync();
-        }
-        _keys.Dispose();
     }
 }
 
@@ -225,11 +193,47 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         Assert.False(r.GetProperty("killedAgain").GetBoolean(), all);
     }
 
-    private Dictionary<string, string> SdkEnv() => new()
+    [Fact]
+    public async Task Execute_CountsAgainstTheOwnersRunsPerMinute_LikePostRun()
+    {
+        string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
+        await NodeScripts.InstallAsync(dir);
+        string id = await CreateAsync(LocalAgentServer.Python, E2bServerFixture.Limited);
+        try
+        {
+            // The key may start one run a minute: the SDK's first cell runs, its second is refused as the SDK reports a 429.
+            var run = await NodeScripts.RunAsync("node", ["limits.mjs", id], dir, null, TimeSpan.FromMinutes(2), SdkEnv(E2bServerFixture.Limited));
+            Assert.NotNull(run);
+            Assert.True(run.Value.ExitCode == 0, $"limits.mjs exited {run.Value.ExitCode}:\n{run.Value.Stderr}\n{run.Value.Stdout}");
+            using var answer = JsonDocument.Parse(run.Value.Stdout);
+            var runs = answer.RootElement.GetProperty("runs").EnumerateArray().Select(e => e.GetString()).ToList();
+            Assert.True(runs is ["42", "SandboxError: 429 Too Many Requests"], run.Value.Stdout);
+
+            // E2B's error body with Retry-After on the door, and the same budget on /v1/run.
+            using var execute = Envd(HttpMethod.Post, "e2b/execute", id, await TokenAsync(id, E2bServerFixture.Limited, run.Value.Stdout));
+            execute.Content = new StringContent("""{"code":"1"}""", Encoding.UTF8, "application/json");
+            using var refused = await _server.Http.SendAsync(execute, Ct);
+            await AssertE2bErrorAsync(refused, HttpStatusCode.TooManyRequests);
+            Assert.NotNull(refused.Headers.RetryAfter);
+            using var post = new HttpRequestMessage(HttpMethod.Post, "v1/run");
+            post.Headers.Authorization = new("Bearer", E2bServerFixture.Limited);
+            post.Content = new StringContent("""{"template":"local-sh","code":"echo 1"}""", Encoding.UTF8, "application/json");
+            using var v1 = await _server.Http.SendAsync(post, Ct);
+            Assert.Equal(HttpStatusCode.TooManyRequests, v1.StatusCode);
+            Assert.Contains("rate_limited", await v1.Content.ReadAsStringAsync(Ct));
+        }
+        finally
+        {
+            // Not asserted: a failure above must not be hidden by this one's (the sandbox may have timed out meanwhile).
+            using var kill = await _server.Http.SendAsync(Request(HttpMethod.Delete, $"e2b/sandboxes/{id}", E2bServerFixture.Limited), CancellationToken.None);
+        }
+    }
+
+    private Dictionary<string, string> SdkEnv(string key = TestKeys.Alice) => new()
     {
         ["E2B_API_URL"] = _server.E2bUrl,
         ["E2B_SANDBOX_URL"] = _server.E2bUrl,
-        ["E2B_API_KEY"] = TestKeys.Alice,
+        ["E2B_API_KEY"] = key,
     };
 
     [Fact]
@@ -332,10 +336,10 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         }
     }
 
-    private async Task<string> CreateAsync()
+    private async Task<string> CreateAsync(string template = LocalAgentServer.Shell, string key = TestKeys.Alice)
     {
-        using var create = Request(HttpMethod.Post, "e2b/v2/sandboxes", TestKeys.Alice);
-        create.Content = new StringContent("""{"templateID":"local-sh","timeout":60}""", Encoding.UTF8, "application/json");
+        using var create = Request(HttpMethod.Post, "e2b/v2/sandboxes", key);
+        create.Content = new StringContent($$"""{"templateID":"{{template}}","timeout":60}""", Encoding.UTF8, "application/json");
         using var created = await _server.Http.SendAsync(create, Ct);
         Assert.Equal(HttpStatusCode.Created, created.StatusCode);
         using var body = JsonDocument.Parse(await created.Content.ReadAsStringAsync(Ct));
@@ -343,10 +347,12 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
     }
 
     /// <summary>The sandbox's access token as getInfo (GET /sandboxes/{id}) gives it to its owner.</summary>
-    private async Task<string> TokenAsync(string id)
+    private async Task<string> TokenAsync(string id, string key = TestKeys.Alice, string? context = null)
     {
-        using var info = await _server.Http.SendAsync(Request(HttpMethod.Get, $"e2b/sandboxes/{id}", TestKeys.Alice), Ct);
-        using var body = JsonDocument.Parse(await info.Content.ReadAsStringAsync(Ct));
+        using var info = await _server.Http.SendAsync(Request(HttpMethod.Get, $"e2b/sandboxes/{id}", key), Ct);
+        string text = await info.Content.ReadAsStringAsync(Ct);
+        Assert.True(info.IsSuccessStatusCode, $"{info.StatusCode}: {text} {context}");
+        using var body = JsonDocument.Parse(text);
         return body.RootElement.GetProperty("envdAccessToken").GetString()!;
     }
 
@@ -358,13 +364,11 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         return request;
     }
 
-    /// <summary>The local agent's sandboxes run the host's python3: the figures need its matplotlib.</summary>
+    /// <summary>The local agent's sandboxes run the host's python3: the figures need its matplotlib and pandas.</summary>
     private async Task SkipWithoutMatplotlibAsync()
     {
-        using var client = new SandboxVM.Client.SandboxClient(_server.BaseUri.ToString(), TestKeys.Alice);
-        var probe = await client.RunAsync(new SandboxVM.Client.RunRequest { Template = "python-data-analysis", Code = "import matplotlib, numpy, pandas" }, Ct);
-        Assert.SkipWhen(probe.Status != SandboxVM.Client.RunStatus.Ok && probe.Stderr.Contains("No module named", StringComparison.Ordinal),
-            "python3-matplotlib or python3-pandas is not installed on this host (scripts/install-deps.sh installs them)");
+        string? missing = await _server.ModulesMissingAsync(E2bServerFixture.DataAnalysis, "matplotlib, numpy, pandas", Ct);
+        Assert.SkipWhen(missing is not null, missing ?? "");
     }
 
     private static HttpRequestMessage Request(HttpMethod method, string path, string key)
