@@ -46,12 +46,7 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
         await NodeScripts.InstallAsync(dir);
         await SkipWithoutMatplotlibAsync();
-        var run = await NodeScripts.RunAsync("node", ["interop.mjs"], dir, null, TimeSpan.FromMinutes(4), SdkEnv());
-        Assert.NotNull(run);
-        Assert.True(run.Value.ExitCode == 0, $"interop.mjs exited {run.Value.ExitCode}:\n{run.Value.Stderr}\n{run.Value.Stdout}");
-        using var answer = JsonDocument.Parse(run.Value.Stdout);
-        var r = answer.RootElement;
-        string all = run.Value.Stdout;
+        var (r, all) = await NodeScripts.RunJsonAsync(dir, "interop.mjs", [], SdkEnv(), TimeSpan.FromMinutes(4));
 
         Assert.Equal("1", r.GetProperty("runCode").GetString());
         Assert.Equal("42", r.GetProperty("stateful").GetString());
@@ -170,12 +165,7 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
     {
         string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
         await NodeScripts.InstallAsync(dir);
-        var run = await NodeScripts.RunAsync("node", ["pty.mjs", LocalAgentServer.Shell], dir, null, TimeSpan.FromMinutes(2), SdkEnv());
-        Assert.NotNull(run);
-        Assert.True(run.Value.ExitCode == 0, $"pty.mjs exited {run.Value.ExitCode}:\n{run.Value.Stderr}\n{run.Value.Stdout}");
-        using var answer = JsonDocument.Parse(run.Value.Stdout);
-        var r = answer.RootElement;
-        string all = run.Value.Stdout;
+        var (r, all) = await NodeScripts.RunJsonAsync(dir, "pty.mjs", [LocalAgentServer.Shell], SdkEnv(), TimeSpan.FromMinutes(2));
         Assert.False(r.TryGetProperty("error", out _), all);
 
         // The shell's lines (a line may start after the terminal's control sequences and a carriage return).
@@ -202,15 +192,12 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         try
         {
             // The key may start one run a minute: the SDK's first cell runs, its second is refused as the SDK reports a 429.
-            var run = await NodeScripts.RunAsync("node", ["limits.mjs", id], dir, null, TimeSpan.FromMinutes(2), SdkEnv(E2bServerFixture.Limited));
-            Assert.NotNull(run);
-            Assert.True(run.Value.ExitCode == 0, $"limits.mjs exited {run.Value.ExitCode}:\n{run.Value.Stderr}\n{run.Value.Stdout}");
-            using var answer = JsonDocument.Parse(run.Value.Stdout);
-            var runs = answer.RootElement.GetProperty("runs").EnumerateArray().Select(e => e.GetString()).ToList();
-            Assert.True(runs is ["42", "SandboxError: 429 Too Many Requests"], run.Value.Stdout);
+            var (answer, all) = await NodeScripts.RunJsonAsync(dir, "limits.mjs", [id], SdkEnv(E2bServerFixture.Limited), TimeSpan.FromMinutes(2));
+            var runs = answer.GetProperty("runs").EnumerateArray().Select(e => e.GetString()).ToList();
+            Assert.True(runs is ["42", "SandboxError: 429 Too Many Requests"], all);
 
             // E2B's error body with Retry-After on the door, and the same budget on /v1/run.
-            using var execute = Envd(HttpMethod.Post, "e2b/execute", id, await TokenAsync(id, E2bServerFixture.Limited, run.Value.Stdout));
+            using var execute = Envd(HttpMethod.Post, "e2b/execute", id, await TokenAsync(id, E2bServerFixture.Limited, all));
             execute.Content = new StringContent("""{"code":"1"}""", Encoding.UTF8, "application/json");
             using var refused = await _server.Http.SendAsync(execute, Ct);
             await AssertE2bErrorAsync(refused, HttpStatusCode.TooManyRequests);
