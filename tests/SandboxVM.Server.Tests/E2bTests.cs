@@ -184,6 +184,21 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
     }
 
     [Fact]
+    public async Task SignedUrls_UploadAndDownloadTheirPathOnly_UntilTheyExpire()
+    {
+        string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
+        await NodeScripts.InstallAsync(dir);
+        var (r, all) = await NodeScripts.RunJsonAsync(dir, "urls.mjs", [LocalAgentServer.Shell], SdkEnv(), TimeSpan.FromMinutes(2));
+        Assert.False(r.TryGetProperty("error", out _), all);
+        Assert.Equal(200, r.GetProperty("uploadStatus").GetInt32());
+        Assert.Equal("sent to a signed URL", r.GetProperty("read").GetString());
+        Assert.Equal(200, r.GetProperty("downloadStatus").GetInt32());
+        Assert.Equal("sent to a signed URL", r.GetProperty("downloaded").GetString());
+        Assert.Equal(401, r.GetProperty("otherPathStatus").GetInt32());
+        Assert.Equal(401, r.GetProperty("expiredStatus").GetInt32());
+    }
+
+    [Fact]
     public async Task Execute_CountsAgainstTheOwnersRunsPerMinute_LikePostRun()
     {
         string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");

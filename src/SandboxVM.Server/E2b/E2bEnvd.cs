@@ -31,8 +31,8 @@ internal static class E2bEnvd
     public static void Map(RouteGroupBuilder g)
     {
         g.MapGet("/health", (Delegate)((HttpContext c) => Sandboxed(c, false, (_, _) => Task.FromResult(Results.NoContent()))));
-        g.MapGet("/files", DownloadAsync);
-        g.MapPost("/files", UploadAsync);
+        g.MapGet("/files", (HttpContext c, string? path) => DownloadAsync(c, path));
+        g.MapPost("/files", (HttpContext c, string? path) => UploadAsync(c, path));
         g.MapPost("/process.Process/{method}", (string method, HttpContext c) => RpcAsync(c, "process.Process", method));
         g.MapPost("/filesystem.Filesystem/{method}", (string method, HttpContext c) => RpcAsync(c, "filesystem.Filesystem", method));
     }
@@ -68,10 +68,54 @@ internal static class E2bEnvd
     public static Caller? OwnerOf(HttpContext context, CallerStore callers) =>
         context.Request.Headers.ContainsKey("E2b-Sandbox-Id") && Resolve(context).Session is { } session ? callers.Find(session.Owner) : null;
 
-    /// <summary>Runs an HTTP (not Connect) sandbox-side call; refusals answer {"code","message"} with their status.</summary>
-    public static async Task<IResult> Sandboxed(HttpContext context, bool files, Func<SandboxSession, SessionManager, Task<IResult>> handler)
+    /// <summary>
+    /// The SDK's <c>uploadUrl()</c>/<c>downloadUrl()</c>: it builds <c>/files</c> on the origin of E2B_SANDBOX_URL (outside
+    /// /e2b, where E2B has a host name per sandbox) with no sandbox header, signed for one path and operation with the
+    /// sandbox's token: <c>v1_</c> + base64(SHA-256(<c>path:operation:user:token[:expiration]</c>)). So these routes find the
+    /// sandbox whose token makes that signature (a handful of hashes: one per live sandbox) and serve /files for it.
+    /// </summary>
+    public static void MapSignedFiles(IEndpointRouteBuilder app)
     {
-        var (session, status, message) = Resolve(context);
+        app.MapGet(SignedFilesPath, (HttpContext c, string? path) => DownloadAsync(c, path, () => ResolveSigned(c, path, "read")));
+        app.MapPost(SignedFilesPath, (HttpContext c, string? path) => UploadAsync(c, path, () => ResolveSigned(c, path, "write")));
+    }
+
+    public const string SignedFilesPath = "/files";
+
+    private static (SandboxSession? Session, int Status, string Message) ResolveSigned(HttpContext context, string? path, string operation)
+    {
+        var query = context.Request.Query;
+        string signature = query["signature"].ToString();
+        if (signature.Length == 0 || string.IsNullOrEmpty(path))
+        {
+            return (null, 401, "a signed URL of uploadUrl()/downloadUrl() needs its path and signature");
+        }
+        string? expiration = query["signature_expiration"].Count > 0 ? query["signature_expiration"].ToString() : null;
+        if (expiration is not null && (!long.TryParse(expiration, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long until)
+            || DateTimeOffset.UtcNow.ToUnixTimeSeconds() > until))
+        {
+            return (null, 401, "the signed URL has expired");
+        }
+        string user = query["username"].ToString();
+        var state = context.RequestServices.GetRequiredService<E2bState>();
+        byte[] presented = Encoding.ASCII.GetBytes(signature);
+        foreach (var session in context.RequestServices.GetRequiredService<SessionManager>().List())
+        {
+            string raw = $"{path}:{operation}:{user}:{state.TokenFor(session.Id)}" + (expiration is null ? "" : ":" + expiration);
+            string expected = "v1_" + Convert.ToBase64String(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(raw))).TrimEnd('=');
+            if (System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(expected), presented))
+            {
+                return (session, 200, "");
+            }
+        }
+        return (null, 401, "the signature is wrong, or its sandbox has ended");
+    }
+
+    /// <summary>Runs an HTTP (not Connect) sandbox-side call; refusals answer {"code","message"} with their status.</summary>
+    public static async Task<IResult> Sandboxed(HttpContext context, bool files, Func<SandboxSession, SessionManager, Task<IResult>> handler,
+        Func<(SandboxSession? Session, int Status, string Message)>? resolve = null)
+    {
+        var (session, status, message) = resolve is null ? Resolve(context) : resolve();
         if (session is null)
         {
             return E2bEndpoints.Error(status, message);
@@ -92,7 +136,7 @@ internal static class E2bEnvd
         }
     }
 
-    private static Task<IResult> DownloadAsync(HttpContext context, string? path) => Sandboxed(context, true, async (s, sessions) =>
+    private static Task<IResult> DownloadAsync(HttpContext context, string? path, Func<(SandboxSession?, int, string)>? resolve = null) => Sandboxed(context, true, async (s, sessions) =>
     {
         ExactLengthStream? body = null;
         long expected = 0;
@@ -112,9 +156,9 @@ internal static class E2bEnvd
             context.Abort();
         }
         return Results.Empty;
-    });
+    }, resolve);
 
-    private static Task<IResult> UploadAsync(HttpContext context, string? path) => Sandboxed(context, true, async (s, sessions) =>
+    private static Task<IResult> UploadAsync(HttpContext context, string? path, Func<(SandboxSession?, int, string)>? resolve = null) => Sandboxed(context, true, async (s, sessions) =>
     {
         long limit = context.RequestServices.GetRequiredService<SandboxVmOptions>().MaxUploadBytes;
         if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodySize)
@@ -143,7 +187,7 @@ internal static class E2bEnvd
             written.Add(await WriteOneAsync(context, sessions, s.Id, path ?? name, section.Body, limit));
         }
         return Results.Json(written);
-    });
+    }, resolve);
 
     private static async Task<JsonObject> WriteOneAsync(HttpContext context, SessionManager sessions, string id, string? path, Stream content, long limit)
     {
