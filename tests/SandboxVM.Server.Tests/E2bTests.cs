@@ -163,9 +163,7 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
     [Fact]
     public async Task Pty_ShellOnATerminal_TakesInputFollowsResizeExitsAndIsKilled()
     {
-        string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
-        await NodeScripts.InstallAsync(dir);
-        var (r, all) = await NodeScripts.RunJsonAsync(dir, "pty.mjs", [LocalAgentServer.Shell], SdkEnv(), TimeSpan.FromMinutes(2));
+        var (r, all) = await RunSdkAsync("pty.mjs", [LocalAgentServer.Shell]);
         Assert.False(r.TryGetProperty("error", out _), all);
 
         // The shell's lines (a line may start after the terminal's control sequences and a carriage return).
@@ -186,9 +184,7 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
     [Fact]
     public async Task SignedUrls_UploadAndDownloadTheirPathOnly_UntilTheyExpire()
     {
-        string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
-        await NodeScripts.InstallAsync(dir);
-        var (r, all) = await NodeScripts.RunJsonAsync(dir, "urls.mjs", [LocalAgentServer.Shell], SdkEnv(), TimeSpan.FromMinutes(2));
+        var (r, all) = await RunSdkAsync("urls.mjs", [LocalAgentServer.Shell]);
         Assert.False(r.TryGetProperty("error", out _), all);
         Assert.Equal(200, r.GetProperty("uploadStatus").GetInt32());
         Assert.Equal("sent to a signed URL", r.GetProperty("read").GetString());
@@ -229,6 +225,14 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
             // Not asserted: a failure above must not be hidden by this one's (the sandbox may have timed out meanwhile).
             using var kill = await _server.Http.SendAsync(Request(HttpMethod.Delete, $"e2b/sandboxes/{id}", E2bServerFixture.Limited), CancellationToken.None);
         }
+    }
+
+    /// <summary>Runs a script of e2b-interop/ against this server with E2B's three variables set; its JSON answer.</summary>
+    private async Task<(JsonElement Answer, string Text)> RunSdkAsync(string script, string[] args, string key = TestKeys.Alice)
+    {
+        string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
+        await NodeScripts.InstallAsync(dir);
+        return await NodeScripts.RunJsonAsync(dir, script, args, SdkEnv(key), TimeSpan.FromMinutes(2));
     }
 
     private Dictionary<string, string> SdkEnv(string key = TestKeys.Alice) => new()
