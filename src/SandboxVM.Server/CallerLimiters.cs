@@ -20,7 +20,10 @@ internal static class RunLimits
 
     public static void AddServices(IServiceCollection services) => services.AddRateLimiter(o =>
     {
-        o.AddPolicy(Policy, context => Partition(context.GetCaller(), context.RequestServices.GetService<TimeProvider>() ?? TimeProvider.System));
+        // Every /v1 request has its caller; an E2B call without a valid sandbox token has none and is refused by its handler.
+        o.AddPolicy(Policy, context => context.Features.Get<Caller>() is { } caller
+            ? Partition(caller, context.RequestServices.GetService<TimeProvider>() ?? TimeProvider.System)
+            : RateLimitPartition.GetNoLimiter(""));
         o.OnRejected = RejectAsync;
     });
 
@@ -81,14 +84,19 @@ internal static class RunLimits
         var context = rejected.HttpContext;
         var caller = context.GetCaller();
         // Only the token bucket says when it has room again; a refusal without it is the concurrency limit.
-        if (rejected.Lease.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retry))
+        bool perMinute = rejected.Lease.TryGetMetadata(MetadataName.RetryAfter, out TimeSpan retry);
+        string why = perMinute
+            ? $"this API key may start {caller.Limits.RunsPerMinute} runs a minute; try again later"
+            : $"this API key may have {caller.Limits.ConcurrentRuns} runs executing at once; wait for one to finish";
+        var after = perMinute ? Max(retry, TimeSpan.FromSeconds(1)) : TimeSpan.FromSeconds(1);
+        if (context.Request.Path.StartsWithSegments(E2b.E2bEndpoints.Prefix))
         {
-            await Problems.Write(context, 429, HttpProblemCodes.RateLimited, null,
-                $"this API key may start {caller.Limits.RunsPerMinute} runs a minute; try again later", Max(retry, TimeSpan.FromSeconds(1)));
+            // E2B's error body; the code interpreter SDK reports a 429 as SandboxError "429 Too Many Requests".
+            context.Response.Headers.RetryAfter = ((int)Math.Ceiling(after.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            await E2b.E2bEndpoints.Error(429, why).ExecuteAsync(context);
             return;
         }
-        await Problems.Write(context, 429, HttpProblemCodes.TooManyRuns, null,
-            $"this API key may have {caller.Limits.ConcurrentRuns} runs executing at once; wait for one to finish", TimeSpan.FromSeconds(1));
+        await Problems.Write(context, 429, perMinute ? HttpProblemCodes.RateLimited : HttpProblemCodes.TooManyRuns, null, why, after);
     }
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;

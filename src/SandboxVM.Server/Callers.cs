@@ -219,7 +219,8 @@ public sealed partial class CallerStore : IDisposable
 
 /// <summary>
 /// Finds the caller of every /v1 and /metrics request: with keys configured, the key of
-/// <c>Authorization: Bearer KEY</c> (401 otherwise); without, <see cref="Caller.Anonymous"/>. /metrics and
+/// <c>Authorization: Bearer KEY</c> (401 otherwise); without, <see cref="Caller.Anonymous"/>. On /e2b the owner
+/// of the sandbox whose token a sandbox-side call presents (the E2B door checks keys and tokens itself). /metrics and
 /// /v1/admin need an admin (403). On /mcp the caller is also the request's user, to whom the MCP SDK binds a session.
 /// </summary>
 internal sealed class CallerMiddleware(RequestDelegate next, CallerStore callers)
@@ -229,6 +230,15 @@ internal sealed class CallerMiddleware(RequestDelegate next, CallerStore callers
     public Task InvokeAsync(HttpContext context)
     {
         var path = context.Request.Path;
+        if (path.StartsWithSegments(E2b.E2bEndpoints.Prefix))
+        {
+            // E2B's sandbox-side calls carry no key: a sandbox's token stands for its owner, whose run limits /execute counts against.
+            if (E2b.E2bEnvd.OwnerOf(context, callers) is { } owner)
+            {
+                context.Features.Set(owner);
+            }
+            return next(context);
+        }
         bool mcp = path.StartsWithSegments(Mcp.McpEndpoint.Path);
         if (!mcp && !path.StartsWithSegments("/v1") && !path.StartsWithSegments(MetricsExporter.Path))
         {

@@ -21,9 +21,12 @@ internal static class OpenApiDocs
 {
     public const string DocumentPath = "/openapi/v1.json";
 
-    /// <summary>Not REST: MCP (JSON-RPC) and E2B's API are their own protocols with their own documents, and the document itself.</summary>
+    /// <summary>
+    /// Not REST: MCP (JSON-RPC) and E2B's API are their own protocols with their own documents (the E2B SDK's signed file
+    /// URLs come to /files at the root), and the document itself.
+    /// </summary>
     public static bool IsOtherProtocol(string route) =>
-        IsUnder(route, Mcp.McpEndpoint.Path) || IsUnder(route, "/e2b") || IsUnder(route, "/openapi");
+        IsUnder(route, Mcp.McpEndpoint.Path) || IsUnder(route, E2b.E2bEndpoints.Prefix) || IsUnder(route, E2b.E2bEnvd.SignedFilesPath) || IsUnder(route, "/openapi");
 
     private static bool IsUnder(string route, string prefix)
     {

@@ -1,60 +1,29 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using SandboxVM.Testing;
 
 namespace SandboxVM.Server.Tests;
 
 /// <summary>A server on the local agent with keys and a python-data-analysis template (the host's python3 with matplotlib).</summary>
-public sealed class E2bServerFixture : IAsyncLifetime
+public sealed class E2bServerFixture : KeyedLocalServer<E2bServerFixture>
 {
-    private readonly TestKeys _keys = new();
-    private LoopbackServer? _server;
+    /// <summary>The template E2B's code interpreter ids map to.</summary>
+    public const string DataAnalysis = "python-data-analysis";
 
-    public LocalAgentRuntime Runtime { get; private set; } = null!;
-
-    public Uri BaseUri => _server!.BaseUri;
-
-    public HttpClient Http => _server!.Http;
+    /// <summary>A key that may start one run a minute.</summary>
+    public const string Limited = "svmk_carol_k3y_0123456789abcdefghijklmnopqrstuvw";
 
     /// <summary>What a user sets E2B_API_URL and E2B_SANDBOX_URL to.</summary>
     public string E2bUrl => new Uri(BaseUri, "e2b").ToString();
 
-    public async ValueTask InitializeAsync()
+    private protected override void Configure(TestKeys keys, Dictionary<string, string> templates)
     {
-        if (LocalAgentRuntime.UnavailableReason is not null)
-        {
-            return;
-        }
-        _keys.WithDefaults();
-        Runtime = new LocalAgentRuntime();
-        var templates = LocalAgentServer.Templates();
-        templates["python-data-analysis"] = LocalAgentServer.PythonYaml("python-data-analysis", memoryMib: 512, runTimeoutS: 30, maxTimeoutS: 60, outputBytes: 65536)
+        keys.Write(TestKeys.Entry("alice", TestKeys.Alice), TestKeys.Entry("bob", TestKeys.Bob), TestKeys.Entry("ops", TestKeys.Admin, admin: true),
+            TestKeys.Entry("carol", Limited, limits: new { runs_per_minute = 1 }));
+        templates[DataAnalysis] = LocalAgentServer.PythonYaml(DataAnalysis, memoryMib: 512, runTimeoutS: 30, maxTimeoutS: 60, outputBytes: 65536)
             .Replace("  fork_server:", "  env: {MPLBACKEND: Agg}\n  fork_server:", StringComparison.Ordinal);
-        _server = await LoopbackServer.StartAsync(Runtime, templates, o =>
-        {
-            o.HostTimeoutMarginS = 2;
-            o.ApiKeysFile = _keys.Path;
-        });
-    }
-
-    public E2bServerFixture OrSkip()
-    {
-        Assert.SkipWhen(LocalAgentRuntime.UnavailableReason is not null, $"local agent runtime: {LocalAgentRuntime.UnavailableReason}");
-        return this;
-    }
-
-    public async ValueTask DisposeAsync()
-    {
-        if (_server is not null)
-        {
-            await _server.DisposeAsync();
-        }
-        if (Runtime is not null)
-        {
-            await Runtime.DisposeAsync();
-        }
-        _keys.Dispose();
     }
 }
 
@@ -77,18 +46,7 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
         await NodeScripts.InstallAsync(dir);
         await SkipWithoutMatplotlibAsync();
-        var env = new Dictionary<string, string>
-        {
-            ["E2B_API_URL"] = _server.E2bUrl,
-            ["E2B_SANDBOX_URL"] = _server.E2bUrl,
-            ["E2B_API_KEY"] = TestKeys.Alice,
-        };
-        var run = await NodeScripts.RunAsync("node", ["interop.mjs"], dir, null, TimeSpan.FromMinutes(4), env);
-        Assert.NotNull(run);
-        Assert.True(run.Value.ExitCode == 0, $"interop.mjs exited {run.Value.ExitCode}:\n{run.Value.Stderr}\n{run.Value.Stdout}");
-        using var answer = JsonDocument.Parse(run.Value.Stdout);
-        var r = answer.RootElement;
-        string all = run.Value.Stdout;
+        var (r, all) = await NodeScripts.RunJsonAsync(dir, "interop.mjs", [], SdkEnv(), TimeSpan.FromMinutes(4));
 
         Assert.Equal("1", r.GetProperty("runCode").GetString());
         Assert.Equal("42", r.GetProperty("stateful").GetString());
@@ -203,6 +161,88 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
     }
 
     [Fact]
+    public async Task Pty_ShellOnATerminal_TakesInputFollowsResizeExitsAndIsKilled()
+    {
+        var (r, all) = await RunSdkAsync("pty.mjs", [LocalAgentServer.Shell]);
+        Assert.False(r.TryGetProperty("error", out _), all);
+
+        // The shell's lines (a line may start after the terminal's control sequences and a carriage return).
+        string first = r.GetProperty("first").GetString()!;
+        Assert.True(Regex.IsMatch(first, @"[\r\n]hi\r\n"), all);
+        Assert.True(Regex.IsMatch(first, @"[\r\n]/dev/pts/\d+\r\n"), all);
+        Assert.True(Regex.IsMatch(first, @"[\r\n]30 100\r\n"), all);
+        Assert.True(Regex.IsMatch(r.GetProperty("resized").GetString()!, @"[\r\n]40 120\r\n"), all);
+        Assert.True(r.GetProperty("listed").GetBoolean(), all);
+        Assert.Equal(3, r.GetProperty("exitCode").GetInt32());
+        Assert.False(r.GetProperty("listedAfter").GetBoolean(), all);
+
+        Assert.True(r.GetProperty("killed").GetBoolean(), all);
+        Assert.StartsWith("CommandExitError", r.GetProperty("afterKill").GetString());
+        Assert.False(r.GetProperty("killedAgain").GetBoolean(), all);
+    }
+
+    [Fact]
+    public async Task SignedUrls_UploadAndDownloadTheirPathOnly_UntilTheyExpire()
+    {
+        var (r, all) = await RunSdkAsync("urls.mjs", [LocalAgentServer.Shell]);
+        Assert.False(r.TryGetProperty("error", out _), all);
+        Assert.Equal(200, r.GetProperty("uploadStatus").GetInt32());
+        Assert.Equal("sent to a signed URL", r.GetProperty("read").GetString());
+        Assert.Equal(200, r.GetProperty("downloadStatus").GetInt32());
+        Assert.Equal("sent to a signed URL", r.GetProperty("downloaded").GetString());
+        Assert.Equal(401, r.GetProperty("otherPathStatus").GetInt32());
+        Assert.Equal(401, r.GetProperty("expiredStatus").GetInt32());
+    }
+
+    [Fact]
+    public async Task Execute_CountsAgainstTheOwnersRunsPerMinute_LikePostRun()
+    {
+        string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
+        await NodeScripts.InstallAsync(dir);
+        string id = await CreateAsync(LocalAgentServer.Python, E2bServerFixture.Limited);
+        try
+        {
+            // The key may start one run a minute: the SDK's first cell runs, its second is refused as the SDK reports a 429.
+            var (answer, all) = await NodeScripts.RunJsonAsync(dir, "limits.mjs", [id], SdkEnv(E2bServerFixture.Limited), TimeSpan.FromMinutes(2));
+            var runs = answer.GetProperty("runs").EnumerateArray().Select(e => e.GetString()).ToList();
+            Assert.True(runs is ["42", "SandboxError: 429 Too Many Requests"], all);
+
+            // E2B's error body with Retry-After on the door, and the same budget on /v1/run.
+            using var execute = Envd(HttpMethod.Post, "e2b/execute", id, await TokenAsync(id, E2bServerFixture.Limited, all));
+            execute.Content = new StringContent("""{"code":"1"}""", Encoding.UTF8, "application/json");
+            using var refused = await _server.Http.SendAsync(execute, Ct);
+            await AssertE2bErrorAsync(refused, HttpStatusCode.TooManyRequests);
+            Assert.NotNull(refused.Headers.RetryAfter);
+            using var post = new HttpRequestMessage(HttpMethod.Post, "v1/run");
+            post.Headers.Authorization = new("Bearer", E2bServerFixture.Limited);
+            post.Content = new StringContent("""{"template":"local-sh","code":"echo 1"}""", Encoding.UTF8, "application/json");
+            using var v1 = await _server.Http.SendAsync(post, Ct);
+            Assert.Equal(HttpStatusCode.TooManyRequests, v1.StatusCode);
+            Assert.Contains("rate_limited", await v1.Content.ReadAsStringAsync(Ct));
+        }
+        finally
+        {
+            // Not asserted: a failure above must not be hidden by this one's (the sandbox may have timed out meanwhile).
+            using var kill = await _server.Http.SendAsync(Request(HttpMethod.Delete, $"e2b/sandboxes/{id}", E2bServerFixture.Limited), CancellationToken.None);
+        }
+    }
+
+    /// <summary>Runs a script of e2b-interop/ against this server with E2B's three variables set; its JSON answer.</summary>
+    private async Task<(JsonElement Answer, string Text)> RunSdkAsync(string script, string[] args, string key = TestKeys.Alice)
+    {
+        string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
+        await NodeScripts.InstallAsync(dir);
+        return await NodeScripts.RunJsonAsync(dir, script, args, SdkEnv(key), TimeSpan.FromMinutes(2));
+    }
+
+    private Dictionary<string, string> SdkEnv(string key = TestKeys.Alice) => new()
+    {
+        ["E2B_API_URL"] = _server.E2bUrl,
+        ["E2B_SANDBOX_URL"] = _server.E2bUrl,
+        ["E2B_API_KEY"] = key,
+    };
+
+    [Fact]
     public async Task ReadmeExample_RunsAsWritten()
     {
         string dir = Path.Combine(AppContext.BaseDirectory, "e2b-interop");
@@ -210,13 +250,7 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         await SkipWithoutMatplotlibAsync();
         string script = Path.Combine(dir, "readme-example.mjs");
         await File.WriteAllTextAsync(script, ReadmeExamples.Block("e2b", "js"), Ct);
-        var env = new Dictionary<string, string>
-        {
-            ["E2B_API_URL"] = _server.E2bUrl,
-            ["E2B_SANDBOX_URL"] = _server.E2bUrl,
-            ["E2B_API_KEY"] = TestKeys.Alice,
-        };
-        var run = await NodeScripts.RunAsync("node", [script], dir, null, TimeSpan.FromMinutes(3), env);
+        var run = await NodeScripts.RunAsync("node", [script], dir, null, TimeSpan.FromMinutes(3), SdkEnv());
         Assert.NotNull(run);
         Assert.True(run.Value.ExitCode == 0, $"the README's example exited {run.Value.ExitCode}:\n{run.Value.Stderr}\n{run.Value.Stdout}");
         Assert.Equal("1\ntrue\n42\n\nhello\n", run.Value.Stdout);
@@ -308,10 +342,10 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         }
     }
 
-    private async Task<string> CreateAsync()
+    private async Task<string> CreateAsync(string template = LocalAgentServer.Shell, string key = TestKeys.Alice)
     {
-        using var create = Request(HttpMethod.Post, "e2b/v2/sandboxes", TestKeys.Alice);
-        create.Content = new StringContent("""{"templateID":"local-sh","timeout":60}""", Encoding.UTF8, "application/json");
+        using var create = Request(HttpMethod.Post, "e2b/v2/sandboxes", key);
+        create.Content = new StringContent($$"""{"templateID":"{{template}}","timeout":60}""", Encoding.UTF8, "application/json");
         using var created = await _server.Http.SendAsync(create, Ct);
         Assert.Equal(HttpStatusCode.Created, created.StatusCode);
         using var body = JsonDocument.Parse(await created.Content.ReadAsStringAsync(Ct));
@@ -319,10 +353,12 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
     }
 
     /// <summary>The sandbox's access token as getInfo (GET /sandboxes/{id}) gives it to its owner.</summary>
-    private async Task<string> TokenAsync(string id)
+    private async Task<string> TokenAsync(string id, string key = TestKeys.Alice, string? context = null)
     {
-        using var info = await _server.Http.SendAsync(Request(HttpMethod.Get, $"e2b/sandboxes/{id}", TestKeys.Alice), Ct);
-        using var body = JsonDocument.Parse(await info.Content.ReadAsStringAsync(Ct));
+        using var info = await _server.Http.SendAsync(Request(HttpMethod.Get, $"e2b/sandboxes/{id}", key), Ct);
+        string text = await info.Content.ReadAsStringAsync(Ct);
+        Assert.True(info.IsSuccessStatusCode, $"{info.StatusCode}: {text} {context}");
+        using var body = JsonDocument.Parse(text);
         return body.RootElement.GetProperty("envdAccessToken").GetString()!;
     }
 
@@ -334,13 +370,11 @@ public sealed class E2bTests(E2bServerFixture server) : IClassFixture<E2bServerF
         return request;
     }
 
-    /// <summary>The local agent's sandboxes run the host's python3: the figures need its matplotlib.</summary>
+    /// <summary>The local agent's sandboxes run the host's python3: the figures need its matplotlib and pandas.</summary>
     private async Task SkipWithoutMatplotlibAsync()
     {
-        using var client = new SandboxVM.Client.SandboxClient(_server.BaseUri.ToString(), TestKeys.Alice);
-        var probe = await client.RunAsync(new SandboxVM.Client.RunRequest { Template = "python-data-analysis", Code = "import matplotlib, numpy, pandas" }, Ct);
-        Assert.SkipWhen(probe.Status != SandboxVM.Client.RunStatus.Ok && probe.Stderr.Contains("No module named", StringComparison.Ordinal),
-            "python3-matplotlib or python3-pandas is not installed on this host (scripts/install-deps.sh installs them)");
+        string? missing = await _server.ModulesMissingAsync(E2bServerFixture.DataAnalysis, "matplotlib, numpy, pandas", Ct);
+        Assert.SkipWhen(missing is not null, missing ?? "");
     }
 
     private static HttpRequestMessage Request(HttpMethod method, string path, string key)

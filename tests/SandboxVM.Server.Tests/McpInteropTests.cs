@@ -1,4 +1,5 @@
 using System.Text.Json;
+using SandboxVM.Testing;
 
 namespace SandboxVM.Server.Tests;
 

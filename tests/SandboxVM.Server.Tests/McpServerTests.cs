@@ -12,41 +12,17 @@ namespace SandboxVM.Server.Tests;
 /// The real server on loopback with API keys (alice, bob) and the local agent's sandboxes, for the MCP
 /// tests: its <c>/mcp</c> endpoint and the built CLI's <c>sandboxvm mcp</c> against its URL.
 /// </summary>
-public sealed class McpServerFixture : IAsyncLifetime
+public sealed class McpServerFixture : KeyedLocalServer<McpServerFixture>
 {
     /// <summary>Python with room for matplotlib (the local-py template's 64 MiB is too little) and a 30 s default limit.</summary>
     public const string Python = "mcp-py";
 
-    private readonly TestKeys _keys = new();
-    private LoopbackServer? _server;
+    public Uri McpUri => new(BaseUri, "mcp");
 
-    public LocalAgentRuntime Runtime { get; private set; } = null!;
-
-    public Uri BaseUri => _server!.BaseUri;
-
-    public Uri McpUri => new(_server!.BaseUri, "mcp");
-
-    public async ValueTask InitializeAsync()
+    private protected override void Configure(TestKeys keys, Dictionary<string, string> templates)
     {
-        if (LocalAgentRuntime.UnavailableReason is not null)
-        {
-            return;
-        }
-        _keys.WithDefaults();
-        Runtime = new LocalAgentRuntime();
-        var templates = LocalAgentServer.Templates();
+        base.Configure(keys, templates);
         templates[Python] = LocalAgentServer.PythonYaml(Python, memoryMib: 512, runTimeoutS: 30, maxTimeoutS: 60, outputBytes: 65536);
-        _server = await LoopbackServer.StartAsync(Runtime, templates, o =>
-        {
-            o.HostTimeoutMarginS = 2;
-            o.ApiKeysFile = _keys.Path;
-        });
-    }
-
-    public McpServerFixture OrSkip()
-    {
-        Assert.SkipWhen(LocalAgentRuntime.UnavailableReason is not null, $"local agent runtime: {LocalAgentRuntime.UnavailableReason}");
-        return this;
     }
 
     /// <summary>An MCP client over Streamable HTTP with <paramref name="apiKey"/>.</summary>
@@ -85,32 +61,7 @@ public sealed class McpServerFixture : IAsyncLifetime
         return McpClient.CreateAsync(transport, cancellationToken: ct);
     }
 
-    public async ValueTask DisposeAsync()
-    {
-        if (_server is not null)
-        {
-            await _server.DisposeAsync();
-        }
-        if (Runtime is not null)
-        {
-            await Runtime.DisposeAsync();
-        }
-        _keys.Dispose();
-    }
-
-    /// <summary>
-    /// Why matplotlib cannot plot in this server's python sandboxes (the local agent runs the host's
-    /// python3, with the sandbox's PATH), or null: asked of a sandbox, not of this process's python3.
-    /// </summary>
-    public async Task<string?> MatplotlibMissingAsync(CancellationToken ct)
-    {
-        using var client = new SandboxVM.Client.SandboxClient(BaseUri.ToString(), TestKeys.Alice);
-        var probe = await client.RunAsync(new SandboxVM.Client.RunRequest { Template = Python, Code = "import matplotlib" }, ct);
-        return probe.Status == SandboxVM.Client.RunStatus.Ok ? null
-            : probe.Stderr.Contains("No module named 'matplotlib'", StringComparison.Ordinal)
-                ? "python3-matplotlib is not installed on this host (scripts/install-deps.sh installs it)"
-                : throw new InvalidOperationException($"the matplotlib probe failed: {probe.Status} {probe.Error} {probe.Stderr}");
-    }
+    public Task<string?> MatplotlibMissingAsync(CancellationToken ct) => ModulesMissingAsync(Python, "matplotlib", ct);
 }
 
 [Trait("tier", "integration")]

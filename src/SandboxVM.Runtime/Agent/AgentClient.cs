@@ -378,7 +378,19 @@ public sealed class AgentClient : IAsyncDisposable
     {
         try
         {
-            return Answer(await ReadFrameAsync(op, CancellationToken.None), op, ProtocolJson.Default.PtyExit, Ops.PtyOpen);
+            long late = 0;
+            while (true)
+            {
+                var f = await ReadFrameAsync(op, CancellationToken.None);
+                // Once CloseTerminal removed the stream, the bytes the guest had in flight (at most its credit window) reach
+                // the operation before its answer: dropped, not a protocol violation that would end the sandbox.
+                if (f.Type is FrameType.Data or FrameType.DataEnd or FrameType.Credit && stream.AbortReason is not null
+                    && (late += FrameOverhead + f.Payload.Length) <= FrameStream.Window + FrameOverhead * 64)
+                {
+                    continue;
+                }
+                return Answer(f, op, ProtocolJson.Default.PtyExit, Ops.PtyOpen);
+            }
         }
         finally
         {

@@ -63,6 +63,7 @@ internal static class E2bEndpoints
         g.MapPost("/sandboxes/{id}/resume", (string id, HttpContext c) => ConnectAsync(c, id));
         g.MapPost("/v2/sandboxes/{id}/connect", (string id, HttpContext c) => ConnectAsync(c, id));
         E2bEnvd.Map(g);
+        E2bEnvd.MapSignedFiles(app);
         E2bInterpreter.Map(g);
         return app;
     }

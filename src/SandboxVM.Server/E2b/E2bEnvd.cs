@@ -11,6 +11,7 @@ using SandboxVM.Core;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Sessions;
 using SandboxVM.Protocol;
+using SandboxVM.Runtime.Agent;
 
 namespace SandboxVM.Server.E2b;
 
@@ -30,8 +31,8 @@ internal static class E2bEnvd
     public static void Map(RouteGroupBuilder g)
     {
         g.MapGet("/health", (Delegate)((HttpContext c) => Sandboxed(c, false, (_, _) => Task.FromResult(Results.NoContent()))));
-        g.MapGet("/files", DownloadAsync);
-        g.MapPost("/files", UploadAsync);
+        g.MapGet("/files", (HttpContext c, string? path) => DownloadAsync(c, path));
+        g.MapPost("/files", (HttpContext c, string? path) => UploadAsync(c, path));
         g.MapPost("/process.Process/{method}", (string method, HttpContext c) => RpcAsync(c, "process.Process", method));
         g.MapPost("/filesystem.Filesystem/{method}", (string method, HttpContext c) => RpcAsync(c, "filesystem.Filesystem", method));
     }
@@ -63,10 +64,58 @@ internal static class E2bEnvd
         }
     }
 
-    /// <summary>Runs an HTTP (not Connect) sandbox-side call; refusals answer {"code","message"} with their status.</summary>
-    public static async Task<IResult> Sandboxed(HttpContext context, bool files, Func<SandboxSession, SessionManager, Task<IResult>> handler)
+    /// <summary>The caller a sandbox-side call acts for: the owner of the sandbox whose token it presents; null without one.</summary>
+    public static Caller? OwnerOf(HttpContext context, CallerStore callers) =>
+        context.Request.Headers.ContainsKey("E2b-Sandbox-Id") && Resolve(context).Session is { } session ? callers.Find(session.Owner) : null;
+
+    /// <summary>
+    /// The SDK's <c>uploadUrl()</c>/<c>downloadUrl()</c>: it builds <c>/files</c> on the origin of E2B_SANDBOX_URL (outside
+    /// /e2b, where E2B has a host name per sandbox) with no sandbox header, signed for one path and operation with the
+    /// sandbox's token: <c>v1_</c> + base64(SHA-256(<c>path:operation:user:token[:expiration]</c>)). So these routes find the
+    /// sandbox whose token makes that signature (a handful of hashes: one per live sandbox) and serve /files for it.
+    /// </summary>
+    public static void MapSignedFiles(IEndpointRouteBuilder app)
     {
-        var (session, status, message) = Resolve(context);
+        app.MapGet(SignedFilesPath, (HttpContext c, string? path) => DownloadAsync(c, path, () => ResolveSigned(c, path, "read")));
+        app.MapPost(SignedFilesPath, (HttpContext c, string? path) => UploadAsync(c, path, () => ResolveSigned(c, path, "write")));
+    }
+
+    public const string SignedFilesPath = "/files";
+
+    private static (SandboxSession? Session, int Status, string Message) ResolveSigned(HttpContext context, string? path, string operation)
+    {
+        var query = context.Request.Query;
+        string signature = query["signature"].ToString();
+        if (signature.Length == 0 || string.IsNullOrEmpty(path))
+        {
+            return (null, 401, "a signed URL of uploadUrl()/downloadUrl() needs its path and signature");
+        }
+        string? expiration = query["signature_expiration"].Count > 0 ? query["signature_expiration"].ToString() : null;
+        if (expiration is not null && (!long.TryParse(expiration, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long until)
+            || DateTimeOffset.UtcNow.ToUnixTimeSeconds() > until))
+        {
+            return (null, 401, "the signed URL has expired");
+        }
+        string user = query["username"].ToString();
+        var state = context.RequestServices.GetRequiredService<E2bState>();
+        byte[] presented = Encoding.ASCII.GetBytes(signature);
+        foreach (var session in context.RequestServices.GetRequiredService<SessionManager>().List())
+        {
+            string raw = $"{path}:{operation}:{user}:{state.TokenFor(session.Id)}" + (expiration is null ? "" : ":" + expiration);
+            string expected = "v1_" + Convert.ToBase64String(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(raw))).TrimEnd('=');
+            if (System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(expected), presented))
+            {
+                return (session, 200, "");
+            }
+        }
+        return (null, 401, "the signature is wrong, or its sandbox has ended");
+    }
+
+    /// <summary>Runs an HTTP (not Connect) sandbox-side call; refusals answer {"code","message"} with their status.</summary>
+    public static async Task<IResult> Sandboxed(HttpContext context, bool files, Func<SandboxSession, SessionManager, Task<IResult>> handler,
+        Func<(SandboxSession? Session, int Status, string Message)>? resolve = null)
+    {
+        var (session, status, message) = resolve is null ? Resolve(context) : resolve();
         if (session is null)
         {
             return E2bEndpoints.Error(status, message);
@@ -87,7 +136,7 @@ internal static class E2bEnvd
         }
     }
 
-    private static Task<IResult> DownloadAsync(HttpContext context, string? path) => Sandboxed(context, true, async (s, sessions) =>
+    private static Task<IResult> DownloadAsync(HttpContext context, string? path, Func<(SandboxSession?, int, string)>? resolve = null) => Sandboxed(context, true, async (s, sessions) =>
     {
         ExactLengthStream? body = null;
         long expected = 0;
@@ -107,9 +156,9 @@ internal static class E2bEnvd
             context.Abort();
         }
         return Results.Empty;
-    });
+    }, resolve);
 
-    private static Task<IResult> UploadAsync(HttpContext context, string? path) => Sandboxed(context, true, async (s, sessions) =>
+    private static Task<IResult> UploadAsync(HttpContext context, string? path, Func<(SandboxSession?, int, string)>? resolve = null) => Sandboxed(context, true, async (s, sessions) =>
     {
         long limit = context.RequestServices.GetRequiredService<SandboxVmOptions>().MaxUploadBytes;
         if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } bodySize)
@@ -138,7 +187,7 @@ internal static class E2bEnvd
             written.Add(await WriteOneAsync(context, sessions, s.Id, path ?? name, section.Body, limit));
         }
         return Results.Json(written);
-    });
+    }, resolve);
 
     private static async Task<JsonObject> WriteOneAsync(HttpContext context, SessionManager sessions, string id, string? path, Stream content, long limit)
     {
@@ -176,6 +225,11 @@ internal static class E2bEnvd
                 var process = method == "Start"
                     ? await StartAsync(sessions, extras, session.Id, request, ct)
                     : extras.Find(Selector(request).Pid, Selector(request).Tag) ?? throw new ConnectException("not_found", "no such process");
+                if (process.Pty is { } pty)
+                {
+                    await StreamPtyAsync(context, process, pty, subscription: method == "Start" ? process.FirstSubscription : null);
+                    return;
+                }
                 await StreamAsync(context, sessions, session.Id, process, fromStart: method == "Start");
                 return;
             }
@@ -186,6 +240,7 @@ internal static class E2bEnvd
                 ("process.Process", "SendSignal") => await SignalAsync(sessions, extras, session.Id, req, ct),
                 ("process.Process", "SendInput") => await InputAsync(sessions, extras, session.Id, req, eof: false, ct),
                 ("process.Process", "CloseStdin") => await InputAsync(sessions, extras, session.Id, req, eof: true, ct),
+                ("process.Process", "Update") => await UpdateAsync(extras, req, ct),
                 ("filesystem.Filesystem", "Stat") => new JsonObject { ["entry"] = Entry(await Use(sessions, session.Id, Path(req, "path"), (a, p) => a.StatAsync(p, ct))) },
                 ("filesystem.Filesystem", "ListDir") => await ListDirAsync(sessions, session.Id, req, ct),
                 ("filesystem.Filesystem", "MakeDir") => await MakeDirAsync(sessions, session.Id, req, ct),
@@ -244,9 +299,9 @@ internal static class E2bEnvd
             envs[key] = value?.GetValue<string>() ?? "";
         }
         string? cwd = config["cwd"]?.GetValue<string>() is { Length: > 0 } d ? d : null;
-        if (req["pty"] is JsonObject)
+        if (req["pty"] is JsonObject ptyConfig)
         {
-            throw new ConnectException("unimplemented", "a pseudo-terminal (pty) is not supported by SandboxVM's E2B API");
+            return await StartPtyAsync(sessions, extras, id, ptyConfig, cmd, args, envs, cwd, req["tag"]?.GetValue<string>(), ct);
         }
         var started = await sessions.RunCommandAsync(id, new CommandRunRequest
         {
@@ -321,6 +376,118 @@ internal static class E2bEnvd
         return total;
     }
 
+    /// <summary>
+    /// A process on a terminal (the SDK's <c>pty.create</c>: <c>pty: {size: {cols, rows}}</c>): the agent's pty_open, kept by
+    /// <see cref="E2bPty"/> past this call. Its first subscriber is made before the program starts, so the stream that
+    /// started it sees everything it printed.
+    /// </summary>
+    private static async Task<E2bProcess> StartPtyAsync(SessionManager sessions, SandboxExtras extras, string id, JsonObject config,
+        string cmd, List<string> args, Dictionary<string, string> envs, string? cwd, string? tag, CancellationToken ct)
+    {
+        var (cols, rows) = Size(config);
+        if (extras.Terminals().Count >= MaxTerminals)
+        {
+            throw new ConnectException("resource_exhausted", $"at most {MaxTerminals} terminals per sandbox: kill one first");
+        }
+        var pty = new E2bPty();
+        var first = pty.Subscribe();
+        pty.Start(sessions, id, new PtyRequest { Argv = [cmd, .. args], Cwd = cwd ?? "", Env = envs, Cols = cols, Rows = rows });
+        try
+        {
+            await pty.Opened.WaitAsync(ct);
+        }
+        catch (Exception e) when (e is RunRequestException or AgentException)
+        {
+            first.Dispose();
+            throw e is RunRequestException r ? ConnectException.From(r)
+                : new ConnectException(((AgentException)e).Code == ErrorCodes.CommandNotFound ? "not_found" : "failed_precondition", e.Message);
+        }
+        catch (OperationCanceledException)
+        {
+            first.Dispose();
+            pty.Kill();
+            throw;
+        }
+        return extras.Add("", cmd, args, envs, cwd, tag, pty, first);
+    }
+
+    /// <summary>Terminals one sandbox may have through the door (each is also one of the agent's streams).</summary>
+    private const int MaxTerminals = 16;
+
+    private static (int Cols, int Rows) Size(JsonObject pty)
+    {
+        var size = pty["size"] as JsonObject;
+        uint cols = size?["cols"]?.GetValue<uint>() ?? 80, rows = size?["rows"]?.GetValue<uint>() ?? 24;
+        return cols is >= 1 and <= PtyRequest.MaxCells && rows is >= 1 and <= PtyRequest.MaxCells
+            ? ((int)cols, (int)rows)
+            : throw new ConnectException("invalid_argument", $"pty.size: cols and rows must be 1..{PtyRequest.MaxCells} (got {cols}x{rows})");
+    }
+
+    /// <summary>
+    /// A terminal's events: start, its bytes as <c>data.pty</c> events as they come, then end with its exit code (or an
+    /// error end when it was killed or its sandbox went away). Leaving the stream leaves the terminal running, as envd does.
+    /// </summary>
+    private static async Task StreamPtyAsync(HttpContext context, E2bProcess process, E2bPty pty, E2bPty.Subscription? subscription)
+    {
+        var ct = context.RequestAborted;
+        using var output = subscription ?? pty.Subscribe();
+        await E2bConnect.StartStreamAsync(context);
+        await E2bConnect.WriteMessageAsync(context, Event("start", new JsonObject { ["pid"] = process.Pid }), ct);
+        try
+        {
+            await foreach (byte[] chunk in output.Output.ReadAllAsync(ct))
+            {
+                await E2bConnect.WriteMessageAsync(context, Event("data", new JsonObject { ["pty"] = Convert.ToBase64String(chunk) }), ct);
+            }
+            PtyExit exit;
+            try
+            {
+                exit = await pty.Ended.WaitAsync(ct);
+            }
+            catch (Exception e) when (e is AgentException or RunRequestException or OperationCanceledException && !ct.IsCancellationRequested)
+            {
+                // Killed (the agent cancels the terminal) or the sandbox went: envd's end of a killed process.
+                await E2bConnect.WriteMessageAsync(context, Event("end", new JsonObject
+                {
+                    ["exitCode"] = -1,
+                    ["exited"] = false,
+                    ["status"] = "signal: killed",
+                    ["error"] = e.Message,
+                }), ct);
+                await E2bConnect.EndStreamAsync(context, null);
+                return;
+            }
+            await E2bConnect.WriteMessageAsync(context, Event("end", new JsonObject
+            {
+                ["exitCode"] = exit.ExitCode,
+                ["exited"] = exit.Signal is null,
+                ["status"] = exit.Signal is { } sig ? $"signal: {sig}" : $"exit status {exit.ExitCode}",
+            }), ct);
+            await E2bConnect.EndStreamAsync(context, null);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // The client left; the terminal stays for pty.connect.
+        }
+    }
+
+    /// <summary>Update: a terminal's new size (the SDK's <c>pty.resize</c>).</summary>
+    private static async Task<JsonObject> UpdateAsync(SandboxExtras extras, JsonObject req, CancellationToken ct)
+    {
+        var process = Process(extras, req);
+        if (req["pty"] is not JsonObject config)
+        {
+            return [];
+        }
+        if (process.Pty is not { } pty)
+        {
+            throw new ConnectException("failed_precondition", $"process {process.Pid} has no terminal to resize");
+        }
+        var (cols, rows) = Size(config);
+        await pty.ResizeAsync(cols, rows, ct);
+        return [];
+    }
+
     private static JsonObject Event(string kind, JsonObject value) => new() { ["event"] = new JsonObject { [kind] = value } };
 
     private static async Task<JsonObject> ListAsync(SessionManager sessions, SandboxExtras extras, string id)
@@ -330,22 +497,28 @@ internal static class E2bEnvd
         {
             if (c.Running && extras.FindCommand(c.Id) is { } p)
             {
-                list.Add(new JsonObject
-                {
-                    ["config"] = new JsonObject
-                    {
-                        ["cmd"] = p.Cmd,
-                        ["args"] = new JsonArray([.. p.Args.Select(a => (JsonNode?)a)]),
-                        ["envs"] = new JsonObject(p.Envs.Select(e => KeyValuePair.Create(e.Key, (JsonNode?)e.Value))),
-                        ["cwd"] = p.Cwd,
-                    },
-                    ["pid"] = p.Pid,
-                    ["tag"] = p.Tag,
-                });
+                list.Add(Info(p));
             }
+        }
+        foreach (var p in extras.Terminals())
+        {
+            list.Add(Info(p));
         }
         return new JsonObject { ["processes"] = list };
     }
+
+    private static JsonObject Info(E2bProcess p) => new()
+    {
+        ["config"] = new JsonObject
+        {
+            ["cmd"] = p.Cmd,
+            ["args"] = new JsonArray([.. p.Args.Select(a => (JsonNode?)a)]),
+            ["envs"] = new JsonObject(p.Envs.Select(e => KeyValuePair.Create(e.Key, (JsonNode?)e.Value))),
+            ["cwd"] = p.Cwd,
+        },
+        ["pid"] = p.Pid,
+        ["tag"] = p.Tag,
+    };
 
     private static async Task<JsonObject> SignalAsync(SessionManager sessions, SandboxExtras extras, string id, JsonObject req, CancellationToken ct)
     {
@@ -356,6 +529,11 @@ internal static class E2bEnvd
             "SIGNAL_SIGTERM" or "15" => "SIGTERM",
             var other => throw new ConnectException("invalid_argument", $"signal '{other}' is not SIGNAL_SIGKILL or SIGNAL_SIGTERM"),
         };
+        if (process.Pty is { } pty)
+        {
+            // The agent ends a terminal's whole process group on either signal.
+            return pty.Kill() ? [] : throw new ConnectException("not_found", $"process {process.Pid} is not running");
+        }
         var info = await sessions.GetCommandAsync(id, process.CommandId, TimeSpan.Zero, ct);
         if (!info.Running)
         {
@@ -372,11 +550,21 @@ internal static class E2bEnvd
         if (!eof)
         {
             var input = req["input"] as JsonObject ?? throw new ConnectException("invalid_argument", "'input' is required");
+            if (process.Pty is { } pty)
+            {
+                // envd writes either field of a terminal's process to the terminal.
+                await pty.WriteInputAsync(Convert.FromBase64String((input["pty"] ?? input["stdin"])?.GetValue<string>() ?? ""), ct);
+                return [];
+            }
             if (input["pty"] is not null)
             {
-                throw new ConnectException("unimplemented", "pty input is not supported by SandboxVM's E2B API");
+                throw new ConnectException("failed_precondition", $"process {process.Pid} has no terminal: send it stdin");
             }
             data = Encoding.UTF8.GetString(Convert.FromBase64String(input["stdin"]?.GetValue<string>() ?? ""));
+        }
+        else if (process.Pty is not null)
+        {
+            throw new ConnectException("failed_precondition", $"process {process.Pid} runs on a terminal: it has no stdin to close (send Ctrl-D as input)");
         }
         await sessions.SendCommandStdinAsync(id, process.CommandId, data, eof, ct);
         return [];

@@ -31,7 +31,8 @@ internal static partial class E2bInterpreter
 
     public static void Map(RouteGroupBuilder g)
     {
-        g.MapPost("/execute", ExecuteAsync);
+        // A cell is a run: it counts against its sandbox owner's runs_per_minute and concurrent_runs as POST /v1/run does.
+        g.MapPost("/execute", ExecuteAsync).CountsAsRun();
         g.MapGet("/contexts", (Delegate)((HttpContext c) => E2bEnvd.Sandboxed(c, false, (s, _) =>
             Task.FromResult(Results.Json(new JsonArray([.. ExtrasOf(c, s.Id).Contexts().Select(Context)]))))));
         g.MapPost("/contexts", (Delegate)((HttpContext c) => E2bEnvd.Sandboxed(c, false, (s, sessions) => CreateContextAsync(c, s, sessions))));

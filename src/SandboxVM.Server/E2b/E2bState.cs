@@ -122,11 +122,12 @@ internal sealed class SandboxExtras
     /// <summary>Pids remembered per sandbox; past it the oldest are forgotten (a sandbox running command after command must not grow this without end).</summary>
     public const int MaxProcesses = 4096;
 
-    public E2bProcess Add(string commandId, string cmd, List<string> args, Dictionary<string, string> envs, string? cwd, string? tag)
+    public E2bProcess Add(string commandId, string cmd, List<string> args, Dictionary<string, string> envs, string? cwd, string? tag,
+        E2bPty? pty = null, E2bPty.Subscription? firstSubscription = null)
     {
         lock (_lock)
         {
-            var p = new E2bProcess(++_nextPid, commandId, cmd, args, envs, cwd, tag);
+            var p = new E2bProcess(++_nextPid, commandId, cmd, args, envs, cwd, tag, pty, firstSubscription);
             _byPid[p.Pid] = p;
             _byPid.Remove(p.Pid - MaxProcesses);
             return p;
@@ -141,6 +142,15 @@ internal sealed class SandboxExtras
         }
     }
 
+    /// <summary>The processes on a terminal that still run.</summary>
+    public IReadOnlyList<E2bProcess> Terminals()
+    {
+        lock (_lock)
+        {
+            return [.. _byPid.Values.Where(p => p.Pty is { Running: true })];
+        }
+    }
+
     public E2bProcess? FindCommand(string commandId)
     {
         lock (_lock)
@@ -150,4 +160,9 @@ internal sealed class SandboxExtras
     }
 }
 
-internal sealed record E2bProcess(uint Pid, string CommandId, string Cmd, List<string> Args, Dictionary<string, string> Envs, string? Cwd, string? Tag);
+/// <summary>
+/// A process of the door: a SandboxVM command (<paramref name="CommandId"/>) or, when <paramref name="Pty"/> is set, a
+/// terminal (CommandId empty); <paramref name="FirstSubscription"/> is the terminal's output for the Start call's stream.
+/// </summary>
+internal sealed record E2bProcess(uint Pid, string CommandId, string Cmd, List<string> Args, Dictionary<string, string> Envs, string? Cwd, string? Tag,
+    E2bPty? Pty = null, E2bPty.Subscription? FirstSubscription = null);

@@ -1,7 +1,8 @@
 using System.ComponentModel;
 using System.Diagnostics;
+using System.Text.Json;
 
-namespace SandboxVM.Server.Tests;
+namespace SandboxVM.Testing;
 
 /// <summary>Node scripts of the interop tests: <c>npm ci</c> once per lock file, then a run with a deadline.</summary>
 internal static class NodeScripts
@@ -32,6 +33,17 @@ internal static class NodeScripts
                 $"the npm registry cannot be reached, so the SDK cannot be installed: {why.Trim()}");
             Assert.Fail($"npm ci failed ({npm.Value.ExitCode}):\n{why}");
         }
+    }
+
+    /// <summary>Runs a node script in <paramref name="dir"/> that prints one JSON object; it must exit 0. That object and its text.</summary>
+    public static async Task<(JsonElement Answer, string Text)> RunJsonAsync(string dir, string script, string[] args,
+        IReadOnlyDictionary<string, string> env, TimeSpan timeout)
+    {
+        var run = await RunAsync("node", [script, .. args], dir, null, timeout, env);
+        Assert.NotNull(run);
+        Assert.True(run.Value.ExitCode == 0, $"{script} exited {run.Value.ExitCode}:\n{run.Value.Stderr}\n{run.Value.Stdout}");
+        using var answer = JsonDocument.Parse(run.Value.Stdout);
+        return (answer.RootElement.Clone(), run.Value.Stdout);
     }
 
     /// <summary>Runs a program to its end (killed after <paramref name="timeout"/>); null when it is not installed.</summary>
