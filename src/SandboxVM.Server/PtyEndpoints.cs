@@ -221,29 +221,12 @@ internal static class PtyEndpoints
     }
 
     /// <summary>The relay's local end: reads the client's keystrokes, writes the terminal's output as binary frames.</summary>
-    private sealed class SocketSide(WebSocket socket, Stream keys) : Stream
+    private sealed class SocketSide(WebSocket socket, Stream keys) : RelayStream
     {
-        public override bool CanRead => true;
-        public override bool CanWrite => true;
-        public override bool CanSeek => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
         public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => keys.ReadAsync(buffer, cancellationToken);
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => keys.ReadAsync(buffer, offset, count, cancellationToken);
-        public override int Read(byte[] buffer, int offset, int count) => keys.Read(buffer, offset, count);
 
         public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) =>
             socket.SendAsync(buffer, WebSocketMessageType.Binary, endOfMessage: true, cancellationToken);
-
-        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override Task FlushAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
     }
 }
 

@@ -220,28 +220,12 @@ internal sealed class E2bPty
     }
 
     /// <summary>The relay's local end: reads the queued keystrokes, writes the terminal's output to the subscribers.</summary>
-    private sealed class Side(E2bPty pty) : Stream
+    private sealed class Side(E2bPty pty) : RelayStream
     {
-        public override bool CanRead => true;
-        public override bool CanWrite => true;
-        public override bool CanSeek => false;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
         public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => pty.ReadInputAsync(buffer, cancellationToken);
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
         // The relay reuses its buffers: each chunk is copied once for all subscribers.
         public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) =>
             new(pty.PublishAsync(buffer.ToArray(), cancellationToken));
-        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override Task FlushAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
     }
 }
