@@ -187,7 +187,7 @@ def main():
     lines = [
         f"# C++ corpus through POST /v1/run, {stamp}",
         "",
-        f"Machine: {machine()}. Load average (1 min) {load_before} before, {load_after} after (shared machine: other engineers build and test).",
+        f"Machine: {machine()}. Load average (1 min) {load_before} before, {load_after} after.",
         f"Command: `{cmd}` (each runtime's server started by the script, one after the other).",
         f"Corpus: {len(programs)} programs of bench/corpus/cpp, {args.concurrency} requests in flight"
         + (f", templates {', '.join(templates)} alternated program by program" if len(templates) > 1 else "") + ".",

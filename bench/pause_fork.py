@@ -169,7 +169,7 @@ def main():
         f"# Pause, resume, fork of a 100 MB DataFrame sandbox ({now:%Y-%m-%d %H:%M} UTC)",
         "",
         f"Command: `bench/pause_fork.py --runtimes {args.runtimes} --reps {args.reps}` (servers started by the script, one at a time; qemu under TCG).",
-        f"Host: {platform.node()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end (other engineers' builds and tests share it).",
+        f"Host: {platform.node()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end.",
         "Template python-data-analysis (1024 MiB guest). Medians over the repetitions; every repetition is in the JSON below.",
         "",
         "| runtime | guest used MiB | paused on disk MiB | pause s (target 3) | resume s | resume + print(len(df)) s (target 1.5) | fork 3 until all answered len(df) s (target 3) | host memory per fork MiB |",

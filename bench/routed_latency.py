@@ -136,7 +136,7 @@ def main():
         "",
         f"Command: `bench/routed_latency.py --runs {args.runs} --rounds {args.rounds} --code '{args.code}'`",
         f"Host: {os.cpu_count()} cores, {int(mem) // 1024 // 1024} GiB, kernel {platform.release()}; load average (1/5/15 min) "
-        f"{' '.join(load_before)} before, {' '.join(load_after)} after (shared with other engineers' builds and tests).",
+        f"{' '.join(load_before)} before, {' '.join(load_after)} after.",
         "Two nodes and a Redis on loopback, the sandbox (template local-sh, local agent runtime) on node 1; runs sent one at a "
         "time, alternating between node 1 and node 2, each over its own kept-alive HTTP connection. Times are the client's, in ms.",
         "",
