@@ -64,8 +64,8 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
 
     private readonly HopTransformer _transformer = new(hop, relay: false);
     private readonly HopTransformer _relay = new(hop, relay: true);
-    private readonly ShareTransformer _share = new();
-    private readonly E2bTransformer _e2b = new();
+    private readonly PassThroughTransformer _share = new(ShareHopHeader, dropAuthorization: true);
+    private readonly PassThroughTransformer _e2b = new(E2bHopHeader, dropAuthorization: false);
 
     /// <summary>On an E2B call forwarded to the node holding its sandbox: serve it there.</summary>
     public const string E2bHopHeader = "SandboxVM-Cluster-E2b-Hop";
@@ -111,7 +111,7 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
             await next(context);
             return;
         }
-        string id = SandboxId(rest);
+        string id = FirstSegment(rest);
         if (id.Length == 0 && !rest.HasValue && HttpMethods.IsGet(context.Request.Method) && !ClusterHop.ServeHere(context))
         {
             await ListAsync(context);
@@ -179,7 +179,7 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
         string id = context.Request.Headers["E2b-Sandbox-Id"].ToString();
         if (id.Length == 0 && (rest.StartsWithSegments("/sandboxes", out var tail) || rest.StartsWithSegments("/v2/sandboxes", out tail)))
         {
-            id = SandboxId(tail);
+            id = FirstSegment(tail);
         }
         if (id.Length == 0 || context.Request.Headers.ContainsKey(E2bHopHeader) || IsLocal(id))
         {
@@ -196,7 +196,7 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
     /// </summary>
     private async Task RouteShareAsync(HttpContext context, PathString rest)
     {
-        string token = SandboxId(rest);
+        string token = FirstSegment(rest);
         string? id = null;
         try
         {
@@ -234,7 +234,7 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
         bool newWork = path == OneShotPath && HttpMethods.IsPost(context.Request.Method);
         if (path.StartsWithSegments(Prefix, out var rest))
         {
-            string id = SandboxId(rest);
+            string id = FirstSegment(rest);
             bool list = id.Length == 0 && HttpMethods.IsGet(context.Request.Method);
             newWork = !list && (id.Length == 0 || !IsLocal(id));
         }
@@ -484,8 +484,8 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
         }
     }
 
-    /// <summary>The first segment after /v1/sandboxes, unescaped; empty for the collection itself.</summary>
-    private static string SandboxId(PathString rest)
+    /// <summary>The first segment of what follows a prefix (/v1/sandboxes, /shared, /e2b/sandboxes), unescaped; empty for none.</summary>
+    private static string FirstSegment(PathString rest)
     {
         string value = rest.Value ?? "";
         if (value.Length < 2)
@@ -519,30 +519,24 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
         }
     }
 
-    /// <summary>A share link's request as it came (it has no key to remove), marked to be served where it arrives.</summary>
-    private sealed class ShareTransformer : HttpTransformer
+    /// <summary>
+    /// A request whose credentials the owner checks itself (a share link's token, E2B's key and sandbox token): it
+    /// goes as it came, without any hop identity, marked with <paramref name="hopHeader"/> so the owner serves it
+    /// where it lands; <paramref name="dropAuthorization"/> for one that needs no key at all.
+    /// </summary>
+    private sealed class PassThroughTransformer(string hopHeader, bool dropAuthorization) : HttpTransformer
     {
         public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest,
             string destinationPrefix, CancellationToken cancellationToken)
         {
             await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
-            proxyRequest.Headers.Authorization = null;
+            if (dropAuthorization)
+            {
+                proxyRequest.Headers.Authorization = null;
+            }
             proxyRequest.Headers.Remove(ClusterHop.SecretHeader);
             proxyRequest.Headers.Remove(ClusterHop.CallerHeader);
-            proxyRequest.Headers.TryAddWithoutValidation(ShareHopHeader, "1");
-        }
-    }
-
-    /// <summary>An E2B call as it came (the owner checks its E2B credentials again), marked to be served where it arrives.</summary>
-    private sealed class E2bTransformer : HttpTransformer
-    {
-        public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest,
-            string destinationPrefix, CancellationToken cancellationToken)
-        {
-            await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
-            proxyRequest.Headers.Remove(ClusterHop.SecretHeader);
-            proxyRequest.Headers.Remove(ClusterHop.CallerHeader);
-            proxyRequest.Headers.TryAddWithoutValidation(E2bHopHeader, "1");
+            proxyRequest.Headers.TryAddWithoutValidation(hopHeader, "1");
         }
     }
 }
