@@ -537,8 +537,7 @@ public sealed partial class SessionManager
             DateTimeOffset pausedAt;
             try
             {
-                pausedAt = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(dir, RecordFileName)), PausedRecordJson.Default.PausedRecord)?.PausedAt
-                    ?? throw new InvalidDataException("empty record");
+                pausedAt = ReadRecord(dir).PausedAt;
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException or InvalidDataException)
             {
@@ -586,13 +585,17 @@ public sealed partial class SessionManager
     private static bool IsSafeId(string id) =>
         id.Length is > 0 and <= 64 && id.All(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-');
 
+    /// <summary>The record next to a paused sandbox's image (IOException, JsonException or InvalidDataException when it does not read).</summary>
+    private static PausedRecord ReadRecord(string dir) =>
+        JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(dir, RecordFileName)), PausedRecordJson.Default.PausedRecord)
+            ?? throw new InvalidDataException("empty record");
+
     /// <summary>Lists a paused sandbox's directory as a paused sandbox of this server; false (logged) when it cannot be.</summary>
     private bool TryLoadPaused(string dir)
     {
         try
         {
-            var record = JsonSerializer.Deserialize(File.ReadAllText(Path.Combine(dir, RecordFileName)), PausedRecordJson.Default.PausedRecord)
-                ?? throw new InvalidDataException("empty record");
+            var record = ReadRecord(dir);
             if (record.Runtime != _pools.Runtime.Name || record.Id != Path.GetFileName(dir) || record.Spec is null)
             {
                 LogPausedSkipped(_logger, dir, $"saved by runtime {record.Runtime}, this server runs {_pools.Runtime.Name}");
