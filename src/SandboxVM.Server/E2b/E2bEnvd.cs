@@ -92,7 +92,7 @@ internal static class E2bEnvd
         }
         string? expiration = query["signature_expiration"].Count > 0 ? query["signature_expiration"].ToString() : null;
         if (expiration is not null && (!long.TryParse(expiration, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long until)
-            || DateTimeOffset.UtcNow.ToUnixTimeSeconds() > until))
+            || (context.RequestServices.GetService<TimeProvider>() ?? TimeProvider.System).GetUtcNow().ToUnixTimeSeconds() > until))
         {
             return (null, 401, "the signed URL has expired");
         }
