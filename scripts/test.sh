@@ -151,11 +151,22 @@ for name, text in failures:
     print(f"FAILED {name}\n{text}\n")
 if failures:
     # An internal error's answer points at the server log: the functional servers' warnings and errors.
+    # Only the logs of the failed tests' runtimes (QemuX -> functional-qemu-*), and without stack frames
+    # past the first of each exception: the cause is in the messages, and a CI log is read from its end.
+    import re
+    runtimes = {m.lower() for name, _ in failures for m in re.findall(r"\.(Qemu|Gvisor|Process)\w*Tests\.", name)}
     for f in sorted(glob.glob(sys.argv[1] + "/logs/*.server.log")):
-        lines = open(f, errors="replace").read().splitlines()
+        if runtimes and not any(f"functional-{r}-" in f for r in runtimes):
+            continue
+        lines, in_trace = [], False
+        for line in open(f, errors="replace").read().splitlines():
+            frame = line.lstrip().startswith("at ")
+            if not (frame and in_trace):
+                lines.append(line)
+            in_trace = frame
         if lines:
-            print(f"--- the last {min(len(lines), 80)} of {len(lines)} lines of {f}")
-            print("\n".join(lines[-80:])[-12000:])
+            print(f"--- the last {min(len(lines), 60)} of {len(lines)} lines of {f} (stack frames after the first left out)")
+            print("\n".join(lines[-60:])[-8000:])
 print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")
 PY
 if [ "$fast" = 1 ]; then
