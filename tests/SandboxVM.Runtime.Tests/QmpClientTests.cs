@@ -225,4 +225,37 @@ public sealed class QmpClientTests
 
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => wait);
     }
+    [Fact]
+    public async Task Continuing_after_a_save_waits_out_QEMUs_not_finalized_refusal()
+    {
+        // QEMU sends MIGRATION "completed" before it leaves finish-migrate; a cont in between is refused.
+        // (Three refusals cost 15 ms of the client's own waits on the real clock.)
+        int refusals = 3;
+        await using var server = new FakeQmpServer
+        {
+            Handler = c => c["execute"]!.GetValue<string>() == "cont" && Interlocked.Decrement(ref refusals) >= 0
+                ? [FakeQmpServer.Error(c, "GenericError", "Migration is not finalized yet")]
+                : [FakeQmpServer.Return(c, new JsonObject())],
+        };
+        await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct);
+
+        await client.ContinueAfterMigrationAsync(Ct).WaitAsync(TimeSpan.FromSeconds(30), Ct);
+
+        Assert.Equal(4, server.Received.Count(c => c["execute"]!.GetValue<string>() == "cont"));
+    }
+
+    [Fact]
+    public async Task Continuing_after_a_save_does_not_retry_other_refusals()
+    {
+        await using var server = new FakeQmpServer
+        {
+            Handler = c => [FakeQmpServer.Error(c, "GenericError", "Resetting the Virtual Machine is required")],
+        };
+        await using var client = await QmpClient.ConnectAsync(server.SocketPath, Ct);
+
+        var e = await Assert.ThrowsAsync<QmpException>(() => client.ContinueAfterMigrationAsync(Ct));
+
+        Assert.Equal("Resetting the Virtual Machine is required", e.Description);
+        Assert.Single(server.Received, c => c["execute"]!.GetValue<string>() == "cont");
+    }
 }

@@ -38,7 +38,7 @@ public sealed partial class QemuRuntime : ISandboxSaver
             if (keepRunning)
             {
                 // From postmigrate: the source goes on as if nothing happened (its disk is read-only).
-                await qmp.ExecuteAsync("cont", null, timeout.Token);
+                await qmp.ContinueAfterMigrationAsync(timeout.Token);
             }
             else
             {

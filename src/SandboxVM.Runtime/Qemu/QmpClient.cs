@@ -192,6 +192,30 @@ public sealed class QmpClient : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Continues a VM whose outgoing migration has completed (a save that keeps the sandbox running). QEMU
+    /// sends the "completed" event from its migration thread before it leaves the finish-migrate run state;
+    /// a <c>cont</c> in between is refused with "Migration is not finalized yet" (QEMU's documented quirk),
+    /// and under load that gap is wide enough to hit: seen as a failed fork and a failed snapshot in CI.
+    /// No event marks the end of that state, so <c>cont</c> is asked again, every 5 ms on this client's
+    /// clock, until it is taken or <paramref name="cancellationToken"/> ends the wait.
+    /// </summary>
+    public async Task ContinueAfterMigrationAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            try
+            {
+                await ExecuteAsync("cont", null, cancellationToken);
+                return;
+            }
+            catch (QmpException e) when (e.Description.Contains("not finalized", StringComparison.OrdinalIgnoreCase))
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(5), _time, cancellationToken);
+            }
+        }
+    }
+
     private static string? MigrationStatus(QmpEvent e) => e.Data?["status"] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
 
     private async Task WriteAsync(byte[] bytes, SafeHandle? fd, CancellationToken cancellationToken)
