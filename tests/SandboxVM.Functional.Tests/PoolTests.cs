@@ -36,7 +36,7 @@ public abstract class PoolScenarios(ServerFixture server)
         var target = (await PoolOfAsync("cpp-algorithm")).GetProperty("target").GetInt32();
         Assert.True(target > 0);
 
-        var r = await server.RunAsync(new { template = "cpp-algorithm", code = "int main() { return 0; }" }, Ct);
+        var r = await server.RunAsync(new { template = "cpp-algorithm", code = "int main() { return 0; }", compile_timeout_s = 120 }, Ct);
         r.AssertStatus("ok");
         Assert.Equal("pool", r.Metrics["vm_source"].GetString());
 

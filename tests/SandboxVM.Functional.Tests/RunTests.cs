@@ -10,6 +10,12 @@ public abstract class RunScenarios(ServerFixture server)
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
+    /// <summary>
+    /// The templates' most (max_timeout_s) for the compiles of these tests: they check what a compile gives,
+    /// not its default limit (30 s), which a C++ compile under TCG on this 2-core host at load 30 passed (31 s).
+    /// </summary>
+    private const int SlowHostCompileS = 120;
+
     [Fact]
     public async Task Run_PythonHello_PrintsTheSum()
     {
@@ -27,7 +33,7 @@ public abstract class RunScenarios(ServerFixture server)
     public async Task Run_CppHello_CompilesAndRuns()
     {
         const string code = "#include <bits/stdc++.h>\nint main(){ std::vector<int> v{3,1,2}; std::sort(v.begin(), v.end()); for(int x: v) std::cout << x; std::cout << \"\\n\"; }\n";
-        var r = await server.RunAsync(new { template = "cpp-algorithm", code }, Ct);
+        var r = await server.RunAsync(new { template = "cpp-algorithm", code, compile_timeout_s = SlowHostCompileS }, Ct);
         Assert.True(r.Status == "ok", r.ToString());
         Assert.Equal("123\n", r.Stdout);
         Assert.True(r.Metrics["compile_ms"].GetDouble() > 0);
@@ -37,7 +43,7 @@ public abstract class RunScenarios(ServerFixture server)
     public async Task Run_GoHello_CompilesAndRuns()
     {
         const string code = "package main\nimport \"fmt\"\nfunc main() { fmt.Println(\"hello from go\", 6*7) }\n";
-        var r = await server.RunAsync(new { template = "go-algorithm", code }, Ct);
+        var r = await server.RunAsync(new { template = "go-algorithm", code, compile_timeout_s = SlowHostCompileS }, Ct);
         Assert.True(r.Status == "ok", r.ToString());
         Assert.Equal("hello from go 42\n", r.Stdout);
     }
@@ -45,7 +51,7 @@ public abstract class RunScenarios(ServerFixture server)
     [Fact]
     public async Task Run_CppWithSyntaxError_ReturnsCompileErrorWithTheCompilersMessage()
     {
-        var r = await server.RunAsync(new { template = "cpp-algorithm", code = "int main() { return undefined_name; }\n" }, Ct);
+        var r = await server.RunAsync(new { template = "cpp-algorithm", code = "int main() { return undefined_name; }\n", compile_timeout_s = SlowHostCompileS }, Ct);
         r.AssertStatus("compile_error");
         Assert.Contains("undefined_name", r.Stderr);
         Assert.Contains("error", r.Stderr);
@@ -55,7 +61,7 @@ public abstract class RunScenarios(ServerFixture server)
     public async Task Run_GoPanic_IsErrorWithTheExitCode()
     {
         const string code = "package main\nfunc main() { var m map[string]int; m[\"x\"] = 1 }\n";
-        var r = await server.RunAsync(new { template = "go-algorithm", code }, Ct);
+        var r = await server.RunAsync(new { template = "go-algorithm", code, compile_timeout_s = SlowHostCompileS }, Ct);
         r.AssertStatus("error");
         Assert.Equal(2, r.ExitCode);
         Assert.Contains("panic", r.Stderr);
@@ -110,7 +116,7 @@ public abstract class RunScenarios(ServerFixture server)
     public async Task Run_Stdin_ReachesACppProgram()
     {
         const string code = "#include <iostream>\nint main(){ long a, b, s = 0; while (std::cin >> a >> b) s += a * b; std::cout << s << std::endl; }\n";
-        var r = await server.RunAsync(new { template = "cpp-algorithm", code, stdin = "2 3\n4 5\n" }, Ct);
+        var r = await server.RunAsync(new { template = "cpp-algorithm", code, stdin = "2 3\n4 5\n", compile_timeout_s = SlowHostCompileS }, Ct);
         Assert.True(r.Status == "ok", r.ToString());
         Assert.Equal("26\n", r.Stdout);
     }
