@@ -423,6 +423,7 @@ public sealed partial class SessionManager
             IdleTimeoutS = session.IdleTimeoutS,
             OnIdle = session.OnIdle == IdleAction.Pause ? "pause" : "kill",
             AutoResume = session.AutoResume,
+            KeepRunning = session.KeepRunning,
             Metadata = new Dictionary<string, string>(session.Metadata, StringComparer.Ordinal),
             BuiltHash = session.BuiltHash,
             Runs = session.Runs,
@@ -602,7 +603,7 @@ public sealed partial class SessionManager
                 return false;
             }
             var template = _runs.FindTemplate(record.Template);
-            var session = new SandboxSession(record.Id, record.Owner, template, null, record.CreatedAt, record.TimeoutS, record.IdleTimeoutS, record.Metadata)
+            var session = new SandboxSession(record.Id, record.Owner, template, null, record.CreatedAt, record.TimeoutS, record.IdleTimeoutS, record.Metadata, record.KeepRunning)
             {
                 OnIdle = record.OnIdle == "pause" ? IdleAction.Pause : IdleAction.Kill,
                 AutoResume = record.AutoResume,
@@ -711,6 +712,8 @@ internal sealed record PausedRecord
     public double IdleTimeoutS { get; init; }
     public string OnIdle { get; init; } = "kill";
     public bool AutoResume { get; init; } = true;
+    /// <summary>Never frozen while idle (keep_running, every E2B sandbox); absent in records of older servers.</summary>
+    public bool KeepRunning { get; init; }
     public Dictionary<string, string> Metadata { get; init; } = [];
     public string? BuiltHash { get; init; }
     public int Runs { get; init; }

@@ -113,8 +113,8 @@ public sealed partial class SessionPauseTests : IAsyncLifetime
         }
     }
 
-    private Task<SandboxSession> CreateAsync(string? onIdle = null, bool? autoResume = null, double? timeout = null, double? idle = null) =>
-        _sessions.CreateAsync(new CreateSandboxRequest { Template = "py", OnIdle = onIdle, AutoResume = autoResume, TimeoutS = timeout, IdleTimeoutS = idle }, Ct);
+    private Task<SandboxSession> CreateAsync(string? onIdle = null, bool? autoResume = null, double? timeout = null, double? idle = null, bool? keepRunning = null) =>
+        _sessions.CreateAsync(new CreateSandboxRequest { Template = "py", OnIdle = onIdle, AutoResume = autoResume, TimeoutS = timeout, IdleTimeoutS = idle, KeepRunning = keepRunning }, Ct);
 
     private string PausedDir(string id) => Path.Combine(_options.StateDir, "paused", id);
 
@@ -243,6 +243,23 @@ public sealed partial class SessionPauseTests : IAsyncLifetime
         Assert.Equal(s.CreatedAt, loaded.CreatedAt);
         await _sessions.ResumeAsync(s.Id, Ct);
         Assert.Equal(SessionState.Running, loaded.State);
+    }
+
+    [Fact]
+    public async Task ASandboxThatKeepsRunningWhenIdle_StillDoesOnceResumedByAnotherManager()
+    {
+        // keep_running (and every E2B sandbox) is not frozen between calls: a paused one resumed after a
+        // restart, or on another node after a drain, must not start freezing its background work.
+        var s = await CreateAsync(keepRunning: true);
+        Assert.True(s.KeepRunning);
+        await _sessions.PauseAsync(s.Id, Ct);
+        await _sessions.DisposeAsync();
+
+        _sessions = NewManager();
+        var loaded = _sessions.Get(s.Id, s.Owner);
+        Assert.True(loaded.KeepRunning, "the paused record lost keep_running");
+        await _sessions.ResumeAsync(s.Id, Ct);
+        Assert.True(loaded.KeepRunning);
     }
 
     [Fact]
