@@ -25,12 +25,12 @@ public sealed class E2bStateTests
     public void SandboxesThatEndedWithoutADeleteAreForgotten()
     {
         var state = new E2bState();
-        state.For("gone").Envs["A"] = "1";
-        state.For("live").Envs["B"] = "2";
+        var gone = state.For("gone").Add("c1", "sh", [], [], null, null);
+        var live = state.For("live").Add("c2", "sh", [], [], null, null);
         state.KeepOnly(["live"]);
         Assert.Equal(1, state.Count);
-        Assert.Equal("2", state.For("live").Envs["B"]);
-        Assert.Empty(state.For("gone").Envs);
+        Assert.Equal("c2", state.For("live").Find(live.Pid, null)?.CommandId);
+        Assert.Null(state.For("gone").Find(gone.Pid, null));
     }
 
     [Fact]

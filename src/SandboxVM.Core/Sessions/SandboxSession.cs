@@ -91,6 +91,11 @@ public sealed class SandboxSession
     /// <summary>Created with <c>keep_running</c>: never frozen between calls, so background work goes on.</summary>
     public bool KeepRunning { get; }
 
+    /// <summary>Environment variables given at create (<see cref="CreateSandboxRequest.Env"/>); kept with a pause.</summary>
+    public IReadOnlyDictionary<string, string> Env { get; init; } = NoEnv;
+
+    internal static readonly IReadOnlyDictionary<string, string> NoEnv = new Dictionary<string, string>(StringComparer.Ordinal);
+
     /// <summary>Whether the VM is frozen now (no call in flight for a while).</summary>
     public bool Frozen => CurrentVm?.IsFrozen ?? false;
 

@@ -265,6 +265,7 @@ public sealed partial class SessionManager
                 {
                     OnIdle = source.OnIdle,
                     AutoResume = source.AutoResume,
+                    Env = source.Env,
                 };
                 fork.SavedSpec = spec;
                 fork.BuiltHash = source.BuiltHash;
@@ -424,6 +425,7 @@ public sealed partial class SessionManager
             OnIdle = session.OnIdle == IdleAction.Pause ? "pause" : "kill",
             AutoResume = session.AutoResume,
             KeepRunning = session.KeepRunning,
+            Env = new Dictionary<string, string>(session.Env, StringComparer.Ordinal),
             Metadata = new Dictionary<string, string>(session.Metadata, StringComparer.Ordinal),
             BuiltHash = session.BuiltHash,
             Runs = session.Runs,
@@ -607,6 +609,7 @@ public sealed partial class SessionManager
             {
                 OnIdle = record.OnIdle == "pause" ? IdleAction.Pause : IdleAction.Kill,
                 AutoResume = record.AutoResume,
+                Env = record.Env,
             };
             session.SavedSpec = record.Spec;
             session.BuiltHash = record.BuiltHash;
@@ -714,6 +717,7 @@ internal sealed record PausedRecord
     public bool AutoResume { get; init; } = true;
     /// <summary>Never frozen while idle (keep_running, every E2B sandbox); absent in records of older servers.</summary>
     public bool KeepRunning { get; init; }
+    public Dictionary<string, string> Env { get; init; } = [];
     public Dictionary<string, string> Metadata { get; init; } = [];
     public string? BuiltHash { get; init; }
     public int Runs { get; init; }

@@ -29,6 +29,11 @@ public sealed class CreateSandboxRequest
     public bool? AutoResume { get; set; }
     /// <summary>Start from the caller's named snapshot (its template) instead of a fresh VM.</summary>
     public string? FromSnapshot { get; set; }
+    /// <summary>
+    /// Environment variables of the sandbox, kept with it through pauses, restarts and moves (the E2B door's
+    /// envVars, which its commands get); not on the native wire.
+    /// </summary>
+    public Dictionary<string, string>? Env { get; set; }
 }
 
 /// <summary>Who creates a sandbox: its owner's name and how many live sandboxes the owner may have (null: no own limit).</summary>
@@ -158,6 +163,7 @@ public sealed partial class SessionManager : IAsyncDisposable
         {
             OnIdle = onIdle,
             AutoResume = request.AutoResume ?? true,
+            Env = request.Env is { } env ? new Dictionary<string, string>(env, StringComparer.Ordinal) : SandboxSession.NoEnv,
         };
         if (snapshot is not null)
         {

@@ -178,10 +178,10 @@ internal static class E2bEndpoints
             IdleTimeoutS = context.RequestServices.GetRequiredService<SandboxVM.Core.SandboxVmOptions>().MaxSandboxTimeoutS,
             Metadata = metadata,
             KeepRunning = true,
+            Env = envs,
         }, new SandboxOwner(caller.Name, caller.Limits.Sandboxes), context.RequestAborted);
         var state = context.RequestServices.GetRequiredService<E2bState>();
         state.KeepOnly(sessions.List().Select(s => s.Id));
-        state.For(session.Id).Envs = envs ?? new(StringComparer.Ordinal);
         return Results.Json(Created(state, session, asked), statusCode: 201);
     });
 

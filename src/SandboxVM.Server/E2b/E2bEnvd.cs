@@ -223,7 +223,7 @@ internal static class E2bEnvd
                     return;
                 }
                 var process = method == "Start"
-                    ? await StartAsync(sessions, extras, session.Id, request, ct)
+                    ? await StartAsync(sessions, extras, session, request, ct)
                     : extras.Find(Selector(request).Pid, Selector(request).Tag) ?? throw new ConnectException("not_found", "no such process");
                 if (process.Pty is { } pty)
                 {
@@ -288,12 +288,14 @@ internal static class E2bEnvd
         return extras.Find(pid, tag) ?? throw new ConnectException("not_found", $"process {(object?)pid ?? tag} not found");
     }
 
-    private static async Task<E2bProcess> StartAsync(SessionManager sessions, SandboxExtras extras, string id, JsonObject req, CancellationToken ct)
+    private static async Task<E2bProcess> StartAsync(SessionManager sessions, SandboxExtras extras, SandboxSession session, JsonObject req, CancellationToken ct)
     {
+        string id = session.Id;
         var config = req["process"] as JsonObject ?? throw new ConnectException("invalid_argument", "'process' is required");
         string cmd = config["cmd"]?.GetValue<string>() is { Length: > 0 } c ? c : throw new ConnectException("invalid_argument", "'process.cmd' is required");
         var args = (config["args"] as JsonArray)?.Select(a => a?.GetValue<string>() ?? "").ToList() ?? [];
-        var envs = new Dictionary<string, string>(extras.Envs, StringComparer.Ordinal);
+        // The sandbox's envVars (kept with it through pauses and moves), then the command's own.
+        var envs = new Dictionary<string, string>(session.Env, StringComparer.Ordinal);
         foreach (var (key, value) in config["envs"] as JsonObject ?? [])
         {
             envs[key] = value?.GetValue<string>() ?? "";

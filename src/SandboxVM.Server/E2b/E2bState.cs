@@ -47,8 +47,6 @@ internal sealed class SandboxExtras
     private readonly Dictionary<uint, E2bProcess> _byPid = [];
     private uint _nextPid = 1000;
 
-    public Dictionary<string, string> Envs { get; set; } = new(StringComparer.Ordinal);
-
     private int _watches;
 
     /// <summary>Counts a directory watch in; false when <paramref name="max"/> are on already.</summary>

@@ -263,6 +263,22 @@ public sealed partial class SessionPauseTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ASandboxsEnvironment_IsKeptThroughAPauseAndANewManager_AndGoesToItsForks()
+    {
+        // The E2B door's envVars: every command of the sandbox gets them, also after a restart or a drain.
+        var s = await _sessions.CreateAsync(new CreateSandboxRequest { Template = "py", Env = new() { ["GREETING"] = "hi", ["EMPTY"] = "" } }, Ct);
+        var forks = await _sessions.ForkAsync(s.Id, 1, SandboxOwner.Anonymous, Ct);
+        Assert.Equal("hi", Assert.Single(forks).Env["GREETING"]);
+        await _sessions.PauseAsync(s.Id, Ct);
+        await _sessions.DisposeAsync();
+
+        _sessions = NewManager();
+        var loaded = _sessions.Get(s.Id, s.Owner);
+        Assert.Equal(new Dictionary<string, string> { ["GREETING"] = "hi", ["EMPTY"] = "" }, loaded.Env);
+        Assert.Empty((await CreateAsync()).Env);
+    }
+
+    [Fact]
     public async Task WithASharedStateDir_AHandedOffSandboxIsAdoptedByAnotherManagerOnlyWhenAsked_AndOnlyOnce()
     {
         _options.SharedStateDir = Path.Combine(_root, "shared");
