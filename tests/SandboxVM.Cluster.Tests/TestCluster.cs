@@ -283,6 +283,7 @@ internal sealed class TestCluster : IAsyncDisposable
             {
                 start.Environment["SANDBOXVM_CLUSTER_NODE_RUNTIME"] = "gvisor";
                 start.Environment["SANDBOXVM_AGENT"] = GvisorAgent;
+                start.Environment["SANDBOXVM_CLUSTER_NODE_TEMPLATES"] = Path.Combine(RepoRoot(), "templates");
             }
             var process = Process.Start(start)!;
             var node = new Node(name.ToString(), process, url);
