@@ -80,6 +80,8 @@ public sealed class ClusterExtension(string? cluster = null) : IServerExtension
         // Share links signed alike on every node (a key of its own, derived from the secret, not the secret itself).
         byte[] shareKey = HMACSHA256.HashData(Encoding.UTF8.GetBytes(secret), "sandboxvm share links"u8);
         services.AddSingleton(sp => new PortShares(sp.GetRequiredService<TimeProvider>(), shareKey));
+        // E2B's sandbox tokens (and so its signed file URLs) alike on every node: they hold through any node and after a move.
+        services.AddSingleton(new SandboxVM.Server.E2b.E2bState(HMACSHA256.HashData(Encoding.UTF8.GetBytes(secret), "sandboxvm e2b tokens"u8)));
         services.AddSingleton<ITrustedHop>(sp => sp.GetRequiredService<ClusterHop>());
         services.AddHttpForwarder();
         services.AddSingleton<SandboxRegistrar>();

@@ -9,6 +9,7 @@ using SandboxVM.Core;
 using SandboxVM.Core.Runs;
 using SandboxVM.Core.Sessions;
 using SandboxVM.Server;
+using SandboxVM.Server.E2b;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace SandboxVM.Cluster;
@@ -101,7 +102,12 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
             await RouteShareAsync(context, shared);
             return;
         }
-        if (path.StartsWithSegments(SandboxVM.Server.E2b.E2bEndpoints.Prefix, out var e2b))
+        if (path == E2bEnvd.SignedFilesPath && !context.Request.Headers.ContainsKey(E2bHopHeader))
+        {
+            await RouteSignedFileAsync(context);
+            return;
+        }
+        if (path.StartsWithSegments(E2bEndpoints.Prefix, out var e2b))
         {
             await RouteE2bAsync(context, e2b);
             return;
@@ -170,23 +176,89 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
     /// <summary>
     /// The E2B door (<c>/e2b</c>): a call on a sandbox (its id in the control API's path, or envd's and the
     /// interpreter's <c>E2b-Sandbox-Id</c> header) goes to the node holding it as it came, credentials and
-    /// all: the door checks E2B's own headers itself (the X-API-KEY, the sandbox's access token), so the
-    /// owner checks them again. Creates and lists are served where they arrive (a list shows that node's
-    /// sandboxes only).
+    /// all: the door checks E2B's own headers itself (the X-API-KEY, the sandbox's access token, alike on
+    /// every node), so the owner checks them again. A list gathers every node's; creates are served where they arrive.
     /// </summary>
     private async Task RouteE2bAsync(HttpContext context, PathString rest)
     {
+        bool hopped = context.Request.Headers.ContainsKey(E2bHopHeader);
+        if (!hopped && HttpMethods.IsGet(context.Request.Method) && (rest == "/sandboxes" || rest == "/v2/sandboxes"))
+        {
+            await ListE2bAsync(context);
+            return;
+        }
         string id = context.Request.Headers["E2b-Sandbox-Id"].ToString();
         if (id.Length == 0 && (rest.StartsWithSegments("/sandboxes", out var tail) || rest.StartsWithSegments("/v2/sandboxes", out tail)))
         {
             id = FirstSegment(tail);
         }
-        if (id.Length == 0 || context.Request.Headers.ContainsKey(E2bHopHeader) || IsLocal(id))
+        if (id.Length == 0 || hopped || IsLocal(id))
         {
             await ServeHereAsync(context);
             return;
         }
         await RouteToOwnerAsync(context, id, _e2b);
+    }
+
+    /// <summary>
+    /// E2B's <c>Sandbox.list()</c>: the key checked here, then every live node's own list (the same query, marked
+    /// to be served there), one array; <c>limit</c> applies to the whole. Sandboxes of nodes that died or left
+    /// and that no node has taken over yet are not in it (E2B has no state for them; GET /v1/sandboxes lists them).
+    /// </summary>
+    private async Task ListE2bAsync(HttpContext context)
+    {
+        if (E2bEndpoints.CallerOf(context) is null)
+        {
+            await E2bEndpoints.Unauthorized.ExecuteAsync(context);
+            return;
+        }
+        string key = context.Request.Headers["X-API-KEY"].ToString();
+        var lists = await FromLiveNodesAsync(context, context.Request.Path + context.Request.QueryString, request =>
+        {
+            request.Headers.TryAddWithoutValidation("X-API-KEY", key);
+            request.Headers.TryAddWithoutValidation(E2bHopHeader, "1");
+        }, root => root);
+        IEnumerable<JsonElement> all = lists.SelectMany(l => l);
+        if (int.TryParse(context.Request.Query["limit"], out int limit) && limit > 0)
+        {
+            all = all.Take(limit);
+        }
+        await Results.Json(all.ToList()).ExecuteAsync(context);
+    }
+
+    /// <summary>
+    /// E2B's signed file URLs (<c>uploadUrl</c>/<c>downloadUrl</c>) come to <c>/files</c> with no sandbox named: one
+    /// signed by a sandbox of this node is served here; else the signer is looked for among every node's sandboxes
+    /// (live nodes', and those a dead or drained node left, which the call adopts when they wait in the shared
+    /// state directory) and the request goes to its node. A URL nobody signed gets this node's 401.
+    /// </summary>
+    private async Task RouteSignedFileAsync(HttpContext context)
+    {
+        var local = sessions.List().Select(s => s.Id).ToHashSet(StringComparer.Ordinal);
+        if (!context.Request.Query.ContainsKey("signature") || E2bEnvd.SignerOf(context, local) is not null)
+        {
+            await next(context);
+            return;
+        }
+        List<string> ids = [];
+        try
+        {
+            var lists = await Task.WhenAll(membership.CurrentSnapshot.Members.Values
+                .Where(m => m.Status is SiloStatus.Active or SiloStatus.Dead or SiloStatus.ShuttingDown or SiloStatus.Stopping)
+                .Select(m => grains.GetGrain<INodeSandboxesGrain>(m.SiloAddress.ToParsableString()).IdsAsync()))
+                .WaitAsync(LocateTimeout, context.RequestAborted);
+            ids = [.. lists.SelectMany(l => l).Where(id => !local.Contains(id))];
+        }
+        catch (Exception e) when (e is TimeoutException or SiloUnavailableException or OrleansException)
+        {
+            LogLocateFailed(logger, "(signer of a file URL)", e.Message);
+        }
+        if (E2bEnvd.SignerOf(context, ids) is { } signer)
+        {
+            await RouteToOwnerAsync(context, signer, _e2b);
+            return;
+        }
+        await next(context);
     }
 
     /// <summary>
@@ -400,26 +472,8 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
     {
         var caller = context.GetCaller();
         var snapshot = membership.CurrentSnapshot;
-        using var http = new HttpClient(node.Handler, disposeHandler: false) { Timeout = ListTimeout };
-        var live = snapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(async m =>
-        {
-            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(new Uri(m.Name), Prefix + context.Request.QueryString));
-            hop.Stamp(request, caller);
-            try
-            {
-                using var response = await http.SendAsync(request, context.RequestAborted);
-                response.EnsureSuccessStatusCode();
-                using var doc = await JsonDocument.ParseAsync(await response.Content.ReadAsStreamAsync(context.RequestAborted), cancellationToken: context.RequestAborted);
-                return doc.RootElement.GetProperty("sandboxes").EnumerateArray().Select(e => e.Clone()).ToList();
-            }
-            catch (Exception e) when (e is HttpRequestException or TaskCanceledException or JsonException or KeyNotFoundException or InvalidOperationException
-                && !context.RequestAborted.IsCancellationRequested)
-            {
-                LogListFailed(logger, m.Name, e.Message);
-                return [];
-            }
-        });
-        var lost = snapshot.Members.Values.Where(m => m.Status == SiloStatus.Dead).Select(async m =>
+        var live = FromLiveNodesAsync(context, Prefix + context.Request.QueryString, request => hop.Stamp(request, caller), root => root.GetProperty("sandboxes"));
+        var lost = Task.WhenAll(snapshot.Members.Values.Where(m => m.Status == SiloStatus.Dead).Select(async m =>
         {
             var entries = await grains.GetGrain<INodeSandboxesGrain>(m.SiloAddress.ToParsableString()).ListAsync(caller.Name);
             return entries.Select(s => JsonSerializer.SerializeToElement(new Dictionary<string, object>
@@ -430,9 +484,38 @@ internal sealed partial class ClusterRouter(RequestDelegate next, SessionManager
                 ["state"] = sessions.IsPausedInSharedState(s.Id) ? "paused" : "lost",
                 ["created_at"] = s.CreatedAt.UtcDateTime,
             })).ToList();
-        });
-        var lists = await Task.WhenAll(live.Concat(lost));
+        }));
+        var lists = (await live).Concat(await lost);
         await Results.Json(new { sandboxes = lists.SelectMany(l => l).ToList() }).ExecuteAsync(context);
+    }
+
+    /// <summary>
+    /// A GET of <paramref name="pathAndQuery"/> on every active node (this one too), in parallel, a few seconds at
+    /// most, each marked by <paramref name="stamp"/>; <paramref name="items"/> finds the array in an answer. A node
+    /// that fails or refuses is left out (logged).
+    /// </summary>
+    private async Task<List<JsonElement>[]> FromLiveNodesAsync(HttpContext context, string pathAndQuery, Action<HttpRequestMessage> stamp,
+        Func<JsonElement, JsonElement> items)
+    {
+        using var http = new HttpClient(node.Handler, disposeHandler: false) { Timeout = ListTimeout };
+        return await Task.WhenAll(membership.CurrentSnapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(async m =>
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(new Uri(m.Name), pathAndQuery));
+            stamp(request);
+            try
+            {
+                using var response = await http.SendAsync(request, context.RequestAborted);
+                response.EnsureSuccessStatusCode();
+                using var doc = await JsonDocument.ParseAsync(await response.Content.ReadAsStreamAsync(context.RequestAborted), cancellationToken: context.RequestAborted);
+                return items(doc.RootElement).EnumerateArray().Select(e => e.Clone()).ToList();
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException or JsonException or KeyNotFoundException or InvalidOperationException
+                && !context.RequestAborted.IsCancellationRequested)
+            {
+                LogListFailed(logger, m.Name, e.Message);
+                return [];
+            }
+        }));
     }
 
     private Task WriteNodesAsync(HttpContext context)

@@ -13,6 +13,9 @@ public interface INodeSandboxesGrain : IGrainWithStringKey
     Task SetAsync(IReadOnlyList<NodeSandbox> added, IReadOnlyList<string> removed);
 
     Task<IReadOnlyList<NodeSandbox>> ListAsync(string owner);
+
+    /// <summary>Every sandbox id of the node, whoever owns it (to find the sandbox that signed an E2B file URL).</summary>
+    Task<IReadOnlyList<string>> IdsAsync();
 }
 
 [PreferLocalPlacement]
@@ -34,6 +37,8 @@ internal sealed class NodeSandboxesGrain(
 
     public Task<IReadOnlyList<NodeSandbox>> ListAsync(string owner) =>
         Task.FromResult<IReadOnlyList<NodeSandbox>>([.. record.State.Sandboxes.Values.Where(s => s.Owner == owner).OrderBy(s => s.CreatedAt)]);
+
+    public Task<IReadOnlyList<string>> IdsAsync() => Task.FromResult<IReadOnlyList<string>>([.. record.State.Sandboxes.Keys]);
 }
 
 [GenerateSerializer]

@@ -12,6 +12,25 @@ using SandboxVM.Testing;
 // --urls http://127.0.0.1:PORT --SandboxVM:Cluster redis://127.0.0.1:PORT --SandboxVM:ClusterSiloPort PORT.
 // Its sandboxes are the real agent as local processes (a pause keeps their files: FileSavingRuntime); its
 // templates are below; its state is STATE_DIR.
+// With SANDBOXVM_CLUSTER_NODE_RUNTIME=gvisor it is a plain server on the gVisor runtime instead: the templates of
+// SANDBOXVM_CLUSTER_NODE_TEMPLATES, the host's image cache, the agent of SANDBOXVM_AGENT, no pools (the one drain test that needs a real pause).
+if (Environment.GetEnvironmentVariable("SANDBOXVM_CLUSTER_NODE_RUNTIME") == "gvisor")
+{
+    string state = args[0];
+    var gvisor = ServerApp.Build(args[1..], o =>
+    {
+        o.Runtime = "gvisor";
+        o.TemplateDirectories = [Environment.GetEnvironmentVariable("SANDBOXVM_CLUSTER_NODE_TEMPLATES")
+            ?? throw new InvalidOperationException("SANDBOXVM_CLUSTER_NODE_TEMPLATES (the templates directory) is not set")];
+        o.StateDir = Path.Combine(state, "state");
+        o.BuildTemplatesOnStart = false;
+        o.CacheGcOnStart = false;
+        o.Pools = false;
+        o.StartSingletonsWithServer = false;
+    }, extension: new ClusterExtension());
+    await gvisor.RunAsync();
+    return 0;
+}
 if (LocalAgentRuntime.UnavailableReason is { } why)
 {
     await Console.Error.WriteLineAsync("local agent runtime unavailable: " + why);
@@ -52,4 +71,3 @@ var app = ServerApp.Build(args[1..], o =>
 }, extension: new ClusterExtension());
 await app.RunAsync();
 return 0;
-

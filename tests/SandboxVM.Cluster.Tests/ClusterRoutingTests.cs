@@ -324,4 +324,57 @@ public sealed class ClusterRoutingTests(ThreeNodes nodes) : IClassFixture<ThreeN
         using var gone = await b.GetAsync($"sandboxes/{id}", Ct);
         Assert.Equal(HttpStatusCode.NotFound, gone.StatusCode);
     }
+
+    [Fact]
+    public async Task The_E2B_list_through_a_node_that_holds_none_shows_the_callers_sandboxes_of_every_node()
+    {
+        var cluster = nodes.Cluster;
+        using var a = E2bAcrossNodesTests.E2b(cluster, 0);
+        using var b = E2bAcrossNodesTests.E2b(cluster, 1);
+        using var c = E2bAcrossNodesTests.E2b(cluster, 2);
+        // This test's own mark: the other tests' sandboxes on the shared nodes do not carry it.
+        string run = Guid.NewGuid().ToString("N");
+        async Task<string> CreateE2bAsync(HttpClient http, string role)
+        {
+            using var response = await http.PostAsJsonAsync("e2b/v2/sandboxes",
+                new { templateID = TestCluster.Template, timeout = 300, metadata = new Dictionary<string, string> { ["run"] = run, ["role"] = role } }, Ct);
+            string text = await response.Content.ReadAsStringAsync(Ct);
+            Assert.True(response.StatusCode == HttpStatusCode.Created, $"{(int)response.StatusCode}: {text}");
+            return JsonDocument.Parse(text).RootElement.GetProperty("sandboxID").GetString()!;
+        }
+        string onA = await CreateE2bAsync(a, "first");
+        string onB = await CreateE2bAsync(b, "second");
+
+        async Task<List<string>> ListAsync(HttpClient http, string metadata)
+        {
+            using var response = await http.GetAsync("e2b/v2/sandboxes?state=running,paused&metadata=" + Uri.EscapeDataString(metadata), Ct);
+            string text = await response.Content.ReadAsStringAsync(Ct);
+            Assert.True(response.StatusCode == HttpStatusCode.OK, $"{(int)response.StatusCode}: {text}");
+            return [.. JsonDocument.Parse(text).RootElement.EnumerateArray().Select(e => e.GetProperty("sandboxID").GetString()!).Order(StringComparer.Ordinal)];
+        }
+        // Node C holds neither.
+        Assert.Equal(new[] { onA, onB }.Order(StringComparer.Ordinal), await ListAsync(c, $"run={run}"));
+        Assert.Equal([onB], await ListAsync(c, $"run={run}&role=second"));
+        using (var limited = await c.GetAsync($"e2b/v2/sandboxes?limit=1&metadata={Uri.EscapeDataString($"run={run}")}", Ct))
+        {
+            Assert.Single((await limited.Content.ReadFromJsonAsync<JsonElement>(Ct)).EnumerateArray());
+        }
+        // Another caller sees none of them; a wrong key is E2B's 401.
+        using (var bob = new HttpClient { BaseAddress = cluster.Nodes[2].Url })
+        {
+            bob.DefaultRequestHeaders.Add("X-API-KEY", TestCluster.Bob);
+            Assert.Empty(await ListAsync(bob, $"run={run}"));
+            bob.DefaultRequestHeaders.Remove("X-API-KEY");
+            bob.DefaultRequestHeaders.Add("X-API-KEY", "svmk_wrong");
+            using var refused = await bob.GetAsync("e2b/v2/sandboxes", Ct);
+            Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+            Assert.Equal(401, (await refused.Content.ReadFromJsonAsync<JsonElement>(Ct)).GetProperty("code").GetInt32());
+        }
+        foreach (string id in (string[])[onA, onB])
+        {
+            using var killed = await c.DeleteAsync($"e2b/sandboxes/{id}", Ct);
+            Assert.Equal(HttpStatusCode.NoContent, killed.StatusCode);
+        }
+        Assert.Empty(await ListAsync(c, $"run={run}"));
+    }
 }

@@ -41,6 +41,38 @@ internal sealed class TestCluster : IAsyncDisposable
 
     private const string RedisServer = "/usr/bin/redis-server";
 
+    /// <summary>Why nodes on the gVisor runtime cannot run here (no runsc, runsc cannot start a sandbox, no published agent), or null.</summary>
+    public static string? GvisorUnavailableReason => s_gvisorUnavailable.Value;
+
+    private static readonly Lazy<string?> s_gvisorUnavailable = new(() =>
+    {
+        if (SandboxVM.Host.HostPath.Find("runsc") is not { } runsc)
+        {
+            return "runsc is not installed (scripts/install-deps.sh installs it from bookworm-backports)";
+        }
+        if (!File.Exists(GvisorAgent))
+        {
+            return $"the guest agent is not published at {GvisorAgent}: run scripts/build.sh (or set SANDBOXVM_AGENT)";
+        }
+        var status = SandboxVM.Runtime.Gvisor.RunscProbe.Check(runsc, SandboxVM.Runtime.HostFacts.GvisorPlatform, TimeSpan.FromSeconds(30));
+        return status.Works ? null : "gVisor cannot run a sandbox here: " + status.Detail;
+    });
+
+    /// <summary>The agent gVisor nodes put in their templates' images: SANDBOXVM_AGENT, else the repository's artifacts/agent.</summary>
+    private static string GvisorAgent => Environment.GetEnvironmentVariable("SANDBOXVM_AGENT") ?? Path.Combine(RepoRoot(), "artifacts", "agent", "sandboxvm-agent");
+
+    private static string RepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "SandboxVM.slnx")))
+            {
+                return dir.FullName;
+            }
+        }
+        throw new InvalidOperationException("repository root (SandboxVM.slnx) not found above " + AppContext.BaseDirectory);
+    }
+
     /// <summary><see cref="StartAsync"/>, or the test skipped with <see cref="UnavailableReason"/>.</summary>
     public static Task<TestCluster> StartOrSkipAsync(int nodes)
     {
@@ -54,7 +86,9 @@ internal sealed class TestCluster : IAsyncDisposable
     /// <summary>A client of every node with <paramref name="key"/>, in node order, disposed together.</summary>
     public NodeClients Clients(string key) => new([.. _nodes.Select(n => n.Client(key))]);
 
-    public static async Task<TestCluster> StartAsync(int nodes)
+    /// <param name="nodes">How many nodes.</param>
+    /// <param name="gvisor">Nodes on the gVisor runtime with the repository's templates (<see cref="GvisorUnavailableReason"/>), not the local agent.</param>
+    public static async Task<TestCluster> StartAsync(int nodes, bool gvisor = false)
     {
         var cluster = new TestCluster();
         try
@@ -73,7 +107,7 @@ internal sealed class TestCluster : IAsyncDisposable
             }));
             for (int i = 0; i < nodes; i++)
             {
-                cluster._nodes.Add(Node.Start(cluster._dir, (char)('a' + i), cluster.RedisPort, keys, cluster.SharedDir));
+                cluster._nodes.Add(Node.Start(cluster._dir, (char)('a' + i), cluster.RedisPort, keys, cluster.SharedDir, gvisor));
             }
             await cluster.WaitForMembersAsync(nodes);
             return cluster;
@@ -220,7 +254,7 @@ internal sealed class TestCluster : IAsyncDisposable
             }
         }
 
-        public static Node Start(string dir, char name, int redisPort, string keysFile, string sharedDir)
+        public static Node Start(string dir, char name, int redisPort, string keysFile, string sharedDir, bool gvisor)
         {
             string path = typeof(TestCluster).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
                 .First(a => a.Key == "SandboxVM.ClusterNodePath").Value!;
@@ -245,6 +279,12 @@ internal sealed class TestCluster : IAsyncDisposable
                 start.ArgumentList.Add(arg);
             }
             start.Environment["Logging__LogLevel__Orleans"] = "Warning";
+            if (gvisor)
+            {
+                start.Environment["SANDBOXVM_CLUSTER_NODE_RUNTIME"] = "gvisor";
+                start.Environment["SANDBOXVM_AGENT"] = GvisorAgent;
+                start.Environment["SANDBOXVM_CLUSTER_NODE_TEMPLATES"] = Path.Combine(RepoRoot(), "templates");
+            }
             var process = Process.Start(start)!;
             var node = new Node(name.ToString(), process, url);
             process.OutputDataReceived += (_, e) => node.Append(e.Data);

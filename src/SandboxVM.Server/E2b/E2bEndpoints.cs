@@ -73,7 +73,7 @@ internal static class E2bEndpoints
         Results.Json(new JsonObject { ["code"] = status, ["message"] = message }, statusCode: status);
 
     /// <summary>The caller of a control call, from X-API-KEY checked like a Bearer key; null when the key is wrong.</summary>
-    private static Caller? CallerOf(HttpContext context)
+    public static Caller? CallerOf(HttpContext context)
     {
         var callers = context.RequestServices.GetRequiredService<CallerStore>();
         if (!callers.KeysRequired)
@@ -83,14 +83,14 @@ internal static class E2bEndpoints
         return callers.Authenticate(context.Request.Headers["X-API-KEY"].ToString());
     }
 
-    private static readonly IResult s_unauthorized = Error(401, "Invalid API key: X-API-KEY must be a SandboxVM API key");
+    public static readonly IResult Unauthorized = Error(401, "Invalid API key: X-API-KEY must be a SandboxVM API key");
 
     /// <summary>Runs a control call as its caller; a SandboxVM refusal becomes E2B's error body with its status.</summary>
     private static async Task<IResult> AsCallerAsync(HttpContext context, Func<Caller, SessionManager, Task<IResult>> handler)
     {
         if (CallerOf(context) is not { } caller)
         {
-            return s_unauthorized;
+            return Unauthorized;
         }
         try
         {

@@ -76,13 +76,13 @@ internal static class E2bEnvd
     /// </summary>
     public static void MapSignedFiles(IEndpointRouteBuilder app)
     {
-        app.MapGet(SignedFilesPath, (HttpContext c, string? path) => DownloadAsync(c, path, () => ResolveSigned(c, path, "read")));
-        app.MapPost(SignedFilesPath, (HttpContext c, string? path) => UploadAsync(c, path, () => ResolveSigned(c, path, "write")));
+        app.MapGet(SignedFilesPath, (HttpContext c, string? path) => DownloadAsync(c, path, () => ResolveSigned(c, path)));
+        app.MapPost(SignedFilesPath, (HttpContext c, string? path) => UploadAsync(c, path, () => ResolveSigned(c, path)));
     }
 
     public const string SignedFilesPath = "/files";
 
-    private static (SandboxSession? Session, int Status, string Message) ResolveSigned(HttpContext context, string? path, string operation)
+    private static (SandboxSession? Session, int Status, string Message) ResolveSigned(HttpContext context, string? path)
     {
         var query = context.Request.Query;
         string signature = query["signature"].ToString();
@@ -96,19 +96,30 @@ internal static class E2bEnvd
         {
             return (null, 401, "the signed URL has expired");
         }
+        var live = context.RequestServices.GetRequiredService<SessionManager>().List();
+        return SignerOf(context, live.Select(s => s.Id)) is { } id
+            ? (live.First(s => s.Id == id), 200, "")
+            : (null, 401, "the signature is wrong, or its sandbox has ended");
+    }
+
+    /// <summary>
+    /// Which of <paramref name="candidates"/> (sandbox ids) signed this request to <see cref="SignedFilesPath"/>, or null
+    /// (expiry is not checked here). The cluster asks it with every node's sandboxes, to send the request to the signer's node.
+    /// </summary>
+    public static string? SignerOf(HttpContext context, IEnumerable<string> candidates)
+    {
+        var query = context.Request.Query;
+        string signature = query["signature"].ToString();
+        string path = query["path"].ToString();
+        if (signature.Length == 0 || path.Length == 0)
+        {
+            return null;
+        }
+        string operation = HttpMethods.IsPost(context.Request.Method) ? "write" : "read";
+        string? expiration = query["signature_expiration"].Count > 0 ? query["signature_expiration"].ToString() : null;
         string user = query["username"].ToString();
         var state = context.RequestServices.GetRequiredService<E2bState>();
-        byte[] presented = Encoding.ASCII.GetBytes(signature);
-        foreach (var session in context.RequestServices.GetRequiredService<SessionManager>().List())
-        {
-            string raw = $"{path}:{operation}:{user}:{state.TokenFor(session.Id)}" + (expiration is null ? "" : ":" + expiration);
-            string expected = "v1_" + Convert.ToBase64String(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(raw))).TrimEnd('=');
-            if (System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(expected), presented))
-            {
-                return (session, 200, "");
-            }
-        }
-        return (null, 401, "the signature is wrong, or its sandbox has ended");
+        return candidates.FirstOrDefault(id => state.Signs(id, signature, path, operation, user, expiration));
     }
 
     /// <summary>Runs an HTTP (not Connect) sandbox-side call; refusals answer {"code","message"} with their status.</summary>

@@ -6,15 +6,24 @@ namespace SandboxVM.Server.E2b;
 
 /// <summary>
 /// What the E2B door keeps beside a sandbox: the access token envd and interpreter calls present (an HMAC of
-/// the sandbox id under a key made at start, so it needs no store), the sandbox-wide environment variables of
+/// the sandbox id under <paramref name="key"/>, so it needs no store), the sandbox-wide environment variables of
 /// create, and E2B's numeric pids for SandboxVM's command ids.
 /// </summary>
-internal sealed class E2bState
+/// <param name="key">
+/// The token key: made at start on a single server; in a cluster derived from the cluster secret, so every node
+/// checks the tokens any node gave out, also after a sandbox moved.
+/// </param>
+internal sealed class E2bState(byte[] key)
 {
+    public E2bState()
+        : this(RandomNumberGenerator.GetBytes(32))
+    {
+    }
+
     /// <summary>What the SDK is told about the envd it talks to: 0.5.7 has octet-stream uploads and CloseStdin, no file metadata.</summary>
     public const string EnvdVersion = "0.5.7";
 
-    private readonly byte[] _key = RandomNumberGenerator.GetBytes(32);
+    private readonly byte[] _key = key.Length >= 32 ? key : throw new ArgumentException("an E2B token key has at least 32 bytes", nameof(key));
     private readonly ConcurrentDictionary<string, SandboxExtras> _extras = new(StringComparer.Ordinal);
 
     public string TokenFor(string sandboxId) =>
@@ -23,6 +32,17 @@ internal sealed class E2bState
     public bool TokenMatches(string sandboxId, string? presented) =>
         presented is { Length: > 0 } &&
         CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(TokenFor(sandboxId)), Encoding.ASCII.GetBytes(presented));
+
+    /// <summary>
+    /// Whether <paramref name="signature"/> is the SDK's signature of a file URL of sandbox <paramref name="sandboxId"/>:
+    /// <c>v1_</c> + unpadded base64 of SHA-256(<c>path:operation:user:token[:expiration]</c>).
+    /// </summary>
+    public bool Signs(string sandboxId, string signature, string path, string operation, string user, string? expiration)
+    {
+        string raw = $"{path}:{operation}:{user}:{TokenFor(sandboxId)}" + (expiration is null ? "" : ":" + expiration);
+        string expected = "v1_" + Convert.ToBase64String(SHA256.HashData(Encoding.UTF8.GetBytes(raw))).TrimEnd('=');
+        return CryptographicOperations.FixedTimeEquals(Encoding.ASCII.GetBytes(expected), Encoding.ASCII.GetBytes(signature));
+    }
 
     public SandboxExtras For(string sandboxId) => _extras.GetOrAdd(sandboxId, _ => new SandboxExtras());
 
