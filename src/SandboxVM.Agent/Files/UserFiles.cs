@@ -349,6 +349,27 @@ internal static class UserFiles
         return found;
     }
 
+    /// <summary>
+    /// Whether <see cref="ListArtifactsAsync"/> would find a file under <paramref name="root"/> (with
+    /// <paramref name="before"/>: a new or changed one), without opening or hashing any.
+    /// </summary>
+    public static async Task<bool> HoldsArtifactsAsync(SandboxUser who, string root, IReadOnlyDictionary<string, FileStamp>? before = null)
+    {
+        Func<string, FileStatus, bool>? skip = before is null ? null : (path, status) => before.TryGetValue(path, out var stamp) && stamp == FileStamp.Of(status);
+        using var walk = new TreeWalk(root);
+        bool done = false;
+        while (!done)
+        {
+            List<WalkedFile> batch;
+            (batch, done) = await PathThreads.RunAsync(who, () => walk.Next(open: false, skip));
+            if (batch.Count > 0)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /// <summary>SHA-256 of at most <paramref name="limit"/> bytes from the start; the bytes hashed and the hex hash.</summary>
     private static async Task<(long Size, string Sha256)> HashAsync(SafeFileHandle handle, long limit, CancellationToken cancellationToken)
     {
