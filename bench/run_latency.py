@@ -2,12 +2,14 @@
 """POST /v1/run latency per template against a bare run of the same trivial program on the host.
 
 Usage: bench/run_latency.py [--url http://127.0.0.1:8000] [--runs 30] [--settle] [--templates a,b]
-       bench/run_latency.py --runtimes process,gvisor,qemu [--runs 30] [--settle] [--templates a,b]
+       bench/run_latency.py --runtimes process,gvisor,qemu [--runs 30] [--settle] [--templates a,b] [--before DIR]
 The first form needs a running server (scripts/serve.sh). The second starts artifacts/cli/sandboxvm serve
 once per runtime on a free loopback port (one after the other, never two at once), waits until every pool
 is full, measures, stops it, and writes one table for all of them. --settle waits for a full pool before
 every run (the pooled path); without it runs go back to back and the vm_source column says where each
-sandbox came from. Writes a Markdown report to bench/results/.
+sandbox came from. --before DIR: a checkout of an earlier commit with its own artifacts/ built
+(scripts/build.sh, or the agent and CLI publish steps of it): each runtime is measured on that build first,
+then on this one, in the same run and against the same bare baseline. Writes a Markdown report to bench/results/.
 """
 import argparse, contextlib, datetime, json, os, platform, shutil, signal, socket, statistics, subprocess, tempfile, time, urllib.request
 
@@ -127,12 +129,12 @@ def free_port():
 
 
 @contextlib.contextmanager
-def serving(runtime, log_dir, env=None):
-    """Starts the CLI's server with one runtime and yields its URL; stops it on exit (SIGTERM: it ends every sandbox)."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def serving(runtime, log_dir, env=None, repo=None):
+    """Starts the CLI's server (of repo: this checkout by default) with one runtime and yields its URL; stops it on exit (SIGTERM: it ends every sandbox)."""
+    repo = repo or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     cli = os.path.join(repo, "artifacts", "cli", "sandboxvm")
     url = f"http://127.0.0.1:{free_port()}"
-    log = open(os.path.join(log_dir, f"serve-{runtime}.log"), "w")
+    log = open(os.path.join(log_dir, f"serve-{runtime}-{os.path.basename(repo)}.log"), "w")
     server = subprocess.Popen([cli, "serve", "--runtime", runtime, "--url", url], stdout=log, stderr=subprocess.STDOUT, cwd=repo,
                               env=dict(os.environ, **(env or {})))
     try:
@@ -156,9 +158,18 @@ def serving(runtime, log_dir, env=None):
         log.close()
 
 
-def serve_and_measure(runtime, runs, settle, log_dir):
-    with serving(runtime, log_dir) as url:
-        return measure(url, runs, settle)
+def serve_and_measure(runtime, runs, settle, log_dir, repo=None, label=None):
+    with serving(runtime, log_dir, repo=repo) as url:
+        rows = measure(url, runs, settle)
+    return [(r[0], f"{r[1]} ({label})", *r[2:]) for r in rows] if label else rows
+
+
+def describe(repo):
+    """The commit a checkout is at (git describe), or its path when it is no git work tree (an exported tree)."""
+    try:
+        return subprocess.run(["git", "-C", repo, "log", "-1", "--format=%h"], capture_output=True, text=True, check=True).stdout.strip()
+    except (subprocess.CalledProcessError, OSError):
+        return repo
 
 
 def main():
@@ -168,6 +179,8 @@ def main():
     ap.add_argument("--runtimes", help="comma-separated: start a server per runtime instead of using --url")
     ap.add_argument("--settle", action="store_true", help="wait for a full pool before every run")
     ap.add_argument("--templates", help="comma-separated: measure only these (default: every template with a program here)")
+    ap.add_argument("--before", metavar="DIR", help="a checkout of an earlier commit with artifacts/ built: measured first, per runtime")
+    ap.add_argument("--before-name", help="how the report names the --before build (default: its commit, or its path)")
     args = ap.parse_args()
     if args.templates:
         for name in set(PROGRAMS) - set(args.templates.split(",")):
@@ -176,9 +189,12 @@ def main():
     if args.runtimes:
         log_dir = tempfile.mkdtemp(prefix="sandboxvm-bench-")
         rows = []
+        before = args.before_name or (describe(args.before) if args.before else None)
         for runtime in args.runtimes.split(","):
-            rows += serve_and_measure(runtime, args.runs, args.settle, log_dir)
-        command = f"`bench/run_latency.py --runtimes {args.runtimes} --runs {args.runs}{' --settle' if args.settle else ''}{' --templates ' + args.templates if args.templates else ''}` (each runtime's server started by the script, one at a time)"
+            if args.before:
+                rows += serve_and_measure(runtime, args.runs, args.settle, log_dir, repo=os.path.abspath(args.before), label=f"before: {before}")
+            rows += serve_and_measure(runtime, args.runs, args.settle, log_dir, label=f"this: {describe(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}" if args.before else None)
+        command = f"`bench/run_latency.py --runtimes {args.runtimes} --runs {args.runs}{' --settle' if args.settle else ''}{' --templates ' + args.templates if args.templates else ''}{' --before ' + args.before if args.before else ''}` (each runtime's server started by the script, one at a time)"
     else:
         rows = measure(args.url, args.runs, args.settle)
         command = f"`bench/run_latency.py --runs {args.runs}{' --settle' if args.settle else ''}{' --templates ' + args.templates if args.templates else ''}` against `scripts/serve.sh`"

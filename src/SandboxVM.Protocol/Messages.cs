@@ -213,6 +213,14 @@ public sealed class ExecRequest
     /// For one-shot runs (the VM is discarded afterwards), never for sessions.
     /// </summary>
     public bool EndUserProcesses { get; set; }
+    /// <summary>
+    /// The VM is discarded after this exec (a one-shot run). With <see cref="EndUserProcesses"/> in a
+    /// sandbox whose init is the agent, the agent sends kill(-1) and, when the outputs then hold no file
+    /// to list, answers without waiting for the killed processes to be gone: their exit is the VM's
+    /// tear-down. With files there it waits first, as without this flag, so nothing changes them after
+    /// they were hashed. An agent that does not know the member ignores it and always waits.
+    /// </summary>
+    public bool DiscardAfter { get; set; }
 }
 
 /// <summary>

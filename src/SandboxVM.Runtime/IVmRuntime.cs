@@ -50,8 +50,12 @@ public enum VmSource
 /// <param name="Snapshots">Sandboxes can be restored from a warmed-up snapshot.</param>
 /// <param name="Networking">Sandboxes can have a network device.</param>
 /// <param name="OwnKernel">Each sandbox boots a kernel of its own.</param>
-/// <param name="Emulated">Guest code runs under an emulator (QEMU's TCG): a restored clone still has code to translate.</param>
-public sealed record RuntimeCapabilities(IsolationLevel Isolation, bool Snapshots, bool Networking, bool OwnKernel, bool Emulated = false);
+/// <param name="ColdRestores">
+/// A restored clone's first run pays for what the runtime rebuilds lazily, so a pool primes its clones
+/// (PoolManager.PrimeRestoredVms): QEMU's TCG translates guest code afresh and faults memory in on first
+/// touch; gVisor's sentry maps the restored memory into the sandbox's stub processes page by page.
+/// </param>
+public sealed record RuntimeCapabilities(IsolationLevel Isolation, bool Snapshots, bool Networking, bool OwnKernel, bool ColdRestores = false);
 
 /// <summary>What a runtime needs to start one sandbox of a template.</summary>
 public sealed record VmSpec

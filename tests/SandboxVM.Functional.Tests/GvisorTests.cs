@@ -85,6 +85,27 @@ public class GvisorTests
         }
     }
 
+    /// <summary>
+    /// A one-shot run whose outputs hold no file is answered once kill(-1) is sent, without waiting for the
+    /// killed processes (its warm kernel, a daemon) to be gone: the answer still has the whole output, and
+    /// a file a leftover process would write later is in no answer.
+    /// </summary>
+    [Fact]
+    public async Task Run_LeftoverDaemonAndNoArtifacts_AnswersWithTheWholeOutput()
+    {
+        const string code = """
+            import subprocess
+            subprocess.Popen(["setsid", "sh", "-c", "sleep 20; echo late > /tmp/outputs/late.txt"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for i in range(3000):
+                print(i)
+            """;
+        var r = await _server.RunAsync(new { template = "python-data-analysis", code }, Ct);
+        r.AssertStatus("ok");
+        Assert.Equal(string.Concat(Enumerable.Range(0, 3000).Select(i => $"{i}\n")), r.Stdout);
+        Assert.Empty(r.Artifacts);
+    }
+
     [Fact]
     public async Task Run_InfiniteLoop_RunsForTheWholeLimitBeforeTimingOut()
     {

@@ -324,13 +324,8 @@ internal static class UserFiles
         IReadOnlyDictionary<string, FileStamp>? before = null)
     {
         var found = new List<ArtifactInfo>();
-        Func<string, FileStatus, bool>? skip = before is null ? null : (path, status) => before.TryGetValue(path, out var stamp) && stamp == FileStamp.Of(status);
-        using var walk = new TreeWalk(root);
-        bool done = false;
-        while (!done)
+        await foreach (var batch in WalkArtifactsAsync(who, root, open: true, before))
         {
-            List<WalkedFile> batch;
-            (batch, done) = await PathThreads.RunAsync(who, () => walk.Next(open: true, skip));
             foreach (var file in batch)
             {
                 using var handle = file.Handle!;
@@ -347,6 +342,36 @@ internal static class UserFiles
         }
         found.Sort((a, b) => string.CompareOrdinal(a.Path, b.Path));
         return found;
+    }
+
+    /// <summary>
+    /// Whether <see cref="ListArtifactsAsync"/> would find a file under <paramref name="root"/> (with
+    /// <paramref name="before"/>: a new or changed one), without opening or hashing any.
+    /// </summary>
+    public static async Task<bool> HoldsArtifactsAsync(SandboxUser who, string root, IReadOnlyDictionary<string, FileStamp>? before = null)
+    {
+        await foreach (var batch in WalkArtifactsAsync(who, root, open: false, before))
+        {
+            if (batch.Count > 0)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>The regular files under <paramref name="root"/> in batches, each walked on a path thread as <paramref name="who"/>; with <paramref name="before"/>, unchanged ones left out.</summary>
+    private static async IAsyncEnumerable<List<WalkedFile>> WalkArtifactsAsync(SandboxUser who, string root, bool open, IReadOnlyDictionary<string, FileStamp>? before)
+    {
+        Func<string, FileStatus, bool>? skip = before is null ? null : (path, status) => before.TryGetValue(path, out var stamp) && stamp == FileStamp.Of(status);
+        using var walk = new TreeWalk(root);
+        bool done = false;
+        while (!done)
+        {
+            List<WalkedFile> batch;
+            (batch, done) = await PathThreads.RunAsync(who, () => walk.Next(open, skip));
+            yield return batch;
+        }
     }
 
     /// <summary>SHA-256 of at most <paramref name="limit"/> bytes from the start; the bytes hashed and the hex hash.</summary>

@@ -97,6 +97,19 @@ internal static class UserProcesses
         }
     }
 
+    /// <summary>
+    /// kill(-1, SIGKILL) from the agent, once, without waiting: only where the agent is the sandbox's init
+    /// and every other process is user work (<see cref="IsSandboxInit"/>, see <see cref="EndAllAsync"/>).
+    /// </summary>
+    public static void KillEveryoneElseOnce()
+    {
+        if (!IsSandboxInit)
+        {
+            throw AgentException.BadRequest(CannotEndReason);
+        }
+        Libc.KillEveryoneElse();
+    }
+
     private static async Task SendAsync(SandboxUser user, ProcessSupervisor supervisor, bool everyoneElse)
     {
         if (!user.Switches || everyoneElse)

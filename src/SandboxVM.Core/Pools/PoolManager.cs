@@ -99,8 +99,10 @@ public sealed partial class PoolManager : IAsyncDisposable
     /// guest code afresh and a clone's memory is faulted in on first touch, so the first run in a clone
     /// paid both (print(1) in python-data-analysis: run_ms 1097 -> 764 median, host_ms 107 -> 46 on a
     /// loaded 2-core host; bench/results/pooled-run-and-clock-*.md). It costs each clone one more warm-up
-    /// run of CPU: when requests come faster than the host can restore and prime, turn it off.
-    /// Null: when the runtime emulates (accel tcg).
+    /// run of CPU: when requests come faster than the host can restore and prime, turn it off. gVisor
+    /// maps a restored clone's memory into its stub processes page by page, so there too (print(1): run
+    /// step 74-142 ms unprimed, 0-38 ms primed, under load 20-70).
+    /// Null: when the runtime says its restores are cold (<see cref="RuntimeCapabilities.ColdRestores"/>: tcg, gvisor).
     /// </summary>
     public bool? PrimeRestoredVms { get; init; }
 
@@ -178,7 +180,7 @@ public sealed partial class PoolManager : IAsyncDisposable
     /// </summary>
     private async Task WarmAsync(TemplateDefinition template, IVm vm, CancellationToken cancellationToken)
     {
-        bool prime = vm.Source == VmSource.Restore && (PrimeRestoredVms ?? _runtime.Capabilities.Emulated);
+        bool prime = vm.Source == VmSource.Restore && (PrimeRestoredVms ?? _runtime.Capabilities.ColdRestores);
         if (Warmup is null || (_runtime.Capabilities.Snapshots && !prime))
         {
             return;

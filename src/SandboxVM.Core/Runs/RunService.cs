@@ -73,6 +73,8 @@ public sealed partial class RunService
         // The VM is discarded after this run: whatever the run started (a setsid daemon) goes before the
         // artifacts are listed, so nothing can change them after they were hashed.
         exec.EndUserProcesses = true;
+        // Ending them is tear-down unless there are artifacts to list: the agent then answers at once.
+        exec.DiscardAfter = true;
         if (exec.ForkServer is { } fork)
         {
             // In the warm session kernel the clone brings from its snapshot, not in a child forked from

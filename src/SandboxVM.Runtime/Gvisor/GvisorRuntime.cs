@@ -81,7 +81,7 @@ public sealed partial class GvisorRuntime : IVmRuntime, IAsyncDisposable
     /// No guest kernel image (the sentry is runsc itself), so no boot artifacts; the host clock and
     /// entropy reach every sandbox through the sentry, and a restored one gets a reinit anyway.
     /// </summary>
-    public RuntimeCapabilities Capabilities { get; } = new(IsolationLevel.UserSpaceKernel, Snapshots: true, Networking: false, OwnKernel: false);
+    public RuntimeCapabilities Capabilities { get; } = new(IsolationLevel.UserSpaceKernel, Snapshots: true, Networking: false, OwnKernel: false, ColdRestores: true);
 
     /// <summary>The runsc platform ("systrap", "kvm").</summary>
     public string Accel => _options.Platform;

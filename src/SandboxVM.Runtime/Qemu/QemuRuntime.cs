@@ -68,7 +68,7 @@ public sealed partial class QemuRuntime : IVmRuntime
         Version = QemuVersion.Read(options.QemuPath);
         _policy = QemuHostPolicy.Resolve(options, logger);
         Capabilities = new(IsolationLevel.Vm, Snapshots: Version.ReadOnlySnapshotMemory, Networking: false, OwnKernel: true,
-            Emulated: _policy.Accel == QemuAccel.Tcg);
+            ColdRestores: _policy.Accel == QemuAccel.Tcg);
         if (!Version.ReadOnlySnapshotMemory)
         {
             QemuLog.SnapshotsOff(logger, Version.Text, QemuVersion.ReadOnlySnapshotMemorySince.ToString());

@@ -276,4 +276,36 @@ public class PoolManagerTests : PoolFixture
             Assert.All(Runtime.Vms, v => Assert.True(v.Disposed));
         }
     }
+
+    /// <summary>
+    /// Where the runtime says a restored clone's first run pays for what it rebuilds lazily (TCG, gVisor),
+    /// every clone runs the warm-up once more ("primed") before it is offered; elsewhere none does.
+    /// </summary>
+    [Theory]
+    [InlineData(true, 2)]
+    [InlineData(false, 0)]
+    public async Task Restored_clones_are_primed_before_they_are_offered_only_where_restores_are_cold(bool cold, int primes)
+    {
+        var runtime = new FakeRuntime
+        {
+            Capabilities = new RuntimeCapabilities(IsolationLevel.UserSpaceKernel, Snapshots: true, Networking: false, OwnKernel: false, ColdRestores: cold),
+            MakesSnapshots = true,
+        };
+        int primed = 0;
+        await UseAsync(new PoolManager(runtime, Specs, Tracker, NullLogger<PoolManager>.Instance, Time)
+        {
+            FreezeWaiting = false,
+            Warmup = (_, _, prime, _) =>
+            {
+                if (prime)
+                {
+                    Interlocked.Increment(ref primed);
+                }
+                return Task.CompletedTask;
+            },
+        });
+        Pools.Start([Template("py", WarmupStrategy.Pool, 2)]);
+        await WaitForReadyAsync("py", 2);
+        Assert.Equal(primes, Volatile.Read(ref primed));
+    }
 }
