@@ -402,9 +402,11 @@ public sealed class EgressGatewayTests : IDisposable
         await using var proxy = new FakeConnectProxy { Answer = "" };
         var options = new EgressGatewayOptions { UpstreamProxy = UpstreamProxy.Parse($"http://127.0.0.1:{proxy.Port}") };
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-        cts.CancelAfter(TimeSpan.FromMilliseconds(200));
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() =>
-            Gateway(AllowLoopback(9), options: options).ConnectAsync(new EgressRequest("sb", "127.0.0.1", 9), cts.Token));
+        var connecting = Gateway(AllowLoopback(9), options: options).ConnectAsync(new EgressRequest("sb", "127.0.0.1", 9), cts.Token);
+        // Cancelled while it waits on the proxy's answer (not on a timer that may fire before it asks).
+        await Eventually.TrueAsync(() => !proxy.Requests.IsEmpty, () => "the gateway never sent the proxy its CONNECT");
+        await cts.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => connecting.WaitAsync(Eventually.Patience, Ct));
     }
 
     [Theory]
