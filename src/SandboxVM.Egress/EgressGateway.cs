@@ -44,7 +44,7 @@ public sealed class EgressGatewayOptions
     /// </summary>
     public long MaxBytesPerSecondPerSandbox { get; set; } = 16L << 20;
 
-    /// <summary>The clock of the per-minute and per-second limits (tests inject one).</summary>
+    /// <summary>The clock of the per-minute and per-second limits and of the resolve and connect timeouts (tests inject one).</summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 }
 
@@ -90,7 +90,7 @@ public sealed partial class EgressGateway
     public Task<EgressDecision> EvaluateAsync(EgressRequest request, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(request);
-        return Policy.EvaluateAsync(request.Host, request.Port, _resolver, _options.ResolveTimeout, cancellationToken);
+        return Policy.EvaluateAsync(request.Host, request.Port, _resolver, _options.ResolveTimeout, _options.TimeProvider, cancellationToken);
     }
 
     /// <summary>
@@ -132,8 +132,9 @@ public sealed partial class EgressGateway
         if (!decision.Allowed)
             return Finish(request, new EgressConnection(decision, null, null, false), "none");
 
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        deadline.CancelAfter(_options.ConnectTimeout);
+        // The connect timeout runs on the options' clock, so a test drives it instead of waiting it out.
+        using var timeout = new CancellationTokenSource(_options.ConnectTimeout, _options.TimeProvider);
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
         var proxy = _options.UpstreamProxy;
         EgressDecision failure = decision;
         var attempts = decision.Addresses.Take(_options.MaxConnectAttempts).ToArray();

@@ -179,8 +179,14 @@ public sealed class EgressPolicy
     /// an IP literal; failures and timeouts become <c>resolve_failed</c>), then every address. Throws only
     /// <see cref="OperationCanceledException"/> when <paramref name="cancellationToken"/> is cancelled.
     /// </summary>
-    public async Task<EgressDecision> EvaluateAsync(string host, int port, IEgressResolver resolver, TimeSpan resolveTimeout, CancellationToken cancellationToken)
+    public Task<EgressDecision> EvaluateAsync(string host, int port, IEgressResolver resolver, TimeSpan resolveTimeout, CancellationToken cancellationToken) =>
+        EvaluateAsync(host, port, resolver, resolveTimeout, TimeProvider.System, cancellationToken);
+
+    /// <summary>As the overload above, with the resolve timeout on <paramref name="time"/>'s clock (tests drive a fake one).</summary>
+    public async Task<EgressDecision> EvaluateAsync(string host, int port, IEgressResolver resolver, TimeSpan resolveTimeout, TimeProvider time,
+        CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(time);
         ArgumentNullException.ThrowIfNull(resolver);
         if (!TryNormalizeHost(host, out var name, out var literal))
             return Deny(EgressReason.InvalidRequest, Printable(host), port, null, [], "the host is neither a valid name nor an IP address");
@@ -190,8 +196,8 @@ public sealed class EgressPolicy
             return CheckAddresses(name, port, [literal], hostIsLiteral: true);
 
         IReadOnlyList<IPAddress> addresses;
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(resolveTimeout);
+        using var timer = new CancellationTokenSource(resolveTimeout, time);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timer.Token);
         try
         {
             addresses = (await resolver.ResolveAsync(name, timeout.Token)).Distinct().ToArray();

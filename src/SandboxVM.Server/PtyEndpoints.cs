@@ -98,9 +98,12 @@ internal static class PtyEndpoints
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(aborted);
         // Keystrokes on their way to the guest: a client faster than the terminal waits at the pipe's threshold.
         var keys = new Pipe(new PipeOptions(pauseWriterThreshold: 64 * 1024, resumeWriterThreshold: 32 * 1024));
-        var local = new SocketSide(socket, keys.Reader.AsStream());
-        var relay = terminal.Stream.RelayAsync(local, () => keys.Writer.Complete(), ReadOnlyMemory<byte>.Empty, stop.Token);
-        var receive = ReceiveAsync(socket, terminal, keys.Writer, stop.Token);
+        var local = new SocketSide(socket, keys.Reader);
+        // The terminal's output ended: its input ends too. Not by completing the pipe's writer: that is the
+        // receive loop's, and a key it wrote after the writer completed failed the loop, which dropped the
+        // socket without the exit close (a client typing as the program exited, seen under load).
+        var relay = terminal.Stream.RelayAsync(local, local.EndInput, ReadOnlyMemory<byte>.Empty, stop.Token);
+        var receive = ReceiveAsync(socket, terminal, keys.Writer, local, stop.Token);
         try
         {
             var first = await Task.WhenAny(relay, receive, terminal.Exit);
@@ -146,8 +149,11 @@ internal static class PtyEndpoints
         }
     }
 
-    /// <summary>Client frames: binary into the pipe of keystrokes, text as control; returns when the client closes.</summary>
-    private static async Task ReceiveAsync(WebSocket socket, Terminal terminal, PipeWriter keys, CancellationToken cancellationToken)
+    /// <summary>
+    /// Client frames: binary into the pipe of keystrokes (dropped once the terminal's input ended), text as
+    /// control; returns when the client closes.
+    /// </summary>
+    private static async Task ReceiveAsync(WebSocket socket, Terminal terminal, PipeWriter keys, SocketSide local, CancellationToken cancellationToken)
     {
         byte[] control = new byte[MaxControlBytes];
         while (true)
@@ -158,7 +164,7 @@ internal static class PtyEndpoints
             {
                 case WebSocketMessageType.Close:
                     return;
-                case WebSocketMessageType.Binary:
+                case WebSocketMessageType.Binary when !local.InputEnded:
                     keys.Advance(result.Count);
                     await keys.FlushAsync(cancellationToken);
                     break;
@@ -221,9 +227,37 @@ internal static class PtyEndpoints
     }
 
     /// <summary>The relay's local end: reads the client's keystrokes, writes the terminal's output as binary frames.</summary>
-    private sealed class SocketSide(WebSocket socket, Stream keys) : RelayStream
+    private sealed class SocketSide(WebSocket socket, PipeReader keys) : RelayStream
     {
-        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => keys.ReadAsync(buffer, cancellationToken);
+        private readonly Stream _keys = keys.AsStream();
+        private volatile bool _inputEnded;
+
+        /// <summary>True once the terminal's input ended: keys are no longer read.</summary>
+        public bool InputEnded => _inputEnded;
+
+        /// <summary>Ends the relay's reads of keys (end of file), from any thread; the pipe's writer stays the receive loop's.</summary>
+        public void EndInput()
+        {
+            _inputEnded = true;
+            keys.CancelPendingRead();
+        }
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            if (_inputEnded)
+            {
+                return 0;
+            }
+            try
+            {
+                return await _keys.ReadAsync(buffer, cancellationToken);
+            }
+            catch (OperationCanceledException) when (_inputEnded && !cancellationToken.IsCancellationRequested)
+            {
+                // EndInput cancelled the pending read.
+                return 0;
+            }
+        }
 
         public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) =>
             socket.SendAsync(buffer, WebSocketMessageType.Binary, endOfMessage: true, cancellationToken);

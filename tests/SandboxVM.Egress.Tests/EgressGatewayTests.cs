@@ -2,6 +2,8 @@ using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using Microsoft.Extensions.Time.Testing;
+using SandboxVM.Testing;
 
 namespace SandboxVM.Egress.Tests;
 
@@ -116,7 +118,7 @@ public sealed class EgressGatewayTests : IDisposable
     public async Task A_sandbox_making_connections_faster_than_its_rate_is_denied_until_the_bucket_refills()
     {
         await using var echo = new LoopbackTcpServer();
-        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider();
+        var time = new FakeTimeProvider();
         var gateway = Gateway(AllowLoopback(echo.Port), options: new EgressGatewayOptions { MaxConnectionsPerMinutePerSandbox = 3, TimeProvider = time });
         var request = new EgressRequest("sb-rate", "127.0.0.1", echo.Port);
 
@@ -294,11 +296,13 @@ public sealed class EgressGatewayTests : IDisposable
             if (!hung)
                 Assert.Skip("this kernel completes connects to a full accept queue");
 
-            var gateway = Gateway(AllowLoopback(port), options: new EgressGatewayOptions { ConnectTimeout = TimeSpan.FromMilliseconds(300) });
-            var started = DateTime.UtcNow;
-            await using var conn = await gateway.ConnectAsync(new EgressRequest("sb", "127.0.0.1", port), Ct);
+            var time = new FakeTimeProvider();
+            var gateway = Gateway(AllowLoopback(port), options: new EgressGatewayOptions { ConnectTimeout = TimeSpan.FromSeconds(10), TimeProvider = time });
+            // The timeout is armed before the connect starts (an IP literal resolves synchronously).
+            var connecting = gateway.ConnectAsync(new EgressRequest("sb", "127.0.0.1", port), Ct);
+            time.Advance(TimeSpan.FromSeconds(10));
+            await using var conn = await connecting.WaitAsync(Eventually.Patience, Ct);
             Assert.Equal(EgressReason.ConnectTimeout, conn.Decision.Reason);
-            Assert.True(DateTime.UtcNow - started < TimeSpan.FromSeconds(20));
             Assert.Equal(1, _metrics.Sum(EgressMetrics.Connections, ("decision", "failed"), ("reason", "connect_timeout")));
         }
         finally
@@ -373,14 +377,22 @@ public sealed class EgressGatewayTests : IDisposable
     [Fact]
     public async Task A_silent_upstream_proxy_hits_the_connect_timeout()
     {
+        var time = new FakeTimeProvider();
         await using var proxy = new FakeConnectProxy { Answer = "" };
         var options = new EgressGatewayOptions
         {
             UpstreamProxy = UpstreamProxy.Parse($"http://127.0.0.1:{proxy.Port}"),
-            ConnectTimeout = TimeSpan.FromMilliseconds(300),
+            ConnectTimeout = TimeSpan.FromMinutes(1),
+            TimeProvider = time,
         };
-        await using var conn = await Gateway(AllowLoopback(9), options: options).ConnectAsync(new EgressRequest("sb", "127.0.0.1", 9), Ct);
+        var connecting = Gateway(AllowLoopback(9), options: options).ConnectAsync(new EgressRequest("sb", "127.0.0.1", 9), Ct);
+        await Eventually.TrueAsync(() => !proxy.Requests.IsEmpty, () => "the gateway never sent the proxy its CONNECT");
+        Assert.False(connecting.IsCompleted, "the gateway gave up before its connect timeout");
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        await using var conn = await connecting.WaitAsync(Eventually.Patience, Ct);
         Assert.Equal(EgressReason.ConnectTimeout, conn.Decision.Reason);
+        Assert.Contains("no connection within 60 s (proxy)", conn.Decision.Message);
         Assert.Single(proxy.Requests);
     }
 
@@ -390,9 +402,11 @@ public sealed class EgressGatewayTests : IDisposable
         await using var proxy = new FakeConnectProxy { Answer = "" };
         var options = new EgressGatewayOptions { UpstreamProxy = UpstreamProxy.Parse($"http://127.0.0.1:{proxy.Port}") };
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-        cts.CancelAfter(TimeSpan.FromMilliseconds(200));
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() =>
-            Gateway(AllowLoopback(9), options: options).ConnectAsync(new EgressRequest("sb", "127.0.0.1", 9), cts.Token));
+        var connecting = Gateway(AllowLoopback(9), options: options).ConnectAsync(new EgressRequest("sb", "127.0.0.1", 9), cts.Token);
+        // Cancelled while it waits on the proxy's answer (not on a timer that may fire before it asks).
+        await Eventually.TrueAsync(() => !proxy.Requests.IsEmpty, () => "the gateway never sent the proxy its CONNECT");
+        await cts.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => connecting.WaitAsync(Eventually.Patience, Ct));
     }
 
     [Theory]

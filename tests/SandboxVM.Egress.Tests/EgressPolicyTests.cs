@@ -1,4 +1,5 @@
 using System.Net;
+using Microsoft.Extensions.Time.Testing;
 
 namespace SandboxVM.Egress.Tests;
 
@@ -255,8 +256,12 @@ public class EgressPolicyTests
         Assert.Equal(EgressReason.ResolveFailed, (await Evaluate(policy, "unknown.test", 443, resolver)).Reason);
         Assert.Equal(EgressReason.ResolveFailed, (await Evaluate(policy, "empty.test", 443, resolver)).Reason);
 
-        var slow = new MapResolver { Delay = TimeSpan.FromSeconds(30) }.Add("slow.test", "93.184.216.34");
-        var d = await policy.EvaluateAsync("slow.test", 443, slow, TimeSpan.FromMilliseconds(100), TestContext.Current.CancellationToken);
+        var time = new FakeTimeProvider();
+        var slow = new MapResolver { Delay = Timeout.InfiniteTimeSpan }.Add("slow.test", "93.184.216.34");
+        var resolving = policy.EvaluateAsync("slow.test", 443, slow, TimeSpan.FromSeconds(5), time, TestContext.Current.CancellationToken);
+        Assert.False(resolving.IsCompleted);
+        time.Advance(TimeSpan.FromSeconds(5));
+        var d = await resolving.WaitAsync(TimeSpan.FromSeconds(20), TestContext.Current.CancellationToken);
         Assert.Equal(EgressReason.ResolveFailed, d.Reason);
         Assert.Contains("longer than", d.Message);
     }

@@ -19,7 +19,7 @@ internal sealed class MapResolver : IEgressResolver
         return this;
     }
 
-    /// <summary>Delay before answering (to test the resolve timeout).</summary>
+    /// <summary>Delay before answering (to test the resolve timeout); <see cref="Timeout.InfiniteTimeSpan"/> answers only a cancel.</summary>
     public TimeSpan Delay { get; set; }
 
     public int Calls => Volatile.Read(ref _calls);
@@ -27,7 +27,7 @@ internal sealed class MapResolver : IEgressResolver
     public async Task<IReadOnlyList<IPAddress>> ResolveAsync(string host, CancellationToken cancellationToken)
     {
         Interlocked.Increment(ref _calls);
-        if (Delay > TimeSpan.Zero)
+        if (Delay != TimeSpan.Zero)
             await Task.Delay(Delay, cancellationToken);
         return _map.TryGetValue(host, out var a) ? a : throw new SocketException((int)SocketError.HostNotFound);
     }

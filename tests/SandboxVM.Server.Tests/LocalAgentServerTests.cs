@@ -196,7 +196,8 @@ public sealed class LocalAgentServerTests(LocalAgentServer server) : IClassFixtu
     {
         Assert.SkipUnless(_server.Runtime.LimitsMemory, "the local agent runtime has no memory cgroup here (needs root and writable cgroups)");
 
-        // 600 MiB written (not just reserved) against 64 MiB for the code (plus the agent's headroom).
+        // 600 MiB written (not just reserved) against 64 MiB for the code (plus the agent's headroom, which the
+        // run must fill too within its 10 s timeout on a loaded host: LocalAgentRuntime.AgentHeadroomMib).
         var result = await RunAsync("s = 'a' * (600 << 20)\nprint(len(s))");
 
         AssertStatus(RunStatus.Oom, result);

@@ -47,6 +47,51 @@ public sealed partial class PtyEndpointTests(LocalAgentServer server) : IClassFi
     }
 
     [Fact]
+    public async Task KeysArrivingAsTheProgramEnds_StillGetItsExitCode()
+    {
+        // A client that types while the program exits (the CLI's Ctrl-D after piped input, seen failing once under
+        // load): keys that reach the server after the terminal's output ended once failed its receive loop, and
+        // the server dropped the socket without the exit close. Each round types until the terminal closes.
+        await using var sb = await _server.Client.CreateSandboxAsync(LocalAgentServer.Python, cancellationToken: Ct);
+        for (int round = 0; round < 10; round++)
+        {
+            var term = await sb.OpenTerminalAsync(command: "exit 7", cancellationToken: Ct);
+            using var typing = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+            var typist = Task.Run(async () =>
+            {
+                try
+                {
+                    while (!typing.IsCancellationRequested)
+                    {
+                        await term.WriteAsync("x", typing.Token);
+                    }
+                }
+                catch (Exception e) when (e is WebSocketException or OperationCanceledException or ObjectDisposedException)
+                {
+                    // The terminal closed.
+                }
+            }, Ct);
+            string ended;
+            try
+            {
+                byte[] rest = new byte[4096];
+                while (await term.ReadAsync(rest, Ct) > 0)
+                {
+                }
+                ended = $"closed: {term.CloseReason}";
+            }
+            catch (WebSocketException e)
+            {
+                ended = "dropped: " + e.Message;
+            }
+            await typing.CancelAsync();
+            await typist;
+            Assert.True(term.ExitCode == 7, $"round {round}: no exit code ({ended})");
+            await term.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task ClosingTheSocket_KillsWhatRunsOnTheTerminal()
     {
         await using var sb = await _server.Client.CreateSandboxAsync(LocalAgentServer.Python, cancellationToken: Ct);

@@ -25,8 +25,14 @@ namespace SandboxVM.Testing;
 /// </summary>
 public sealed class LocalAgentRuntime : IVmRuntime, IAsyncDisposable
 {
-    /// <summary>What the agent (a .NET process: about 60 MB resident) needs in the sandbox's cgroup next to the code.</summary>
-    public const int AgentHeadroomMib = 160;
+    /// <summary>
+    /// What the agent needs in the sandbox's cgroup next to the code: the dll under the JIT is about 60 MB
+    /// resident, the NativeAOT binary (SANDBOXVM_AGENT_BINARY) 8 MB (ps, an idle sandbox's agent). An OOM test
+    /// must fill the whole cgroup, and each MiB written costs about 6 ms of CPU on the 2-core development VM
+    /// (224 MiB: 1.3 s of CPU, 5-8 s of wall at a load of 20); behind the dll's headroom that outlasted a 10 s run
+    /// timeout at a load of 40 (3 of 5 runs a timeout, not oom).
+    /// </summary>
+    public int AgentHeadroomMib { get; }
 
     private const string CgroupPrefix = "sbxlocal";
 
@@ -54,6 +60,7 @@ public sealed class LocalAgentRuntime : IVmRuntime, IAsyncDisposable
     public LocalAgentRuntime()
     {
         (_agent, _stagedAgent) = StageAgent(AgentCommand());
+        AgentHeadroomMib = _agent.Length == 1 ? 32 : 160;
         var cgroups = new CgroupManager();
         _cgroups = cgroups.IsUsable ? cgroups : null;
     }
