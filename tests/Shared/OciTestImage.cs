@@ -242,7 +242,9 @@ internal static class OciTestImage
 
         public async ValueTask DisposeAsync()
         {
-            _listener.Stop();
+            // Close alone: after Stop, .NET's managed HttpListener.Close removes the prefixes a second time,
+            // which binds the port again to look its listener up, and fails ("Address already in use") when
+            // another test has taken the freed port meanwhile (seen in the fast tier).
             _listener.Close();
             await _loop;
         }
