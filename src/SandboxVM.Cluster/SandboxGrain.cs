@@ -39,10 +39,13 @@ public interface ISandboxGrain : IGrainWithStringKey
 [Immovable]
 [CollectionAgeLimit(AlwaysActive = true)]
 internal sealed partial class SandboxGrain(
-    [PersistentState("place", ClusterExtension.StorageName)] IPersistentState<SandboxRecord> record,
+    [PersistentState(SandboxGrain.StateName, ClusterExtension.StorageName)] IPersistentState<SandboxRecord> record,
     ILocalSiloDetails silo, IClusterMembershipService membership, SessionManager sessions, ClusterNode node,
     IGrainFactory grains, ILogger<SandboxGrain> logger) : Grain, ISandboxGrain
 {
+    /// <summary>The name of the sandbox's record in the grain storage (also read by the router without the grain).</summary>
+    public const string StateName = "place";
+
     public async Task RegisterAsync(SandboxPlace place)
     {
         record.State = new SandboxRecord { Url = place.Url, Silo = place.Silo };
