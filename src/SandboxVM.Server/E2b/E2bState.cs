@@ -6,8 +6,9 @@ namespace SandboxVM.Server.E2b;
 
 /// <summary>
 /// What the E2B door keeps beside a sandbox: the access token envd and interpreter calls present (an HMAC of
-/// the sandbox id under <paramref name="key"/>, so it needs no store), the sandbox-wide environment variables of
-/// create, and E2B's numeric pids for SandboxVM's command ids.
+/// the sandbox id under <paramref name="key"/>, so it needs no store), and per sandbox E2B's numeric pids for
+/// SandboxVM's command ids, its code contexts and its watches. (Create's environment variables are the
+/// sandbox's own, SandboxSession.Env, so they go with it through pauses and moves.)
 /// </summary>
 /// <param name="key">
 /// The token key: made at start on a single server; in a cluster derived from the cluster secret, so every node
