@@ -65,8 +65,11 @@ fast_tiers() {
       status=1
       continue
     fi
-    (cd "$dir" && exec dotnet "$project.dll" -trait "tier=unit" -trait "tier=integration" -noLogo -noColor \
-      -reporter quiet -trx "$results/$project.trx") >"$logs/$project.log" 2>&1 &
+    # The runner's wall time and the CPU of it and every process it waited for (agents, node, servers),
+    # from bash's `times`, in $logs/$project.cpu for the summary.
+    (cd "$dir" && began=$SECONDS && rc=0 && { dotnet "$project.dll" -trait "tier=unit" -trait "tier=integration" -noLogo -noColor \
+      -reporter quiet -trx "$results/$project.trx" || rc=$?; } && echo "$((SECONDS - began))" >"$logs/$project.cpu" \
+      && times >>"$logs/$project.cpu" && exit $rc) >"$logs/$project.log" 2>&1 &
     pids+=("$!")
     names+=("$project")
     if [ "$mode" = serial ]; then
@@ -170,6 +173,21 @@ if failures:
 print(f"tests: {passed} passed, {failed} failed, {skipped} skipped")
 PY
 if [ "$fast" = 1 ]; then
-  echo "fast tiers (unit, integration): ${elapsed} s of tests"
+  # Per project: wall seconds and CPU seconds (user + system, the runner and the processes it started).
+  python3 - "$results/logs" "$elapsed" <<'PY'
+import glob, os, re, sys
+def seconds(t):  # bash `times`: 1m2.345s
+    m = re.fullmatch(r"(\d+)m([\d.]+)s", t)
+    return int(m[1]) * 60 + float(m[2]) if m else 0.0
+rows = []
+for f in glob.glob(sys.argv[1] + "/*.cpu"):
+    # line 1: wall seconds; then `times`: this shell's user and system, then its children's
+    wall, _, _, user, system = open(f).read().split()[:5]
+    rows.append((os.path.basename(f)[:-4].removeprefix("SandboxVM."), int(wall), seconds(user) + seconds(system)))
+rows.sort(key=lambda r: -r[1])
+print("per project, wall and CPU: " + ", ".join(f"{n} {w} s {c:.0f} s" for n, w, c in rows))
+load = open("/proc/loadavg").read().split()[:3]
+print(f"fast tiers (unit, integration): {sys.argv[2]} s of tests, {sum(r[2] for r in rows):.0f} s of CPU; load average now {' '.join(load)}")
+PY
 fi
 exit $status
