@@ -10,10 +10,18 @@ never for the pool), a wait until the pool is back at its target (timed), BURST 
 and that wait again. Round 1 meets a fresh server; later rounds a pool that has seen the demand. --env passes
 server settings (e.g. SandboxVM__PoolRefillConcurrency=2). Writes a Markdown report to bench/results/.
 """
-import argparse, datetime, json, os, statistics, sys, tempfile, threading, time, urllib.request
+import argparse, datetime, os, statistics, subprocess, sys, tempfile, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_latency import PROGRAMS, host_baseline, machine, pct, post, serving, templates_of, wait_for_pools, describe  # noqa: E402
+
+
+def dirty(repo):
+    """Whether the checkout has changes beyond its commit (a template edited for the run, say)."""
+    try:
+        return bool(subprocess.run(["git", "-C", repo, "status", "--porcelain"], capture_output=True, text=True, check=True).stdout.strip())
+    except (subprocess.CalledProcessError, OSError):
+        return False
 
 
 def pool(url, name):
@@ -138,7 +146,8 @@ def main():
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = (f"`bench/pool_demand.py --runtime {args.runtime} --template {name} --series {args.series} --burst {args.burst} "
-               f"--rounds {args.rounds}" + "".join(f" --env {e}" for e in args.env) + f"` at {describe(repo)}")
+               f"--rounds {args.rounds}" + "".join(f" --env {e}" for e in args.env) + f"` at {describe(repo)}"
+               + (" with uncommitted changes" if dirty(repo) else ""))
     lines = [
         f"# Pool under demand: back-to-back and burst, {stamp}",
         "",
