@@ -137,6 +137,14 @@ public sealed class SandboxVmOptions
     /// <summary>Restores a pool runs at once when it refills; a template's <c>refill_concurrency</c> overrides it. 0: the host's cores.</summary>
     public int PoolRefillConcurrency { get; set; }
 
+    /// <summary>
+    /// Seconds a pool remembers a burst of requests it could not serve from ready sandboxes and its refills
+    /// could not keep up with: its target stays at least that burst's size (up to the template's
+    /// <c>pool_max</c>) for this long, so the same burst again is served from the pool. 0: the pool follows
+    /// the arrival rate alone.
+    /// </summary>
+    public double PoolBurstMemoryS { get; set; } = 300;
+
     /// <summary>Largest file a caller may upload into a sandbox (PUT .../files).</summary>
     public long MaxUploadBytes { get; set; } = 100L << 20;
 

@@ -124,6 +124,13 @@ public sealed partial class PoolManager : IAsyncDisposable
     /// <summary>The window over which a pool's arrival rate is measured.</summary>
     public TimeSpan DemandWindow { get; init; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>
+    /// How long a pool remembers a burst (<see cref="PoolTarget.Shortfall"/>): its target stays at least the
+    /// burst's size (within the template's max) for this long after it, so a burst that comes again finds its
+    /// sandboxes ready. Waiting members are frozen (memory, no CPU), so the cost of remembering is memory.
+    /// </summary>
+    public TimeSpan BurstMemory { get; init; } = TimeSpan.FromMinutes(5);
+
     /// <summary>Starts a pool runs at once when it refills (a template's <c>refill_concurrency</c> overrides it).</summary>
     public int RefillConcurrency { get; init; } = Math.Max(1, Environment.ProcessorCount);
 
@@ -410,7 +417,7 @@ public sealed partial class PoolManager : IAsyncDisposable
         // Each ready sandbox with the timestamp (owner._time) of its last passed health check.
         private readonly Queue<(IVm Vm, long CheckedAt)> _ready = new();
         private readonly SemaphoreSlim _wake = new(0);
-        private readonly PoolDemand _demand = new(owner._time, owner.DemandWindow);
+        private readonly PoolDemand _demand = new(owner._time, owner.DemandWindow, owner.BurstMemory);
         private readonly List<Task> _refills = [];
         private Task _loop = Task.CompletedTask;
         private int _starting;
@@ -424,7 +431,7 @@ public sealed partial class PoolManager : IAsyncDisposable
 
         private int RefillConcurrency => Math.Max(1, template.Warmup.RefillConcurrency ?? owner.RefillConcurrency);
 
-        public int Target => _demand.Target(template.Warmup.MinPool, template.Warmup.MaxPool);
+        public int Target => _demand.Target(template.Warmup.MinPool, template.Warmup.MaxPool, RefillConcurrency);
 
         public PoolStatus Status
         {
@@ -455,8 +462,15 @@ public sealed partial class PoolManager : IAsyncDisposable
             _wake.Release();
         }
 
-        /// <summary>How long a start took (restore, or boot, and priming): the target covers the arrivals of one.</summary>
-        public void CountStart(TimeSpan elapsed) => _demand.Started(elapsed);
+        /// <summary>
+        /// How long a start for a caller that found the pool empty took (the caller waited for it): the target covers
+        /// the arrivals of one start, and the time is not counted as time the refills had (<see cref="PoolDemand"/>).
+        /// </summary>
+        public void CountStart(TimeSpan elapsed)
+        {
+            _demand.StartedOnDemand(elapsed);
+            _wake.Release();
+        }
 
         public bool TryTake([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out IVm? vm, out long checkedAt)
         {
@@ -538,7 +552,7 @@ public sealed partial class PoolManager : IAsyncDisposable
                 long start = owner._time.GetTimestamp();
                 vm = await owner.StartAsync(template, stopping);
                 await owner.WarmAsync(template, vm, stopping);
-                CountStart(owner._time.GetElapsedTime(start));
+                _demand.Started(owner._time.GetElapsedTime(start));
                 if (owner.FreezeWaiting)
                 {
                     // Started (hello + reinit) and, if primed, just ran the warm-up: healthy now, and frozen until taken.
