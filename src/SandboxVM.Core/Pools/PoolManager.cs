@@ -252,6 +252,8 @@ public sealed partial class PoolManager : IAsyncDisposable
         {
             while (pool.TryTake(out IVm? vm, out long checkedAt))
             {
+                // A caller waits on it now: the CPU share of any sandbox that serves one (refills started it in the background).
+                vm.Prioritize();
                 double checkMs = 0;
                 bool healthy;
                 if (vm.IsFrozen)
@@ -309,10 +311,15 @@ public sealed partial class PoolManager : IAsyncDisposable
         }
     }
 
-    private async Task<IVm> StartAsync(TemplateDefinition template, CancellationToken cancellationToken)
+    /// <summary><paramref name="background"/>: a refill, which yields the CPU to runs until it is taken (<see cref="VmSpec.Background"/>).</summary>
+    private async Task<IVm> StartAsync(TemplateDefinition template, CancellationToken cancellationToken, bool background = false)
     {
         EnsureHostMemory();
         VmSpec spec = await _specs.GetSpecAsync(template, cancellationToken);
+        if (background)
+        {
+            spec = spec with { Background = true };
+        }
         IVm vm = await _runtime.StartAsync(spec, cancellationToken);
         _tracker.Add(vm);
         return vm;
@@ -536,7 +543,7 @@ public sealed partial class PoolManager : IAsyncDisposable
             {
                 await owner.EnsureSnapshotAsync(template, stopping);
                 long start = owner._time.GetTimestamp();
-                vm = await owner.StartAsync(template, stopping);
+                vm = await owner.StartAsync(template, stopping, background: true);
                 await owner.WarmAsync(template, vm, stopping);
                 CountStart(owner._time.GetElapsedTime(start));
                 if (owner.FreezeWaiting)
