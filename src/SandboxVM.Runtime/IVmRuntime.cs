@@ -78,12 +78,6 @@ public sealed record VmSpec
     public string? KernelArgs { get; init; }
     /// <summary>Names the warm-up run before a snapshot (e.g. a hash of the script); part of the snapshot key.</summary>
     public string? WarmupKey { get; init; }
-    /// <summary>
-    /// Started ahead of demand (a pool refill): where the runtime can, its start-up and warm-up get the CPU
-    /// only after sandboxes that serve callers, until <see cref="IVm.Prioritize"/> (the take) gives it the
-    /// normal share. On 2 cores a refill's restore otherwise competes with the run that took its predecessor.
-    /// </summary>
-    public bool Background { get; init; }
 }
 
 /// <summary>A runtime's saved template VM, restored by <see cref="IVmRuntime.StartAsync"/>.</summary>
@@ -156,12 +150,4 @@ public interface IVm : IAsyncDisposable
     /// their own kernel: the caller sets it again (reinit).
     /// </summary>
     Task ThawAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-    /// <summary>
-    /// Gives a sandbox started with <see cref="VmSpec.Background"/> the CPU share of any other (a pool take,
-    /// before its first run). Idempotent; cheap (a cgroup file write); nothing to do elsewhere.
-    /// </summary>
-    void Prioritize()
-    {
-    }
 }

@@ -223,48 +223,6 @@ public sealed class GvisorRuntimeE2ETests(GvisorFixture fixture)
     }
 
     /// <summary>
-    /// A pool refill starts in the background: its cgroup's CPU share is the kernel's floor, so its restore
-    /// yields to the sandboxes serving runs, until the take gives it the normal share.
-    /// </summary>
-    [Fact]
-    public async Task A_background_start_has_the_floor_cpu_share_until_it_is_prioritized()
-    {
-        fixture.SkipUnlessAvailable();
-        Assert.SkipUnless(OperatingSystem.IsLinux() && new Cgroups.CgroupManager().IsUsable, "needs writable cgroups (root)");
-        var background = await fixture.Runtime.StartAsync(fixture.Spec with { WarmupKey = "background-" + Guid.NewGuid(), Background = true }, Ct);
-        IVm? normal = null;
-        try
-        {
-            normal = await fixture.Runtime.StartAsync(fixture.Spec with { WarmupKey = "normal-" + Guid.NewGuid() }, Ct);
-            Assert.Equal(CpuShare(background: true), ReadCpuShare(background.Id));
-            Assert.Equal(CpuShare(background: false), ReadCpuShare(normal.Id));
-            // It works as any sandbox does, at its low share.
-            Assert.Equal("ok", await GvisorFixture.ShAsync(background.Agent, "echo ok", Ct));
-
-            background.Prioritize();
-            Assert.Equal(CpuShare(background: false), ReadCpuShare(background.Id));
-            background.Prioritize(); // idempotent
-            Assert.Equal(CpuShare(background: false), ReadCpuShare(background.Id));
-        }
-        finally
-        {
-            await background.DisposeAsync();
-            if (normal is not null)
-            {
-                await normal.DisposeAsync();
-            }
-        }
-    }
-
-    private static bool CgroupV2 => File.Exists("/sys/fs/cgroup/cgroup.controllers") && !Directory.Exists("/sys/fs/cgroup/cpu");
-
-    private static string CpuShare(bool background) => CgroupV2 ? (background ? "1" : "100") : (background ? "2" : "1024");
-
-    private static string ReadCpuShare(string id) => File.ReadAllText(CgroupV2
-        ? $"/sys/fs/cgroup/{Cgroups.Cgroup.ParentName}/{id}/cpu.weight"
-        : $"/sys/fs/cgroup/cpu/{Cgroups.Cgroup.ParentName}/{id}/cpu.shares").Trim();
-
-    /// <summary>
     /// A one-shot exec (discard_after, end_user_processes) in a sandbox whose init is the agent: the agent
     /// answers once every other process is stopped; a process the run left behind runs no more code (its
     /// later write never happens) and is stopped, not gone, until the host ends the sandbox.

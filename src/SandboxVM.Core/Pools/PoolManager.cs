@@ -252,8 +252,6 @@ public sealed partial class PoolManager : IAsyncDisposable
         {
             while (pool.TryTake(out IVm? vm, out long checkedAt))
             {
-                // A caller waits on it now: the CPU share of any sandbox that serves one (refills started it in the background).
-                vm.Prioritize();
                 double checkMs = 0;
                 bool healthy;
                 if (vm.IsFrozen)
@@ -311,15 +309,10 @@ public sealed partial class PoolManager : IAsyncDisposable
         }
     }
 
-    /// <summary><paramref name="background"/>: a refill, which yields the CPU to runs until it is taken (<see cref="VmSpec.Background"/>).</summary>
-    private async Task<IVm> StartAsync(TemplateDefinition template, CancellationToken cancellationToken, bool background = false)
+    private async Task<IVm> StartAsync(TemplateDefinition template, CancellationToken cancellationToken)
     {
         EnsureHostMemory();
         VmSpec spec = await _specs.GetSpecAsync(template, cancellationToken);
-        if (background)
-        {
-            spec = spec with { Background = true };
-        }
         IVm vm = await _runtime.StartAsync(spec, cancellationToken);
         _tracker.Add(vm);
         return vm;
@@ -543,7 +536,7 @@ public sealed partial class PoolManager : IAsyncDisposable
             {
                 await owner.EnsureSnapshotAsync(template, stopping);
                 long start = owner._time.GetTimestamp();
-                vm = await owner.StartAsync(template, stopping, background: true);
+                vm = await owner.StartAsync(template, stopping);
                 await owner.WarmAsync(template, vm, stopping);
                 CountStart(owner._time.GetElapsedTime(start));
                 if (owner.FreezeWaiting)

@@ -48,14 +48,6 @@ public abstract class Cgroup
 
     protected abstract void WriteFreezer(bool frozen);
 
-    /// <summary>
-    /// Background (true): the group's processes get the CPU only after every normal sibling group's
-    /// (v1 <c>cpu.shares</c> 2, v2 <c>cpu.weight</c> 1); false: the default share again. A share, not a
-    /// cap: with nothing else to run the group still uses every core its <c>cpu</c> limit allows.
-    /// False where the group has no cpu controller.
-    /// </summary>
-    public abstract bool SetBackground(bool background);
-
     protected abstract bool ReadFrozen();
 
     /// <summary>SIGKILL every process of the group and remove it. Safe to call twice.</summary>

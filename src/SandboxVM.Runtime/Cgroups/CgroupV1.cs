@@ -58,18 +58,6 @@ internal sealed class CgroupV1 : Cgroup
         }
     }
 
-    public override bool SetBackground(bool background)
-    {
-        string shares = Path.Combine(Dir("cpu"), "cpu.shares");
-        if (!File.Exists(shares))
-        {
-            return false;
-        }
-        // 2 is the kernel's floor; 1024 its default.
-        File.WriteAllText(shares, background ? "2" : "1024");
-        return true;
-    }
-
     protected override bool ReadFrozen() => ReadText(Path.Combine(Dir("freezer"), "freezer.state")) == "FROZEN";
 
     public override long OomKillCount() => ReadKeyedValue(Path.Combine(Dir("memory"), "memory.oom_control"), "oom_kill");

@@ -56,18 +56,6 @@ internal sealed class CgroupV2 : Cgroup
         }
     }
 
-    public override bool SetBackground(bool background)
-    {
-        string weight = Path.Combine(_dir, "cpu.weight");
-        if (!File.Exists(weight))
-        {
-            return false;
-        }
-        // 1 is the kernel's floor; 100 its default.
-        File.WriteAllText(weight, background ? "1" : "100");
-        return true;
-    }
-
     protected override bool ReadFrozen() => ReadKeyedValue(Path.Combine(_dir, "cgroup.events"), "frozen") == 1;
 
     public override long OomKillCount() => ReadKeyedValue(Path.Combine(_dir, "memory.events"), "oom_kill");

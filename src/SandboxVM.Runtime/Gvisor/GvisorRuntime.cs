@@ -159,7 +159,6 @@ public sealed partial class GvisorRuntime : IVmRuntime, IAsyncDisposable
         string id = CgroupManager.OwnedName(IdPrefix, Guid.NewGuid().ToString("N")[..12]);
         string bundle = Path.Combine(_instanceDir, id);
         Cgroup? cgroup = null;
-        bool background = false;
         System.Diagnostics.Process? process = null;
         try
         {
@@ -169,8 +168,6 @@ public sealed partial class GvisorRuntime : IVmRuntime, IAsyncDisposable
             {
                 cgroup = _cgroups.Create(id, new CgroupLimits(
                     ((long)spec.MemoryMib + _options.MemoryOverheadMib) << 20, spec.MaxProcesses + _options.PidsHeadroom, spec.Vcpus));
-                // Before runsc starts: a pool refill's restore (0.7-2 s of CPU) yields to the runs in flight.
-                background = spec.Background && cgroup.SetBackground(true);
             }
             var psi = CgroupLauncher.StartInfo(cgroup);
             psi.ArgumentList.Add(_runsc.Path);
@@ -193,7 +190,7 @@ public sealed partial class GvisorRuntime : IVmRuntime, IAsyncDisposable
             }
             throw new SandboxStartException($"runsc for {spec.TemplateName} did not start: {e.Message}", e);
         }
-        var vm = new GvisorVm(id, spec.TemplateName, source, process, cgroup, bundle, ForgetAsync, _logger) { SetPaused = SetPausedAsync, Background = background };
+        var vm = new GvisorVm(id, spec.TemplateName, source, process, cgroup, bundle, ForgetAsync, _logger) { SetPaused = SetPausedAsync };
         _live[id] = vm;
         return vm;
     }

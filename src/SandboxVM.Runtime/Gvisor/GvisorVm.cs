@@ -73,27 +73,6 @@ public sealed class GvisorVm : IVm
 
     public Task ThawAsync(CancellationToken cancellationToken) => _freeze?.ThawAsync(cancellationToken) ?? Task.CompletedTask;
 
-    /// <summary>Set by the runtime when it started the sandbox in the background (<see cref="VmSpec.Background"/>).</summary>
-    internal bool Background { get; set; }
-
-    public void Prioritize()
-    {
-        if (!Background || _cgroup is null)
-        {
-            return;
-        }
-        try
-        {
-            _cgroup.SetBackground(false);
-            Background = false;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            // Its group is gone (the sandbox with it): the run finds out.
-            GvisorLog.KillFailed(_logger, Id, "cannot give it the normal CPU share: " + e.Message);
-        }
-    }
-
     public VmUsage ReadUsage() => _finalUsage ?? new(_cgroup?.OomKillCount() ?? 0, _cgroup?.PeakMemoryBytes());
 
     /// <summary>runsc's and the agent's stderr (the agent's goes through runsc), last bytes, for error reports.</summary>

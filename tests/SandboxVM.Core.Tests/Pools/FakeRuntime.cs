@@ -53,7 +53,7 @@ internal sealed class FakeRuntime : IVmRuntime
         {
             Interlocked.Decrement(ref _pending);
         }
-        var vm = new FakeVm($"fake-{n}", spec.TemplateName, Events) { Background = spec.Background };
+        var vm = new FakeVm($"fake-{n}", spec.TemplateName, Events);
         await vm.Agent.HelloAsync(cancellationToken);
         lock (Vms)
         {
@@ -148,18 +148,6 @@ internal sealed class FakeVm : IVm
         _events?.Enqueue(Id + " thaw");
         _frozen = false;
         return Task.CompletedTask;
-    }
-
-    /// <summary>Started with <see cref="VmSpec.Background"/> and not prioritized since.</summary>
-    public bool Background { get; set; }
-
-    public void Prioritize()
-    {
-        if (Background)
-        {
-            _events?.Enqueue(Id + " prioritize");
-            Background = false;
-        }
     }
 
     public void Die() => _exited.TrySetResult();

@@ -108,14 +108,6 @@ public class PoolDemandTests : PoolFixture
 
         Assert.Equal(2, leases.Count(l => l.Source == VmSource.Pool));
         Assert.Equal(8, leases.Count(l => l.Source == VmSource.Restore));
-        // Restores a caller waits for run at the normal CPU share from their start; refills in the background.
-        Assert.All(leases.Where(l => l.Source == VmSource.Restore), l => Assert.False(((FakeVm)l.Vm).Background));
-        FakeVm[] started;
-        lock (Runtime.Vms)
-        {
-            started = [.. Runtime.Vms];
-        }
-        Assert.All(started.Where(v => leases.All(l => l.Vm != v)), v => Assert.True(v.Background, $"refill {v.Id} was not started in the background"));
         Assert.Equal((2, 8), (Status.Hits, Status.Misses));
         foreach (var lease in leases)
         {
@@ -126,8 +118,6 @@ public class PoolDemandTests : PoolFixture
     [Fact]
     public async Task WaitingMembers_AreFrozen_AndATakeThawsBeforeItSetsTheClock()
     {
-        // Also: a refill starts in the background (it yields the CPU to runs in flight), and the take gives
-        // it the normal share before it thaws it for its caller.
         var t = Template(1, 1);
         Pools.Start([t]);
         await Eventually.TrueAsync(() => Status.Ready == 1 && Status.Frozen == 1, () => $"pool {Status}");
@@ -138,9 +128,8 @@ public class PoolDemandTests : PoolFixture
         Assert.Equal(id, lease.Vm.Id);
         Assert.False(lease.Vm.IsFrozen);
         var events = Runtime.Events.Where(e => e.StartsWith(id + " ", StringComparison.Ordinal)).ToList();
-        // Admitted (frozen), then on take: the normal CPU share, thawed, and only then the reinit that sets its clock.
-        Assert.Equal([$"{id} freeze", $"{id} prioritize", $"{id} thaw", $"{id} reinit"], events);
-        Assert.False(((FakeVm)lease.Vm).Background);
+        // Admitted (frozen), then on take: thawed, and only then the reinit that sets its clock.
+        Assert.Equal([$"{id} freeze", $"{id} thaw", $"{id} reinit"], events);
         Tracker.Release(lease.Vm);
     }
 
