@@ -215,10 +215,11 @@ public sealed class ExecRequest
     public bool EndUserProcesses { get; set; }
     /// <summary>
     /// The VM is discarded after this exec (a one-shot run). With <see cref="EndUserProcesses"/> in a
-    /// sandbox whose init is the agent, the agent sends kill(-1) and, when the outputs then hold no file
-    /// to list, answers without waiting for the killed processes to be gone: their exit is the VM's
-    /// tear-down. With files there it waits first, as without this flag, so nothing changes them after
-    /// they were hashed. An agent that does not know the member ignores it and always waits.
+    /// sandbox whose init is the agent, the agent stops every other process (kill(-1, SIGSTOP)) and, when
+    /// the outputs then hold no file to list, answers at once: the stopped processes run no more code and
+    /// die with the VM's tear-down. With files there it kills them and waits first, as without this flag,
+    /// so nothing changes them after they were hashed. An agent that does not know the member ignores it
+    /// and always waits.
     /// </summary>
     public bool DiscardAfter { get; set; }
 }

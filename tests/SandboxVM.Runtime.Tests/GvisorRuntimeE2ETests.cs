@@ -222,6 +222,45 @@ public sealed class GvisorRuntimeE2ETests(GvisorFixture fixture)
         Assert.Empty(await ContainersAsync(runtime.InstanceDirectory));
     }
 
+    /// <summary>
+    /// A one-shot exec (discard_after, end_user_processes) in a sandbox whose init is the agent: the agent
+    /// answers once every other process is stopped; a process the run left behind runs no more code (its
+    /// later write never happens) and is stopped, not gone, until the host ends the sandbox.
+    /// </summary>
+    [Fact]
+    public async Task A_discarded_runs_leftover_processes_are_stopped_before_the_answer_and_run_no_more_code()
+    {
+        fixture.SkipUnlessAvailable();
+        var vm = await fixture.Runtime.StartAsync(fixture.Spec with { WarmupKey = "stop-" + Guid.NewGuid() }, Ct);
+        try
+        {
+            var output = new CollectingObserver();
+            var result = await vm.Agent.ExecAsync(new ExecRequest
+            {
+                // setsid: out of the step's process group, which the step's own end kills; the step waits until
+                // the leftover is in its own session (its first command runs there).
+                Run = ["sh", "-c", "setsid sh -c 'touch /tmp/detached; sleep 1; echo late > /tmp/late' >/dev/null 2>&1 < /dev/null & "
+                    + "while [ ! -e /tmp/detached ]; do sleep 0.05; done; echo started"],
+                RunTimeoutMs = 60_000,
+                EndUserProcesses = true,
+                DiscardAfter = true,
+            }, output, Ct);
+            Assert.True(result.Run is { Reason: TerminationReason.Exited, ExitCode: 0 }, $"{result.Run?.Reason} {result.Run?.ExitCode}: {output.Stderr}");
+            Assert.Equal("started", output.Stdout.Trim());
+            Assert.Empty(result.Artifacts ?? []);
+
+            // The sandbox is not discarded here, so it can be looked at: 3 s later the leftover shell has not
+            // written its file, and it is still there, stopped (state T).
+            string seen = await GvisorFixture.ShAsync(vm.Agent,
+                "sleep 3; test -e /tmp/late && echo written || echo absent; ps -eo stat=,args= | awk '/echo late/ && !/awk/ { print substr($1, 1, 1) }'", Ct);
+            Assert.Equal(["absent", "T"], seen.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        }
+        finally
+        {
+            await vm.DisposeAsync();
+        }
+    }
+
     /// <summary>runsc run, the sentry and the gofer of sandbox <paramref name="id"/> (not a runsc delete naming it).</summary>
     private static List<int> SandboxProcesses(string id) =>
         [.. ProcessesNaming(id).Where(pid =>

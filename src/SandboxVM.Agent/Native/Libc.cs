@@ -56,6 +56,7 @@ internal static unsafe partial class Libc
 
     public const int SigKill = 9;
     public const int SigInt = 2;
+    public const int SigStop = 19;
     public const int EAccess = 13;
     public const int ENoExec = 8;
     public const int ENoEnt = 2;
@@ -255,6 +256,9 @@ internal static unsafe partial class Libc
     /// none was left (ESRCH).
     /// </summary>
     public static bool KillEveryoneElse() => SysKill(-1, SigKill) == 0 || Marshal.GetLastPInvokeError() != ESrch;
+
+    /// <summary>kill(-1, SIGSTOP): as <see cref="KillEveryoneElse"/>, but they stop where they are (cannot be caught or ignored).</summary>
+    public static bool StopEveryoneElse() => SysKill(-1, SigStop) == 0 || Marshal.GetLastPInvokeError() != ESrch;
 
     /// <summary>SIGINT to one process (KeyboardInterrupt in Python). Only call while the pid is known not to be reaped yet.</summary>
     public static bool InterruptProcess(int pid) => pid > 1 && SysKill(pid, SigInt) == 0;

@@ -133,7 +133,7 @@ internal static class ExecOperation
             // Before the listing: nothing the run started may change the outputs after they were hashed.
             // In a one-shot VM or gVisor sandbox everything but the agent is the sandbox user's: kill(-1) from the agent does.
             bool everyoneElse = UserProcesses.IsSandboxInit && request.User is null && who.Uid == state.Options.User.Uid && !state.RunDirectories.AnyBusy;
-            if (everyoneElse && request.DiscardAfter && await NothingToListAfterKillAsync(who, outputs, outputsBefore))
+            if (everyoneElse && request.DiscardAfter && await NothingToListAfterStopAsync(who, outputs, outputsBefore))
             {
                 timings.EndProcessesMs = Stopwatch.GetElapsedTime(phase).TotalMilliseconds;
                 return result;
@@ -153,15 +153,18 @@ internal static class ExecOperation
     }
 
     /// <summary>
-    /// A discarded sandbox whose init is the agent: sends kill(-1) once, then true when the outputs hold no
-    /// file to list. The answer (no artifacts) then needs nothing from the killed processes, so their exit
-    /// (the warm kernel's alone: 40-50 ms of a pooled python print(1) under gVisor) is left to the VM's
-    /// tear-down. A file a dying process creates after this look is in no answer; a process cannot run
-    /// user code once SIGKILL is pending. False: wait for them to be gone before the listing, as always.
+    /// A discarded sandbox whose init is the agent: stops every other process (kill(-1, SIGSTOP)) once, then
+    /// true when the outputs hold no file to list. The answer (no artifacts) then needs nothing more from
+    /// those processes, and the host's tear-down of the sandbox kills them. Stopped, not killed: a SIGKILL
+    /// made the sentry tear the warm kernel down (unmap its 100+ MB) on the sandbox's CPU while the agent
+    /// answered; the host's kill of the whole sandbox frees it after the answer. A process cannot run user
+    /// code once SIGSTOP is pending (it can be neither caught nor ignored, and every process that could send
+    /// SIGCONT is stopped by the same call), so no file appears after this look. False: they are killed and
+    /// waited for before the listing, as always.
     /// </summary>
-    private static async Task<bool> NothingToListAfterKillAsync(SandboxUser who, string outputs, Dictionary<string, FileStamp>? before)
+    private static async Task<bool> NothingToListAfterStopAsync(SandboxUser who, string outputs, Dictionary<string, FileStamp>? before)
     {
-        UserProcesses.KillEveryoneElseOnce();
+        UserProcesses.StopEveryoneElseOnce();
         return !await UserFiles.HoldsArtifactsAsync(who, outputs, before);
     }
 

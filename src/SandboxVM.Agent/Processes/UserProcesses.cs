@@ -110,6 +110,21 @@ internal static class UserProcesses
         Libc.KillEveryoneElse();
     }
 
+    /// <summary>
+    /// kill(-1, SIGSTOP) from the agent, once: every other process stops where it is and runs no more user
+    /// code, but does not exit (no teardown work), so a sandbox the host discards anyway is not busy
+    /// unmapping a dying interpreter while the agent answers. Same conditions as <see cref="KillEveryoneElseOnce"/>;
+    /// <see cref="EndAllAsync"/> still kills them (SIGKILL ends a stopped process).
+    /// </summary>
+    public static void StopEveryoneElseOnce()
+    {
+        if (!IsSandboxInit)
+        {
+            throw AgentException.BadRequest(CannotEndReason);
+        }
+        Libc.StopEveryoneElse();
+    }
+
     private static async Task SendAsync(SandboxUser user, ProcessSupervisor supervisor, bool everyoneElse)
     {
         if (!user.Switches || everyoneElse)

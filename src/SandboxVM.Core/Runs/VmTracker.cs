@@ -45,7 +45,9 @@ public sealed partial class VmTracker : IAsyncDisposable
         {
             return;
         }
-        Task t = DisposeQuietlyAsync(vm);
+        // Not inline: up to its first wait a runtime's teardown (gVisor: reading the cgroup, SIGKILL to every
+        // process of the sandbox) would run on the caller's thread, before a run's answer goes out.
+        Task t = Task.Run(() => DisposeQuietlyAsync(vm), CancellationToken.None);
         _teardowns[t] = 0;
         _ = t.ContinueWith(done => _teardowns.TryRemove(done, out _), TaskScheduler.Default);
     }
