@@ -84,7 +84,7 @@ public sealed class DeployManifestTests
     {
         var pooled = Directory.GetFiles(Path.Combine(Root, "templates"), "*.yaml").Select(LoadOne)
             .Where(t => t.TryGetValue("warmup", out var w) && (string)((Dictionary<object, object>)w)["strategy"] == "pool")
-            .Select(t => (Memory: Mib((string)t["memory_mib"] + "Mi"), Pool: int.Parse((string)Map(t, "warmup")["pool_size"], CultureInfo.InvariantCulture)))
+            .Select(t => (Memory: Mib((string)t["memory_mib"] + "Mi"), Pool: PoolMax(Map(t, "warmup"))))
             .ToList();
         Assert.NotEmpty(pooled);
         var shm = List(Map(Single("DaemonSet", "sandboxvm"), "spec", "template", "spec"), "volumes").Cast<Dictionary<object, object>>()
@@ -98,6 +98,10 @@ public sealed class DeployManifestTests
         long fullPools = pooled.Sum(t => t.Pool * t.Memory);
         Assert.True(request >= ramFiles + fullPools, $"memory request {request} MiB < RAM files {ramFiles} + full pools {fullPools} MiB");
     }
+
+    // A full pool is one at its max: pool_max where the target follows demand, else pool_size.
+    private static int PoolMax(Dictionary<object, object> warmup) =>
+        int.Parse((string)(warmup.TryGetValue("pool_max", out var max) ? max : warmup["pool_size"]), CultureInfo.InvariantCulture);
 
     private static long Mib(string quantity) => quantity switch
     {
