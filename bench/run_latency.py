@@ -9,7 +9,9 @@ is full, measures, stops it, and writes one table for all of them. --settle wait
 every run (the pooled path); without it runs go back to back and the vm_source column says where each
 sandbox came from. --before DIR: a checkout of an earlier commit with its own artifacts/ built
 (scripts/build.sh, or the agent and CLI publish steps of it): each runtime is measured on that build first,
-then on this one, in the same run and against the same bare baseline. Writes a Markdown report to bench/results/.
+then on this one, in the same run and against the same bare baseline. --before-env KEY=VALUE (repeatable) sets
+the before server's environment: with --before . it compares one build with a server option changed
+(e.g. --before-env SandboxVM__PoolRefillHoldMs=0). Writes a Markdown report to bench/results/.
 """
 import argparse, contextlib, datetime, json, os, platform, shutil, signal, socket, statistics, subprocess, tempfile, time, urllib.request
 
@@ -158,8 +160,8 @@ def serving(runtime, log_dir, env=None, repo=None):
         log.close()
 
 
-def serve_and_measure(runtime, runs, settle, log_dir, repo=None, label=None):
-    with serving(runtime, log_dir, repo=repo) as url:
+def serve_and_measure(runtime, runs, settle, log_dir, repo=None, label=None, env=None):
+    with serving(runtime, log_dir, env=env, repo=repo) as url:
         rows = measure(url, runs, settle)
     return [(r[0], f"{r[1]} ({label})", *r[2:]) for r in rows] if label else rows
 
@@ -181,6 +183,8 @@ def main():
     ap.add_argument("--templates", help="comma-separated: measure only these (default: every template with a program here)")
     ap.add_argument("--before", metavar="DIR", help="a checkout of an earlier commit with artifacts/ built: measured first, per runtime")
     ap.add_argument("--before-name", help="how the report names the --before build (default: its commit, or its path)")
+    ap.add_argument("--before-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="environment of the --before server (e.g. a server option: --before . --before-env SandboxVM__X=0)")
     args = ap.parse_args()
     if args.templates:
         for name in set(PROGRAMS) - set(args.templates.split(",")):
@@ -192,9 +196,10 @@ def main():
         before = args.before_name or (describe(args.before) if args.before else None)
         for runtime in args.runtimes.split(","):
             if args.before:
-                rows += serve_and_measure(runtime, args.runs, args.settle, log_dir, repo=os.path.abspath(args.before), label=f"before: {before}")
+                rows += serve_and_measure(runtime, args.runs, args.settle, log_dir, repo=os.path.abspath(args.before), label=f"before: {before}",
+                                          env=dict(e.split("=", 1) for e in args.before_env))
             rows += serve_and_measure(runtime, args.runs, args.settle, log_dir, label=f"this: {describe(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}" if args.before else None)
-        command = f"`bench/run_latency.py --runtimes {args.runtimes} --runs {args.runs}{' --settle' if args.settle else ''}{' --templates ' + args.templates if args.templates else ''}{' --before ' + args.before if args.before else ''}` (each runtime's server started by the script, one at a time)"
+        command = f"`bench/run_latency.py --runtimes {args.runtimes} --runs {args.runs}{' --settle' if args.settle else ''}{' --templates ' + args.templates if args.templates else ''}{' --before ' + args.before if args.before else ''}{''.join(' --before-env ' + e for e in args.before_env)}` (each runtime's server started by the script, one at a time)"
     else:
         rows = measure(args.url, args.runs, args.settle)
         command = f"`bench/run_latency.py --runs {args.runs}{' --settle' if args.settle else ''}{' --templates ' + args.templates if args.templates else ''}` against `scripts/serve.sh`"

@@ -145,6 +145,13 @@ public sealed class SandboxVmOptions
     /// </summary>
     public double PoolBurstMemoryS { get; set; } = 300;
 
+    /// <summary>
+    /// Milliseconds a pool's refill waits after a take while ready sandboxes remain, so the restore does not share
+    /// the CPU with the taker's first call (a one-shot run is usually over by then). At most this long per
+    /// series of takes; a take that empties the pool refills at once. 0: refills start on the take.
+    /// </summary>
+    public int PoolRefillHoldMs { get; set; } = 250;
+
     /// <summary>Largest file a caller may upload into a sandbox (PUT .../files).</summary>
     public long MaxUploadBytes { get; set; } = 100L << 20;
 

@@ -233,6 +233,7 @@ public static partial class ServerApp
             MinHostMemoryBytes = (long)options.MinHostMemoryMiB << 20,
             RefillConcurrency = options.PoolRefillConcurrency > 0 ? options.PoolRefillConcurrency : Math.Max(1, Environment.ProcessorCount),
             BurstMemory = TimeSpan.FromSeconds(Math.Max(0, options.PoolBurstMemoryS)),
+            RefillHoldAfterTake = TimeSpan.FromMilliseconds(Math.Max(0, options.PoolRefillHoldMs)),
             // Sessions of proxy templates get their way out; every other sandbox gets a channel without a handler.
             OnAcquired = sp.GetRequiredService<EgressBridge>().AttachAsync,
         });

@@ -135,6 +135,15 @@ public sealed partial class PoolManager : IAsyncDisposable
     public int RefillConcurrency { get; init; } = Math.Max(1, Environment.ProcessorCount);
 
     /// <summary>
+    /// How long after a take the refill waits while ready sandboxes remain, so a restore does not start while
+    /// the taker's first call runs and take its CPU (a gVisor restore keeps more than one core busy for most of
+    /// a second). The hold runs from the first take since refills last started, so a series of takes delays
+    /// them by this much at most, and a take that leaves the pool empty refills at once. Zero: refills start
+    /// on the take.
+    /// </summary>
+    public TimeSpan RefillHoldAfterTake { get; init; }
+
+    /// <summary>
     /// Run in a template VM before its snapshot is saved, and in a pooled VM that was not restored from one or
     /// is primed (the bool: a restored clone being primed; see <see cref="Runs.Warmup"/>).
     /// </summary>
@@ -428,6 +437,8 @@ public sealed partial class PoolManager : IAsyncDisposable
         private long _backoffUntil;
         private long _hits;
         private long _misses;
+        // When the first take since refills last started happened (owner._time); 0: none since.
+        private long _heldSince;
 
         private int RefillConcurrency => Math.Max(1, template.Warmup.RefillConcurrency ?? owner.RefillConcurrency);
 
@@ -479,9 +490,27 @@ public sealed partial class PoolManager : IAsyncDisposable
             {
                 taken = _ready.TryDequeue(out var entry);
                 (vm, checkedAt) = entry;
+                if (taken && _heldSince == 0)
+                {
+                    _heldSince = owner._time.GetTimestamp();
+                }
             }
             _wake.Release();
             return taken;
+        }
+
+        /// <summary>What is left of <see cref="RefillHoldAfterTake"/> since the first take the refills have not answered; zero when it is over or the pool has no ready sandbox left.</summary>
+        private TimeSpan HeldAfterTake()
+        {
+            lock (_ready)
+            {
+                if (owner.RefillHoldAfterTake <= TimeSpan.Zero || _heldSince == 0 || !_ready.Any(v => !v.Vm.Exited.IsCompleted))
+                {
+                    return TimeSpan.Zero;
+                }
+                TimeSpan left = owner.RefillHoldAfterTake - owner._time.GetElapsedTime(_heldSince);
+                return left > TimeSpan.Zero ? left : TimeSpan.Zero;
+            }
         }
 
         private int ReadyOrStarting()
@@ -510,8 +539,16 @@ public sealed partial class PoolManager : IAsyncDisposable
                 {
                     wait = backoffLeft < wait ? backoffLeft : wait;
                 }
+                else if (HeldAfterTake() is { } hold && hold > TimeSpan.Zero && ReadyOrStarting() < target)
+                {
+                    wait = hold < wait ? hold : wait;
+                }
                 else
                 {
+                    lock (_ready)
+                    {
+                        _heldSince = 0;
+                    }
                     while (ReadyOrStarting() < target && Volatile.Read(ref _starting) < RefillConcurrency)
                     {
                         Interlocked.Increment(ref _starting);

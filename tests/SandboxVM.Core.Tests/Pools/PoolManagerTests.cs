@@ -91,6 +91,65 @@ public class PoolManagerTests : PoolFixture
     }
 
     [Fact]
+    public async Task After_a_take_the_refill_waits_out_the_hold_while_clones_remain_and_starts_at_once_when_the_pool_is_empty()
+    {
+        var hold = TimeSpan.FromMilliseconds(250);
+        var clock = new TimerWatch(Time);
+        await UseAsync(new PoolManager(Runtime, Specs, Tracker, NullLogger<PoolManager>.Instance, clock)
+        {
+            MaxBackoff = TimeSpan.FromSeconds(1),
+            HealthCheckTimeout = CheckTimeout,
+            HealthCheckFreshness = TimeSpan.Zero,
+            IdleRecheckInterval = TimeSpan.Zero,
+            FreezeWaiting = false,
+            RefillConcurrency = 1,
+            RefillHoldAfterTake = hold,
+        });
+        var t = Template("py", WarmupStrategy.Pool, 2);
+        Pools.Start([t]);
+        await WaitForReadyAsync("py", 2);
+
+        // One clone left: the refill loop waits out the hold (a timer of that length) and starts nothing meanwhile,
+        // so the taker's first call does not share the CPU with a restore.
+        var first = await Pools.AcquireAsync(t, Ct);
+        Assert.Equal(VmSource.Pool, first.Source);
+        await Eventually.TrueAsync(() => clock.Dues.Contains(hold), () => $"no {hold.TotalMilliseconds} ms wait; timers: {string.Join(", ", clock.Dues)}");
+        Assert.Equal(2, Runtime.Started);
+        Time.Advance(hold);
+        await WaitForReadyAsync("py", 2);
+        Assert.Equal(3, Runtime.Started);
+
+        // A take that empties the pool refills at once: the clock does not move.
+        var second = await Pools.AcquireAsync(t, Ct);
+        var third = await Pools.AcquireAsync(t, Ct);
+        Assert.Equal(VmSource.Pool, third.Source);
+        await WaitForReadyAsync("py", 2);
+        Assert.Equal(5, Runtime.Started);
+        foreach (var lease in new[] { first, second, third })
+        {
+            Tracker.Release(lease.Vm);
+        }
+    }
+
+    /// <summary>The test's fake clock, recording the due time of every timer made on it.</summary>
+    private sealed class TimerWatch(FakeTimeProvider inner) : TimeProvider
+    {
+        public System.Collections.Concurrent.ConcurrentQueue<TimeSpan> Dues { get; } = new();
+
+        public override long GetTimestamp() => inner.GetTimestamp();
+
+        public override long TimestampFrequency => inner.TimestampFrequency;
+
+        public override DateTimeOffset GetUtcNow() => inner.GetUtcNow();
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            Dues.Enqueue(dueTime);
+            return inner.CreateTimer(callback, state, dueTime, period);
+        }
+    }
+
+    [Fact]
     public async Task ConcurrentTakes_NeverHandOneVmToTwoCallers()
     {
         var t = Template("py", WarmupStrategy.Pool, 4);
