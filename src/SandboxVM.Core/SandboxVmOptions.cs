@@ -147,8 +147,9 @@ public sealed class SandboxVmOptions
 
     /// <summary>
     /// Milliseconds a pool's refill waits after a take while ready sandboxes remain, so the restore does not share
-    /// the CPU with the taker's first call (a one-shot run is usually over by then). At most this long per
-    /// series of takes; a take that empties the pool refills at once. 0: refills start on the take.
+    /// the CPU with the taker's first call (a one-shot run is usually over by then). Not while a refill is already
+    /// under way, so a series of takes is held once; a take that empties the pool refills at once. 0: refills
+    /// start on the take.
     /// </summary>
     public int PoolRefillHoldMs { get; set; } = 250;
 

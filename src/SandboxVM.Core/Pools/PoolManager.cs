@@ -137,9 +137,9 @@ public sealed partial class PoolManager : IAsyncDisposable
     /// <summary>
     /// How long after a take the refill waits while ready sandboxes remain, so a restore does not start while
     /// the taker's first call runs and take its CPU (a gVisor restore keeps more than one core busy for most of
-    /// a second). The hold runs from the first take since refills last started, so a series of takes delays
-    /// them by this much at most, and a take that leaves the pool empty refills at once. Zero: refills start
-    /// on the take.
+    /// a second). The hold runs from the first take since refills last started and only while none is under
+    /// way, so a series of takes delays the pool's recovery by this much once; a take that leaves the pool empty
+    /// refills at once. Zero: refills start on the take.
     /// </summary>
     public TimeSpan RefillHoldAfterTake { get; init; }
 
@@ -499,12 +499,18 @@ public sealed partial class PoolManager : IAsyncDisposable
             return taken;
         }
 
-        /// <summary>What is left of <see cref="RefillHoldAfterTake"/> since the first take the refills have not answered; zero when it is over or the pool has no ready sandbox left.</summary>
+        /// <summary>
+        /// What is left of <see cref="RefillHoldAfterTake"/> since the first take the refills have not answered; zero
+        /// when it is over, a refill is already under way, or the pool has no ready sandbox left.
+        /// </summary>
         private TimeSpan HeldAfterTake()
         {
             lock (_ready)
             {
-                if (owner.RefillHoldAfterTake <= TimeSpan.Zero || _heldSince == 0 || !_ready.Any(v => !v.Vm.Exited.IsCompleted))
+                // A refill under way already shares the CPU with the taker: holding the next one back would only slow
+                // the pool's recovery from a series of takes.
+                if (owner.RefillHoldAfterTake <= TimeSpan.Zero || _heldSince == 0 || Volatile.Read(ref _starting) > 0
+                    || !_ready.Any(v => !v.Vm.Exited.IsCompleted))
                 {
                     return TimeSpan.Zero;
                 }

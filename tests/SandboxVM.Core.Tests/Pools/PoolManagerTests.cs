@@ -131,6 +131,39 @@ public class PoolManagerTests : PoolFixture
         }
     }
 
+    [Fact]
+    public async Task While_a_refill_is_under_way_a_take_is_not_held_so_a_series_of_takes_keeps_every_refill_slot_busy()
+    {
+        var hold = TimeSpan.FromMilliseconds(250);
+        Runtime.Clock = Time;
+        await UseAsync(new PoolManager(Runtime, Specs, Tracker, NullLogger<PoolManager>.Instance, Time)
+        {
+            MaxBackoff = TimeSpan.FromSeconds(1),
+            HealthCheckTimeout = CheckTimeout,
+            HealthCheckFreshness = TimeSpan.Zero,
+            IdleRecheckInterval = TimeSpan.Zero,
+            FreezeWaiting = false,
+            RefillConcurrency = 2,
+            RefillHoldAfterTake = hold,
+        });
+        var t = Template("py", WarmupStrategy.Pool, 3);
+        Pools.Start([t]);
+        await WaitForReadyAsync("py", 3);
+
+        // Restores take a second from here on: the first refill is still under way at the second take.
+        Runtime.StartDelay = TimeSpan.FromSeconds(1);
+        var first = await Pools.AcquireAsync(t, Ct);
+        Time.Advance(hold);
+        await Eventually.TrueAsync(() => Runtime.Pending == 1, () => $"{Runtime.Pending} restores under way, not 1");
+        var second = await Pools.AcquireAsync(t, Ct);
+        // One clone is left, and the clock stands still: only a take that is not held starts the second restore.
+        await Eventually.TrueAsync(() => Runtime.Pending == 2, () => $"{Runtime.Pending} restores under way, not 2: the take was held");
+        Time.Advance(TimeSpan.FromSeconds(1));
+        await WaitForReadyAsync("py", 3);
+        Tracker.Release(first.Vm);
+        Tracker.Release(second.Vm);
+    }
+
     /// <summary>The test's fake clock, recording the due time of every timer made on it.</summary>
     private sealed class TimerWatch(FakeTimeProvider inner) : TimeProvider
     {
