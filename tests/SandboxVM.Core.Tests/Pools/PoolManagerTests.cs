@@ -22,8 +22,13 @@ public class PoolManagerTests : PoolFixture
 
     protected override PoolManager CreatePools() => Create(freshness: TimeSpan.Zero, recheck: TimeSpan.Zero);
 
-    /// <summary>A pool manager whose takes trust a check younger than <paramref name="freshness"/> and that re-checks waiting VMs every <paramref name="recheck"/> (zero: never).</summary>
-    private PoolManager Create(TimeSpan freshness, TimeSpan recheck) => new(Runtime, Specs, Tracker, NullLogger<PoolManager>.Instance, Time)
+    /// <summary>
+    /// A pool manager whose takes trust a check younger than <paramref name="freshness"/> and that re-checks waiting VMs
+    /// every <paramref name="recheck"/> (zero: never), on <paramref name="clock"/> (default: the test's fake clock), with
+    /// <paramref name="refillConcurrency"/> refills at once and <paramref name="refillHold"/> after a take.
+    /// </summary>
+    private PoolManager Create(TimeSpan freshness, TimeSpan recheck, TimeProvider? clock = null, int refillConcurrency = 1, TimeSpan refillHold = default) =>
+        new(Runtime, Specs, Tracker, NullLogger<PoolManager>.Instance, clock ?? Time)
     {
         MaxBackoff = TimeSpan.FromSeconds(1),
         HealthCheckTimeout = CheckTimeout,
@@ -31,9 +36,10 @@ public class PoolManagerTests : PoolFixture
         IdleRecheckInterval = recheck,
         // The paths of a pool whose members keep running (frozen members: PoolDemandTests).
         FreezeWaiting = false,
-        // Members start one after another, so the order they wait (and are re-checked) in is their start
+        // By default members start one after another, so the order they wait (and are re-checked) in is their start
         // order: with two refills at once a hung member could be queued first and hold up the other's check.
-        RefillConcurrency = 1,
+        RefillConcurrency = refillConcurrency,
+        RefillHoldAfterTake = refillHold,
     };
 
     private FakeVm[] StartedVms()
@@ -95,16 +101,7 @@ public class PoolManagerTests : PoolFixture
     {
         var hold = TimeSpan.FromMilliseconds(250);
         var clock = new TimerWatch(Time);
-        await UseAsync(new PoolManager(Runtime, Specs, Tracker, NullLogger<PoolManager>.Instance, clock)
-        {
-            MaxBackoff = TimeSpan.FromSeconds(1),
-            HealthCheckTimeout = CheckTimeout,
-            HealthCheckFreshness = TimeSpan.Zero,
-            IdleRecheckInterval = TimeSpan.Zero,
-            FreezeWaiting = false,
-            RefillConcurrency = 1,
-            RefillHoldAfterTake = hold,
-        });
+        await UseAsync(Create(TimeSpan.Zero, TimeSpan.Zero, clock, refillHold: hold));
         var t = Template("py", WarmupStrategy.Pool, 2);
         Pools.Start([t]);
         await WaitForReadyAsync("py", 2);
@@ -136,16 +133,7 @@ public class PoolManagerTests : PoolFixture
     {
         var hold = TimeSpan.FromMilliseconds(250);
         Runtime.Clock = Time;
-        await UseAsync(new PoolManager(Runtime, Specs, Tracker, NullLogger<PoolManager>.Instance, Time)
-        {
-            MaxBackoff = TimeSpan.FromSeconds(1),
-            HealthCheckTimeout = CheckTimeout,
-            HealthCheckFreshness = TimeSpan.Zero,
-            IdleRecheckInterval = TimeSpan.Zero,
-            FreezeWaiting = false,
-            RefillConcurrency = 2,
-            RefillHoldAfterTake = hold,
-        });
+        await UseAsync(Create(TimeSpan.Zero, TimeSpan.Zero, refillConcurrency: 2, refillHold: hold));
         var t = Template("py", WarmupStrategy.Pool, 3);
         Pools.Start([t]);
         await WaitForReadyAsync("py", 3);
